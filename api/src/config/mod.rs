@@ -1,0 +1,67 @@
+//! The machine config: one YAML document per node, `version: v1alpha1`.
+//!
+//! Parsing is strict: an unknown field anywhere in Cairn's own schema is an error naming its
+//! path (pods are Kubernetes objects and follow Kubernetes' own, lenient, decoding). After
+//! parsing, [`MachineConfig::validate`] checks every value and reports *all* problems at once,
+//! each with its YAML path, so an operator can fix a file in one go:
+//!
+//! ```text
+//! machine.network.interfaces[0].addresses[1]: "10.0.0.300/24" is not an IP network
+//! ```
+//!
+//! Later schema versions get their own module; old versions stay readable.
+
+mod redact;
+mod schema;
+mod validate;
+
+pub use schema::*;
+pub use redact::REDACTED;
+pub use validate::Problem;
+
+/// Why a machine config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML does not fit the schema (syntax, unknown field, wrong type).
+    #[error("{message}")]
+    Parse {
+        /// What serde_yaml said: the path, the reason and the line.
+        message: String,
+    },
+    /// The YAML fits the schema but values are wrong; every problem is listed.
+    #[error("{} problem(s):\n{}", .0.len(), Problem::list(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// Every problem as `path: reason`, one per entry.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Parse { .. } => vec![self.to_string()],
+            ConfigError::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+impl MachineConfig {
+    /// Parses and validates a config.
+    pub fn from_yaml(bytes: &[u8]) -> Result<Self, ConfigError> {
+        // serde_yaml's message already names the path and the line.
+        let config: MachineConfig = serde_yaml::from_slice(bytes)
+            .map_err(|e| ConfigError::Parse { message: e.to_string() })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The config as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a machine config always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests;

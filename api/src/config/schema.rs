@@ -1,0 +1,249 @@
+//! The `v1alpha1` schema. Field names are camelCase, as in Kubernetes and Talos.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+/// The schema version of a machine config document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigVersion {
+    /// The first, still evolving schema.
+    #[serde(rename = "v1alpha1")]
+    V1Alpha1,
+}
+
+/// A whole machine config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MachineConfig {
+    /// Schema version.
+    pub version: ConfigVersion,
+    /// This node.
+    pub machine: Machine,
+    /// The Kubernetes cluster the node joins, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+}
+
+/// Settings of the node itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Machine {
+    /// The CA that signs API client certificates; the node also issues its own serving
+    /// certificate with it, naming its current addresses.
+    pub ca: CertificateAuthority,
+    /// Extra names and addresses for the node's serving certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cert_sans: Vec<String>,
+    /// Host name; when absent the node keeps the one it has (DHCP's, or `cairn-<mac>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Links, addresses, routes and resolvers.
+    #[serde(default)]
+    pub network: Network,
+    /// Time synchronisation.
+    #[serde(default)]
+    pub time: Time,
+    /// Where the node installs itself.
+    #[serde(default)]
+    pub install: Install,
+    /// Kernel command line and modules; changes take effect at the next boot.
+    #[serde(default)]
+    pub kernel: Kernel,
+    /// Kernel parameters set through `/proc/sys`, e.g. `net.ipv4.ip_forward: "1"`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Files written under `/var` (the only writable place).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<MachineFile>,
+    /// Static pods: Kubernetes Pod objects the node runs without a control plane.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<Pod>,
+    /// Image registry mirrors.
+    #[serde(default)]
+    pub registries: Registries,
+    /// Update trust.
+    #[serde(default)]
+    pub update: Update,
+}
+
+/// A CA certificate and, where the holder needs to sign, its key (PEM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CertificateAuthority {
+    /// The CA certificate, PEM.
+    pub crt: String,
+    /// The CA private key, PEM. A secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Network settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Network {
+    /// Per-link settings. Links not listed get DHCP on the first one with a carrier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<Interface>,
+    /// DNS resolvers, IP addresses; they take precedence over DHCP's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+}
+
+/// One network link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Interface {
+    /// Link name, e.g. `eth0`.
+    pub interface: String,
+    /// Run a DHCPv4 client on it.
+    #[serde(default)]
+    pub dhcp: bool,
+    /// Static addresses in CIDR form, e.g. `10.0.0.5/24`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// Static routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// MTU in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+/// A static route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    /// Destination in CIDR form; `0.0.0.0/0` for the default route.
+    pub network: String,
+    /// Next hop; absent for an on-link route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Route metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+}
+
+/// Time synchronisation settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Time {
+    /// SNTP servers, host names or addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Turn time synchronisation off.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Installation settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Install {
+    /// The disk to install to, e.g. `/dev/vda`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+}
+
+/// Kernel settings; they need a reboot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Kernel {
+    /// Extra kernel command-line arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra modules to load at boot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<KernelModule>,
+}
+
+/// A kernel module to load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KernelModule {
+    /// Module name, e.g. `br_netfilter`.
+    pub name: String,
+    /// Module parameters, `key=value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<String>,
+}
+
+/// A file the node writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MachineFile {
+    /// Absolute path under `/var`.
+    pub path: String,
+    /// The content.
+    pub content: String,
+    /// Permission bits; default 0o644.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<u32>,
+    /// How to write it.
+    #[serde(default)]
+    pub op: FileOp,
+}
+
+/// How a [`MachineFile`] is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum FileOp {
+    /// Create it, or replace what is there.
+    #[default]
+    Create,
+    /// Append to what is there.
+    Append,
+}
+
+/// Image registry settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Registries {
+    /// Mirrors per registry host (`docker.io`, `*` for all).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrors: BTreeMap<String, Mirror>,
+}
+
+/// Where to pull a registry's images from instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mirror {
+    /// Mirror URLs, tried in order.
+    pub endpoints: Vec<String>,
+}
+
+/// Update settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Update {
+    /// Ed25519 public keys (base64 of the 32 raw bytes) trusted to sign update bundles, in
+    /// addition to the keys built into the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
+}
+
+/// The Kubernetes cluster the node joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cluster {
+    /// Cluster name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The API server to join.
+    pub control_plane: ControlPlane,
+    /// Bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`. A secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The cluster CA certificate (PEM), to trust the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CertificateAuthority>,
+}
+
+/// Where the Kubernetes API server is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControlPlane {
+    /// `https://host:port`.
+    pub endpoint: String,
+}

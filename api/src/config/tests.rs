@@ -1,0 +1,101 @@
+use super::*;
+
+fn ca_pem() -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn config_yaml(machine_extra: &str) -> String {
+    let (crt, key) = ca_pem();
+    let indent = |pem: &str| pem.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    format!(
+        "version: v1alpha1\nmachine:\n  ca:\n    crt: |\n{}    key: |\n{}{machine_extra}",
+        indent(&crt),
+        indent(&key)
+    )
+}
+
+#[test]
+fn minimal_config_is_valid_and_round_trips() {
+    let yaml = config_yaml("  hostname: edge-1\n");
+    let config = MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
+    assert_eq!(config.machine.hostname.as_deref(), Some("edge-1"));
+    let again = MachineConfig::from_yaml(config.to_yaml().as_bytes()).unwrap();
+    assert_eq!(again, config);
+}
+
+#[test]
+fn unknown_field_names_its_path() {
+    let yaml = config_yaml("  network:\n    interfaces:\n      - interface: eth0\n        dhcpp: true\n");
+    let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("machine.network.interfaces[0]: unknown field `dhcpp`"), "{text}");
+    assert!(text.contains("unknown field `dhcpp`"), "{text}");
+}
+
+#[test]
+fn unknown_version_is_refused() {
+    let yaml = config_yaml("").replace("v1alpha1", "v9");
+    let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
+    assert!(err.to_string().starts_with("version: unknown variant `v9`"), "{err}");
+}
+
+#[test]
+fn every_value_problem_is_reported_with_its_path() {
+    let yaml = config_yaml(concat!(
+        "  hostname: -bad-\n",
+        "  network:\n",
+        "    interfaces:\n",
+        "      - interface: eth0\n",
+        "        addresses: [10.0.0.5/24, 10.0.0.300/24]\n",
+        "        routes: [{network: 0.0.0.0/0, gateway: nope}]\n",
+        "      - interface: eth0\n",
+        "    nameservers: [1.1.1.1, dns.example]\n",
+        "  files: [{path: /etc/passwd, content: x}]\n",
+        "  update: {trustedKeys: [abc]}\n",
+        "  pods:\n",
+        "    - apiVersion: v1\n",
+        "      kind: Pod\n",
+        "      metadata: {name: Web}\n",
+        "      spec: {containers: [{name: web}]}\n",
+    ));
+    let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
+    let problems = err.problems();
+    let expected = [
+        "machine.hostname: \"-bad-\" is not a valid host name",
+        "machine.network.interfaces[0].addresses[1]: \"10.0.0.300/24\" is not an IP network",
+        "machine.network.interfaces[0].routes[0].gateway: \"nope\" is not an IP address",
+        "machine.network.interfaces[1].interface: \"eth0\" is configured more than once",
+        "machine.network.nameservers[1]: \"dns.example\" is not an IP address",
+        "machine.files[0].path: \"/etc/passwd\" must be an absolute path under /var/",
+        "machine.update.trustedKeys[0]: is not an ed25519 public key",
+        "machine.pods[0].metadata.name: \"Web\" is not a DNS subdomain name",
+        "machine.pods[0].spec.containers[0].image: is required",
+    ];
+    for want in expected {
+        assert!(problems.iter().any(|p| p.starts_with(want)), "missing {want:?} in {problems:#?}");
+    }
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+}
+
+#[test]
+fn ca_must_be_a_ca_with_a_key() {
+    let yaml = "version: v1alpha1\nmachine:\n  ca:\n    crt: not a pem\n";
+    let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
+    assert!(problems.iter().any(|p| p.starts_with("machine.ca.crt: is not a PEM certificate")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.starts_with("machine.ca.key: is required")), "{problems:?}");
+}
+
+#[test]
+fn redaction_hides_secrets_only() {
+    let yaml = config_yaml("  hostname: edge-1\ncluster:\n  controlPlane: {endpoint: \"https://10.0.0.1:6443\"}\n  token: abcdef.0123456789abcdef\n");
+    let config = MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
+    let redacted = config.redacted();
+    assert_eq!(redacted.machine.ca.key.as_deref(), Some(REDACTED));
+    assert_eq!(redacted.cluster.as_ref().unwrap().token.as_deref(), Some(REDACTED));
+    assert_eq!(redacted.machine.ca.crt, config.machine.ca.crt);
+    assert!(!redacted.to_yaml().contains("PRIVATE KEY"));
+}

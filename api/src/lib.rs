@@ -1,0 +1,18 @@
+//! Cairn's contracts, shared by every binary.
+//!
+//! - [`machine`]: the gRPC API served by machined and called by `ctl`
+//!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
+//! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
+//! - [`role`]: the roles a client certificate's Organization grants.
+
+pub mod config;
+pub mod role;
+
+/// The generated gRPC types and stubs of `cairn.machine.v1alpha1`.
+#[allow(missing_docs, clippy::all)]
+pub mod machine {
+    tonic::include_proto!("cairn.machine.v1alpha1");
+}
+
+/// The TCP port machined serves its API on.
+pub const API_PORT: u16 = 50000;
