@@ -1,1 +1,16 @@
-fn main(){}
+//! machined: the Cairn node daemon. See the library for what it does.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let options = machined::cli::Options::parse();
+    match machined::runtime::run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("machined: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Who may call what: the least role per call, and the calls open in maintenance mode.
+
+use cairn_api::role::Role;
+use rustls::pki_types::CertificateDer;
+use tonic::Status;
+
+use crate::machine::NodeMode;
+
+/// An API call, for authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Call {
+    Version,
+    ApplyConfiguration,
+    GetConfiguration,
+    Reboot,
+    Shutdown,
+    ServiceList,
+    ServiceStart,
+    ServiceStop,
+    ServiceRestart,
+    Logs,
+    Dmesg,
+    Events,
+    Stats,
+    Disks,
+    Mounts,
+    List,
+    Read,
+}
+
+impl Call {
+    /// The least role that may make this call.
+    pub fn required_role(self) -> Role {
+        use Call::*;
+        match self {
+            ApplyConfiguration => Role::Admin,
+            Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart => Role::Operator,
+            Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Disks | Mounts
+            | List | Read => Role::Reader,
+        }
+    }
+
+    /// Whether a node without a config answers this call (to anyone).
+    pub fn open_in_maintenance(self) -> bool {
+        matches!(self, Call::Version | Call::Disks | Call::ApplyConfiguration)
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// Anyone, in maintenance mode.
+    Anonymous,
+    /// A client with a verified certificate carrying this role.
+    Role(Role),
+}
+
+impl Caller {
+    /// Whether the caller may see secrets.
+    pub fn sees_secrets(self) -> bool {
+        match self {
+            Caller::Anonymous => false,
+            Caller::Role(role) => role.grants(Role::Admin),
+        }
+    }
+
+    /// Whether the caller holds at least `role` (anonymous callers hold none).
+    pub fn holds(self, role: Role) -> bool {
+        matches!(self, Caller::Role(held) if held.grants(role))
+    }
+}
+
+/// Decides whether a call is allowed, given the node's mode and the client's certificate
+/// chain as TLS verified it (leaf first).
+pub fn authorize(mode: NodeMode, peer_certs: Option<&[CertificateDer<'_>]>, call: Call) -> Result<Caller, Status> {
+    match mode {
+        NodeMode::Maintenance if call.open_in_maintenance() => Ok(Caller::Anonymous),
+        NodeMode::Maintenance => Err(Status::failed_precondition(format!(
+            "the node is in maintenance mode: only Version, Disks and ApplyConfiguration are served until a config is applied (not {call:?})"
+        ))),
+        NodeMode::Configured => {
+            let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {
+                Status::unauthenticated("a client certificate is required (this connection was opened before the node was configured; reconnect)")
+            })?;
+            let role = role_of(leaf)?;
+            let required = call.required_role();
+            if role.grants(required) {
+                Ok(Caller::Role(role))
+            } else {
+                Err(Status::permission_denied(format!("role {role} may not call {call:?}: it needs {required}")))
+            }
+        }
+    }
+}
+
+/// The strongest role among the certificate's subject Organizations.
+fn role_of(cert: &CertificateDer<'_>) -> Result<Role, Status> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| Status::unauthenticated(format!("unreadable client certificate: {e}")))?;
+    let organizations: Vec<&str> = parsed.subject().iter_organization().filter_map(|o| o.as_str().ok()).collect();
+    Role::strongest(organizations.iter().copied()).ok_or_else(|| {
+        Status::permission_denied(format!(
+            "the client certificate grants no role: its Organization {organizations:?} is none of os:admin, os:operator, os:reader"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_with(organizations: &[&str]) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        for o in organizations {
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
+        }
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn maintenance_mode_opens_three_calls_to_anyone() {
+        assert_eq!(authorize(NodeMode::Maintenance, None, Call::Version).unwrap(), Caller::Anonymous);
+        assert_eq!(authorize(NodeMode::Maintenance, None, Call::ApplyConfiguration).unwrap(), Caller::Anonymous);
+        let err = authorize(NodeMode::Maintenance, None, Call::Reboot).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn configured_mode_enforces_roles() {
+        let reader = [cert_with(&["os:reader"])];
+        let operator = [cert_with(&["os:operator"])];
+        let nobody = [cert_with(&["acme"])];
+        let mode = NodeMode::Configured;
+        assert_eq!(authorize(mode, Some(&reader), Call::Logs).unwrap(), Caller::Role(Role::Reader));
+        let denied = authorize(mode, Some(&reader), Call::ApplyConfiguration).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("role os:reader may not call ApplyConfiguration: it needs os:admin"));
+        assert!(authorize(mode, Some(&operator), Call::Reboot).is_ok());
+        assert!(authorize(mode, Some(&operator), Call::ApplyConfiguration).is_err());
+        assert_eq!(authorize(mode, Some(&nobody), Call::Version).unwrap_err().code(), tonic::Code::PermissionDenied);
+        assert_eq!(authorize(mode, None, Call::Version).unwrap_err().code(), tonic::Code::Unauthenticated);
+    }
+}

@@ -1,0 +1,475 @@
+//! The `MachineService` handlers: authorize, convert, call the machine, convert back.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_api::machine::{self as pb, machine_service_server::MachineService};
+use cairn_api::role::Role;
+use futures_util::Stream;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::api::auth::{authorize, Call, Caller};
+use crate::apply::{Action, ApplyMode};
+use crate::inspect::{self, kmsg::Kmsg};
+use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
+use crate::ring::Sequenced;
+use crate::supervisor::SupervisorError;
+
+/// Try timeout when the client sets none, as in Talos.
+const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes per `Read` chunk.
+const READ_CHUNK: usize = 64 * 1024;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The API's handlers.
+pub struct MachineApi {
+    machine: Arc<Machine>,
+}
+
+impl MachineApi {
+    /// Handlers for `machine`.
+    pub fn new(machine: Arc<Machine>) -> Self {
+        MachineApi { machine }
+    }
+
+    fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
+        let certs = request.peer_certs();
+        authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
+    }
+}
+
+/// Streams what `produce` sends; it stops when the client goes away.
+fn stream<T: Send + 'static, F>(produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F) -> ResponseStream<T>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(produce(tx));
+    Box::pin(ReceiverStream::new(rx))
+}
+
+/// Sends a ring's history, then (with `follow`) its new records until the client leaves.
+async fn send_ring<T: Clone, U>(
+    history: Vec<Sequenced<T>>,
+    mut follow: Option<broadcast::Receiver<Sequenced<T>>>,
+    tx: mpsc::Sender<Result<U, Status>>,
+    convert: impl Fn(Sequenced<T>) -> U,
+) {
+    for record in history {
+        if tx.send(Ok(convert(record))).await.is_err() {
+            return;
+        }
+    }
+    let Some(rx) = follow.as_mut() else { return };
+    loop {
+        let record = tokio::select! {
+            record = rx.recv() => record,
+            _ = tx.closed() => return,
+        };
+        match record {
+            Ok(record) => {
+                if tx.send(Ok(convert(record))).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let _ = tx.send(Err(Status::data_loss(format!("follower fell {n} records behind")))).await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+fn tail(n: i32) -> Option<usize> {
+    usize::try_from(n).ok()
+}
+
+fn apply_error_status(e: ApplyError) -> Status {
+    match e {
+        ApplyError::Invalid(e) => Status::invalid_argument(format!("invalid config: {e}")),
+        ApplyError::Plan(e) => Status::failed_precondition(e.to_string()),
+        ApplyError::Pki(e) => Status::invalid_argument(e.to_string()),
+        ApplyError::Tls(e) => Status::invalid_argument(e.to_string()),
+        ApplyError::Store(e) => Status::internal(e.to_string()),
+    }
+}
+
+fn supervisor_status(e: SupervisorError) -> Status {
+    match e {
+        SupervisorError::UnknownService(_) => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl MachineService for MachineApi {
+    async fn version(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+        self.authorize(&request, Call::Version)?;
+        let uname = nix::sys::utsname::uname().map_err(|e| Status::internal(format!("uname: {e}")))?;
+        Ok(Response::new(pb::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+            kernel: uname.release().to_string_lossy().into_owned(),
+            hostname: self.machine.hostname(),
+            mode: match self.machine.mode() {
+                NodeMode::Maintenance => pb::NodeMode::Maintenance,
+                NodeMode::Configured => pb::NodeMode::Configured,
+            } as i32,
+            // Slots arrive with the disk image; an ordinary process boots from none.
+            slot: "none".to_string(),
+            pid1: std::process::id() == 1,
+        }))
+    }
+
+    async fn apply_configuration(
+        &self,
+        request: Request<pb::ApplyConfigurationRequest>,
+    ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
+        self.authorize(&request, Call::ApplyConfiguration)?;
+        let request = request.into_inner();
+        let mode = match pb::ApplyMode::try_from(request.mode).unwrap_or(pb::ApplyMode::Unspecified) {
+            pb::ApplyMode::Unspecified | pb::ApplyMode::Auto => ApplyMode::Auto,
+            pb::ApplyMode::NoReboot => ApplyMode::NoReboot,
+            pb::ApplyMode::Reboot => ApplyMode::Reboot,
+            pb::ApplyMode::Staged => ApplyMode::Staged,
+            pb::ApplyMode::Try => ApplyMode::Try(match request.try_timeout_seconds {
+                0 => DEFAULT_TRY_TIMEOUT,
+                s => Duration::from_secs(s.into()),
+            }),
+        };
+        let outcome = self.machine.apply(&request.data, mode, request.dry_run).map_err(apply_error_status)?;
+        Ok(Response::new(pb::ApplyConfigurationResponse {
+            summary: outcome.summary,
+            changes: outcome.plan.changes,
+            mode: match outcome.plan.action {
+                Action::Live => pb::ApplyMode::NoReboot,
+                Action::Reboot => pb::ApplyMode::Reboot,
+                Action::Stage => pb::ApplyMode::Staged,
+                Action::Try(_) => pb::ApplyMode::Try,
+            } as i32,
+        }))
+    }
+
+    async fn get_configuration(
+        &self,
+        request: Request<pb::GetConfigurationRequest>,
+    ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
+        let caller = self.authorize(&request, Call::GetConfiguration)?;
+        let staged = request.into_inner().staged;
+        let config = self
+            .machine
+            .config(staged)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(if staged { "no config is staged" } else { "the node has no config" }))?;
+        let redacted = !caller.sees_secrets();
+        let yaml = if redacted { config.redacted().to_yaml() } else { config.to_yaml() };
+        Ok(Response::new(pb::GetConfigurationResponse { data: yaml.into_bytes(), redacted }))
+    }
+
+    async fn reboot(&self, request: Request<pb::RebootRequest>) -> Result<Response<pb::PowerResponse>, Status> {
+        self.authorize(&request, Call::Reboot)?;
+        self.machine.power(PowerAction::Reboot);
+        Ok(Response::new(pb::PowerResponse { message: "rebooting".into() }))
+    }
+
+    async fn shutdown(&self, request: Request<pb::ShutdownRequest>) -> Result<Response<pb::PowerResponse>, Status> {
+        self.authorize(&request, Call::Shutdown)?;
+        self.machine.power(PowerAction::PowerOff);
+        Ok(Response::new(pb::PowerResponse { message: "shutting down".into() }))
+    }
+
+    async fn service_list(
+        &self,
+        request: Request<pb::ServiceListRequest>,
+    ) -> Result<Response<pb::ServiceListResponse>, Status> {
+        self.authorize(&request, Call::ServiceList)?;
+        let services = self
+            .machine
+            .supervisor()
+            .list()
+            .into_iter()
+            .map(|s| pb::ServiceInfo {
+                id: s.id.to_string(),
+                state: s.state.as_str().to_string(),
+                restarts: s.restarts,
+                since_unix_millis: s.since_unix_millis,
+                events: s
+                    .events
+                    .into_iter()
+                    .map(|e| pb::ServiceEvent { unix_millis: e.unix_millis, state: e.state.as_str().into(), message: e.message })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ServiceListResponse { services }))
+    }
+
+    async fn service_start(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        self.authorize(&request, Call::ServiceStart)?;
+        let id = request.into_inner().id;
+        self.machine.supervisor().start(&id).map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} started") }))
+    }
+
+    async fn service_stop(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        self.authorize(&request, Call::ServiceStop)?;
+        let id = request.into_inner().id;
+        self.machine.supervisor().stop(&id).await.map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} stopped") }))
+    }
+
+    async fn service_restart(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+        self.authorize(&request, Call::ServiceRestart)?;
+        let id = request.into_inner().id;
+        self.machine.supervisor().restart(&id).map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} is restarting") }))
+    }
+
+    type LogsStream = ResponseStream<pb::LogEntry>;
+
+    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        self.authorize(&request, Call::Logs)?;
+        let request = request.into_inner();
+        let ring = self
+            .machine
+            .logs()
+            .existing(&request.id)
+            .ok_or_else(|| Status::not_found(format!("no logs for {:?}", request.id)))?;
+        let (history, follow) = if request.follow {
+            let (history, rx) = ring.follow(tail(request.tail_lines));
+            (history, Some(rx))
+        } else {
+            (ring.snapshot(tail(request.tail_lines)), None)
+        };
+        Ok(Response::new(stream(|tx| {
+            send_ring(history, follow, tx, |r| pb::LogEntry { unix_micros: r.item.unix_micros, message: r.item.message })
+        })))
+    }
+
+    type DmesgStream = ResponseStream<pb::KernelLogEntry>;
+
+    async fn dmesg(&self, request: Request<pb::DmesgRequest>) -> Result<Response<Self::DmesgStream>, Status> {
+        self.authorize(&request, Call::Dmesg)?;
+        let request = request.into_inner();
+        let mut kmsg = Kmsg::open().map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))?;
+        Ok(Response::new(stream(move |tx| async move {
+            let convert = |r: inspect::kmsg::KernelRecord| pb::KernelLogEntry {
+                facility: r.facility,
+                priority: r.priority,
+                sequence: r.sequence,
+                boot_micros: r.boot_micros,
+                message: r.message,
+            };
+            // The backlog first, trimmed to the tail; then, when following, new records.
+            let mut backlog = Vec::new();
+            loop {
+                match kmsg.next(false).await {
+                    Ok(Some(record)) => backlog.push(record),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(format!("/dev/kmsg: {e}")))).await;
+                        return;
+                    }
+                }
+            }
+            let skip = tail(request.tail).map_or(0, |n| backlog.len().saturating_sub(n));
+            for record in backlog.into_iter().skip(skip) {
+                if tx.send(Ok(convert(record))).await.is_err() {
+                    return;
+                }
+            }
+            while request.follow {
+                let next = tokio::select! {
+                    next = kmsg.next(true) => next,
+                    _ = tx.closed() => return,
+                };
+                let message = match next {
+                    Ok(Some(record)) => Ok(convert(record)),
+                    Ok(None) => return,
+                    Err(e) => Err(Status::internal(format!("/dev/kmsg: {e}"))),
+                };
+                if tx.send(message).await.is_err() {
+                    return;
+                }
+            }
+        })))
+    }
+
+    type EventsStream = ResponseStream<pb::Event>;
+
+    async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        self.authorize(&request, Call::Events)?;
+        let request = request.into_inner();
+        let ring = self.machine.events().ring();
+        let (history, follow) = if request.follow {
+            let (history, rx) = ring.follow(tail(request.tail));
+            (history, Some(rx))
+        } else {
+            (ring.snapshot(tail(request.tail)), None)
+        };
+        Ok(Response::new(stream(|tx| {
+            send_ring(history, follow, tx, |r| pb::Event {
+                id: r.seq,
+                unix_millis: r.item.unix_millis,
+                kind: r.item.kind.as_str().to_string(),
+                message: r.item.message,
+            })
+        })))
+    }
+
+    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+        self.authorize(&request, Call::Stats)?;
+        let stats = inspect::stats::read().map_err(|e| Status::internal(format!("reading /proc: {e}")))?;
+        let memory = &stats.memory;
+        Ok(Response::new(pb::StatsResponse {
+            memory: Some(pb::MemoryStats {
+                total_bytes: memory.mem_total,
+                free_bytes: memory.mem_free,
+                available_bytes: memory.mem_available.unwrap_or(memory.mem_free),
+                buffers_bytes: memory.buffers,
+                cached_bytes: memory.cached,
+            }),
+            cpus: stats
+                .cpus
+                .into_iter()
+                .map(|c| pb::CpuStats {
+                    name: c.name,
+                    user_seconds: c.user,
+                    nice_seconds: c.nice,
+                    system_seconds: c.system,
+                    idle_seconds: c.idle,
+                    iowait_seconds: c.iowait,
+                    irq_seconds: c.irq,
+                    softirq_seconds: c.softirq,
+                    steal_seconds: c.steal,
+                })
+                .collect(),
+            load1: stats.load[0],
+            load5: stats.load[1],
+            load15: stats.load[2],
+            uptime_seconds: stats.uptime_seconds,
+            machined_rss_bytes: stats.machined_rss_bytes,
+            processes: stats.processes,
+        }))
+    }
+
+    async fn disks(&self, request: Request<pb::DisksRequest>) -> Result<Response<pb::DisksResponse>, Status> {
+        self.authorize(&request, Call::Disks)?;
+        let disks = inspect::disks::list().map_err(|e| Status::internal(format!("/sys/block: {e}")))?;
+        let disks = disks
+            .into_iter()
+            .map(|d| pb::Disk {
+                dev_path: format!("/dev/{}", d.name),
+                name: d.name,
+                size_bytes: d.size_bytes,
+                model: d.model,
+                serial: d.serial,
+                rotational: d.rotational,
+                read_only: d.read_only,
+                removable: d.removable,
+            })
+            .collect();
+        Ok(Response::new(pb::DisksResponse { disks }))
+    }
+
+    async fn mounts(&self, request: Request<pb::MountsRequest>) -> Result<Response<pb::MountsResponse>, Status> {
+        self.authorize(&request, Call::Mounts)?;
+        let mounts = inspect::mounts::list().map_err(|e| Status::internal(format!("mountinfo: {e}")))?;
+        let mounts = mounts
+            .into_iter()
+            .map(|m| pb::Mount {
+                source: m.source,
+                target: m.target,
+                fs_type: m.fs_type,
+                options: m.options,
+                size_bytes: m.size_bytes,
+                available_bytes: m.available_bytes,
+            })
+            .collect();
+        Ok(Response::new(pb::MountsResponse { mounts }))
+    }
+
+    type ListStream = ResponseStream<pb::FileInfo>;
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+        self.authorize(&request, Call::List)?;
+        let request = request.into_inner();
+        let root = absolute(&request.root)?;
+        let entries = tokio::task::spawn_blocking(move || inspect::files::list(&root, request.recursion_depth))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(error) = entries.first().map(|e| e.error.clone()).filter(|e| !e.is_empty()) {
+            return Err(Status::not_found(format!("{}: {error}", request.root)));
+        }
+        Ok(Response::new(stream(|tx| async move {
+            for e in entries {
+                let info = pb::FileInfo {
+                    path: e.path,
+                    size: e.size,
+                    mode: e.mode,
+                    is_dir: e.is_dir,
+                    link_target: e.link_target,
+                    modified_unix: e.modified_unix,
+                    error: e.error,
+                };
+                if tx.send(Ok(info)).await.is_err() {
+                    return;
+                }
+            }
+        })))
+    }
+
+    type ReadStream = ResponseStream<pb::FileChunk>;
+
+    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let caller = self.authorize(&request, Call::Read)?;
+        let path = absolute(&request.get_ref().path)?;
+        let resolved = tokio::fs::canonicalize(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
+        // STATE holds the machine config and the node's keys: secrets.
+        let state = tokio::fs::canonicalize(self.machine.layout().state_dir()).await.ok();
+        if state.is_some_and(|state| resolved.starts_with(state)) && !caller.holds(Role::Admin) {
+            return Err(Status::permission_denied(format!(
+                "{} is on STATE, which holds secrets: reading it needs {}",
+                path.display(),
+                Role::Admin
+            )));
+        }
+        let mut file = tokio::fs::File::open(&resolved)
+            .await
+            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
+        if file.metadata().await.is_ok_and(|m| m.is_dir()) {
+            return Err(Status::invalid_argument(format!("{} is a directory (use ls)", path.display())));
+        }
+        Ok(Response::new(stream(|tx| async move {
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                let chunk = match file.read(&mut buf).await {
+                    Ok(0) => return,
+                    Ok(n) => Ok(pb::FileChunk { data: buf[..n].to_vec() }),
+                    Err(e) => Err(Status::internal(format!("reading: {e}"))),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        })))
+    }
+}
+
+fn absolute(path: &str) -> Result<PathBuf, Status> {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(Status::invalid_argument(format!("{path:?} is not an absolute path")))
+    }
+}

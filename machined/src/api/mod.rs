@@ -1,0 +1,6 @@
+//! The gRPC edge: the TLS listener, who may call what, and the handlers that turn requests
+//! into calls on [`crate::machine::Machine`].
+
+pub mod auth;
+pub mod handlers;
+pub mod server;

@@ -1,0 +1,116 @@
+//! The machine config on STATE: the running config and a staged one, each written
+//! atomically (temp file, fsync, rename, fsync the directory), so a power cut leaves the old
+//! file or the new one, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use cairn_api::config::{ConfigError, MachineConfig};
+
+use crate::layout::NodeLayout;
+
+/// A config file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// A stored config no longer validates.
+    #[error("{path}: stored config is invalid: {source}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ConfigError,
+    },
+}
+
+/// The configs on STATE.
+#[derive(Debug, Clone)]
+pub struct ConfigStore {
+    layout: NodeLayout,
+}
+
+impl ConfigStore {
+    /// The store of a node.
+    pub fn new(layout: NodeLayout) -> Self {
+        ConfigStore { layout }
+    }
+
+    /// The running config, if the node has been configured.
+    pub fn load(&self) -> Result<Option<MachineConfig>, StoreError> {
+        read_config(&self.layout.config_path())
+    }
+
+    /// The staged config, if one waits for the next start.
+    pub fn load_staged(&self) -> Result<Option<MachineConfig>, StoreError> {
+        read_config(&self.layout.staged_config_path())
+    }
+
+    /// Makes `config` the running config.
+    pub fn save(&self, config: &MachineConfig) -> Result<(), StoreError> {
+        write_atomically(&self.layout.config_path(), config.to_yaml().as_bytes())
+    }
+
+    /// Stages `config` for the next start.
+    pub fn stage(&self, config: &MachineConfig) -> Result<(), StoreError> {
+        write_atomically(&self.layout.staged_config_path(), config.to_yaml().as_bytes())
+    }
+
+    /// Drops a staged config (a later live apply supersedes it).
+    pub fn discard_staged(&self) -> Result<(), StoreError> {
+        let path = self.layout.staged_config_path();
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// At start: a staged config becomes the running one. Returns whether there was one.
+    pub fn promote_staged(&self) -> Result<bool, StoreError> {
+        let staged = self.layout.staged_config_path();
+        if !staged.exists() {
+            return Ok(false);
+        }
+        let target = self.layout.config_path();
+        fs::rename(&staged, &target).map_err(|source| StoreError::Io { path: staged, source })?;
+        sync_dir(&target)?;
+        Ok(true)
+    }
+}
+
+fn read_config(path: &Path) -> Result<Option<MachineConfig>, StoreError> {
+    match fs::read(path) {
+        Ok(bytes) => MachineConfig::from_yaml(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Invalid { path: path.into(), source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io { path: path.into(), source }),
+    }
+}
+
+/// Writes `bytes` to `path` (mode 0600: configs hold keys) so that readers see either the
+/// old content or the new, even across a power cut.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let io_error = |source| StoreError::Io { path: path.into(), source };
+    let dir = path.parent().expect("config paths have a parent");
+    fs::create_dir_all(dir).map_err(io_error)?;
+    let temp = path.with_extension("tmp");
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).map_err(io_error)?;
+    file.write_all(bytes).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    fs::rename(&temp, path).map_err(io_error)?;
+    sync_dir(path)
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = path.parent().expect("config paths have a parent");
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|source| StoreError::Io { path: dir.into(), source })
+}

@@ -1,0 +1,23 @@
+//! machined: Cairn's PID 1.
+//!
+//! It runs as the init process of a Cairn node, or — for development and tests — as an
+//! ordinary process that keeps its state under a directory of its own
+//! (`machined --root DIR --listen ADDR`). Everything that is not about being PID 1 works the
+//! same in both: the configuration store, the API, roles, the supervisor and the logs.
+
+pub mod api;
+pub mod apply;
+pub mod cli;
+pub mod config_store;
+pub mod events;
+pub mod inspect;
+pub mod layout;
+pub mod logs;
+pub mod machine;
+pub mod pki;
+pub mod power;
+pub mod ring;
+pub mod runtime;
+pub mod services;
+pub mod supervisor;
+pub mod tls;

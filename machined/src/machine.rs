@@ -1,0 +1,291 @@
+//! The machine: its configuration (running, staged, on trial), its mode, and the actions an
+//! operator can take. The API calls into this; nothing here knows about gRPC.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_api::config::{ConfigError, MachineConfig};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+use crate::apply::{self, Action, ApplyMode, Plan, PlanError};
+use crate::config_store::{ConfigStore, StoreError};
+use crate::events::{EventBus, EventKind};
+use crate::layout::NodeLayout;
+use crate::logs::LogBook;
+use crate::pki::{self, PkiError};
+use crate::power::Power;
+use crate::supervisor::Supervisor;
+use crate::tls::{self, TlsError};
+
+/// How long machined waits before a reboot or power-off, so the reply reaches the caller.
+const POWER_GRACE: Duration = Duration::from_millis(300);
+
+/// Whether the node has a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeMode {
+    /// No config yet: TLS without client auth, a few calls only.
+    Maintenance,
+    /// Configured: mTLS, roles enforced.
+    Configured,
+}
+
+/// What a config apply did.
+#[derive(Debug, Clone)]
+pub struct ApplyOutcome {
+    /// What happened, in words.
+    pub summary: String,
+    /// The plan that was (or, on a dry run, would be) carried out.
+    pub plan: Plan,
+}
+
+/// Why a config could not be applied; in every case the node is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The config is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The mode does not fit the change.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// Storing the config failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The config's CA cannot issue the node's certificate.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The config's CA cannot be used for TLS.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Reboot or power-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Restart.
+    Reboot,
+    /// Turn off.
+    PowerOff,
+}
+
+struct ConfigState {
+    running: Option<Arc<MachineConfig>>,
+    /// Set while a `try` config runs: the config to return to and the pending revert.
+    trial: Option<(Arc<MachineConfig>, AbortHandle)>,
+}
+
+/// The node's state and the operations on it.
+pub struct Machine {
+    layout: NodeLayout,
+    store: ConfigStore,
+    state: Mutex<ConfigState>,
+    tls: watch::Sender<Arc<rustls::ServerConfig>>,
+    events: Arc<EventBus>,
+    logs: Arc<LogBook>,
+    supervisor: Arc<Supervisor>,
+    power: Box<dyn Power>,
+}
+
+impl Machine {
+    /// A machine whose running config is `running` (none: maintenance mode).
+    pub fn new(
+        layout: NodeLayout,
+        running: Option<MachineConfig>,
+        logs: Arc<LogBook>,
+        power: Box<dyn Power>,
+    ) -> Result<Arc<Machine>, ApplyError> {
+        let running = running.map(Arc::new);
+        let tls = watch::channel(server_tls(running.as_deref())?).0;
+        let events = Arc::new(EventBus::default());
+        let supervisor = Arc::new(Supervisor::new(events.clone(), logs.clone()));
+        Ok(Arc::new(Machine {
+            store: ConfigStore::new(layout.clone()),
+            layout,
+            state: Mutex::new(ConfigState { running, trial: None }),
+            tls,
+            events,
+            logs,
+            supervisor,
+            power,
+        }))
+    }
+
+    /// The node's mode.
+    pub fn mode(&self) -> NodeMode {
+        match self.state.lock().expect("config lock").running {
+            Some(_) => NodeMode::Configured,
+            None => NodeMode::Maintenance,
+        }
+    }
+
+    /// The running config, or the staged one.
+    pub fn config(&self, staged: bool) -> Result<Option<Arc<MachineConfig>>, StoreError> {
+        if staged {
+            return Ok(self.store.load_staged()?.map(Arc::new));
+        }
+        Ok(self.state.lock().expect("config lock").running.clone())
+    }
+
+    /// The host name the node goes by: the config's, else the kernel's.
+    pub fn hostname(&self) -> String {
+        let state = self.state.lock().expect("config lock");
+        match state.running.as_ref().and_then(|c| c.machine.hostname.clone()) {
+            Some(name) => name,
+            None => nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        }
+    }
+
+    /// Validates `yaml` and applies it as `mode` says; on any error nothing changes.
+    pub fn apply(self: &Arc<Self>, yaml: &[u8], mode: ApplyMode, dry_run: bool) -> Result<ApplyOutcome, ApplyError> {
+        let config = Arc::new(MachineConfig::from_yaml(yaml)?);
+        let mut state = self.state.lock().expect("config lock");
+        let plan = apply::plan(state.running.as_deref(), &config, mode)?;
+        // Build the TLS settings first: a CA that cannot serve must be refused before
+        // anything is stored.
+        let tls = server_tls(Some(&config))?;
+        let changes = plan.changes.len();
+        if dry_run {
+            let summary = format!("dry run: would {} ({changes} change(s))", describe(plan.action));
+            return Ok(ApplyOutcome { summary, plan });
+        }
+        let summary = match plan.action {
+            Action::Live | Action::Reboot => {
+                self.store.save(&config)?;
+                self.store.discard_staged()?;
+                if let Some((_, revert)) = state.trial.take() {
+                    revert.abort();
+                }
+                if plan.action == Action::Live {
+                    self.activate(&mut state, config, tls, "applied");
+                    format!("applied ({changes} change(s))")
+                } else {
+                    self.events.publish(EventKind::Config, "config stored; rebooting to apply it");
+                    drop(state);
+                    self.power(PowerAction::Reboot);
+                    format!("stored ({changes} change(s)); rebooting")
+                }
+            }
+            Action::Stage => {
+                self.store.stage(&config)?;
+                self.events.publish(EventKind::Config, "config staged for the next boot");
+                format!("staged for the next boot ({changes} change(s))")
+            }
+            Action::Try(timeout) => {
+                let previous = state.running.clone().expect("plan refuses try without a config");
+                let previous = match state.trial.take() {
+                    Some((original, revert)) => {
+                        revert.abort();
+                        original
+                    }
+                    None => previous,
+                };
+                let machine = self.clone();
+                let revert = tokio::spawn(async move {
+                    tokio::time::sleep(timeout).await;
+                    machine.end_trial();
+                });
+                state.trial = Some((previous, revert.abort_handle()));
+                self.activate(&mut state, config, tls, &format!("on trial for {}s", timeout.as_secs()));
+                format!("applied on trial ({changes} change(s)); the previous config returns in {}s", timeout.as_secs())
+            }
+        };
+        Ok(ApplyOutcome { summary, plan })
+    }
+
+    /// Returns to the config that ran before a `try`.
+    fn end_trial(&self) {
+        let mut state = self.state.lock().expect("config lock");
+        let Some((previous, _)) = state.trial.take() else { return };
+        match server_tls(Some(&previous)) {
+            Ok(tls) => self.activate(&mut state, previous, tls, "restored after the trial ended"),
+            Err(e) => tracing::error!("cannot restore the previous config's TLS settings: {e}"),
+        }
+    }
+
+    fn activate(&self, state: &mut ConfigState, config: Arc<MachineConfig>, tls: Arc<rustls::ServerConfig>, how: &str) {
+        let was_maintenance = state.running.is_none();
+        state.running = Some(config);
+        self.tls.send_replace(tls);
+        self.events.publish(EventKind::Config, format!("config {how}"));
+        if was_maintenance {
+            self.events.publish(EventKind::Mode, "configured: the API now requires client certificates");
+        }
+    }
+
+    /// Reboots or powers off after a short grace, stopping services and flushing logs first.
+    pub fn power(self: &Arc<Self>, action: PowerAction) {
+        let what = match action {
+            PowerAction::Reboot => "reboot",
+            PowerAction::PowerOff => "power-off",
+        };
+        self.events.publish(EventKind::Power, format!("{what} requested"));
+        let machine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(POWER_GRACE).await;
+            machine.supervisor.stop_all().await;
+            machine.flush_logs();
+            let result = match action {
+                PowerAction::Reboot => machine.power.reboot(),
+                PowerAction::PowerOff => machine.power.power_off(),
+            };
+            if let Err(e) = result {
+                tracing::error!("{what} failed: {e:#}");
+            }
+        });
+    }
+
+    /// Appends in-memory logs to `/var/log`.
+    pub fn flush_logs(&self) {
+        if let Err(e) = self.logs.flush_to(&self.layout.log_dir()) {
+            tracing::warn!("flushing logs to {}: {e}", self.layout.log_dir().display());
+        }
+    }
+
+    /// The API's current TLS settings; they change when the config does.
+    pub fn tls(&self) -> watch::Receiver<Arc<rustls::ServerConfig>> {
+        self.tls.subscribe()
+    }
+
+    /// The node's paths.
+    pub fn layout(&self) -> &NodeLayout {
+        &self.layout
+    }
+
+    /// The event history.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// The log rings.
+    pub fn logs(&self) -> &Arc<LogBook> {
+        &self.logs
+    }
+
+    /// The service supervisor.
+    pub fn supervisor(&self) -> &Arc<Supervisor> {
+        &self.supervisor
+    }
+}
+
+/// The API's TLS settings for a config (none: maintenance mode).
+fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig>, ApplyError> {
+    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(match config {
+        None => tls::maintenance(pki::maintenance_identity(&pki::node_names(&hostname, &[]))?)?,
+        Some(config) => {
+            let machine = &config.machine;
+            let names = pki::node_names(machine.hostname.as_deref().unwrap_or(&hostname), &machine.cert_sans);
+            let key = machine.ca.key.as_deref().expect("validation requires machine.ca.key");
+            tls::mutual(&machine.ca.crt, pki::issue_serving(&machine.ca.crt, key, &names)?)?
+        }
+    })
+}
+
+fn describe(action: Action) -> String {
+    match action {
+        Action::Live => "apply it now".into(),
+        Action::Reboot => "store it and reboot".into(),
+        Action::Stage => "stage it for the next boot".into(),
+        Action::Try(timeout) => format!("apply it on trial for {}s", timeout.as_secs()),
+    }
+}

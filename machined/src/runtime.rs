@@ -1,0 +1,58 @@
+//! Start-up and the main loop: load the config, start the services, wait for a signal.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::server::Apid;
+use crate::cli::Options;
+use crate::config_store::ConfigStore;
+use crate::events::EventKind;
+use crate::layout::NodeLayout;
+use crate::logs::LogBook;
+use crate::machine::{Machine, PowerAction};
+use crate::power::ProcessPower;
+use crate::services::logflush::LogFlush;
+
+/// Runs machined until it is told to stop.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let logs = Arc::new(LogBook::default());
+    logs.install_tracing();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(options, logs))
+}
+
+async fn serve(options: Options, logs: Arc<LogBook>) -> anyhow::Result<()> {
+    let layout = NodeLayout::new(&options.root);
+    let store = ConfigStore::new(layout.clone());
+    if store.promote_staged()? {
+        tracing::info!("the staged config is now the running config");
+    }
+    let running = store.load().context("loading the machine config")?;
+    tracing::info!(
+        "machined {} starting under {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        layout.root().display(),
+        if running.is_some() { "configured" } else { "maintenance mode: waiting for a config" }
+    );
+    let machine = Machine::new(layout, running, logs, Box::new(ProcessPower))?;
+    machine.events().publish(EventKind::Power, "machined started");
+    let supervisor = machine.supervisor();
+    supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));
+    supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    machine.power(PowerAction::PowerOff);
+    std::future::pending::<()>().await;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The services machined runs itself (the API server is [`crate::api::server::Apid`]).
+
+pub mod logflush;

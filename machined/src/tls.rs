@@ -1,0 +1,54 @@
+//! The API's TLS settings: server-only TLS in maintenance mode, mutual TLS trusting the
+//! machine config's CA once configured.
+
+use std::sync::Arc;
+
+use rustls::crypto::ring::default_provider;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::pki::ServingIdentity;
+
+/// The TLS settings could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA certificate in the config is unusable.
+    #[error("machine.ca.crt: {0}")]
+    Ca(String),
+    /// rustls refused the settings.
+    #[error("TLS settings: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// TLS without client authentication, for maintenance mode.
+pub fn maintenance(identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+    let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, identity.key)?;
+    Ok(finish(config))
+}
+
+/// Mutual TLS: clients must present a certificate signed by `ca_pem`.
+pub fn mutual(ca_pem: &str, identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
+        roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
+    }
+    let provider = Arc::new(default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key)?;
+    Ok(finish(config))
+}
+
+fn finish(mut config: ServerConfig) -> Arc<ServerConfig> {
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
