@@ -34,7 +34,10 @@ impl Role {
 
     /// The most powerful role among certificate Organizations; unknown ones grant nothing.
     pub fn strongest<'a>(organizations: impl IntoIterator<Item = &'a str>) -> Option<Role> {
-        organizations.into_iter().filter_map(|o| o.parse().ok()).max()
+        organizations
+            .into_iter()
+            .filter_map(|o| o.parse().ok())
+            .max()
     }
 }
 

@@ -61,7 +61,11 @@ pub struct Plan {
 }
 
 /// Decides what applying `new` over `current` in `mode` means.
-pub fn plan(current: Option<&MachineConfig>, new: &MachineConfig, mode: ApplyMode) -> Result<Plan, PlanError> {
+pub fn plan(
+    current: Option<&MachineConfig>,
+    new: &MachineConfig,
+    mode: ApplyMode,
+) -> Result<Plan, PlanError> {
     let changes = changed_paths(current, new);
     // A first config changes everything, but nothing that was running needs a reboot.
     let needs_reboot: Vec<String> = match current {
@@ -87,9 +91,12 @@ pub fn plan(current: Option<&MachineConfig>, new: &MachineConfig, mode: ApplyMod
 
 /// The YAML paths whose values differ between `old` and `new`.
 pub fn changed_paths(old: Option<&MachineConfig>, new: &MachineConfig) -> Vec<String> {
-    let to_value = |c: &MachineConfig| serde_yaml::to_value(c).expect("a machine config always serializes");
+    let to_value =
+        |c: &MachineConfig| serde_yaml::to_value(c).expect("a machine config always serializes");
+    // A first config is compared with an empty document: every section it sets is a change.
+    let old = old.map_or_else(|| Value::Mapping(Default::default()), to_value);
     let mut paths = Vec::new();
-    diff(old.map(to_value).as_ref(), Some(&to_value(new)), String::new(), &mut paths);
+    diff(Some(&old), Some(&to_value(new)), String::new(), &mut paths);
     paths
 }
 
@@ -100,7 +107,11 @@ fn diff(old: Option<&Value>, new: Option<&Value>, path: String, out: &mut Vec<St
             keys.sort_by_key(|k| key_name(k));
             keys.dedup();
             for key in keys {
-                let child = if path.is_empty() { key_name(key) } else { format!("{path}.{}", key_name(key)) };
+                let child = if path.is_empty() {
+                    key_name(key)
+                } else {
+                    format!("{path}.{}", key_name(key))
+                };
                 diff(a.get(key), b.get(key), child, out);
             }
         }
@@ -117,7 +128,10 @@ fn diff(old: Option<&Value>, new: Option<&Value>, path: String, out: &mut Vec<St
 fn key_name(key: &Value) -> String {
     match key {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -127,18 +141,28 @@ mod tests {
 
     fn config(extra: &str) -> MachineConfig {
         // Validation is not the point here; build the value directly.
-        serde_yaml::from_str(&format!("version: v1alpha1\nmachine:\n  ca: {{crt: x, key: y}}\n{extra}")).unwrap()
+        serde_yaml::from_str(&format!(
+            "version: v1alpha1\nmachine:\n  ca: {{crt: x, key: y}}\n{extra}"
+        ))
+        .unwrap()
     }
 
     #[test]
     fn changed_paths_name_leaves() {
         let old = config("  hostname: a\n  network: {nameservers: [1.1.1.1, 8.8.8.8]}\n");
-        let new = config("  hostname: b\n  network: {nameservers: [1.1.1.1, 9.9.9.9]}\n  sysctls: {vm.x: '1'}\n");
+        let new = config(
+            "  hostname: b\n  network: {nameservers: [1.1.1.1, 9.9.9.9]}\n  sysctls: {vm.x: '1'}\n",
+        );
         assert_eq!(
             changed_paths(Some(&old), &new),
-            ["machine.hostname", "machine.network.nameservers[1]", "machine.sysctls"]
+            [
+                "machine.hostname",
+                "machine.network.nameservers[1]",
+                "machine.sysctls"
+            ]
         );
         assert!(changed_paths(Some(&old), &old).is_empty());
+        assert_eq!(changed_paths(None, &old), ["machine", "version"]);
     }
 
     #[test]
@@ -146,12 +170,32 @@ mod tests {
         let old = config("");
         let kernel = config("  kernel: {args: [quiet]}\n");
         let host = config("  hostname: b\n");
-        assert_eq!(plan(Some(&old), &host, ApplyMode::Auto).unwrap().action, Action::Live);
-        assert_eq!(plan(Some(&old), &kernel, ApplyMode::Auto).unwrap().action, Action::Reboot);
-        assert!(matches!(plan(Some(&old), &kernel, ApplyMode::NoReboot), Err(PlanError::NeedsReboot(p)) if p == ["machine.kernel.args"]));
-        assert_eq!(plan(None, &kernel, ApplyMode::NoReboot).unwrap().action, Action::Live);
-        assert!(matches!(plan(None, &host, ApplyMode::Try(Duration::from_secs(5))), Err(PlanError::TryWithoutPrevious)));
-        assert!(matches!(plan(Some(&old), &host, ApplyMode::Try(Duration::ZERO)), Err(PlanError::TryWithoutTimeout)));
-        assert_eq!(plan(Some(&old), &host, ApplyMode::Staged).unwrap().action, Action::Stage);
+        assert_eq!(
+            plan(Some(&old), &host, ApplyMode::Auto).unwrap().action,
+            Action::Live
+        );
+        assert_eq!(
+            plan(Some(&old), &kernel, ApplyMode::Auto).unwrap().action,
+            Action::Reboot
+        );
+        assert!(
+            matches!(plan(Some(&old), &kernel, ApplyMode::NoReboot), Err(PlanError::NeedsReboot(p)) if p == ["machine.kernel.args"])
+        );
+        assert_eq!(
+            plan(None, &kernel, ApplyMode::NoReboot).unwrap().action,
+            Action::Live
+        );
+        assert!(matches!(
+            plan(None, &host, ApplyMode::Try(Duration::from_secs(5))),
+            Err(PlanError::TryWithoutPrevious)
+        ));
+        assert!(matches!(
+            plan(Some(&old), &host, ApplyMode::Try(Duration::ZERO)),
+            Err(PlanError::TryWithoutTimeout)
+        ));
+        assert_eq!(
+            plan(Some(&old), &host, ApplyMode::Staged).unwrap().action,
+            Action::Stage
+        );
     }
 }

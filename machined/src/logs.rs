@@ -39,7 +39,10 @@ impl LogBook {
     /// The ring of `id`, created on first use.
     pub fn ring(&self, id: &str) -> Arc<Ring<LogLine>> {
         let mut rings = self.rings.lock().expect("log book lock");
-        rings.entry(id.to_string()).or_insert_with(|| Arc::new(Ring::new(LINES_PER_SOURCE))).clone()
+        rings
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Ring::new(LINES_PER_SOURCE)))
+            .clone()
     }
 
     /// The ring of `id`, if anything ever logged there.
@@ -49,25 +52,41 @@ impl LogBook {
 
     /// Appends a line to `id`'s ring.
     pub fn push(&self, id: &str, message: impl Into<String>) {
-        let unix_micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        self.ring(id).push(LogLine { unix_micros, message: message.into() });
+        let unix_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        self.ring(id).push(LogLine {
+            unix_micros,
+            message: message.into(),
+        });
     }
 
     /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed.
     pub fn flush_to(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let rings: Vec<_> = self.rings.lock().expect("log book lock").clone().into_iter().collect();
+        let rings: Vec<_> = self
+            .rings
+            .lock()
+            .expect("log book lock")
+            .clone()
+            .into_iter()
+            .collect();
         let mut flushed = self.flushed.lock().expect("log flush lock");
         for (id, ring) in rings {
             let last = flushed.get(&id).copied().unwrap_or(0);
             let fresh = ring.since(last);
-            let Some(newest) = fresh.last().map(|r| r.seq) else { continue };
+            let Some(newest) = fresh.last().map(|r| r.seq) else {
+                continue;
+            };
             let mut text = String::new();
             for record in &fresh {
                 text.push_str(&format_line(&record.item));
                 text.push('\n');
             }
-            let mut file = OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log")))?;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{id}.log")))?;
             file.write_all(text.as_bytes())?;
             file.sync_data()?;
             flushed.insert(id, newest);
@@ -83,9 +102,17 @@ impl LogBook {
             .with_ansi(false)
             .without_time()
             .with_target(false)
-            .with_writer(RingWriter { ring: self.ring(MACHINED) });
-        let console = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_target(false);
-        let _ = tracing_subscriber::registry().with(filter).with(ring).with(console).try_init();
+            .with_writer(RingWriter {
+                ring: self.ring(MACHINED),
+            });
+        let console = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_target(false);
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(ring)
+            .with(console)
+            .try_init();
     }
 }
 
@@ -118,7 +145,10 @@ impl<'a> MakeWriter<'a> for RingWriter {
     type Writer = RingLineWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RingLineWriter { ring: self.ring.clone(), buffer: Vec::new() }
+        RingLineWriter {
+            ring: self.ring.clone(),
+            buffer: Vec::new(),
+        }
     }
 }
 
@@ -135,9 +165,17 @@ impl Write for RingLineWriter {
 
 impl Drop for RingLineWriter {
     fn drop(&mut self) {
-        let unix_micros = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        for line in String::from_utf8_lossy(&self.buffer).lines().filter(|l| !l.is_empty()) {
-            self.ring.push(LogLine { unix_micros, message: line.to_string() });
+        let unix_micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        for line in String::from_utf8_lossy(&self.buffer)
+            .lines()
+            .filter(|l| !l.is_empty())
+        {
+            self.ring.push(LogLine {
+                unix_micros,
+                message: line.to_string(),
+            });
         }
     }
 }
@@ -162,7 +200,10 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
-        let line = LogLine { unix_micros: 1_700_000_000_123_456, message: "m".into() };
+        let line = LogLine {
+            unix_micros: 1_700_000_000_123_456,
+            message: "m".into(),
+        };
         assert_eq!(format_line(&line), "2023-11-14T22:13:20.123456Z m");
     }
 }

@@ -101,7 +101,10 @@ impl Machine {
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
-            state: Mutex::new(ConfigState { running, trial: None }),
+            state: Mutex::new(ConfigState {
+                running,
+                trial: None,
+            }),
             tls,
             events,
             logs,
@@ -129,14 +132,25 @@ impl Machine {
     /// The host name the node goes by: the config's, else the kernel's.
     pub fn hostname(&self) -> String {
         let state = self.state.lock().expect("config lock");
-        match state.running.as_ref().and_then(|c| c.machine.hostname.clone()) {
+        match state
+            .running
+            .as_ref()
+            .and_then(|c| c.machine.hostname.clone())
+        {
             Some(name) => name,
-            None => nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            None => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         }
     }
 
     /// Validates `yaml` and applies it as `mode` says; on any error nothing changes.
-    pub fn apply(self: &Arc<Self>, yaml: &[u8], mode: ApplyMode, dry_run: bool) -> Result<ApplyOutcome, ApplyError> {
+    pub fn apply(
+        self: &Arc<Self>,
+        yaml: &[u8],
+        mode: ApplyMode,
+        dry_run: bool,
+    ) -> Result<ApplyOutcome, ApplyError> {
         let config = Arc::new(MachineConfig::from_yaml(yaml)?);
         let mut state = self.state.lock().expect("config lock");
         let plan = apply::plan(state.running.as_deref(), &config, mode)?;
@@ -145,7 +159,10 @@ impl Machine {
         let tls = server_tls(Some(&config))?;
         let changes = plan.changes.len();
         if dry_run {
-            let summary = format!("dry run: would {} ({changes} change(s))", describe(plan.action));
+            let summary = format!(
+                "dry run: would {} ({changes} change(s))",
+                describe(plan.action)
+            );
             return Ok(ApplyOutcome { summary, plan });
         }
         let summary = match plan.action {
@@ -159,7 +176,8 @@ impl Machine {
                     self.activate(&mut state, config, tls, "applied");
                     format!("applied ({changes} change(s))")
                 } else {
-                    self.events.publish(EventKind::Config, "config stored; rebooting to apply it");
+                    self.events
+                        .publish(EventKind::Config, "config stored; rebooting to apply it");
                     drop(state);
                     self.power(PowerAction::Reboot);
                     format!("stored ({changes} change(s)); rebooting")
@@ -167,11 +185,15 @@ impl Machine {
             }
             Action::Stage => {
                 self.store.stage(&config)?;
-                self.events.publish(EventKind::Config, "config staged for the next boot");
+                self.events
+                    .publish(EventKind::Config, "config staged for the next boot");
                 format!("staged for the next boot ({changes} change(s))")
             }
             Action::Try(timeout) => {
-                let previous = state.running.clone().expect("plan refuses try without a config");
+                let previous = state
+                    .running
+                    .clone()
+                    .expect("plan refuses try without a config");
                 let previous = match state.trial.take() {
                     Some((original, revert)) => {
                         revert.abort();
@@ -185,8 +207,16 @@ impl Machine {
                     machine.end_trial();
                 });
                 state.trial = Some((previous, revert.abort_handle()));
-                self.activate(&mut state, config, tls, &format!("on trial for {}s", timeout.as_secs()));
-                format!("applied on trial ({changes} change(s)); the previous config returns in {}s", timeout.as_secs())
+                self.activate(
+                    &mut state,
+                    config,
+                    tls,
+                    &format!("on trial for {}s", timeout.as_secs()),
+                );
+                format!(
+                    "applied on trial ({changes} change(s)); the previous config returns in {}s",
+                    timeout.as_secs()
+                )
             }
         };
         Ok(ApplyOutcome { summary, plan })
@@ -195,20 +225,32 @@ impl Machine {
     /// Returns to the config that ran before a `try`.
     fn end_trial(&self) {
         let mut state = self.state.lock().expect("config lock");
-        let Some((previous, _)) = state.trial.take() else { return };
+        let Some((previous, _)) = state.trial.take() else {
+            return;
+        };
         match server_tls(Some(&previous)) {
             Ok(tls) => self.activate(&mut state, previous, tls, "restored after the trial ended"),
             Err(e) => tracing::error!("cannot restore the previous config's TLS settings: {e}"),
         }
     }
 
-    fn activate(&self, state: &mut ConfigState, config: Arc<MachineConfig>, tls: Arc<rustls::ServerConfig>, how: &str) {
+    fn activate(
+        &self,
+        state: &mut ConfigState,
+        config: Arc<MachineConfig>,
+        tls: Arc<rustls::ServerConfig>,
+        how: &str,
+    ) {
         let was_maintenance = state.running.is_none();
         state.running = Some(config);
         self.tls.send_replace(tls);
-        self.events.publish(EventKind::Config, format!("config {how}"));
+        self.events
+            .publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
-            self.events.publish(EventKind::Mode, "configured: the API now requires client certificates");
+            self.events.publish(
+                EventKind::Mode,
+                "configured: the API now requires client certificates",
+            );
         }
     }
 
@@ -218,7 +260,8 @@ impl Machine {
             PowerAction::Reboot => "reboot",
             PowerAction::PowerOff => "power-off",
         };
-        self.events.publish(EventKind::Power, format!("{what} requested"));
+        self.events
+            .publish(EventKind::Power, format!("{what} requested"));
         let machine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(POWER_GRACE).await;
@@ -269,14 +312,26 @@ impl Machine {
 
 /// The API's TLS settings for a config (none: maintenance mode).
 fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig>, ApplyError> {
-    let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(match config {
         None => tls::maintenance(pki::maintenance_identity(&pki::node_names(&hostname, &[]))?)?,
         Some(config) => {
             let machine = &config.machine;
-            let names = pki::node_names(machine.hostname.as_deref().unwrap_or(&hostname), &machine.cert_sans);
-            let key = machine.ca.key.as_deref().expect("validation requires machine.ca.key");
-            tls::mutual(&machine.ca.crt, pki::issue_serving(&machine.ca.crt, key, &names)?)?
+            let names = pki::node_names(
+                machine.hostname.as_deref().unwrap_or(&hostname),
+                &machine.cert_sans,
+            );
+            let key = machine
+                .ca
+                .key
+                .as_deref()
+                .expect("validation requires machine.ca.key");
+            tls::mutual(
+                &machine.ca.crt,
+                pki::issue_serving(&machine.ca.crt, key, &names)?,
+            )?
         }
     })
 }

@@ -35,10 +35,13 @@ pub enum PkiError {
 /// links, and the configured extra SANs.
 pub fn node_names(hostname: &str, extra: &[String]) -> Vec<String> {
     let mut names = vec![hostname.to_string(), "localhost".to_string()];
-    let mut addresses: Vec<IpAddr> = vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+    let mut addresses: Vec<IpAddr> =
+        vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
     if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
         for interface in interfaces {
-            let Some(address) = interface.address else { continue };
+            let Some(address) = interface.address else {
+                continue;
+            };
             if let Some(v4) = address.as_sockaddr_in() {
                 addresses.push(IpAddr::V4(v4.ip()));
             } else if let Some(v6) = address.as_sockaddr_in6() {
@@ -62,7 +65,11 @@ pub fn maintenance_identity(names: &[String]) -> Result<ServingIdentity, PkiErro
 }
 
 /// A serving certificate for `names`, signed by the config's CA.
-pub fn issue_serving(ca_crt_pem: &str, ca_key_pem: &str, names: &[String]) -> Result<ServingIdentity, PkiError> {
+pub fn issue_serving(
+    ca_crt_pem: &str,
+    ca_key_pem: &str,
+    names: &[String],
+) -> Result<ServingIdentity, PkiError> {
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(PkiError::Ca)?;
     let issuer = Issuer::from_ca_cert_pem(ca_crt_pem, ca_key).map_err(PkiError::Ca)?;
     let key = KeyPair::generate()?;
@@ -72,8 +79,13 @@ pub fn issue_serving(ca_crt_pem: &str, ca_key_pem: &str, names: &[String]) -> Re
 
 fn serving_params(names: &[String]) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
-    params.distinguished_name.push(DnType::OrganizationName, "cairn");
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "cairn");
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + SERVING_VALIDITY;
@@ -97,7 +109,10 @@ mod tests {
     fn names_include_loopback_and_extras() {
         let names = node_names("edge-1", &["node.example".into()]);
         for want in ["edge-1", "localhost", "127.0.0.1", "::1", "node.example"] {
-            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+            assert!(
+                names.iter().any(|n| n == want),
+                "{want} missing from {names:?}"
+            );
         }
     }
 
@@ -107,7 +122,8 @@ mod tests {
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let identity = issue_serving(&ca_cert.pem(), &ca_key.serialize_pem(), &["edge-1".into()]).unwrap();
+        let identity =
+            issue_serving(&ca_cert.pem(), &ca_key.serialize_pem(), &["edge-1".into()]).unwrap();
         let (_, leaf) = x509_parser::parse_x509_certificate(&identity.chain[0]).unwrap();
         let (_, ca_parsed) = x509_parser::parse_x509_certificate(ca_cert.der()).unwrap();
         assert_eq!(leaf.issuer(), ca_parsed.subject());

@@ -21,7 +21,11 @@ pub struct Problem {
 
 impl Problem {
     pub(super) fn list(problems: &[Problem]) -> String {
-        problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+        problems
+            .iter()
+            .map(|p| format!("  {p}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -39,7 +43,10 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), reason: reason.into() });
+        self.problems.push(Problem {
+            path: path.into(),
+            reason: reason.into(),
+        });
     }
 
     fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl FnOnce() -> String) {
@@ -56,9 +63,11 @@ impl MachineConfig {
         let m = &self.machine;
         check_ca(&mut c, "machine.ca", &m.ca, true);
         for (i, san) in m.cert_sans.iter().enumerate() {
-            c.check(san.parse::<IpAddr>().is_ok() || is_dns_name(san), format!("machine.certSANs[{i}]"), || {
-                format!("{san:?} is neither an IP address nor a DNS name")
-            });
+            c.check(
+                san.parse::<IpAddr>().is_ok() || is_dns_name(san),
+                format!("machine.certSANs[{i}]"),
+                || format!("{san:?} is neither an IP address nor a DNS name"),
+            );
         }
         if let Some(hostname) = &m.hostname {
             c.check(is_dns_name(hostname), "machine.hostname", || {
@@ -67,56 +76,78 @@ impl MachineConfig {
         }
         check_network(&mut c, &m.network);
         for (i, server) in m.time.servers.iter().enumerate() {
-            c.check(server.parse::<IpAddr>().is_ok() || is_dns_name(server), format!("machine.time.servers[{i}]"), || {
-                format!("{server:?} is neither an IP address nor a host name")
-            });
+            c.check(
+                server.parse::<IpAddr>().is_ok() || is_dns_name(server),
+                format!("machine.time.servers[{i}]"),
+                || format!("{server:?} is neither an IP address nor a host name"),
+            );
         }
         if let Some(disk) = &m.install.disk {
-            c.check(disk.starts_with("/dev/") && disk.len() > 5, "machine.install.disk", || {
-                format!("{disk:?} is not a device path under /dev/")
-            });
+            c.check(
+                disk.starts_with("/dev/") && disk.len() > 5,
+                "machine.install.disk",
+                || format!("{disk:?} is not a device path under /dev/"),
+            );
         }
         for (i, arg) in m.kernel.args.iter().enumerate() {
-            c.check(!arg.is_empty() && !arg.contains(char::is_whitespace), format!("machine.kernel.args[{i}]"), || {
-                format!("{arg:?} must be one non-empty word (no spaces)")
-            });
+            c.check(
+                !arg.is_empty() && !arg.contains(char::is_whitespace),
+                format!("machine.kernel.args[{i}]"),
+                || format!("{arg:?} must be one non-empty word (no spaces)"),
+            );
         }
         for (i, module) in m.kernel.modules.iter().enumerate() {
             let name = &module.name;
             c.check(
-                !name.is_empty() && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
                 format!("machine.kernel.modules[{i}].name"),
                 || format!("{name:?} is not a kernel module name"),
             );
             for (j, parameter) in module.parameters.iter().enumerate() {
-                c.check(parameter.contains('=') && !parameter.contains(char::is_whitespace), format!("machine.kernel.modules[{i}].parameters[{j}]"), || {
-                    format!("{parameter:?} is not key=value")
-                });
+                c.check(
+                    parameter.contains('=') && !parameter.contains(char::is_whitespace),
+                    format!("machine.kernel.modules[{i}].parameters[{j}]"),
+                    || format!("{parameter:?} is not key=value"),
+                );
             }
         }
         for (key, value) in &m.sysctls {
             let path = format!("machine.sysctls.{key:?}");
             c.check(
-                !key.is_empty() && !key.starts_with(['.', '/']) && !key.contains("..") && key.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-/".contains(ch)),
+                !key.is_empty()
+                    && !key.starts_with(['.', '/'])
+                    && !key.contains("..")
+                    && key
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "._-/".contains(ch)),
                 &path,
                 || "is not a sysctl name (like net.ipv4.ip_forward)".to_string(),
             );
-            c.check(!value.contains('\n'), path, || "value must be a single line".to_string());
+            c.check(!value.contains('\n'), path, || {
+                "value must be a single line".to_string()
+            });
         }
         check_files(&mut c, &m.files);
         check_pods(&mut c, &m.pods);
         for (registry, mirror) in &m.registries.mirrors {
             for (i, endpoint) in mirror.endpoints.iter().enumerate() {
-                c.check(is_http_url(endpoint), format!("machine.registries.mirrors.{registry:?}.endpoints[{i}]"), || {
-                    format!("{endpoint:?} is not an http:// or https:// URL")
-                });
+                c.check(
+                    is_http_url(endpoint),
+                    format!("machine.registries.mirrors.{registry:?}.endpoints[{i}]"),
+                    || format!("{endpoint:?} is not an http:// or https:// URL"),
+                );
             }
         }
         for (i, key) in m.update.trusted_keys.iter().enumerate() {
             let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim());
-            c.check(matches!(decoded, Ok(ref bytes) if bytes.len() == 32), format!("machine.update.trustedKeys[{i}]"), || {
-                "is not an ed25519 public key (base64 of 32 bytes)".to_string()
-            });
+            c.check(
+                matches!(decoded, Ok(ref bytes) if bytes.len() == 32),
+                format!("machine.update.trustedKeys[{i}]"),
+                || "is not an ed25519 public key (base64 of 32 bytes)".to_string(),
+            );
         }
         if let Some(cluster) = &self.cluster {
             check_cluster(&mut c, cluster);
@@ -131,15 +162,26 @@ fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_required
             Ok(cert) => c.check(cert.is_ca(), format!("{path}.crt"), || {
                 "is a certificate but not a CA certificate (basicConstraints CA:TRUE)".to_string()
             }),
-            Err(e) => c.fail(format!("{path}.crt"), format!("is not a valid X.509 certificate: {e}")),
+            Err(e) => c.fail(
+                format!("{path}.crt"),
+                format!("is not a valid X.509 certificate: {e}"),
+            ),
         },
-        Err(e) => c.fail(format!("{path}.crt"), format!("is not a PEM certificate: {e}")),
+        Err(e) => c.fail(
+            format!("{path}.crt"),
+            format!("is not a PEM certificate: {e}"),
+        ),
     }
     match &ca.key {
-        Some(key) => c.check(PrivateKeyDer::from_pem_slice(key.as_bytes()).is_ok(), format!("{path}.key"), || {
-            "is not a PEM private key".to_string()
-        }),
-        None if key_required => c.fail(format!("{path}.key"), "is required: the node issues its serving certificate with it"),
+        Some(key) => c.check(
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).is_ok(),
+            format!("{path}.key"),
+            || "is not a PEM private key".to_string(),
+        ),
+        None if key_required => c.fail(
+            format!("{path}.key"),
+            "is required: the node issues its serving certificate with it",
+        ),
         None => {}
     }
 }
@@ -150,27 +192,39 @@ fn check_network(c: &mut Checker, network: &Network) {
         let path = format!("machine.network.interfaces[{i}]");
         let name = &link.interface;
         c.check(
-            !name.is_empty() && name.len() <= 15 && !name.contains(['/', ' ']) && name != "." && name != "..",
+            !name.is_empty()
+                && name.len() <= 15
+                && !name.contains(['/', ' '])
+                && name != "."
+                && name != "..",
             format!("{path}.interface"),
             || format!("{name:?} is not a link name (1-15 characters, no '/' or spaces)"),
         );
-        c.check(names.insert(name.as_str()), format!("{path}.interface"), || {
-            format!("{name:?} is configured more than once")
-        });
+        c.check(
+            names.insert(name.as_str()),
+            format!("{path}.interface"),
+            || format!("{name:?} is configured more than once"),
+        );
         for (j, address) in link.addresses.iter().enumerate() {
-            c.check(address.parse::<IpNet>().is_ok(), format!("{path}.addresses[{j}]"), || {
-                format!("{address:?} is not an IP network")
-            });
+            c.check(
+                address.parse::<IpNet>().is_ok(),
+                format!("{path}.addresses[{j}]"),
+                || format!("{address:?} is not an IP network"),
+            );
         }
         for (j, route) in link.routes.iter().enumerate() {
             let network = &route.network;
-            c.check(network.parse::<IpNet>().is_ok(), format!("{path}.routes[{j}].network"), || {
-                format!("{network:?} is not an IP network")
-            });
+            c.check(
+                network.parse::<IpNet>().is_ok(),
+                format!("{path}.routes[{j}].network"),
+                || format!("{network:?} is not an IP network"),
+            );
             if let Some(gateway) = &route.gateway {
-                c.check(gateway.parse::<IpAddr>().is_ok(), format!("{path}.routes[{j}].gateway"), || {
-                    format!("{gateway:?} is not an IP address")
-                });
+                c.check(
+                    gateway.parse::<IpAddr>().is_ok(),
+                    format!("{path}.routes[{j}].gateway"),
+                    || format!("{gateway:?} is not an IP address"),
+                );
             }
         }
         if let Some(mtu) = link.mtu {
@@ -180,9 +234,11 @@ fn check_network(c: &mut Checker, network: &Network) {
         }
     }
     for (i, server) in network.nameservers.iter().enumerate() {
-        c.check(server.parse::<IpAddr>().is_ok(), format!("machine.network.nameservers[{i}]"), || {
-            format!("{server:?} is not an IP address")
-        });
+        c.check(
+            server.parse::<IpAddr>().is_ok(),
+            format!("machine.network.nameservers[{i}]"),
+            || format!("{server:?} is not an IP address"),
+        );
     }
 }
 
@@ -195,9 +251,11 @@ fn check_files(c: &mut Checker, files: &[MachineFile]) {
             || format!("{path:?} must be an absolute path under /var/ without '.' or '..' (the rest of the system is read-only)"),
         );
         if let Some(permissions) = file.permissions {
-            c.check(permissions <= 0o7777, format!("machine.files[{i}].permissions"), || {
-                format!("{permissions:#o} has bits beyond 0o7777")
-            });
+            c.check(
+                permissions <= 0o7777,
+                format!("machine.files[{i}].permissions"),
+                || format!("{permissions:#o} has bits beyond 0o7777"),
+            );
         }
     }
 }
@@ -220,36 +278,55 @@ fn check_pods(c: &mut Checker, pods: &[k8s_openapi::api::core::v1::Pod]) {
             c.fail(format!("{path}.spec"), "is required");
             continue;
         };
-        c.check(!spec.containers.is_empty(), format!("{path}.spec.containers"), || {
-            "needs at least one container".to_string()
-        });
+        c.check(
+            !spec.containers.is_empty(),
+            format!("{path}.spec.containers"),
+            || "needs at least one container".to_string(),
+        );
         let mut container_names = HashSet::new();
         for (j, container) in spec.containers.iter().enumerate() {
             let name = &container.name;
-            c.check(is_dns_label(name) && !name.contains(|ch: char| ch.is_ascii_uppercase()), format!("{path}.spec.containers[{j}].name"), || {
-                format!("{name:?} is not a DNS label (lower case letters, digits and '-')")
-            });
-            c.check(container_names.insert(name.as_str()), format!("{path}.spec.containers[{j}].name"), || {
-                format!("{name:?} is used by another container of this pod")
-            });
-            c.check(container.image.as_deref().is_some_and(|image| !image.is_empty()), format!("{path}.spec.containers[{j}].image"), || {
-                "is required".to_string()
-            });
+            c.check(
+                is_dns_label(name) && !name.contains(|ch: char| ch.is_ascii_uppercase()),
+                format!("{path}.spec.containers[{j}].name"),
+                || format!("{name:?} is not a DNS label (lower case letters, digits and '-')"),
+            );
+            c.check(
+                container_names.insert(name.as_str()),
+                format!("{path}.spec.containers[{j}].name"),
+                || format!("{name:?} is used by another container of this pod"),
+            );
+            c.check(
+                container
+                    .image
+                    .as_deref()
+                    .is_some_and(|image| !image.is_empty()),
+                format!("{path}.spec.containers[{j}].image"),
+                || "is required".to_string(),
+            );
         }
     }
 }
 
 fn check_cluster(c: &mut Checker, cluster: &Cluster) {
     let endpoint = &cluster.control_plane.endpoint;
-    c.check(endpoint.starts_with("https://") && endpoint.len() > 8, "cluster.controlPlane.endpoint", || {
-        format!("{endpoint:?} is not an https:// URL")
-    });
+    c.check(
+        endpoint.starts_with("https://") && endpoint.len() > 8,
+        "cluster.controlPlane.endpoint",
+        || format!("{endpoint:?} is not an https:// URL"),
+    );
     if let Some(token) = &cluster.token {
         let valid = token.split_once('.').is_some_and(|(id, secret)| {
-            let ok = |s: &str, n| s.len() == n && s.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit());
+            let ok = |s: &str, n| {
+                s.len() == n
+                    && s.chars()
+                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            };
             ok(id, 6) && ok(secret, 16)
         });
-        c.check(valid, "cluster.token", || "is not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})".to_string());
+        c.check(valid, "cluster.token", || {
+            "is not a bootstrap token ([a-z0-9]{6}.[a-z0-9]{16})".to_string()
+        });
     }
     if let Some(ca) = &cluster.ca {
         check_ca(c, "cluster.ca", ca, false);
@@ -259,7 +336,9 @@ fn check_cluster(c: &mut Checker, cluster: &Cluster) {
 /// An RFC 1123 label: 1-63 lower- or upper-case letters, digits and inner '-'.
 fn is_dns_label(label: &str) -> bool {
     (1..=63).contains(&label.len())
-        && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        && label
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         && !label.starts_with('-')
         && !label.ends_with('-')
 }
@@ -270,7 +349,8 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 fn is_http_url(url: &str) -> bool {
-    ["http://", "https://"]
-        .iter()
-        .any(|scheme| url.strip_prefix(scheme).is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace)))
+    ["http://", "https://"].iter().any(|scheme| {
+        url.strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    })
 }

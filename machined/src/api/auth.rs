@@ -36,8 +36,8 @@ impl Call {
         match self {
             ApplyConfiguration => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart => Role::Operator,
-            Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Disks | Mounts
-            | List | Read => Role::Reader,
+            Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Disks
+            | Mounts | List | Read => Role::Reader,
         }
     }
 
@@ -73,7 +73,11 @@ impl Caller {
 
 /// Decides whether a call is allowed, given the node's mode and the client's certificate
 /// chain as TLS verified it (leaf first).
-pub fn authorize(mode: NodeMode, peer_certs: Option<&[CertificateDer<'_>]>, call: Call) -> Result<Caller, Status> {
+pub fn authorize(
+    mode: NodeMode,
+    peer_certs: Option<&[CertificateDer<'_>]>,
+    call: Call,
+) -> Result<Caller, Status> {
     match mode {
         NodeMode::Maintenance if call.open_in_maintenance() => Ok(Caller::Anonymous),
         NodeMode::Maintenance => Err(Status::failed_precondition(format!(
@@ -81,7 +85,9 @@ pub fn authorize(mode: NodeMode, peer_certs: Option<&[CertificateDer<'_>]>, call
         ))),
         NodeMode::Configured => {
             let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {
-                Status::unauthenticated("a client certificate is required (this connection was opened before the node was configured; reconnect)")
+                Status::unauthenticated(
+                    "the node is configured: calls need a client certificate signed by its CA (drop --insecure and use a ctlconfig context)",
+                )
             })?;
             let role = role_of(leaf)?;
             let required = call.required_role();
@@ -98,7 +104,11 @@ pub fn authorize(mode: NodeMode, peer_certs: Option<&[CertificateDer<'_>]>, call
 fn role_of(cert: &CertificateDer<'_>) -> Result<Role, Status> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
         .map_err(|e| Status::unauthenticated(format!("unreadable client certificate: {e}")))?;
-    let organizations: Vec<&str> = parsed.subject().iter_organization().filter_map(|o| o.as_str().ok()).collect();
+    let organizations: Vec<&str> = parsed
+        .subject()
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect();
     Role::strongest(organizations.iter().copied()).ok_or_else(|| {
         Status::permission_denied(format!(
             "the client certificate grants no role: its Organization {organizations:?} is none of os:admin, os:operator, os:reader"
@@ -114,15 +124,23 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         for o in organizations {
-            params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::OrganizationName, *o);
         }
         params.self_signed(&key).unwrap().der().clone()
     }
 
     #[test]
     fn maintenance_mode_opens_three_calls_to_anyone() {
-        assert_eq!(authorize(NodeMode::Maintenance, None, Call::Version).unwrap(), Caller::Anonymous);
-        assert_eq!(authorize(NodeMode::Maintenance, None, Call::ApplyConfiguration).unwrap(), Caller::Anonymous);
+        assert_eq!(
+            authorize(NodeMode::Maintenance, None, Call::Version).unwrap(),
+            Caller::Anonymous
+        );
+        assert_eq!(
+            authorize(NodeMode::Maintenance, None, Call::ApplyConfiguration).unwrap(),
+            Caller::Anonymous
+        );
         let err = authorize(NodeMode::Maintenance, None, Call::Reboot).unwrap_err();
         assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     }
@@ -133,13 +151,26 @@ mod tests {
         let operator = [cert_with(&["os:operator"])];
         let nobody = [cert_with(&["acme"])];
         let mode = NodeMode::Configured;
-        assert_eq!(authorize(mode, Some(&reader), Call::Logs).unwrap(), Caller::Role(Role::Reader));
+        assert_eq!(
+            authorize(mode, Some(&reader), Call::Logs).unwrap(),
+            Caller::Role(Role::Reader)
+        );
         let denied = authorize(mode, Some(&reader), Call::ApplyConfiguration).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-        assert!(denied.message().contains("role os:reader may not call ApplyConfiguration: it needs os:admin"));
+        assert!(denied
+            .message()
+            .contains("role os:reader may not call ApplyConfiguration: it needs os:admin"));
         assert!(authorize(mode, Some(&operator), Call::Reboot).is_ok());
         assert!(authorize(mode, Some(&operator), Call::ApplyConfiguration).is_err());
-        assert_eq!(authorize(mode, Some(&nobody), Call::Version).unwrap_err().code(), tonic::Code::PermissionDenied);
-        assert_eq!(authorize(mode, None, Call::Version).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            authorize(mode, Some(&nobody), Call::Version)
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        assert_eq!(
+            authorize(mode, None, Call::Version).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 }

@@ -40,12 +40,18 @@ impl MachineApi {
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
         let certs = request.peer_certs();
-        authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
+        authorize(
+            self.machine.mode(),
+            certs.as_deref().map(Vec::as_slice),
+            call,
+        )
     }
 }
 
 /// Streams what `produce` sends; it stops when the client goes away.
-fn stream<T: Send + 'static, F>(produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F) -> ResponseStream<T>
+fn stream<T: Send + 'static, F>(
+    produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F,
+) -> ResponseStream<T>
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
@@ -79,7 +85,11 @@ async fn send_ring<T: Clone, U>(
                 }
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                let _ = tx.send(Err(Status::data_loss(format!("follower fell {n} records behind")))).await;
+                let _ = tx
+                    .send(Err(Status::data_loss(format!(
+                        "follower fell {n} records behind"
+                    ))))
+                    .await;
                 return;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -110,9 +120,13 @@ fn supervisor_status(e: SupervisorError) -> Status {
 
 #[tonic::async_trait]
 impl MachineService for MachineApi {
-    async fn version(&self, request: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        request: Request<pb::VersionRequest>,
+    ) -> Result<Response<pb::VersionResponse>, Status> {
         self.authorize(&request, Call::Version)?;
-        let uname = nix::sys::utsname::uname().map_err(|e| Status::internal(format!("uname: {e}")))?;
+        let uname =
+            nix::sys::utsname::uname().map_err(|e| Status::internal(format!("uname: {e}")))?;
         Ok(Response::new(pb::VersionResponse {
             version: env!("CARGO_PKG_VERSION").to_string(),
             arch: std::env::consts::ARCH.to_string(),
@@ -134,7 +148,8 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
         self.authorize(&request, Call::ApplyConfiguration)?;
         let request = request.into_inner();
-        let mode = match pb::ApplyMode::try_from(request.mode).unwrap_or(pb::ApplyMode::Unspecified) {
+        let mode = match pb::ApplyMode::try_from(request.mode).unwrap_or(pb::ApplyMode::Unspecified)
+        {
             pb::ApplyMode::Unspecified | pb::ApplyMode::Auto => ApplyMode::Auto,
             pb::ApplyMode::NoReboot => ApplyMode::NoReboot,
             pb::ApplyMode::Reboot => ApplyMode::Reboot,
@@ -144,7 +159,10 @@ impl MachineService for MachineApi {
                 s => Duration::from_secs(s.into()),
             }),
         };
-        let outcome = self.machine.apply(&request.data, mode, request.dry_run).map_err(apply_error_status)?;
+        let outcome = self
+            .machine
+            .apply(&request.data, mode, request.dry_run)
+            .map_err(apply_error_status)?;
         Ok(Response::new(pb::ApplyConfigurationResponse {
             summary: outcome.summary,
             changes: outcome.plan.changes,
@@ -167,22 +185,45 @@ impl MachineService for MachineApi {
             .machine
             .config(staged)
             .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(if staged { "no config is staged" } else { "the node has no config" }))?;
+            .ok_or_else(|| {
+                Status::not_found(if staged {
+                    "no config is staged"
+                } else {
+                    "the node has no config"
+                })
+            })?;
         let redacted = !caller.sees_secrets();
-        let yaml = if redacted { config.redacted().to_yaml() } else { config.to_yaml() };
-        Ok(Response::new(pb::GetConfigurationResponse { data: yaml.into_bytes(), redacted }))
+        let yaml = if redacted {
+            config.redacted().to_yaml()
+        } else {
+            config.to_yaml()
+        };
+        Ok(Response::new(pb::GetConfigurationResponse {
+            data: yaml.into_bytes(),
+            redacted,
+        }))
     }
 
-    async fn reboot(&self, request: Request<pb::RebootRequest>) -> Result<Response<pb::PowerResponse>, Status> {
+    async fn reboot(
+        &self,
+        request: Request<pb::RebootRequest>,
+    ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Reboot)?;
         self.machine.power(PowerAction::Reboot);
-        Ok(Response::new(pb::PowerResponse { message: "rebooting".into() }))
+        Ok(Response::new(pb::PowerResponse {
+            message: "rebooting".into(),
+        }))
     }
 
-    async fn shutdown(&self, request: Request<pb::ShutdownRequest>) -> Result<Response<pb::PowerResponse>, Status> {
+    async fn shutdown(
+        &self,
+        request: Request<pb::ShutdownRequest>,
+    ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Shutdown)?;
         self.machine.power(PowerAction::PowerOff);
-        Ok(Response::new(pb::PowerResponse { message: "shutting down".into() }))
+        Ok(Response::new(pb::PowerResponse {
+            message: "shutting down".into(),
+        }))
     }
 
     async fn service_list(
@@ -203,37 +244,69 @@ impl MachineService for MachineApi {
                 events: s
                     .events
                     .into_iter()
-                    .map(|e| pb::ServiceEvent { unix_millis: e.unix_millis, state: e.state.as_str().into(), message: e.message })
+                    .map(|e| pb::ServiceEvent {
+                        unix_millis: e.unix_millis,
+                        state: e.state.as_str().into(),
+                        message: e.message,
+                    })
                     .collect(),
             })
             .collect();
         Ok(Response::new(pb::ServiceListResponse { services }))
     }
 
-    async fn service_start(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn service_start(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStart)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().start(&id).map_err(supervisor_status)?;
-        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} started") }))
+        self.machine
+            .supervisor()
+            .start(&id)
+            .map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            message: format!("service {id:?} started"),
+        }))
     }
 
-    async fn service_stop(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn service_stop(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStop)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().stop(&id).await.map_err(supervisor_status)?;
-        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} stopped") }))
+        self.machine
+            .supervisor()
+            .stop(&id)
+            .await
+            .map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            message: format!("service {id:?} stopped"),
+        }))
     }
 
-    async fn service_restart(&self, request: Request<pb::ServiceRequest>) -> Result<Response<pb::ServiceActionResponse>, Status> {
+    async fn service_restart(
+        &self,
+        request: Request<pb::ServiceRequest>,
+    ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceRestart)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().restart(&id).map_err(supervisor_status)?;
-        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} is restarting") }))
+        self.machine
+            .supervisor()
+            .restart(&id)
+            .map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse {
+            message: format!("service {id:?} is restarting"),
+        }))
     }
 
     type LogsStream = ResponseStream<pb::LogEntry>;
 
-    async fn logs(&self, request: Request<pb::LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+    async fn logs(
+        &self,
+        request: Request<pb::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
         self.authorize(&request, Call::Logs)?;
         let request = request.into_inner();
         let ring = self
@@ -248,13 +321,19 @@ impl MachineService for MachineApi {
             (ring.snapshot(tail(request.tail_lines)), None)
         };
         Ok(Response::new(stream(|tx| {
-            send_ring(history, follow, tx, |r| pb::LogEntry { unix_micros: r.item.unix_micros, message: r.item.message })
+            send_ring(history, follow, tx, |r| pb::LogEntry {
+                unix_micros: r.item.unix_micros,
+                message: r.item.message,
+            })
         })))
     }
 
     type DmesgStream = ResponseStream<pb::KernelLogEntry>;
 
-    async fn dmesg(&self, request: Request<pb::DmesgRequest>) -> Result<Response<Self::DmesgStream>, Status> {
+    async fn dmesg(
+        &self,
+        request: Request<pb::DmesgRequest>,
+    ) -> Result<Response<Self::DmesgStream>, Status> {
         self.authorize(&request, Call::Dmesg)?;
         let request = request.into_inner();
         let mut kmsg = Kmsg::open().map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))?;
@@ -273,7 +352,9 @@ impl MachineService for MachineApi {
                     Ok(Some(record)) => backlog.push(record),
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("/dev/kmsg: {e}")))).await;
+                        let _ = tx
+                            .send(Err(Status::internal(format!("/dev/kmsg: {e}"))))
+                            .await;
                         return;
                     }
                 }
@@ -284,7 +365,10 @@ impl MachineService for MachineApi {
                     return;
                 }
             }
-            while request.follow {
+            if !request.follow {
+                return;
+            }
+            loop {
                 let next = tokio::select! {
                     next = kmsg.next(true) => next,
                     _ = tx.closed() => return,
@@ -303,7 +387,10 @@ impl MachineService for MachineApi {
 
     type EventsStream = ResponseStream<pb::Event>;
 
-    async fn events(&self, request: Request<pb::EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+    async fn events(
+        &self,
+        request: Request<pb::EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
         self.authorize(&request, Call::Events)?;
         let request = request.into_inner();
         let ring = self.machine.events().ring();
@@ -323,9 +410,13 @@ impl MachineService for MachineApi {
         })))
     }
 
-    async fn stats(&self, request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         self.authorize(&request, Call::Stats)?;
-        let stats = inspect::stats::read().map_err(|e| Status::internal(format!("reading /proc: {e}")))?;
+        let stats =
+            inspect::stats::read().map_err(|e| Status::internal(format!("reading /proc: {e}")))?;
         let memory = &stats.memory;
         Ok(Response::new(pb::StatsResponse {
             memory: Some(pb::MemoryStats {
@@ -359,9 +450,13 @@ impl MachineService for MachineApi {
         }))
     }
 
-    async fn disks(&self, request: Request<pb::DisksRequest>) -> Result<Response<pb::DisksResponse>, Status> {
+    async fn disks(
+        &self,
+        request: Request<pb::DisksRequest>,
+    ) -> Result<Response<pb::DisksResponse>, Status> {
         self.authorize(&request, Call::Disks)?;
-        let disks = inspect::disks::list().map_err(|e| Status::internal(format!("/sys/block: {e}")))?;
+        let disks =
+            inspect::disks::list().map_err(|e| Status::internal(format!("/sys/block: {e}")))?;
         let disks = disks
             .into_iter()
             .map(|d| pb::Disk {
@@ -378,9 +473,13 @@ impl MachineService for MachineApi {
         Ok(Response::new(pb::DisksResponse { disks }))
     }
 
-    async fn mounts(&self, request: Request<pb::MountsRequest>) -> Result<Response<pb::MountsResponse>, Status> {
+    async fn mounts(
+        &self,
+        request: Request<pb::MountsRequest>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
         self.authorize(&request, Call::Mounts)?;
-        let mounts = inspect::mounts::list().map_err(|e| Status::internal(format!("mountinfo: {e}")))?;
+        let mounts =
+            inspect::mounts::list().map_err(|e| Status::internal(format!("mountinfo: {e}")))?;
         let mounts = mounts
             .into_iter()
             .map(|m| pb::Mount {
@@ -397,14 +496,23 @@ impl MachineService for MachineApi {
 
     type ListStream = ResponseStream<pb::FileInfo>;
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<Self::ListStream>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
         self.authorize(&request, Call::List)?;
         let request = request.into_inner();
         let root = absolute(&request.root)?;
-        let entries = tokio::task::spawn_blocking(move || inspect::files::list(&root, request.recursion_depth))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(error) = entries.first().map(|e| e.error.clone()).filter(|e| !e.is_empty()) {
+        let entries = tokio::task::spawn_blocking(move || {
+            inspect::files::list(&root, request.recursion_depth)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        if let Some(error) = entries
+            .first()
+            .map(|e| e.error.clone())
+            .filter(|e| !e.is_empty())
+        {
             return Err(Status::not_found(format!("{}: {error}", request.root)));
         }
         Ok(Response::new(stream(|tx| async move {
@@ -427,14 +535,19 @@ impl MachineService for MachineApi {
 
     type ReadStream = ResponseStream<pb::FileChunk>;
 
-    async fn read(&self, request: Request<pb::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let caller = self.authorize(&request, Call::Read)?;
         let path = absolute(&request.get_ref().path)?;
         let resolved = tokio::fs::canonicalize(&path)
             .await
             .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
         // STATE holds the machine config and the node's keys: secrets.
-        let state = tokio::fs::canonicalize(self.machine.layout().state_dir()).await.ok();
+        let state = tokio::fs::canonicalize(self.machine.layout().state_dir())
+            .await
+            .ok();
         if state.is_some_and(|state| resolved.starts_with(state)) && !caller.holds(Role::Admin) {
             return Err(Status::permission_denied(format!(
                 "{} is on STATE, which holds secrets: reading it needs {}",
@@ -446,14 +559,19 @@ impl MachineService for MachineApi {
             .await
             .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
         if file.metadata().await.is_ok_and(|m| m.is_dir()) {
-            return Err(Status::invalid_argument(format!("{} is a directory (use ls)", path.display())));
+            return Err(Status::invalid_argument(format!(
+                "{} is a directory (use ls)",
+                path.display()
+            )));
         }
         Ok(Response::new(stream(|tx| async move {
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 let chunk = match file.read(&mut buf).await {
                     Ok(0) => return,
-                    Ok(n) => Ok(pb::FileChunk { data: buf[..n].to_vec() }),
+                    Ok(n) => Ok(pb::FileChunk {
+                        data: buf[..n].to_vec(),
+                    }),
                     Err(e) => Err(Status::internal(format!("reading: {e}"))),
                 };
                 let failed = chunk.is_err();
@@ -470,6 +588,8 @@ fn absolute(path: &str) -> Result<PathBuf, Status> {
     if path.is_absolute() {
         Ok(path.to_path_buf())
     } else {
-        Err(Status::invalid_argument(format!("{path:?} is not an absolute path")))
+        Err(Status::invalid_argument(format!(
+            "{path:?} is not an absolute path"
+        )))
     }
 }

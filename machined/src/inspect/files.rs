@@ -38,7 +38,11 @@ fn walk(dir: &Path, depth: i32, out: &mut Vec<FileEntry>) {
     let mut children: Vec<PathBuf> = match fs::read_dir(dir) {
         Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
         Err(e) => {
-            out.push(FileEntry { path: dir.display().to_string(), error: e.to_string(), ..Default::default() });
+            out.push(FileEntry {
+                path: dir.display().to_string(),
+                error: e.to_string(),
+                ..Default::default()
+            });
             return;
         }
     };
@@ -61,11 +65,17 @@ fn entry(path: &Path) -> FileEntry {
             size: meta.len(),
             mode: meta.mode(),
             is_dir: meta.is_dir(),
-            link_target: fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default(),
+            link_target: fs::read_link(path)
+                .map(|t| t.display().to_string())
+                .unwrap_or_default(),
             modified_unix: meta.mtime().max(0) as u64,
             error: String::new(),
         },
-        Err(e) => FileEntry { path: display, error: e.to_string(), ..Default::default() },
+        Err(e) => FileEntry {
+            path: display,
+            error: e.to_string(),
+            ..Default::default()
+        },
     }
 }
 
@@ -82,7 +92,12 @@ mod tests {
         let names = |depth| {
             list(dir.path(), depth)
                 .into_iter()
-                .map(|e| e.path.strip_prefix(&dir.path().display().to_string()).unwrap().to_string())
+                .map(|e| {
+                    e.path
+                        .strip_prefix(&dir.path().display().to_string())
+                        .unwrap()
+                        .to_string()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(0), ["", "/a", "/top"]);

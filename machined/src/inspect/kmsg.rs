@@ -30,7 +30,13 @@ pub fn parse(record: &[u8]) -> Option<KernelRecord> {
     let sequence = fields.next()?.parse().ok()?;
     let boot_micros = fields.next()?.parse().ok()?;
     let message = rest.lines().next().unwrap_or_default().to_string();
-    Some(KernelRecord { facility: prival >> 3, priority: prival & 7, sequence, boot_micros, message })
+    Some(KernelRecord {
+        facility: prival >> 3,
+        priority: prival & 7,
+        sequence,
+        boot_micros,
+        message,
+    })
 }
 
 /// An open reader of the kernel log, from its oldest kept record.
@@ -41,7 +47,10 @@ pub struct Kmsg {
 impl Kmsg {
     /// Opens `/dev/kmsg` (needs CAP_SYSLOG, or root).
     pub fn open() -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open("/dev/kmsg")?;
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open("/dev/kmsg")?;
         // The deprecation is about fds closed behind tokio's back; AsyncFd owns this File, so
         // it stays open while registered. The replacement is an `unsafe fn`.
         #[allow(deprecated)]
@@ -81,7 +90,8 @@ mod tests {
 
     #[test]
     fn parses_records() {
-        let record = parse(b"6,339,5140900,-;NET: Registered protocol family 10\n SUBSYSTEM=net\n").unwrap();
+        let record =
+            parse(b"6,339,5140900,-;NET: Registered protocol family 10\n SUBSYSTEM=net\n").unwrap();
         assert_eq!(
             record,
             KernelRecord {

@@ -33,10 +33,15 @@ pub fn list() -> procfs::ProcResult<Vec<Mount>> {
                 .collect();
             // rw/ro first, as mount(8) shows it; the rest sorted (the kernel's order is lost).
             options.sort_by_key(|o| (o != "rw" && o != "ro", o.clone()));
+            // The statvfs fields are 32-bit on some 32-bit targets, hence the conversions.
+            #[allow(clippy::useless_conversion)]
             let (size_bytes, available_bytes) = statvfs(&info.mount_point)
                 .map(|s| {
-                    let block = s.fragment_size() as u64;
-                    (s.blocks() as u64 * block, s.blocks_available() as u64 * block)
+                    let block = u64::from(s.fragment_size());
+                    (
+                        u64::from(s.blocks()) * block,
+                        u64::from(s.blocks_available()) * block,
+                    )
                 })
                 .unwrap_or((0, 0));
             Mount {

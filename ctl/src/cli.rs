@@ -1,0 +1,221 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ctl: manage Cairn nodes.
+#[derive(Debug, Parser)]
+#[command(name = "ctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Client config file (contexts with nodes, CA and client certificate).
+    #[arg(long, global = true, env = "CTLCONFIG", value_name = "FILE")]
+    pub ctlconfig: Option<PathBuf>,
+    /// Context to use instead of the file's current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Nodes to talk to, HOST[:PORT] (port 50000 by default), comma-separated.
+    #[arg(
+        short = 'n',
+        long = "nodes",
+        global = true,
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub nodes: Vec<String>,
+    /// Skip server verification and client certificates: for nodes in maintenance mode.
+    #[arg(short = 'i', long, global = true)]
+    pub insecure: bool,
+    /// Output format.
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// A JSON array (streams: one JSON object per line).
+    Json,
+    /// A YAML list.
+    Yaml,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate PKI and configs.
+    #[command(subcommand)]
+    Gen(GenCommand),
+    /// Check a machine config file without a node.
+    Validate {
+        /// The machine config.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Show the nodes' versions.
+    Version,
+    /// Send a machine config to the nodes.
+    ApplyConfig(ApplyConfigArgs),
+    /// Print the running (or staged) machine config.
+    GetConfig {
+        /// The staged config instead of the running one.
+        #[arg(long)]
+        staged: bool,
+    },
+    /// List services.
+    Services,
+    /// Start, stop or restart a service.
+    Service {
+        /// Service id, as `ctl services` shows it.
+        id: String,
+        /// What to do.
+        action: ServiceAction,
+    },
+    /// Print a service's logs (`machined` for machined's own).
+    Logs {
+        /// Service id.
+        id: String,
+        /// Keep printing new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
+    /// Print the kernel log.
+    Dmesg {
+        /// Keep printing new records.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N records.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
+    /// Print machine events (config, mode, services, power).
+    Events {
+        /// Keep printing new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N events.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
+    /// Show memory, CPU, load and uptime.
+    Stats,
+    /// List block devices.
+    Disks,
+    /// List mounts.
+    Mounts,
+    /// List files.
+    #[command(name = "ls")]
+    List {
+        /// Absolute path on the node.
+        path: String,
+        /// Descend this many levels below PATH (-1: no limit).
+        #[arg(short, long, default_value_t = 0, allow_negative_numbers = true)]
+        depth: i32,
+    },
+    /// Print a file (one node only).
+    Read {
+        /// Absolute path on the node.
+        path: String,
+    },
+    /// Reboot the nodes.
+    Reboot,
+    /// Power the nodes off.
+    Shutdown,
+    /// Print a shell completion script.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `ctl gen ...`
+#[derive(Debug, Subcommand)]
+pub enum GenCommand {
+    /// A new CA, a node config and an admin client config.
+    Config {
+        /// Name of the cluster; also the client context's name.
+        name: String,
+        /// Where to write node.yaml, secrets.yaml and ctlconfig.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        output_dir: PathBuf,
+        /// Nodes to put in the client context.
+        #[arg(long = "node", value_name = "HOST[:PORT]")]
+        node: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client config with a certificate for a role, signed by the CA in secrets.yaml.
+    Client {
+        /// The secrets.yaml of `ctl gen config`.
+        #[arg(long, value_name = "FILE")]
+        secrets: PathBuf,
+        /// os:admin, os:operator or os:reader.
+        #[arg(long)]
+        role: cairn_api::role::Role,
+        /// The client config to write.
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Nodes to put in the context.
+        #[arg(long = "node", value_name = "HOST[:PORT]")]
+        node: Vec<String>,
+        /// How long the certificate is valid, e.g. 30d, 1y.
+        #[arg(long, value_name = "DURATION", default_value = "1y", value_parser = humantime::parse_duration)]
+        valid_for: Duration,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `ctl apply-config` options.
+#[derive(Debug, Args)]
+pub struct ApplyConfigArgs {
+    /// The machine config.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// How to apply it.
+    #[arg(short, long, value_enum, default_value_t = ApplyModeArg::Auto)]
+    pub mode: ApplyModeArg,
+    /// With --mode try: how long before the previous config comes back.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `--mode` of `ctl apply-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApplyModeArg {
+    /// Live when possible, otherwise reboot.
+    Auto,
+    /// Live; refuse changes that need a reboot.
+    NoReboot,
+    /// Store it and reboot.
+    Reboot,
+    /// Store it for the next boot.
+    Staged,
+    /// Live, not stored; the previous config returns after --timeout.
+    Try,
+}
+
+/// `ctl service ID ACTION`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    /// Start it.
+    Start,
+    /// Stop it.
+    Stop,
+    /// Restart it.
+    Restart,
+}

@@ -1,0 +1,106 @@
+//! Machine configs: validate locally, apply to nodes, read back.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use cairn_api::config::MachineConfig;
+use cairn_api::machine as pb;
+use serde_json::json;
+
+use super::{report, row, Session};
+use crate::cli::{ApplyConfigArgs, ApplyModeArg, OutputFormat};
+
+pub(super) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match MachineConfig::from_yaml(&bytes) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: invalid:", file.display());
+            for problem in e.problems() {
+                eprintln!("  {problem}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::Result<ExitCode> {
+    let data =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let request = pb::ApplyConfigurationRequest {
+        data,
+        mode: match args.mode {
+            ApplyModeArg::Auto => pb::ApplyMode::Auto,
+            ApplyModeArg::NoReboot => pb::ApplyMode::NoReboot,
+            ApplyModeArg::Reboot => pb::ApplyMode::Reboot,
+            ApplyModeArg::Staged => pb::ApplyMode::Staged,
+            ApplyModeArg::Try => pb::ApplyMode::Try,
+        } as i32,
+        dry_run: args.dry_run,
+        try_timeout_seconds: u32::try_from(args.timeout.as_secs())
+            .context("--timeout is too long")?,
+    };
+    let results = session
+        .targets
+        .each(|_, mut c| {
+            let request = request.clone();
+            async move { Ok(c.apply_configuration(request).await?.into_inner()) }
+        })
+        .await;
+    report(session.format, results, |node, r| {
+        let mode = pb::ApplyMode::try_from(r.mode).map_or("unknown", |m| match m {
+            pb::ApplyMode::NoReboot => "no-reboot",
+            pb::ApplyMode::Reboot => "reboot",
+            pb::ApplyMode::Staged => "staged",
+            pb::ApplyMode::Try => "try",
+            pb::ApplyMode::Auto | pb::ApplyMode::Unspecified => "auto",
+        });
+        vec![row(
+            node,
+            json!({"mode": mode, "summary": r.summary, "changes": r.changes}),
+        )]
+    })
+}
+
+pub(super) async fn get(session: &Session, staged: bool) -> anyhow::Result<ExitCode> {
+    let results = session
+        .targets
+        .each(|_, mut c| async move {
+            Ok(c.get_configuration(pb::GetConfigurationRequest { staged })
+                .await?
+                .into_inner())
+        })
+        .await;
+    if session.format != OutputFormat::Table {
+        return report(session.format, results, |node, r| {
+            vec![row(
+                node,
+                json!({"redacted": r.redacted, "config": String::from_utf8_lossy(&r.data)}),
+            )]
+        });
+    }
+    // Plain YAML documents, one per node, each headed by its node.
+    let mut failed = false;
+    for (node, result) in results {
+        match result {
+            Ok(r) => print!(
+                "--- # node {node}{}\n{}",
+                if r.redacted {
+                    " (secrets redacted)"
+                } else {
+                    ""
+                },
+                String::from_utf8_lossy(&r.data)
+            ),
+            Err(e) => {
+                eprintln!("error: node {node}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(super::exit_code(failed))
+}

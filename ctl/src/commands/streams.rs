@@ -1,0 +1,131 @@
+//! Streams printed as they arrive: service logs, the kernel log, machine events.
+
+use std::process::ExitCode;
+
+use cairn_api::machine as pb;
+use serde_json::json;
+use tonic::Streaming;
+
+use super::{report_errors, Session};
+use crate::output::{print_stream_record, Row};
+
+/// Prints every message of a node's stream as `line` renders it.
+async fn drain<T>(
+    session: &Session,
+    node: &str,
+    mut stream: Streaming<T>,
+    line: impl Fn(&T) -> (String, Row),
+) -> anyhow::Result<()> {
+    let prefix = session.targets.nodes.len() > 1;
+    while let Some(message) = stream.message().await? {
+        let (text, record) = line(&message);
+        print_stream_record(session.format, node, prefix, &text, record)?;
+    }
+    Ok(())
+}
+
+fn tail(n: Option<u32>) -> i32 {
+    n.map_or(-1, |n| n.min(i32::MAX as u32) as i32)
+}
+
+pub(super) async fn logs(
+    session: &Session,
+    id: &str,
+    follow: bool,
+    tail_lines: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let request = pb::LogsRequest {
+        id: id.to_string(),
+        tail_lines: tail(tail_lines),
+        follow,
+    };
+    let results = session
+        .targets
+        .each(|node, mut c| {
+            let request = request.clone();
+            async move {
+                let stream = c.logs(request).await?.into_inner();
+                drain(session, &node, stream, |e: &pb::LogEntry| {
+                    let time = timestamp(e.unix_micros);
+                    (
+                        format!("{time} {}", e.message),
+                        row(json!({"time": time, "message": e.message})),
+                    )
+                })
+                .await
+            }
+        })
+        .await;
+    Ok(report_errors(results))
+}
+
+pub(super) async fn dmesg(
+    session: &Session,
+    follow: bool,
+    tail_records: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let request = pb::DmesgRequest {
+        follow,
+        tail: tail(tail_records),
+    };
+    let results = session
+        .targets
+        .each(|node, mut c| {
+            async move {
+                let stream = c.dmesg(request).await?.into_inner();
+                drain(session, &node, stream, |r: &pb::KernelLogEntry| {
+                    let seconds = r.boot_micros as f64 / 1e6;
+                    (
+                        format!("[{seconds:>12.6}] {}", r.message),
+                        row(json!({"boot_seconds": seconds, "priority": r.priority, "facility": r.facility, "message": r.message})),
+                    )
+                })
+                .await
+            }
+        })
+        .await;
+    Ok(report_errors(results))
+}
+
+pub(super) async fn events(
+    session: &Session,
+    follow: bool,
+    tail_events: Option<u32>,
+) -> anyhow::Result<ExitCode> {
+    let request = pb::EventsRequest {
+        tail: tail(tail_events),
+        follow,
+    };
+    let results = session
+        .targets
+        .each(|node, mut c| async move {
+            let stream = c.events(request).await?.into_inner();
+            drain(session, &node, stream, |e: &pb::Event| {
+                let time = timestamp(e.unix_millis * 1000);
+                (
+                    format!("{time} {:<8} {}", e.kind, e.message),
+                    row(json!({"id": e.id, "time": time, "kind": e.kind, "message": e.message})),
+                )
+            })
+            .await
+        })
+        .await;
+    Ok(report_errors(results))
+}
+
+fn row(value: serde_json::Value) -> Row {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => Row::new(),
+    }
+}
+
+/// RFC 3339 UTC with microseconds.
+fn timestamp(unix_micros: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&format).unwrap_or_default()
+}

@@ -1,0 +1,50 @@
+//! Running one operation on many nodes at once.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use cairn_api::machine::machine_service_client::MachineServiceClient;
+use futures_util::future::join_all;
+use rustls::ClientConfig;
+use tonic::transport::Channel;
+
+use crate::connect::{connect, NodeAddress};
+use crate::errors::describe;
+
+/// The client of one node.
+pub type Client = MachineServiceClient<Channel>;
+
+/// The nodes of an invocation and how to reach them.
+#[derive(Clone)]
+pub struct Targets {
+    /// The nodes, in the order given.
+    pub nodes: Vec<NodeAddress>,
+    /// TLS settings for all of them.
+    pub tls: Arc<ClientConfig>,
+    /// Whether those settings present a client certificate (not with `--insecure`).
+    pub client_auth: bool,
+}
+
+/// One node's outcome: its label and the result or the error in words.
+pub type NodeResult<T> = (String, Result<T, String>);
+
+impl Targets {
+    /// Connects to every node concurrently and runs `op` on each (with the node's label);
+    /// results come back in the nodes' order.
+    pub async fn each<T, F, Fut>(&self, op: F) -> Vec<NodeResult<T>>
+    where
+        F: Fn(String, Client) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let op = &op;
+        join_all(self.nodes.iter().map(|node| async move {
+            let label = node.to_string();
+            let result = match connect(node, self.tls.clone()).await {
+                Ok(client) => op(label.clone(), client).await,
+                Err(e) => Err(e),
+            };
+            (label, result.map_err(|e| describe(&e, self.client_auth)))
+        }))
+        .await
+    }
+}
