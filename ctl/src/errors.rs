@@ -27,19 +27,17 @@ fn describe_status(status: &Status, client_auth: bool) -> String {
         return tls;
     }
     // In TLS 1.3 the server judges our certificate after the client considers the handshake
-    // done: its alert is lost and the first request finds the connection closed.
-    let closed = chain.iter().any(|e| {
-        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        })
-    });
-    if client_auth && closed {
-        return "TLS: the node closed the connection after the handshake: it refused our client certificate (not signed by the node's CA, or expired or not yet valid)".into();
+    // done: its alert is lost and the first request finds the connection closed (as a broken
+    // pipe, a reset or a cancelled request, depending on timing).
+    let transport_failed = chain
+        .iter()
+        .any(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    if transport_failed {
+        return if client_auth {
+            "TLS: the node closed the connection right after the handshake: it most likely refused our client certificate (not signed by the node's CA, or expired or not yet valid)".into()
+        } else {
+            format!("the node closed the connection: {}", status.message())
+        };
     }
     let what = match status.code() {
         Code::PermissionDenied => "permission denied",

@@ -1,1 +1,319 @@
-//! x
+//! Harness for whole-system tests: builds `machined` and `ctl`, starts real machined
+//! processes on free loopback ports with roots of their own, and runs `ctl` against them
+//! as an operator would. (QEMU-booted images join these scenarios when images exist.)
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+/// How long a machined gets to open its API port.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The directory holding the freshly built `machined` and `ctl`.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Test binaries live in target/<profile>/deps; the programs in target/<profile>.
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "-p", "machined", "-p", "ctl"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "cargo build -p machined -p ctl failed");
+        dir
+    })
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding port 0")
+        .port()
+}
+
+/// A machined process with a root directory of its own.
+pub struct Node {
+    child: Option<Child>,
+    root: tempfile::TempDir,
+    /// `127.0.0.1:PORT`, as `ctl -n` takes it.
+    pub address: String,
+}
+
+impl Node {
+    /// Starts machined and waits until its API port is open.
+    pub fn start() -> anyhow::Result<Node> {
+        let root = tempfile::tempdir()?;
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut node = Node {
+            child: None,
+            root,
+            address,
+        };
+        node.spawn()?;
+        Ok(node)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.root.path().join("machined.out"))?;
+        let child = Command::new(bin_dir().join("machined"))
+            .args(["--root"])
+            .arg(self.root.path())
+            .args(["--listen", &self.address, "--log-flush-interval", "1s"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting machined")?;
+        self.child = Some(child);
+        self.wait_listening()
+    }
+
+    /// Waits until the API port accepts connections (also after a reboot).
+    pub fn wait_listening(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if TcpStream::connect(&self.address).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "machined on {} did not open its port within {START_TIMEOUT:?}:\n{}",
+            self.address,
+            self.output()
+        )
+    }
+
+    /// Kills machined (SIGKILL, no clean shutdown) and starts it again on the same root.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        self.spawn()
+    }
+
+    /// Waits (bounded) for machined to exit by itself; returns whether it exited cleanly.
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<bool> {
+        let child = self.child.as_mut().context("not running")?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("machined did not exit within {timeout:?}")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The node's root directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The stored running config, if any.
+    pub fn stored_config(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.root.path().join("system/state/config.yaml")).ok()
+    }
+
+    /// What machined printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.root.path().join("machined.out")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The result of one `ctl` run.
+#[derive(Debug)]
+pub struct CtlRun {
+    /// Whether it exited 0.
+    pub success: bool,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CtlRun {
+    /// Panics with the whole run when it failed.
+    pub fn ok(self) -> CtlRun {
+        assert!(
+            self.success,
+            "ctl failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics with the whole run when it succeeded.
+    pub fn failed(self) -> CtlRun {
+        assert!(
+            !self.success,
+            "ctl should have failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `ctl` with `args`, using the client config `ctlconfig` (if any).
+pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
+    let mut command = Command::new(bin_dir().join("ctl"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("CTLCONFIG");
+    match ctlconfig {
+        Some(path) => command.env("CTLCONFIG", path),
+        // No config unless a test gives one: never the developer's own.
+        None => command.env("CTLCONFIG", "/nonexistent/ctlconfig"),
+    };
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("running ctl");
+    CtlRun {
+        success: status.success(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// The files of `ctl gen config`: node.yaml, secrets.yaml, ctlconfig (admin).
+pub struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Runs `ctl gen config NAME`.
+    pub fn generate(name: &str) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        ctl(
+            None,
+            &[
+                "gen",
+                "config",
+                name,
+                "--output-dir",
+                dir.path().to_str().context("utf-8 path")?,
+            ],
+        )
+        .ok();
+        Ok(Cluster { dir })
+    }
+
+    /// A file in the cluster directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The admin client config.
+    pub fn admin(&self) -> PathBuf {
+        self.path("ctlconfig")
+    }
+
+    /// A client config for `role` (`ctl gen client`), named `role` in the cluster directory.
+    pub fn client(&self, role: &str) -> PathBuf {
+        let output = self.path(role);
+        let secrets = self.path("secrets.yaml");
+        ctl(
+            None,
+            &[
+                "gen",
+                "client",
+                "--secrets",
+                secrets.to_str().unwrap(),
+                "--role",
+                role,
+                "--output",
+                output.to_str().unwrap(),
+            ],
+        )
+        .ok();
+        output
+    }
+
+    /// node.yaml with `edit` applied to its text, written as `name` in the cluster directory.
+    pub fn node_config_with(&self, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
+        let text = std::fs::read_to_string(self.path("node.yaml")).expect("node.yaml");
+        let path = self.path(name);
+        std::fs::write(&path, edit(text)).expect("writing a node config");
+        path
+    }
+
+    /// A client config whose certificate, signed by this cluster's CA for `organization`,
+    /// is valid only between the given offsets from now (negative: in the past).
+    pub fn client_valid_between(
+        &self,
+        organization: &str,
+        from: time::Duration,
+        to: time::Duration,
+    ) -> anyhow::Result<PathBuf> {
+        let secrets: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(self.path("secrets.yaml"))?)?;
+        let ca_crt = secrets["ca"]["crt"].as_str().context("secrets ca.crt")?;
+        let ca_key =
+            rcgen::KeyPair::from_pem(secrets["ca"]["key"].as_str().context("secrets ca.key")?)?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(ca_crt, ca_key)?;
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, organization);
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now + from;
+        params.not_after = now + to;
+        let cert = params.signed_by(&key, &issuer)?;
+        let mut context = serde_yaml::Mapping::new();
+        context.insert("ca".into(), ca_crt.into());
+        context.insert("crt".into(), cert.pem().into());
+        context.insert("key".into(), key.serialize_pem().into());
+        let mut contexts = serde_yaml::Mapping::new();
+        contexts.insert("custom".into(), serde_yaml::Value::Mapping(context));
+        let mut file = serde_yaml::Mapping::new();
+        file.insert("context".into(), "custom".into());
+        file.insert("contexts".into(), serde_yaml::Value::Mapping(contexts));
+        let path = self.path(&format!("custom-{organization}-{}", from.whole_seconds()));
+        std::fs::write(&path, serde_yaml::to_string(&file)?)?;
+        Ok(path)
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    check()
+}

@@ -5,6 +5,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
+/// Leaves sections that say nothing out of serialized configs.
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 /// The schema version of a machine config document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigVersion {
@@ -40,16 +45,16 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// Links, addresses, routes and resolvers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub network: Network,
     /// Time synchronisation.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub time: Time,
     /// Where the node installs itself.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub install: Install,
     /// Kernel command line and modules; changes take effect at the next boot.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub kernel: Kernel,
     /// Kernel parameters set through `/proc/sys`, e.g. `net.ipv4.ip_forward: "1"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -61,10 +66,10 @@ pub struct Machine {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<Pod>,
     /// Image registry mirrors.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub registries: Registries,
     /// Update trust.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_default")]
     pub update: Update,
 }
 
