@@ -4,9 +4,11 @@
 //!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
 //! - [`role`]: the roles a client certificate's Organization grants.
+//! - [`timestamp`]: how times are written in logs.
 
 pub mod config;
 pub mod role;
+pub mod timestamp;
 
 /// The generated gRPC types and stubs of `cairn.machine.v1alpha1`.
 #[allow(missing_docs, clippy::all)]

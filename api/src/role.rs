@@ -34,10 +34,7 @@ impl Role {
 
     /// The most powerful role among certificate Organizations; unknown ones grant nothing.
     pub fn strongest<'a>(organizations: impl IntoIterator<Item = &'a str>) -> Option<Role> {
-        organizations
-            .into_iter()
-            .filter_map(|o| o.parse().ok())
-            .max()
+        organizations.into_iter().filter_map(|o| o.parse().ok()).max()
     }
 }
 
@@ -73,10 +70,7 @@ mod tests {
         assert!("os:root".parse::<Role>().is_err());
         assert!(Role::Admin.grants(Role::Operator));
         assert!(!Role::Reader.grants(Role::Operator));
-        assert_eq!(
-            Role::strongest(["acme", "os:reader", "os:operator"]),
-            Some(Role::Operator)
-        );
+        assert_eq!(Role::strongest(["acme", "os:reader", "os:operator"]), Some(Role::Operator));
         assert_eq!(Role::strongest(["acme"]), None);
     }
 }

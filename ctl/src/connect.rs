@@ -35,9 +35,8 @@ impl NodeAddress {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let default = cairn_api::API_PORT;
         let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-            let (host, after) = rest
-                .split_once(']')
-                .with_context(|| format!("{text:?}: missing ']'"))?;
+            let (host, after) =
+                rest.split_once(']').with_context(|| format!("{text:?}: missing ']'"))?;
             (host, after.strip_prefix(':'))
         } else if text.matches(':').count() == 1 {
             let (host, port) = text.split_once(':').expect("one colon");
@@ -49,15 +48,10 @@ impl NodeAddress {
             anyhow::bail!("{text:?}: empty host");
         }
         let port = match port {
-            Some(p) => p
-                .parse()
-                .with_context(|| format!("{text:?}: {p:?} is not a port"))?,
+            Some(p) => p.parse().with_context(|| format!("{text:?}: {p:?} is not a port"))?,
             None => default,
         };
-        Ok(NodeAddress {
-            host: host.to_string(),
-            port,
-        })
+        Ok(NodeAddress { host: host.to_string(), port })
     }
 }
 
@@ -75,9 +69,7 @@ impl std::fmt::Display for NodeAddress {
 pub fn mutual_tls(context: &Context) -> anyhow::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(context.ca.as_bytes()) {
-        roots
-            .add(cert.context("reading the context's CA")?)
-            .context("adding the context's CA")?;
+        roots.add(cert.context("reading the context's CA")?).context("adding the context's CA")?;
     }
     let chain = CertificateDer::pem_slice_iter(context.crt.as_bytes())
         .collect::<Result<Vec<_>, _>>()

@@ -99,35 +99,26 @@ impl CtlConfig {
     pub fn load(path: &Path) -> Result<Self, CtlConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => CtlConfigError::Missing(path.into()),
-            _ => CtlConfigError::Io {
-                path: path.into(),
-                source,
-            },
+            _ => CtlConfigError::Io { path: path.into(), source },
         })?;
-        serde_yaml::from_str(&text).map_err(|source| CtlConfigError::Parse {
-            path: path.into(),
-            source,
-        })
+        serde_yaml::from_str(&text)
+            .map_err(|source| CtlConfigError::Parse { path: path.into(), source })
     }
 
     /// The named context, or the current one.
     pub fn context(&self, path: &Path, name: Option<&str>) -> Result<&Context, CtlConfigError> {
         let name = name.unwrap_or(&self.context);
-        self.contexts
-            .get(name)
-            .ok_or_else(|| CtlConfigError::UnknownContext {
-                path: path.into(),
-                name: name.to_string(),
-                known: self.contexts.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+        self.contexts.get(name).ok_or_else(|| CtlConfigError::UnknownContext {
+            path: path.into(),
+            name: name.to_string(),
+            known: self.contexts.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Writes the file with mode 0600 (it holds a private key).
     pub fn save(&self, path: &Path) -> Result<(), CtlConfigError> {
         let yaml = serde_yaml::to_string(self).expect("a client config always serializes");
-        crate::gen::write_private(path, yaml.as_bytes()).map_err(|source| CtlConfigError::Io {
-            path: path.into(),
-            source,
-        })
+        crate::gen::write_private(path, yaml.as_bytes())
+            .map_err(|source| CtlConfigError::Io { path: path.into(), source })
     }
 }

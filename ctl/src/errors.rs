@@ -29,9 +29,8 @@ fn describe_status(status: &Status, client_auth: bool) -> String {
     // In TLS 1.3 the server judges our certificate after the client considers the handshake
     // done: its alert is lost and the first request finds the connection closed (as a broken
     // pipe, a reset or a cancelled request, depending on timing).
-    let transport_failed = chain
-        .iter()
-        .any(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
+    let transport_failed =
+        chain.iter().any(|e| e.downcast_ref::<tonic::transport::Error>().is_some());
     if transport_failed {
         return if client_auth {
             "TLS: the node closed the connection right after the handshake: it most likely refused our client certificate (not signed by the node's CA, or expired or not yet valid)".into()
@@ -59,9 +58,7 @@ fn explain_chain(chain: &[&(dyn StdError + 'static)]) -> Option<String> {
             return Some(explain_tls(tls));
         }
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
             {
                 return Some(explain_tls(tls));
             }

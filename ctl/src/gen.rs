@@ -47,12 +47,8 @@ pub struct Credential {
 pub fn generate_ca(name: &str) -> anyhow::Result<Credential> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{name} node API CA"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "cairn");
+    params.distinguished_name.push(DnType::CommonName, format!("{name} node API CA"));
+    params.distinguished_name.push(DnType::OrganizationName, "cairn");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -63,10 +59,7 @@ pub fn generate_ca(name: &str) -> anyhow::Result<Credential> {
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + CA_VALIDITY;
     let cert = params.self_signed(&key)?;
-    Ok(Credential {
-        crt: cert.pem(),
-        key: key.serialize_pem(),
-    })
+    Ok(Credential { crt: cert.pem(), key: key.serialize_pem() })
 }
 
 /// A client certificate for `role`, signed by `ca`, valid from an hour ago (clock skew) for
@@ -81,23 +74,17 @@ pub fn issue_client(
     let issuer = Issuer::from_ca_cert_pem(&ca.crt, ca_key).context("reading the CA certificate")?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        role.organization().trim_start_matches("os:"),
-    );
     params
         .distinguished_name
-        .push(DnType::OrganizationName, role.organization());
+        .push(DnType::CommonName, role.organization().trim_start_matches("os:"));
+    params.distinguished_name.push(DnType::OrganizationName, role.organization());
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::try_from(valid_for).context("validity too long")?;
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(Credential {
-        crt: cert.pem(),
-        key: key.serialize_pem(),
-    })
+    Ok(Credential { crt: cert.pem(), key: key.serialize_pem() })
 }
 
 /// `ctl gen config NAME`: writes `node.yaml`, `secrets.yaml` and an admin `ctlconfig`.
@@ -110,10 +97,7 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca = generate_ca(name)?;
-    let ca = CertificateAuthority {
-        crt: ca.crt,
-        key: Some(ca.key),
-    };
+    let ca = CertificateAuthority { crt: ca.crt, key: Some(ca.key) };
     let node = MachineConfig {
         version: ConfigVersion::V1Alpha1,
         machine: Machine {
@@ -132,16 +116,8 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
         },
         cluster: None,
     };
-    let secrets = Secrets {
-        name: name.to_string(),
-        ca,
-    };
-    let admin = client_config(
-        &secrets,
-        Role::Admin,
-        nodes,
-        Duration::from_secs(365 * 86400),
-    )?;
+    let secrets = Secrets { name: name.to_string(), ca };
+    let admin = client_config(&secrets, Role::Admin, nodes, Duration::from_secs(365 * 86400))?;
     write_private(&files[0], node.to_yaml().as_bytes())?;
     write_private(&files[1], serde_yaml::to_string(&secrets)?.as_bytes())?;
     admin.save(&files[2])?;
@@ -193,12 +169,8 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
     // An existing file keeps its mode on open; make sure it ends up private.
     file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(bytes)
@@ -216,36 +188,23 @@ mod tests {
         MachineConfig::from_yaml(&node).unwrap();
         for f in ["node.yaml", "secrets.yaml", "ctlconfig"] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions();
-            assert_eq!(
-                std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-                0o600,
-                "{f}"
-            );
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{f}");
         }
         let ctlconfig = CtlConfig::load(&dir.path().join("ctlconfig")).unwrap();
         assert_eq!(ctlconfig.context, "edge");
         assert_eq!(ctlconfig.contexts["edge"].nodes, ["10.0.0.5"]);
-        assert!(
-            config("edge", dir.path(), &[], false).is_err(),
-            "refuses to overwrite"
-        );
+        assert!(config("edge", dir.path(), &[], false).is_err(), "refuses to overwrite");
     }
 
     #[test]
     fn client_certificates_carry_the_role() {
         let ca = generate_ca("edge").unwrap();
-        let ca = CertificateAuthority {
-            crt: ca.crt,
-            key: Some(ca.key),
-        };
+        let ca = CertificateAuthority { crt: ca.crt, key: Some(ca.key) };
         let reader = issue_client(&ca, Role::Reader, Duration::from_secs(3600)).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(reader.crt.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();
-        let orgs: Vec<_> = cert
-            .subject()
-            .iter_organization()
-            .map(|o| o.as_str().unwrap().to_string())
-            .collect();
+        let orgs: Vec<_> =
+            cert.subject().iter_organization().map(|o| o.as_str().unwrap().to_string()).collect();
         assert_eq!(orgs, ["os:reader"]);
     }
 }

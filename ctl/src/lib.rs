@@ -14,8 +14,6 @@ use std::process::ExitCode;
 
 /// Runs one ctl invocation; `Ok` carries the exit code (non-zero when any node failed).
 pub fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(commands::dispatch(cli))
 }

@@ -24,10 +24,8 @@ pub fn print_rows(format: OutputFormat, rows: &[Row]) -> anyhow::Result<()> {
                 return Ok(());
             };
             let mut table = TabWriter::new(&mut out).padding(3);
-            let headers: Vec<String> = first
-                .keys()
-                .map(|k| k.trim_end_matches("_bytes").to_uppercase())
-                .collect();
+            let headers: Vec<String> =
+                first.keys().map(|k| k.trim_end_matches("_bytes").to_uppercase()).collect();
             writeln!(table, "{}", headers.join("\t"))?;
             for row in rows {
                 let cells: Vec<String> = row.iter().map(|(k, v)| cell(k, v)).collect();
@@ -69,11 +67,7 @@ fn cell(key: &str, value: &Value) -> String {
             n.as_u64().map_or_else(|| n.to_string(), human_bytes)
         }
         Value::String(s) => s.replace('\t', " "),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| cell("", v))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(items) => items.iter().map(|v| cell("", v)).collect::<Vec<_>>().join(","),
         Value::Null => String::new(),
         other => other.to_string(),
     }

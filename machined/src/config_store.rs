@@ -61,10 +61,7 @@ impl ConfigStore {
 
     /// Stages `config` for the next start.
     pub fn stage(&self, config: &MachineConfig) -> Result<(), StoreError> {
-        write_atomically(
-            &self.layout.staged_config_path(),
-            config.to_yaml().as_bytes(),
-        )
+        write_atomically(&self.layout.staged_config_path(), config.to_yaml().as_bytes())
     }
 
     /// Drops a staged config (a later live apply supersedes it).
@@ -85,10 +82,7 @@ impl ConfigStore {
             return Ok(false);
         }
         let target = self.layout.config_path();
-        fs::rename(&staged, &target).map_err(|source| StoreError::Io {
-            path: staged,
-            source,
-        })?;
+        fs::rename(&staged, &target).map_err(|source| StoreError::Io { path: staged, source })?;
         sync_dir(&target)?;
         Ok(true)
     }
@@ -98,25 +92,16 @@ fn read_config(path: &Path) -> Result<Option<MachineConfig>, StoreError> {
     match fs::read(path) {
         Ok(bytes) => MachineConfig::from_yaml(&bytes)
             .map(Some)
-            .map_err(|source| StoreError::Invalid {
-                path: path.into(),
-                source,
-            }),
+            .map_err(|source| StoreError::Invalid { path: path.into(), source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StoreError::Io {
-            path: path.into(),
-            source,
-        }),
+        Err(source) => Err(StoreError::Io { path: path.into(), source }),
     }
 }
 
 /// Writes `bytes` to `path` (mode 0600: configs hold keys) so that readers see either the
 /// old content or the new, even across a power cut.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io_error = |source| StoreError::Io {
-        path: path.into(),
-        source,
-    };
+    let io_error = |source| StoreError::Io { path: path.into(), source };
     let dir = path.parent().expect("config paths have a parent");
     fs::create_dir_all(dir).map_err(io_error)?;
     let temp = path.with_extension("tmp");
@@ -137,8 +122,5 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
     let dir = path.parent().expect("config paths have a parent");
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io {
-            path: dir.into(),
-            source,
-        })
+        .map_err(|source| StoreError::Io { path: dir.into(), source })
 }

@@ -48,9 +48,7 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        EventBus {
-            ring: Ring::new(1000),
-        }
+        EventBus { ring: Ring::new(1000) }
     }
 }
 
@@ -59,11 +57,7 @@ impl EventBus {
     pub fn publish(&self, kind: EventKind, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(kind = kind.as_str(), "{message}");
-        self.ring.push(Event {
-            unix_millis: unix_millis(),
-            kind,
-            message,
-        });
+        self.ring.push(Event { unix_millis: unix_millis(), kind, message });
     }
 
     /// The history and its followers.
@@ -74,7 +68,5 @@ impl EventBus {
 
 /// Milliseconds since the Unix epoch.
 pub fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -39,10 +39,7 @@ impl LogBook {
     /// The ring of `id`, created on first use.
     pub fn ring(&self, id: &str) -> Arc<Ring<LogLine>> {
         let mut rings = self.rings.lock().expect("log book lock");
-        rings
-            .entry(id.to_string())
-            .or_insert_with(|| Arc::new(Ring::new(LINES_PER_SOURCE)))
-            .clone()
+        rings.entry(id.to_string()).or_insert_with(|| Arc::new(Ring::new(LINES_PER_SOURCE))).clone()
     }
 
     /// The ring of `id`, if anything ever logged there.
@@ -52,25 +49,15 @@ impl LogBook {
 
     /// Appends a line to `id`'s ring.
     pub fn push(&self, id: &str, message: impl Into<String>) {
-        let unix_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        self.ring(id).push(LogLine {
-            unix_micros,
-            message: message.into(),
-        });
+        let unix_micros =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        self.ring(id).push(LogLine { unix_micros, message: message.into() });
     }
 
     /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed.
     pub fn flush_to(&self, dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let rings: Vec<_> = self
-            .rings
-            .lock()
-            .expect("log book lock")
-            .clone()
-            .into_iter()
-            .collect();
+        let rings: Vec<_> = self.rings.lock().expect("log book lock").clone().into_iter().collect();
         let mut flushed = self.flushed.lock().expect("log flush lock");
         for (id, ring) in rings {
             let last = flushed.get(&id).copied().unwrap_or(0);
@@ -83,10 +70,8 @@ impl LogBook {
                 text.push_str(&format_line(&record.item));
                 text.push('\n');
             }
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(format!("{id}.log")))?;
+            let mut file =
+                OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log")))?;
             file.write_all(text.as_bytes())?;
             file.sync_data()?;
             flushed.insert(id, newest);
@@ -102,32 +87,15 @@ impl LogBook {
             .with_ansi(false)
             .without_time()
             .with_target(false)
-            .with_writer(RingWriter {
-                ring: self.ring(MACHINED),
-            });
-        let console = tracing_subscriber::fmt::layer()
-            .with_writer(io::stderr)
-            .with_target(false);
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(ring)
-            .with(console)
-            .try_init();
+            .with_writer(RingWriter { ring: self.ring(MACHINED) });
+        let console = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_target(false);
+        let _ = tracing_subscriber::registry().with(filter).with(ring).with(console).try_init();
     }
 }
 
 /// `2026-11-22T10:00:00.123456Z message`, as in files and `ctl logs`.
 pub fn format_line(line: &LogLine) -> String {
-    format!("{} {}", format_micros(line.unix_micros), line.message)
-}
-
-fn format_micros(unix_micros: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    t.format(&format).unwrap_or_default()
+    format!("{} {}", cairn_api::timestamp::rfc3339_micros(line.unix_micros), line.message)
 }
 
 /// Hands each formatted `tracing` event to a ring, one record per line.
@@ -145,10 +113,7 @@ impl<'a> MakeWriter<'a> for RingWriter {
     type Writer = RingLineWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RingLineWriter {
-            ring: self.ring.clone(),
-            buffer: Vec::new(),
-        }
+        RingLineWriter { ring: self.ring.clone(), buffer: Vec::new() }
     }
 }
 
@@ -165,17 +130,10 @@ impl Write for RingLineWriter {
 
 impl Drop for RingLineWriter {
     fn drop(&mut self) {
-        let unix_micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        for line in String::from_utf8_lossy(&self.buffer)
-            .lines()
-            .filter(|l| !l.is_empty())
-        {
-            self.ring.push(LogLine {
-                unix_micros,
-                message: line.to_string(),
-            });
+        let unix_micros =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        for line in String::from_utf8_lossy(&self.buffer).lines().filter(|l| !l.is_empty()) {
+            self.ring.push(LogLine { unix_micros, message: line.to_string() });
         }
     }
 }
@@ -196,14 +154,5 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
         let lines: Vec<_> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(lines, ["one", "two"]);
-    }
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        let line = LogLine {
-            unix_micros: 1_700_000_000_123_456,
-            message: "m".into(),
-        };
-        assert_eq!(format_line(&line), "2023-11-14T22:13:20.123456Z m");
     }
 }

@@ -101,10 +101,7 @@ impl Machine {
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
-            state: Mutex::new(ConfigState {
-                running,
-                trial: None,
-            }),
+            state: Mutex::new(ConfigState { running, trial: None }),
             tls,
             events,
             logs,
@@ -132,15 +129,9 @@ impl Machine {
     /// The host name the node goes by: the config's, else the kernel's.
     pub fn hostname(&self) -> String {
         let state = self.state.lock().expect("config lock");
-        match state
-            .running
-            .as_ref()
-            .and_then(|c| c.machine.hostname.clone())
-        {
+        match state.running.as_ref().and_then(|c| c.machine.hostname.clone()) {
             Some(name) => name,
-            None => nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            None => kernel_hostname(),
         }
     }
 
@@ -159,10 +150,7 @@ impl Machine {
         let tls = server_tls(Some(&config))?;
         let changes = plan.changes.len();
         if dry_run {
-            let summary = format!(
-                "dry run: would {} ({changes} change(s))",
-                describe(plan.action)
-            );
+            let summary = format!("dry run: would {} ({changes} change(s))", describe(plan.action));
             return Ok(ApplyOutcome { summary, plan });
         }
         let summary = match plan.action {
@@ -176,8 +164,7 @@ impl Machine {
                     self.activate(&mut state, config, tls, "applied");
                     format!("applied ({changes} change(s))")
                 } else {
-                    self.events
-                        .publish(EventKind::Config, "config stored; rebooting to apply it");
+                    self.events.publish(EventKind::Config, "config stored; rebooting to apply it");
                     drop(state);
                     self.power(PowerAction::Reboot);
                     format!("stored ({changes} change(s)); rebooting")
@@ -185,15 +172,11 @@ impl Machine {
             }
             Action::Stage => {
                 self.store.stage(&config)?;
-                self.events
-                    .publish(EventKind::Config, "config staged for the next boot");
+                self.events.publish(EventKind::Config, "config staged for the next boot");
                 format!("staged for the next boot ({changes} change(s))")
             }
             Action::Try(timeout) => {
-                let previous = state
-                    .running
-                    .clone()
-                    .expect("plan refuses try without a config");
+                let previous = state.running.clone().expect("plan refuses try without a config");
                 let previous = match state.trial.take() {
                     Some((original, revert)) => {
                         revert.abort();
@@ -244,13 +227,10 @@ impl Machine {
         let was_maintenance = state.running.is_none();
         state.running = Some(config);
         self.tls.send_replace(tls);
-        self.events
-            .publish(EventKind::Config, format!("config {how}"));
+        self.events.publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
-            self.events.publish(
-                EventKind::Mode,
-                "configured: the API now requires client certificates",
-            );
+            self.events
+                .publish(EventKind::Mode, "configured: the API now requires client certificates");
         }
     }
 
@@ -260,8 +240,7 @@ impl Machine {
             PowerAction::Reboot => "reboot",
             PowerAction::PowerOff => "power-off",
         };
-        self.events
-            .publish(EventKind::Power, format!("{what} requested"));
+        self.events.publish(EventKind::Power, format!("{what} requested"));
         let machine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(POWER_GRACE).await;
@@ -312,9 +291,7 @@ impl Machine {
 
 /// The API's TLS settings for a config (none: maintenance mode).
 fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig>, ApplyError> {
-    let hostname = nix::unistd::gethostname()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let hostname = kernel_hostname();
     Ok(match config {
         None => tls::maintenance(pki::maintenance_identity(&pki::node_names(&hostname, &[]))?)?,
         Some(config) => {
@@ -323,17 +300,14 @@ fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig
                 machine.hostname.as_deref().unwrap_or(&hostname),
                 &machine.cert_sans,
             );
-            let key = machine
-                .ca
-                .key
-                .as_deref()
-                .expect("validation requires machine.ca.key");
-            tls::mutual(
-                &machine.ca.crt,
-                pki::issue_serving(&machine.ca.crt, key, &names)?,
-            )?
+            let key = machine.ca.key.as_deref().expect("validation requires machine.ca.key");
+            tls::mutual(&machine.ca.crt, pki::issue_serving(&machine.ca.crt, key, &names)?)?
         }
     })
+}
+
+fn kernel_hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn describe(action: Action) -> String {

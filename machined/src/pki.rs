@@ -79,13 +79,8 @@ pub fn issue_serving(
 
 fn serving_params(names: &[String]) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(names.to_vec())?;
-    params.distinguished_name.push(
-        DnType::CommonName,
-        names.first().cloned().unwrap_or_default(),
-    );
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "cairn");
+    params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+    params.distinguished_name.push(DnType::OrganizationName, "cairn");
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + SERVING_VALIDITY;
@@ -109,10 +104,7 @@ mod tests {
     fn names_include_loopback_and_extras() {
         let names = node_names("edge-1", &["node.example".into()]);
         for want in ["edge-1", "localhost", "127.0.0.1", "::1", "node.example"] {
-            assert!(
-                names.iter().any(|n| n == want),
-                "{want} missing from {names:?}"
-            );
+            assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
     }
 

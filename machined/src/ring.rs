@@ -45,10 +45,7 @@ impl<T: Clone> Ring<T> {
     /// Appends a record, dropping the oldest when full.
     pub fn push(&self, item: T) {
         let mut inner = self.inner.lock().expect("ring lock");
-        let record = Sequenced {
-            seq: inner.next_seq,
-            item,
-        };
+        let record = Sequenced { seq: inner.next_seq, item };
         inner.next_seq += 1;
         if inner.records.len() == self.capacity {
             inner.records.pop_front();
@@ -75,12 +72,7 @@ impl<T: Clone> Ring<T> {
     /// Records with a sequence number above `seq`.
     pub fn since(&self, seq: u64) -> Vec<Sequenced<T>> {
         let inner = self.inner.lock().expect("ring lock");
-        inner
-            .records
-            .iter()
-            .filter(|r| r.seq > seq)
-            .cloned()
-            .collect()
+        inner.records.iter().filter(|r| r.seq > seq).cloned().collect()
     }
 
     fn tail_of(inner: &Inner<T>, tail: Option<usize>) -> Vec<Sequenced<T>> {
@@ -99,11 +91,7 @@ mod tests {
         for i in 0..5 {
             ring.push(i);
         }
-        let all: Vec<_> = ring
-            .snapshot(None)
-            .into_iter()
-            .map(|r| (r.seq, r.item))
-            .collect();
+        let all: Vec<_> = ring.snapshot(None).into_iter().map(|r| (r.seq, r.item)).collect();
         assert_eq!(all, vec![(3, 2), (4, 3), (5, 4)]);
         assert_eq!(ring.snapshot(Some(1))[0].item, 4);
         assert_eq!(ring.since(4).len(), 1);

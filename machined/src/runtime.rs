@@ -38,22 +38,13 @@ async fn serve(options: Options, logs: Arc<LogBook>) -> anyhow::Result<()> {
         "machined {} starting under {} ({})",
         env!("CARGO_PKG_VERSION"),
         layout.root().display(),
-        if running.is_some() {
-            "configured"
-        } else {
-            "maintenance mode: waiting for a config"
-        }
+        if running.is_some() { "configured" } else { "maintenance mode: waiting for a config" }
     );
     let machine = Machine::new(layout, running, logs, Box::new(ProcessPower))?;
-    machine
-        .events()
-        .publish(EventKind::Power, "machined started");
+    machine.events().publish(EventKind::Power, "machined started");
     let supervisor = machine.supervisor();
     supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));
-    supervisor.launch(Arc::new(LogFlush::new(
-        machine.clone(),
-        options.log_flush_interval,
-    )));
+    supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -56,13 +56,7 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// Marks the service as running.
     pub fn ready(&self) {
-        transition(
-            &self.status,
-            &self.events,
-            self.id,
-            ServiceState::Running,
-            "up",
-        );
+        transition(&self.status, &self.events, self.id, ServiceState::Running, "up");
     }
 
     /// Appends a line to the service's log.
@@ -169,11 +163,7 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor with no services.
     pub fn new(events: Arc<EventBus>, logs: Arc<LogBook>) -> Self {
-        Supervisor {
-            entries: Mutex::new(BTreeMap::new()),
-            events,
-            logs,
-        }
+        Supervisor { entries: Mutex::new(BTreeMap::new()), events, logs }
     }
 
     /// Adds a service and starts it.
@@ -185,28 +175,19 @@ impl Supervisor {
             since_unix_millis: unix_millis(),
             events: VecDeque::new(),
         }));
-        self.entries.lock().expect("supervisor lock").insert(
-            id,
-            Entry {
-                service,
-                status,
-                run: None,
-            },
-        );
+        self.entries
+            .lock()
+            .expect("supervisor lock")
+            .insert(id, Entry { service, status, run: None });
         self.start(id).expect("a service just added is not running");
     }
 
     /// Starts a stopped, finished or failed service.
     pub fn start(&self, id: &str) -> Result<(), SupervisorError> {
         let mut entries = self.entries.lock().expect("supervisor lock");
-        let entry = entries
-            .get_mut(id)
-            .ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
-        if entry
-            .run
-            .as_ref()
-            .is_some_and(|(_, task)| !task.is_finished())
-        {
+        let entry =
+            entries.get_mut(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
+        if entry.run.as_ref().is_some_and(|(_, task)| !task.is_finished()) {
             return Err(SupervisorError::AlreadyRunning(entry.service.id()));
         }
         let stop = CancellationToken::new();
@@ -226,9 +207,8 @@ impl Supervisor {
     pub async fn stop(&self, id: &str) -> Result<(), SupervisorError> {
         let (stop, task) = {
             let mut entries = self.entries.lock().expect("supervisor lock");
-            let entry = entries
-                .get_mut(id)
-                .ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
+            let entry =
+                entries.get_mut(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
             if !entry.service.stoppable() {
                 return Err(SupervisorError::NotStoppable(entry.service.id()));
             }
@@ -245,9 +225,8 @@ impl Supervisor {
     pub fn restart(self: &Arc<Self>, id: &str) -> Result<(), SupervisorError> {
         let run = {
             let mut entries = self.entries.lock().expect("supervisor lock");
-            let entry = entries
-                .get_mut(id)
-                .ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
+            let entry =
+                entries.get_mut(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
             entry.run.take()
         };
         let supervisor = self.clone();
@@ -309,13 +288,7 @@ async fn supervise(service: Arc<dyn Service>, ctx: ServiceContext) {
         let started = Instant::now();
         let result = service.clone().run(ctx.clone()).await;
         if ctx.stop.is_cancelled() {
-            transition(
-                status,
-                events,
-                id,
-                ServiceState::Stopped,
-                "stopped on request",
-            );
+            transition(status, events, id, ServiceState::Stopped, "stopped on request");
             return;
         }
         match result {
@@ -360,16 +333,9 @@ fn transition(
         if status.events.len() == EVENTS_KEPT {
             status.events.pop_front();
         }
-        status.events.push_back(StateChange {
-            unix_millis: now,
-            state,
-            message: message.clone(),
-        });
+        status.events.push_back(StateChange { unix_millis: now, state, message: message.clone() });
     }
-    events.publish(
-        EventKind::Service,
-        format!("{id}: {} ({message})", state.as_str()),
-    );
+    events.publish(EventKind::Service, format!("{id}: {} ({message})", state.as_str()));
 }
 
 #[cfg(test)]
@@ -407,27 +373,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn restarts_after_failure_and_stops_on_request() {
         let supervisor = Arc::new(Supervisor::new(Default::default(), Default::default()));
-        supervisor.launch(Arc::new(Flaky {
-            runs: AtomicU32::new(0),
-        }));
+        supervisor.launch(Arc::new(Flaky { runs: AtomicU32::new(0) }));
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(state_of(&supervisor), (ServiceState::Failed, 0));
         tokio::time::sleep(BACKOFF_START + Duration::from_millis(10)).await;
         assert_eq!(state_of(&supervisor), (ServiceState::Running, 1));
-        assert!(matches!(
-            supervisor.start("flaky"),
-            Err(SupervisorError::AlreadyRunning(_))
-        ));
+        assert!(matches!(supervisor.start("flaky"), Err(SupervisorError::AlreadyRunning(_))));
         supervisor.stop("flaky").await.unwrap();
         assert_eq!(state_of(&supervisor).0, ServiceState::Stopped);
-        assert!(matches!(
-            supervisor.stop("flaky").await,
-            Err(SupervisorError::NotRunning(_))
-        ));
-        assert!(matches!(
-            supervisor.stop("nope").await,
-            Err(SupervisorError::UnknownService(_))
-        ));
+        assert!(matches!(supervisor.stop("flaky").await, Err(SupervisorError::NotRunning(_))));
+        assert!(matches!(supervisor.stop("nope").await, Err(SupervisorError::UnknownService(_))));
         supervisor.start("flaky").unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert_eq!(state_of(&supervisor).0, ServiceState::Running);

@@ -46,16 +46,11 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::generate("bench")?;
     let admin = cluster.admin();
     let config = cluster.path("node.yaml");
-    let config = config.to_str().unwrap();
 
     let node = Node::start()?;
     std::thread::sleep(Duration::from_secs(2));
     let maintenance_rss = rss_kib(node.pid().unwrap());
-    ctl(
-        None,
-        &["-i", "-n", &node.address, "apply-config", "-f", config],
-    )
-    .ok();
+    node.configure(&config);
     // Let the first flush and the TLS switch settle, then measure idle.
     std::thread::sleep(Duration::from_secs(3));
     println!(
@@ -71,33 +66,17 @@ fn main() -> anyhow::Result<()> {
         summary(&times)
     );
 
-    let fleet: Vec<Node> = (0..FLEET)
-        .map(|_| Node::start())
-        .collect::<anyhow::Result<_>>()?;
+    let fleet: Vec<Node> = (0..FLEET).map(|_| Node::start()).collect::<anyhow::Result<_>>()?;
     for node in &fleet {
-        ctl(
-            None,
-            &["-i", "-n", &node.address, "apply-config", "-f", config],
-        )
-        .ok();
+        node.configure(&config);
     }
-    let list = fleet
-        .iter()
-        .map(|n| n.address.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = fleet.iter().map(|n| n.address.as_str()).collect::<Vec<_>>().join(",");
     let times = timed(FAN_OUTS, || {
         let run = ctl(Some(&admin), &["-n", &list, "version"]).ok();
         assert_eq!(run.stdout.lines().count(), FLEET + 1, "every node answers");
     });
-    println!(
-        "ctl version fan-out to {FLEET} local machined instances: {}",
-        summary(&times)
-    );
+    println!("ctl version fan-out to {FLEET} local machined instances: {}", summary(&times));
     let total_kib: u64 = fleet.iter().filter_map(Node::pid).map(rss_kib).sum();
-    println!(
-        "{FLEET} idle configured machined instances: {} KiB RSS in total",
-        total_kib
-    );
+    println!("{FLEET} idle configured machined instances: {} KiB RSS in total", total_kib);
     Ok(())
 }

@@ -19,11 +19,7 @@ pub fn bin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         // Test binaries live in target/<profile>/deps; the programs in target/<profile>.
         let exe = std::env::current_exe().expect("test executable path");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
+        let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "--quiet", "-p", "machined", "-p", "ctl"]);
@@ -38,10 +34,7 @@ pub fn bin_dir() -> &'static Path {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding port 0")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding port 0").port()
 }
 
 /// A machined process with a root directory of its own.
@@ -57,11 +50,7 @@ impl Node {
     pub fn start() -> anyhow::Result<Node> {
         let root = tempfile::tempdir()?;
         let address = format!("127.0.0.1:{}", free_port());
-        let mut node = Node {
-            child: None,
-            root,
-            address,
-        };
+        let mut node = Node { child: None, root, address };
         node.spawn()?;
         Ok(node)
     }
@@ -119,6 +108,12 @@ impl Node {
         bail!("machined did not exit within {timeout:?}")
     }
 
+    /// Applies the first config, as an operator does in maintenance mode (`ctl --insecure`).
+    pub fn configure(&self, config: &Path) {
+        let config = config.to_str().expect("utf-8 path");
+        ctl(None, &["--insecure", "-n", &self.address, "apply-config", "-f", config]).ok();
+    }
+
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -163,11 +158,7 @@ pub struct CtlRun {
 impl CtlRun {
     /// Panics with the whole run when it failed.
     pub fn ok(self) -> CtlRun {
-        assert!(
-            self.success,
-            "ctl failed:\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert!(self.success, "ctl failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 
@@ -185,20 +176,13 @@ impl CtlRun {
 /// Runs `ctl` with `args`, using the client config `ctlconfig` (if any).
 pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
     let mut command = Command::new(bin_dir().join("ctl"));
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("CTLCONFIG");
+    command.args(args).stdin(Stdio::null()).env_remove("CTLCONFIG");
     match ctlconfig {
         Some(path) => command.env("CTLCONFIG", path),
         // No config unless a test gives one: never the developer's own.
         None => command.env("CTLCONFIG", "/nonexistent/ctlconfig"),
     };
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().expect("running ctl");
+    let Output { status, stdout, stderr } = command.output().expect("running ctl");
     CtlRun {
         success: status.success(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
@@ -217,13 +201,7 @@ impl Cluster {
         let dir = tempfile::tempdir()?;
         ctl(
             None,
-            &[
-                "gen",
-                "config",
-                name,
-                "--output-dir",
-                dir.path().to_str().context("utf-8 path")?,
-            ],
+            &["gen", "config", name, "--output-dir", dir.path().to_str().context("utf-8 path")?],
         )
         .ok();
         Ok(Cluster { dir })
@@ -284,9 +262,7 @@ impl Cluster {
         let issuer = rcgen::Issuer::from_ca_cert_pem(ca_crt, ca_key)?;
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, organization);
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now + from;
         params.not_after = now + to;

@@ -6,19 +6,7 @@ use cairn_tests::{ctl, Cluster, Node};
 fn configured() -> (Cluster, Node) {
     let cluster = Cluster::generate("edge").unwrap();
     let node = Node::start().unwrap();
-    let config = cluster.path("node.yaml");
-    ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &node.address,
-            "apply-config",
-            "-f",
-            config.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    node.configure(&cluster.path("node.yaml"));
     (cluster, node)
 }
 
@@ -28,20 +16,12 @@ fn clients_without_a_valid_certificate_are_refused() {
     let n = node.address.as_str();
 
     let anonymous = ctl(None, &["-i", "-n", n, "version"]).failed();
-    assert!(
-        anonymous.stderr.contains("need a client certificate"),
-        "{}",
-        anonymous.stderr
-    );
+    assert!(anonymous.stderr.contains("need a client certificate"), "{}", anonymous.stderr);
 
     let other = Cluster::generate("other").unwrap();
     let foreign = ctl(Some(&other.admin()), &["-n", n, "version"]).failed();
     // Its CA does not trust the node either; both sides refuse.
-    assert!(
-        foreign.stderr.contains(&format!("error: node {n}: TLS:")),
-        "{}",
-        foreign.stderr
-    );
+    assert!(foreign.stderr.contains(&format!("error: node {n}: TLS:")), "{}", foreign.stderr);
 
     // A certificate from another CA, with the right CA to trust the node: the node refuses it.
     let foreign_cert = {
@@ -56,35 +36,19 @@ fn clients_without_a_valid_certificate_are_refused() {
         path
     };
     let refused = ctl(Some(&foreign_cert), &["-n", n, "version"]).failed();
-    assert!(
-        refused.stderr.contains("refused our client certificate"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("refused our client certificate"), "{}", refused.stderr);
 
     let expired = cluster
-        .client_valid_between(
-            "os:admin",
-            time::Duration::days(-30),
-            time::Duration::days(-1),
-        )
+        .client_valid_between("os:admin", time::Duration::days(-30), time::Duration::days(-1))
         .unwrap();
     let refused = ctl(Some(&expired), &["-n", n, "version"]).failed();
-    assert!(
-        refused.stderr.contains("refused our client certificate"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("refused our client certificate"), "{}", refused.stderr);
 
     let no_role = cluster
         .client_valid_between("acme", time::Duration::hours(-1), time::Duration::hours(1))
         .unwrap();
     let refused = ctl(Some(&no_role), &["-n", n, "version"]).failed();
-    assert!(
-        refused.stderr.contains("grants no role"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("grants no role"), "{}", refused.stderr);
 
     // Still healthy for a proper admin.
     ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok();
@@ -103,22 +67,15 @@ fn roles_limit_what_clients_may_do() {
     let state_file = state_file.to_str().unwrap();
 
     // Readers read, but never secrets, and change nothing.
-    for args in [
-        vec!["version"],
-        vec!["services"],
-        vec!["stats"],
-        vec!["events"],
-        vec!["logs", "machined"],
-    ] {
+    for args in
+        [vec!["version"], vec!["services"], vec!["stats"], vec!["events"], vec!["logs", "machined"]]
+    {
         let mut full = vec!["-n", n];
         full.extend(args);
         ctl(Some(&reader), &full).ok();
     }
     let redacted = ctl(Some(&reader), &["-n", n, "get-config"]).ok().stdout;
-    assert!(
-        redacted.contains("******") && !redacted.contains("PRIVATE KEY"),
-        "{redacted}"
-    );
+    assert!(redacted.contains("******") && !redacted.contains("PRIVATE KEY"), "{redacted}");
     assert!(redacted.contains("secrets redacted"), "{redacted}");
     let denied = |who: &std::path::Path, args: &[&str], needs: &str| {
         let mut full = vec!["-n", n];
@@ -133,44 +90,23 @@ fn roles_limit_what_clients_may_do() {
     denied(&reader, &["apply-config", "-f", config], "needs os:admin");
     denied(&reader, &["reboot"], "needs os:operator");
     denied(&reader, &["shutdown"], "needs os:operator");
-    denied(
-        &reader,
-        &["service", "logflush", "restart"],
-        "needs os:operator",
-    );
+    denied(&reader, &["service", "logflush", "restart"], "needs os:operator");
     denied(&reader, &["read", state_file], "needs os:admin");
 
     // Operators also run services, but may not configure or see secrets.
     ctl(Some(&operator), &["-n", n, "service", "logflush", "stop"]).ok();
     ctl(Some(&operator), &["-n", n, "service", "logflush", "start"]).ok();
-    ctl(
-        Some(&operator),
-        &["-n", n, "service", "logflush", "restart"],
-    )
-    .ok();
+    ctl(Some(&operator), &["-n", n, "service", "logflush", "restart"]).ok();
     let apid = ctl(Some(&operator), &["-n", n, "service", "apid", "stop"]).failed();
     assert!(apid.stderr.contains("cannot be stopped"), "{}", apid.stderr);
     let unknown = ctl(Some(&operator), &["-n", n, "service", "nope", "start"]).failed();
-    assert!(
-        unknown.stderr.contains("unknown service"),
-        "{}",
-        unknown.stderr
-    );
+    assert!(unknown.stderr.contains("unknown service"), "{}", unknown.stderr);
     denied(&operator, &["apply-config", "-f", config], "needs os:admin");
     denied(&operator, &["read", state_file], "needs os:admin");
-    assert!(!ctl(Some(&operator), &["-n", n, "get-config"])
-        .ok()
-        .stdout
-        .contains("PRIVATE KEY"));
+    assert!(!ctl(Some(&operator), &["-n", n, "get-config"]).ok().stdout.contains("PRIVATE KEY"));
 
     // Admins see everything.
-    assert!(ctl(Some(&admin), &["-n", n, "get-config"])
-        .ok()
-        .stdout
-        .contains("PRIVATE KEY"));
-    assert!(ctl(Some(&admin), &["-n", n, "read", state_file])
-        .ok()
-        .stdout
-        .contains("PRIVATE KEY"));
+    assert!(ctl(Some(&admin), &["-n", n, "get-config"]).ok().stdout.contains("PRIVATE KEY"));
+    assert!(ctl(Some(&admin), &["-n", n, "read", state_file]).ok().stdout.contains("PRIVATE KEY"));
     ctl(Some(&admin), &["-n", n, "apply-config", "-f", config]).ok();
 }

@@ -16,10 +16,7 @@ fn version_field(
     }
     let run = ctl(ctlconfig, &args).ok();
     let rows: serde_json::Value = serde_json::from_str(&run.stdout).expect("json output");
-    rows[0][field]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| rows[0][field].to_string())
+    rows[0][field].as_str().map(str::to_string).unwrap_or_else(|| rows[0][field].to_string())
 }
 
 #[test]
@@ -33,51 +30,24 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
     assert_eq!(version_field(None, &node, true, "mode"), "maintenance");
     ctl(None, &["-i", "-n", &n, "disks"]).ok();
     let refused = ctl(None, &["-i", "-n", &n, "services"]).failed();
-    assert!(
-        refused.stderr.contains("maintenance mode"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("maintenance mode"), "{}", refused.stderr);
     // Without --insecure the self-signed maintenance certificate is not trusted.
     let untrusted = ctl(Some(&admin), &["-n", &n, "version"]).failed();
-    assert!(
-        untrusted.stderr.contains("not signed by this context's CA"),
-        "{}",
-        untrusted.stderr
-    );
+    assert!(untrusted.stderr.contains("not signed by this context's CA"), "{}", untrusted.stderr);
 
     let node_yaml = cluster.path("node.yaml");
-    let applied = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &n,
-            "apply-config",
-            "--file",
-            node_yaml.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let applied =
+        ctl(None, &["-i", "-n", &n, "apply-config", "--file", node_yaml.to_str().unwrap()]).ok();
     assert!(applied.stdout.contains("applied"), "{}", applied.stdout);
 
     // Configured: mTLS with the config's CA; anonymous callers are told what they need.
-    assert_eq!(
-        version_field(Some(&admin), &node, false, "mode"),
-        "configured"
-    );
+    assert_eq!(version_field(Some(&admin), &node, false, "mode"), "configured");
     let anonymous = ctl(None, &["-i", "-n", &n, "version"]).failed();
-    assert!(
-        anonymous.stderr.contains("need a client certificate"),
-        "{}",
-        anonymous.stderr
-    );
+    assert!(anonymous.stderr.contains("need a client certificate"), "{}", anonymous.stderr);
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
     for service in ["apid", "logflush"] {
         assert!(
-            services
-                .lines()
-                .any(|l| l.contains(service) && l.contains("Running")),
+            services.lines().any(|l| l.contains(service) && l.contains("Running")),
             "{services}"
         );
     }
@@ -85,38 +55,19 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
 
     // A hard kill and restart keeps the config: still configured, still mTLS.
     node.restart().unwrap();
-    assert_eq!(
-        version_field(Some(&admin), &node, false, "mode"),
-        "configured"
-    );
-    let logs = ctl(
-        Some(&admin),
-        &["-n", &n, "logs", "machined", "--tail", "50"],
-    )
-    .ok()
-    .stdout;
+    assert_eq!(version_field(Some(&admin), &node, false, "mode"), "configured");
+    let logs = ctl(Some(&admin), &["-n", &n, "logs", "machined", "--tail", "50"]).ok().stdout;
     assert!(logs.contains("machined 0.1.0 starting"), "{logs}");
     let events = ctl(Some(&admin), &["-n", &n, "events"]).ok().stdout;
     assert!(events.contains("apid: Running"), "{events}");
-    let status = ctl(Some(&admin), &["-n", &n, "read", "/proc/self/status"])
-        .ok()
-        .stdout;
+    let status = ctl(Some(&admin), &["-n", &n, "read", "/proc/self/status"]).ok().stdout;
     assert!(status.contains("Name:\tmachined"), "{status}");
     ctl(Some(&admin), &["-n", &n, "stats"]).ok();
     ctl(Some(&admin), &["-n", &n, "mounts"]).ok();
-    let listing = ctl(
-        Some(&admin),
-        &[
-            "-n",
-            &n,
-            "ls",
-            node.root().to_str().unwrap(),
-            "--depth",
-            "-1",
-        ],
-    )
-    .ok()
-    .stdout;
+    let listing =
+        ctl(Some(&admin), &["-n", &n, "ls", node.root().to_str().unwrap(), "--depth", "-1"])
+            .ok()
+            .stdout;
     assert!(listing.contains("system/state/config.yaml"), "{listing}");
 }
 
@@ -131,11 +82,8 @@ fn invalid_config_is_rejected_with_paths_and_changes_nothing() {
     });
 
     // Refused in maintenance mode: still in maintenance, nothing stored.
-    let rejected = ctl(
-        None,
-        &["-i", "-n", &n, "apply-config", "-f", bad.to_str().unwrap()],
-    )
-    .failed();
+    let rejected =
+        ctl(None, &["-i", "-n", &n, "apply-config", "-f", bad.to_str().unwrap()]).failed();
     assert!(
         rejected.stderr.contains(
             r#"machine.network.interfaces[0].addresses[1]: "10.0.0.300/24" is not an IP network"#
@@ -143,69 +91,31 @@ fn invalid_config_is_rejected_with_paths_and_changes_nothing() {
         "{}",
         rejected.stderr
     );
-    assert!(
-        rejected.stderr.contains("machine.hostname:"),
-        "{}",
-        rejected.stderr
-    );
+    assert!(rejected.stderr.contains("machine.hostname:"), "{}", rejected.stderr);
     assert!(node.stored_config().is_none());
     assert_eq!(version_field(None, &node, true, "mode"), "maintenance");
 
     // Refused when configured: the stored config and the running one are untouched.
     let good = cluster.path("node.yaml");
-    ctl(
-        None,
-        &["-i", "-n", &n, "apply-config", "-f", good.to_str().unwrap()],
-    )
-    .ok();
+    node.configure(&good);
     let stored = node.stored_config().unwrap();
     let running = ctl(Some(&admin), &["-n", &n, "get-config"]).ok().stdout;
-    let events_before = ctl(Some(&admin), &["-n", &n, "events"])
-        .ok()
-        .stdout
-        .lines()
-        .count();
-    let rejected = ctl(
-        Some(&admin),
-        &["-n", &n, "apply-config", "-f", bad.to_str().unwrap()],
-    )
-    .failed();
-    assert!(
-        rejected.stderr.contains("rejected: invalid config"),
-        "{}",
-        rejected.stderr
-    );
+    let events_before = ctl(Some(&admin), &["-n", &n, "events"]).ok().stdout.lines().count();
+    let rejected =
+        ctl(Some(&admin), &["-n", &n, "apply-config", "-f", bad.to_str().unwrap()]).failed();
+    assert!(rejected.stderr.contains("rejected: invalid config"), "{}", rejected.stderr);
     let unknown = cluster.node_config_with("unknown.yaml", |text| text + "  hostnme: typo\n");
-    let rejected = ctl(
-        Some(&admin),
-        &["-n", &n, "apply-config", "-f", unknown.to_str().unwrap()],
-    )
-    .failed();
-    assert!(
-        rejected.stderr.contains("unknown field `hostnme`"),
-        "{}",
-        rejected.stderr
-    );
+    let rejected =
+        ctl(Some(&admin), &["-n", &n, "apply-config", "-f", unknown.to_str().unwrap()]).failed();
+    assert!(rejected.stderr.contains("unknown field `hostnme`"), "{}", rejected.stderr);
     assert_eq!(node.stored_config().unwrap(), stored);
-    assert_eq!(
-        ctl(Some(&admin), &["-n", &n, "get-config"]).ok().stdout,
-        running
-    );
-    assert_eq!(
-        ctl(Some(&admin), &["-n", &n, "events"])
-            .ok()
-            .stdout
-            .lines()
-            .count(),
-        events_before
-    );
+    assert_eq!(ctl(Some(&admin), &["-n", &n, "get-config"]).ok().stdout, running);
+    assert_eq!(ctl(Some(&admin), &["-n", &n, "events"]).ok().stdout.lines().count(), events_before);
 
     // ctl validate says the same without a node.
     let local = ctl(None, &["validate", "-f", bad.to_str().unwrap()]).failed();
     assert!(
-        local
-            .stderr
-            .contains("machine.network.interfaces[0].addresses[1]"),
+        local.stderr.contains("machine.network.interfaces[0].addresses[1]"),
         "{}",
         local.stderr
     );
@@ -224,36 +134,12 @@ fn try_mode_reverts_after_its_timeout() {
     // No previous config to return to: try is refused in maintenance mode.
     let refused = ctl(
         None,
-        &[
-            "-i",
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            trial.to_str().unwrap(),
-            "--mode",
-            "try",
-        ],
+        &["-i", "-n", &n, "apply-config", "-f", trial.to_str().unwrap(), "--mode", "try"],
     )
     .failed();
-    assert!(
-        refused.stderr.contains("needs a previous config"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("needs a previous config"), "{}", refused.stderr);
 
-    ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            first.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    node.configure(&first);
     let stored = node.stored_config().unwrap();
     let tried = ctl(
         Some(&admin),
@@ -270,15 +156,8 @@ fn try_mode_reverts_after_its_timeout() {
         ],
     )
     .ok();
-    assert!(
-        tried.stdout.contains("machine.hostname"),
-        "{}",
-        tried.stdout
-    );
-    assert_eq!(
-        version_field(Some(&admin), &node, false, "hostname"),
-        "trial"
-    );
+    assert!(tried.stdout.contains("machine.hostname"), "{}", tried.stdout);
+    assert_eq!(version_field(Some(&admin), &node, false, "hostname"), "trial");
     // A trial is never stored: a reboot during it would also bring the old config back.
     assert_eq!(node.stored_config().unwrap(), stored);
     assert!(
@@ -291,10 +170,7 @@ fn try_mode_reverts_after_its_timeout() {
         "the trial config did not revert"
     );
     let events = ctl(Some(&admin), &["-n", &n, "events"]).ok().stdout;
-    assert!(
-        events.contains("restored after the trial ended"),
-        "{events}"
-    );
+    assert!(events.contains("restored after the trial ended"), "{events}");
 }
 
 #[test]
@@ -308,60 +184,27 @@ fn staged_and_dry_run_and_reboot_and_shutdown() {
     let kernel = cluster.node_config_with("kernel.yaml", |text| {
         text + "  hostname: first\n  kernel: {args: [quiet]}\n"
     });
-    ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            first.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    node.configure(&first);
 
     // A dry run reports and changes nothing.
-    let dry = ctl(
-        Some(&admin),
-        &[
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            second.to_str().unwrap(),
-            "--dry-run",
-        ],
-    )
-    .ok();
+    let dry =
+        ctl(Some(&admin), &["-n", &n, "apply-config", "-f", second.to_str().unwrap(), "--dry-run"])
+            .ok();
     assert!(
         dry.stdout.contains("dry run") && dry.stdout.contains("machine.hostname"),
         "{}",
         dry.stdout
     );
-    assert_eq!(
-        version_field(Some(&admin), &node, false, "hostname"),
-        "first"
-    );
+    assert_eq!(version_field(Some(&admin), &node, false, "hostname"), "first");
 
     // no-reboot refuses what needs a reboot, and names it.
     let refused = ctl(
         Some(&admin),
-        &[
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            kernel.to_str().unwrap(),
-            "--mode",
-            "no-reboot",
-        ],
+        &["-n", &n, "apply-config", "-f", kernel.to_str().unwrap(), "--mode", "no-reboot"],
     )
     .failed();
     assert!(
-        refused
-            .stderr
-            .contains("changes to machine.kernel need a reboot"),
+        refused.stderr.contains("changes to machine.kernel need a reboot"),
         "{}",
         refused.stderr
     );
@@ -369,25 +212,14 @@ fn staged_and_dry_run_and_reboot_and_shutdown() {
     // Staged: visible as staged, running only after the next start.
     ctl(
         Some(&admin),
-        &[
-            "-n",
-            &n,
-            "apply-config",
-            "-f",
-            second.to_str().unwrap(),
-            "--mode",
-            "staged",
-        ],
+        &["-n", &n, "apply-config", "-f", second.to_str().unwrap(), "--mode", "staged"],
     )
     .ok();
     assert!(ctl(Some(&admin), &["-n", &n, "get-config", "--staged"])
         .ok()
         .stdout
         .contains("hostname: second"));
-    assert_eq!(
-        version_field(Some(&admin), &node, false, "hostname"),
-        "first"
-    );
+    assert_eq!(version_field(Some(&admin), &node, false, "hostname"), "first");
 
     // Reboot (machined re-executes itself: same process, fresh start) promotes it.
     let pid = node.pid();
@@ -407,8 +239,5 @@ fn staged_and_dry_run_and_reboot_and_shutdown() {
 
     // Shutdown ends the process cleanly.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();
-    assert!(
-        node.wait_exit(Duration::from_secs(15)).unwrap(),
-        "machined did not exit cleanly"
-    );
+    assert!(node.wait_exit(Duration::from_secs(15)).unwrap(), "machined did not exit cleanly");
 }

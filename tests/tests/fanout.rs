@@ -8,18 +8,7 @@ fn fan_out_reports_every_node_and_fails_when_one_is_down() {
     let config = cluster.path("node.yaml");
     let nodes: Vec<Node> = (0..2).map(|_| Node::start().unwrap()).collect();
     for node in &nodes {
-        ctl(
-            None,
-            &[
-                "-i",
-                "-n",
-                &node.address,
-                "apply-config",
-                "-f",
-                config.to_str().unwrap(),
-            ],
-        )
-        .ok();
+        node.configure(&config);
     }
     let down = format!("127.0.0.1:{}", free_port());
     let list = format!("{},{},{}", nodes[0].address, down, nodes[1].address);
@@ -29,9 +18,7 @@ fn fan_out_reports_every_node_and_fails_when_one_is_down() {
     assert!(lines[0].starts_with("NODE"), "{}", run.stdout);
     for node in &nodes {
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with(&node.address) && l.contains("configured")),
+            lines.iter().any(|l| l.starts_with(&node.address) && l.contains("configured")),
             "{}",
             run.stdout
         );
@@ -42,17 +29,8 @@ fn fan_out_reports_every_node_and_fails_when_one_is_down() {
         format!("error: node {down}: connection refused (is machined running and listening on that port?)")
     );
 
-    let json = ctl(
-        Some(&cluster.admin()),
-        &["-n", &list, "-o", "json", "services"],
-    )
-    .failed();
+    let json = ctl(Some(&cluster.admin()), &["-n", &list, "-o", "json", "services"]).failed();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(
-        rows.len(),
-        4,
-        "two services on each of two nodes: {}",
-        json.stdout
-    );
+    assert_eq!(rows.len(), 4, "two services on each of two nodes: {}", json.stdout);
     assert!(rows.iter().all(|r| r["node"] != down.as_str()));
 }

@@ -47,10 +47,8 @@ impl MachineConfig {
     /// Parses and validates a config.
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, ConfigError> {
         // serde_yaml's message already names the path and the line.
-        let config: MachineConfig =
-            serde_yaml::from_slice(bytes).map_err(|e| ConfigError::Parse {
-                message: e.to_string(),
-            })?;
+        let config: MachineConfig = serde_yaml::from_slice(bytes)
+            .map_err(|e| ConfigError::Parse { message: e.to_string() })?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)

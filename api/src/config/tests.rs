@@ -10,11 +10,7 @@ fn ca_pem() -> (String, String) {
 
 fn config_yaml(machine_extra: &str) -> String {
     let (crt, key) = ca_pem();
-    let indent = |pem: &str| {
-        pem.lines()
-            .map(|l| format!("      {l}\n"))
-            .collect::<String>()
-    };
+    let indent = |pem: &str| pem.lines().map(|l| format!("      {l}\n")).collect::<String>();
     format!(
         "version: v1alpha1\nmachine:\n  ca:\n    crt: |\n{}    key: |\n{}{machine_extra}",
         indent(&crt),
@@ -37,10 +33,7 @@ fn unknown_field_names_its_path() {
         config_yaml("  network:\n    interfaces:\n      - interface: eth0\n        dhcpp: true\n");
     let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.starts_with("machine.network.interfaces[0]: unknown field `dhcpp`"),
-        "{text}"
-    );
+    assert!(text.starts_with("machine.network.interfaces[0]: unknown field `dhcpp`"), "{text}");
     assert!(text.contains("unknown field `dhcpp`"), "{text}");
 }
 
@@ -48,10 +41,7 @@ fn unknown_field_names_its_path() {
 fn unknown_version_is_refused() {
     let yaml = config_yaml("").replace("v1alpha1", "v9");
     let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
-    assert!(
-        err.to_string().starts_with("version: unknown variant `v9`"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("version: unknown variant `v9`"), "{err}");
 }
 
 #[test]
@@ -87,10 +77,7 @@ fn every_value_problem_is_reported_with_its_path() {
         "machine.pods[0].spec.containers[0].image: is required",
     ];
     for want in expected {
-        assert!(
-            problems.iter().any(|p| p.starts_with(want)),
-            "missing {want:?} in {problems:#?}"
-        );
+        assert!(problems.iter().any(|p| p.starts_with(want)), "missing {want:?} in {problems:#?}");
     }
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
 }
@@ -98,21 +85,12 @@ fn every_value_problem_is_reported_with_its_path() {
 #[test]
 fn ca_must_be_a_ca_with_a_key() {
     let yaml = "version: v1alpha1\nmachine:\n  ca:\n    crt: not a pem\n";
-    let problems = MachineConfig::from_yaml(yaml.as_bytes())
-        .unwrap_err()
-        .problems();
+    let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
     assert!(
-        problems
-            .iter()
-            .any(|p| p.starts_with("machine.ca.crt: is not a PEM certificate")),
+        problems.iter().any(|p| p.starts_with("machine.ca.crt: is not a PEM certificate")),
         "{problems:?}"
     );
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.starts_with("machine.ca.key: is required")),
-        "{problems:?}"
-    );
+    assert!(problems.iter().any(|p| p.starts_with("machine.ca.key: is required")), "{problems:?}");
 }
 
 #[test]
@@ -121,10 +99,7 @@ fn redaction_hides_secrets_only() {
     let config = MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
     let redacted = config.redacted();
     assert_eq!(redacted.machine.ca.key.as_deref(), Some(REDACTED));
-    assert_eq!(
-        redacted.cluster.as_ref().unwrap().token.as_deref(),
-        Some(REDACTED)
-    );
+    assert_eq!(redacted.cluster.as_ref().unwrap().token.as_deref(), Some(REDACTED));
     assert_eq!(redacted.machine.ca.crt, config.machine.ca.crt);
     assert!(!redacted.to_yaml().contains("PRIVATE KEY"));
 }

@@ -21,11 +21,7 @@ pub struct Problem {
 
 impl Problem {
     pub(super) fn list(problems: &[Problem]) -> String {
-        problems
-            .iter()
-            .map(|p| format!("  {p}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -43,10 +39,7 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            path: path.into(),
-            reason: reason.into(),
-        });
+        self.problems.push(Problem { path: path.into(), reason: reason.into() });
     }
 
     fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl FnOnce() -> String) {
@@ -83,11 +76,9 @@ impl MachineConfig {
             );
         }
         if let Some(disk) = &m.install.disk {
-            c.check(
-                disk.starts_with("/dev/") && disk.len() > 5,
-                "machine.install.disk",
-                || format!("{disk:?} is not a device path under /dev/"),
-            );
+            c.check(disk.starts_with("/dev/") && disk.len() > 5, "machine.install.disk", || {
+                format!("{disk:?} is not a device path under /dev/")
+            });
         }
         for (i, arg) in m.kernel.args.iter().enumerate() {
             c.check(
@@ -100,9 +91,7 @@ impl MachineConfig {
             let name = &module.name;
             c.check(
                 !name.is_empty()
-                    && name
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
+                    && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-'),
                 format!("machine.kernel.modules[{i}].name"),
                 || format!("{name:?} is not a kernel module name"),
             );
@@ -120,15 +109,11 @@ impl MachineConfig {
                 !key.is_empty()
                     && !key.starts_with(['.', '/'])
                     && !key.contains("..")
-                    && key
-                        .chars()
-                        .all(|ch| ch.is_ascii_alphanumeric() || "._-/".contains(ch)),
+                    && key.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-/".contains(ch)),
                 &path,
                 || "is not a sysctl name (like net.ipv4.ip_forward)".to_string(),
             );
-            c.check(!value.contains('\n'), path, || {
-                "value must be a single line".to_string()
-            });
+            c.check(!value.contains('\n'), path, || "value must be a single line".to_string());
         }
         check_files(&mut c, &m.files);
         check_pods(&mut c, &m.pods);
@@ -162,15 +147,11 @@ fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_required
             Ok(cert) => c.check(cert.is_ca(), format!("{path}.crt"), || {
                 "is a certificate but not a CA certificate (basicConstraints CA:TRUE)".to_string()
             }),
-            Err(e) => c.fail(
-                format!("{path}.crt"),
-                format!("is not a valid X.509 certificate: {e}"),
-            ),
+            Err(e) => {
+                c.fail(format!("{path}.crt"), format!("is not a valid X.509 certificate: {e}"))
+            }
         },
-        Err(e) => c.fail(
-            format!("{path}.crt"),
-            format!("is not a PEM certificate: {e}"),
-        ),
+        Err(e) => c.fail(format!("{path}.crt"), format!("is not a PEM certificate: {e}")),
     }
     match &ca.key {
         Some(key) => c.check(
@@ -200,17 +181,13 @@ fn check_network(c: &mut Checker, network: &Network) {
             format!("{path}.interface"),
             || format!("{name:?} is not a link name (1-15 characters, no '/' or spaces)"),
         );
-        c.check(
-            names.insert(name.as_str()),
-            format!("{path}.interface"),
-            || format!("{name:?} is configured more than once"),
-        );
+        c.check(names.insert(name.as_str()), format!("{path}.interface"), || {
+            format!("{name:?} is configured more than once")
+        });
         for (j, address) in link.addresses.iter().enumerate() {
-            c.check(
-                address.parse::<IpNet>().is_ok(),
-                format!("{path}.addresses[{j}]"),
-                || format!("{address:?} is not an IP network"),
-            );
+            c.check(address.parse::<IpNet>().is_ok(), format!("{path}.addresses[{j}]"), || {
+                format!("{address:?} is not an IP network")
+            });
         }
         for (j, route) in link.routes.iter().enumerate() {
             let network = &route.network;
@@ -251,11 +228,9 @@ fn check_files(c: &mut Checker, files: &[MachineFile]) {
             || format!("{path:?} must be an absolute path under /var/ without '.' or '..' (the rest of the system is read-only)"),
         );
         if let Some(permissions) = file.permissions {
-            c.check(
-                permissions <= 0o7777,
-                format!("machine.files[{i}].permissions"),
-                || format!("{permissions:#o} has bits beyond 0o7777"),
-            );
+            c.check(permissions <= 0o7777, format!("machine.files[{i}].permissions"), || {
+                format!("{permissions:#o} has bits beyond 0o7777")
+            });
         }
     }
 }
@@ -278,11 +253,9 @@ fn check_pods(c: &mut Checker, pods: &[k8s_openapi::api::core::v1::Pod]) {
             c.fail(format!("{path}.spec"), "is required");
             continue;
         };
-        c.check(
-            !spec.containers.is_empty(),
-            format!("{path}.spec.containers"),
-            || "needs at least one container".to_string(),
-        );
+        c.check(!spec.containers.is_empty(), format!("{path}.spec.containers"), || {
+            "needs at least one container".to_string()
+        });
         let mut container_names = HashSet::new();
         for (j, container) in spec.containers.iter().enumerate() {
             let name = &container.name;
@@ -297,10 +270,7 @@ fn check_pods(c: &mut Checker, pods: &[k8s_openapi::api::core::v1::Pod]) {
                 || format!("{name:?} is used by another container of this pod"),
             );
             c.check(
-                container
-                    .image
-                    .as_deref()
-                    .is_some_and(|image| !image.is_empty()),
+                container.image.as_deref().is_some_and(|image| !image.is_empty()),
                 format!("{path}.spec.containers[{j}].image"),
                 || "is required".to_string(),
             );
@@ -318,9 +288,7 @@ fn check_cluster(c: &mut Checker, cluster: &Cluster) {
     if let Some(token) = &cluster.token {
         let valid = token.split_once('.').is_some_and(|(id, secret)| {
             let ok = |s: &str, n| {
-                s.len() == n
-                    && s.chars()
-                        .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+                s.len() == n && s.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
             };
             ok(id, 6) && ok(secret, 16)
         });
@@ -336,9 +304,7 @@ fn check_cluster(c: &mut Checker, cluster: &Cluster) {
 /// An RFC 1123 label: 1-63 lower- or upper-case letters, digits and inner '-'.
 fn is_dns_label(label: &str) -> bool {
     (1..=63).contains(&label.len())
-        && label
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         && !label.starts_with('-')
         && !label.ends_with('-')
 }

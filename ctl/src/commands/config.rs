@@ -59,10 +59,7 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
             pb::ApplyMode::Try => "try",
             pb::ApplyMode::Auto | pb::ApplyMode::Unspecified => "auto",
         });
-        vec![row(
-            node,
-            json!({"mode": mode, "summary": r.summary, "changes": r.changes}),
-        )]
+        vec![row(node, json!({"mode": mode, "summary": r.summary, "changes": r.changes}))]
     })
 }
 
@@ -70,9 +67,7 @@ pub(super) async fn get(session: &Session, staged: bool) -> anyhow::Result<ExitC
     let results = session
         .targets
         .each(|_, mut c| async move {
-            Ok(c.get_configuration(pb::GetConfigurationRequest { staged })
-                .await?
-                .into_inner())
+            Ok(c.get_configuration(pb::GetConfigurationRequest { staged }).await?.into_inner())
         })
         .await;
     if session.format != OutputFormat::Table {
@@ -89,11 +84,7 @@ pub(super) async fn get(session: &Session, staged: bool) -> anyhow::Result<ExitC
         match result {
             Ok(r) => print!(
                 "--- # node {node}{}\n{}",
-                if r.redacted {
-                    " (secrets redacted)"
-                } else {
-                    ""
-                },
+                if r.redacted { " (secrets redacted)" } else { "" },
                 String::from_utf8_lossy(&r.data)
             ),
             Err(e) => {

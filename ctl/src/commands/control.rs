@@ -25,9 +25,7 @@ pub(super) async fn service(
             Ok(response.into_inner().message)
         })
         .await;
-    report(session.format, results, |node, message| {
-        vec![row(node, json!({ "result": message }))]
-    })
+    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
 }
 
 pub(super) async fn reboot(session: &Session) -> anyhow::Result<ExitCode> {
@@ -35,9 +33,7 @@ pub(super) async fn reboot(session: &Session) -> anyhow::Result<ExitCode> {
         .targets
         .each(|_, mut c| async move { Ok(c.reboot(pb::RebootRequest {}).await?.into_inner()) })
         .await;
-    report(session.format, results, |node, r| {
-        vec![row(node, json!({ "result": r.message }))]
-    })
+    report(session.format, results, |node, r| vec![row(node, json!({ "result": r.message }))])
 }
 
 pub(super) async fn shutdown(session: &Session) -> anyhow::Result<ExitCode> {
@@ -45,7 +41,5 @@ pub(super) async fn shutdown(session: &Session) -> anyhow::Result<ExitCode> {
         .targets
         .each(|_, mut c| async move { Ok(c.shutdown(pb::ShutdownRequest {}).await?.into_inner()) })
         .await;
-    report(session.format, results, |node, r| {
-        vec![row(node, json!({ "result": r.message }))]
-    })
+    report(session.format, results, |node, r| vec![row(node, json!({ "result": r.message }))])
 }

@@ -13,10 +13,7 @@ pub(super) async fn list(session: &Session, path: &str, depth: i32) -> anyhow::R
         .targets
         .each(|_, mut c| async move {
             let mut stream = c
-                .list(pb::ListRequest {
-                    root: path.to_string(),
-                    recursion_depth: depth,
-                })
+                .list(pb::ListRequest { root: path.to_string(), recursion_depth: depth })
                 .await?
                 .into_inner();
             let mut entries = Vec::new();
@@ -43,20 +40,12 @@ pub(super) async fn list(session: &Session, path: &str, depth: i32) -> anyhow::R
 
 pub(super) async fn read(session: &Session, path: &str) -> anyhow::Result<ExitCode> {
     if session.targets.nodes.len() != 1 {
-        anyhow::bail!(
-            "read takes exactly one node (got {})",
-            session.targets.nodes.len()
-        );
+        anyhow::bail!("read takes exactly one node (got {})", session.targets.nodes.len());
     }
     let mut results = session
         .targets
         .each(|_, mut c| async move {
-            let mut stream = c
-                .read(pb::ReadRequest {
-                    path: path.to_string(),
-                })
-                .await?
-                .into_inner();
+            let mut stream = c.read(pb::ReadRequest { path: path.to_string() }).await?.into_inner();
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.message().await? {
                 out.write_all(&chunk.data)?;

@@ -33,20 +33,14 @@ pub(super) async fn services(session: &Session) -> anyhow::Result<ExitCode> {
     let results = session
         .targets
         .each(|_, mut c| async move {
-            Ok(c.service_list(pb::ServiceListRequest {})
-                .await?
-                .into_inner())
+            Ok(c.service_list(pb::ServiceListRequest {}).await?.into_inner())
         })
         .await;
     report(session.format, results, |node, list| {
         list.services
             .into_iter()
             .map(|s| {
-                let last = s
-                    .events
-                    .last()
-                    .map(|e| e.message.clone())
-                    .unwrap_or_default();
+                let last = s.events.last().map(|e| e.message.clone()).unwrap_or_default();
                 row(
                     node,
                     json!({
@@ -120,10 +114,7 @@ pub(super) async fn mounts(session: &Session) -> anyhow::Result<ExitCode> {
 
 /// How long ago a time was, to the second: "3m 12s".
 fn age(unix_millis: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
     let seconds = now.saturating_sub(unix_millis) / 1000;
     humantime::format_duration(Duration::from_secs(seconds)).to_string()
 }

@@ -28,23 +28,11 @@ pub struct Session {
 /// Runs the command `cli` names.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
-        Command::Gen(GenCommand::Config {
-            name,
-            output_dir,
-            node,
-            force,
-        }) => {
+        Command::Gen(GenCommand::Config { name, output_dir, node, force }) => {
             crate::gen::config(name, output_dir, node, *force)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Gen(GenCommand::Client {
-            secrets,
-            role,
-            output,
-            node,
-            valid_for,
-            force,
-        }) => {
+        Command::Gen(GenCommand::Client { secrets, role, output, node, valid_for, force }) => {
             crate::gen::client(secrets, *role, output, node, *valid_for, *force)?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -80,10 +68,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Resolves nodes and TLS settings from the flags and the client config.
 fn session(cli: &Cli) -> anyhow::Result<Session> {
-    let path = cli
-        .ctlconfig
-        .clone()
-        .unwrap_or_else(ctlconfig::default_path);
+    let path = cli.ctlconfig.clone().unwrap_or_else(ctlconfig::default_path);
     // --insecure needs no client config, but takes its nodes when there is one.
     let loaded = match CtlConfig::load(&path) {
         Ok(config) => Some(config),
@@ -105,10 +90,8 @@ fn session(cli: &Cli) -> anyhow::Result<Session> {
             path.display()
         );
     }
-    let nodes = nodes
-        .iter()
-        .map(|n| NodeAddress::parse(n.trim()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let nodes =
+        nodes.iter().map(|n| NodeAddress::parse(n.trim())).collect::<anyhow::Result<Vec<_>>>()?;
     let tls = match (cli.insecure, context) {
         (true, _) => insecure_tls()?,
         (false, Some(context)) => {
@@ -116,14 +99,7 @@ fn session(cli: &Cli) -> anyhow::Result<Session> {
         }
         (false, None) => unreachable!("a missing client config is an error without --insecure"),
     };
-    Ok(Session {
-        targets: Targets {
-            nodes,
-            tls,
-            client_auth: !cli.insecure,
-        },
-        format: cli.format,
-    })
+    Ok(Session { targets: Targets { nodes, tls, client_auth: !cli.insecure }, format: cli.format })
 }
 
 /// Prints the rows of the nodes that answered and the errors of those that did not;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use cairn_api::machine as pb;
+use cairn_api::timestamp::rfc3339_micros;
 use serde_json::json;
 use tonic::Streaming;
 
@@ -34,11 +35,7 @@ pub(super) async fn logs(
     follow: bool,
     tail_lines: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let request = pb::LogsRequest {
-        id: id.to_string(),
-        tail_lines: tail(tail_lines),
-        follow,
-    };
+    let request = pb::LogsRequest { id: id.to_string(), tail_lines: tail(tail_lines), follow };
     let results = session
         .targets
         .each(|node, mut c| {
@@ -46,7 +43,7 @@ pub(super) async fn logs(
             async move {
                 let stream = c.logs(request).await?.into_inner();
                 drain(session, &node, stream, |e: &pb::LogEntry| {
-                    let time = timestamp(e.unix_micros);
+                    let time = rfc3339_micros(e.unix_micros);
                     (
                         format!("{time} {}", e.message),
                         row(json!({"time": time, "message": e.message})),
@@ -64,10 +61,7 @@ pub(super) async fn dmesg(
     follow: bool,
     tail_records: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let request = pb::DmesgRequest {
-        follow,
-        tail: tail(tail_records),
-    };
+    let request = pb::DmesgRequest { follow, tail: tail(tail_records) };
     let results = session
         .targets
         .each(|node, mut c| {
@@ -92,16 +86,13 @@ pub(super) async fn events(
     follow: bool,
     tail_events: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
-    let request = pb::EventsRequest {
-        tail: tail(tail_events),
-        follow,
-    };
+    let request = pb::EventsRequest { tail: tail(tail_events), follow };
     let results = session
         .targets
         .each(|node, mut c| async move {
             let stream = c.events(request).await?.into_inner();
             drain(session, &node, stream, |e: &pb::Event| {
-                let time = timestamp(e.unix_millis * 1000);
+                let time = rfc3339_micros(e.unix_millis * 1000);
                 (
                     format!("{time} {:<8} {}", e.kind, e.message),
                     row(json!({"id": e.id, "time": time, "kind": e.kind, "message": e.message})),
@@ -118,14 +109,4 @@ fn row(value: serde_json::Value) -> Row {
         serde_json::Value::Object(map) => map,
         _ => Row::new(),
     }
-}
-
-/// RFC 3339 UTC with microseconds.
-fn timestamp(unix_micros: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_micros) * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    t.format(&format).unwrap_or_default()
 }

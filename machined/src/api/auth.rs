@@ -104,11 +104,8 @@ pub fn authorize(
 fn role_of(cert: &CertificateDer<'_>) -> Result<Role, Status> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
         .map_err(|e| Status::unauthenticated(format!("unreadable client certificate: {e}")))?;
-    let organizations: Vec<&str> = parsed
-        .subject()
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .collect();
+    let organizations: Vec<&str> =
+        parsed.subject().iter_organization().filter_map(|o| o.as_str().ok()).collect();
     Role::strongest(organizations.iter().copied()).ok_or_else(|| {
         Status::permission_denied(format!(
             "the client certificate grants no role: its Organization {organizations:?} is none of os:admin, os:operator, os:reader"
@@ -124,9 +121,7 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         for o in organizations {
-            params
-                .distinguished_name
-                .push(rcgen::DnType::OrganizationName, *o);
+            params.distinguished_name.push(rcgen::DnType::OrganizationName, *o);
         }
         params.self_signed(&key).unwrap().der().clone()
     }
@@ -151,10 +146,7 @@ mod tests {
         let operator = [cert_with(&["os:operator"])];
         let nobody = [cert_with(&["acme"])];
         let mode = NodeMode::Configured;
-        assert_eq!(
-            authorize(mode, Some(&reader), Call::Logs).unwrap(),
-            Caller::Role(Role::Reader)
-        );
+        assert_eq!(authorize(mode, Some(&reader), Call::Logs).unwrap(), Caller::Role(Role::Reader));
         let denied = authorize(mode, Some(&reader), Call::ApplyConfiguration).unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
         assert!(denied
@@ -163,9 +155,7 @@ mod tests {
         assert!(authorize(mode, Some(&operator), Call::Reboot).is_ok());
         assert!(authorize(mode, Some(&operator), Call::ApplyConfiguration).is_err());
         assert_eq!(
-            authorize(mode, Some(&nobody), Call::Version)
-                .unwrap_err()
-                .code(),
+            authorize(mode, Some(&nobody), Call::Version).unwrap_err().code(),
             tonic::Code::PermissionDenied
         );
         assert_eq!(

@@ -40,11 +40,7 @@ impl MachineApi {
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
         let certs = request.peer_certs();
-        authorize(
-            self.machine.mode(),
-            certs.as_deref().map(Vec::as_slice),
-            call,
-        )
+        authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
     }
 }
 
@@ -86,9 +82,7 @@ async fn send_ring<T: Clone, U>(
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let _ = tx
-                    .send(Err(Status::data_loss(format!(
-                        "follower fell {n} records behind"
-                    ))))
+                    .send(Err(Status::data_loss(format!("follower fell {n} records behind"))))
                     .await;
                 return;
             }
@@ -159,10 +153,8 @@ impl MachineService for MachineApi {
                 s => Duration::from_secs(s.into()),
             }),
         };
-        let outcome = self
-            .machine
-            .apply(&request.data, mode, request.dry_run)
-            .map_err(apply_error_status)?;
+        let outcome =
+            self.machine.apply(&request.data, mode, request.dry_run).map_err(apply_error_status)?;
         Ok(Response::new(pb::ApplyConfigurationResponse {
             summary: outcome.summary,
             changes: outcome.plan.changes,
@@ -181,27 +173,19 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
         let caller = self.authorize(&request, Call::GetConfiguration)?;
         let staged = request.into_inner().staged;
-        let config = self
-            .machine
-            .config(staged)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| {
-                Status::not_found(if staged {
-                    "no config is staged"
-                } else {
-                    "the node has no config"
-                })
-            })?;
+        let config =
+            self.machine.config(staged).map_err(|e| Status::internal(e.to_string()))?.ok_or_else(
+                || {
+                    Status::not_found(if staged {
+                        "no config is staged"
+                    } else {
+                        "the node has no config"
+                    })
+                },
+            )?;
         let redacted = !caller.sees_secrets();
-        let yaml = if redacted {
-            config.redacted().to_yaml()
-        } else {
-            config.to_yaml()
-        };
-        Ok(Response::new(pb::GetConfigurationResponse {
-            data: yaml.into_bytes(),
-            redacted,
-        }))
+        let yaml = if redacted { config.redacted().to_yaml() } else { config.to_yaml() };
+        Ok(Response::new(pb::GetConfigurationResponse { data: yaml.into_bytes(), redacted }))
     }
 
     async fn reboot(
@@ -210,9 +194,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Reboot)?;
         self.machine.power(PowerAction::Reboot);
-        Ok(Response::new(pb::PowerResponse {
-            message: "rebooting".into(),
-        }))
+        Ok(Response::new(pb::PowerResponse { message: "rebooting".into() }))
     }
 
     async fn shutdown(
@@ -221,9 +203,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Shutdown)?;
         self.machine.power(PowerAction::PowerOff);
-        Ok(Response::new(pb::PowerResponse {
-            message: "shutting down".into(),
-        }))
+        Ok(Response::new(pb::PowerResponse { message: "shutting down".into() }))
     }
 
     async fn service_list(
@@ -261,13 +241,8 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStart)?;
         let id = request.into_inner().id;
-        self.machine
-            .supervisor()
-            .start(&id)
-            .map_err(supervisor_status)?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            message: format!("service {id:?} started"),
-        }))
+        self.machine.supervisor().start(&id).map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} started") }))
     }
 
     async fn service_stop(
@@ -276,14 +251,8 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStop)?;
         let id = request.into_inner().id;
-        self.machine
-            .supervisor()
-            .stop(&id)
-            .await
-            .map_err(supervisor_status)?;
-        Ok(Response::new(pb::ServiceActionResponse {
-            message: format!("service {id:?} stopped"),
-        }))
+        self.machine.supervisor().stop(&id).await.map_err(supervisor_status)?;
+        Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} stopped") }))
     }
 
     async fn service_restart(
@@ -292,10 +261,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceRestart)?;
         let id = request.into_inner().id;
-        self.machine
-            .supervisor()
-            .restart(&id)
-            .map_err(supervisor_status)?;
+        self.machine.supervisor().restart(&id).map_err(supervisor_status)?;
         Ok(Response::new(pb::ServiceActionResponse {
             message: format!("service {id:?} is restarting"),
         }))
@@ -352,9 +318,7 @@ impl MachineService for MachineApi {
                     Ok(Some(record)) => backlog.push(record),
                     Ok(None) => break,
                     Err(e) => {
-                        let _ = tx
-                            .send(Err(Status::internal(format!("/dev/kmsg: {e}"))))
-                            .await;
+                        let _ = tx.send(Err(Status::internal(format!("/dev/kmsg: {e}")))).await;
                         return;
                     }
                 }
@@ -508,11 +472,7 @@ impl MachineService for MachineApi {
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(error) = entries
-            .first()
-            .map(|e| e.error.clone())
-            .filter(|e| !e.is_empty())
-        {
+        if let Some(error) = entries.first().map(|e| e.error.clone()).filter(|e| !e.is_empty()) {
             return Err(Status::not_found(format!("{}: {error}", request.root)));
         }
         Ok(Response::new(stream(|tx| async move {
@@ -545,9 +505,7 @@ impl MachineService for MachineApi {
             .await
             .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
         // STATE holds the machine config and the node's keys: secrets.
-        let state = tokio::fs::canonicalize(self.machine.layout().state_dir())
-            .await
-            .ok();
+        let state = tokio::fs::canonicalize(self.machine.layout().state_dir()).await.ok();
         if state.is_some_and(|state| resolved.starts_with(state)) && !caller.holds(Role::Admin) {
             return Err(Status::permission_denied(format!(
                 "{} is on STATE, which holds secrets: reading it needs {}",
@@ -569,9 +527,7 @@ impl MachineService for MachineApi {
             loop {
                 let chunk = match file.read(&mut buf).await {
                     Ok(0) => return,
-                    Ok(n) => Ok(pb::FileChunk {
-                        data: buf[..n].to_vec(),
-                    }),
+                    Ok(n) => Ok(pb::FileChunk { data: buf[..n].to_vec() }),
                     Err(e) => Err(Status::internal(format!("reading: {e}"))),
                 };
                 let failed = chunk.is_err();
@@ -588,8 +544,6 @@ fn absolute(path: &str) -> Result<PathBuf, Status> {
     if path.is_absolute() {
         Ok(path.to_path_buf())
     } else {
-        Err(Status::invalid_argument(format!(
-            "{path:?} is not an absolute path"
-        )))
+        Err(Status::invalid_argument(format!("{path:?} is not an absolute path")))
     }
 }

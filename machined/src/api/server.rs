@@ -52,17 +52,11 @@ impl Service for Apid {
             let (tx, rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
             let acceptor =
                 tokio::spawn(accept_loop(listener, self.machine.clone(), tx, ctx.clone()));
-            ctx.log(format!(
-                "API listening on {} ({:?} mode)",
-                self.listen,
-                self.machine.mode()
-            ));
+            ctx.log(format!("API listening on {} ({:?} mode)", self.listen, self.machine.mode()));
             tracing::info!("API listening on {}", self.listen);
             ctx.ready();
             let result = tonic::transport::Server::builder()
-                .add_service(MachineServiceServer::new(MachineApi::new(
-                    self.machine.clone(),
-                )))
+                .add_service(MachineServiceServer::new(MachineApi::new(self.machine.clone())))
                 .serve_with_incoming_shutdown(ReceiverStream::new(rx), ctx.stop.cancelled())
                 .await;
             acceptor.abort();

@@ -32,15 +32,9 @@ fn list_under(sys_block: &Path) -> io::Result<Vec<Disk>> {
     let mut disks = Vec::new();
     for entry in fs::read_dir(sys_block)? {
         let dir = entry?.path();
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let attr = |file: &str| {
-            fs::read_to_string(dir.join(file))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default()
+            fs::read_to_string(dir.join(file)).map(|s| s.trim().to_string()).unwrap_or_default()
         };
         // The kernel counts sizes in 512-byte sectors, whatever the device's block size.
         let size_bytes = attr("size").parse::<u64>().unwrap_or(0) * 512;

@@ -65,17 +65,11 @@ fn entry(path: &Path) -> FileEntry {
             size: meta.len(),
             mode: meta.mode(),
             is_dir: meta.is_dir(),
-            link_target: fs::read_link(path)
-                .map(|t| t.display().to_string())
-                .unwrap_or_default(),
+            link_target: fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default(),
             modified_unix: meta.mtime().max(0) as u64,
             error: String::new(),
         },
-        Err(e) => FileEntry {
-            path: display,
-            error: e.to_string(),
-            ..Default::default()
-        },
+        Err(e) => FileEntry { path: display, error: e.to_string(), ..Default::default() },
     }
 }
 
@@ -93,10 +87,7 @@ mod tests {
             list(dir.path(), depth)
                 .into_iter()
                 .map(|e| {
-                    e.path
-                        .strip_prefix(&dir.path().display().to_string())
-                        .unwrap()
-                        .to_string()
+                    e.path.strip_prefix(&dir.path().display().to_string()).unwrap().to_string()
                 })
                 .collect::<Vec<_>>()
         };

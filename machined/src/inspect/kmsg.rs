@@ -47,10 +47,8 @@ pub struct Kmsg {
 impl Kmsg {
     /// Opens `/dev/kmsg` (needs CAP_SYSLOG, or root).
     pub fn open() -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open("/dev/kmsg")?;
+        let file =
+            OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open("/dev/kmsg")?;
         // The deprecation is about fds closed behind tokio's back; AsyncFd owns this File, so
         // it stays open while registered. The replacement is an `unsafe fn`.
         #[allow(deprecated)]

@@ -38,10 +38,7 @@ pub fn list() -> procfs::ProcResult<Vec<Mount>> {
             let (size_bytes, available_bytes) = statvfs(&info.mount_point)
                 .map(|s| {
                     let block = u64::from(s.fragment_size());
-                    (
-                        u64::from(s.blocks()) * block,
-                        u64::from(s.blocks_available()) * block,
-                    )
+                    (u64::from(s.blocks()) * block, u64::from(s.blocks_available()) * block)
                 })
                 .unwrap_or((0, 0));
             Mount {

@@ -59,18 +59,9 @@ pub fn read() -> procfs::ProcResult<Stats> {
         steal: t.steal.unwrap_or(0) as f64 / ticks,
     };
     let mut cpus = vec![seconds("cpu".into(), &kernel.total)];
-    cpus.extend(
-        kernel
-            .cpu_time
-            .iter()
-            .enumerate()
-            .map(|(i, t)| seconds(format!("cpu{i}"), t)),
-    );
+    cpus.extend(kernel.cpu_time.iter().enumerate().map(|(i, t)| seconds(format!("cpu{i}"), t)));
     let load = LoadAverage::current()?;
-    let rss_kib = procfs::process::Process::myself()?
-        .status()?
-        .vmrss
-        .unwrap_or(0);
+    let rss_kib = procfs::process::Process::myself()?.status()?.vmrss.unwrap_or(0);
     Ok(Stats {
         memory: Meminfo::current()?,
         cpus,
