@@ -81,6 +81,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Small request/response exchanges: without this, Nagle and delayed ACKs add ~40 ms.
+        if let Err(e) = tcp.set_nodelay(true) {
+            ctx.log(format!("TCP_NODELAY for {peer}: {e}"));
+        }
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let connections = connections.clone();
         let ctx = ctx.clone();
