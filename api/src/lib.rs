@@ -2,10 +2,12 @@
 //!
 //! - [`machine`]: the gRPC API served by machined and called by `ctl`
 //!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
+//! - [`arch`]: the architectures Cairn runs on.
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
 
+pub mod arch;
 pub mod config;
 pub mod role;
 pub mod timestamp;
