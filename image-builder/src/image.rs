@@ -1,0 +1,372 @@
+//! Assembling an image from fetched packages and a machined binary: kernel and modules,
+//! initramfs, root squashfs, ESP with the bootloader, the GPT disk (`.raw`, `.raw.zst`) and
+//! a build report. Every step is deterministic: same inputs, same bytes.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use cairn_api::arch::Arch;
+use kernel_config::kconfig::KernelConfig;
+use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
+use kernel_config::module_sets::{self, ModuleSet};
+use kernel_config::requirements;
+use serde::Serialize;
+
+use crate::apt::{sha256_file, AptError};
+use crate::board::{Board, Bootloader, Profile};
+use crate::deb::{unpack_into, DebError};
+use crate::disk::{self, DiskError, DiskLayout};
+use crate::initramfs::{self, InitramfsError};
+use crate::packages::PackageSet;
+use crate::rootfs::{self, RootfsError};
+use crate::squashfs::{self, SquashfsError};
+use crate::tree::{FileTree, Node, TreeError};
+
+/// The file in a module directory that lists which modules to load, in order; machined
+/// reads it at boot (stage 1 in the initramfs, stage 2 on the root).
+pub const MODULE_LOAD_LIST: &str = "modules.cairn";
+
+/// An image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Reading inputs or writing outputs failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// The kernel package is not as expected.
+    #[error("kernel package: {0}")]
+    Kernel(String),
+    /// The kernel lacks what Cairn needs.
+    #[error("the kernel does not meet Cairn's requirements:\n  {}", .0.join("\n  "))]
+    UnfitKernel(Vec<String>),
+    /// A package could not be unpacked.
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    /// Modules could not be resolved.
+    #[error(transparent)]
+    Modules(#[from] ModuleError),
+    /// Root filesystem content could not be taken.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// A tree refused a path.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The initramfs could not be written.
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    /// The squashfs could not be written.
+    #[error(transparent)]
+    Squashfs(#[from] SquashfsError),
+    /// The disk could not be written.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// Hashing an output failed.
+    #[error(transparent)]
+    Hash(#[from] AptError),
+}
+
+/// What a build takes.
+pub struct ImageInputs<'a> {
+    /// The board.
+    pub board: &'a Board,
+    /// The profile.
+    pub profile: &'a Profile,
+    /// The fetched packages.
+    pub packages: &'a PackageSet,
+    /// machined, built for the board's architecture.
+    pub machined: &'a Path,
+    /// The time every file carries (SOURCE_DATE_EPOCH).
+    pub mtime: u32,
+}
+
+/// What a build made, for people and for CI.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    /// Architecture.
+    pub arch: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// The time files carry.
+    pub source_date_epoch: u32,
+    /// Initramfs size (compressed), bytes.
+    pub initramfs_bytes: u64,
+    /// Modules in the initramfs.
+    pub initramfs_modules: usize,
+    /// Root squashfs size, bytes.
+    pub rootfs_bytes: u64,
+    /// Modules on the root filesystem.
+    pub rootfs_modules: usize,
+    /// Output files.
+    pub outputs: Vec<OutputFile>,
+    /// Packages used.
+    pub packages: Vec<PackageUsed>,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFile {
+    /// File name.
+    pub name: String,
+    /// Size, bytes.
+    pub bytes: u64,
+    /// SHA-256.
+    pub sha256: String,
+}
+
+/// One package.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageUsed {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the `.deb`.
+    pub sha256: String,
+}
+
+/// Builds the image into `output` (`cairn-<arch>.raw`, `.raw.zst`, `report.toml`), using
+/// `scratch` for intermediate files.
+pub fn build(
+    inputs: &ImageInputs<'_>,
+    output: &Path,
+    scratch: &Path,
+) -> Result<BuildReport, ImageError> {
+    let arch = inputs.board.arch;
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageError::Io { path, source }
+    };
+    std::fs::create_dir_all(output).map_err(io_error(output))?;
+
+    // The kernel: its image, its config (checked), its modules.
+    let mut kernel = FileTree::new();
+    unpack_into(&inputs.packages.kernel.deb, &mut kernel, |p| {
+        p.starts_with("/boot") || p.starts_with("/usr/lib/modules")
+    })?;
+    let release = kernel_release(&kernel)?;
+    let config = match kernel.get(format!("/boot/config-{release}")) {
+        Some(Node::File { data, .. }) => KernelConfig::parse(&String::from_utf8_lossy(data)),
+        _ => return Err(ImageError::Kernel(format!("no /boot/config-{release}"))),
+    };
+    let unmet: Vec<String> =
+        requirements::check(&config, arch).iter().map(ToString::to_string).collect();
+    if !unmet.is_empty() {
+        return Err(ImageError::UnfitKernel(unmet));
+    }
+    let modules_root = format!("/usr/lib/modules/{release}");
+    let modules_dir = scratch.join("modules").join(&release);
+    if modules_dir.exists() {
+        std::fs::remove_dir_all(&modules_dir).map_err(io_error(&modules_dir))?;
+    }
+    kernel.write_below(&modules_root, &modules_dir).map_err(io_error(&modules_dir))?;
+    let index = ModuleIndex::scan(&modules_dir)?;
+    let initramfs_modules = index.resolve(&module_sets::names(ModuleSet::Initramfs, arch))?;
+    let rootfs_modules = index.resolve(&module_sets::names(ModuleSet::Rootfs, arch))?;
+
+    let machined = std::fs::read(inputs.machined).map_err(io_error(inputs.machined))?;
+
+    // The initramfs: machined as /init, the modules that reach the root, mount points.
+    let mut early = FileTree::new();
+    early.file("/init", 0o755, machined.clone())?;
+    for dir in ["/dev", "/proc", "/sys", "/run", "/newroot"] {
+        early.dir(dir, 0o755)?;
+    }
+    add_modules(&mut early, &kernel, &modules_root, &initramfs_modules)?;
+    let initramfs_image = initramfs::build(&early, inputs.mtime)?;
+
+    // The root filesystem.
+    let mut pool = FileTree::new();
+    for fetched in &inputs.packages.packages {
+        unpack_into(&fetched.deb, &mut pool, |_| true)?;
+    }
+    for (link, target) in merged_usr_links(arch) {
+        if pool.get(link).is_none() {
+            pool.symlink(link, target)?;
+        }
+    }
+    let mut root = base_layout(arch)?;
+    let library_dirs = vec![format!("/usr/lib/{}", multiarch(arch)), "/usr/lib".to_string()];
+    rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files, &library_dirs)?;
+    root.file(rootfs::CA_BUNDLE, 0o644, rootfs::ca_bundle(&pool))?;
+    root.file("/usr/sbin/machined", 0o755, machined)?;
+    add_modules(&mut root, &kernel, &modules_root, &rootfs_modules)?;
+    let rootfs_image = squashfs::build(&root, inputs.mtime)?;
+
+    // The ESP: bootloader, slot A's kernel and initramfs, its boot entry.
+    let mut esp = FileTree::new();
+    match inputs.board.bootloader {
+        Bootloader::SystemdBoot => {
+            let efi = format!("/usr/lib/systemd/boot/efi/systemd-boot{}.efi", efi_arch(arch));
+            let Some(Node::File { data, .. }) = pool.get(&efi) else {
+                return Err(ImageError::Rootfs(RootfsError::Missing {
+                    path: efi,
+                    needed_by: Some("the ESP".into()),
+                }));
+            };
+            let upper = efi_arch(arch).to_uppercase();
+            esp.file(format!("/EFI/BOOT/BOOT{upper}.EFI"), 0o644, data.clone())?;
+            esp.file(
+                format!("/EFI/systemd/systemd-boot{}.efi", efi_arch(arch)),
+                0o644,
+                data.clone(),
+            )?;
+            esp.file("/loader/loader.conf", 0o644, "default cairn-*\ntimeout 0\n")?;
+            let options = std::iter::once("cairn.slot=a".to_string())
+                .chain(inputs.board.kernel_args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let entry = format!(
+                "title Cairn (slot A)\nlinux /cairn/a/vmlinuz\ninitrd /cairn/a/initramfs.zst\noptions {options}\n"
+            );
+            esp.file("/loader/entries/cairn-a.conf", 0o644, entry)?;
+        }
+    }
+    let Some(Node::File { data: vmlinuz, .. }) = kernel.get(format!("/boot/vmlinuz-{release}"))
+    else {
+        return Err(ImageError::Kernel(format!("no /boot/vmlinuz-{release}")));
+    };
+    esp.file("/cairn/a/vmlinuz", 0o644, vmlinuz.clone())?;
+    esp.file("/cairn/a/initramfs.zst", 0o644, initramfs_image.clone())?;
+
+    let raw = output.join(format!("cairn-{arch}.raw"));
+    disk::write(&raw, &DiskLayout::new(arch), &esp, &rootfs_image, inputs.mtime)?;
+    let zst = output.join(format!("cairn-{arch}.raw.zst"));
+    compress(&raw, &zst).map_err(io_error(&zst))?;
+
+    let mut outputs = Vec::new();
+    for path in [&raw, &zst] {
+        let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        outputs.push(OutputFile { name, bytes, sha256: sha256_file(path)? });
+    }
+    let packages = std::iter::once(&inputs.packages.kernel)
+        .chain(&inputs.packages.packages)
+        .map(|f| PackageUsed {
+            name: f.record.name.clone(),
+            version: f.record.version.clone(),
+            sha256: f.record.sha256.clone(),
+        })
+        .collect();
+    let report = BuildReport {
+        arch: arch.name().to_string(),
+        kernel: release,
+        source_date_epoch: inputs.mtime,
+        initramfs_bytes: initramfs_image.len() as u64,
+        initramfs_modules: initramfs_modules.len(),
+        rootfs_bytes: rootfs_image.len() as u64,
+        rootfs_modules: rootfs_modules.len(),
+        outputs,
+        packages,
+    };
+    let report_path = output.join("report.toml");
+    let text = toml::to_string(&report).expect("a report always serializes");
+    std::fs::write(&report_path, text).map_err(io_error(&report_path))?;
+    Ok(report)
+}
+
+/// The release of the one kernel in the package (`/boot/vmlinuz-<release>`).
+fn kernel_release(kernel: &FileTree) -> Result<String, ImageError> {
+    let releases: Vec<String> = kernel
+        .entries()
+        .filter_map(|(p, _)| p.to_str()?.strip_prefix("boot/vmlinuz-").map(str::to_string))
+        .collect();
+    match releases.as_slice() {
+        [release] => Ok(release.clone()),
+        other => Err(ImageError::Kernel(format!("expected one /boot/vmlinuz-*, found {other:?}"))),
+    }
+}
+
+/// Copies module files into `tree` and writes their load order next to them.
+fn add_modules(
+    tree: &mut FileTree,
+    kernel: &FileTree,
+    modules_root: &str,
+    modules: &[ModuleFile],
+) -> Result<(), ImageError> {
+    let mut order = String::new();
+    for module in modules {
+        let path = Path::new(modules_root).join(&module.path);
+        let node = kernel
+            .get(&path)
+            .cloned()
+            .ok_or_else(|| ImageError::Kernel(format!("{} vanished", path.display())))?;
+        tree.insert(&path, node)?;
+        order.push_str(&format!("{}\n", module.path.display()));
+    }
+    tree.file(format!("{modules_root}/{MODULE_LOAD_LIST}"), 0o644, order)?;
+    Ok(())
+}
+
+/// The links of a merged /usr (Debian's layout since bookworm; no package ships them).
+fn merged_usr_links(arch: Arch) -> Vec<(&'static str, &'static str)> {
+    let mut links = vec![("/bin", "usr/bin"), ("/sbin", "usr/sbin"), ("/lib", "usr/lib")];
+    if arch == Arch::X86_64 {
+        // The x86_64 ELF interpreter is /lib64/ld-linux-x86-64.so.2.
+        links.push(("/lib64", "usr/lib64"));
+    }
+    links
+}
+
+/// Directories, mount points and the merged-/usr links every root filesystem has.
+fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
+    let mut root = FileTree::new();
+    for dir in [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/run",
+        "/tmp",
+        "/var",
+        "/system/state",
+        "/etc/ssl/certs",
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/lib",
+    ] {
+        root.dir(dir, if dir == "/tmp" { 0o1777 } else { 0o755 })?;
+    }
+    for (link, target) in merged_usr_links(arch) {
+        root.symlink(link, target)?;
+    }
+    root.file(
+        "/etc/os-release",
+        0o644,
+        format!(
+            "NAME=Cairn\nID=cairn\nVERSION_ID={}\nPRETTY_NAME=\"Cairn {}\"\n",
+            env!("CARGO_PKG_VERSION"),
+            env!("CARGO_PKG_VERSION")
+        ),
+    )?;
+    Ok(root)
+}
+
+/// Debian's multiarch triplet, where shared libraries live.
+fn multiarch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-linux-gnu",
+        Arch::Arm64 => "aarch64-linux-gnu",
+        Arch::Armv7 => "arm-linux-gnueabihf",
+    }
+}
+
+/// UEFI's name for the architecture in file names (`BOOTX64.EFI`).
+fn efi_arch(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x64",
+        Arch::Arm64 => "aa64",
+        Arch::Armv7 => "arm",
+    }
+}
+
+/// `.raw.zst`: single-threaded zstd, so the bytes are the same every time.
+fn compress(raw: &Path, zst: &Path) -> io::Result<()> {
+    let mut input = BufReader::new(File::open(raw)?);
+    let mut encoder = zstd::Encoder::new(BufWriter::new(File::create(zst)?), 3)?;
+    io::copy(&mut input, &mut encoder)?;
+    encoder.finish()?.flush()
+}

@@ -1,0 +1,26 @@
+//! image-builder: turns Debian packages and a machined binary into Cairn images.
+//!
+//! - [`tree`]: a file tree in memory, the common input of every image format.
+//! - [`apt`]: Debian packages through the host's apt, with an isolated state per
+//!   architecture (the host's dpkg state is never touched; apt verifies signatures).
+//! - [`board`]: boards (`overlays/<board>/board.toml`) and profiles, as data.
+//! - [`packages`]: the package set of a build, resolved, locked and downloaded.
+//! - [`lockfile`]: the versions and SHA-256s a build used, and will use again.
+//! - [`deb`]: unpacking `.deb` files.
+//! - [`rootfs`]: the files taken from packages, with the libraries they need.
+//! - [`initramfs`]: deterministic newc cpio archives, zstd-compressed.
+//! - [`squashfs`]: deterministic squashfs root filesystems.
+//! - [`disk`]: GPT disk images with an ESP (FAT32) and root slots.
+//! - [`image`]: all of the above, assembled into a bootable disk image and a report.
+
+pub mod apt;
+pub mod board;
+pub mod deb;
+pub mod disk;
+pub mod image;
+pub mod initramfs;
+pub mod lockfile;
+pub mod packages;
+pub mod rootfs;
+pub mod squashfs;
+pub mod tree;

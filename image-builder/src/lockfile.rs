@@ -1,0 +1,164 @@
+//! The lock file: the exact package versions and SHA-256s a build used. A build with a lock
+//! file uses exactly those, and fails (changing nothing) when the archive no longer has
+//! them or they hash differently.
+//!
+//! ```toml
+//! suite = "trixie"
+//!
+//! [[package]]
+//! name = "containerd"
+//! arch = "amd64"          # the build's architecture (the package may be "all")
+//! version = "1.7.24~ds1-6+deb13u1"
+//! sha256 = "ed708deb..."
+//! ```
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::apt::PackageRecord;
+
+/// A lock file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Not a lock file.
+    #[error("{path}: not a lock file: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Locked for another suite.
+    #[error("{path}: locked for suite {locked:?}, the build uses {wanted:?}")]
+    Suite {
+        /// The file.
+        path: PathBuf,
+        /// The lock's suite.
+        locked: String,
+        /// The build's.
+        wanted: String,
+    },
+}
+
+/// One locked package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    /// Package name.
+    pub name: String,
+    /// The build's Debian architecture.
+    pub arch: String,
+    /// Exact version.
+    pub version: String,
+    /// SHA-256 of the `.deb`.
+    pub sha256: String,
+}
+
+/// The whole lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    /// The Debian suite the versions come from.
+    pub suite: String,
+    /// Locked packages, sorted by architecture then name.
+    #[serde(rename = "package", default)]
+    pub packages: Vec<LockedPackage>,
+}
+
+impl Lock {
+    /// An empty lock for `suite`.
+    pub fn new(suite: &str) -> Self {
+        Lock { suite: suite.to_string(), packages: Vec::new() }
+    }
+
+    /// Reads `path`; `None` when there is no such file. Refuses a lock for another suite.
+    pub fn load(path: &Path, suite: &str) -> Result<Option<Lock>, LockError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(LockError::Io { path: path.into(), source }),
+        };
+        let lock: Lock = toml::from_str(&text)
+            .map_err(|e| LockError::Parse { path: path.into(), message: e.to_string() })?;
+        if lock.suite != suite {
+            return Err(LockError::Suite {
+                path: path.into(),
+                locked: lock.suite,
+                wanted: suite.into(),
+            });
+        }
+        Ok(Some(lock))
+    }
+
+    /// Writes `path`, sorted, so the file changes only when versions do.
+    pub fn save(&self, path: &Path) -> Result<(), LockError> {
+        let mut sorted = self.clone();
+        sorted.packages.sort_by(|a, b| (&a.arch, &a.name).cmp(&(&b.arch, &b.name)));
+        let text = toml::to_string(&sorted).expect("a lock always serializes");
+        let text =
+            format!("# Written by image-builder; a build uses exactly these packages.\n{text}");
+        fs::write(path, text).map_err(|source| LockError::Io { path: path.into(), source })
+    }
+
+    /// The locked version of `name` for the build architecture `arch`.
+    pub fn find(&self, name: &str, arch: &str) -> Option<&LockedPackage> {
+        self.packages.iter().find(|p| p.name == name && p.arch == arch)
+    }
+
+    /// Records what a build used.
+    pub fn record(&mut self, record: &PackageRecord, arch: &str) {
+        self.packages.retain(|p| !(p.name == record.name && p.arch == arch));
+        self.packages.push(LockedPackage {
+            name: record.name.clone(),
+            arch: arch.to_string(),
+            version: record.version.clone(),
+            sha256: record.sha256.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, version: &str) -> PackageRecord {
+        PackageRecord {
+            name: name.into(),
+            version: version.into(),
+            arch: "all".into(),
+            sha256: format!("sha-{name}-{version}"),
+            size: 1,
+            depends: String::new(),
+        }
+    }
+
+    #[test]
+    fn round_trips_sorted_and_replaces_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image-builder.lock");
+        assert!(Lock::load(&path, "trixie").unwrap().is_none());
+        let mut lock = Lock::new("trixie");
+        lock.record(&record("runc", "1"), "amd64");
+        lock.record(&record("containerd", "1"), "amd64");
+        lock.record(&record("runc", "2"), "amd64");
+        lock.save(&path).unwrap();
+        let loaded = Lock::load(&path, "trixie").unwrap().unwrap();
+        let names: Vec<_> =
+            loaded.packages.iter().map(|p| (p.name.as_str(), p.version.as_str())).collect();
+        assert_eq!(names, [("containerd", "1"), ("runc", "2")]);
+        assert_eq!(loaded.find("runc", "amd64").unwrap().sha256, "sha-runc-2");
+        assert!(loaded.find("runc", "arm64").is_none());
+        assert!(matches!(Lock::load(&path, "forky"), Err(LockError::Suite { .. })));
+    }
+}

@@ -1,0 +1,165 @@
+//! `image-builder`: builds Cairn images. See the library for what each step does.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use image_builder::apt::AptState;
+use image_builder::board::{Board, Profile};
+use image_builder::image::{self, ImageInputs};
+use image_builder::lockfile::Lock;
+use image_builder::packages::{self, PackageSet};
+
+/// Files carry this time when SOURCE_DATE_EPOCH is unset: 1980-01-01, the FAT epoch.
+const DEFAULT_SOURCE_DATE_EPOCH: u32 = 315_532_800;
+
+/// Builds Cairn images.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve and download a board's packages, and update the lock file.
+    Packages(PackageArgs),
+    /// Build a board's disk image (`cairn-<arch>.raw`, `.raw.zst`, `report.toml`).
+    Build {
+        #[command(flatten)]
+        packages: PackageArgs,
+        /// machined built for the board's architecture (static).
+        #[arg(long, value_name = "FILE")]
+        machined: PathBuf,
+        /// Where the image goes.
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PackageArgs {
+    /// The board, a folder of --overlays.
+    #[arg(long)]
+    board: String,
+    /// Where the boards are.
+    #[arg(long, default_value = "overlays")]
+    overlays: PathBuf,
+    /// The profile.
+    #[arg(long, default_value = "image-builder/profiles/default.toml")]
+    profile: PathBuf,
+    /// The lock file: its versions are used; it is written when packages change.
+    #[arg(long, default_value = "image-builder/packages.lock")]
+    lock: PathBuf,
+    /// Ignore the lock's versions, take the archive's current ones and rewrite the lock.
+    #[arg(long)]
+    update_lock: bool,
+    /// Where apt state and downloads are kept between builds.
+    #[arg(long, env = "CAIRN_CACHE", default_value_os_t = default_cache())]
+    cache: PathBuf,
+    /// Debian mirror; by default the host's.
+    #[arg(long)]
+    mirror: Option<String>,
+}
+
+fn default_cache() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"))
+        .join("cairn/image-builder")
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("image-builder: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Packages(args) => {
+            let (_, _, set) = fetch(&args)?;
+            for fetched in std::iter::once(&set.kernel).chain(&set.packages) {
+                let r = &fetched.record;
+                println!("{:<36} {:<28} {:>10} bytes", r.name, r.version, r.size);
+            }
+            Ok(())
+        }
+        Command::Build { packages, machined, output } => {
+            let (board, profile, set) = fetch(&packages)?;
+            let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(value) => value.parse().with_context(|| {
+                    format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
+                })?,
+                Err(_) => DEFAULT_SOURCE_DATE_EPOCH,
+            };
+            let inputs = ImageInputs {
+                board: &board,
+                profile: &profile,
+                packages: &set,
+                machined: &machined,
+                mtime,
+            };
+            let scratch = packages.cache.join("scratch");
+            let report = image::build(&inputs, &output, &scratch)?;
+            println!(
+                "kernel {}: initramfs {} bytes ({} modules), rootfs {} bytes ({} modules)",
+                report.kernel,
+                report.initramfs_bytes,
+                report.initramfs_modules,
+                report.rootfs_bytes,
+                report.rootfs_modules
+            );
+            for file in &report.outputs {
+                println!(
+                    "{}  {} ({} bytes)",
+                    file.sha256,
+                    output.join(&file.name).display(),
+                    file.bytes
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Resolves and downloads the board's packages; writes the lock when they changed.
+fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
+    let board = Board::load(&args.overlays, &args.board)?;
+    let profile = Profile::load(&args.profile)?;
+    let on_disk = Lock::load(&args.lock, &profile.suite)?;
+    let mirror = match &args.mirror {
+        Some(m) => m.clone(),
+        None => AptState::host_mirror()?,
+    };
+    let apt = AptState::new(&args.cache.join("apt"), &mirror, &profile.suite, board.arch)?;
+    apt.update().context("updating the package indexes")?;
+    let locked = if args.update_lock { None } else { on_disk.as_ref() };
+    let (set, used) = packages::fetch(&apt, &board, &profile, locked, &args.cache.join("debs"))?;
+    save_lock(&args.lock, on_disk.as_ref(), used, &board)?;
+    Ok((board, profile, set))
+}
+
+/// The lock keeps other architectures' entries; this architecture's are what this build
+/// used (the same as before unless packages changed or --update-lock was given).
+fn save_lock(path: &Path, on_disk: Option<&Lock>, used: Lock, board: &Board) -> anyhow::Result<()> {
+    let mut merged = used;
+    if let Some(old) = on_disk {
+        merged
+            .packages
+            .extend(old.packages.iter().filter(|p| p.arch != board.arch.debian()).cloned());
+    }
+    merged.packages.sort_by(|a, b| (&a.arch, &a.name).cmp(&(&b.arch, &b.name)));
+    if on_disk != Some(&merged) {
+        merged.save(path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
