@@ -4,11 +4,13 @@
 //!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
 //! - [`arch`]: the architectures Cairn runs on.
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
+//! - [`image`]: what images and machined agree on (labels, paths).
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
 
 pub mod arch;
 pub mod config;
+pub mod image;
 pub mod role;
 pub mod timestamp;
 

@@ -7,6 +7,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
+use cairn_api::image::{MACHINED_PATH, MODULE_LOAD_LIST, SLOT_ARG};
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
@@ -22,10 +23,6 @@ use crate::packages::PackageSet;
 use crate::rootfs::{self, RootfsError};
 use crate::squashfs::{self, SquashfsError};
 use crate::tree::{FileTree, Node, TreeError};
-
-/// The file in a module directory that lists which modules to load, in order; machined
-/// reads it at boot (stage 1 in the initramfs, stage 2 on the root).
-pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 
 /// An image could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +190,7 @@ pub fn build(
     let library_dirs = vec![format!("/usr/lib/{}", multiarch(arch)), "/usr/lib".to_string()];
     rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files, &library_dirs)?;
     root.file(rootfs::CA_BUNDLE, 0o644, rootfs::ca_bundle(&pool))?;
-    root.file("/usr/sbin/machined", 0o755, machined)?;
+    root.file(MACHINED_PATH, 0o755, machined)?;
     add_modules(&mut root, &kernel, &modules_root, &rootfs_modules)?;
     let rootfs_image = squashfs::build(&root, inputs.mtime)?;
 
@@ -216,7 +213,7 @@ pub fn build(
                 data.clone(),
             )?;
             esp.file("/loader/loader.conf", 0o644, "default cairn-*\ntimeout 0\n")?;
-            let options = std::iter::once("cairn.slot=a".to_string())
+            let options = std::iter::once(format!("{SLOT_ARG}=a"))
                 .chain(inputs.board.kernel_args.iter().cloned())
                 .collect::<Vec<_>>()
                 .join(" ");

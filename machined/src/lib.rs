@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod boot;
 pub mod cli;
 pub mod config_store;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod inspect;
 pub mod layout;
 pub mod logs;
 pub mod machine;
+pub mod pid1;
 pub mod pki;
 pub mod power;
 pub mod ring;

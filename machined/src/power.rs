@@ -13,6 +13,22 @@ pub trait Power: Send + Sync {
     fn power_off(&self) -> anyhow::Result<()>;
 }
 
+/// machined as PID 1: the kernel reboots or powers off, after a sync.
+#[derive(Debug, Default)]
+pub struct KernelPower;
+
+impl Power for KernelPower {
+    fn reboot(&self) -> anyhow::Result<()> {
+        nix::unistd::sync();
+        match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT)? {}
+    }
+
+    fn power_off(&self) -> anyhow::Result<()> {
+        nix::unistd::sync();
+        match nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF)? {}
+    }
+}
+
 /// machined as an ordinary process: a reboot re-executes machined with the same arguments
 /// (state under `--root` survives, like STATE on a disk); power-off exits.
 #[derive(Debug, Default)]

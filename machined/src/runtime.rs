@@ -6,17 +6,23 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::server::Apid;
+use crate::boot::{self, Stage};
 use crate::cli::Options;
 use crate::config_store::ConfigStore;
 use crate::events::EventKind;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
 use crate::machine::{Machine, PowerAction};
-use crate::power::ProcessPower;
+use crate::pid1;
+use crate::power::{KernelPower, Power, ProcessPower};
 use crate::services::logflush::LogFlush;
 
-/// Runs machined until it is told to stop.
+/// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
+    let stage = Stage::detect();
+    if stage == Stage::Initramfs {
+        boot::stage1::run();
+    }
     let logs = Arc::new(LogBook::default());
     logs.install_tracing();
     tokio::runtime::Builder::new_multi_thread()
@@ -24,10 +30,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(serve(options, logs))
+        .block_on(serve(options, logs, stage))
 }
 
-async fn serve(options: Options, logs: Arc<LogBook>) -> anyhow::Result<()> {
+async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Result<()> {
+    let power: Box<dyn Power> = match stage {
+        Stage::Root => {
+            pid1::prepare();
+            Box::new(KernelPower)
+        }
+        _ => Box::new(ProcessPower),
+    };
     let layout = NodeLayout::new(&options.root);
     let store = ConfigStore::new(layout.clone());
     if store.promote_staged()? {
@@ -40,7 +53,7 @@ async fn serve(options: Options, logs: Arc<LogBook>) -> anyhow::Result<()> {
         layout.root().display(),
         if running.is_some() { "configured" } else { "maintenance mode: waiting for a config" }
     );
-    let machine = Machine::new(layout, running, logs, Box::new(ProcessPower))?;
+    let machine = Machine::new(layout, running, logs, power)?;
     machine.events().publish(EventKind::Power, "machined started");
     let supervisor = machine.supervisor();
     supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));

@@ -1,0 +1,44 @@
+//! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
+//! did not bring, and reaping orphaned processes, which the kernel hands to PID 1.
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Mounts `/tmp` and the cgroup v2 hierarchy, and starts the zombie reaper. Errors are
+/// logged, not fatal: the API must come up so an operator can see what is wrong.
+pub fn prepare() {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    for (source, target, fstype, flags) in [
+        ("tmpfs", "/tmp", "tmpfs", nosuid_nodev),
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid_nodev | MsFlags::MS_NOEXEC),
+    ] {
+        if let Err(errno) = mount(Some(source), target, Some(fstype), flags, None::<&str>) {
+            tracing::error!("mounting {fstype} on {target}: {errno}");
+        }
+    }
+    let slot =
+        std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| crate::boot::cmdline::slot(&c));
+    tracing::info!(
+        "machined {} stage 2 (PID 1) on slot {}",
+        env!("CARGO_PKG_VERSION"),
+        slot.unwrap_or('?')
+    );
+    tokio::spawn(reap_orphans());
+}
+
+/// Waits for every child that exits, so none stays a zombie.
+async fn reap_orphans() {
+    let Ok(mut children) = signal(SignalKind::child()) else {
+        tracing::error!("cannot watch SIGCHLD: orphans will stay zombies");
+        return;
+    };
+    while children.recv().await.is_some() {
+        while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            if status == WaitStatus::StillAlive {
+                break;
+            }
+        }
+    }
+}
