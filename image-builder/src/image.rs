@@ -330,6 +330,8 @@ fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
     for (link, target) in merged_usr_links(arch) {
         root.symlink(link, target)?;
     }
+    // machined writes the resolvers it learns (DHCP, config) on /run.
+    root.symlink("/etc/resolv.conf", "../run/resolv.conf")?;
     root.file(
         "/etc/os-release",
         0o644,

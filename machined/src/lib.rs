@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod layout;
 pub mod logs;
 pub mod machine;
+pub mod network;
 pub mod pid1;
 pub mod pki;
 pub mod power;

@@ -1,5 +1,6 @@
 //! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
-//! did not bring, and reaping orphaned processes, which the kernel hands to PID 1.
+//! did not bring, the root filesystem's modules, and reaping orphaned processes, which the
+//! kernel hands to PID 1.
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -18,8 +19,21 @@ pub fn prepare() {
             tracing::error!("mounting {fstype} on {target}: {errno}");
         }
     }
-    let slot =
-        std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| crate::boot::cmdline::slot(&c));
+    // The root filesystem's modules: network drivers, netfilter, overlay, ext4...
+    match nix::sys::utsname::uname() {
+        Ok(uname) => {
+            let dir = std::path::Path::new("/usr/lib/modules").join(uname.release());
+            match crate::boot::modules::load_listed(&dir) {
+                Ok((count, failures)) => {
+                    tracing::info!("loaded {count} modules");
+                    failures.iter().for_each(|f| tracing::error!("module: {f}"));
+                }
+                Err(e) => tracing::error!("loading modules: {e}"),
+            }
+        }
+        Err(errno) => tracing::error!("uname: {errno}"),
+    }
+    let slot = crate::boot::cmdline::current_slot();
     tracing::info!(
         "machined {} stage 2 (PID 1) on slot {}",
         env!("CARGO_PKG_VERSION"),

@@ -16,6 +16,7 @@ use crate::machine::{Machine, PowerAction};
 use crate::pid1;
 use crate::power::{KernelPower, Power, ProcessPower};
 use crate::services::logflush::LogFlush;
+use crate::services::network::Network;
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -58,6 +59,9 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     let supervisor = machine.supervisor();
     supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));
     supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
+    if stage == Stage::Root {
+        supervisor.launch(Arc::new(Network));
+    }
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

@@ -22,14 +22,57 @@ pub fn bin_dir() -> &'static Path {
         let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "machined", "-p", "ctl"]);
+        build.args(["build", "--quiet", "-p", "machined", "-p", "ctl", "-p", "image-builder"]);
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
         let status = build.status().expect("running cargo build");
-        assert!(status.success(), "cargo build -p machined -p ctl failed");
+        assert!(status.success(), "cargo build -p machined -p ctl -p image-builder failed");
         dir
     })
+}
+
+/// machined built for a node: static (it runs as PID 1 before any library is there),
+/// release, for x86_64. Returns its path.
+pub fn node_machined() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let target = "x86_64-unknown-linux-gnu";
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--release", "-p", "machined", "--target", target])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the static machined failed");
+        // target/<profile> is the harness's bin_dir; the target's output sits beside it.
+        bin_dir().parent().expect("target dir").join(target).join("release/machined")
+    })
+}
+
+/// Files in test images carry this time (SOURCE_DATE_EPOCH).
+pub const SOURCE_DATE_EPOCH: &str = "1767225600";
+
+/// Builds the generic-x86_64 image into `output` with image-builder (packages cached in
+/// $CAIRN_CACHE, or target/cairn-cache) and returns its report.
+pub fn build_image(output: &Path) -> String {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let cache = std::env::var_os("CAIRN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin_dir().parent().expect("target dir").join("cairn-cache"));
+    let status = Command::new(bin_dir().join("image-builder"))
+        .current_dir(workspace)
+        .args(["build", "--board", "generic-x86_64", "--cache"])
+        .arg(&cache)
+        .arg("--machined")
+        .arg(node_machined())
+        .arg("--output")
+        .arg(output)
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .status()
+        .expect("running image-builder");
+    assert!(status.success(), "image-builder build failed");
+    std::fs::read_to_string(output.join("report.toml")).expect("report.toml")
 }
 
 /// A loopback port nobody listens on right now.

@@ -130,8 +130,11 @@ impl MachineService for MachineApi {
                 NodeMode::Maintenance => pb::NodeMode::Maintenance,
                 NodeMode::Configured => pb::NodeMode::Configured,
             } as i32,
-            // Slots arrive with the disk image; an ordinary process boots from none.
-            slot: "none".to_string(),
+            // An ordinary process was booted from no slot.
+            slot: match (std::process::id(), crate::boot::cmdline::current_slot()) {
+                (1, Some(slot)) => slot.to_string(),
+                _ => "none".to_string(),
+            },
             pid1: std::process::id() == 1,
         }))
     }

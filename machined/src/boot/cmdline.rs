@@ -12,6 +12,11 @@ pub fn slot(cmdline: &str) -> Option<char> {
     )
 }
 
+/// The slot this kernel was booted from, per `/proc/cmdline`.
+pub fn current_slot() -> Option<char> {
+    std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| slot(&c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

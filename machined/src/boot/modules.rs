@@ -42,27 +42,31 @@ pub fn parse_list(text: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Loads every module of `dir/modules.cairn` in order; a module already loaded is fine.
-/// Returns how many were listed.
-pub fn load_listed(dir: &Path) -> Result<usize, ModuleLoadError> {
+/// Loads every module of the load list in `dir`, in order, going on past failures (one
+/// missing driver must not cost the rest); a module already loaded is fine. Returns how many
+/// loaded and what failed.
+pub fn load_listed(dir: &Path) -> Result<(usize, Vec<ModuleLoadError>), ModuleLoadError> {
     let list = dir.join(cairn_api::image::MODULE_LOAD_LIST);
     let text = std::fs::read_to_string(&list)
         .map_err(|source| ModuleLoadError::Io { path: list, source })?;
     let modules = parse_list(&text);
-    for relative in &modules {
-        let path = dir.join(relative);
-        let file = File::open(&path)
-            .map_err(|source| ModuleLoadError::Io { path: path.clone(), source })?;
-        let flags = match path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz") {
-            true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
-            false => ModuleInitFlags::empty(),
-        };
-        match finit_module(&file, c"", flags) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(errno) => return Err(ModuleLoadError::Refused { path, errno }),
-        }
+    let failures: Vec<ModuleLoadError> =
+        modules.iter().filter_map(|relative| load(&dir.join(relative)).err()).collect();
+    Ok((modules.len() - failures.len(), failures))
+}
+
+fn load(path: &Path) -> Result<(), ModuleLoadError> {
+    let file =
+        File::open(path).map_err(|source| ModuleLoadError::Io { path: path.into(), source })?;
+    let compressed = path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
+    let flags = match compressed {
+        true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
+        false => ModuleInitFlags::empty(),
+    };
+    match finit_module(&file, c"", flags) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(errno) => Err(ModuleLoadError::Refused { path: path.into(), errno }),
     }
-    Ok(modules.len())
 }
 
 #[cfg(test)]

@@ -94,8 +94,11 @@ fn boot() -> Result<Infallible, Stage1Error> {
         .to_string_lossy()
         .into_owned();
     let modules_dir = Path::new("/usr/lib/modules").join(&release);
-    let count = modules::load_listed(&modules_dir)?;
+    let (count, failures) = modules::load_listed(&modules_dir)?;
     console(&format!("loaded {count} modules for {release}"));
+    for failure in failures {
+        console(&format!("module: {failure}"));
+    }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|source| Stage1Error::Io { path: "/proc/cmdline".into(), source })?;

@@ -1,3 +1,4 @@
 //! The services machined runs itself (the API server is [`crate::api::server::Apid`]).
 
 pub mod logflush;
+pub mod network;
