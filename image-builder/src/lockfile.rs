@@ -104,11 +104,16 @@ impl Lock {
     /// Writes `path`, sorted, so the file changes only when versions do.
     pub fn save(&self, path: &Path) -> Result<(), LockError> {
         let mut sorted = self.clone();
-        sorted.packages.sort_by(|a, b| (&a.arch, &a.name).cmp(&(&b.arch, &b.name)));
+        sorted.sort();
         let text = toml::to_string(&sorted).expect("a lock always serializes");
         let text =
             format!("# Written by image-builder; a build uses exactly these packages.\n{text}");
         fs::write(path, text).map_err(|source| LockError::Io { path: path.into(), source })
+    }
+
+    /// Orders the packages by architecture, then name, as the file lists them.
+    pub fn sort(&mut self) {
+        self.packages.sort_by(|a, b| (&a.arch, &a.name).cmp(&(&b.arch, &b.name)));
     }
 
     /// The locked version of `name` for the build architecture `arch`.

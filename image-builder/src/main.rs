@@ -156,7 +156,7 @@ fn save_lock(path: &Path, on_disk: Option<&Lock>, used: Lock, board: &Board) -> 
             .packages
             .extend(old.packages.iter().filter(|p| p.arch != board.arch.debian()).cloned());
     }
-    merged.packages.sort_by(|a, b| (&a.arch, &a.name).cmp(&(&b.arch, &b.name)));
+    merged.sort();
     if on_disk != Some(&merged) {
         merged.save(path)?;
         println!("wrote {}", path.display());
