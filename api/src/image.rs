@@ -22,3 +22,8 @@ pub fn root_label(slot: char) -> &'static str {
         ROOT_A_LABEL
     }
 }
+
+/// GPT label of STATE (machine config, node identity), created by machined on first boot.
+pub const STATE_LABEL: &str = "STATE";
+/// GPT label of EPHEMERAL (`/var`), created on first boot over the rest of the disk.
+pub const EPHEMERAL_LABEL: &str = "EPHEMERAL";

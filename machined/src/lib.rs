@@ -22,5 +22,6 @@ pub mod power;
 pub mod ring;
 pub mod runtime;
 pub mod services;
+pub mod storage;
 pub mod supervisor;
 pub mod tls;

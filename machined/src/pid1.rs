@@ -7,6 +7,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::power::{KernelPower, Power};
+use crate::storage::{self, Prepared};
+
 /// Mounts `/tmp` and the cgroup v2 hierarchy, and starts the zombie reaper. Errors are
 /// logged, not fatal: the API must come up so an operator can see what is wrong.
 pub fn prepare() {
@@ -39,6 +42,19 @@ pub fn prepare() {
         env!("CARGO_PKG_VERSION"),
         slot.unwrap_or('?')
     );
+    // Before the reaper starts: mke2fs is waited for by std, which a reaper would race.
+    match storage::prepare(slot.unwrap_or('A')) {
+        Ok(Prepared::Mounted) => {}
+        Ok(Prepared::RebootNeeded) => {
+            tracing::info!("rebooting so the kernel reads the new partition table");
+            if let Err(e) = KernelPower.reboot() {
+                tracing::error!("reboot: {e:#}");
+            }
+        }
+        Err(e) => {
+            tracing::error!("storage: {e}; the node cannot keep a config until this is fixed")
+        }
+    }
     tokio::spawn(reap_orphans());
 }
 

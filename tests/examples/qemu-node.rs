@@ -1,12 +1,12 @@
-//! The demo: builds the x86_64 image, boots it under QEMU (q35, OVMF, TCG) and talks to the
-//! node with ctl, then leaves it running for you. `cargo run -p cairn-tests --example qemu-node`
+//! The demo: builds the x86_64 image, boots it under QEMU (q35, OVMF, TCG), configures the
+//! node with ctl and talks to it over mTLS, then leaves it running for you. `cargo run -p cairn-tests --example qemu-node`
 //! (needs qemu-system-x86 and ovmf; `.ci/run` shows how to install them).
 
 use std::time::Duration;
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::{bin_dir, build_image, ctl, eventually};
+use cairn_tests::{bin_dir, build_image, ctl, eventually, Cluster};
 
 fn main() -> anyhow::Result<()> {
     let dir = bin_dir().parent().expect("target dir").join("demo");
@@ -34,10 +34,26 @@ fn main() -> anyhow::Result<()> {
         println!("\n$ ctl --insecure -n {n} {}", args[0]);
         print!("{}", ctl(None, &["--insecure", "-n", &n, args[0]]).stdout);
     }
+    let cluster = Cluster::generate("demo")?;
+    let config = cluster.path("node.yaml");
+    println!("\n$ ctl --insecure -n {n} apply-config --file {}", config.display());
+    print!(
+        "{}",
+        ctl(None, &["--insecure", "-n", &n, "apply-config", "--file", config.to_str().unwrap()])
+            .stdout
+    );
+    let admin = cluster.admin();
+    for args in [["version"], ["services"], ["mounts"]] {
+        println!("\n$ ctl -n {n} {}", args[0]);
+        print!("{}", ctl(Some(&admin), &["-n", &n, args[0]]).stdout);
+    }
     println!(
-        "\nThe node is up in maintenance mode. Try:\n  {}/ctl --insecure -n {n} version\n\nApplying a config needs the STATE partition, which machined does not create yet.\nPress Ctrl-C to stop the node.",
+        "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {}/ctl -n {n} logs machined\n\nPods are not there yet. Press Ctrl-C to stop the node.",
+        admin.display(),
         bin_dir().display()
     );
+    // Keep the client config until the node goes.
+    let _keep = cluster;
     while vm.wait_exit(Duration::from_secs(3600))?.is_none() {}
     Ok(())
 }
