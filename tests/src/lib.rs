@@ -92,10 +92,23 @@ impl Node {
     /// Starts machined and waits until its API port is open.
     pub fn start() -> anyhow::Result<Node> {
         let root = tempfile::tempdir()?;
-        let address = format!("127.0.0.1:{}", free_port());
-        let mut node = Node { child: None, root, address };
-        node.spawn()?;
-        Ok(node)
+        let mut node = Node { child: None, root, address: String::new() };
+        // A free port can be taken by a parallel test before machined binds it: try another.
+        for _ in 0..5 {
+            node.address = format!("127.0.0.1:{}", free_port());
+            match node.spawn() {
+                Ok(()) => return Ok(node),
+                Err(e) if node.output().contains("Address already in use") => {
+                    if let Some(mut child) = node.child.take() {
+                        child.kill()?;
+                        child.wait()?;
+                    }
+                    eprintln!("retrying on another port: {e:#}");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        bail!("machined found no free port")
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
@@ -112,12 +125,18 @@ impl Node {
         self.wait_listening()
     }
 
-    /// Waits until the API port accepts connections (also after a reboot).
-    pub fn wait_listening(&self) -> anyhow::Result<()> {
+    /// Waits until this machined says its API listens and the port accepts connections
+    /// (the port alone could belong to another process).
+    fn wait_listening(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
+        let marker = format!("API listening on {}", self.address);
         while Instant::now() < deadline {
-            if TcpStream::connect(&self.address).is_ok() {
+            let output = self.output();
+            if output.contains(&marker) && TcpStream::connect(&self.address).is_ok() {
                 return Ok(());
+            }
+            if output.contains("Address already in use") {
+                bail!("{} is taken", self.address);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
