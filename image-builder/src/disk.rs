@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cairn_api::arch::Arch;
+// The labels machined looks for: one definition, in the contract crate.
+use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
 use gpt::disk::LogicalBlockSize;
 use gpt::mbr::ProtectiveMBR;
 use gpt::partition::Partition;
@@ -34,12 +36,6 @@ use crate::tree::{FileTree, Node};
 pub const SECTOR_BYTES: u64 = 512;
 /// Partitions start and end on this boundary (what every partitioning tool uses).
 pub const ALIGNMENT_BYTES: u64 = 1024 * 1024;
-/// GPT label of the EFI System Partition.
-pub const ESP_LABEL: &str = "EFI";
-/// GPT label of root slot A, which a new image boots from.
-pub const ROOT_A_LABEL: &str = "ROOT-A";
-/// GPT label of root slot B, empty until the first update.
-pub const ROOT_B_LABEL: &str = "ROOT-B";
 
 /// The FAT volume label of the ESP, space-padded to FAT's 11 bytes.
 const ESP_VOLUME_LABEL: [u8; 11] = *b"EFI        ";

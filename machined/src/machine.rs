@@ -306,7 +306,8 @@ fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig
     })
 }
 
-fn kernel_hostname() -> String {
+/// The kernel's host name (empty when it has none readable).
+pub(crate) fn kernel_hostname() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 

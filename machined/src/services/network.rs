@@ -56,8 +56,7 @@ impl Service for Network {
 /// Gives a node that has no host name `cairn-` and the last three bytes of its MAC, so nodes
 /// on one network tell apart (the machine config's hostname, when applied, wins).
 fn name_host(mac: &[u8; 6]) {
-    let current =
-        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
+    let current = crate::machine::kernel_hostname();
     if current.is_empty() || current == "(none)" || current == "localhost" {
         let name = format!("cairn-{:02x}{:02x}{:02x}", mac[3], mac[4], mac[5]);
         match nix::unistd::sethostname(&name) {
