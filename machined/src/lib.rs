@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config_store;
 pub mod events;
 pub mod inspect;
+pub mod kmsg_log;
 pub mod layout;
 pub mod logs;
 pub mod machine;

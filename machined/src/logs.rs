@@ -8,9 +8,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
+use tracing_subscriber::fmt::{self, MakeWriter};
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::LookupSpan;
 
+use crate::kmsg_log::Kmsg;
 use crate::ring::Ring;
 
 /// Lines kept per source.
@@ -79,17 +83,20 @@ impl LogBook {
         Ok(())
     }
 
-    /// Sends machined's own `tracing` output to its ring and to stderr (the console on a node).
-    pub fn install_tracing(self: &Arc<Self>) {
+    /// Sends machined's own `tracing` output to its ring and to `console`: the kernel log
+    /// on a node, stderr otherwise.
+    pub fn install_tracing(self: &Arc<Self>, console: Option<Kmsg>) {
         let filter = tracing_subscriber::EnvFilter::try_from_env("MACHINED_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let ring = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .without_time()
-            .with_target(false)
-            .with_writer(RingWriter { ring: self.ring(MACHINED) });
-        let console = tracing_subscriber::fmt::layer().with_writer(io::stderr).with_target(false);
-        let _ = tracing_subscriber::registry().with(filter).with(ring).with(console).try_init();
+        let stderr = console
+            .is_none()
+            .then(|| tracing_subscriber::fmt::layer().with_writer(io::stderr).with_target(false));
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(plain_layer(RingSink(self.ring(MACHINED))))
+            .with(console.map(plain_layer))
+            .with(stderr)
+            .try_init();
     }
 }
 
@@ -98,26 +105,44 @@ pub fn format_line(line: &LogLine) -> String {
     format!("{} {}", cairn_api::timestamp::rfc3339_micros(line.unix_micros), line.message)
 }
 
-/// Hands each formatted `tracing` event to a ring, one record per line.
-struct RingWriter {
-    ring: Arc<Ring<LogLine>>,
+/// Lines without time or target: rings and the kernel stamp their own time.
+fn plain_layer<Sub, S>(sink: S) -> fmt::Layer<Sub, DefaultFields, Format<Full, ()>, SinkWriters<S>>
+where
+    Sub: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    S: EventSink,
+{
+    fmt::layer().with_ansi(false).without_time().with_target(false).with_writer(SinkWriters(sink))
 }
 
-/// Collects one event's bytes; pushes its lines when dropped.
-struct RingLineWriter {
-    ring: Arc<Ring<LogLine>>,
+/// Where a formatted `tracing` event goes.
+pub trait EventSink: Clone + Send + Sync + 'static {
+    /// Takes one event's text (one or more lines) at its level.
+    fn deliver(&self, level: Level, text: &str);
+}
+
+/// Gives `tracing` a writer per event that hands the event to a sink when dropped.
+pub struct SinkWriters<S>(pub S);
+
+/// Collects one event's bytes.
+pub struct EventWriter<S: EventSink> {
+    sink: S,
+    level: Level,
     buffer: Vec<u8>,
 }
 
-impl<'a> MakeWriter<'a> for RingWriter {
-    type Writer = RingLineWriter;
+impl<'a, S: EventSink> MakeWriter<'a> for SinkWriters<S> {
+    type Writer = EventWriter<S>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        RingLineWriter { ring: self.ring.clone(), buffer: Vec::new() }
+        EventWriter { sink: self.0.clone(), level: Level::INFO, buffer: Vec::new() }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        EventWriter { sink: self.0.clone(), level: *meta.level(), buffer: Vec::new() }
     }
 }
 
-impl Write for RingLineWriter {
+impl<S: EventSink> Write for EventWriter<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.buffer.extend_from_slice(buf);
         Ok(buf.len())
@@ -128,12 +153,22 @@ impl Write for RingLineWriter {
     }
 }
 
-impl Drop for RingLineWriter {
+impl<S: EventSink> Drop for EventWriter<S> {
     fn drop(&mut self) {
+        self.sink.deliver(self.level, &String::from_utf8_lossy(&self.buffer));
+    }
+}
+
+/// machined's own ring, one record per line.
+#[derive(Clone)]
+struct RingSink(Arc<Ring<LogLine>>);
+
+impl EventSink for RingSink {
+    fn deliver(&self, _level: Level, text: &str) {
         let unix_micros =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        for line in String::from_utf8_lossy(&self.buffer).lines().filter(|l| !l.is_empty()) {
-            self.ring.push(LogLine { unix_micros, message: line.to_string() });
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            self.0.push(LogLine { unix_micros, message: line.to_string() });
         }
     }
 }

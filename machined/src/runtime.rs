@@ -10,6 +10,7 @@ use crate::boot::{self, Stage};
 use crate::cli::Options;
 use crate::config_store::ConfigStore;
 use crate::events::EventKind;
+use crate::kmsg_log::Kmsg;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
 use crate::machine::{Machine, PowerAction};
@@ -17,6 +18,7 @@ use crate::pid1;
 use crate::power::{KernelPower, Power, ProcessPower};
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
+use crate::services::power_button::PowerButton;
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -25,7 +27,13 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         boot::stage1::run();
     }
     let logs = Arc::new(LogBook::default());
-    logs.install_tracing();
+    let kmsg = match stage {
+        Stage::Root => Kmsg::open("machined")
+            .inspect_err(|e| eprintln!("machined: /dev/kmsg: {e}; logging to the console"))
+            .ok(),
+        _ => None,
+    };
+    logs.install_tracing(kmsg);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -61,15 +69,36 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
     if stage == Stage::Root {
         supervisor.launch(Arc::new(Network));
+        supervisor.launch(Arc::new(PowerButton::new(machine.clone())));
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
-    machine.power(PowerAction::PowerOff);
+    let action = power_signal(stage).await?;
+    tracing::info!("{action:?} requested by a signal");
+    machine.power(action);
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Waits for a signal that asks to stop. As PID 1: SIGTERM and SIGPWR power off, SIGINT
+/// (Ctrl-Alt-Del, which the kernel then sends instead of rebooting at once) reboots. As a
+/// process: SIGTERM and SIGINT exit.
+async fn power_signal(stage: Stage) -> anyhow::Result<PowerAction> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    if stage != Stage::Root {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        return Ok(PowerAction::PowerOff);
+    }
+    if let Err(errno) = nix::sys::reboot::set_cad_enabled(false) {
+        tracing::warn!("Ctrl-Alt-Del will reboot without a clean stop: {errno}");
+    }
+    let mut power_failure = signal(SignalKind::from_raw(nix::libc::SIGPWR))?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => PowerAction::PowerOff,
+        _ = power_failure.recv() => PowerAction::PowerOff,
+        _ = interrupt.recv() => PowerAction::Reboot,
+    })
 }

@@ -2,3 +2,4 @@
 
 pub mod logflush;
 pub mod network;
+pub mod power_button;
