@@ -19,6 +19,7 @@ use crate::board::{Board, Bootloader, Profile};
 use crate::deb::{unpack_into, DebError};
 use crate::disk::{self, DiskError, DiskLayout};
 use crate::initramfs::{self, InitramfsError};
+use crate::machined::{self, MachinedError};
 use crate::packages::PackageSet;
 use crate::rootfs::{self, RootfsError};
 use crate::squashfs::{self, SquashfsError};
@@ -62,6 +63,9 @@ pub enum ImageError {
     /// The disk could not be written.
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// machined is unfit for the image.
+    #[error(transparent)]
+    Machined(#[from] MachinedError),
     /// Hashing an output failed.
     #[error(transparent)]
     Hash(#[from] AptError),
@@ -75,7 +79,7 @@ pub struct ImageInputs<'a> {
     pub profile: &'a Profile,
     /// The fetched packages.
     pub packages: &'a PackageSet,
-    /// machined, built for the board's architecture.
+    /// machined, static, built for the board's architecture.
     pub machined: &'a Path,
     /// The time every file carries (SOURCE_DATE_EPOCH).
     pub mtime: u32,
@@ -165,7 +169,7 @@ pub fn build(
     let initramfs_modules = index.resolve(&module_sets::names(ModuleSet::Initramfs, arch))?;
     let rootfs_modules = index.resolve(&module_sets::names(ModuleSet::Rootfs, arch))?;
 
-    let machined = std::fs::read(inputs.machined).map_err(io_error(inputs.machined))?;
+    let machined = machined::load(inputs.machined, arch)?;
 
     // The initramfs: machined as /init, the modules that reach the root, mount points.
     let mut early = FileTree::new();

@@ -7,6 +7,7 @@
 //! - [`packages`]: the package set of a build, resolved, locked and downloaded.
 //! - [`lockfile`]: the versions and SHA-256s a build used, and will use again.
 //! - [`deb`]: unpacking `.deb` files.
+//! - [`machined`]: machined built static for the board's architecture, and checked.
 //! - [`rootfs`]: the files taken from packages, with the libraries they need.
 //! - [`initramfs`]: deterministic newc cpio archives, zstd-compressed.
 //! - [`squashfs`]: deterministic squashfs root filesystems.
@@ -20,6 +21,7 @@ pub mod disk;
 pub mod image;
 pub mod initramfs;
 pub mod lockfile;
+pub mod machined;
 pub mod packages;
 pub mod rootfs;
 pub mod squashfs;

@@ -30,9 +30,13 @@ enum Command {
     Build {
         #[command(flatten)]
         packages: PackageArgs,
-        /// machined built for the board's architecture (static).
+        /// A prebuilt machined (static, for the board's architecture) instead of building
+        /// it from --source.
         #[arg(long, value_name = "FILE")]
-        machined: PathBuf,
+        machined: Option<PathBuf>,
+        /// The Cairn workspace machined is built from.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        source: PathBuf,
         /// Where the image goes.
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
@@ -92,8 +96,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Build { packages, machined, output } => {
+        Command::Build { packages, machined, source, output } => {
             let (board, profile, set) = fetch(&packages)?;
+            let machined = match machined {
+                Some(path) => path,
+                None => {
+                    eprintln!("building machined for {}", board.arch);
+                    image_builder::machined::build(&source, board.arch)?
+                }
+            };
             let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
                 Ok(value) => value.parse().with_context(|| {
                     format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")

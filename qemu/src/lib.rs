@@ -2,10 +2,16 @@
 //! as pflash, the image as a virtio disk, user networking with the API port forwarded to a
 //! free loopback port, and the serial console captured to a file that tests search for
 //! markers. Software emulation (TCG) only: KVM guests hang on this project's machines.
+//!
+//! A VM stops gracefully through QMP (`system_powerdown`: the ACPI power button, which
+//! machined answers with a clean power-off) or hard, by killing QEMU, for fault tests.
+
+pub mod qmp;
 
 use std::fs;
 use std::io;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -41,6 +47,9 @@ pub enum QemuError {
         /// The console's last lines.
         tail: String,
     },
+    /// The guest did not power off after the power button.
+    #[error("the guest did not power off within {0:?} of the power button; QEMU was killed")]
+    StopTimeout(Duration),
     /// QEMU exited while we waited for the guest.
     #[error("QEMU exited ({status}) before {marker:?} appeared; console tail:\n{tail}")]
     Exited {
@@ -76,6 +85,7 @@ pub struct VmConfig {
 pub struct Vm {
     child: Option<Child>,
     console: PathBuf,
+    qmp_socket: PathBuf,
     /// `127.0.0.1:PORT`, forwarded to the guest's API port.
     pub api_address: String,
 }
@@ -92,6 +102,8 @@ impl Vm {
         fs::copy(OVMF_VARS, &vars)
             .map_err(io_error(format!("copying {OVMF_VARS} (install the ovmf package)")))?;
         let console = config.work_dir.join("console.log");
+        let qmp_socket = config.work_dir.join("qmp.sock");
+        let _ = fs::remove_file(&qmp_socket);
         let port = free_port().map_err(io_error("finding a free port"))?;
         let api_port = cairn_api::API_PORT;
         let child = Command::new("qemu-system-x86_64")
@@ -112,12 +124,15 @@ impl Vm {
             .args(["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}")])
             .args(["-device", "virtio-net-pci,netdev=net0"])
             .args(["-serial", &format!("file:{}", console.display()), "-monitor", "none"])
+            .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_socket.display())])
+            // Its own process group: a Ctrl-C meant for the caller must not kill QEMU.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(io_error("starting qemu-system-x86_64 (install qemu-system-x86)"))?;
-        Ok(Vm { child: Some(child), console, api_address: format!("127.0.0.1:{port}") })
+        Ok(Vm { child: Some(child), console, qmp_socket, api_address: format!("127.0.0.1:{port}") })
     }
 
     /// The serial console so far.
@@ -172,6 +187,30 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(200));
         }
         Ok(None)
+    }
+
+    /// Presses the power button (ACPI) and waits for the guest to power off; kills QEMU if it
+    /// has not within `timeout`.
+    pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, QemuError> {
+        if let Some(status) = self.try_exit()? {
+            return Ok(status);
+        }
+        self.press_power_button()?;
+        match self.wait_exit(timeout)? {
+            Some(status) => Ok(status),
+            None => {
+                self.power_off_hard()?;
+                Err(QemuError::StopTimeout(timeout))
+            }
+        }
+    }
+
+    /// Presses the guest's ACPI power button; returns at once.
+    pub fn press_power_button(&self) -> Result<(), QemuError> {
+        qmp::Qmp::connect(&self.qmp_socket)
+            .and_then(|mut qmp| qmp.execute("system_powerdown"))
+            .map(drop)
+            .map_err(io_error(format!("QMP on {}", self.qmp_socket.display())))
     }
 
     /// Pulls the plug: kills QEMU at once, as a power cut would.

@@ -3,11 +3,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
 use clap::{Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
 
 /// Boots Cairn images under QEMU.
 #[derive(Parser)]
@@ -19,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Boot an image and print its console until QEMU exits (Ctrl-C stops it).
+    /// Boot an image and print its console until QEMU exits. Ctrl-C presses the guest's
+    /// power button and waits for a clean power-off (a second Ctrl-C kills QEMU).
     Run {
         /// The disk image; it is used in place.
         #[arg(long)]
@@ -36,8 +40,18 @@ enum Command {
     },
 }
 
+/// How long a guest may take to power off after the power button.
+const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
 fn main() -> ExitCode {
     let Command::Run { image, arch, memory, work_dir } = Cli::parse().command;
+    let interrupts = match watch_interrupts() {
+        Ok(count) => count,
+        Err(errno) => {
+            eprintln!("cairn-qemu: watching for Ctrl-C: {errno}");
+            return ExitCode::FAILURE;
+        }
+    };
     let config = VmConfig { image, arch, memory_mib: memory, work_dir };
     let mut vm = match Vm::start(&config) {
         Ok(vm) => vm,
@@ -53,7 +67,23 @@ fn main() -> ExitCode {
     );
     eprintln!("cairn-qemu: once it is up: ctl --insecure -n {} version", vm.api_address);
     let mut shown = 0;
+    let mut stopping_since = None;
     loop {
+        let interrupted = interrupts.load(Ordering::SeqCst);
+        if interrupted == 1 && stopping_since.is_none() {
+            stopping_since = Some(Instant::now());
+            eprintln!("cairn-qemu: pressing the power button (Ctrl-C again kills QEMU)");
+            if let Err(e) = vm.press_power_button() {
+                eprintln!("cairn-qemu: {e}");
+            }
+        }
+        if interrupted > 1 || stopping_since.is_some_and(|t| t.elapsed() > STOP_TIMEOUT) {
+            eprintln!("cairn-qemu: killing QEMU");
+            if let Err(e) = vm.power_off_hard() {
+                eprintln!("cairn-qemu: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
         let console = std::fs::read(vm.console_path()).unwrap_or_default();
         if console.len() > shown {
             let mut out = std::io::stdout();
@@ -72,4 +102,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Counts SIGINT and SIGTERM from a thread of their own; the signals are blocked everywhere
+/// else (threads started later inherit the mask).
+fn watch_interrupts() -> nix::Result<Arc<AtomicUsize>> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        while signals.wait().is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Ok(count)
 }

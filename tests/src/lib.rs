@@ -32,29 +32,12 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
-/// machined built for a node: static (it runs as PID 1 before any library is there),
-/// release, for x86_64. Returns its path.
-pub fn node_machined() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let target = "x86_64-unknown-linux-gnu";
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--release", "-p", "machined", "--target", target])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building the static machined failed");
-        // target/<profile> is the harness's bin_dir; the target's output sits beside it.
-        bin_dir().parent().expect("target dir").join(target).join("release/machined")
-    })
-}
-
 /// Files in test images carry this time (SOURCE_DATE_EPOCH).
 pub const SOURCE_DATE_EPOCH: &str = "1767225600";
 
-/// Builds the generic-x86_64 image into `output` with image-builder (packages cached in
-/// $CAIRN_CACHE, or target/cairn-cache) and returns its report.
+/// Builds the generic-x86_64 image into `output` with image-builder, which builds machined
+/// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache); returns the
+/// build report.
 pub fn build_image(output: &Path) -> String {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let cache = std::env::var_os("CAIRN_CACHE")
@@ -64,8 +47,6 @@ pub fn build_image(output: &Path) -> String {
         .current_dir(workspace)
         .args(["build", "--board", "generic-x86_64", "--cache"])
         .arg(&cache)
-        .arg("--machined")
-        .arg(node_machined())
         .arg("--output")
         .arg(output)
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
