@@ -2,13 +2,13 @@
 //! atomically (temp file, fsync, rename, fsync the directory), so a power cut leaves the old
 //! file or the new one, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use cairn_api::config::{ConfigError, MachineConfig};
 
+use crate::durable;
 use crate::layout::NodeLayout;
 
 /// A config file could not be read or written.
@@ -56,12 +56,12 @@ impl ConfigStore {
 
     /// Makes `config` the running config.
     pub fn save(&self, config: &MachineConfig) -> Result<(), StoreError> {
-        write_atomically(&self.layout.config_path(), config.to_yaml().as_bytes())
+        save_config(&self.layout.config_path(), config)
     }
 
     /// Stages `config` for the next start.
     pub fn stage(&self, config: &MachineConfig) -> Result<(), StoreError> {
-        write_atomically(&self.layout.staged_config_path(), config.to_yaml().as_bytes())
+        save_config(&self.layout.staged_config_path(), config)
     }
 
     /// Drops a staged config (a later live apply supersedes it).
@@ -83,7 +83,8 @@ impl ConfigStore {
         }
         let target = self.layout.config_path();
         fs::rename(&staged, &target).map_err(|source| StoreError::Io { path: staged, source })?;
-        sync_dir(&target)?;
+        let dir = self.layout.state_dir();
+        durable::sync_dir(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
         Ok(true)
     }
 }
@@ -98,29 +99,8 @@ fn read_config(path: &Path) -> Result<Option<MachineConfig>, StoreError> {
     }
 }
 
-/// Writes `bytes` to `path` (mode 0600: configs hold keys) so that readers see either the
-/// old content or the new, even across a power cut.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let io_error = |source| StoreError::Io { path: path.into(), source };
-    let dir = path.parent().expect("config paths have a parent");
-    fs::create_dir_all(dir).map_err(io_error)?;
-    let temp = path.with_extension("tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io_error)?;
-    file.write_all(bytes).map_err(io_error)?;
-    file.sync_all().map_err(io_error)?;
-    fs::rename(&temp, path).map_err(io_error)?;
-    sync_dir(path)
-}
-
-fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    let dir = path.parent().expect("config paths have a parent");
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io { path: dir.into(), source })
+/// Writes a config (mode 0600: configs hold keys) atomically.
+fn save_config(path: &Path, config: &MachineConfig) -> Result<(), StoreError> {
+    durable::write_atomically(path, config.to_yaml().as_bytes(), 0o600)
+        .map_err(|source| StoreError::Io { path: path.into(), source })
 }

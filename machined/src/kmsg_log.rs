@@ -1,6 +1,8 @@
-//! machined's log lines in the kernel's log, through `/dev/kmsg`: `ctl dmesg` shows them
-//! among the kernel's, and the kernel prints them on the console as its loglevel allows
-//! (`quiet` keeps only warnings and errors).
+//! machined's log lines in the kernel's log, through `/dev/kmsg`, so `ctl dmesg` shows them
+//! among the kernel's. They go in at debug priority with their level in the text: the kernel
+//! then keeps them off the console, where machined writes them itself. (Echoed by the kernel,
+//! a line could reach a TCG guest's serial console only when the next kernel message came,
+//! tens of seconds late; the console must show where a boot is.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -29,21 +31,17 @@ impl Kmsg {
     /// on user-space lines (unless the command line fixed `printk.devkmsg`).
     pub fn open(ident: &'static str) -> io::Result<Kmsg> {
         let file = OpenOptions::new().write(true).open(DEV_KMSG)?;
-        // A command line that set printk.devkmsg locks it; that choice stands.
-        let _ = std::fs::write(DEVKMSG_RATELIMIT, "on");
+        // The kernel wants the newline. A command line that set printk.devkmsg locks it;
+        // that choice stands.
+        let _ = std::fs::write(DEVKMSG_RATELIMIT, "on\n");
         Ok(Kmsg { file: Arc::new(file), ident })
     }
 
-    /// Writes one record per line of `text` at `level`.
-    pub fn write(&self, level: Level, text: &str) {
-        let priority = match level {
-            Level::ERROR => 3,
-            Level::WARN => 4,
-            Level::INFO => 6,
-            Level::DEBUG | Level::TRACE => 7,
-        };
+    /// Writes one record per line of `text`.
+    pub fn write(&self, text: &str) {
         for line in text.lines().filter(|l| !l.is_empty()) {
-            let mut record = format!("<{priority}>{}: {line}", self.ident);
+            // 7: debug, below the console's default loglevel.
+            let mut record = format!("<7>{}: {line}", self.ident);
             if record.len() > MAX_RECORD {
                 let mut cut = MAX_RECORD;
                 while !record.is_char_boundary(cut) {
@@ -58,7 +56,7 @@ impl Kmsg {
 }
 
 impl EventSink for Kmsg {
-    fn deliver(&self, level: Level, text: &str) {
-        self.write(level, text);
+    fn deliver(&self, _level: Level, text: &str) {
+        self.write(text);
     }
 }

@@ -31,9 +31,14 @@ impl NodeLayout {
         self.state_dir().join("config.staged.yaml")
     }
 
+    /// EPHEMERAL's mount point: the node's only writable place besides STATE.
+    pub fn var_dir(&self) -> PathBuf {
+        self.root.join("var")
+    }
+
     /// Where service logs are flushed (on EPHEMERAL).
     pub fn log_dir(&self) -> PathBuf {
-        self.root.join("var/log")
+        self.var_dir().join("log")
     }
 
     /// The root itself.

@@ -83,19 +83,16 @@ impl LogBook {
         Ok(())
     }
 
-    /// Sends machined's own `tracing` output to its ring and to `console`: the kernel log
-    /// on a node, stderr otherwise.
-    pub fn install_tracing(self: &Arc<Self>, console: Option<Kmsg>) {
+    /// Sends machined's own `tracing` output to its ring, to stderr (the console on a node)
+    /// and, on a node, to the kernel log.
+    pub fn install_tracing(self: &Arc<Self>, kernel_log: Option<Kmsg>) {
         let filter = tracing_subscriber::EnvFilter::try_from_env("MACHINED_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let stderr = console
-            .is_none()
-            .then(|| tracing_subscriber::fmt::layer().with_writer(io::stderr).with_target(false));
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(plain_layer(RingSink(self.ring(MACHINED))))
-            .with(console.map(plain_layer))
-            .with(stderr)
+            .with(kernel_log.map(plain_layer))
+            .with(fmt::layer().with_writer(io::stderr).with_target(false))
             .try_init();
     }
 }

@@ -80,6 +80,8 @@ pub struct Machine {
     store: ConfigStore,
     state: Mutex<ConfigState>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
+    /// The running config, for the services that put it into effect.
+    active: watch::Sender<Option<Arc<MachineConfig>>>,
     events: Arc<EventBus>,
     logs: Arc<LogBook>,
     supervisor: Arc<Supervisor>,
@@ -96,6 +98,7 @@ impl Machine {
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
         let tls = watch::channel(server_tls(running.as_deref())?).0;
+        let active = watch::channel(running.clone()).0;
         let events = Arc::new(EventBus::default());
         let supervisor = Arc::new(Supervisor::new(events.clone(), logs.clone()));
         Ok(Arc::new(Machine {
@@ -103,6 +106,7 @@ impl Machine {
             layout,
             state: Mutex::new(ConfigState { running, trial: None }),
             tls,
+            active,
             events,
             logs,
             supervisor,
@@ -225,8 +229,9 @@ impl Machine {
         how: &str,
     ) {
         let was_maintenance = state.running.is_none();
-        state.running = Some(config);
+        state.running = Some(config.clone());
         self.tls.send_replace(tls);
+        self.active.send_replace(Some(config));
         self.events.publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
             self.events
@@ -266,6 +271,11 @@ impl Machine {
     /// The API's current TLS settings; they change when the config does.
     pub fn tls(&self) -> watch::Receiver<Arc<rustls::ServerConfig>> {
         self.tls.subscribe()
+    }
+
+    /// The running config, now and whenever it changes (none: maintenance mode).
+    pub fn watch_config(&self) -> watch::Receiver<Option<Arc<MachineConfig>>> {
+        self.active.subscribe()
     }
 
     /// The node's paths.

@@ -10,6 +10,7 @@ use crate::boot::{self, Stage};
 use crate::cli::Options;
 use crate::config_store::ConfigStore;
 use crate::events::EventKind;
+use crate::host_settings::HostSettings;
 use crate::kmsg_log::Kmsg;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
@@ -19,6 +20,7 @@ use crate::power::{KernelPower, Power, ProcessPower};
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
 use crate::services::power_button::PowerButton;
+use crate::services::settings::Settings;
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -29,7 +31,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let logs = Arc::new(LogBook::default());
     let kmsg = match stage {
         Stage::Root => Kmsg::open("machined")
-            .inspect_err(|e| eprintln!("machined: /dev/kmsg: {e}; logging to the console"))
+            .inspect_err(|e| {
+                eprintln!("machined: /dev/kmsg: {e}; the kernel log will not have machined's lines")
+            })
             .ok(),
         _ => None,
     };
@@ -67,8 +71,10 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     let supervisor = machine.supervisor();
     supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));
     supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
+    let host = HostSettings::new(machine.layout().var_dir(), stage == Stage::Root);
+    supervisor.launch(Arc::new(Settings::new(machine.clone(), host)));
     if stage == Stage::Root {
-        supervisor.launch(Arc::new(Network));
+        supervisor.launch(Arc::new(Network::new(machine.clone())));
         supervisor.launch(Arc::new(PowerButton::new(machine.clone())));
     }
 

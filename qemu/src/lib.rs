@@ -14,9 +14,12 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_api::arch::Arch;
+use nix::sys::signal::{SigSet, Signal};
 
 /// The UEFI firmware Debian's `ovmf` package installs.
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -78,6 +81,10 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Where the console log and the firmware variables go.
     pub work_dir: PathBuf,
+    /// Start QEMU in a process group of its own, so that a terminal's Ctrl-C reaches only
+    /// the caller, which then stops the VM itself (see [`watch_interrupts`]). Otherwise
+    /// Ctrl-C ends QEMU with the caller, as tests want.
+    pub own_process_group: bool,
 }
 
 /// A running VM.
@@ -106,7 +113,11 @@ impl Vm {
         let _ = fs::remove_file(&qmp_socket);
         let port = free_port().map_err(io_error("finding a free port"))?;
         let api_port = cairn_api::API_PORT;
-        let child = Command::new("qemu-system-x86_64")
+        let mut qemu = Command::new("qemu-system-x86_64");
+        if config.own_process_group {
+            qemu.process_group(0);
+        }
+        let child = qemu
             .args([
                 "-M",
                 "q35",
@@ -125,8 +136,6 @@ impl Vm {
             .args(["-device", "virtio-net-pci,netdev=net0"])
             .args(["-serial", &format!("file:{}", console.display()), "-monitor", "none"])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_socket.display())])
-            // Its own process group: a Ctrl-C meant for the caller must not kill QEMU.
-            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -238,6 +247,24 @@ impl Drop for Vm {
     }
 }
 
+/// Counts SIGINT and SIGTERM from a thread of their own, so a program can stop its VMs
+/// cleanly on Ctrl-C. Call it before starting any thread: the signals are blocked in the
+/// caller's thread, and threads started later inherit that.
+pub fn watch_interrupts() -> nix::Result<Arc<AtomicUsize>> {
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block()?;
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    std::thread::spawn(move || {
+        while signals.wait().is_ok() {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    Ok(count)
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -267,6 +294,7 @@ mod tests {
             arch: Arch::Arm64,
             memory_mib: 512,
             work_dir: dir.path().into(),
+            own_process_group: false,
         };
         assert!(matches!(Vm::start(&config), Err(QemuError::Arch(Arch::Arm64))));
     }

@@ -3,14 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
 use clap::{Parser, Subcommand};
-use nix::sys::signal::{SigSet, Signal};
 
 /// Boots Cairn images under QEMU.
 #[derive(Parser)]
@@ -45,14 +43,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
     let Command::Run { image, arch, memory, work_dir } = Cli::parse().command;
-    let interrupts = match watch_interrupts() {
+    let interrupts = match cairn_qemu::watch_interrupts() {
         Ok(count) => count,
         Err(errno) => {
             eprintln!("cairn-qemu: watching for Ctrl-C: {errno}");
             return ExitCode::FAILURE;
         }
     };
-    let config = VmConfig { image, arch, memory_mib: memory, work_dir };
+    let config = VmConfig { image, arch, memory_mib: memory, work_dir, own_process_group: true };
     let mut vm = match Vm::start(&config) {
         Ok(vm) => vm,
         Err(e) => {
@@ -102,21 +100,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// Counts SIGINT and SIGTERM from a thread of their own; the signals are blocked everywhere
-/// else (threads started later inherit the mask).
-fn watch_interrupts() -> nix::Result<Arc<AtomicUsize>> {
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
-    signals.thread_block()?;
-    let count = Arc::new(AtomicUsize::new(0));
-    let counter = count.clone();
-    std::thread::spawn(move || {
-        while signals.wait().is_ok() {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    Ok(count)
 }

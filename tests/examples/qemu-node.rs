@@ -2,6 +2,7 @@
 //! node with ctl and talks to it over mTLS, then leaves it running for you. `cargo run -p cairn-tests --example qemu-node`
 //! (needs qemu-system-x86 and ovmf; `.ci/run` shows how to install them).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_api::arch::Arch;
@@ -9,6 +10,8 @@ use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::{bin_dir, build_image, ctl, eventually, Cluster};
 
 fn main() -> anyhow::Result<()> {
+    // Ctrl-C powers the node off cleanly (through its power button) instead of killing QEMU.
+    let interrupts = cairn_qemu::watch_interrupts()?;
     let dir = bin_dir().parent().expect("target dir").join("demo");
     std::fs::create_dir_all(&dir)?;
     println!("building the image (the first build downloads ~160 MB of Debian packages)...");
@@ -21,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         arch: Arch::X86_64,
         memory_mib: 1024,
         work_dir: dir.join("vm"),
+        own_process_group: true,
     })?;
     println!(
         "booting under QEMU (software emulation: about a minute); console: {}",
@@ -48,12 +52,19 @@ fn main() -> anyhow::Result<()> {
         print!("{}", ctl(Some(&admin), &["-n", &n, args[0]]).stdout);
     }
     println!(
-        "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {}/ctl -n {n} logs machined\n\nPods are not there yet. Press Ctrl-C to stop the node.",
+        "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {}/ctl -n {n} logs machined\n\nPods are not there yet. Press Ctrl-C to power the node off.",
         admin.display(),
         bin_dir().display()
     );
     // Keep the client config until the node goes.
     let _keep = cluster;
-    while vm.wait_exit(Duration::from_secs(3600))?.is_none() {}
+    while vm.wait_exit(Duration::from_millis(300))?.is_none() {
+        if interrupts.load(Ordering::SeqCst) > 0 {
+            println!("\npressing the node's power button...");
+            let status = vm.stop(Duration::from_secs(120))?;
+            println!("the node powered off; QEMU exited ({status})");
+            break;
+        }
+    }
     Ok(())
 }

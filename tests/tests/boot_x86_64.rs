@@ -2,8 +2,10 @@
 //! would boot it (q35, OVMF as pflash, the image grown to 4 GiB as a virtio disk, user
 //! networking with the API port forwarded), through systemd-boot and machined's stage 1; the
 //! first boot creates STATE and EPHEMERAL, the second reaches the API in maintenance mode;
-//! then the node is configured over `ctl --insecure`, driven over mTLS, rebooted (it comes
-//! back configured) and shut down (QEMU exits).
+//! then the node is configured over `ctl --insecure` (static addresses, a route, resolvers,
+//! a host name, a sysctl and a file, all checked on the node), driven over mTLS, rebooted (it comes
+//! back configured), powered off with the ACPI power button and on again (still configured),
+//! and shut down (QEMU exits).
 //!
 //! Needs qemu-system-x86 and ovmf (`.ci/run` installs them) and the Debian archive (the
 //! packages are cached in $CAIRN_CACHE, or target/cairn-cache).
@@ -27,13 +29,15 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let disk = vm_dir.path().join("disk.raw");
     std::fs::copy(first.path().join("cairn-x86_64.raw"), &disk).unwrap();
     std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(4 << 30).unwrap();
-    let mut vm = Vm::start(&VmConfig {
+    let vm_config = VmConfig {
         image: disk,
         arch: Arch::X86_64,
         memory_mib: 1024,
         work_dir: vm_dir.path().join("vm"),
-    })
-    .unwrap();
+        own_process_group: false,
+    };
+    let started = std::time::Instant::now();
+    let mut vm = Vm::start(&vm_config).unwrap();
     let at = vm
         .wait_for("machined[stage1]: switching to /usr/sbin/machined", 0, Duration::from_secs(240))
         .unwrap();
@@ -53,6 +57,8 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         "ctl could not reach the node; console:\n{}",
         vm.console()
     );
+    // Figures for people (`--nocapture`), not assertions: TCG speed varies.
+    println!("QEMU start to API ready (first boot, with its reboot): {:.1?}", started.elapsed());
     let node = &version[0];
     assert_eq!(node["mode"], "maintenance", "{version}");
     assert_eq!(node["arch"], "x86_64");
@@ -72,12 +78,36 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     assert!(console.contains("STATE (/dev/vda4) mounted on /system/state"), "{console}");
     let cluster = Cluster::generate("qemu").unwrap();
     let admin = cluster.admin();
-    let config = cluster.node_config_with("node.yaml", |text| text + "  hostname: qemu-node\n");
+    // QEMU's user network is 10.0.2.0/24: the node keeps DHCP's 10.0.2.15 (the API port is
+    // forwarded there) as a static address, gains a second one, a default route with a
+    // metric and its own resolvers.
+    let config = cluster.node_config_with("node.yaml", |text| {
+        text + concat!(
+            "  hostname: qemu-node\n",
+            "  sysctls: {vm.swappiness: \"13\"}\n",
+            "  files:\n",
+            "    - {path: /var/lib/e2e/hello, content: \"hello from the config\\n\"}\n",
+            "  network:\n",
+            "    interfaces:\n",
+            "      - interface: eth0\n",
+            "        addresses: [10.0.2.15/24, 10.0.2.99/24]\n",
+            "        routes: [{network: 0.0.0.0/0, gateway: 10.0.2.2, metric: 100}]\n",
+            "    nameservers: [10.0.2.3, 192.0.2.53]\n",
+        )
+    });
     let applied =
         ctl(None, &["--insecure", "-n", &n, "apply-config", "-f", config.to_str().unwrap()]).ok();
     assert!(applied.stdout.contains("applied"), "{}", applied.stdout);
     let version = ctl(Some(&admin), &["-n", &n, "version"]).ok().stdout;
     assert!(version.contains("configured") && version.contains("qemu-node"), "{version}");
+    assert_config_in_effect(&admin, &n);
+    let stats = ctl(Some(&admin), &["-n", &n, "-o", "json", "stats"]).ok().stdout;
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    println!(
+        "machined RSS on the configured node: {:.1} MiB, {} processes",
+        stats[0]["machined_rss_bytes"].as_f64().unwrap_or_default() / 1048576.0,
+        stats[0]["processes"]
+    );
     let mounts = ctl(Some(&admin), &["-n", &n, "-o", "json", "mounts"]).ok().stdout;
     let mounts: Vec<serde_json::Value> = serde_json::from_str(&mounts).unwrap();
     let root = mounts.iter().find(|m| m["target"] == "/").expect("a root mount");
@@ -86,7 +116,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     assert!(mounts.iter().any(|m| m["target"] == "/system/state" && m["type"] == "ext4"));
     assert!(mounts.iter().any(|m| m["target"] == "/var" && m["type"] == "ext4"));
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
-    for service in ["apid", "logflush", "network"] {
+    for service in ["apid", "logflush", "network", "settings", "power-button"] {
         assert!(
             services.lines().any(|l| l.contains(service) && l.contains("Running")),
             "{services}"
@@ -96,14 +126,22 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         .ok()
         .stdout
         .contains("stage 2 (PID 1)"));
-    assert!(ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout.contains("Linux version"));
+    // machined logs into the kernel log too.
+    let dmesg = ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout;
+    assert!(dmesg.contains("Linux version"), "{dmesg}");
+    assert!(
+        dmesg.lines().any(|l| l.contains("machined:") && l.contains("API listening on")),
+        "{dmesg}"
+    );
     let status = ctl(Some(&admin), &["-n", &n, "read", "/proc/1/status"]).ok().stdout;
     assert!(status.contains("Name:\tmachined"), "{status}");
 
     // A reboot brings it back with its config.
     let before = vm.console().len();
+    let rebooted = std::time::Instant::now();
     ctl(Some(&admin), &["-n", &n, "reboot"]).ok();
     vm.wait_for("API listening on 0.0.0.0:50000", before, Duration::from_secs(240)).unwrap();
+    println!("ctl reboot to API listening: {:.1?}", rebooted.elapsed());
     assert!(
         eventually(Duration::from_secs(90), || {
             ctl(Some(&admin), &["-n", &n, "version"]).stdout.contains("configured")
@@ -111,10 +149,64 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         "the node did not come back configured; console:\n{}",
         vm.console()
     );
+    assert_config_in_effect(&admin, &n);
+    // The power button (ACPI, through QMP) powers it off cleanly; power it on again.
+    let pressed = std::time::Instant::now();
+    let status = vm.stop(Duration::from_secs(120)).unwrap();
+    println!("power button to QEMU exit: {:.1?}", pressed.elapsed());
+    assert!(status.success(), "QEMU: {status}");
+    let console = vm.console();
+    assert!(console.contains("power key pressed"), "{console}");
+    let mut vm = Vm::start(&vm_config).unwrap();
+    vm.wait_for("API listening on 0.0.0.0:50000", 0, Duration::from_secs(240)).unwrap();
+    let n = vm.api_address.clone();
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            ctl(Some(&admin), &["-n", &n, "version"]).stdout.contains("configured")
+        }),
+        "the node did not come back configured after a power cycle; console:\n{}",
+        vm.console()
+    );
+
     // Shutdown powers the machine off: QEMU exits.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();
     assert!(
         vm.wait_exit(Duration::from_secs(120)).unwrap().is_some(),
         "QEMU did not exit after shutdown"
     );
+}
+
+/// What a file on the node must look like.
+type Expectation = dyn Fn(&str) -> bool;
+
+/// The config's host name, sysctl, file, addresses, route and resolvers are in effect.
+fn assert_config_in_effect(admin: &std::path::Path, n: &str) {
+    let read = |path: &str| ctl(Some(admin), &["-n", n, "read", path]).stdout;
+    let expectations: [(&str, &Expectation); 6] = [
+        ("/proc/sys/kernel/hostname", &|t| t == "qemu-node\n"),
+        ("/proc/sys/vm/swappiness", &|t| t == "13\n"),
+        ("/var/lib/e2e/hello", &|t| t == "hello from the config\n"),
+        ("/proc/net/fib_trie", &|t| t.contains("10.0.2.99") && t.contains("10.0.2.15")),
+        ("/run/resolv.conf", &|t| t == "nameserver 10.0.2.3\nnameserver 192.0.2.53\n"),
+        // Destination 0, gateway 10.0.2.2 (little-endian hex), metric 100.
+        ("/proc/net/route", &|t| {
+            t.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 6
+                    && f[0] == "eth0"
+                    && f[1] == "00000000"
+                    && f[2] == "0202000A"
+                    && f[6] == "100"
+            })
+        }),
+    ];
+    for (path, expected) in expectations {
+        assert!(
+            eventually(Duration::from_secs(30), || expected(&read(path))),
+            "{path} is not as configured:\n{}\nnetwork log:\n{}\nsettings log:\n{}",
+            read(path),
+            ctl(Some(admin), &["-n", n, "logs", "network"]).stdout,
+            ctl(Some(admin), &["-n", n, "logs", "settings"]).stdout
+        );
+    }
 }

@@ -241,3 +241,37 @@ fn staged_and_dry_run_and_reboot_and_shutdown() {
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();
     assert!(node.wait_exit(Duration::from_secs(15)).unwrap(), "machined did not exit cleanly");
 }
+
+#[test]
+fn config_files_are_written_under_var_and_follow_changes() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let cluster = Cluster::generate("edge").unwrap();
+    let admin = cluster.admin();
+    let node = Node::start().unwrap();
+    let n = node.address.clone();
+    let with_file = |name: &str, content: &str| {
+        cluster.node_config_with(name, |text| {
+            text + &format!(
+                "  files:\n    - path: /var/lib/app/settings.conf\n      content: \"{content}\"\n      permissions: 0o600\n"
+            )
+        })
+    };
+    node.configure(&with_file("first.yaml", "level=1\\n"));
+    let path = node.root().join("var/lib/app/settings.conf");
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(&path)
+            .is_ok_and(|t| t == "level=1\n")),
+        "{} was not written",
+        path.display()
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o600);
+
+    // A live apply rewrites it; the service's log says what it did.
+    let second = with_file("second.yaml", "level=2\\n");
+    ctl(Some(&admin), &["-n", &n, "apply-config", "-f", second.to_str().unwrap()]).ok();
+    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&path)
+        .is_ok_and(|t| t == "level=2\n")));
+    let logs = ctl(Some(&admin), &["-n", &n, "logs", "settings"]).ok().stdout;
+    assert!(logs.contains("file /var/lib/app/settings.conf: written"), "{logs}");
+}

@@ -191,17 +191,31 @@ fn check_network(c: &mut Checker, network: &Network) {
         }
         for (j, route) in link.routes.iter().enumerate() {
             let network = &route.network;
-            c.check(
-                network.parse::<IpNet>().is_ok(),
-                format!("{path}.routes[{j}].network"),
-                || format!("{network:?} is not an IP network"),
-            );
+            let parsed = network.parse::<IpNet>();
+            match &parsed {
+                Ok(net) => {
+                    c.check(net.trunc() == *net, format!("{path}.routes[{j}].network"), || {
+                        format!("{network:?} has host bits set; the network is {}", net.trunc())
+                    })
+                }
+                Err(_) => c.fail(
+                    format!("{path}.routes[{j}].network"),
+                    format!("{network:?} is not an IP network"),
+                ),
+            }
             if let Some(gateway) = &route.gateway {
-                c.check(
-                    gateway.parse::<IpAddr>().is_ok(),
-                    format!("{path}.routes[{j}].gateway"),
-                    || format!("{gateway:?} is not an IP address"),
-                );
+                match (gateway.parse::<IpAddr>(), &parsed) {
+                    (Err(_), _) => c.fail(
+                        format!("{path}.routes[{j}].gateway"),
+                        format!("{gateway:?} is not an IP address"),
+                    ),
+                    (Ok(ip), Ok(net)) => c.check(
+                        ip.is_ipv4() == matches!(net, IpNet::V4(_)),
+                        format!("{path}.routes[{j}].gateway"),
+                        || format!("{gateway:?} is not of the same IP version as {network:?}"),
+                    ),
+                    (Ok(_), Err(_)) => {}
+                }
             }
         }
         if let Some(mtu) = link.mtu {

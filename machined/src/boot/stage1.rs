@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use cairn_api::image::{root_label, MACHINED_PATH};
 use nix::mount::{mount, MsFlags};
-use tracing::Level;
 
 use super::{cmdline, modules, partitions};
 use crate::kmsg_log::Kmsg;
@@ -61,7 +60,7 @@ pub fn run() -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    console(Level::ERROR, &format!("FATAL: {error}; rebooting in {}s", FATAL_PAUSE.as_secs()));
+    console(&format!("FATAL: {error}; rebooting in {}s", FATAL_PAUSE.as_secs()));
     std::thread::sleep(FATAL_PAUSE);
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
@@ -70,12 +69,12 @@ pub fn run() -> ! {
     }
 }
 
-/// Stage 1's messages go to the kernel log, which prints them on the console; before
-/// /dev is mounted, to the console directly (the kernel gives init /dev/console as stderr).
-fn console(level: Level, message: &str) {
-    match Kmsg::open("machined[stage1]") {
-        Ok(kmsg) => kmsg.write(level, message),
-        Err(_) => eprintln!("machined[stage1]: {message}"),
+/// Stage 1's messages go to the console (the kernel gives init /dev/console as stderr) and,
+/// once /dev is mounted, to the kernel log.
+fn console(message: &str) {
+    eprintln!("machined[stage1]: {message}");
+    if let Ok(kmsg) = Kmsg::open("machined[stage1]") {
+        kmsg.write(message);
     }
 }
 
@@ -92,7 +91,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
     mount_fs("proc", "/proc", "proc", quiet | MsFlags::MS_NODEV)?;
     mount_fs("sysfs", "/sys", "sysfs", quiet | MsFlags::MS_NODEV)?;
     mount_fs("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
-    console(Level::INFO, &format!("machined {} stage 1", env!("CARGO_PKG_VERSION")));
+    console(&format!("machined {} stage 1", env!("CARGO_PKG_VERSION")));
 
     let release = nix::sys::utsname::uname()
         .map_err(Stage1Error::Switch)?
@@ -101,9 +100,9 @@ fn boot() -> Result<Infallible, Stage1Error> {
         .into_owned();
     let modules_dir = Path::new("/usr/lib/modules").join(&release);
     let (count, failures) = modules::load_listed(&modules_dir)?;
-    console(Level::INFO, &format!("loaded {count} modules for {release}"));
+    console(&format!("loaded {count} modules for {release}"));
     for failure in failures {
-        console(Level::WARN, &format!("module: {failure}"));
+        console(&format!("module: {failure}"));
     }
 
     let cmdline = std::fs::read_to_string("/proc/cmdline")
@@ -120,7 +119,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    console(Level::INFO, &format!("slot {slot}: root {label} is {}", device.display()));
+    console(&format!("slot {slot}: root {label} is {}", device.display()));
     mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)?;
 
     // The kernel filesystems move along; then the new root becomes / (switch_root).
@@ -134,7 +133,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
         .map_err(Stage1Error::Switch)?;
     nix::unistd::chroot(".").map_err(Stage1Error::Switch)?;
     nix::unistd::chdir("/").map_err(Stage1Error::Switch)?;
-    console(Level::INFO, &format!("switching to {MACHINED_PATH}"));
+    console(&format!("switching to {MACHINED_PATH}"));
     let program = CString::new(MACHINED_PATH).expect("no NUL in the path");
     let error = nix::unistd::execv(&program, std::slice::from_ref(&program))
         .map_err(Stage1Error::Switch)?;

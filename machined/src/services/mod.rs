@@ -3,3 +3,4 @@
 pub mod logflush;
 pub mod network;
 pub mod power_button;
+pub mod settings;

@@ -1,15 +1,28 @@
-//! `network`: configures the node's network at boot and renews the DHCP lease at half its
-//! time. Runs only as PID 1: an ordinary process leaves the host's network alone.
+//! `network`: puts the config's network into effect at boot and at every config change, and
+//! renews DHCP leases at half their time (see [`crate::network`]). Runs only as PID 1: an
+//! ordinary process leaves the host's network alone.
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::network;
+use crate::machine::Machine;
+use crate::network::plan::Plan;
+use crate::network::reconcile::NetworkState;
+use crate::network::{self};
 use crate::supervisor::{Service, ServiceContext};
 
 /// The network service.
-pub struct Network;
+pub struct Network {
+    machine: Arc<Machine>,
+}
+
+impl Network {
+    /// Configures the network as `machine`'s config says.
+    pub fn new(machine: Arc<Machine>) -> Self {
+        Network { machine }
+    }
+}
 
 impl Service for Network {
     fn id(&self) -> &'static str {
@@ -19,35 +32,37 @@ impl Service for Network {
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let handle = network::connect()?;
-            let mut configured = network::configure(&handle).await?;
-            let lease = &configured.lease;
-            ctx.log(format!(
-                "{}: {}/{} via {:?}, DNS {:?}, lease {}s",
-                configured.link,
-                lease.address,
-                lease.prefix_len,
-                lease.router,
-                lease.dns,
-                lease.lease_time.as_secs()
-            ));
-            tracing::info!(
-                "network: {} has {}/{}",
-                configured.link,
-                lease.address,
-                lease.prefix_len
-            );
-            name_host(&configured.mac);
-            ctx.ready();
+            let mut config = self.machine.watch_config();
+            let mut state = NetworkState::default();
+            let mut named = false;
             loop {
+                let current = config.borrow_and_update().clone();
+                let plan = Plan::from_config(current.as_ref().map(|c| &c.machine.network));
+                let report = state.reconcile(&handle, &plan).await?;
+                for change in &report.changes {
+                    tracing::info!("network: {change}");
+                    ctx.log(change.clone());
+                }
+                for problem in &report.problems {
+                    tracing::warn!("network: {problem}");
+                    ctx.log(format!("PROBLEM: {problem}"));
+                }
+                if let (false, Some(mac)) = (named, report.primary_mac) {
+                    name_host(&mac);
+                    named = true;
+                }
+                ctx.ready();
+                let renewal = state.next_due();
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(configured.lease.lease_time / 2) => {}
+                    changed = config.changed() => changed?,
+                    _ = async {
+                        match renewal {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
                 }
-                configured = network::configure(&handle).await?;
-                ctx.log(format!(
-                    "{}: lease renewed ({})",
-                    configured.link, configured.lease.address
-                ));
             }
         })
     }

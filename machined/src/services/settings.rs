@@ -1,0 +1,65 @@
+//! `settings`: puts the running config's host name, sysctls and files into effect at start
+//! and whenever the config changes (see [`crate::host_settings`]).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::events::EventKind;
+use crate::host_settings::HostSettings;
+use crate::machine::Machine;
+use crate::supervisor::{Service, ServiceContext};
+
+/// The settings service.
+pub struct Settings {
+    machine: Arc<Machine>,
+    host: HostSettings,
+}
+
+impl Settings {
+    /// Applies `machine`'s config with `host`.
+    pub fn new(machine: Arc<Machine>, host: HostSettings) -> Self {
+        Settings { machine, host }
+    }
+}
+
+impl Service for Settings {
+    fn id(&self) -> &'static str {
+        "settings"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut config = self.machine.watch_config();
+            ctx.ready();
+            loop {
+                let current = config.borrow_and_update().clone();
+                if let Some(current) = current {
+                    let outcomes = self.host.apply(&current.machine);
+                    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+                    for outcome in outcomes {
+                        match outcome.result {
+                            Ok(done) => ctx.log(format!("{}: {done}", outcome.setting)),
+                            Err(e) => {
+                                tracing::warn!("settings: {}: {e}", outcome.setting);
+                                ctx.log(format!("{}: FAILED: {e}", outcome.setting));
+                            }
+                        }
+                    }
+                    if failed > 0 {
+                        self.machine.events().publish(
+                            EventKind::Config,
+                            format!(
+                                "{failed} setting(s) could not be applied; see ctl logs settings"
+                            ),
+                        );
+                    }
+                }
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return Ok(()),
+                    changed = config.changed() => changed?,
+                }
+            }
+        })
+    }
+}
