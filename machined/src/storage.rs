@@ -155,8 +155,16 @@ fn create_partitions(disk: &Path) -> Result<(), StorageError> {
         partitions.insert(next_id + offset as u32, partition);
     }
     gpt.update_partitions(partitions).map_err(|e| gpt_error(e.to_string()))?;
-    let device = gpt.write().map_err(|e| gpt_error(e.to_string()))?;
-    device.sync_all().map_err(|source| StorageError::Io { path: disk.into(), source })?;
+    let mut device = gpt.write().map_err(|e| gpt_error(e.to_string()))?;
+    // The protective MBR still covers the image's size; it must cover the disk's (capped at
+    // 2^32-1 blocks, as the specification says for larger disks).
+    let io_error = |source| StorageError::Io { path: disk.into(), source };
+    let blocks = device.seek(SeekFrom::End(0)).map_err(io_error)? / block;
+    let covered = u32::try_from(blocks.saturating_sub(1)).unwrap_or(u32::MAX);
+    gpt::mbr::ProtectiveMBR::with_lb_size(covered)
+        .update_conservative(&mut device)
+        .map_err(|e| gpt_error(format!("protective MBR: {e}")))?;
+    device.sync_all().map_err(io_error)?;
     tracing::info!("{}: created {STATE_LABEL} and {EPHEMERAL_LABEL}", disk.display());
     Ok(())
 }
@@ -207,5 +215,36 @@ mod tests {
         bytes[1080..1082].copy_from_slice(&[0x53, 0xEF]);
         std::fs::write(&path, &bytes).unwrap();
         assert!(has_ext4(&path).unwrap());
+    }
+
+    #[test]
+    fn partitions_fill_a_grown_disk_and_the_protective_mbr_follows() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.raw");
+        // An image of 32 MiB with one partition, then "flashed" to a 256 MiB medium.
+        std::fs::File::create(&disk).unwrap().set_len(32 * MIB).unwrap();
+        let mut gpt = gpt::GptConfig::new().writable(true).create(&disk).unwrap();
+        gpt.add_partition("ROOT-A", 16 * MIB, gpt::partition_types::LINUX_FS, 0, None).unwrap();
+        let mut device = gpt.write().unwrap();
+        gpt::mbr::ProtectiveMBR::with_lb_size((32 * MIB / 512 - 1) as u32)
+            .overwrite_lba0(&mut device)
+            .unwrap();
+        drop(device);
+        std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(256 * MIB).unwrap();
+
+        create_partitions(&disk).unwrap();
+
+        let gpt = gpt::GptConfig::new().open(&disk).unwrap();
+        let by_name = |name: &str| gpt.partitions().values().find(|p| p.name == name).cloned();
+        let state = by_name(STATE_LABEL).expect("STATE");
+        let ephemeral = by_name(EPHEMERAL_LABEL).expect("EPHEMERAL");
+        assert_eq!((state.last_lba - state.first_lba + 1) * 512, STATE_BYTES);
+        assert!(ephemeral.first_lba > state.last_lba);
+        // EPHEMERAL reaches the backup GPT (32 entry sectors and the header) at the end.
+        assert_eq!(ephemeral.last_lba, 256 * MIB / 512 - 34);
+        let mbr = std::fs::read(&disk).unwrap();
+        let covered = u32::from_le_bytes(mbr[446 + 12..446 + 16].try_into().unwrap());
+        assert_eq!(u64::from(covered), 256 * MIB / 512 - 1);
     }
 }
