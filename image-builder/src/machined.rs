@@ -56,13 +56,17 @@ pub enum MachinedError {
 /// PATH); returns the executable's path. cargo's progress goes to stderr.
 pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
     let target = arch.rust_target();
+    let workspace = workspace.canonicalize().map_err(|source| MachinedError::Cargo {
+        workspace: workspace.display().to_string(),
+        source,
+    })?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo)
-        .current_dir(workspace)
+        .current_dir(&workspace)
         .args(["build", "--release", "--locked", "-p", PACKAGE, "--target", target])
         .args(["--message-format", "json-render-diagnostics"])
-        // With --target, RUSTFLAGS reach only the target's crates, not build scripts.
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // With --target, these reach only the target's crates, not build scripts.
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&workspace).join("\x1f"))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|source| MachinedError::Cargo {
@@ -88,6 +92,22 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
         return Err(MachinedError::Build { target, status });
     }
     executable.ok_or(MachinedError::NoExecutable(target))
+}
+
+/// Static linking, and source paths that do not depend on where the workspace and cargo's
+/// registry are: panic messages carry them, and the image must be the same from any checkout.
+fn rustflags(workspace: &Path) -> Vec<String> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let mut flags = vec![
+        "-Ctarget-feature=+crt-static".to_string(),
+        format!("--remap-path-prefix={}=/cairn", workspace.display()),
+    ];
+    if let Some(cargo_home) = cargo_home {
+        flags.push(format!("--remap-path-prefix={}=/cargo", cargo_home.display()));
+    }
+    flags
 }
 
 /// The executable in one of cargo's JSON messages, if it is machined's.

@@ -4,8 +4,8 @@
 //! first boot creates STATE and EPHEMERAL, the second reaches the API in maintenance mode;
 //! then the node is configured over `ctl --insecure` (static addresses, a route, resolvers,
 //! a host name, a sysctl and a file, all checked on the node), driven over mTLS, rebooted (it comes
-//! back configured), powered off with the ACPI power button and on again (still configured),
-//! and shut down (QEMU exits).
+//! back configured), powered off with the ACPI power button and on again, cut off (QEMU
+//! killed) and on again (still configured each time), and shut down (QEMU exits).
 //!
 //! Needs qemu-system-x86 and ovmf (`.ci/run` installs them) and the Debian archive (the
 //! packages are cached in $CAIRN_CACHE, or target/cairn-cache).
@@ -157,16 +157,12 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     assert!(status.success(), "QEMU: {status}");
     let console = vm.console();
     assert!(console.contains("power key pressed"), "{console}");
-    let mut vm = Vm::start(&vm_config).unwrap();
-    vm.wait_for("API listening on 0.0.0.0:50000", 0, Duration::from_secs(240)).unwrap();
+    let mut vm = power_on(&vm_config, &admin, "a clean power-off");
+
+    // A power cut (QEMU killed) loses nothing: the node comes back configured.
+    vm.power_off_hard().unwrap();
+    let mut vm = power_on(&vm_config, &admin, "a power cut");
     let n = vm.api_address.clone();
-    assert!(
-        eventually(Duration::from_secs(90), || {
-            ctl(Some(&admin), &["-n", &n, "version"]).stdout.contains("configured")
-        }),
-        "the node did not come back configured after a power cycle; console:\n{}",
-        vm.console()
-    );
 
     // Shutdown powers the machine off: QEMU exits.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();
@@ -174,6 +170,21 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         vm.wait_exit(Duration::from_secs(120)).unwrap().is_some(),
         "QEMU did not exit after shutdown"
     );
+}
+
+/// Starts the VM again and waits until the node answers, configured, over mTLS.
+fn power_on(config: &VmConfig, admin: &std::path::Path, after: &str) -> Vm {
+    let mut vm = Vm::start(config).unwrap();
+    vm.wait_for("API listening on 0.0.0.0:50000", 0, Duration::from_secs(240)).unwrap();
+    let n = vm.api_address.clone();
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            ctl(Some(admin), &["-n", &n, "version"]).stdout.contains("configured")
+        }),
+        "the node did not come back configured after {after}; console:\n{}",
+        vm.console()
+    );
+    vm
 }
 
 /// What a file on the node must look like.
