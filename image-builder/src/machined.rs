@@ -94,8 +94,9 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
     executable.ok_or(MachinedError::NoExecutable(target))
 }
 
-/// Static linking, and source paths that do not depend on where the workspace and cargo's
-/// registry are: panic messages carry them, and the image must be the same from any checkout.
+/// Static linking, and source paths that do not depend on where the workspace, cargo's
+/// registry and the target directory are: panic messages carry them, and the image must be
+/// the same from any checkout.
 fn rustflags(workspace: &Path) -> Vec<String> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -106,6 +107,13 @@ fn rustflags(workspace: &Path) -> Vec<String> {
     ];
     if let Some(cargo_home) = cargo_home {
         flags.push(format!("--remap-path-prefix={}=/cargo", cargo_home.display()));
+    }
+    // Generated code is included from the target directory; wherever it is, it reads as the
+    // default one. (rustc applies the last matching prefix.)
+    if let Some(target_dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        let target_dir = workspace.join(target_dir);
+        let target_dir = target_dir.canonicalize().unwrap_or(target_dir);
+        flags.push(format!("--remap-path-prefix={}=/cairn/target", target_dir.display()));
     }
     flags
 }
