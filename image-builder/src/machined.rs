@@ -111,8 +111,8 @@ fn rustflags(workspace: &Path) -> Vec<String> {
     // Generated code is included from the target directory; wherever it is, it reads as the
     // default one. (rustc applies the last matching prefix.)
     if let Some(target_dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        // As cargo takes it: relative to the workspace, links not resolved.
         let target_dir = workspace.join(target_dir);
-        let target_dir = target_dir.canonicalize().unwrap_or(target_dir);
         flags.push(format!("--remap-path-prefix={}=/cairn/target", target_dir.display()));
     }
     flags

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use cairn_api::config::{FileOp, Machine, MachineFile};
@@ -93,9 +93,13 @@ fn sysctl_path(proc_sys: &Path, key: &str) -> PathBuf {
 fn set_sysctl(proc_sys: &Path, key: &str, value: &str) -> io::Result<&'static str> {
     let path = sysctl_path(proc_sys, key);
     // The kernel shows some values reformatted (tabs between numbers), so compare words.
-    let current = fs::read_to_string(&path)?;
-    if current.split_whitespace().eq(value.split_whitespace()) {
-        return Ok("unchanged");
+    // Write-only ones (vm.drop_caches) cannot be read: they are written every time.
+    match fs::read_to_string(&path) {
+        Ok(current) if current.split_whitespace().eq(value.split_whitespace()) => {
+            return Ok("unchanged")
+        }
+        Err(e) if e.kind() != io::ErrorKind::PermissionDenied => return Err(e),
+        _ => {}
     }
     fs::write(&path, value)?;
     Ok("set")
@@ -103,11 +107,7 @@ fn set_sysctl(proc_sys: &Path, key: &str, value: &str) -> io::Result<&'static st
 
 /// Writes a config file under `var_dir` (its path starts with `/var/`, as validated).
 fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
-    let relative = file
-        .path
-        .strip_prefix("/var/")
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "files must be under /var/"))?;
-    let path = var_dir.join(relative);
+    let path = beneath(var_dir, &file.path)?;
     let mode = file.permissions.unwrap_or(DEFAULT_FILE_MODE);
     let existing = match fs::read(&path) {
         Ok(bytes) => Some(bytes),
@@ -133,7 +133,11 @@ fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let mut out = fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let mut out = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)?;
             if existing.is_none() {
                 out.set_permissions(fs::Permissions::from_mode(mode))?;
             }
@@ -142,6 +146,30 @@ fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
             Ok("appended")
         }
     }
+}
+
+/// Where `/var/...` is under `var_dir`, refusing paths that would leave it: parts that are
+/// empty, `.` or `..`, and symbolic links on the way (anything that can write to /var, a
+/// pod's hostPath say, could plant one to redirect machined's writes).
+fn beneath(var_dir: &Path, path: &str) -> io::Result<PathBuf> {
+    let refuse = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: {why}"));
+    let relative = path.strip_prefix("/var/").ok_or_else(|| refuse("not under /var/"))?;
+    if relative.split('/').any(|part| matches!(part, "" | "." | "..")) {
+        return Err(refuse("empty, '.' and '..' parts are not allowed"));
+    }
+    let mut resolved = var_dir.to_path_buf();
+    for part in relative.split('/') {
+        resolved.push(part);
+        match fs::symlink_metadata(&resolved) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(refuse(&format!("{} is a symbolic link", resolved.display())))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(var_dir.join(relative))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -195,6 +223,23 @@ mod tests {
         assert_eq!(write_file(var.path(), &changed).unwrap(), "written");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a=3\n");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777, 0o644);
+    }
+
+    #[test]
+    fn files_stay_under_var() {
+        let var = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        for path in ["/var//etc/x", "/var/a/../../x", "/var/./x", "/etc/x", "/var/a/"] {
+            let error = write_file(var.path(), &file(path, "x", FileOp::Create, None));
+            assert!(error.is_err(), "{path} was accepted");
+        }
+        // A link planted under /var does not redirect the write.
+        std::os::unix::fs::symlink(outside.path(), var.path().join("lib")).unwrap();
+        let error = write_file(var.path(), &file("/var/lib/x", "x", FileOp::Append, None))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is a symbolic link"), "{error}");
+        assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub struct VmConfig {
 #[derive(Debug)]
 pub struct Vm {
     child: Option<Child>,
+    /// How QEMU ended, once it has.
+    exit: Option<ExitStatus>,
     console: PathBuf,
     qmp_socket: PathBuf,
     /// `127.0.0.1:PORT`, forwarded to the guest's API port.
@@ -141,7 +143,13 @@ impl Vm {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(io_error("starting qemu-system-x86_64 (install qemu-system-x86)"))?;
-        Ok(Vm { child: Some(child), console, qmp_socket, api_address: format!("127.0.0.1:{port}") })
+        Ok(Vm {
+            child: Some(child),
+            exit: None,
+            console,
+            qmp_socket,
+            api_address: format!("127.0.0.1:{port}"),
+        })
     }
 
     /// The serial console so far.
@@ -226,16 +234,17 @@ impl Vm {
     pub fn power_off_hard(&mut self) -> Result<(), QemuError> {
         if let Some(mut child) = self.child.take() {
             child.kill().map_err(io_error("killing qemu"))?;
-            child.wait().map_err(io_error("waiting for qemu"))?;
+            self.exit = Some(child.wait().map_err(io_error("waiting for qemu"))?);
         }
         Ok(())
     }
 
     fn try_exit(&mut self) -> Result<Option<ExitStatus>, QemuError> {
-        let Some(child) = self.child.as_mut() else { return Ok(None) };
+        let Some(child) = self.child.as_mut() else { return Ok(self.exit) };
         let status = child.try_wait().map_err(io_error("waiting for qemu"))?;
         if status.is_some() {
             self.child = None;
+            self.exit = status;
         }
         Ok(status)
     }

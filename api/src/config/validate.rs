@@ -237,9 +237,10 @@ fn check_files(c: &mut Checker, files: &[MachineFile]) {
     for (i, file) in files.iter().enumerate() {
         let path = &file.path;
         c.check(
-            path.starts_with("/var/") && !path.split('/').any(|part| part == ".." || part == "."),
+            path.starts_with("/var/")
+                && !path["/var/".len()..].split('/').any(|part| matches!(part, "" | "." | "..")),
             format!("machine.files[{i}].path"),
-            || format!("{path:?} must be an absolute path under /var/ without '.' or '..' (the rest of the system is read-only)"),
+            || format!("{path:?} must be an absolute path under /var/ without empty, '.' or '..' parts (the rest of the system is read-only)"),
         );
         if let Some(permissions) = file.permissions {
             c.check(permissions <= 0o7777, format!("machine.files[{i}].permissions"), || {

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -16,11 +17,16 @@ use tokio::time::Instant;
 use super::dhcp::{self, Lease};
 use super::plan::{LinkPlan, LinkSelector, Plan};
 use super::{NetworkError, RESOLV_CONF};
+use crate::durable;
 
 /// How long a link may take to report a carrier.
 const CARRIER_WAIT: Duration = Duration::from_secs(10);
 /// When DHCP fails, the next try.
 const DHCP_RETRY: Duration = Duration::from_secs(30);
+/// When a planned link is missing or has no carrier, the next look.
+const LINK_RETRY: Duration = Duration::from_secs(30);
+/// Renewals come no sooner than this, whatever a server says.
+const MIN_RENEWAL: Duration = Duration::from_secs(30);
 
 /// An address on a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +49,8 @@ struct Held {
     lease: Option<Lease>,
     /// Renewal (half the lease) or, after a failure, the retry.
     due: Instant,
+    /// The end of the lease.
+    expires: Instant,
 }
 
 /// A link as netlink lists it.
@@ -69,18 +77,19 @@ pub struct Report {
 #[derive(Default)]
 pub struct NetworkState {
     leases: BTreeMap<String, Held>,
+    retry_at: Option<Instant>,
     addresses: BTreeSet<AddressOn>,
     routes: BTreeSet<RouteVia>,
     resolvers: Vec<IpAddr>,
 }
 
 impl NetworkState {
-    /// When a lease must be renewed or a failed DHCP retried.
+    /// When a lease must be renewed, a failed DHCP retried or a missing link looked for.
     pub fn next_due(&self) -> Option<Instant> {
-        self.leases.values().map(|h| h.due).min()
+        self.leases.values().map(|h| h.due).chain(self.retry_at).min()
     }
 
-    /// One pass: brings the system to `plan`. Fails only when netlink itself does; what
+    /// One pass: brings the system to `plan`. Fails only when the netlink socket does; what
     /// cannot be done for one link is reported and the rest still happens.
     pub async fn reconcile(
         &mut self,
@@ -90,17 +99,18 @@ impl NetworkState {
         let mut report = Report::default();
         let mut links = list(handle).await?;
         for link in &links {
-            handle
-                .link()
-                .set(LinkUnspec::new_with_index(link.index).up().build())
-                .execute()
-                .await?;
+            let up = handle.link().set(LinkUnspec::new_with_index(link.index).up().build());
+            if let Err(e) = up.execute().await {
+                report.problems.push(format!("{}: bringing it up: {e}", link.name));
+            }
         }
         let mut want_addresses = BTreeSet::new();
         let mut want_routes = BTreeSet::new();
         let mut dhcp_links = BTreeSet::new();
+        let mut all_found = true;
         for link_plan in &plan.links {
             let Some(link) = find(handle, &mut links, link_plan).await? else {
+                all_found = false;
                 report.problems.push(match &link_plan.link {
                     LinkSelector::Named(name) => format!("{name}: no such link"),
                     LinkSelector::FirstWithCarrier => {
@@ -111,11 +121,17 @@ impl NetworkState {
             };
             report.primary_mac = report.primary_mac.or(link.mac);
             if let Some(mtu) = link_plan.mtu {
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(link.index).mtu(mtu).build())
-                    .execute()
-                    .await?;
+                let set =
+                    handle.link().set(LinkUnspec::new_with_index(link.index).mtu(mtu).build());
+                if let Err(e) = set.execute().await {
+                    report.problems.push(format!("{}: MTU {mtu}: {e}", link.name));
+                }
+            }
+            // By default the kernel drops every address of a subnet with its primary one;
+            // replacing a leased address by a static one in the same subnet would lose both.
+            let promote = format!("/proc/sys/net/ipv4/conf/{}/promote_secondaries", link.name);
+            if let Err(e) = std::fs::write(&promote, "1") {
+                report.problems.push(format!("{promote}: {e}"));
             }
             for address in &link_plan.addresses {
                 want_addresses.insert(AddressOn { index: link.index, address: *address });
@@ -130,31 +146,46 @@ impl NetworkState {
             }
             if link_plan.dhcp {
                 dhcp_links.insert(link.name.clone());
-                let lease = self.lease(&link, &mut report).await;
-                if let Some(lease) = lease {
-                    want_addresses.insert(AddressOn {
-                        index: link.index,
-                        address: IpNet::new(IpAddr::V4(lease.address), lease.prefix_len)
-                            .expect("a DHCP prefix length is at most 32"),
-                    });
-                    if let Some(router) = lease.router {
-                        want_routes.insert(RouteVia {
-                            index: link.index,
-                            destination: "0.0.0.0/0".parse().expect("a valid network"),
-                            gateway: Some(IpAddr::V4(router)),
-                            metric: None,
-                        });
-                    }
+                if let Some(lease) = self.lease(&link, &mut report).await {
+                    leased_network(link.index, &lease, &mut want_addresses, &mut want_routes);
                 }
             }
         }
-        self.leases.retain(|name, _| dhcp_links.contains(name));
+        // A link that is missing now (a carrier lost for a while) keeps its lease for the
+        // retry; its addresses are put back then.
+        self.retry_at = (!all_found).then(|| Instant::now() + LINK_RETRY);
+        if all_found {
+            self.leases.retain(|name, _| dhcp_links.contains(name));
+        }
 
-        // Routes first out, addresses first in: a route needs its source network.
+        // New addresses first, then stale routes and addresses out, then every wanted route
+        // (again): the kernel drops the routes of an address that goes.
+        for address in want_addresses.difference(&self.addresses.clone()) {
+            let added = handle
+                .address()
+                .add(address.index, address.address.addr(), address.address.prefix_len())
+                .execute()
+                .await;
+            let on = format!("{}: {}", name_of(address.index, &links), address.address);
+            match added {
+                Ok(()) => {
+                    self.addresses.insert(*address);
+                    report.changes.push(on);
+                }
+                // There already, and not put there by us: not ours to remove later.
+                Err(e) if errno(&e) == Some(nix::libc::EEXIST) => {}
+                Err(e) => report.problems.push(format!("{on}: {e}")),
+            }
+        }
         for route in self.routes.difference(&want_routes).copied().collect::<Vec<_>>() {
-            ignore(handle.route().del(route_message(&route)).execute().await, nix::libc::ESRCH)?;
+            let removed = handle.route().del(route_message(&route)).execute().await;
             self.routes.remove(&route);
-            report.changes.push(format!("removed {}", describe_route(&route, &links)));
+            match removed {
+                Err(e) if !gone(&e, nix::libc::ESRCH) => report
+                    .problems
+                    .push(format!("removing {}: {e}", describe_route(&route, &links))),
+                _ => report.changes.push(format!("removed {}", describe_route(&route, &links))),
+            }
         }
         for address in self.addresses.difference(&want_addresses).copied().collect::<Vec<_>>() {
             let message = match address.address {
@@ -167,40 +198,33 @@ impl NetworkState {
                     .address(a.addr(), a.prefix_len())
                     .build(),
             };
-            ignore(handle.address().del(message).execute().await, nix::libc::EADDRNOTAVAIL)?;
+            let removed = handle.address().del(message).execute().await;
             self.addresses.remove(&address);
-            report.changes.push(format!(
-                "removed {} from {}",
-                address.address,
-                name_of(address.index, &links)
-            ));
-        }
-        for address in want_addresses.difference(&self.addresses.clone()) {
-            let added = handle
-                .address()
-                .add(address.index, address.address.addr(), address.address.prefix_len())
-                .execute()
-                .await;
-            let on = format!("{}: {}", name_of(address.index, &links), address.address);
-            match ignore(added, nix::libc::EEXIST) {
-                Ok(()) => {
-                    self.addresses.insert(*address);
-                    report.changes.push(on);
+            let from = format!("{} from {}", address.address, name_of(address.index, &links));
+            match removed {
+                Err(e) if !gone(&e, nix::libc::EADDRNOTAVAIL) => {
+                    report.problems.push(format!("removing {from}: {e}"))
                 }
-                Err(e) => report.problems.push(format!("{on}: {e}")),
+                _ => report.changes.push(format!("removed {from}")),
             }
         }
-        for route in want_routes.difference(&self.routes.clone()) {
-            match ignore(
-                handle.route().add(route_message(route)).execute().await,
-                nix::libc::EEXIST,
-            ) {
+        // On-link routes first: a gateway is reached through them.
+        let mut ordered: Vec<&RouteVia> = want_routes.iter().collect();
+        ordered.sort_by_key(|route| route.gateway.is_some());
+        for route in ordered {
+            // Replace: a route to the same network with the same metric (another link's,
+            // or one the kernel learned) gives way to the configured one.
+            match handle.route().add(route_message(route)).replace().execute().await {
                 Ok(()) => {
-                    self.routes.insert(*route);
-                    report.changes.push(describe_route(route, &links));
+                    if self.routes.insert(*route) {
+                        report.changes.push(describe_route(route, &links));
+                    }
                 }
                 // A gateway off every network of the link, say: the config's to fix.
-                Err(e) => report.problems.push(format!("{}: {e}", describe_route(route, &links))),
+                Err(e) => {
+                    self.routes.remove(route);
+                    report.problems.push(format!("{}: {e}", describe_route(route, &links)))
+                }
             }
         }
 
@@ -217,11 +241,15 @@ impl NetworkState {
         } else {
             plan.nameservers.clone()
         };
-        if resolvers != self.resolvers || !std::path::Path::new(RESOLV_CONF).exists() {
+        if resolvers != self.resolvers || !Path::new(RESOLV_CONF).exists() {
             let text: String = resolvers.iter().map(|r| format!("nameserver {r}\n")).collect();
-            std::fs::write(RESOLV_CONF, text)?;
-            report.changes.push(format!("DNS {resolvers:?}"));
-            self.resolvers = resolvers;
+            match durable::write_atomically(Path::new(RESOLV_CONF), text.as_bytes(), 0o644) {
+                Ok(()) => {
+                    report.changes.push(format!("DNS {resolvers:?}"));
+                    self.resolvers = resolvers;
+                }
+                Err(e) => report.problems.push(format!("{RESOLV_CONF}: {e}")),
+            }
         }
         Ok(report)
     }
@@ -246,22 +274,57 @@ impl NetworkState {
                     lease.prefix_len,
                     lease.lease_time.as_secs()
                 ));
-                let due = Instant::now() + lease.lease_time / 2;
-                self.leases.insert(link.name.clone(), Held { lease: Some(lease.clone()), due });
+                let now = Instant::now();
+                let held = Held {
+                    lease: Some(lease.clone()),
+                    due: now + (lease.lease_time / 2).max(MIN_RENEWAL),
+                    expires: now + lease.lease_time.max(MIN_RENEWAL),
+                };
+                self.leases.insert(link.name.clone(), held);
                 Some(lease)
             }
             Err(e) => {
                 report.problems.push(format!("{e}; retrying in {DHCP_RETRY:?}"));
-                // An unexpired lease keeps serving until the retry.
-                let held = self
-                    .leases
-                    .entry(link.name.clone())
-                    .or_insert(Held { lease: None, due: Instant::now() });
-                held.due = Instant::now() + DHCP_RETRY;
+                // An unexpired lease keeps serving until the retry; an expired one is gone.
+                let now = Instant::now();
+                let held = self.leases.entry(link.name.clone()).or_insert(Held {
+                    lease: None,
+                    due: now,
+                    expires: now,
+                });
+                held.due = now + DHCP_RETRY;
+                if held.expires <= now {
+                    held.lease = None;
+                }
                 held.lease.clone()
             }
         }
     }
+}
+
+/// The address and routes a lease gives a link: a default route through its router, and a
+/// host route to a router outside the leased network (as cloud DHCP servers hand out).
+fn leased_network(
+    index: u32,
+    lease: &Lease,
+    addresses: &mut BTreeSet<AddressOn>,
+    routes: &mut BTreeSet<RouteVia>,
+) {
+    let network = IpNet::new(IpAddr::V4(lease.address), lease.prefix_len)
+        .expect("a DHCP prefix length is at most 32");
+    addresses.insert(AddressOn { index, address: network });
+    let Some(router) = lease.router else { return };
+    let router = IpAddr::V4(router);
+    if !network.contains(&router) {
+        let host = IpNet::new(router, 32).expect("32 is a valid IPv4 prefix length");
+        routes.insert(RouteVia { index, destination: host, gateway: None, metric: None });
+    }
+    routes.insert(RouteVia {
+        index,
+        destination: "0.0.0.0/0".parse().expect("a valid network"),
+        gateway: Some(router),
+        metric: None,
+    });
 }
 
 /// Finds the planned link; for the first link with a carrier, waits for one.
@@ -364,10 +427,15 @@ fn describe_route(route: &RouteVia, links: &[Link]) -> String {
     text
 }
 
-/// Treats the kernel's `errno` answer (already there, already gone) as success.
-fn ignore(result: Result<(), rtnetlink::Error>, errno: i32) -> Result<(), rtnetlink::Error> {
-    match result {
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -errno => Ok(()),
-        other => other,
+/// The kernel's errno in a netlink error.
+fn errno(error: &rtnetlink::Error) -> Option<i32> {
+    match error {
+        rtnetlink::Error::NetlinkError(e) => Some(-e.raw_code()),
+        _ => None,
     }
+}
+
+/// Whether a removal failed only because the thing (or its whole link) is gone already.
+fn gone(error: &rtnetlink::Error, not_found: i32) -> bool {
+    errno(error).is_some_and(|e| e == not_found || e == nix::libc::ENODEV)
 }

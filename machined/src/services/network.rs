@@ -38,7 +38,11 @@ impl Service for Network {
             loop {
                 let current = config.borrow_and_update().clone();
                 let plan = Plan::from_config(current.as_ref().map(|c| &c.machine.network));
-                let report = state.reconcile(&handle, &plan).await?;
+                // A pass can wait long (carrier, DHCP retries); a stop must not.
+                let report = tokio::select! {
+                    _ = ctx.stop.cancelled() => return Ok(()),
+                    report = state.reconcile(&handle, &plan) => report?,
+                };
                 for change in &report.changes {
                     tracing::info!("network: {change}");
                     ctx.log(change.clone());
