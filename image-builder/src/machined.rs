@@ -56,10 +56,9 @@ pub enum MachinedError {
 /// PATH); returns the executable's path. cargo's progress goes to stderr.
 pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
     let target = arch.rust_target();
-    let workspace = workspace.canonicalize().map_err(|source| MachinedError::Cargo {
-        workspace: workspace.display().to_string(),
-        source,
-    })?;
+    let cargo_error =
+        |source| MachinedError::Cargo { workspace: workspace.display().to_string(), source };
+    let workspace = workspace.canonicalize().map_err(cargo_error)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut child = Command::new(cargo)
         .current_dir(&workspace)
@@ -69,25 +68,16 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&workspace).join("\x1f"))
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|source| MachinedError::Cargo {
-            workspace: workspace.display().to_string(),
-            source,
-        })?;
+        .map_err(cargo_error)?;
     let messages = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let mut executable = None;
     for line in messages.lines() {
-        let line = line.map_err(|source| MachinedError::Cargo {
-            workspace: workspace.display().to_string(),
-            source,
-        })?;
+        let line = line.map_err(cargo_error)?;
         if let Some(path) = machined_executable(&line) {
             executable = Some(path);
         }
     }
-    let status = child.wait().map_err(|source| MachinedError::Cargo {
-        workspace: workspace.display().to_string(),
-        source,
-    })?;
+    let status = child.wait().map_err(cargo_error)?;
     if !status.success() {
         return Err(MachinedError::Build { target, status });
     }

@@ -8,8 +8,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use tracing::Level;
-
 use crate::logs::EventSink;
 
 const DEV_KMSG: &str = "/dev/kmsg";
@@ -56,7 +54,7 @@ impl Kmsg {
 }
 
 impl EventSink for Kmsg {
-    fn deliver(&self, _level: Level, text: &str) {
+    fn deliver(&self, text: &str) {
         self.write(text);
     }
 }

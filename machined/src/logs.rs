@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::format::{DefaultFields, Format, Full};
 use tracing_subscriber::fmt::{self, MakeWriter};
 use tracing_subscriber::prelude::*;
@@ -113,8 +112,8 @@ where
 
 /// Where a formatted `tracing` event goes.
 pub trait EventSink: Clone + Send + Sync + 'static {
-    /// Takes one event's text (one or more lines) at its level.
-    fn deliver(&self, level: Level, text: &str);
+    /// Takes one event's text (one or more lines).
+    fn deliver(&self, text: &str);
 }
 
 /// Gives `tracing` a writer per event that hands the event to a sink when dropped.
@@ -123,7 +122,6 @@ pub struct SinkWriters<S>(pub S);
 /// Collects one event's bytes.
 pub struct EventWriter<S: EventSink> {
     sink: S,
-    level: Level,
     buffer: Vec<u8>,
 }
 
@@ -131,11 +129,7 @@ impl<'a, S: EventSink> MakeWriter<'a> for SinkWriters<S> {
     type Writer = EventWriter<S>;
 
     fn make_writer(&'a self) -> Self::Writer {
-        EventWriter { sink: self.0.clone(), level: Level::INFO, buffer: Vec::new() }
-    }
-
-    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
-        EventWriter { sink: self.0.clone(), level: *meta.level(), buffer: Vec::new() }
+        EventWriter { sink: self.0.clone(), buffer: Vec::new() }
     }
 }
 
@@ -152,7 +146,7 @@ impl<S: EventSink> Write for EventWriter<S> {
 
 impl<S: EventSink> Drop for EventWriter<S> {
     fn drop(&mut self) {
-        self.sink.deliver(self.level, &String::from_utf8_lossy(&self.buffer));
+        self.sink.deliver(&String::from_utf8_lossy(&self.buffer));
     }
 }
 
@@ -161,7 +155,7 @@ impl<S: EventSink> Drop for EventWriter<S> {
 struct RingSink(Arc<Ring<LogLine>>);
 
 impl EventSink for RingSink {
-    fn deliver(&self, _level: Level, text: &str) {
+    fn deliver(&self, text: &str) {
         let unix_micros =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         for line in text.lines().filter(|l| !l.is_empty()) {

@@ -68,8 +68,8 @@ pub enum PowerAction {
     PowerOff,
 }
 
+/// Held while a config changes, so applies, trials and reverts follow one another.
 struct ConfigState {
-    running: Option<Arc<MachineConfig>>,
     /// Set while a `try` config runs: the config to return to and the pending revert.
     trial: Option<(Arc<MachineConfig>, AbortHandle)>,
 }
@@ -80,8 +80,9 @@ pub struct Machine {
     store: ConfigStore,
     state: Mutex<ConfigState>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
-    /// The running config, for the services that put it into effect.
-    active: watch::Sender<Option<Arc<MachineConfig>>>,
+    /// The running config (none: maintenance mode), watched by the services that put it
+    /// into effect; changed only with `state` held.
+    running: watch::Sender<Option<Arc<MachineConfig>>>,
     events: Arc<EventBus>,
     logs: Arc<LogBook>,
     supervisor: Arc<Supervisor>,
@@ -98,15 +99,15 @@ impl Machine {
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
         let tls = watch::channel(server_tls(running.as_deref())?).0;
-        let active = watch::channel(running.clone()).0;
+        let running = watch::channel(running).0;
         let events = Arc::new(EventBus::default());
         let supervisor = Arc::new(Supervisor::new(events.clone(), logs.clone()));
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
-            state: Mutex::new(ConfigState { running, trial: None }),
+            state: Mutex::new(ConfigState { trial: None }),
             tls,
-            active,
+            running,
             events,
             logs,
             supervisor,
@@ -116,7 +117,7 @@ impl Machine {
 
     /// The node's mode.
     pub fn mode(&self) -> NodeMode {
-        match self.state.lock().expect("config lock").running {
+        match *self.running.borrow() {
             Some(_) => NodeMode::Configured,
             None => NodeMode::Maintenance,
         }
@@ -127,13 +128,13 @@ impl Machine {
         if staged {
             return Ok(self.store.load_staged()?.map(Arc::new));
         }
-        Ok(self.state.lock().expect("config lock").running.clone())
+        Ok(self.running.borrow().clone())
     }
 
     /// The host name the node goes by: the config's, else the kernel's.
     pub fn hostname(&self) -> String {
-        let state = self.state.lock().expect("config lock");
-        match state.running.as_ref().and_then(|c| c.machine.hostname.clone()) {
+        let hostname = self.running.borrow().as_ref().and_then(|c| c.machine.hostname.clone());
+        match hostname {
             Some(name) => name,
             None => kernel_hostname(),
         }
@@ -148,7 +149,8 @@ impl Machine {
     ) -> Result<ApplyOutcome, ApplyError> {
         let config = Arc::new(MachineConfig::from_yaml(yaml)?);
         let mut state = self.state.lock().expect("config lock");
-        let plan = apply::plan(state.running.as_deref(), &config, mode)?;
+        let running = self.running.borrow().clone();
+        let plan = apply::plan(running.as_deref(), &config, mode)?;
         // Build the TLS settings first: a CA that cannot serve must be refused before
         // anything is stored.
         let tls = server_tls(Some(&config))?;
@@ -180,7 +182,7 @@ impl Machine {
                 format!("staged for the next boot ({changes} change(s))")
             }
             Action::Try(timeout) => {
-                let previous = state.running.clone().expect("plan refuses try without a config");
+                let previous = running.expect("plan refuses try without a config");
                 let previous = match state.trial.take() {
                     Some((original, revert)) => {
                         revert.abort();
@@ -221,17 +223,16 @@ impl Machine {
         }
     }
 
+    /// Makes `config` the running config; `_locked` shows the caller holds the config lock.
     fn activate(
         &self,
-        state: &mut ConfigState,
+        _locked: &mut ConfigState,
         config: Arc<MachineConfig>,
         tls: Arc<rustls::ServerConfig>,
         how: &str,
     ) {
-        let was_maintenance = state.running.is_none();
-        state.running = Some(config.clone());
+        let was_maintenance = self.running.send_replace(Some(config)).is_none();
         self.tls.send_replace(tls);
-        self.active.send_replace(Some(config));
         self.events.publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
             self.events
@@ -275,7 +276,7 @@ impl Machine {
 
     /// The running config, now and whenever it changes (none: maintenance mode).
     pub fn watch_config(&self) -> watch::Receiver<Option<Arc<MachineConfig>>> {
-        self.active.subscribe()
+        self.running.subscribe()
     }
 
     /// The node's paths.

@@ -140,15 +140,8 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let before = vm.console().len();
     let rebooted = std::time::Instant::now();
     ctl(Some(&admin), &["-n", &n, "reboot"]).ok();
-    vm.wait_for("API listening on 0.0.0.0:50000", before, Duration::from_secs(240)).unwrap();
-    println!("ctl reboot to API listening: {:.1?}", rebooted.elapsed());
-    assert!(
-        eventually(Duration::from_secs(90), || {
-            ctl(Some(&admin), &["-n", &n, "version"]).stdout.contains("configured")
-        }),
-        "the node did not come back configured; console:\n{}",
-        vm.console()
-    );
+    wait_configured(&mut vm, before, &admin, "a reboot");
+    println!("ctl reboot to the API answering, configured: {:.1?}", rebooted.elapsed());
     assert_config_in_effect(&admin, &n);
     // The power button (ACPI, through QMP) powers it off cleanly; power it on again.
     let pressed = std::time::Instant::now();
@@ -175,7 +168,14 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
 /// Starts the VM again and waits until the node answers, configured, over mTLS.
 fn power_on(config: &VmConfig, admin: &std::path::Path, after: &str) -> Vm {
     let mut vm = Vm::start(config).unwrap();
-    vm.wait_for("API listening on 0.0.0.0:50000", 0, Duration::from_secs(240)).unwrap();
+    wait_configured(&mut vm, 0, admin, after);
+    vm
+}
+
+/// Waits for a boot's API (its console from byte `from` on) and for the node to answer,
+/// configured, over mTLS.
+fn wait_configured(vm: &mut Vm, from: usize, admin: &std::path::Path, after: &str) {
+    vm.wait_for("API listening on 0.0.0.0:50000", from, Duration::from_secs(240)).unwrap();
     let n = vm.api_address.clone();
     assert!(
         eventually(Duration::from_secs(90), || {
@@ -184,7 +184,6 @@ fn power_on(config: &VmConfig, admin: &std::path::Path, after: &str) -> Vm {
         "the node did not come back configured after {after}; console:\n{}",
         vm.console()
     );
-    vm
 }
 
 /// What a file on the node must look like.

@@ -54,6 +54,7 @@ struct Held {
 }
 
 /// A link as netlink lists it.
+#[derive(Clone)]
 struct Link {
     index: u32,
     name: String,
@@ -340,9 +341,7 @@ async fn find(
             LinkSelector::FirstWithCarrier => !l.loopback && l.carrier && l.mac.is_some(),
         });
         match (found, &plan.link) {
-            (Some(link), _) => {
-                return Ok(Some(Link { name: link.name.clone(), ..*link }));
-            }
+            (Some(link), _) => return Ok(Some(link.clone())),
             (None, LinkSelector::Named(_)) => return Ok(None),
             (None, LinkSelector::FirstWithCarrier) if Instant::now() > deadline => return Ok(None),
             (None, LinkSelector::FirstWithCarrier) => {
