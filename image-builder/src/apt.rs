@@ -13,7 +13,7 @@ use cairn_api::arch::Arch;
 use sha2::{Digest, Sha256};
 
 /// The keyring that signs Debian's archive (from the host's debian-archive-keyring).
-const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// An apt operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +78,15 @@ pub struct AptState {
 
 impl AptState {
     /// Prepares `cache_root/<suite>-<debian arch>` with a sources list naming `mirror` and
-    /// `suite` (components `main` and `non-free-firmware`).
-    pub fn new(cache_root: &Path, mirror: &str, suite: &str, arch: Arch) -> Result<Self, AptError> {
+    /// `suite` (components `main` and `non-free-firmware`), whose signatures must verify
+    /// against `keyring` (Debian's: [`DEBIAN_KEYRING`]).
+    pub fn new(
+        cache_root: &Path,
+        mirror: &str,
+        keyring: &Path,
+        suite: &str,
+        arch: Arch,
+    ) -> Result<Self, AptError> {
         let dir = cache_root.join(format!("{suite}-{}", arch.debian()));
         for sub in ["lists/partial", "cache/archives/partial", "etc"] {
             let path = dir.join(sub);
@@ -91,7 +98,10 @@ impl AptState {
         };
         write(
             "etc/sources.list",
-            format!("deb [signed-by={DEBIAN_KEYRING}] {mirror} {suite} main non-free-firmware\n"),
+            format!(
+                "deb [signed-by={}] {mirror} {suite} main non-free-firmware\n",
+                keyring.display()
+            ),
         )?;
         // An empty dpkg status: nothing counts as installed, and the host's is left alone.
         write("status", String::new())?;
@@ -181,7 +191,13 @@ impl AptState {
 
 /// apt-get download's file name: `name_version_arch.deb`, with the epoch's `:` as `%3a`.
 fn deb_file_name(record: &PackageRecord) -> String {
-    format!("{}_{}_{}.deb", record.name, record.version.replace(':', "%3a"), record.arch)
+    deb_file_name_of(&record.name, &record.version, &record.arch)
+}
+
+/// The file name apt-get download gives `name` at `version` for the Debian architecture
+/// `arch` (`amd64`, `all`, ...).
+pub fn deb_file_name_of(name: &str, version: &str, arch: &str) -> String {
+    format!("{name}_{}_{arch}.deb", version.replace(':', "%3a"))
 }
 
 /// The SHA-256 of a file, lower-case hex.
@@ -202,18 +218,36 @@ pub fn sha256_file(path: &Path) -> Result<String, AptError> {
 
 /// Parses one stanza of `apt-cache show`.
 fn parse_record(text: &str) -> Option<PackageRecord> {
-    let fields: BTreeMap<&str, &str> = text
-        .lines()
+    let fields = stanza_fields(text);
+    record_from_fields(&fields, fields.get("SHA256")?, fields.get("Size")?.parse().ok()?)
+}
+
+/// The record of a `.deb` from its control file (which names neither the file's hash nor its
+/// size: the caller knows them).
+pub fn record_from_control(control: &str, sha256: &str, size: u64) -> Option<PackageRecord> {
+    record_from_fields(&stanza_fields(control), sha256, size)
+}
+
+/// The fields of the first stanza of a Debian control-format text (continuation lines skipped).
+fn stanza_fields(text: &str) -> BTreeMap<&str, &str> {
+    text.lines()
         .take_while(|l| !l.is_empty())
         .filter(|l| !l.starts_with(' '))
         .filter_map(|l| l.split_once(": "))
-        .collect();
+        .collect()
+}
+
+fn record_from_fields(
+    fields: &BTreeMap<&str, &str>,
+    sha256: &str,
+    size: u64,
+) -> Option<PackageRecord> {
     Some(PackageRecord {
         name: fields.get("Package")?.to_string(),
         version: fields.get("Version")?.to_string(),
         arch: fields.get("Architecture")?.to_string(),
-        sha256: fields.get("SHA256")?.to_string(),
-        size: fields.get("Size")?.parse().ok()?,
+        sha256: sha256.to_string(),
+        size,
         depends: fields.get("Depends").unwrap_or(&"").to_string(),
     })
 }

@@ -44,31 +44,52 @@ pub fn unpack_into(
     tree: &mut FileTree,
     select: impl Fn(&Path) -> bool,
 ) -> Result<usize, DebError> {
+    let data = member_tar(deb, "data.tar")?;
+    copy_selected(&data, deb, tree, &select)
+}
+
+/// The control file (`DEBIAN/control`: `Package:`, `Version:`, `Depends:`, ...) of `deb`.
+pub fn control(deb: &Path) -> Result<String, DebError> {
+    let tar_bytes = member_tar(deb, "control.tar")?;
+    let io_error = |source| DebError::Io { path: deb.into(), source };
+    let mut archive = tar::Archive::new(tar_bytes.as_slice());
+    for entry in archive.entries().map_err(io_error)? {
+        let mut entry = entry.map_err(io_error)?;
+        let path = entry.path().map_err(io_error)?;
+        if path.strip_prefix(".").unwrap_or(&path) == Path::new("control") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(io_error)?;
+            return Ok(text);
+        }
+    }
+    Err(DebError::Format { path: deb.into(), reason: "control.tar has no control file".into() })
+}
+
+/// The uncompressed bytes of the tar member `stem` (`data.tar`, `control.tar`) of `deb`,
+/// whichever compression it uses.
+fn member_tar(deb: &Path, stem: &str) -> Result<Vec<u8>, DebError> {
     let io_error = |source| DebError::Io { path: deb.into(), source };
     let format_error = |reason: String| DebError::Format { path: deb.into(), reason };
     let mut archive = ar::Archive::new(File::open(deb).map_err(io_error)?);
     while let Some(member) = archive.next_entry() {
         let mut member = member.map_err(io_error)?;
         let name = String::from_utf8_lossy(member.header().identifier()).into_owned();
-        let Some(compression) = name.strip_prefix("data.tar") else { continue };
+        let Some(compression) = name.strip_prefix(stem) else { continue };
         let mut compressed = Vec::new();
         member.read_to_end(&mut compressed).map_err(io_error)?;
-        let data = match compression {
+        return match compression {
             ".xz" => {
                 let mut out = Vec::new();
                 lzma_rs::xz_decompress(&mut compressed.as_slice(), &mut out)
                     .map_err(|e| format_error(format!("{name}: {e}")))?;
-                out
+                Ok(out)
             }
-            ".zst" => zstd::decode_all(compressed.as_slice()).map_err(io_error)?,
-            "" => compressed,
-            other => {
-                return Err(format_error(format!("data.tar{other}: compression not supported")))
-            }
+            ".zst" => zstd::decode_all(compressed.as_slice()).map_err(io_error),
+            "" => Ok(compressed),
+            other => Err(format_error(format!("{stem}{other}: compression not supported"))),
         };
-        return copy_selected(&data, deb, tree, &select);
     }
-    Err(format_error("no data.tar member: not a Debian package".into()))
+    Err(format_error(format!("no {stem} member: not a Debian package")))
 }
 
 fn copy_selected(
@@ -145,11 +166,20 @@ mod tests {
         add("./usr/bin/copy", tar::EntryType::Link, b"", Some("./usr/bin/tool"));
         add("./usr/share/doc/x", tar::EntryType::Regular, b"docs", None);
         let data = zstd::encode_all(tar.into_inner().unwrap().as_slice(), 3).unwrap();
+        let mut control = tar::Builder::new(Vec::new());
+        let text = b"Package: tool\nVersion: 1.0-1\nArchitecture: amd64\n";
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(text.len() as u64);
+        header.set_path("./control").unwrap();
+        header.set_cksum();
+        control.append(&header, &text[..]).unwrap();
+        let control = zstd::encode_all(control.into_inner().unwrap().as_slice(), 3).unwrap();
         let path = dir.join("tool.deb");
         let mut builder = ar::Builder::new(File::create(&path).unwrap());
         for (name, bytes) in [
             ("debian-binary", b"2.0\n".to_vec()),
-            ("control.tar.zst", Vec::new()),
+            ("control.tar.zst", control),
             ("data.tar.zst", data),
         ] {
             let header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
@@ -175,6 +205,7 @@ mod tests {
         );
         assert_eq!(tree.get("/usr/bin/alias"), Some(&Node::Symlink { target: "tool".into() }));
         assert!(tree.get("/usr/share/doc/x").is_none());
+        assert!(control(&deb).unwrap().starts_with("Package: tool\nVersion: 1.0-1\n"));
     }
 
     #[test]

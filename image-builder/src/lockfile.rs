@@ -1,6 +1,16 @@
-//! The lock file: the exact package versions and SHA-256s a build used. A build with a lock
-//! file uses exactly those, and fails (changing nothing) when the archive no longer has
-//! them or they hash differently.
+//! The lock file: the exact package versions and SHA-256s a build used, per architecture. It
+//! behaves like `Cargo.lock`:
+//!
+//! - by default a build uses every locked version it can still get, from the archive or
+//!   from the download cache (a `.deb` whose SHA-256 matches the lock is as good as the
+//!   archive's), moves only the entries the archive no longer serves (Debian keeps one
+//!   version per suite, so point releases and security fixes drop the old ones), reports
+//!   each move and writes the lock;
+//! - `--locked` refuses any change (for release builds);
+//! - `--update-lock` takes the archive's current versions for everything.
+//!
+//! A locked version whose SHA-256 differs from the archive's is always refused: that is
+//! tampering or a broken mirror, never a reason to move.
 //!
 //! ```toml
 //! suite = "trixie"
@@ -106,8 +116,9 @@ impl Lock {
         let mut sorted = self.clone();
         sorted.sort();
         let text = toml::to_string(&sorted).expect("a lock always serializes");
-        let text =
-            format!("# Written by image-builder; a build uses exactly these packages.\n{text}");
+        let text = format!(
+            "# Written by image-builder: the packages its builds use (see lockfile.rs).\n{text}"
+        );
         fs::write(path, text).map_err(|source| LockError::Io { path: path.into(), source })
     }
 
@@ -121,6 +132,36 @@ impl Lock {
         self.packages.iter().find(|p| p.name == name && p.arch == arch)
     }
 
+    /// This lock with `arch`'s entries replaced by `used`'s (other architectures kept).
+    pub fn with_arch_from(&self, arch: &str, used: &Lock) -> Lock {
+        let mut merged = Lock::new(&self.suite);
+        merged.packages = self.packages.iter().filter(|p| p.arch != arch).cloned().collect();
+        merged.packages.extend(used.packages.iter().filter(|p| p.arch == arch).cloned());
+        merged.sort();
+        merged
+    }
+
+    /// How `arch`'s entries differ from `self` to `new`, sorted by name.
+    pub fn changes_to(&self, new: &Lock, arch: &str) -> Vec<LockChange> {
+        let version_in = |lock: &Lock, name: &str| lock.find(name, arch).map(|p| p.version.clone());
+        let mut names: Vec<&str> = self
+            .packages
+            .iter()
+            .chain(&new.packages)
+            .filter(|p| p.arch == arch)
+            .map(|p| p.name.as_str())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let (from, to) = (version_in(self, name), version_in(new, name));
+                (from != to).then(|| LockChange { name: name.into(), arch: arch.into(), from, to })
+            })
+            .collect()
+    }
+
     /// Records what a build used.
     pub fn record(&mut self, record: &PackageRecord, arch: &str) {
         self.packages.retain(|p| !(p.name == record.name && p.arch == arch));
@@ -130,6 +171,28 @@ impl Lock {
             version: record.version.clone(),
             sha256: record.sha256.clone(),
         });
+    }
+}
+
+/// One entry of a lock that a build moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockChange {
+    /// Package name.
+    pub name: String,
+    /// The build's Debian architecture.
+    pub arch: String,
+    /// The locked version; `None` when the package was not in the lock.
+    pub from: Option<String>,
+    /// The version the build takes; `None` when it no longer uses the package.
+    pub to: Option<String>,
+}
+
+impl std::fmt::Display for LockChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let LockChange { name, arch, from, to } = self;
+        let from = from.as_deref().unwrap_or("not in the lock");
+        let to = to.as_deref().unwrap_or("no longer used");
+        write!(f, "{name} ({arch}): {from} → {to}")
     }
 }
 
@@ -165,5 +228,34 @@ mod tests {
         assert_eq!(loaded.find("runc", "amd64").unwrap().sha256, "sha-runc-2");
         assert!(loaded.find("runc", "arm64").is_none());
         assert!(matches!(Lock::load(&path, "forky"), Err(LockError::Suite { .. })));
+    }
+
+    #[test]
+    fn lists_changes_and_merges_one_architecture() {
+        let mut old = Lock::new("trixie");
+        old.record(&record("kernel", "1"), "amd64");
+        old.record(&record("runc", "1"), "amd64");
+        old.record(&record("gone", "1"), "amd64");
+        old.record(&record("runc", "1"), "arm64");
+        let mut new = Lock::new("trixie");
+        new.record(&record("kernel", "1"), "amd64");
+        new.record(&record("runc", "2"), "amd64");
+        new.record(&record("added", "3"), "amd64");
+        let changes: Vec<String> =
+            old.changes_to(&new, "amd64").iter().map(ToString::to_string).collect();
+        assert_eq!(
+            changes,
+            [
+                "added (amd64): not in the lock → 3",
+                "gone (amd64): 1 → no longer used",
+                "runc (amd64): 1 → 2",
+            ]
+        );
+        assert!(old.changes_to(&new, "arm64").iter().all(|c| c.to.is_none()));
+        let merged = old.with_arch_from("amd64", &new);
+        assert_eq!(merged.find("runc", "arm64").unwrap().version, "1");
+        assert_eq!(merged.find("runc", "amd64").unwrap().version, "2");
+        assert!(merged.find("gone", "amd64").is_none());
+        assert!(merged.changes_to(&new, "amd64").is_empty());
     }
 }

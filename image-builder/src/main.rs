@@ -1,15 +1,15 @@
 //! `image-builder`: builds Cairn images. See the library for what each step does.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use image_builder::apt::AptState;
+use image_builder::apt::{AptState, DEBIAN_KEYRING};
 use image_builder::board::{Board, Profile};
 use image_builder::image::{self, ImageInputs};
 use image_builder::lockfile::Lock;
-use image_builder::packages::{self, PackageSet};
+use image_builder::packages::{self, LockMode, PackageSet};
 
 /// Files carry this time when SOURCE_DATE_EPOCH is unset: 1980-01-01, the FAT epoch.
 const DEFAULT_SOURCE_DATE_EPOCH: u32 = 315_532_800;
@@ -54,18 +54,36 @@ struct PackageArgs {
     /// The profile.
     #[arg(long, default_value = "image-builder/profiles/default.toml")]
     profile: PathBuf,
-    /// The lock file: its versions are used; it is written when packages change.
+    /// The lock file: its versions are used while they can be had (from the archive or the
+    /// download cache); entries the archive no longer serves move, and the file is rewritten.
     #[arg(long, default_value = "image-builder/packages.lock")]
     lock: PathBuf,
+    /// Refuse to build if the lock would change (release builds): name what moved, download
+    /// nothing.
+    #[arg(long, conflicts_with = "update_lock")]
+    locked: bool,
     /// Ignore the lock's versions, take the archive's current ones and rewrite the lock.
     #[arg(long)]
     update_lock: bool,
     /// Where apt state and downloads are kept between builds.
     #[arg(long, env = "CAIRN_CACHE", default_value_os_t = default_cache())]
     cache: PathBuf,
-    /// Debian mirror; by default the host's.
+    /// Debian mirror (`http://...`, or `file:/...` for a local archive); by default the host's.
     #[arg(long)]
     mirror: Option<String>,
+    /// The keyring the mirror's Release files must be signed with.
+    #[arg(long, value_name = "FILE", default_value = DEBIAN_KEYRING)]
+    keyring: PathBuf,
+}
+
+impl PackageArgs {
+    fn lock_mode(&self) -> LockMode {
+        match (self.locked, self.update_lock) {
+            (true, _) => LockMode::Locked,
+            (_, true) => LockMode::Update,
+            _ => LockMode::Follow,
+        }
+    }
 }
 
 fn default_cache() -> PathBuf {
@@ -141,7 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Resolves and downloads the board's packages; writes the lock when they changed.
+/// Resolves and downloads the board's packages; reports and writes the lock's moves.
 fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
     let board = Board::load(&args.overlays, &args.board)?;
     let profile = Profile::load(&args.profile)?;
@@ -150,27 +168,27 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
         Some(m) => m.clone(),
         None => AptState::host_mirror()?,
     };
-    let apt = AptState::new(&args.cache.join("apt"), &mirror, &profile.suite, board.arch)?;
+    let apt =
+        AptState::new(&args.cache.join("apt"), &mirror, &args.keyring, &profile.suite, board.arch)?;
     apt.update().context("updating the package indexes")?;
-    let locked = if args.update_lock { None } else { on_disk.as_ref() };
-    let (set, used) = packages::fetch(&apt, &board, &profile, locked, &args.cache.join("debs"))?;
-    save_lock(&args.lock, on_disk.as_ref(), used, &board)?;
-    Ok((board, profile, set))
-}
-
-/// The lock keeps other architectures' entries; this architecture's are what this build
-/// used (the same as before unless packages changed or --update-lock was given).
-fn save_lock(path: &Path, on_disk: Option<&Lock>, used: Lock, board: &Board) -> anyhow::Result<()> {
-    let mut merged = used;
-    if let Some(old) = on_disk {
-        merged
-            .packages
-            .extend(old.packages.iter().filter(|p| p.arch != board.arch.debian()).cloned());
+    let resolved = packages::fetch(
+        &apt,
+        &board,
+        &profile,
+        on_disk.as_ref(),
+        args.lock_mode(),
+        &args.cache.join("debs"),
+    )
+    .with_context(|| format!("lock file {}", args.lock.display()))?;
+    if !resolved.changes.is_empty() {
+        for change in &resolved.changes {
+            println!("lock: {change}");
+        }
+        let merged = on_disk
+            .unwrap_or_else(|| Lock::new(&profile.suite))
+            .with_arch_from(board.arch.debian(), &resolved.lock);
+        merged.save(&args.lock)?;
+        println!("wrote {}", args.lock.display());
     }
-    merged.sort();
-    if on_disk != Some(&merged) {
-        merged.save(path)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
+    Ok((board, profile, resolved.set))
 }

@@ -5,11 +5,11 @@
 use std::path::Path;
 
 use cairn_api::arch::Arch;
-use image_builder::apt::{sha256_file, AptError, AptState};
+use image_builder::apt::{sha256_file, AptError, AptState, DEBIAN_KEYRING};
 use image_builder::board::{Board, Bootloader, Profile};
 use image_builder::deb::unpack_into;
 use image_builder::lockfile::Lock;
-use image_builder::packages::{self, PackagesError};
+use image_builder::packages::{self, LockMode, PackagesError};
 use image_builder::tree::{FileTree, Node};
 
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
@@ -19,7 +19,9 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
     let host_status = std::fs::read(DPKG_STATUS).ok();
     let cache = tempfile::tempdir().unwrap();
     let mirror = AptState::host_mirror().expect("the host has a Debian mirror");
-    let apt = AptState::new(&cache.path().join("apt"), &mirror, "trixie", Arch::X86_64).unwrap();
+    let keyring = Path::new(DEBIAN_KEYRING);
+    let apt =
+        AptState::new(&cache.path().join("apt"), &mirror, keyring, "trixie", Arch::X86_64).unwrap();
     apt.update().unwrap();
 
     let record = apt.show("hello", None).unwrap();
@@ -48,7 +50,7 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
     lock.record(&meta, "amd64");
     lock.packages[0].sha256 = "0".repeat(64);
     let debs = cache.path().join("locked-debs");
-    let refused = packages::fetch(&apt, &board, &profile, Some(&lock), &debs);
+    let refused = packages::fetch(&apt, &board, &profile, Some(&lock), LockMode::Follow, &debs);
     assert!(matches!(refused, Err(PackagesError::LockMismatch { .. })), "{refused:?}");
     assert!(!debs.exists(), "nothing was downloaded");
 
