@@ -35,7 +35,10 @@ fn describe_status(status: &Status, client_auth: bool) -> String {
         return if client_auth {
             "TLS: the node closed the connection right after the handshake: it most likely refused our client certificate (not signed by the node's CA, or expired or not yet valid)".into()
         } else {
-            format!("the node closed the connection: {}", status.message())
+            format!(
+                "the node closed the connection ({}): it most likely requires a client certificate, as a configured node does; use a ctlconfig context instead of --insecure",
+                status.message()
+            )
         };
     }
     let what = match status.code() {

@@ -46,7 +46,23 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         .block_on(serve(options, logs, stage))
 }
 
+/// Open files PID 1 may hold: every API connection, log file and watched device is one, and
+/// the kernel's default of 1024 let 1000 idle connections lock the operator out.
+const OPEN_FILES: u64 = 65_536;
+
+/// Raises the open-file limit to [`OPEN_FILES`] (as PID 1, which may raise the hard limit) or
+/// to the hard limit (as an ordinary process).
+fn raise_open_file_limit(stage: Stage) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let hard = if stage == Stage::Root { hard.max(OPEN_FILES) } else { hard };
+    if let Err(errno) = setrlimit(Resource::RLIMIT_NOFILE, hard.min(OPEN_FILES), hard) {
+        tracing::warn!("raising the open-file limit: {errno}");
+    }
+}
+
 async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Result<()> {
+    raise_open_file_limit(stage);
     let power: Box<dyn Power> = match stage {
         Stage::Root => {
             pid1::prepare();

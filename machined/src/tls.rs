@@ -30,9 +30,10 @@ pub fn maintenance(identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsEr
     Ok(finish(config))
 }
 
-/// Mutual TLS: a client certificate, if presented, must be signed by `ca_pem` and valid.
-/// Clients without one get through TLS so the API can tell them, in words, that they need
-/// one (TLS 1.3 clients never see a handshake alert); every call checks the role.
+/// Mutual TLS: a client certificate signed by `ca_pem` and valid is required at the handshake,
+/// so a client without one is turned away before it can send a byte of a request (letting it
+/// through to be told in words let anyone hold buffers and connections); every call then
+/// checks the role.
 pub fn mutual(ca_pem: &str, identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -41,7 +42,6 @@ pub fn mutual(ca_pem: &str, identity: ServingIdentity) -> Result<Arc<ServerConfi
     }
     let provider = Arc::new(default_provider());
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Ca(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider)

@@ -16,7 +16,7 @@ fn clients_without_a_valid_certificate_are_refused() {
     let n = node.address.as_str();
 
     let anonymous = ctl(None, &["-i", "-n", n, "version"]).failed();
-    assert!(anonymous.stderr.contains("need a client certificate"), "{}", anonymous.stderr);
+    assert!(anonymous.stderr.contains("requires a client certificate"), "{}", anonymous.stderr);
 
     let other = Cluster::generate("other").unwrap();
     let foreign = ctl(Some(&other.admin()), &["-n", n, "version"]).failed();

@@ -40,10 +40,10 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
         ctl(None, &["-i", "-n", &n, "apply-config", "--file", node_yaml.to_str().unwrap()]).ok();
     assert!(applied.stdout.contains("applied"), "{}", applied.stdout);
 
-    // Configured: mTLS with the config's CA; anonymous callers are told what they need.
+    // Configured: mTLS with the config's CA; anonymous callers are turned away at TLS, and told why.
     assert_eq!(version_field(Some(&admin), &node, false, "mode"), "configured");
     let anonymous = ctl(None, &["-i", "-n", &n, "version"]).failed();
-    assert!(anonymous.stderr.contains("need a client certificate"), "{}", anonymous.stderr);
+    assert!(anonymous.stderr.contains("requires a client certificate"), "{}", anonymous.stderr);
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
     for service in ["apid", "logflush"] {
         assert!(

@@ -13,6 +13,7 @@
 
 mod redact;
 mod schema;
+pub mod shape;
 mod validate;
 
 pub use redact::REDACTED;
@@ -44,8 +45,9 @@ impl ConfigError {
 }
 
 impl MachineConfig {
-    /// Parses and validates a config.
+    /// Parses and validates a config, within [`shape`]'s limits.
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, ConfigError> {
+        shape::check(bytes).map_err(|message| ConfigError::Parse { message })?;
         // serde_yaml's message already names the path and the line.
         let config: MachineConfig = serde_yaml::from_slice(bytes)
             .map_err(|e| ConfigError::Parse { message: e.to_string() })?;

@@ -9,12 +9,13 @@ use cairn_api::machine::{self as pb, machine_service_server::MachineService};
 use cairn_api::role::Role;
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::{authorize, Call, Caller};
 use crate::apply::{Action, ApplyMode};
+use crate::inspect::files::ReadError;
 use crate::inspect::{self, kmsg::Kmsg};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
 use crate::ring::Sequenced;
@@ -22,20 +23,37 @@ use crate::supervisor::SupervisorError;
 
 /// Try timeout when the client sets none, as in Talos.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long parsing, validating and storing a config may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bytes per `Read` chunk.
 const READ_CHUNK: usize = 64 * 1024;
+/// Entries one `List` returns at most.
+const LIST_LIMIT: usize = 100_000;
+/// `Read`s and `List`s under way at once, all callers together: each holds a blocking
+/// thread or a file, and tokio's blocking pool is shared with the rest of PID 1.
+const FILE_STREAMS: usize = 16;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The API's handlers.
 pub struct MachineApi {
     machine: Arc<Machine>,
+    file_streams: Arc<Semaphore>,
 }
 
 impl MachineApi {
     /// Handlers for `machine`.
     pub fn new(machine: Arc<Machine>) -> Self {
-        MachineApi { machine }
+        MachineApi { machine, file_streams: Arc::new(Semaphore::new(FILE_STREAMS)) }
+    }
+
+    /// A place among the `Read`s and `List`s under way, or a refusal when all are taken.
+    fn file_stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.file_streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{FILE_STREAMS} file reads and listings are under way; try again when one ends"
+            ))
+        })
     }
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
@@ -156,8 +174,22 @@ impl MachineService for MachineApi {
                 s => Duration::from_secs(s.into()),
             }),
         };
-        let outcome =
-            self.machine.apply(&request.data, mode, request.dry_run).map_err(apply_error_status)?;
+        // Parsing and planning run off the async workers, under a deadline: the YAML comes
+        // from the network (from anyone, in maintenance mode).
+        let machine = self.machine.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            machine.apply(&request.data, mode, request.dry_run)
+        });
+        let outcome = tokio::time::timeout(APPLY_TIMEOUT, work)
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the config was not processed within {}s",
+                    APPLY_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(apply_error_status)?;
         Ok(Response::new(pb::ApplyConfigurationResponse {
             summary: outcome.summary,
             changes: outcome.plan.changes,
@@ -468,32 +500,33 @@ impl MachineService for MachineApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         self.authorize(&request, Call::List)?;
+        let permit = self.file_stream_permit()?;
         let request = request.into_inner();
         let root = absolute(&request.root)?;
-        let entries = tokio::task::spawn_blocking(move || {
-            inspect::files::list(&root, request.recursion_depth)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?;
-        if let Some(error) = entries.first().map(|e| e.error.clone()).filter(|e| !e.is_empty()) {
-            return Err(Status::not_found(format!("{}: {error}", request.root)));
-        }
-        Ok(Response::new(stream(|tx| async move {
-            for e in entries {
-                let info = pb::FileInfo {
-                    path: e.path,
-                    size: e.size,
-                    mode: e.mode,
-                    is_dir: e.is_dir,
-                    link_target: e.link_target,
-                    modified_unix: e.modified_unix,
-                    error: e.error,
+        let (tx, rx) = mpsc::channel(64);
+        // The walk streams as it goes: the client's pace bounds what is held in memory.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut first = true;
+            inspect::files::list(&root, request.recursion_depth, LIST_LIMIT, |e| {
+                let item = if std::mem::take(&mut first) && !e.error.is_empty() {
+                    Err(Status::not_found(format!("{}: {}", request.root, e.error)))
+                } else {
+                    Ok(pb::FileInfo {
+                        path: e.path,
+                        size: e.size,
+                        mode: e.mode,
+                        is_dir: e.is_dir,
+                        link_target: e.link_target,
+                        modified_unix: e.modified_unix,
+                        error: e.error,
+                    })
                 };
-                if tx.send(Ok(info)).await.is_err() {
-                    return;
-                }
-            }
-        })))
+                let go_on = item.is_ok();
+                tx.blocking_send(item).is_ok() && go_on
+            });
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type ReadStream = ResponseStream<pb::FileChunk>;
@@ -503,29 +536,19 @@ impl MachineService for MachineApi {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let caller = self.authorize(&request, Call::Read)?;
+        let permit = self.file_stream_permit()?;
         let path = absolute(&request.get_ref().path)?;
-        let resolved = tokio::fs::canonicalize(&path)
-            .await
-            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
-        // STATE holds the machine config and the node's keys: secrets.
-        let state = tokio::fs::canonicalize(self.machine.layout().state_dir()).await.ok();
-        if state.is_some_and(|state| resolved.starts_with(state)) && !caller.holds(Role::Admin) {
-            return Err(Status::permission_denied(format!(
-                "{} is on STATE, which holds secrets: reading it needs {}",
-                path.display(),
-                Role::Admin
-            )));
-        }
-        let mut file = tokio::fs::File::open(&resolved)
-            .await
-            .map_err(|e| Status::not_found(format!("{}: {e}", path.display())))?;
-        if file.metadata().await.is_ok_and(|m| m.is_dir()) {
-            return Err(Status::invalid_argument(format!(
-                "{} is a directory (use ls)",
-                path.display()
-            )));
-        }
+        let state_dir = self.machine.layout().state_dir();
+        let may_read_state = caller.holds(Role::Admin);
+        let (file, _) = tokio::task::spawn_blocking(move || {
+            inspect::files::open_regular(&path, &state_dir, may_read_state)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(read_error_status)?;
+        let mut file = tokio::fs::File::from_std(file);
         Ok(Response::new(stream(|tx| async move {
+            let _permit = permit;
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
                 let chunk = match file.read(&mut buf).await {
@@ -539,6 +562,18 @@ impl MachineService for MachineApi {
                 }
             }
         })))
+    }
+}
+
+fn read_error_status(e: ReadError) -> Status {
+    match e {
+        ReadError::Io { .. } => Status::not_found(e.to_string()),
+        ReadError::NotRegular { .. } | ReadError::Consuming { .. } => {
+            Status::invalid_argument(e.to_string())
+        }
+        ReadError::OnState { .. } => {
+            Status::permission_denied(format!("{e}: reading it needs {}", Role::Admin))
+        }
     }
 }
 

@@ -2,5 +2,6 @@
 //! into calls on [`crate::machine::Machine`].
 
 pub mod auth;
+pub mod connection;
 pub mod handlers;
 pub mod server;

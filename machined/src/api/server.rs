@@ -9,18 +9,29 @@ use std::time::Duration;
 use anyhow::Context;
 use cairn_api::machine::machine_service_server::MachineServiceServer;
 use futures_util::future::BoxFuture;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::api::connection::{Connection, ConnectionLimits};
 use crate::api::handlers::MachineApi;
 use crate::machine::Machine;
 use crate::supervisor::{Service, ServiceContext};
 
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most one line a second about refused connections and failed handshakes.
+const HANDSHAKE_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// Requests in flight on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 32;
+/// The largest request accepted: a config at its largest, with room for the envelope.
+const MAX_REQUEST_BYTES: usize = cairn_api::config::shape::MAX_CONFIG_BYTES + 64 * 1024;
+/// HTTP/2 pings find dead peers.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long open streams may drain when apid stops.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// The API server.
 pub struct Apid {
@@ -49,18 +60,32 @@ impl Service for Apid {
             let listener = TcpListener::bind(self.listen)
                 .await
                 .with_context(|| format!("binding {}", self.listen))?;
-            let (tx, rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+            let (tx, rx) = mpsc::channel::<Result<Connection, std::io::Error>>(64);
+            // The accept loop owns the listener and ends at the stop signal, so a restarted
+            // apid can bind the port again even while old streams drain.
             let acceptor =
                 tokio::spawn(accept_loop(listener, self.machine.clone(), tx, ctx.clone()));
             ctx.log(format!("API listening on {} ({:?} mode)", self.listen, self.machine.mode()));
             tracing::info!("API listening on {}", self.listen);
             ctx.ready();
-            let result = tonic::transport::Server::builder()
-                .add_service(MachineServiceServer::new(MachineApi::new(self.machine.clone())))
-                .serve_with_incoming_shutdown(ReceiverStream::new(rx), ctx.stop.cancelled())
-                .await;
+            let service = MachineServiceServer::new(MachineApi::new(self.machine.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES);
+            let serve = tonic::transport::Server::builder()
+                .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+                .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .add_service(service)
+                .serve_with_incoming_shutdown(ReceiverStream::new(rx), ctx.stop.cancelled());
+            // Graceful shutdown waits for open streams (`logs -f` never ends by itself):
+            // give them a moment, then drop them.
+            let stop = ctx.stop.clone();
+            let result = tokio::select! {
+                result = serve => result.context("serving the API"),
+                _ = async { stop.cancelled().await; tokio::time::sleep(STOP_GRACE).await } => Ok(()),
+            };
             acceptor.abort();
-            result.context("serving the API")
+            result
         })
     }
 }
@@ -68,16 +93,30 @@ impl Service for Apid {
 async fn accept_loop(
     listener: TcpListener,
     machine: Arc<Machine>,
-    connections: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    connections: mpsc::Sender<Result<Connection, std::io::Error>>,
     ctx: ServiceContext,
 ) {
     let tls = machine.tls();
+    let limits = ConnectionLimits::default();
+    let handshake_failures = RateLimitedLog::new(HANDSHAKE_LOG_INTERVAL);
     loop {
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = ctx.stop.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
+                // Out of file descriptors, typically: wait for some to be freed.
                 ctx.log(format!("accept: {e}"));
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let permit = match limits.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                handshake_failures.log(&ctx, || format!("refused {peer}: {why}"));
                 continue;
             }
         };
@@ -88,14 +127,49 @@ async fn accept_loop(
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let connections = connections.clone();
         let ctx = ctx.clone();
+        let config = machine.watch_config();
+        let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let _ = connections.send(Ok(stream)).await;
+                    let _ = connections.send(Ok(Connection::new(stream, permit, config))).await;
                 }
-                Ok(Err(e)) => ctx.log(format!("TLS handshake with {peer} failed: {e}")),
-                Err(_) => ctx.log(format!("TLS handshake with {peer} timed out")),
+                Ok(Err(e)) => handshake_failures
+                    .log(&ctx, || format!("TLS handshake with {peer} failed: {e}")),
+                Err(_) => {
+                    handshake_failures.log(&ctx, || format!("TLS handshake with {peer} timed out"))
+                }
             }
         });
+    }
+}
+
+/// Logs a kind of line at most once per interval, saying how many were left out: a flood
+/// of bad handshakes must not flood the log (or the disk it is flushed to).
+#[derive(Clone)]
+struct RateLimitedLog {
+    interval: Duration,
+    state: Arc<std::sync::Mutex<(Option<tokio::time::Instant>, u64)>>,
+}
+
+impl RateLimitedLog {
+    fn new(interval: Duration) -> Self {
+        RateLimitedLog { interval, state: Arc::default() }
+    }
+
+    fn log(&self, ctx: &ServiceContext, line: impl FnOnce() -> String) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, suppressed) = &mut *state;
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < self.interval) {
+            *suppressed += 1;
+            return;
+        }
+        *last = Some(now);
+        let line = line();
+        match std::mem::take(suppressed) {
+            0 => ctx.log(line),
+            n => ctx.log(format!("{line} ({n} similar lines left out)")),
+        }
     }
 }

@@ -1,8 +1,120 @@
 //! Listing and reading files, for debugging a node without a shell.
+//!
+//! Reading is confined to regular files: opening a device, a FIFO or a socket has side
+//! effects (`/dev/watchdog` arms the watchdog, a FIFO blocks the reader forever, a block
+//! device holds other files' bytes, STATE's among them), so the type is checked before the
+//! open and again on the opened file. Files on STATE hold the config and the node's keys.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Reading `/proc/kmsg` consumes the kernel's messages for everyone else (`ctl dmesg` reads
+/// `/dev/kmsg`, which does not).
+const CONSUMING_FILES: &[&str] = &["/proc/kmsg"];
+
+/// Why a file may not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// It does not exist or cannot be opened.
+    #[error("{path}: {source}")]
+    Io {
+        /// As the caller named it.
+        path: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Not a regular file.
+    #[error("{path} is {kind}, not a regular file: only regular files can be read")]
+    NotRegular {
+        /// As the caller named it.
+        path: String,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// Reading it would take something from others.
+    #[error("{path}: reading it consumes the kernel's messages; use `ctl dmesg`")]
+    Consuming {
+        /// As the caller named it.
+        path: String,
+    },
+    /// On STATE, and the caller may not see secrets.
+    #[error("{path} is on STATE, which holds secrets")]
+    OnState {
+        /// As the caller named it.
+        path: String,
+    },
+}
+
+/// Opens `path` for reading if it is a regular file; one on STATE (`state_dir`, or the
+/// filesystem mounted there) only when `may_read_state`. Returns the open file and its size.
+pub fn open_regular(
+    path: &Path,
+    state_dir: &Path,
+    may_read_state: bool,
+) -> Result<(File, u64), ReadError> {
+    let shown = path.display().to_string();
+    let io_error = |source| ReadError::Io { path: shown.clone(), source };
+    let resolved = fs::canonicalize(path).map_err(io_error)?;
+    if CONSUMING_FILES.iter().any(|f| resolved == Path::new(f)) {
+        return Err(ReadError::Consuming { path: shown });
+    }
+    let before = fs::symlink_metadata(&resolved).map_err(io_error)?;
+    if !before.file_type().is_file() {
+        return Err(ReadError::NotRegular { path: shown, kind: kind_of(&before) });
+    }
+    // O_NOFOLLOW and O_NONBLOCK: something swapped in after the check can neither lead the
+    // open elsewhere nor block it; fstat then confirms the file is the one checked.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(&resolved)
+        .map_err(io_error)?;
+    let opened = file.metadata().map_err(io_error)?;
+    if !opened.file_type().is_file() || (opened.dev(), opened.ino()) != (before.dev(), before.ino())
+    {
+        return Err(ReadError::NotRegular { path: shown, kind: kind_of(&opened) });
+    }
+    if !may_read_state && on_state(&resolved, &opened, state_dir) {
+        return Err(ReadError::OnState { path: shown });
+    }
+    Ok((file, opened.len()))
+}
+
+/// Whether a file lies in `state_dir`, or on the filesystem mounted there (a hard link
+/// elsewhere on that filesystem still reaches STATE's files).
+fn on_state(resolved: &Path, file: &fs::Metadata, state_dir: &Path) -> bool {
+    let Ok(state) = fs::canonicalize(state_dir) else { return false };
+    if resolved.starts_with(&state) {
+        return true;
+    }
+    let (Ok(state_meta), Some(parent)) = (fs::metadata(&state), state.parent()) else {
+        return false;
+    };
+    let is_mount_point = fs::metadata(parent).is_ok_and(|p| p.dev() != state_meta.dev());
+    is_mount_point && file.dev() == state_meta.dev()
+}
+
+fn kind_of(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory (use ls)"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
 
 /// One directory entry.
 #[derive(Debug, Clone, Default)]
@@ -24,36 +136,56 @@ pub struct FileEntry {
 }
 
 /// `root` itself and what lies below it, `depth` levels down (0: its entries only; negative:
-/// no limit), depth first, names sorted. Symbolic links are listed, not followed.
-pub fn list(root: &Path, depth: i32) -> Vec<FileEntry> {
-    let mut out = Vec::new();
-    out.push(entry(root));
-    if out[0].is_dir {
-        walk(root, depth, &mut out);
+/// no limit), depth first, names sorted, handed to `emit` as the walk goes (it returns false
+/// to stop). At most `limit` entries; past that one last entry says the listing was cut.
+/// Symbolic links are listed, not followed.
+pub fn list(root: &Path, depth: i32, limit: usize, mut emit: impl FnMut(FileEntry) -> bool) {
+    let first = entry(root);
+    let is_dir = first.is_dir;
+    let mut walker = Walker { emitted: 0, limit, emit: &mut emit };
+    if walker.push(first) && is_dir {
+        walker.walk(root, depth);
     }
-    out
 }
 
-fn walk(dir: &Path, depth: i32, out: &mut Vec<FileEntry>) {
-    let mut children: Vec<PathBuf> = match fs::read_dir(dir) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(e) => {
-            out.push(FileEntry {
-                path: dir.display().to_string(),
-                error: e.to_string(),
+struct Walker<'a, F: FnMut(FileEntry) -> bool> {
+    emitted: usize,
+    limit: usize,
+    emit: &'a mut F,
+}
+
+impl<F: FnMut(FileEntry) -> bool> Walker<'_, F> {
+    /// Emits one entry; false when the walk must stop (the client left, or the cap).
+    fn push(&mut self, entry: FileEntry) -> bool {
+        if self.emitted == self.limit {
+            (self.emit)(FileEntry {
+                path: entry.path,
+                error: format!("listing stopped after {} entries; list a deeper path", self.limit),
                 ..Default::default()
             });
-            return;
+            return false;
         }
-    };
-    children.sort();
-    for child in children {
-        let info = entry(&child);
-        let descend = info.is_dir && depth != 0;
-        out.push(info);
-        if descend {
-            walk(&child, depth - 1, out);
+        self.emitted += 1;
+        (self.emit)(entry)
+    }
+
+    fn walk(&mut self, dir: &Path, depth: i32) -> bool {
+        let mut children: Vec<PathBuf> = match fs::read_dir(dir) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) => {
+                let path = dir.display().to_string();
+                return self.push(FileEntry { path, error: e.to_string(), ..Default::default() });
+            }
+        };
+        children.sort();
+        for child in children {
+            let info = entry(&child);
+            let descend = info.is_dir && depth != 0;
+            if !self.push(info) || (descend && !self.walk(&child, depth - 1)) {
+                return false;
+            }
         }
+        true
     }
 }
 
@@ -83,17 +215,63 @@ mod tests {
         fs::create_dir_all(dir.path().join("a/b")).unwrap();
         fs::write(dir.path().join("a/b/deep"), "x").unwrap();
         fs::write(dir.path().join("top"), "hello").unwrap();
-        let names = |depth| {
-            list(dir.path(), depth)
-                .into_iter()
-                .map(|e| {
-                    e.path.strip_prefix(&dir.path().display().to_string()).unwrap().to_string()
-                })
-                .collect::<Vec<_>>()
+        let names = |depth, limit| {
+            let mut out = Vec::new();
+            list(dir.path(), depth, limit, |e| {
+                out.push(
+                    e.path.strip_prefix(&dir.path().display().to_string()).unwrap().to_string(),
+                );
+                true
+            });
+            out
         };
-        assert_eq!(names(0), ["", "/a", "/top"]);
-        assert_eq!(names(-1), ["", "/a", "/a/b", "/a/b/deep", "/top"]);
-        let top = list(&dir.path().join("top"), 0);
+        assert_eq!(names(0, 100), ["", "/a", "/top"]);
+        assert_eq!(names(-1, 100), ["", "/a", "/a/b", "/a/b/deep", "/top"]);
+        // The cap: three entries, then the one that says where it stopped.
+        assert_eq!(names(-1, 3), ["", "/a", "/a/b", "/a/b/deep"]);
+        let mut top = Vec::new();
+        list(&dir.path().join("top"), 0, 100, |e| {
+            top.push(e);
+            true
+        });
         assert_eq!((top.len(), top[0].size), (1, 5));
+    }
+
+    #[test]
+    fn reads_only_regular_files_off_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir_all(&state).unwrap();
+        fs::write(state.join("config.yaml"), "secret").unwrap();
+        fs::write(dir.path().join("plain"), "hello").unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink(state.join("config.yaml"), dir.path().join("link")).unwrap();
+
+        let (_, size) = open_regular(&dir.path().join("plain"), &state, false).unwrap();
+        assert_eq!(size, 5);
+        // A FIFO with no writer would block an open for reading forever: refused at once.
+        assert!(matches!(
+            open_regular(&fifo, &state, true),
+            Err(ReadError::NotRegular { kind: "a FIFO", .. })
+        ));
+        for device in ["/dev/null", "/dev/zero"] {
+            assert!(matches!(
+                open_regular(Path::new(device), &state, true),
+                Err(ReadError::NotRegular { kind: "a character device", .. })
+            ));
+        }
+        assert!(matches!(
+            open_regular(dir.path(), &state, true),
+            Err(ReadError::NotRegular { .. })
+        ));
+        for path in [state.join("config.yaml"), dir.path().join("link")] {
+            assert!(matches!(open_regular(&path, &state, false), Err(ReadError::OnState { .. })));
+            assert!(open_regular(&path, &state, true).is_ok());
+        }
+        assert!(matches!(
+            open_regular(Path::new("/proc/kmsg"), &state, true),
+            Err(ReadError::Consuming { .. })
+        ));
     }
 }

@@ -1,0 +1,154 @@
+//! The attacks of the API security review, each tried again against a real machined process:
+//! a reader reaching secrets or side effects through `read`, configs that cost PID 1 time or
+//! memory, a session that outlives the CA it was made under, an apid restart with streams
+//! open.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_tests::{bin_dir, ctl, eventually, Cluster, Node};
+
+#[test]
+fn readers_read_only_regular_files_and_never_state() {
+    let cluster = Cluster::generate("edge").unwrap();
+    let node = Node::start().unwrap();
+    node.configure(&cluster.path("node.yaml"));
+    let n = node.address.as_str();
+    let reader = cluster.client("os:reader");
+
+    // A FIFO without a writer used to block a worker thread for good; each such read held one.
+    let fifo = node.root().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let started = Instant::now();
+    let refused = ctl(Some(&reader), &["-n", n, "read", fifo.to_str().unwrap()]).failed();
+    assert!(refused.stderr.contains("is a FIFO, not a regular file"), "{}", refused.stderr);
+    assert!(started.elapsed() < Duration::from_secs(20), "the FIFO read blocked");
+
+    // Devices: opening one has side effects (/dev/watchdog), and a block device holds STATE.
+    for (path, kind) in [("/dev/zero", "a character device"), ("/dev/null", "a character device")] {
+        let refused = ctl(Some(&reader), &["-n", n, "read", path]).failed();
+        assert!(refused.stderr.contains(kind), "{path}: {}", refused.stderr);
+    }
+    if let Some(block) = first_block_device() {
+        let refused = ctl(Some(&reader), &["-n", n, "read", &block]).failed();
+        assert!(refused.stderr.contains("a block device"), "{block}: {}", refused.stderr);
+    }
+    let refused = ctl(Some(&reader), &["-n", n, "read", "/proc/kmsg"]).failed();
+    assert!(refused.stderr.contains("consumes the kernel's messages"), "{}", refused.stderr);
+
+    // A link to STATE is STATE.
+    let link = node.root().join("innocent");
+    std::os::unix::fs::symlink(node.root().join("system/state/config.yaml"), &link).unwrap();
+    let refused = ctl(Some(&reader), &["-n", n, "read", link.to_str().unwrap()]).failed();
+    assert!(refused.stderr.contains("is on STATE"), "{}", refused.stderr);
+
+    // Regular files still read, and the node still answers.
+    let hosts = ctl(Some(&reader), &["-n", n, "read", "/etc/hostname"]);
+    assert!(hosts.success || hosts.stderr.contains("No such file"), "{}", hosts.stderr);
+    ctl(Some(&reader), &["-n", n, "version"]).ok();
+}
+
+fn first_block_device() -> Option<String> {
+    std::fs::read_dir("/sys/class/block")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+#[test]
+fn hostile_configs_are_refused_quickly_and_pid_1_lives() {
+    let node = Node::start().unwrap();
+    let n = node.address.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let apply = |name: &str, text: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let started = Instant::now();
+        let run = ctl(None, &["--insecure", "-n", n, "apply-config", "-f", path.to_str().unwrap()]);
+        assert!(!run.success, "{name} was accepted");
+        assert!(started.elapsed() < Duration::from_secs(15), "{name} took {:?}", started.elapsed());
+        run.stderr
+    };
+
+    // Aliases multiply: this used to reach gigabytes resident.
+    let mut laughs = String::from("version: v1alpha1\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..10 {
+        let p = i - 1;
+        laughs +=
+            &format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n");
+    }
+    let stderr = apply("laughs.yaml", laughs.as_bytes());
+    assert!(stderr.contains("anchors and aliases are not accepted"), "{stderr}");
+
+    // Deep nesting used to parse in quadratic time: 96 KB took 13 s.
+    let deep = format!("version: v1alpha1\nmachine: {}", "[".repeat(96 * 1024));
+    let stderr = apply("deep.yaml", deep.as_bytes());
+    assert!(stderr.contains("recursion limit") || stderr.contains("nested deeper"), "{stderr}");
+
+    let mut big = b"version: v1alpha1\n".to_vec();
+    big.resize(1024 * 1024 + 16 * 1024, b'#');
+    let stderr = apply("big.yaml", &big);
+    assert!(stderr.contains("at most 1048576"), "{stderr}");
+
+    ctl(None, &["--insecure", "-n", n, "version"]).ok();
+    assert!(node.stored_config().is_none(), "a refused config was stored");
+}
+
+#[test]
+fn a_new_ca_ends_sessions_made_under_the_old_one() {
+    let cluster = Cluster::generate("edge").unwrap();
+    let node = Node::start().unwrap();
+    node.configure(&cluster.path("node.yaml"));
+    let n = node.address.as_str();
+
+    // A long-lived admin session under the first CA.
+    let mut follower = Command::new(bin_dir().join("ctl"))
+        .args(["-n", n, "logs", "machined", "-f"])
+        .env("CTLCONFIG", cluster.admin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(follower.try_wait().unwrap().is_none(), "the follower ended early");
+
+    // Apid restarts with that stream open: the new apid must get the port back.
+    ctl(Some(&cluster.admin()), &["-n", n, "service", "apid", "restart"]).ok();
+    let back = eventually(Duration::from_secs(20), || {
+        ctl(Some(&cluster.admin()), &["-n", n, "version"]).success
+    });
+    assert!(back, "apid did not come back after a restart:\n{}", node.output());
+
+    // The restart may have ended the follower; start another for the CA change.
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let mut follower = Command::new(bin_dir().join("ctl"))
+        .args(["-n", n, "logs", "machined", "-f"])
+        .env("CTLCONFIG", cluster.admin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(follower.try_wait().unwrap().is_none(), "the follower ended early");
+
+    // The operator moves the node to a new CA.
+    let successor = Cluster::generate("successor").unwrap();
+    ctl(
+        Some(&cluster.admin()),
+        &["-n", n, "apply-config", "-f", successor.path("node.yaml").to_str().unwrap()],
+    )
+    .ok();
+    let ended = eventually(Duration::from_secs(15), || follower.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = follower.kill();
+    }
+    let mut stderr = String::new();
+    follower.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(ended, "a session under the old CA lived on after the CA changed");
+    ctl(Some(&successor.admin()), &["-n", n, "version"]).ok();
+    ctl(Some(&cluster.admin()), &["-n", n, "version"]).failed();
+}
