@@ -50,6 +50,20 @@ fn readers_read_only_regular_files_and_never_state() {
     ctl(Some(&reader), &["-n", n, "version"]).ok();
 }
 
+/// `ctl logs machined -f` as the cluster's admin: a session that stays open.
+fn follow_logs(cluster: &Cluster, n: &str) -> std::process::Child {
+    let mut follower = Command::new(bin_dir().join("ctl"))
+        .args(["-n", n, "logs", "machined", "-f"])
+        .env("CTLCONFIG", cluster.admin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(follower.try_wait().unwrap().is_none(), "the follower ended early");
+    follower
+}
+
 fn first_block_device() -> Option<String> {
     std::fs::read_dir("/sys/class/block")
         .ok()?
@@ -105,15 +119,7 @@ fn a_new_ca_ends_sessions_made_under_the_old_one() {
     let n = node.address.as_str();
 
     // A long-lived admin session under the first CA.
-    let mut follower = Command::new(bin_dir().join("ctl"))
-        .args(["-n", n, "logs", "machined", "-f"])
-        .env("CTLCONFIG", cluster.admin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(follower.try_wait().unwrap().is_none(), "the follower ended early");
+    let mut follower = follow_logs(&cluster, n);
 
     // Apid restarts with that stream open: the new apid must get the port back.
     ctl(Some(&cluster.admin()), &["-n", n, "service", "apid", "restart"]).ok();
@@ -125,15 +131,7 @@ fn a_new_ca_ends_sessions_made_under_the_old_one() {
     // The restart may have ended the follower; start another for the CA change.
     let _ = follower.kill();
     let _ = follower.wait();
-    let mut follower = Command::new(bin_dir().join("ctl"))
-        .args(["-n", n, "logs", "machined", "-f"])
-        .env("CTLCONFIG", cluster.admin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(follower.try_wait().unwrap().is_none(), "the follower ended early");
+    let mut follower = follow_logs(&cluster, n);
 
     // The operator moves the node to a new CA.
     let successor = Cluster::generate("successor").unwrap();

@@ -99,9 +99,22 @@ fn ca_must_be_a_ca_with_a_key() {
 
 #[test]
 fn redaction_hides_secrets_only() {
-    let yaml = config_yaml("  hostname: edge-1\ncluster:\n  controlPlane: {endpoint: \"https://10.0.0.1:6443\"}\n  token: abcdef.0123456789abcdef\n");
+    let yaml = config_yaml(concat!(
+        "  hostname: edge-1\n",
+        "  files: [{path: /var/app/token, content: s3cret-file}]\n",
+        "  registries: {mirrors: {docker.io: {endpoints: [\"https://bob:pw@mirror.local/v2\", \"http://open.local\"]}}}\n",
+        "  pods:\n  - apiVersion: v1\n    kind: Pod\n    metadata: {name: web}\n",
+        "    spec: {containers: [{name: web, image: busybox, env: [{name: PASSWORD, value: s3cret-env}]}]}\n",
+        "cluster:\n  controlPlane: {endpoint: \"https://10.0.0.1:6443\"}\n  token: abcdef.0123456789abcdef\n",
+    ));
     let config = MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
     let redacted = config.redacted();
+    let text = redacted.to_yaml();
+    for secret in ["s3cret-file", "s3cret-env", "bob:pw"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("https://******@mirror.local/v2") && text.contains("http://open.local"));
+    assert!(text.contains("name: PASSWORD") && text.contains("/var/app/token"), "{text}");
     assert_eq!(redacted.machine.ca.key.as_deref(), Some(REDACTED));
     assert_eq!(redacted.cluster.as_ref().unwrap().token.as_deref(), Some(REDACTED));
     assert_eq!(redacted.machine.ca.crt, config.machine.ca.crt);
