@@ -68,11 +68,25 @@ impl ConfigStore {
     pub fn discard_staged(&self) -> Result<(), StoreError> {
         let path = self.layout.staged_config_path();
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(StoreError::Io { path, source: e })
+            Ok(()) => {
+                // Or a power cut could bring the superseded config back at the next start.
+                let dir = self.layout.state_dir();
+                durable::sync_dir(&dir).map_err(|source| StoreError::Io { path: dir, source })
             }
-            _ => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StoreError::Io { path, source }),
         }
+    }
+
+    /// Moves a running config that cannot be used aside (kept for the operator to read with
+    /// `ctl read`, never deleted), so the node can start without it. Returns where it went.
+    pub fn set_aside_running(&self) -> Result<PathBuf, StoreError> {
+        let from = self.layout.config_path();
+        let to = self.layout.state_dir().join("config.invalid.yaml");
+        fs::rename(&from, &to).map_err(|source| StoreError::Io { path: from, source })?;
+        let dir = self.layout.state_dir();
+        durable::sync_dir(&dir).map_err(|source| StoreError::Io { path: dir, source })?;
+        Ok(to)
     }
 
     /// At start: a staged config becomes the running one. Returns whether there was one.

@@ -75,7 +75,18 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     if store.promote_staged()? {
         tracing::info!("the staged config is now the running config");
     }
-    let running = store.load().context("loading the machine config")?;
+    // PID 1 must not exit over a stored config it can no longer read (an older machined's, a
+    // damaged file): it sets the file aside and waits in maintenance mode for a new one.
+    let running = store.load().unwrap_or_else(|e| {
+        match store.set_aside_running() {
+            Ok(kept) => tracing::error!(
+                "{e}; it is kept as {} and the node waits in maintenance mode for a new config",
+                kept.display()
+            ),
+            Err(set_aside) => tracing::error!("{e}; {set_aside}"),
+        }
+        None
+    });
     tracing::info!(
         "machined {} starting under {} ({})",
         env!("CARGO_PKG_VERSION"),

@@ -1,7 +1,7 @@
 //! The attacks of the API security review, each tried again against a real machined process:
 //! a reader reaching secrets or side effects through `read`, configs that cost PID 1 time or
 //! memory, a session that outlives the CA it was made under, an apid restart with streams
-//! open.
+//! open, a stored config that no longer loads.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -149,4 +149,23 @@ fn a_new_ca_ends_sessions_made_under_the_old_one() {
     assert!(ended, "a session under the old CA lived on after the CA changed");
     ctl(Some(&successor.admin()), &["-n", n, "version"]).ok();
     ctl(Some(&cluster.admin()), &["-n", n, "version"]).failed();
+}
+
+#[test]
+fn a_stored_config_that_no_longer_loads_does_not_stop_machined() {
+    let cluster = Cluster::generate("edge").unwrap();
+    let mut node = Node::start().unwrap();
+    node.configure(&cluster.path("node.yaml"));
+    let state = node.root().join("system/state");
+    std::fs::write(state.join("config.yaml"), "version: v1alpha1\nmachine: [damaged\n").unwrap();
+
+    node.restart().unwrap();
+    let n = node.address.as_str();
+    let version = ctl(None, &["--insecure", "-n", n, "version"]).ok().stdout;
+    assert!(version.contains("maintenance"), "{version}");
+    let kept = std::fs::read_to_string(state.join("config.invalid.yaml")).unwrap();
+    assert!(kept.contains("[damaged"), "the damaged config was not kept: {kept}");
+    assert!(node.output().contains("waits in maintenance mode"), "{}", node.output());
+    node.configure(&cluster.path("node.yaml"));
+    ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok();
 }

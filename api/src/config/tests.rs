@@ -120,3 +120,19 @@ fn redaction_hides_secrets_only() {
     assert_eq!(redacted.machine.ca.crt, config.machine.ca.crt);
     assert!(!redacted.to_yaml().contains("PRIVATE KEY"));
 }
+
+#[test]
+fn errors_do_not_echo_huge_values() {
+    let yaml = config_yaml(&format!("  hostname: {}\n", "a".repeat(1024 * 1024 - 8192)));
+    let error = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().to_string();
+    assert!(
+        error.contains("machine.hostname") && error.contains("more bytes left out"),
+        "{error:.300}"
+    );
+    assert!(error.len() < 1024, "{} bytes", error.len());
+    let many: String = (0..500).map(|_| "  - \"bad name!\"\n").collect();
+    let error = MachineConfig::from_yaml(config_yaml(&format!("  certSans:\n{many}")).as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("... and 450 more"), "{error:.300}");
+}

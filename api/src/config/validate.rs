@@ -20,14 +20,37 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// The problems, one a line; past [`MAX_LISTED_PROBLEMS`], a count of the rest.
     pub(super) fn list(problems: &[Problem]) -> String {
-        problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+        let mut lines: Vec<String> =
+            problems.iter().take(MAX_LISTED_PROBLEMS).map(|p| format!("  {p}")).collect();
+        if problems.len() > MAX_LISTED_PROBLEMS {
+            lines.push(format!("  ... and {} more", problems.len() - MAX_LISTED_PROBLEMS));
+        }
+        lines.join("\n")
     }
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// Problems an error message lists at most (all of them stay in [`MachineConfig::validate`]'s
+/// result).
+const MAX_LISTED_PROBLEMS: usize = 50;
+
+/// The longest reason kept: reasons quote the refused value, and a megabyte-long value
+/// echoed back made error replies that gRPC clients refuse (headers over 64 KiB).
+const MAX_REASON_CHARS: usize = 240;
+
+fn shortened(reason: String) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        Some((cut, _)) => {
+            format!("{}… ({} more bytes left out)", &reason[..cut], reason.len() - cut)
+        }
+        None => reason,
     }
 }
 
@@ -39,7 +62,7 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), reason: reason.into() });
+        self.problems.push(Problem { path: path.into(), reason: shortened(reason.into()) });
     }
 
     fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl FnOnce() -> String) {
