@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,8 +58,10 @@ impl LogBook {
         self.ring(id).push(LogLine { unix_micros, message: message.into() });
     }
 
-    /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed.
-    pub fn flush_to(&self, dir: &Path) -> io::Result<()> {
+    /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed. A file
+    /// that would grow past `max_file_bytes` is first moved to `<id>.log.1` (replacing the one
+    /// before), so each log takes at most twice that on EPHEMERAL however chatty it is.
+    pub fn flush_to(&self, dir: &Path, max_file_bytes: u64) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let rings: Vec<_> = self.rings.lock().expect("log book lock").clone().into_iter().collect();
         let mut flushed = self.flushed.lock().expect("log flush lock");
@@ -73,8 +76,17 @@ impl LogBook {
                 text.push_str(&format_line(&record.item));
                 text.push('\n');
             }
-            let mut file =
-                OpenOptions::new().create(true).append(true).open(dir.join(format!("{id}.log")))?;
+            let path = dir.join(format!("{id}.log"));
+            let size = std::fs::symlink_metadata(&path).map_or(0, |m| m.len());
+            if size > 0 && size + text.len() as u64 > max_file_bytes {
+                std::fs::rename(&path, dir.join(format!("{id}.log.1")))?;
+            }
+            // O_NOFOLLOW: /var is writable by pods (hostPath); a planted link must not redirect.
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(&path)?;
             file.write_all(text.as_bytes())?;
             file.sync_data()?;
             flushed.insert(id, newest);
@@ -173,12 +185,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let book = LogBook::default();
         book.push("svc", "one");
-        book.flush_to(dir.path()).unwrap();
+        book.flush_to(dir.path(), 1 << 20).unwrap();
         book.push("svc", "two");
-        book.flush_to(dir.path()).unwrap();
-        book.flush_to(dir.path()).unwrap();
-        let text = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
-        let lines: Vec<_> = text.lines().map(|l| l.split_once(' ').unwrap().1).collect();
-        assert_eq!(lines, ["one", "two"]);
+        book.flush_to(dir.path(), 1 << 20).unwrap();
+        book.flush_to(dir.path(), 1 << 20).unwrap();
+        let lines = |name: &str| -> Vec<String> {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            text.lines().map(|l| l.split_once(' ').unwrap().1.to_string()).collect()
+        };
+        assert_eq!(lines("svc.log"), ["one", "two"]);
+
+        // Past the cap the file rotates: one old generation is kept, no more.
+        // (Lines of 100 bytes against a 150-byte cap: every flush rotates.)
+        let long = |c: &str| c.repeat(100);
+        for word in ["a", "b", "c"] {
+            book.push("svc", long(word));
+            book.flush_to(dir.path(), 150).unwrap();
+        }
+        assert_eq!(lines("svc.log"), [long("c")]);
+        assert_eq!(lines("svc.log.1"), [long("b")]);
+        assert!(!dir.path().join("svc.log.2").exists());
     }
 }

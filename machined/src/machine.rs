@@ -20,6 +20,8 @@ use crate::tls::{self, TlsError};
 
 /// How long machined waits before a reboot or power-off, so the reply reaches the caller.
 const POWER_GRACE: Duration = Duration::from_millis(300);
+/// A service's log file on EPHEMERAL is rotated past this size (one old generation kept).
+const LOG_FILE_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Whether the node has a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +213,15 @@ impl Machine {
         Ok(ApplyOutcome { summary, plan })
     }
 
-    /// Returns to the config that ran before a `try`.
+    /// Returns to the config that ran before a `try`; called by the trial's revert task.
     fn end_trial(&self) {
         let mut state = self.state.lock().expect("config lock");
+        // A revert whose timer fired while a later apply held the lock was aborted too late
+        // to stop it: it must leave the later trial (or config) alone.
+        let ours = tokio::task::try_id();
+        if state.trial.as_ref().map(|(_, revert)| revert.id()) != ours {
+            return;
+        }
         let Some((previous, _)) = state.trial.take() else {
             return;
         };
@@ -264,7 +272,7 @@ impl Machine {
 
     /// Appends in-memory logs to `/var/log`.
     pub fn flush_logs(&self) {
-        if let Err(e) = self.logs.flush_to(&self.layout.log_dir()) {
+        if let Err(e) = self.logs.flush_to(&self.layout.log_dir(), LOG_FILE_MAX_BYTES) {
             tracing::warn!("flushing logs to {}: {e}", self.layout.log_dir().display());
         }
     }
