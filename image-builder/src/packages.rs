@@ -123,10 +123,8 @@ pub fn fetch(
         .map(|name| resolve(name))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let changes = lock
-        .cloned()
-        .unwrap_or_else(|| Lock::new(&profile.suite))
-        .changes_to(&new_lock, build_arch);
+    let no_lock = Lock::new(&profile.suite);
+    let changes = lock.unwrap_or(&no_lock).changes_to(&new_lock, build_arch);
     if mode == LockMode::Locked && !changes.is_empty() {
         return Err(PackagesError::LockOutdated(changes));
     }
