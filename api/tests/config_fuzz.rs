@@ -11,7 +11,8 @@ const PER_INPUT: Duration = Duration::from_secs(2);
 
 const SEED_CONFIG: &str = "version: v1alpha1
 machine:
-  ca: {crt: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"}
+  clientCa: {crt: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"}
+  nodeCa: {crt: \"-----BEGIN CERTIFICATE-----\\nMIIC\\n-----END CERTIFICATE-----\\n\", key: k}
   hostname: edge-1
   network:
     interfaces:

@@ -1,7 +1,10 @@
-//! `ctl gen`: the cluster's CA, client certificates per role, and a node config.
+//! `ctl gen`: the cluster's two CAs, client certificates per role, and a node config.
 //!
-//! `secrets.yaml` keeps the CA (certificate and key): whoever holds it can mint admin
-//! certificates, so it is written 0600 and belongs in a vault, not on a laptop's desktop.
+//! The client CA signs API client certificates; nodes get only its certificate. The node CA
+//! signs each node's serving certificate; nodes hold its key. A stolen node thus gives away
+//! the node CA (it can pose as a node) but not the client CA (it cannot administer nodes).
+//! `secrets.yaml` keeps both keys: whoever holds the client CA's can mint admin certificates,
+//! so it is written 0600 and belongs in a vault, not on a laptop's desktop.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -26,12 +29,31 @@ const CA_VALIDITY: time::Duration = time::Duration::days(3650);
 
 /// The cluster's secrets.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Secrets {
     /// The cluster's name.
     pub name: String,
-    /// The CA of the node API.
-    pub ca: CertificateAuthority,
+    /// Signs API client certificates.
+    pub client_ca: CertificateAuthority,
+    /// Signs the nodes' serving certificates.
+    pub node_ca: CertificateAuthority,
+}
+
+impl Secrets {
+    /// Reads a secrets file, explaining the first format (one CA) if that is what it holds.
+    pub fn load(path: &Path) -> anyhow::Result<Secrets> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_yaml::from_str(&text).map_err(|e| {
+            let old = serde_yaml::from_str::<serde_yaml::Value>(&text)
+                .is_ok_and(|doc| doc.get("ca").is_some());
+            if old {
+                anyhow::anyhow!("{}: it holds a single CA, as older ctl versions wrote; nodes no longer accept one. Run `ctl gen config` for new secrets and node config, apply the config to each node with the old admin context, then use the new ctlconfig", path.display())
+            } else {
+                anyhow::anyhow!("{}: not a secrets file: {e}", path.display())
+            }
+        })
+    }
 }
 
 /// A PEM certificate and key.
@@ -43,11 +65,11 @@ pub struct Credential {
     pub key: String,
 }
 
-/// A new CA named after the cluster.
-pub fn generate_ca(name: &str) -> anyhow::Result<Credential> {
+/// A new CA named after the cluster and what it signs (`purpose`).
+pub fn generate_ca(name: &str, purpose: &str) -> anyhow::Result<CertificateAuthority> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, format!("{name} node API CA"));
+    params.distinguished_name.push(DnType::CommonName, format!("{name} {purpose} CA"));
     params.distinguished_name.push(DnType::OrganizationName, "cairn");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -59,10 +81,10 @@ pub fn generate_ca(name: &str) -> anyhow::Result<Credential> {
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + CA_VALIDITY;
     let cert = params.self_signed(&key)?;
-    Ok(Credential { crt: cert.pem(), key: key.serialize_pem() })
+    Ok(CertificateAuthority { crt: cert.pem(), key: Some(key.serialize_pem()) })
 }
 
-/// A client certificate for `role`, signed by `ca`, valid from an hour ago (clock skew) for
+/// A client certificate for `role`, signed by the client CA `ca`, valid from an hour ago (clock skew) for
 /// `valid_for`.
 pub fn issue_client(
     ca: &CertificateAuthority,
@@ -96,12 +118,13 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ca = generate_ca(name)?;
-    let ca = CertificateAuthority { crt: ca.crt, key: Some(ca.key) };
+    let client_ca = generate_ca(name, "API client")?;
+    let node_ca = generate_ca(name, "node")?;
     let node = MachineConfig {
         version: ConfigVersion::V1Alpha1,
         machine: Machine {
-            ca: ca.clone(),
+            client_ca: CertificateAuthority { crt: client_ca.crt.clone(), key: None },
+            node_ca: node_ca.clone(),
             cert_sans: Vec::new(),
             hostname: None,
             network: Default::default(),
@@ -116,7 +139,7 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
         },
         cluster: None,
     };
-    let secrets = Secrets { name: name.to_string(), ca };
+    let secrets = Secrets { name: name.to_string(), client_ca, node_ca };
     let admin = client_config(&secrets, Role::Admin, nodes, Duration::from_secs(365 * 86400))?;
     write_private(&files[0], node.to_yaml().as_bytes())?;
     write_private(&files[1], serde_yaml::to_string(&secrets)?.as_bytes())?;
@@ -139,10 +162,7 @@ pub fn client(
     if output.exists() && !force {
         bail!("{} exists; pass --force to overwrite", output.display());
     }
-    let text = std::fs::read_to_string(secrets)
-        .with_context(|| format!("reading {}", secrets.display()))?;
-    let secrets: Secrets = serde_yaml::from_str(&text)
-        .with_context(|| format!("{}: not a secrets file", secrets.display()))?;
+    let secrets = Secrets::load(secrets)?;
     client_config(&secrets, role, nodes, valid_for)?.save(output)?;
     println!("wrote {} ({role})", output.display());
     Ok(())
@@ -154,10 +174,10 @@ fn client_config(
     nodes: &[String],
     valid_for: Duration,
 ) -> anyhow::Result<CtlConfig> {
-    let credential = issue_client(&secrets.ca, role, valid_for)?;
+    let credential = issue_client(&secrets.client_ca, role, valid_for)?;
     let context = Context {
         nodes: nodes.to_vec(),
-        ca: secrets.ca.crt.clone(),
+        ca: secrets.node_ca.crt.clone(),
         crt: credential.crt,
         key: credential.key,
     };
@@ -194,12 +214,37 @@ mod tests {
         assert_eq!(ctlconfig.context, "edge");
         assert_eq!(ctlconfig.contexts["edge"].nodes, ["10.0.0.5"]);
         assert!(config("edge", dir.path(), &[], false).is_err(), "refuses to overwrite");
+
+        // The node trusts the client CA without holding its key, and serves with the node CA.
+        let node = MachineConfig::from_yaml(&node).unwrap();
+        let secrets = Secrets::load(&dir.path().join("secrets.yaml")).unwrap();
+        assert_eq!(node.machine.client_ca.key, None);
+        assert_eq!(node.machine.client_ca.crt, secrets.client_ca.crt);
+        assert_eq!(node.machine.node_ca, secrets.node_ca);
+        assert_eq!(ctlconfig.contexts["edge"].ca, secrets.node_ca.crt);
+    }
+
+    #[test]
+    fn single_ca_secrets_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("secrets.yaml");
+        std::fs::write(&old, "name: edge\nca: {crt: x, key: y}\n").unwrap();
+        let error = client(
+            &old,
+            Role::Reader,
+            &dir.path().join("out"),
+            &[],
+            Duration::from_secs(60),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("single CA") && error.contains("ctl gen config"), "{error}");
     }
 
     #[test]
     fn client_certificates_carry_the_role() {
-        let ca = generate_ca("edge").unwrap();
-        let ca = CertificateAuthority { crt: ca.crt, key: Some(ca.key) };
+        let ca = generate_ca("edge", "API client").unwrap();
         let reader = issue_client(&ca, Role::Reader, Duration::from_secs(3600)).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(reader.crt.as_bytes()).unwrap();
         let cert = pem.parse_x509().unwrap();

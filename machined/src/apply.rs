@@ -139,7 +139,7 @@ mod tests {
     fn config(extra: &str) -> MachineConfig {
         // Validation is not the point here; build the value directly.
         serde_yaml::from_str(&format!(
-            "version: v1alpha1\nmachine:\n  ca: {{crt: x, key: y}}\n{extra}"
+            "version: v1alpha1\nmachine:\n  clientCa: {{crt: x}}\n  nodeCa: {{crt: x, key: y}}\n{extra}"
         ))
         .unwrap()
     }

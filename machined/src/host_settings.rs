@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn a_process_leaves_the_kernel_alone() {
         let var = tempfile::tempdir().unwrap();
-        let yaml = "version: v1alpha1\nmachine:\n  ca: {crt: x}\n  hostname: elsewhere\n  \
+        let yaml = "version: v1alpha1\nmachine:\n  clientCa: {crt: x}\n  nodeCa: {crt: y}\n  hostname: elsewhere\n  \
                     sysctls: {vm.swappiness: '1'}\n";
         let config: cairn_api::config::MachineConfig = serde_yaml::from_str(yaml).unwrap();
         let settings = HostSettings::new(var.path().into(), false);

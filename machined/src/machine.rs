@@ -319,8 +319,9 @@ fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig
                 machine.hostname.as_deref().unwrap_or(&hostname),
                 &machine.cert_sans,
             );
-            let key = machine.ca.key.as_deref().expect("validation requires machine.ca.key");
-            tls::mutual(&machine.ca.crt, pki::issue_serving(&machine.ca.crt, key, &names)?)?
+            let node_ca = &machine.node_ca;
+            let key = node_ca.key.as_deref().expect("validation requires machine.nodeCa.key");
+            tls::mutual(&machine.client_ca.crt, pki::issue_serving(&node_ca.crt, key, &names)?)?
         }
     })
 }

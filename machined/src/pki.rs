@@ -1,5 +1,5 @@
 //! The node's own certificates: a throwaway self-signed one for maintenance mode, and a
-//! serving certificate issued with the machine config's CA, naming the node's current
+//! serving certificate issued with the machine config's node CA, naming the node's current
 //! addresses, so `ctl` can verify it like any TLS server.
 
 use std::net::IpAddr;
@@ -23,8 +23,8 @@ pub struct ServingIdentity {
 /// Why the node could not make a certificate.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    /// The CA in the machine config cannot sign.
-    #[error("machine.ca cannot issue the serving certificate: {0}")]
+    /// The node CA in the machine config cannot sign.
+    #[error("machine.nodeCa cannot issue the serving certificate: {0}")]
     Ca(rcgen::Error),
     /// Key generation or signing failed.
     #[error("generating a certificate: {0}")]
@@ -64,7 +64,7 @@ pub fn maintenance_identity(names: &[String]) -> Result<ServingIdentity, PkiErro
     Ok(identity(cert.der().clone(), &key))
 }
 
-/// A serving certificate for `names`, signed by the config's CA.
+/// A serving certificate for `names`, signed by the config's node CA.
 pub fn issue_serving(
     ca_crt_pem: &str,
     ca_key_pem: &str,

@@ -1,5 +1,5 @@
 //! The API's TLS settings: server-only TLS in maintenance mode, mutual TLS trusting the
-//! machine config's CA once configured.
+//! machine config's client CA once configured.
 
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use crate::pki::ServingIdentity;
 /// The TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The CA certificate in the config is unusable.
-    #[error("machine.ca.crt: {0}")]
+    /// The client CA certificate in the config is unusable.
+    #[error("machine.clientCa.crt: {0}")]
     Ca(String),
     /// rustls refused the settings.
     #[error("TLS settings: {0}")]
@@ -30,13 +30,16 @@ pub fn maintenance(identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsEr
     Ok(finish(config))
 }
 
-/// Mutual TLS: a client certificate signed by `ca_pem` and valid is required at the handshake,
+/// Mutual TLS: a client certificate signed by (one of) `client_ca_pem` and valid is required at the handshake,
 /// so a client without one is turned away before it can send a byte of a request (letting it
 /// through to be told in words let anyone hold buffers and connections); every call then
 /// checks the role.
-pub fn mutual(ca_pem: &str, identity: ServingIdentity) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn mutual(
+    client_ca_pem: &str,
+    identity: ServingIdentity,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+    for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
         roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
     }

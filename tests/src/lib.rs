@@ -289,20 +289,22 @@ impl Cluster {
         path
     }
 
-    /// A client config whose certificate, signed by this cluster's CA for `organization`,
-    /// is valid only between the given offsets from now (negative: in the past).
-    pub fn client_valid_between(
+    /// A client config whose certificate, signed by `signer` (`clientCa`, or `nodeCa` as a
+    /// stolen node could) for `organization`, is valid only between the given offsets from
+    /// now (negative: in the past).
+    pub fn client_signed_by(
         &self,
+        signer: &str,
         organization: &str,
         from: time::Duration,
         to: time::Duration,
     ) -> anyhow::Result<PathBuf> {
         let secrets: serde_yaml::Value =
             serde_yaml::from_str(&std::fs::read_to_string(self.path("secrets.yaml"))?)?;
-        let ca_crt = secrets["ca"]["crt"].as_str().context("secrets ca.crt")?;
-        let ca_key =
-            rcgen::KeyPair::from_pem(secrets["ca"]["key"].as_str().context("secrets ca.key")?)?;
-        let issuer = rcgen::Issuer::from_ca_cert_pem(ca_crt, ca_key)?;
+        let ca = &secrets[signer];
+        let ca_crt = ca["crt"].as_str().with_context(|| format!("secrets {signer}.crt"))?;
+        let ca_key = ca["key"].as_str().with_context(|| format!("secrets {signer}.key"))?;
+        let issuer = rcgen::Issuer::from_ca_cert_pem(ca_crt, rcgen::KeyPair::from_pem(ca_key)?)?;
         let key = rcgen::KeyPair::generate()?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(rcgen::DnType::OrganizationName, organization);
@@ -310,8 +312,9 @@ impl Cluster {
         params.not_before = now + from;
         params.not_after = now + to;
         let cert = params.signed_by(&key, &issuer)?;
+        let node_ca_crt = secrets["nodeCa"]["crt"].as_str().context("secrets nodeCa.crt")?;
         let mut context = serde_yaml::Mapping::new();
-        context.insert("ca".into(), ca_crt.into());
+        context.insert("ca".into(), node_ca_crt.into());
         context.insert("crt".into(), cert.pem().into());
         context.insert("key".into(), key.serialize_pem().into());
         let mut contexts = serde_yaml::Mapping::new();
@@ -319,9 +322,19 @@ impl Cluster {
         let mut file = serde_yaml::Mapping::new();
         file.insert("context".into(), "custom".into());
         file.insert("contexts".into(), serde_yaml::Value::Mapping(contexts));
-        let path = self.path(&format!("custom-{organization}-{}", from.whole_seconds()));
+        let path = self.path(&format!("custom-{signer}-{organization}-{}", from.whole_seconds()));
         std::fs::write(&path, serde_yaml::to_string(&file)?)?;
         Ok(path)
+    }
+
+    /// A client config signed by the client CA, valid only between the given offsets.
+    pub fn client_valid_between(
+        &self,
+        organization: &str,
+        from: time::Duration,
+        to: time::Duration,
+    ) -> anyhow::Result<PathBuf> {
+        self.client_signed_by("clientCa", organization, from, to)
     }
 }
 

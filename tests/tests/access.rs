@@ -44,6 +44,18 @@ fn clients_without_a_valid_certificate_are_refused() {
     let refused = ctl(Some(&expired), &["-n", n, "version"]).failed();
     assert!(refused.stderr.contains("refused our client certificate"), "{}", refused.stderr);
 
+    // What a stolen node holds: the node CA's key. A certificate it signs is no client's.
+    let from_stolen_node = cluster
+        .client_signed_by("nodeCa", "os:admin", time::Duration::hours(-1), time::Duration::hours(1))
+        .unwrap();
+    let refused = ctl(Some(&from_stolen_node), &["-n", n, "version"]).failed();
+    assert!(refused.stderr.contains("refused our client certificate"), "{}", refused.stderr);
+    let node_config = std::fs::read_to_string(cluster.path("node.yaml")).unwrap();
+    let secrets = std::fs::read_to_string(cluster.path("secrets.yaml")).unwrap();
+    let client_ca_key: serde_yaml::Value = serde_yaml::from_str(&secrets).unwrap();
+    let client_ca_key = client_ca_key["clientCa"]["key"].as_str().unwrap();
+    assert!(!node_config.contains(client_ca_key.trim()), "the client CA's key is on the node");
+
     let no_role = cluster
         .client_valid_between("acme", time::Duration::hours(-1), time::Duration::hours(1))
         .unwrap();

@@ -44,13 +44,25 @@ impl ConfigError {
     }
 }
 
+/// Why a config of the first format, with one CA for both sides, is refused.
+pub const SINGLE_CA: &str = "machine.ca: a single CA for clients and node is no longer accepted: its key, on every node, let a stolen node mint admin certificates. Regenerate with `ctl gen config NAME` (a clientCa whose key stays in secrets.yaml, and a nodeCa), then issue new client configs with `ctl gen client`";
+
+/// Whether the document has the first format's `machine.ca` (only asked once parsing failed,
+/// to explain why).
+fn has_single_ca(bytes: &[u8]) -> bool {
+    serde_yaml::from_slice::<serde_yaml::Value>(bytes)
+        .is_ok_and(|doc| doc.get("machine").and_then(|m| m.get("ca")).is_some())
+}
+
 impl MachineConfig {
     /// Parses and validates a config, within [`shape`]'s limits.
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, ConfigError> {
         shape::check(bytes).map_err(|message| ConfigError::Parse { message })?;
         // serde_yaml's message already names the path and the line.
-        let config: MachineConfig = serde_yaml::from_slice(bytes)
-            .map_err(|e| ConfigError::Parse { message: e.to_string() })?;
+        let config: MachineConfig = serde_yaml::from_slice(bytes).map_err(|e| {
+            let message = if has_single_ca(bytes) { SINGLE_CA.to_string() } else { e.to_string() };
+            ConfigError::Parse { message }
+        })?;
         let problems = config.validate();
         if problems.is_empty() {
             Ok(config)

@@ -16,7 +16,7 @@ impl MachineConfig {
                 *secret = Some(REDACTED.to_string());
             }
         };
-        hide(&mut config.machine.ca.key);
+        hide(&mut config.machine.node_ca.key);
         for file in &mut config.machine.files {
             file.content = REDACTED.to_string();
         }

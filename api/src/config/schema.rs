@@ -35,9 +35,14 @@ pub struct MachineConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Machine {
-    /// The CA that signs API client certificates; the node also issues its own serving
-    /// certificate with it, naming its current addresses.
-    pub ca: CertificateAuthority,
+    /// The CA that signs API client certificates: its certificate only (one or more, PEM,
+    /// to rotate it without a gap). Its key stays with the operator, so a stolen node cannot
+    /// mint client certificates.
+    pub client_ca: CertificateAuthority,
+    /// The CA the node issues its serving certificate with (naming its current addresses),
+    /// certificate and key. A stolen node gives this one away: it can impersonate nodes,
+    /// never administer them.
+    pub node_ca: CertificateAuthority,
     /// Extra names and addresses for the node's serving certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cert_sans: Vec<String>,

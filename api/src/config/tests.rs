@@ -8,13 +8,18 @@ fn ca_pem() -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+fn indent(pem: &str) -> String {
+    pem.lines().map(|l| format!("      {l}\n")).collect()
+}
+
 fn config_yaml(machine_extra: &str) -> String {
-    let (crt, key) = ca_pem();
-    let indent = |pem: &str| pem.lines().map(|l| format!("      {l}\n")).collect::<String>();
+    let (client_crt, _) = ca_pem();
+    let (node_crt, node_key) = ca_pem();
     format!(
-        "version: v1alpha1\nmachine:\n  ca:\n    crt: |\n{}    key: |\n{}{machine_extra}",
-        indent(&crt),
-        indent(&key)
+        "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}  nodeCa:\n    crt: |\n{}    key: |\n{}{machine_extra}",
+        indent(&client_crt),
+        indent(&node_crt),
+        indent(&node_key)
     )
 }
 
@@ -87,14 +92,52 @@ fn every_value_problem_is_reported_with_its_path() {
 }
 
 #[test]
-fn ca_must_be_a_ca_with_a_key() {
-    let yaml = "version: v1alpha1\nmachine:\n  ca:\n    crt: not a pem\n";
+fn client_ca_is_certificates_only_and_node_ca_has_a_key() {
+    let (client_crt, client_key) = ca_pem();
+    let (second_crt, _) = ca_pem();
+    let yaml = format!(
+        "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}    key: |\n{}  nodeCa:\n    crt: not a pem\n",
+        indent(&client_crt),
+        indent(&client_key)
+    );
     let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
+    for want in [
+        "machine.clientCa.key: must not be on the node",
+        "machine.nodeCa.crt: is not a PEM certificate",
+        "machine.nodeCa.key: is required",
+    ] {
+        assert!(problems.iter().any(|p| p.starts_with(want)), "missing {want:?} in {problems:#?}");
+    }
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+
+    // A bundle of two client CAs (a rotation under way) is fine; the same CA on both sides is not.
+    let bundle = format!("{client_crt}{second_crt}");
+    let yaml = format!(
+        "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}  nodeCa:\n    crt: |\n{}    key: |\n{}",
+        indent(&bundle),
+        indent(&client_crt),
+        indent(&client_key)
+    );
+    MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
+    let same = yaml.replacen(&indent(&bundle), &indent(&client_crt), 1);
+    let problems = MachineConfig::from_yaml(same.as_bytes()).unwrap_err().problems();
     assert!(
-        problems.iter().any(|p| p.starts_with("machine.ca.crt: is not a PEM certificate")),
+        problems[0].starts_with("machine.clientCa.crt: is the same certificate"),
         "{problems:?}"
     );
-    assert!(problems.iter().any(|p| p.starts_with("machine.ca.key: is required")), "{problems:?}");
+}
+
+#[test]
+fn single_ca_configs_are_refused_with_directions() {
+    let (crt, key) = ca_pem();
+    let yaml = format!(
+        "version: v1alpha1\nmachine:\n  ca:\n    crt: |\n{}    key: |\n{}",
+        indent(&crt),
+        indent(&key)
+    );
+    let error = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().to_string();
+    assert_eq!(error, SINGLE_CA);
+    assert!(error.contains("ctl gen config"), "{error}");
 }
 
 #[test]
@@ -115,9 +158,9 @@ fn redaction_hides_secrets_only() {
     }
     assert!(text.contains("https://******@mirror.local/v2") && text.contains("http://open.local"));
     assert!(text.contains("name: PASSWORD") && text.contains("/var/app/token"), "{text}");
-    assert_eq!(redacted.machine.ca.key.as_deref(), Some(REDACTED));
+    assert_eq!(redacted.machine.node_ca.key.as_deref(), Some(REDACTED));
     assert_eq!(redacted.cluster.as_ref().unwrap().token.as_deref(), Some(REDACTED));
-    assert_eq!(redacted.machine.ca.crt, config.machine.ca.crt);
+    assert_eq!(redacted.machine.node_ca.crt, config.machine.node_ca.crt);
     assert!(!redacted.to_yaml().contains("PRIVATE KEY"));
 }
 

@@ -77,7 +77,11 @@ impl MachineConfig {
     pub fn validate(&self) -> Vec<Problem> {
         let mut c = Checker::default();
         let m = &self.machine;
-        check_ca(&mut c, "machine.ca", &m.ca, true);
+        check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
+        check_ca(&mut c, "machine.nodeCa", &m.node_ca, KeyRule::Required);
+        c.check(m.client_ca.crt.trim() != m.node_ca.crt.trim(), "machine.clientCa.crt", || {
+            "is the same certificate as machine.nodeCa.crt: the two CAs must differ, or the node's key could sign client certificates".to_string()
+        });
         for (i, san) in m.cert_sans.iter().enumerate() {
             c.check(
                 san.parse::<IpAddr>().is_ok() || is_dns_name(san),
@@ -164,29 +168,58 @@ impl MachineConfig {
     }
 }
 
-fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_required: bool) {
-    match x509_parser::pem::parse_x509_pem(ca.crt.as_bytes()) {
-        Ok((_, pem)) => match pem.parse_x509() {
-            Ok(cert) => c.check(cert.is_ca(), format!("{path}.crt"), || {
-                "is a certificate but not a CA certificate (basicConstraints CA:TRUE)".to_string()
-            }),
+/// Whether a CA's key belongs in the config.
+#[derive(Clone, Copy, PartialEq)]
+enum KeyRule {
+    /// The node signs with it.
+    Required,
+    /// It would let a stolen node sign what the node must only verify.
+    Forbidden,
+    /// Either way.
+    Optional,
+}
+
+/// Every certificate in `ca.crt` (a bundle, during a rotation) must be a CA certificate, and
+/// the key present or absent as `key_rule` says.
+fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_rule: KeyRule) {
+    let mut count = 0;
+    for (i, pem) in x509_parser::pem::Pem::iter_from_buffer(ca.crt.as_bytes()).enumerate() {
+        count += 1;
+        let which = if i == 0 { String::new() } else { format!(" (certificate {})", i + 1) };
+        match pem.map_err(|e| e.to_string()).and_then(|pem| {
+            let is_ca = pem.parse_x509().map_err(|e| e.to_string())?.is_ca();
+            Ok(is_ca)
+        }) {
+            Ok(true) => {}
+            Ok(false) => c.fail(
+                format!("{path}.crt"),
+                format!(
+                    "is a certificate but not a CA certificate (basicConstraints CA:TRUE){which}"
+                ),
+            ),
             Err(e) => {
-                c.fail(format!("{path}.crt"), format!("is not a valid X.509 certificate: {e}"))
+                c.fail(format!("{path}.crt"), format!("is not a valid PEM certificate{which}: {e}"))
             }
-        },
-        Err(e) => c.fail(format!("{path}.crt"), format!("is not a PEM certificate: {e}")),
+        }
     }
-    match &ca.key {
-        Some(key) => c.check(
+    if count == 0 {
+        c.fail(format!("{path}.crt"), "is not a PEM certificate: no BEGIN CERTIFICATE block");
+    }
+    match (&ca.key, key_rule) {
+        (Some(_), KeyRule::Forbidden) => c.fail(
+            format!("{path}.key"),
+            "must not be on the node: whoever holds it can administer every node; keep it in secrets.yaml",
+        ),
+        (Some(key), _) => c.check(
             PrivateKeyDer::from_pem_slice(key.as_bytes()).is_ok(),
             format!("{path}.key"),
             || "is not a PEM private key".to_string(),
         ),
-        None if key_required => c.fail(
+        (None, KeyRule::Required) => c.fail(
             format!("{path}.key"),
             "is required: the node issues its serving certificate with it",
         ),
-        None => {}
+        (None, _) => {}
     }
 }
 
@@ -335,7 +368,7 @@ fn check_cluster(c: &mut Checker, cluster: &Cluster) {
         });
     }
     if let Some(ca) = &cluster.ca {
-        check_ca(c, "cluster.ca", ca, false);
+        check_ca(c, "cluster.ca", ca, KeyRule::Optional);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The limits on API connections: how many at once (in all, and from one address), how long
-//! one may stay silent, and how long one outlives the CA it was authenticated under.
+//! one may stay silent, and how long one outlives the client CA it was authenticated under.
 //!
 //! Certificates are checked only at the handshake, so a connection made under an old CA
 //! would keep its rights after the operator replaced that CA; [`Connection`] ends it once the
@@ -129,10 +129,11 @@ impl Connection {
     }
 }
 
-/// Resolves `CA_CHANGE_GRACE` after the CA differs from the one in force when called.
+/// Resolves `CA_CHANGE_GRACE` after the client CA differs from the one in force when called.
 async fn ca_replaced(mut config: watch::Receiver<Option<Arc<MachineConfig>>>) {
-    let ca =
-        |config: &Option<Arc<MachineConfig>>| config.as_ref().map(|c| c.machine.ca.crt.clone());
+    let ca = |config: &Option<Arc<MachineConfig>>| {
+        config.as_ref().map(|c| c.machine.client_ca.crt.clone())
+    };
     let original = ca(&config.borrow_and_update());
     loop {
         if config.changed().await.is_err() {
