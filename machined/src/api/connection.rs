@@ -23,58 +23,66 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
-/// Connections open at once, handshakes included.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections open at once, handshakes included. Each costs two file descriptors at most
+/// and some tens of KiB; PID 1's descriptor limit is far above this.
+pub const MAX_CONNECTIONS: usize = 2048;
 /// Connections open at once from one IP address.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+/// Handshakes under way at once: a connection that has not authenticated yet (a client
+/// without a certificate, or one that sends nothing) holds one of these, not a place among
+/// the authenticated, so idle strangers cannot crowd out admins.
+pub const MAX_HANDSHAKES: usize = 256;
+/// Handshakes under way at once from one IP address.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// A connection that moves no byte for this long is closed (HTTP/2 keepalive pings, which
 /// the server sends more often, keep a live client's streams open).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a connection lives on after the CA it was made under was replaced.
 pub const CA_CHANGE_GRACE: Duration = Duration::from_secs(2);
 
-/// Hands out places for connections, in all and per address.
+/// Places for connections, in all and per address.
 #[derive(Clone)]
-pub struct ConnectionLimits {
+struct Pool {
     total: Arc<Semaphore>,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    per_address_max: usize,
+    what: &'static str,
 }
 
-/// A place for one connection; given back when dropped.
-pub struct ConnectionPermit {
+/// A place in a [`Pool`]; given back when dropped.
+pub struct Place {
     _total: OwnedSemaphorePermit,
     address: IpAddr,
     per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            total: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+impl Pool {
+    fn new(total: usize, per_address_max: usize, what: &'static str) -> Self {
+        Pool {
+            total: Arc::new(Semaphore::new(total)),
             per_address: Arc::default(),
+            per_address_max,
+            what,
         }
     }
-}
 
-impl ConnectionLimits {
-    /// A place for a connection from `address`, or why there is none.
-    pub fn admit(&self, address: IpAddr) -> Result<ConnectionPermit, &'static str> {
+    fn take(&self, address: IpAddr) -> Result<Place, String> {
         let total = self
             .total
             .clone()
             .try_acquire_owned()
-            .map_err(|_| "too many connections to the API")?;
+            .map_err(|_| format!("too many {} to the API", self.what))?;
         let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         let count = counts.entry(address).or_default();
-        if *count >= MAX_CONNECTIONS_PER_ADDRESS {
-            return Err("too many connections from this address");
+        if *count >= self.per_address_max {
+            return Err(format!("too many {} from this address", self.what));
         }
         *count += 1;
-        Ok(ConnectionPermit { _total: total, address, per_address: self.per_address.clone() })
+        Ok(Place { _total: total, address, per_address: self.per_address.clone() })
     }
 }
 
-impl Drop for ConnectionPermit {
+impl Drop for Place {
     fn drop(&mut self) {
         let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = counts.get_mut(&self.address) {
@@ -86,10 +94,35 @@ impl Drop for ConnectionPermit {
     }
 }
 
+/// Hands out places for connections and for handshakes.
+#[derive(Clone)]
+pub struct ConnectionLimits {
+    connections: Pool,
+    handshakes: Pool,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            connections: Pool::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_ADDRESS, "connections"),
+            handshakes: Pool::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_ADDRESS, "handshakes"),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// Places for a new connection from `address`: one for its life, and one to give back
+    /// when its handshake ends; or why there are none.
+    pub fn admit(&self, address: IpAddr) -> Result<(Place, Place), String> {
+        let handshake = self.handshakes.take(address)?;
+        Ok((self.connections.take(address)?, handshake))
+    }
+}
+
 /// An API connection under the limits above.
 pub struct Connection {
     stream: TlsStream<TcpStream>,
-    _permit: ConnectionPermit,
+    _place: Place,
     idle: Pin<Box<Sleep>>,
     ca_replaced: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
@@ -99,12 +132,12 @@ impl Connection {
     /// at this moment is the one the connection was authenticated under.
     pub fn new(
         stream: TlsStream<TcpStream>,
-        permit: ConnectionPermit,
+        place: Place,
         config: watch::Receiver<Option<Arc<MachineConfig>>>,
     ) -> Self {
         Connection {
             stream,
-            _permit: permit,
+            _place: place,
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
             ca_replaced: Box::pin(ca_replaced(config)),
         }
@@ -206,13 +239,20 @@ mod tests {
         let limits = ConnectionLimits::default();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let held: Vec<_> =
-            (0..MAX_CONNECTIONS_PER_ADDRESS).map(|_| limits.admit(a).unwrap()).collect();
-        assert_eq!(limits.admit(a).err(), Some("too many connections from this address"));
+        // Handshakes from one address run out first; done ones give their place back.
+        let handshaking: Vec<_> =
+            (0..MAX_HANDSHAKES_PER_ADDRESS).map(|_| limits.admit(a).unwrap()).collect();
+        assert_eq!(limits.admit(a).err().unwrap(), "too many handshakes from this address");
+        let mut established: Vec<_> = handshaking.into_iter().map(|(place, _)| place).collect();
+        while established.len() < MAX_CONNECTIONS_PER_ADDRESS {
+            established.push(limits.admit(a).unwrap().0);
+        }
+        assert_eq!(limits.admit(a).err().unwrap(), "too many connections from this address");
         let other = limits.admit(b).unwrap();
-        drop(held);
+        drop(established);
         assert!(limits.admit(a).is_ok());
         drop(other);
-        assert!(limits.per_address.lock().unwrap().is_empty());
+        assert!(limits.connections.per_address.lock().unwrap().is_empty());
+        assert!(limits.handshakes.per_address.lock().unwrap().is_empty());
     }
 }

@@ -113,8 +113,8 @@ async fn accept_loop(
                 continue;
             }
         };
-        let permit = match limits.admit(peer.ip()) {
-            Ok(permit) => permit,
+        let (place, handshake) = match limits.admit(peer.ip()) {
+            Ok(places) => places,
             Err(why) => {
                 handshake_failures.log(&ctx, || format!("refused {peer}: {why}"));
                 continue;
@@ -130,9 +130,12 @@ async fn accept_loop(
         let config = machine.watch_config();
         let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake_result =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(handshake);
+            match handshake_result {
                 Ok(Ok(stream)) => {
-                    let _ = connections.send(Ok(Connection::new(stream, permit, config))).await;
+                    let _ = connections.send(Ok(Connection::new(stream, place, config))).await;
                 }
                 Ok(Err(e)) => handshake_failures
                     .log(&ctx, || format!("TLS handshake with {peer} failed: {e}")),
