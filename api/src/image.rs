@@ -9,6 +9,9 @@ pub const ROOT_A_LABEL: &str = "ROOT-A";
 pub const ROOT_B_LABEL: &str = "ROOT-B";
 /// Where machined (stage 2) lives on a root filesystem.
 pub const MACHINED_PATH: &str = "/usr/sbin/machined";
+
+/// Where a bootstrap token baked into an image lives (read-only, mode 0400).
+pub const BOOTSTRAP_TOKEN_PATH: &str = "/etc/cairn/bootstrap-token";
 /// The file in `/usr/lib/modules/<release>/` listing the modules to load, in order.
 pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).

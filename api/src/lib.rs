@@ -9,6 +9,7 @@
 //! - [`timestamp`]: how times are written in logs.
 
 pub mod arch;
+pub mod bootstrap;
 pub mod config;
 pub mod image;
 pub mod role;

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::connect::Fingerprint;
+
 /// ctl: manage Cairn nodes.
 #[derive(Debug, Parser)]
 #[command(name = "ctl", version, about, propagate_version = true)]
@@ -24,9 +26,15 @@ pub struct Cli {
         value_name = "HOST[:PORT]"
     )]
     pub nodes: Vec<String>,
-    /// Skip server verification and client certificates: for nodes in maintenance mode.
+    /// No client certificate, and no CA check of the node: for nodes in maintenance mode.
+    /// Pin the node's certificate with --fingerprint, or prove a shared secret with
+    /// apply-config's --bootstrap-token-file.
     #[arg(short = 'i', long, global = true)]
     pub insecure: bool,
+    /// With --insecure: the SHA-256 fingerprint of the node's certificate, as its console
+    /// printed it; any other certificate is refused before a byte is sent.
+    #[arg(long, global = true, requires = "insecure", value_name = "SHA256")]
+    pub fingerprint: Option<Fingerprint>,
     /// Output format.
     #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
@@ -192,6 +200,10 @@ pub struct ApplyConfigArgs {
     /// Report what would change; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --insecure, for a node built with a bootstrap token: the token. The node must
+    /// prove it knows it too before the config is sent.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// `--mode` of `ctl apply-config`.

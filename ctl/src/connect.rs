@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cairn_api::bootstrap;
 use cairn_api::machine::machine_service_client::MachineServiceClient;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -84,13 +88,57 @@ pub fn mutual_tls(context: &Context) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(finish(config))
 }
 
-/// TLS settings for `--insecure`: no server verification, no client certificate.
-pub fn insecure_tls() -> anyhow::Result<Arc<ClientConfig>> {
+/// A certificate's SHA-256 fingerprint, as a node in maintenance mode prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 32]);
+
+impl std::str::FromStr for Fingerprint {
+    type Err = String;
+
+    /// 64 hex digits, in either case, with or without `:` between bytes and a `sha256:` prefix.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let trimmed = text.trim();
+        let hex: String = trimmed
+            .strip_prefix("sha256:")
+            .or_else(|| trimmed.strip_prefix("SHA256:"))
+            .unwrap_or(trimmed)
+            .chars()
+            .filter(|c| *c != ':')
+            .collect();
+        let wrong = || format!("{text:?} is not a SHA-256 fingerprint (64 hex digits)");
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(wrong());
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| wrong())?;
+        }
+        Ok(Fingerprint(bytes))
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of `cert`.
+    pub fn of(cert: &CertificateDer<'_>) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+        Fingerprint(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+}
+
+/// TLS settings for `--insecure`: no client certificate; the server's certificate is
+/// checked only against `pinned`, when given (a maintenance-mode node's is self-signed).
+pub fn insecure_tls(pinned: Option<Fingerprint>) -> anyhow::Result<Arc<ClientConfig>> {
     let provider = Arc::new(default_provider());
     let config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_custom_certificate_verifier(Arc::new(MaintenanceServer { provider, pinned }))
         .with_no_client_auth();
     Ok(finish(config))
 }
@@ -100,13 +148,26 @@ fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// Keying material exported from a TLS session, which bootstrap-token proofs are bound to.
+pub type ChannelBinding = [u8; bootstrap::BINDING_LEN];
+
 /// Opens a gRPC client to `node`.
 pub async fn connect(
     node: &NodeAddress,
     tls: Arc<ClientConfig>,
 ) -> anyhow::Result<MachineServiceClient<Channel>> {
+    Ok(connect_bound(node, tls).await?.0)
+}
+
+/// Opens a gRPC client to `node`, with its TLS session's channel binding.
+pub async fn connect_bound(
+    node: &NodeAddress,
+    tls: Arc<ClientConfig>,
+) -> anyhow::Result<(MachineServiceClient<Channel>, ChannelBinding)> {
     let server_name = ServerName::try_from(node.host.clone())
         .with_context(|| format!("{:?} is not a host name", node.host))?;
+    let binding = Arc::new(std::sync::Mutex::new(None));
+    let binding_out = binding.clone();
     let target = node.to_string();
     // The URI only names the authority for HTTP/2; the connector below does TCP and TLS.
     let endpoint =
@@ -114,6 +175,7 @@ pub async fn connect(
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (tls, server_name, target) = (tls.clone(), server_name.clone(), target.clone());
+            let binding = binding.clone();
             async move {
                 let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
                     .await
@@ -122,28 +184,51 @@ pub async fn connect(
                     })??;
                 tcp.set_nodelay(true)?;
                 let stream = TlsConnector::from(tls).connect(server_name, tcp).await?;
+                let exported = stream
+                    .get_ref()
+                    .1
+                    .export_keying_material(
+                        [0; bootstrap::BINDING_LEN],
+                        bootstrap::EXPORTER_LABEL,
+                        None,
+                    )
+                    .map_err(std::io::Error::other)?;
+                *binding.lock().unwrap_or_else(|p| p.into_inner()) = Some(exported);
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }))
         .await?;
-    Ok(MachineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    let binding = binding_out.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let client = MachineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    Ok((client, binding.context("the TLS session exported no keying material")?))
 }
 
-/// Accepts any server certificate (signatures are still checked, so the session is
-/// encrypted to whoever holds that certificate's key): maintenance mode only.
+/// Accepts the pinned server certificate, or any without a pin (signatures are still
+/// checked, so the session is encrypted to whoever holds that certificate's key):
+/// maintenance mode only.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+struct MaintenanceServer {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    pinned: Option<Fingerprint>,
+}
 
-impl ServerCertVerifier for AcceptAnyServer {
+impl ServerCertVerifier for MaintenanceServer {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
         _intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        match self.pinned {
+            Some(pinned) if Fingerprint::of(end_entity) != pinned => {
+                Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                    Arc::new(FingerprintMismatch { pinned, found: Fingerprint::of(end_entity) }),
+                ))))
+            }
+            _ => Ok(ServerCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -156,7 +241,7 @@ impl ServerCertVerifier for AcceptAnyServer {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -170,18 +255,40 @@ impl ServerCertVerifier for AcceptAnyServer {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The server's certificate is not the pinned one.
+#[derive(Debug, thiserror::Error)]
+#[error("the node's certificate has fingerprint {found}, not the pinned {pinned}: another machine answered at this address, or something relays the connection; nothing was sent")]
+pub struct FingerprintMismatch {
+    /// What `--fingerprint` said.
+    pub pinned: Fingerprint,
+    /// What the server presented.
+    pub found: Fingerprint,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_the_usual_spellings() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let fingerprint: Fingerprint = hex.parse().unwrap();
+        assert_eq!(fingerprint.to_string(), hex);
+        let colons = hex.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap());
+        let colons = colons.collect::<Vec<_>>().join(":").to_uppercase();
+        assert_eq!(format!("SHA256:{colons}").parse::<Fingerprint>().unwrap(), fingerprint);
+        assert!("abc".parse::<Fingerprint>().unwrap_err().contains("64 hex digits"));
+        assert!(hex.replace('0', "g").parse::<Fingerprint>().is_err());
+    }
 
     #[test]
     fn parses_node_addresses() {

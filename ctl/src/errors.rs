@@ -86,7 +86,10 @@ fn explain_chain(chain: &[&(dyn StdError + 'static)]) -> Option<String> {
 fn explain_tls(error: &rustls::Error) -> String {
     match error {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "TLS: the node's certificate is not signed by this context's CA (a node in maintenance mode needs --insecure)".into()
+            "TLS: the node's certificate is not signed by this context's node CA: a node of another cluster, or something else answers at this address (a node still in maintenance mode prints its certificate's fingerprint on its console: pin it with --insecure --fingerprint)".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(why))) => {
+            format!("TLS: {why}")
         }
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }) => {
             "TLS: the node's certificate does not name the address used (add it to machine.certSANs)".into()
@@ -129,6 +132,21 @@ mod tests {
         );
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(describe(&anyhow::Error::new(refused), true).starts_with("connection refused"));
+    }
+
+    #[test]
+    fn explains_a_pinned_certificate_mismatch() {
+        let mismatch = crate::connect::FingerprintMismatch {
+            pinned: "aa".repeat(32).parse().unwrap(),
+            found: "bb".repeat(32).parse().unwrap(),
+        };
+        let tls = rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(
+            std::sync::Arc::new(mismatch),
+        )));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
+        let text = describe(&anyhow::Error::new(io), false);
+        assert!(text.starts_with("TLS: the node's certificate has fingerprint bbbb"), "{text}");
+        assert!(text.contains("nothing was sent"), "{text}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use rustls::ClientConfig;
 use tonic::transport::Channel;
 
-use crate::connect::{connect, NodeAddress};
+use crate::connect::{connect_bound, ChannelBinding, NodeAddress};
 use crate::errors::describe;
 
 /// The client of one node.
@@ -36,11 +36,20 @@ impl Targets {
         F: Fn(String, Client) -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
+        self.each_bound(|label, client, _| op(label, client)).await
+    }
+
+    /// As [`Targets::each`], handing `op` the TLS session's channel binding too.
+    pub async fn each_bound<T, F, Fut>(&self, op: F) -> Vec<NodeResult<T>>
+    where
+        F: Fn(String, Client, ChannelBinding) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
         let op = &op;
         join_all(self.nodes.iter().map(|node| async move {
             let label = node.to_string();
-            let result = match connect(node, self.tls.clone()).await {
-                Ok(client) => op(label.clone(), client).await,
+            let result = match connect_bound(node, self.tls.clone()).await {
+                Ok((client, binding)) => op(label.clone(), client, binding).await,
                 Err(e) => Err(e),
             };
             (label, result.map_err(|e| describe(&e, self.client_auth)))

@@ -7,7 +7,8 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
-use cairn_api::image::{MACHINED_PATH, MODULE_LOAD_LIST, SLOT_ARG};
+use cairn_api::bootstrap::BootstrapToken;
+use cairn_api::image::{BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, SLOT_ARG};
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
@@ -83,6 +84,9 @@ pub struct ImageInputs<'a> {
     pub machined: &'a Path,
     /// The time every file carries (SOURCE_DATE_EPOCH).
     pub mtime: u32,
+    /// A bootstrap token: the node then takes its first config only from a client that
+    /// proves it knows it.
+    pub bootstrap_token: Option<&'a BootstrapToken>,
 }
 
 /// What a build made, for people and for CI.
@@ -102,6 +106,8 @@ pub struct BuildReport {
     pub rootfs_bytes: u64,
     /// Modules on the root filesystem.
     pub rootfs_modules: usize,
+    /// Whether the image holds a bootstrap token (never the token itself).
+    pub bootstrap_token: bool,
     /// Output files.
     pub outputs: Vec<OutputFile>,
     /// Packages used.
@@ -195,6 +201,9 @@ pub fn build(
     rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files, &library_dirs)?;
     root.file(rootfs::CA_BUNDLE, 0o644, rootfs::ca_bundle(&pool))?;
     root.file(MACHINED_PATH, 0o755, machined)?;
+    if let Some(token) = inputs.bootstrap_token {
+        root.file(BOOTSTRAP_TOKEN_PATH, 0o400, token.expose().as_bytes().to_vec())?;
+    }
     add_modules(&mut root, &kernel, &modules_root, &rootfs_modules)?;
     let rootfs_image = squashfs::build(&root, inputs.mtime)?;
 
@@ -261,6 +270,7 @@ pub fn build(
         initramfs_modules: initramfs_modules.len(),
         rootfs_bytes: rootfs_image.len() as u64,
         rootfs_modules: rootfs_modules.len(),
+        bootstrap_token: inputs.bootstrap_token.is_some(),
         outputs,
         packages,
     };

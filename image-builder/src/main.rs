@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, DEBIAN_KEYRING};
 use image_builder::board::{Board, Profile};
@@ -40,6 +41,11 @@ enum Command {
         /// Where the image goes.
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
+        /// Bake in a bootstrap token (at least 32 random characters, e.g. `openssl rand -hex
+        /// 32`): nodes from this image take their first config only from `ctl apply-config
+        /// --insecure --bootstrap-token-file` with the same token. Keep the image private.
+        #[arg(long, value_name = "FILE")]
+        bootstrap_token_file: Option<PathBuf>,
     },
 }
 
@@ -114,7 +120,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Build { packages, machined, source, output } => {
+        Command::Build { packages, machined, source, output, bootstrap_token_file } => {
+            // Checked first: a bad token must not cost a download and a build.
+            let bootstrap_token =
+                match &bootstrap_token_file {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        Some(BootstrapToken::parse(&text).with_context(|| {
+                            format!("--bootstrap-token-file {}", path.display())
+                        })?)
+                    }
+                    None => None,
+                };
             let (board, profile, set) = fetch(&packages)?;
             let machined = match machined {
                 Some(path) => path,
@@ -135,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 packages: &set,
                 machined: &machined,
                 mtime,
+                bootstrap_token: bootstrap_token.as_ref(),
             };
             let scratch = packages.cache.join("scratch");
             let report = image::build(&inputs, &output, &scratch)?;

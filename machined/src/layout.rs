@@ -31,6 +31,11 @@ impl NodeLayout {
         self.state_dir().join("config.staged.yaml")
     }
 
+    /// Where image-builder puts the bootstrap token it was given (in the read-only image).
+    pub fn bootstrap_token_path(&self) -> PathBuf {
+        self.root.join(cairn_api::image::BOOTSTRAP_TOKEN_PATH.trim_start_matches('/'))
+    }
+
     /// EPHEMERAL's mount point: the node's only writable place besides STATE.
     pub fn var_dir(&self) -> PathBuf {
         self.root.join("var")
@@ -39,6 +44,16 @@ impl NodeLayout {
     /// Where service logs are flushed (on EPHEMERAL).
     pub fn log_dir(&self) -> PathBuf {
         self.var_dir().join("log")
+    }
+
+    /// Where secrets live, readable by admins only.
+    pub fn secret_places(&self) -> crate::inspect::files::SecretPlaces {
+        crate::inspect::files::SecretPlaces {
+            state_dir: self.state_dir(),
+            var_dir: self.var_dir(),
+            log_dir: self.log_dir(),
+            bootstrap_token: self.bootstrap_token_path(),
+        }
     }
 
     /// The root itself.

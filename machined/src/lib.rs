@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apply;
 pub mod boot;
+pub mod bootstrap_trust;
 pub mod cli;
 pub mod config_store;
 pub mod durable;

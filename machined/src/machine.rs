@@ -9,6 +9,7 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::apply::{self, Action, ApplyMode, Plan, PlanError};
+use crate::bootstrap_trust::BootstrapTrust;
 use crate::config_store::{ConfigStore, StoreError};
 use crate::events::{EventBus, EventKind};
 use crate::layout::NodeLayout;
@@ -59,6 +60,11 @@ pub enum ApplyError {
     /// The config's CA cannot be used for TLS.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// An anonymous client's first config came after another one.
+    #[error(
+        "the node was configured meanwhile; a further config needs an admin client certificate"
+    )]
+    AlreadyConfigured,
 }
 
 /// Reboot or power-off.
@@ -89,6 +95,7 @@ pub struct Machine {
     logs: Arc<LogBook>,
     supervisor: Arc<Supervisor>,
     power: Box<dyn Power>,
+    bootstrap: BootstrapTrust,
 }
 
 impl Machine {
@@ -98,6 +105,7 @@ impl Machine {
         running: Option<MachineConfig>,
         logs: Arc<LogBook>,
         power: Box<dyn Power>,
+        bootstrap: BootstrapTrust,
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
         let tls = watch::channel(server_tls(running.as_deref())?).0;
@@ -114,6 +122,7 @@ impl Machine {
             logs,
             supervisor,
             power,
+            bootstrap,
         }))
     }
 
@@ -123,6 +132,11 @@ impl Machine {
             Some(_) => NodeMode::Configured,
             None => NodeMode::Maintenance,
         }
+    }
+
+    /// Whom a first config may come from.
+    pub fn bootstrap_trust(&self) -> &BootstrapTrust {
+        &self.bootstrap
     }
 
     /// The running config, or the staged one.
@@ -143,15 +157,21 @@ impl Machine {
     }
 
     /// Validates `yaml` and applies it as `mode` says; on any error nothing changes.
+    /// `first_config_only`: the caller was admitted because the node had no config (an
+    /// anonymous maintenance-mode client), so a config that arrived meanwhile wins.
     pub fn apply(
         self: &Arc<Self>,
         yaml: &[u8],
         mode: ApplyMode,
         dry_run: bool,
+        first_config_only: bool,
     ) -> Result<ApplyOutcome, ApplyError> {
         let config = Arc::new(MachineConfig::from_yaml(yaml)?);
         let mut state = self.state.lock().expect("config lock");
         let running = self.running.borrow().clone();
+        if first_config_only && running.is_some() {
+            return Err(ApplyError::AlreadyConfigured);
+        }
         let plan = apply::plan(running.as_deref(), &config, mode)?;
         // Build the TLS settings first: a CA that cannot serve must be refused before
         // anything is stored.
@@ -312,7 +332,16 @@ impl Machine {
 fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig>, ApplyError> {
     let hostname = kernel_hostname();
     Ok(match config {
-        None => tls::maintenance(pki::maintenance_identity(&pki::node_names(&hostname, &[]))?)?,
+        None => {
+            let identity = pki::maintenance_identity(&pki::node_names(&hostname, &[]))?;
+            // The console is the one channel an operator trusts before the node is
+            // configured: the fingerprint printed there lets ctl pin this certificate.
+            let fingerprint = pki::fingerprint(&identity.chain[0]);
+            tracing::info!(
+                "maintenance mode: API certificate fingerprint {fingerprint} (ctl apply-config --insecure --fingerprint {fingerprint})"
+            );
+            tls::maintenance(identity)?
+        }
         Some(config) => {
             let machine = &config.machine;
             let names = pki::node_names(

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 /// How long a serving certificate lasts; the node issues a fresh one at every start.
@@ -54,6 +55,11 @@ pub fn node_names(hostname: &str, extra: &[String]) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// A certificate's SHA-256 fingerprint: lowercase hex, as `ctl --fingerprint` takes it.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A self-signed certificate for maintenance mode, where clients connect with `--insecure`.

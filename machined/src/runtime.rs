@@ -1,5 +1,6 @@
 //! Start-up and the main loop: load the config, start the services, wait for a signal.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -7,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::server::Apid;
 use crate::boot::{self, Stage};
+use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
 use crate::config_store::ConfigStore;
 use crate::events::EventKind;
@@ -93,7 +95,18 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         layout.root().display(),
         if running.is_some() { "configured" } else { "maintenance mode: waiting for a config" }
     );
-    let machine = Machine::new(layout, running, logs, power)?;
+    let bootstrap =
+        BootstrapTrust::load(&layout.bootstrap_token_path(), Path::new("/proc/cmdline"));
+    match &bootstrap {
+        BootstrapTrust::FirstComer => {}
+        BootstrapTrust::Token(_) => tracing::info!(
+            "bootstrap token present: a first config is taken only from a client that knows it"
+        ),
+        BootstrapTrust::Unusable(why) => {
+            tracing::error!("bootstrap token unusable: {why}; no config will be accepted")
+        }
+    }
+    let machine = Machine::new(layout, running, logs, power, bootstrap)?;
     machine.events().publish(EventKind::Power, "machined started");
     let supervisor = machine.supervisor();
     supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));

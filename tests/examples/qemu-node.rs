@@ -5,9 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::{bin_dir, build_image, ctl, eventually, Cluster};
+use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, Cluster};
 
 fn main() -> anyhow::Result<()> {
     // Ctrl-C powers the node off cleanly (through its power button) instead of killing QEMU.
@@ -40,10 +41,17 @@ fn main() -> anyhow::Result<()> {
     }
     let cluster = Cluster::generate("demo")?;
     let config = cluster.path("node.yaml");
-    println!("\n$ ctl --insecure -n {n} apply-config --file {}", config.display());
+    // The console printed the maintenance certificate's fingerprint: pin it, as an operator
+    // reading the node's screen would.
+    let fingerprint = fingerprint_in(&vm.console()).context("no fingerprint on the console")?;
+    println!(
+        "\n$ ctl --insecure --fingerprint {fingerprint} -n {n} apply-config --file {}",
+        config.display()
+    );
+    let pin = ["--insecure", "--fingerprint", &fingerprint, "-n", &n];
     print!(
         "{}",
-        ctl(None, &["--insecure", "-n", &n, "apply-config", "--file", config.to_str().unwrap()])
+        ctl(None, &[&pin[..], &["apply-config", "--file", config.to_str().unwrap()]].concat())
             .stdout
     );
     let admin = cluster.admin();

@@ -72,7 +72,13 @@ pub struct Node {
 impl Node {
     /// Starts machined and waits until its API port is open.
     pub fn start() -> anyhow::Result<Node> {
+        Node::start_with(|_| Ok(()))
+    }
+
+    /// Starts machined on a root that `prepare` filled first (as an image would be).
+    pub fn start_with(prepare: impl FnOnce(&Path) -> std::io::Result<()>) -> anyhow::Result<Node> {
         let root = tempfile::tempdir()?;
+        prepare(root.path())?;
         let mut node = Node { child: None, root, address: String::new() };
         // A free port can be taken by a parallel test before machined binds it: try another.
         for _ in 0..5 {
@@ -151,10 +157,19 @@ impl Node {
         bail!("machined did not exit within {timeout:?}")
     }
 
-    /// Applies the first config, as an operator does in maintenance mode (`ctl --insecure`).
+    /// Applies the first config, as an operator does in maintenance mode: `ctl --insecure`,
+    /// pinning the certificate fingerprint the node printed.
     pub fn configure(&self, config: &Path) {
         let config = config.to_str().expect("utf-8 path");
-        ctl(None, &["--insecure", "-n", &self.address, "apply-config", "-f", config]).ok();
+        let fingerprint =
+            self.fingerprint().expect("a node in maintenance mode prints its fingerprint");
+        let pin = ["--insecure", "--fingerprint", &fingerprint, "-n", &self.address];
+        ctl(None, &[&pin[..], &["apply-config", "-f", config]].concat()).ok();
+    }
+
+    /// The maintenance certificate's fingerprint, as machined last printed it.
+    pub fn fingerprint(&self) -> Option<String> {
+        fingerprint_in(&self.output())
     }
 
     /// The process id.
@@ -336,6 +351,14 @@ impl Cluster {
     ) -> anyhow::Result<PathBuf> {
         self.client_signed_by("clientCa", organization, from, to)
     }
+}
+
+/// The last maintenance-certificate fingerprint machined printed in `log` (its output, or a
+/// node's console), as an operator would copy it.
+pub fn fingerprint_in(log: &str) -> Option<String> {
+    const MARKER: &str = "API certificate fingerprint ";
+    let at = log.rfind(MARKER)? + MARKER.len();
+    log[at..].split_whitespace().next().map(str::to_string)
 }
 
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.

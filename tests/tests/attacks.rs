@@ -44,6 +44,26 @@ fn readers_read_only_regular_files_and_never_state() {
     let refused = ctl(Some(&reader), &["-n", n, "read", link.to_str().unwrap()]).failed();
     assert!(refused.stderr.contains("is on STATE"), "{}", refused.stderr);
 
+    // Beyond STATE: the kernel's memory, processes' environments, workloads' files on /var.
+    let var_file = node.root().join("var/app/credentials");
+    std::fs::create_dir_all(var_file.parent().unwrap()).unwrap();
+    std::fs::write(&var_file, "password").unwrap();
+    let mut secrets = vec![
+        ("/proc/1/environ".to_string(), "belongs to a process"),
+        ("/proc/cmdline".to_string(), "may hold the bootstrap token"),
+        (var_file.display().to_string(), "is on /var"),
+    ];
+    if std::path::Path::new("/proc/kcore").exists() {
+        secrets.push(("/proc/kcore".to_string(), "is the kernel's memory"));
+    }
+    for (path, why) in &secrets {
+        let refused = ctl(Some(&reader), &["-n", n, "read", path]).failed();
+        assert!(refused.stderr.contains(why), "{path}: {}", refused.stderr);
+        assert!(refused.stderr.contains("needs os:admin"), "{path}: {}", refused.stderr);
+    }
+    let admin_reads = ctl(Some(&cluster.admin()), &["-n", n, "read", &secrets[2].0]).ok();
+    assert_eq!(admin_reads.stdout, "password");
+
     // Regular files still read, and the node still answers.
     let hosts = ctl(Some(&reader), &["-n", n, "read", "/etc/hostname"]);
     assert!(hosts.success || hosts.stderr.contains("No such file"), "{}", hosts.stderr);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::{build_image, ctl, eventually, Cluster};
+use cairn_tests::{build_image, ctl, eventually, fingerprint_in, Cluster};
 
 #[test]
 fn x86_64_image_is_reproducible_and_boots_to_the_api() {
@@ -95,8 +95,11 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
             "    nameservers: [10.0.2.3, 192.0.2.53]\n",
         )
     });
+    // Pinned to the certificate whose fingerprint the console showed: no trust on first use.
+    let fingerprint = fingerprint_in(&vm.console()).expect("the fingerprint on the console");
+    let pin = ["--insecure", "--fingerprint", &fingerprint, "-n", &n];
     let applied =
-        ctl(None, &["--insecure", "-n", &n, "apply-config", "-f", config.to_str().unwrap()]).ok();
+        ctl(None, &[&pin[..], &["apply-config", "-f", config.to_str().unwrap()]].concat()).ok();
     assert!(applied.stdout.contains("applied"), "{}", applied.stdout);
     let version = ctl(Some(&admin), &["-n", &n, "version"]).ok().stdout;
     assert!(version.contains("configured") && version.contains("qemu-node"), "{version}");

@@ -4,12 +4,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use cairn_api::bootstrap::{BootstrapToken, Side};
 use cairn_api::config::MachineConfig;
 use cairn_api::machine as pb;
 use serde_json::json;
 
 use super::{report, row, Session};
 use crate::cli::{ApplyConfigArgs, ApplyModeArg, OutputFormat};
+use crate::connect::ChannelBinding;
+use crate::fanout::Client;
 
 pub(super) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -43,12 +46,33 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
         dry_run: args.dry_run,
         try_timeout_seconds: u32::try_from(args.timeout.as_secs())
             .context("--timeout is too long")?,
+        bootstrap_proof: Vec::new(),
     };
+    let token = match &args.bootstrap_token_file {
+        Some(_) if session.targets.client_auth => anyhow::bail!(
+            "--bootstrap-token-file is for a node's first config, in maintenance mode: add --insecure"
+        ),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(BootstrapToken::parse(&text).with_context(|| path.display().to_string())?)
+        }
+        None => None,
+    };
+    if !session.targets.client_auth && token.is_none() && !session.pinned {
+        eprintln!("warning: nothing checks that the node is the one you mean, and the config (with its node CA key) goes to whoever answers: pin the certificate with --fingerprint (printed on the node's console), or build the image with a bootstrap token and pass --bootstrap-token-file");
+    }
     let results = session
         .targets
-        .each(|_, mut c| {
-            let request = request.clone();
-            async move { Ok(c.apply_configuration(request).await?.into_inner()) }
+        .each_bound(|_, mut c, binding| {
+            let mut request = request.clone();
+            let token = token.clone();
+            async move {
+                if let Some(token) = token {
+                    request.bootstrap_proof = prove_bootstrap(&mut c, &token, &binding).await?;
+                }
+                Ok(c.apply_configuration(request).await?.into_inner())
+            }
         })
         .await;
     report(session.format, results, |node, r| {
@@ -61,6 +85,22 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
         });
         vec![row(node, json!({"mode": mode, "summary": r.summary, "changes": r.changes}))]
     })
+}
+
+/// Proves to the node that we know `token`, and makes it prove the same, on this session;
+/// returns our proof for the apply that follows.
+async fn prove_bootstrap(
+    client: &mut Client,
+    token: &BootstrapToken,
+    binding: &ChannelBinding,
+) -> anyhow::Result<Vec<u8>> {
+    let client_proof = token.proof(Side::Client, binding);
+    let request = pb::BootstrapRequest { client_proof: client_proof.clone() };
+    let node_proof = client.bootstrap(request).await?.into_inner().node_proof;
+    if !token.verify(Side::Node, binding, &node_proof) {
+        anyhow::bail!("the node could not prove it knows the bootstrap token: it is not a node built with this token, or something relays the connection; the config was not sent");
+    }
+    Ok(client_proof)
 }
 
 pub(super) async fn get(session: &Session, staged: bool) -> anyhow::Result<ExitCode> {

@@ -23,6 +23,8 @@ pub struct Session {
     pub targets: Targets,
     /// Output format.
     pub format: OutputFormat,
+    /// Whether the nodes' certificates are pinned (`--fingerprint`).
+    pub pinned: bool,
 }
 
 /// Runs the command `cli` names.
@@ -92,14 +94,24 @@ fn session(cli: &Cli) -> anyhow::Result<Session> {
     }
     let nodes =
         nodes.iter().map(|n| NodeAddress::parse(n.trim())).collect::<anyhow::Result<Vec<_>>>()?;
+    if cli.fingerprint.is_some() && nodes.len() > 1 {
+        anyhow::bail!(
+            "--fingerprint pins one node's certificate: give one node, not {}",
+            nodes.len()
+        );
+    }
     let tls = match (cli.insecure, context) {
-        (true, _) => insecure_tls()?,
+        (true, _) => insecure_tls(cli.fingerprint)?,
         (false, Some(context)) => {
             mutual_tls(context).with_context(|| format!("context in {}", path.display()))?
         }
         (false, None) => unreachable!("a missing client config is an error without --insecure"),
     };
-    Ok(Session { targets: Targets { nodes, tls, client_auth: !cli.insecure }, format: cli.format })
+    Ok(Session {
+        targets: Targets { nodes, tls, client_auth: !cli.insecure },
+        format: cli.format,
+        pinned: cli.fingerprint.is_some(),
+    })
 }
 
 /// Prints the rows of the nodes that answered and the errors of those that did not;

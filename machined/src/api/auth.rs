@@ -11,6 +11,7 @@ use crate::machine::NodeMode;
 #[allow(missing_docs)]
 pub enum Call {
     Version,
+    Bootstrap,
     ApplyConfiguration,
     GetConfiguration,
     Reboot,
@@ -34,7 +35,7 @@ impl Call {
     pub fn required_role(self) -> Role {
         use Call::*;
         match self {
-            ApplyConfiguration => Role::Admin,
+            ApplyConfiguration | Bootstrap => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart => Role::Operator,
             Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Disks
             | Mounts | List | Read => Role::Reader,
@@ -43,7 +44,7 @@ impl Call {
 
     /// Whether a node without a config answers this call (to anyone).
     pub fn open_in_maintenance(self) -> bool {
-        matches!(self, Call::Version | Call::Disks | Call::ApplyConfiguration)
+        matches!(self, Call::Version | Call::Disks | Call::Bootstrap | Call::ApplyConfiguration)
     }
 }
 
@@ -81,7 +82,7 @@ pub fn authorize(
     match mode {
         NodeMode::Maintenance if call.open_in_maintenance() => Ok(Caller::Anonymous),
         NodeMode::Maintenance => Err(Status::failed_precondition(format!(
-            "the node is in maintenance mode: only Version, Disks and ApplyConfiguration are served until a config is applied (not {call:?})"
+            "the node is in maintenance mode: only Version, Disks, Bootstrap and ApplyConfiguration are served until a config is applied (not {call:?})"
         ))),
         NodeMode::Configured => {
             let leaf = peer_certs.and_then(|c| c.first()).ok_or_else(|| {

@@ -6,22 +6,24 @@
 //! CA in force is no longer the one it started under (after a short grace, so the reply to the
 //! apply that changed it still goes out).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use cairn_api::bootstrap;
+
+use crate::api::places::{Place, Pool};
 use cairn_api::config::MachineConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::server::TlsStream;
-use tonic::transport::server::Connected;
+use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 /// Connections open at once, handshakes included. Each costs two file descriptors at most
 /// and some tens of KiB; PID 1's descriptor limit is far above this.
@@ -39,60 +41,6 @@ pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// How long a connection lives on after the CA it was made under was replaced.
 pub const CA_CHANGE_GRACE: Duration = Duration::from_secs(2);
-
-/// Places for connections, in all and per address.
-#[derive(Clone)]
-struct Pool {
-    total: Arc<Semaphore>,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    per_address_max: usize,
-    what: &'static str,
-}
-
-/// A place in a [`Pool`]; given back when dropped.
-pub struct Place {
-    _total: OwnedSemaphorePermit,
-    address: IpAddr,
-    per_address: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-impl Pool {
-    fn new(total: usize, per_address_max: usize, what: &'static str) -> Self {
-        Pool {
-            total: Arc::new(Semaphore::new(total)),
-            per_address: Arc::default(),
-            per_address_max,
-            what,
-        }
-    }
-
-    fn take(&self, address: IpAddr) -> Result<Place, String> {
-        let total = self
-            .total
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| format!("too many {} to the API", self.what))?;
-        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(address).or_default();
-        if *count >= self.per_address_max {
-            return Err(format!("too many {} from this address", self.what));
-        }
-        *count += 1;
-        Ok(Place { _total: total, address, per_address: self.per_address.clone() })
-    }
-}
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        let mut counts = self.per_address.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.address);
-            }
-        }
-    }
-}
 
 /// Hands out places for connections and for handshakes.
 #[derive(Clone)]
@@ -119,9 +67,20 @@ impl ConnectionLimits {
     }
 }
 
+/// What handlers learn about the connection a request came on.
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    /// The peer's address and verified certificates.
+    pub tls: TlsConnectInfo<TcpConnectInfo>,
+    /// Keying material exported from this TLS session, which bootstrap-token proofs are
+    /// bound to (see `cairn_api::bootstrap`).
+    pub channel_binding: Option<[u8; bootstrap::BINDING_LEN]>,
+}
+
 /// An API connection under the limits above.
 pub struct Connection {
     stream: TlsStream<TcpStream>,
+    channel_binding: Option<[u8; bootstrap::BINDING_LEN]>,
     _place: Place,
     idle: Pin<Box<Sleep>>,
     ca_replaced: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -135,8 +94,14 @@ impl Connection {
         place: Place,
         config: watch::Receiver<Option<Arc<MachineConfig>>>,
     ) -> Self {
+        let channel_binding = stream
+            .get_ref()
+            .1
+            .export_keying_material([0; bootstrap::BINDING_LEN], bootstrap::EXPORTER_LABEL, None)
+            .ok();
         Connection {
             stream,
+            channel_binding,
             _place: place,
             idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
             ca_replaced: Box::pin(ca_replaced(config)),
@@ -223,10 +188,10 @@ impl AsyncWrite for Connection {
 }
 
 impl Connected for Connection {
-    type ConnectInfo = <TlsStream<TcpStream> as Connected>::ConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        ConnectionInfo { tls: self.stream.connect_info(), channel_binding: self.channel_binding }
     }
 }
 
@@ -252,7 +217,6 @@ mod tests {
         drop(established);
         assert!(limits.admit(a).is_ok());
         drop(other);
-        assert!(limits.connections.per_address.lock().unwrap().is_empty());
-        assert!(limits.handshakes.per_address.lock().unwrap().is_empty());
+        assert!(limits.connections.is_empty() && limits.handshakes.is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! The `MachineService` handlers: authorize, convert, call the machine, convert back.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use cairn_api::machine::{self as pb, machine_service_server::MachineService};
 use cairn_api::role::Role;
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::{authorize, Call, Caller};
+use crate::api::connection::ConnectionInfo;
+use crate::api::places::{Place, Pool};
 use crate::apply::{Action, ApplyMode};
 use crate::inspect::files::ReadError;
 use crate::inspect::{self, kmsg::Kmsg};
@@ -32,34 +35,52 @@ const LIST_LIMIT: usize = 100_000;
 /// `Read`s and `List`s under way at once, all callers together: each holds a blocking
 /// thread or a file, and tokio's blocking pool is shared with the rest of PID 1.
 const FILE_STREAMS: usize = 16;
+/// `Read`s and `List`s under way at once from one client address.
+const FILE_STREAMS_PER_ADDRESS: usize = 4;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The API's handlers.
 pub struct MachineApi {
     machine: Arc<Machine>,
-    file_streams: Arc<Semaphore>,
+    file_streams: Pool,
 }
 
 impl MachineApi {
     /// Handlers for `machine`.
     pub fn new(machine: Arc<Machine>) -> Self {
-        MachineApi { machine, file_streams: Arc::new(Semaphore::new(FILE_STREAMS)) }
+        let file_streams =
+            Pool::new(FILE_STREAMS, FILE_STREAMS_PER_ADDRESS, "file reads and listings");
+        MachineApi { machine, file_streams }
     }
 
     /// A place among the `Read`s and `List`s under way, or a refusal when all are taken.
-    fn file_stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        self.file_streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "{FILE_STREAMS} file reads and listings are under way; try again when one ends"
-            ))
-        })
+    /// A place among the `Read`s and `List`s under way, or a refusal when the caller's
+    /// address, or everyone together, has all there are.
+    fn file_stream_place<T>(&self, request: &Request<T>) -> Result<Place, Status> {
+        let address = connection(request)
+            .and_then(|c| c.tls.get_ref().remote_addr())
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        self.file_streams
+            .take(address)
+            .map_err(|why| Status::resource_exhausted(format!("{why}; try again when one ends")))
     }
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
-        let certs = request.peer_certs();
+        let certs = connection(request).and_then(|c| c.tls.peer_certs());
         authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
     }
+}
+
+/// The connection a request came on (absent only for requests that did not come over apid's
+/// listener, which there are none of).
+fn connection<T>(request: &Request<T>) -> Option<&ConnectionInfo> {
+    request.extensions().get::<ConnectionInfo>()
+}
+
+/// The TLS session binding of the connection a request came on.
+fn channel_binding<T>(request: &Request<T>) -> Option<&[u8]> {
+    connection(request).and_then(|c| c.channel_binding.as_ref()).map(|b| b.as_slice())
 }
 
 /// Streams what `produce` sends; it stops when the client goes away.
@@ -120,6 +141,7 @@ fn apply_error_status(e: ApplyError) -> Status {
         ApplyError::Pki(e) => Status::invalid_argument(e.to_string()),
         ApplyError::Tls(e) => Status::invalid_argument(e.to_string()),
         ApplyError::Store(e) => Status::internal(e.to_string()),
+        ApplyError::AlreadyConfigured => Status::permission_denied(e.to_string()),
     }
 }
 
@@ -157,11 +179,37 @@ impl MachineService for MachineApi {
         }))
     }
 
+    async fn bootstrap(
+        &self,
+        request: Request<pb::BootstrapRequest>,
+    ) -> Result<Response<pb::BootstrapResponse>, Status> {
+        if self.authorize(&request, Call::Bootstrap)? != Caller::Anonymous {
+            return Err(Status::failed_precondition(
+                "the node is configured: the bootstrap token no longer matters",
+            ));
+        }
+        let node_proof = self
+            .machine
+            .bootstrap_trust()
+            .answer(channel_binding(&request), &request.get_ref().client_proof)
+            .map_err(Status::permission_denied)?;
+        Ok(Response::new(pb::BootstrapResponse { node_proof }))
+    }
+
     async fn apply_configuration(
         &self,
         request: Request<pb::ApplyConfigurationRequest>,
     ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
-        self.authorize(&request, Call::ApplyConfiguration)?;
+        let caller = self.authorize(&request, Call::ApplyConfiguration)?;
+        // Anonymous means maintenance mode: the first config, from whomever the bootstrap
+        // trust admits.
+        let first_config_only = caller == Caller::Anonymous;
+        if first_config_only {
+            self.machine
+                .bootstrap_trust()
+                .admits(channel_binding(&request), &request.get_ref().bootstrap_proof)
+                .map_err(Status::permission_denied)?;
+        }
         let request = request.into_inner();
         let mode = match pb::ApplyMode::try_from(request.mode).unwrap_or(pb::ApplyMode::Unspecified)
         {
@@ -178,7 +226,7 @@ impl MachineService for MachineApi {
         // from the network (from anyone, in maintenance mode).
         let machine = self.machine.clone();
         let work = tokio::task::spawn_blocking(move || {
-            machine.apply(&request.data, mode, request.dry_run)
+            machine.apply(&request.data, mode, request.dry_run, first_config_only)
         });
         let outcome = tokio::time::timeout(APPLY_TIMEOUT, work)
             .await
@@ -500,7 +548,7 @@ impl MachineService for MachineApi {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
         self.authorize(&request, Call::List)?;
-        let permit = self.file_stream_permit()?;
+        let permit = self.file_stream_place(&request)?;
         let request = request.into_inner();
         let root = absolute(&request.root)?;
         let (tx, rx) = mpsc::channel(64);
@@ -536,12 +584,12 @@ impl MachineService for MachineApi {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<Self::ReadStream>, Status> {
         let caller = self.authorize(&request, Call::Read)?;
-        let permit = self.file_stream_permit()?;
+        let permit = self.file_stream_place(&request)?;
         let path = absolute(&request.get_ref().path)?;
-        let state_dir = self.machine.layout().state_dir();
-        let may_read_state = caller.holds(Role::Admin);
+        let secrets = self.machine.layout().secret_places();
+        let may_read_secrets = caller.holds(Role::Admin);
         let (file, _) = tokio::task::spawn_blocking(move || {
-            inspect::files::open_regular(&path, &state_dir, may_read_state)
+            inspect::files::open_regular(&path, &secrets, may_read_secrets)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -571,7 +619,7 @@ fn read_error_status(e: ReadError) -> Status {
         ReadError::NotRegular { .. } | ReadError::Consuming { .. } => {
             Status::invalid_argument(e.to_string())
         }
-        ReadError::OnState { .. } => {
+        ReadError::Secret { .. } => {
             Status::permission_denied(format!("{e}: reading it needs {}", Role::Admin))
         }
     }

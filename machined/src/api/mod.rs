@@ -4,4 +4,5 @@
 pub mod auth;
 pub mod connection;
 pub mod handlers;
+pub mod places;
 pub mod server;

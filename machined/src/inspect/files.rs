@@ -3,7 +3,8 @@
 //! Reading is confined to regular files: opening a device, a FIFO or a socket has side
 //! effects (`/dev/watchdog` arms the watchdog, a FIFO blocks the reader forever, a block
 //! device holds other files' bytes, STATE's among them), so the type is checked before the
-//! open and again on the opened file. Files on STATE hold the config and the node's keys.
+//! open and again on the opened file. Where secrets live is for admins only: see
+//! [`SecretPlaces`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -39,20 +40,67 @@ pub enum ReadError {
         /// As the caller named it.
         path: String,
     },
-    /// On STATE, and the caller may not see secrets.
-    #[error("{path} is on STATE, which holds secrets")]
-    OnState {
+    /// Where secrets live, and the caller may not see them.
+    #[error("{path} {why}")]
+    Secret {
         /// As the caller named it.
         path: String,
+        /// What secrets it may hold.
+        why: &'static str,
     },
 }
 
-/// Opens `path` for reading if it is a regular file; one on STATE (`state_dir`, or the
-/// filesystem mounted there) only when `may_read_state`. Returns the open file and its size.
+/// The places that hold secrets, readable by admins only.
+#[derive(Debug, Clone)]
+pub struct SecretPlaces {
+    /// STATE: the config and the node's keys (and the filesystem mounted there).
+    pub state_dir: PathBuf,
+    /// EPHEMERAL: workloads' data and the config's `files`.
+    pub var_dir: PathBuf,
+    /// Within `var_dir`, what anyone may read: service logs.
+    pub log_dir: PathBuf,
+    /// The bootstrap token baked into the image.
+    pub bootstrap_token: PathBuf,
+}
+
+impl SecretPlaces {
+    /// Why `resolved` (canonical, with metadata `file`) holds secrets, if it does.
+    fn why_secret(&self, resolved: &Path, file: &fs::Metadata) -> Option<&'static str> {
+        if on_state(resolved, file, &self.state_dir) {
+            return Some("is on STATE, which holds the config and the node's keys");
+        }
+        if resolved == canonical(&self.bootstrap_token) {
+            return Some("holds the bootstrap token");
+        }
+        if resolved.starts_with(canonical(&self.var_dir))
+            && !resolved.starts_with(canonical(&self.log_dir))
+        {
+            return Some("is on /var, where workloads and the config's files keep their data");
+        }
+        let Ok(in_proc) = resolved.strip_prefix("/proc") else { return None };
+        let first = in_proc.components().next()?.as_os_str().to_str()?;
+        match first {
+            "kcore" => Some("is the kernel's memory"),
+            "cmdline" => Some("is the kernel command line, which may hold the bootstrap token"),
+            _ if first.bytes().all(|b| b.is_ascii_digit()) => Some(
+                "belongs to a process, whose memory, environment and command line may hold secrets",
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// `path` made canonical when it exists (so links compare by what they reach).
+fn canonical(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Opens `path` for reading if it is a regular file; one in `secrets` only when
+/// `may_read_secrets`. Returns the open file and its size.
 pub fn open_regular(
     path: &Path,
-    state_dir: &Path,
-    may_read_state: bool,
+    secrets: &SecretPlaces,
+    may_read_secrets: bool,
 ) -> Result<(File, u64), ReadError> {
     let shown = path.display().to_string();
     let io_error = |source| ReadError::Io { path: shown.clone(), source };
@@ -63,6 +111,13 @@ pub fn open_regular(
     let before = fs::symlink_metadata(&resolved).map_err(io_error)?;
     if !before.file_type().is_file() {
         return Err(ReadError::NotRegular { path: shown, kind: kind_of(&before) });
+    }
+    // Before the open: opening some of these is itself a disclosure or a side effect. The
+    // opened file is checked to be this one below.
+    if !may_read_secrets {
+        if let Some(why) = secrets.why_secret(&resolved, &before) {
+            return Err(ReadError::Secret { path: shown, why });
+        }
     }
     // O_NOFOLLOW and O_NONBLOCK: something swapped in after the check can neither lead the
     // open elsewhere nor block it; fstat then confirms the file is the one checked.
@@ -75,9 +130,6 @@ pub fn open_regular(
     if !opened.file_type().is_file() || (opened.dev(), opened.ino()) != (before.dev(), before.ino())
     {
         return Err(ReadError::NotRegular { path: shown, kind: kind_of(&opened) });
-    }
-    if !may_read_state && on_state(&resolved, &opened, state_dir) {
-        return Err(ReadError::OnState { path: shown });
     }
     Ok((file, opened.len()))
 }
@@ -237,16 +289,26 @@ mod tests {
         assert_eq!((top.len(), top[0].size), (1, 5));
     }
 
+    fn places(root: &Path) -> SecretPlaces {
+        SecretPlaces {
+            state_dir: root.join("state"),
+            var_dir: root.join("var"),
+            log_dir: root.join("var/log"),
+            bootstrap_token: root.join("etc/cairn/bootstrap-token"),
+        }
+    }
+
     #[test]
     fn reads_only_regular_files_off_state() {
         let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("state");
-        fs::create_dir_all(&state).unwrap();
-        fs::write(state.join("config.yaml"), "secret").unwrap();
+        let state = places(dir.path());
+        fs::create_dir_all(&state.state_dir).unwrap();
+        let state_dir = state.state_dir.clone();
+        fs::write(state_dir.join("config.yaml"), "secret").unwrap();
         fs::write(dir.path().join("plain"), "hello").unwrap();
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        std::os::unix::fs::symlink(state.join("config.yaml"), dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(state_dir.join("config.yaml"), dir.path().join("link")).unwrap();
 
         let (_, size) = open_regular(&dir.path().join("plain"), &state, false).unwrap();
         assert_eq!(size, 5);
@@ -265,13 +327,36 @@ mod tests {
             open_regular(dir.path(), &state, true),
             Err(ReadError::NotRegular { .. })
         ));
-        for path in [state.join("config.yaml"), dir.path().join("link")] {
-            assert!(matches!(open_regular(&path, &state, false), Err(ReadError::OnState { .. })));
+        for path in [state_dir.join("config.yaml"), dir.path().join("link")] {
+            assert!(matches!(open_regular(&path, &state, false), Err(ReadError::Secret { .. })));
             assert!(open_regular(&path, &state, true).is_ok());
         }
         assert!(matches!(
             open_regular(Path::new("/proc/kmsg"), &state, true),
             Err(ReadError::Consuming { .. })
         ));
+    }
+
+    #[test]
+    fn secrets_beyond_state_are_for_admins() {
+        let dir = tempfile::tempdir().unwrap();
+        let places = places(dir.path());
+        for file in ["var/app/token", "var/log/machined.log", "etc/cairn/bootstrap-token"] {
+            let path = dir.path().join(file);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, "x").unwrap();
+        }
+        let secret = |path: &Path| match open_regular(path, &places, false) {
+            Err(ReadError::Secret { why, .. }) => Some(why),
+            Ok(_) => None,
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
+        assert!(secret(&dir.path().join("var/app/token")).unwrap().contains("/var"));
+        assert_eq!(secret(&dir.path().join("var/log/machined.log")), None);
+        assert!(secret(&places.bootstrap_token).unwrap().contains("bootstrap token"));
+        assert!(secret(Path::new("/proc/self/environ")).unwrap().contains("process"));
+        assert!(secret(Path::new("/proc/cmdline")).unwrap().contains("bootstrap token"));
+        assert_eq!(secret(Path::new("/proc/meminfo")), None);
+        assert!(open_regular(Path::new("/proc/self/status"), &places, true).is_ok());
     }
 }
