@@ -7,12 +7,15 @@
 //! the host name) or for good (files on `/var`), as in Talos.
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cairn_api::config::{FileOp, Machine, MachineFile};
 
+use nix::fcntl::OFlag;
+
+use crate::beneath::BeneathDir;
 use crate::durable;
 
 /// Where the kernel's parameters are.
@@ -105,24 +108,27 @@ fn set_sysctl(proc_sys: &Path, key: &str, value: &str) -> io::Result<&'static st
     Ok("set")
 }
 
-/// Writes a config file under `var_dir` (its path starts with `/var/`, as validated).
+/// Writes a config file under `var_dir` (its path starts with `/var/`, as validated), never
+/// through a symbolic link (see [`BeneathDir`]).
 fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
-    let path = beneath(var_dir, &file.path)?;
+    let (dir, name) = beneath(var_dir, &file.path)?;
     let mode = file.permissions.unwrap_or(DEFAULT_FILE_MODE);
-    let existing = match fs::read(&path) {
-        Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+    let (existing, existing_mode) = match dir.open_file(name, OFlag::O_RDONLY, 0) {
+        Ok(mut f) => {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes)?;
+            (Some(bytes), Some(f.metadata()?.permissions().mode() & 0o7777))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (None, None),
         Err(e) => return Err(e),
     };
     let content = file.content.as_bytes();
     match file.op {
         FileOp::Create => {
-            let same_mode =
-                fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode);
-            if existing.as_deref() == Some(content) && same_mode {
+            if existing.as_deref() == Some(content) && existing_mode == Some(mode) {
                 return Ok("unchanged");
             }
-            durable::write_atomically(&path, content, mode)?;
+            durable::write_atomically(&dir.path_of(name), content, mode)?;
             Ok("written")
         }
         // Appending at every boot would repeat the content: append what is not there yet.
@@ -130,14 +136,8 @@ fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
             if existing.as_deref().is_some_and(|old| contains(old, content)) {
                 return Ok("unchanged");
             }
-            if let Some(dir) = path.parent() {
-                fs::create_dir_all(dir)?;
-            }
-            let mut out = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&path)?;
+            let mut out =
+                dir.open_file(name, OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT, mode)?;
             if existing.is_none() {
                 out.set_permissions(fs::Permissions::from_mode(mode))?;
             }
@@ -148,28 +148,19 @@ fn write_file(var_dir: &Path, file: &MachineFile) -> io::Result<&'static str> {
     }
 }
 
-/// Where `/var/...` is under `var_dir`, refusing paths that would leave it: parts that are
-/// empty, `.` or `..`, and symbolic links on the way (anything that can write to /var, a
-/// pod's hostPath say, could plant one to redirect machined's writes).
-fn beneath(var_dir: &Path, path: &str) -> io::Result<PathBuf> {
+/// The directory of `/var/...` under `var_dir` (created as needed) and the file's name,
+/// refusing paths that would leave it: parts that are empty, `.` or `..`, and symbolic links
+/// on the way.
+fn beneath<'a>(var_dir: &Path, path: &'a str) -> io::Result<(BeneathDir, &'a str)> {
     let refuse = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: {why}"));
     let relative = path.strip_prefix("/var/").ok_or_else(|| refuse("not under /var/"))?;
     if relative.split('/').any(|part| matches!(part, "" | "." | "..")) {
         return Err(refuse("empty, '.' and '..' parts are not allowed"));
     }
-    let mut resolved = var_dir.to_path_buf();
-    for part in relative.split('/') {
-        resolved.push(part);
-        match fs::symlink_metadata(&resolved) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(refuse(&format!("{} is a symbolic link", resolved.display())))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(var_dir.join(relative))
+    let (parents, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+    let dir = BeneathDir::open(var_dir, Path::new(parents), true)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    Ok((dir, name))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -238,7 +229,14 @@ mod tests {
         let error = write_file(var.path(), &file("/var/lib/x", "x", FileOp::Append, None))
             .unwrap_err()
             .to_string();
-        assert!(error.contains("is a symbolic link"), "{error}");
+        assert!(error.contains("symbolic link"), "{error}");
+        // Nor does one planted at the file's own name, for either operation.
+        std::fs::create_dir(var.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), var.path().join("etc/x")).unwrap();
+        for op in [FileOp::Create, FileOp::Append] {
+            let error = write_file(var.path(), &file("/var/etc/x", "x", op, None)).unwrap_err();
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+        }
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     }
 

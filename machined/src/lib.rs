@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod beneath;
 pub mod boot;
 pub mod bootstrap_trust;
 pub mod cli;
