@@ -10,7 +10,7 @@ use crate::api::server::Apid;
 use crate::boot::{self, Stage};
 use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
-use crate::config_store::ConfigStore;
+use crate::config_store::{ConfigStore, StoreError};
 use crate::events::EventKind;
 use crate::host_settings::HostSettings;
 use crate::kmsg_log::Kmsg;
@@ -77,15 +77,22 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     if store.promote_staged()? {
         tracing::info!("the staged config is now the running config");
     }
-    // PID 1 must not exit over a stored config it can no longer read (an older machined's, a
-    // damaged file): it sets the file aside and waits in maintenance mode for a new one.
+    // PID 1 must not exit over a stored config it can no longer use. One that no longer
+    // validates (an older machined's, a damaged file) is set aside; one that cannot be read
+    // (an I/O error) stays where it is, for a later start. Either way the node waits in
+    // maintenance mode for a new config.
     let running = store.load().unwrap_or_else(|e| {
-        match store.set_aside_running() {
-            Ok(kept) => tracing::error!(
-                "{e}; it is kept as {} and the node waits in maintenance mode for a new config",
-                kept.display()
-            ),
-            Err(set_aside) => tracing::error!("{e}; {set_aside}"),
+        match &e {
+            StoreError::Invalid { .. } => match store.set_aside_running() {
+                Ok(kept) => tracing::error!(
+                    "{e}; it is kept as {} and the node waits in maintenance mode for a new config",
+                    kept.display()
+                ),
+                Err(set_aside) => tracing::error!("{e}; {set_aside}"),
+            },
+            StoreError::Io { .. } => {
+                tracing::error!("{e}; the node waits in maintenance mode (the file stays in place)")
+            }
         }
         None
     });

@@ -248,6 +248,14 @@ pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
     }
 }
 
+/// A fresh cluster (`ctl gen config edge`) and a node configured with its node.yaml.
+pub fn configured_node() -> (Cluster, Node) {
+    let cluster = Cluster::generate("edge").expect("ctl gen config");
+    let node = Node::start().expect("starting machined");
+    node.configure(&cluster.path("node.yaml"));
+    (cluster, node)
+}
+
 /// The files of `ctl gen config`: node.yaml, secrets.yaml, ctlconfig (admin).
 pub struct Cluster {
     dir: tempfile::TempDir,

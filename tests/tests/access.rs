@@ -1,18 +1,10 @@
 //! Who gets in, and what each role may do.
 
-use cairn_tests::{ctl, Cluster, Node};
-
-/// A configured node and its cluster.
-fn configured() -> (Cluster, Node) {
-    let cluster = Cluster::generate("edge").unwrap();
-    let node = Node::start().unwrap();
-    node.configure(&cluster.path("node.yaml"));
-    (cluster, node)
-}
+use cairn_tests::{configured_node, ctl, Cluster};
 
 #[test]
 fn clients_without_a_valid_certificate_are_refused() {
-    let (cluster, node) = configured();
+    let (cluster, node) = configured_node();
     let n = node.address.as_str();
 
     let anonymous = ctl(None, &["-i", "-n", n, "version"]).failed();
@@ -68,7 +60,7 @@ fn clients_without_a_valid_certificate_are_refused() {
 
 #[test]
 fn roles_limit_what_clients_may_do() {
-    let (cluster, node) = configured();
+    let (cluster, node) = configured_node();
     let n = node.address.as_str();
     let admin = cluster.admin();
     let operator = cluster.client("os:operator");

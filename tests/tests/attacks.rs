@@ -7,13 +7,11 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cairn_tests::{bin_dir, ctl, eventually, Cluster, Node};
+use cairn_tests::{bin_dir, configured_node, ctl, eventually, Cluster, Node};
 
 #[test]
 fn readers_read_only_regular_files_and_never_state() {
-    let cluster = Cluster::generate("edge").unwrap();
-    let node = Node::start().unwrap();
-    node.configure(&cluster.path("node.yaml"));
+    let (cluster, node) = configured_node();
     let n = node.address.as_str();
     let reader = cluster.client("os:reader");
 
@@ -133,9 +131,7 @@ fn hostile_configs_are_refused_quickly_and_pid_1_lives() {
 
 #[test]
 fn a_new_ca_ends_sessions_made_under_the_old_one() {
-    let cluster = Cluster::generate("edge").unwrap();
-    let node = Node::start().unwrap();
-    node.configure(&cluster.path("node.yaml"));
+    let (cluster, node) = configured_node();
     let n = node.address.as_str();
 
     // A long-lived admin session under the first CA.
@@ -173,9 +169,7 @@ fn a_new_ca_ends_sessions_made_under_the_old_one() {
 
 #[test]
 fn a_stored_config_that_no_longer_loads_does_not_stop_machined() {
-    let cluster = Cluster::generate("edge").unwrap();
-    let mut node = Node::start().unwrap();
-    node.configure(&cluster.path("node.yaml"));
+    let (cluster, mut node) = configured_node();
     let state = node.root().join("system/state");
     std::fs::write(state.join("config.yaml"), "version: v1alpha1\nmachine: [damaged\n").unwrap();
 
@@ -188,4 +182,14 @@ fn a_stored_config_that_no_longer_loads_does_not_stop_machined() {
     assert!(node.output().contains("waits in maintenance mode"), "{}", node.output());
     node.configure(&cluster.path("node.yaml"));
     ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok();
+
+    // A config that cannot be read (here: not a file) is an I/O error, which may pass: it
+    // stays where it is instead of being set aside.
+    std::fs::remove_file(state.join("config.yaml")).unwrap();
+    std::fs::create_dir(state.join("config.yaml")).unwrap();
+    node.restart().unwrap();
+    let version = ctl(None, &["--insecure", "-n", &node.address, "version"]).ok().stdout;
+    assert!(version.contains("maintenance"), "{version}");
+    assert!(state.join("config.yaml").is_dir(), "the unreadable config was moved");
+    assert!(node.output().contains("the file stays in place"), "{}", node.output());
 }
