@@ -13,6 +13,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod image;
 pub mod role;
+pub mod text;
 pub mod timestamp;
 
 /// The generated gRPC types and stubs of `cairn.machine.v1alpha1`.

@@ -164,6 +164,17 @@ pub async fn connect_bound(
     node: &NodeAddress,
     tls: Arc<ClientConfig>,
 ) -> anyhow::Result<(MachineServiceClient<Channel>, ChannelBinding)> {
+    let (channel, binding) = channel(node, tls).await?;
+    let client = MachineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+    Ok((client, binding))
+}
+
+/// Opens an HTTP/2 channel to `node` over TCP and TLS, with the TLS session's channel
+/// binding.
+pub async fn channel(
+    node: &NodeAddress,
+    tls: Arc<ClientConfig>,
+) -> anyhow::Result<(Channel, ChannelBinding)> {
     let server_name = ServerName::try_from(node.host.clone())
         .with_context(|| format!("{:?} is not a host name", node.host))?;
     let binding = Arc::new(std::sync::Mutex::new(None));
@@ -199,8 +210,7 @@ pub async fn connect_bound(
         }))
         .await?;
     let binding = binding_out.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let client = MachineServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    Ok((client, binding.context("the TLS session exported no keying material")?))
+    Ok((channel, binding.context("the TLS session exported no keying material")?))
 }
 
 /// Accepts the pinned server certificate, or any without a pin (signatures are still

@@ -44,6 +44,9 @@ impl ConfigError {
     }
 }
 
+/// The longest parse error kept (it quotes the refused value).
+const MAX_PARSE_ERROR_CHARS: usize = 1024;
+
 /// Why a config of the first format, with one CA for both sides, is refused.
 pub const SINGLE_CA: &str = "machine.ca: a single CA for clients and node is no longer accepted: its key, on every node, let a stolen node mint admin certificates. Regenerate with `ctl gen config NAME` (a clientCa whose key stays in secrets.yaml, and a nodeCa), then issue new client configs with `ctl gen client`";
 
@@ -60,7 +63,12 @@ impl MachineConfig {
         shape::check(bytes).map_err(|message| ConfigError::Parse { message })?;
         // serde_yaml's message already names the path and the line.
         let config: MachineConfig = serde_yaml::from_slice(bytes).map_err(|e| {
-            let message = if has_single_ca(bytes) { SINGLE_CA.to_string() } else { e.to_string() };
+            let message = if has_single_ca(bytes) {
+                SINGLE_CA.to_string()
+            } else {
+                // serde_yaml quotes the refused value, whatever its size.
+                crate::text::shortened(&e.to_string(), MAX_PARSE_ERROR_CHARS)
+            };
             ConfigError::Parse { message }
         })?;
         let problems = config.validate();

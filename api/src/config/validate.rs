@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
 
 use super::schema::*;
+use crate::text::shortened;
 
 /// One thing wrong in a config: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +42,9 @@ impl fmt::Display for Problem {
 /// result).
 const MAX_LISTED_PROBLEMS: usize = 50;
 
-/// The longest reason kept: reasons quote the refused value, and a megabyte-long value
-/// echoed back made error replies that gRPC clients refuse (headers over 64 KiB).
+/// The longest path or reason kept: reasons quote the refused value, and map keys in paths
+/// are the client's too.
 const MAX_REASON_CHARS: usize = 240;
-
-fn shortened(reason: String) -> String {
-    match reason.char_indices().nth(MAX_REASON_CHARS) {
-        Some((cut, _)) => {
-            format!("{}… ({} more bytes left out)", &reason[..cut], reason.len() - cut)
-        }
-        None => reason,
-    }
-}
 
 /// Collects problems while walking the config.
 #[derive(Default)]
@@ -62,7 +54,10 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem { path: path.into(), reason: shortened(reason.into()) });
+        self.problems.push(Problem {
+            path: shortened(&path.into(), MAX_REASON_CHARS),
+            reason: shortened(&reason.into(), MAX_REASON_CHARS),
+        });
     }
 
     fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl FnOnce() -> String) {

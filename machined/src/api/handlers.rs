@@ -558,7 +558,9 @@ impl MachineService for MachineApi {
             let mut first = true;
             inspect::files::list(&root, request.recursion_depth, LIST_LIMIT, |e| {
                 let item = if std::mem::take(&mut first) && !e.error.is_empty() {
-                    Err(Status::not_found(format!("{}: {}", request.root, e.error)))
+                    // Sent in the stream's trailers, past the reach of apid's message cut.
+                    let root = cairn_api::text::shortened(&request.root, 240);
+                    Err(Status::not_found(format!("{root}: {}", e.error)))
                 } else {
                     Ok(pb::FileInfo {
                         path: e.path,

@@ -13,12 +13,16 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::http;
+use tower::util::MapResponseLayer;
 
 use crate::api::connection::{Connection, ConnectionLimits};
 use crate::api::handlers::MachineApi;
 use crate::machine::Machine;
 use crate::supervisor::{Service, ServiceContext};
 
+/// The header that carries an error reply's message.
+const GRPC_MESSAGE: &str = "grpc-message";
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most one line a second about refused connections and failed handshakes.
@@ -32,6 +36,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long open streams may drain when apid stops.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The longest error message sent (percent-encoded bytes): clients accept 16 KiB of
+/// headers, and above 64 KiB hyper closes the whole connection.
+const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
 
 /// The API server.
 pub struct Apid {
@@ -71,6 +78,7 @@ impl Service for Apid {
             let service = MachineServiceServer::new(MachineApi::new(self.machine.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES);
             let serve = tonic::transport::Server::builder()
+                .layer(MapResponseLayer::new(clip_status_message))
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
                 .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
                 .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -147,6 +155,53 @@ async fn accept_loop(
     }
 }
 
+/// Cuts an error reply's message (`grpc-message`, percent-encoded) to
+/// [`MAX_STATUS_MESSAGE_BYTES`]: messages quote what the client sent (a service name, a
+/// path), and one too long for the client's header limit would lose the answer, or every
+/// call on the connection.
+fn clip_status_message<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let Some(message) = headers.get(GRPC_MESSAGE) else { return response };
+    let bytes = message.as_bytes();
+    if bytes.len() <= MAX_STATUS_MESSAGE_BYTES {
+        return response;
+    }
+    let cut = char_boundary_before(bytes, MAX_STATUS_MESSAGE_BYTES);
+    let mut clipped = bytes[..cut].to_vec();
+    clipped.extend_from_slice(
+        format!("%E2%80%A6 ({} more bytes left out)", bytes.len() - cut).as_bytes(),
+    );
+    if let Ok(value) = http::HeaderValue::from_bytes(&clipped) {
+        headers.insert(GRPC_MESSAGE, value);
+    }
+    response
+}
+
+/// The longest prefix of the percent-encoded UTF-8 `message`, at most `max` bytes, that
+/// splits neither a `%XX` escape nor the escapes of one multi-byte character.
+fn char_boundary_before(message: &[u8], max: usize) -> usize {
+    let escaped_byte = |at: usize| {
+        let hex = message.get(at + 1..at + 3)?;
+        u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut at = 0;
+    loop {
+        let len = match message.get(at) {
+            None => return at,
+            Some(b'%') => match escaped_byte(at) {
+                // A lead byte says how many bytes its character has, each one escape.
+                Some(lead) => 3 * (lead.leading_ones() as usize).max(1),
+                None => 1,
+            },
+            Some(_) => 1,
+        };
+        if at + len > max {
+            return at;
+        }
+        at += len;
+    }
+}
+
 /// Logs a kind of line at most once per interval, saying how many were left out: a flood
 /// of bad handshakes must not flood the log (or the disk it is flushed to).
 #[derive(Clone)]
@@ -174,5 +229,29 @@ impl RateLimitedLog {
             0 => ctx.log(line),
             n => ctx.log(format!("{line} ({n} similar lines left out)")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_status_messages_are_cut_between_escapes() {
+        let long = format!("{}%2F{}", "a".repeat(MAX_STATUS_MESSAGE_BYTES - 2), "b".repeat(9000));
+        let response = http::Response::builder().header(GRPC_MESSAGE, &long).body(()).unwrap();
+        let clipped = clip_status_message(response);
+        let message = clipped.headers()[GRPC_MESSAGE].to_str().unwrap();
+        assert!(message.len() < MAX_STATUS_MESSAGE_BYTES + 64, "{}", message.len());
+        assert!(message.ends_with("a%E2%80%A6 (9003 more bytes left out)"), "{message:.80}");
+        // "é" is %C3%A9: its two escapes stay together.
+        let accent = format!("{}%C3%A9", "a".repeat(MAX_STATUS_MESSAGE_BYTES - 4));
+        assert_eq!(
+            char_boundary_before(accent.as_bytes(), MAX_STATUS_MESSAGE_BYTES),
+            MAX_STATUS_MESSAGE_BYTES - 4
+        );
+        assert_eq!(char_boundary_before(b"ab%C3%A9", 8), 8);
+        let short = http::Response::builder().header(GRPC_MESSAGE, "no").body(()).unwrap();
+        assert_eq!(clip_status_message(short).headers()[GRPC_MESSAGE], "no");
     }
 }

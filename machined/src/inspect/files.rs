@@ -233,7 +233,8 @@ impl<F: FnMut(FileEntry) -> bool> Walker<'_, F> {
         for child in children {
             let info = entry(&child);
             let descend = info.is_dir && depth != 0;
-            if !self.push(info) || (descend && !self.walk(&child, depth - 1)) {
+            // Negative depths mean no limit, down to i32::MIN.
+            if !self.push(info) || (descend && !self.walk(&child, depth.saturating_sub(1))) {
                 return false;
             }
         }
