@@ -36,22 +36,25 @@ pub fn bin_dir() -> &'static Path {
 pub const SOURCE_DATE_EPOCH: &str = "1767225600";
 
 /// Builds the generic-x86_64 image into `output` with image-builder, which builds machined
-/// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache); returns the
-/// build report.
-pub fn build_image(output: &Path) -> String {
+/// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache), with a
+/// bootstrap token baked in when given; returns the build report.
+pub fn build_image(output: &Path, bootstrap_token: Option<&Path>) -> String {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let cache = std::env::var_os("CAIRN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| bin_dir().parent().expect("target dir").join("cairn-cache"));
-    let status = Command::new(bin_dir().join("image-builder"))
+    let mut build = Command::new(bin_dir().join("image-builder"));
+    build
         .current_dir(workspace)
         .args(["build", "--board", "generic-x86_64", "--cache"])
         .arg(&cache)
         .arg("--output")
         .arg(output)
-        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-        .status()
-        .expect("running image-builder");
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH);
+    if let Some(token) = bootstrap_token {
+        build.arg("--bootstrap-token-file").arg(token);
+    }
+    let status = build.status().expect("running image-builder");
     assert!(status.success(), "image-builder build failed");
     std::fs::read_to_string(output.join("report.toml")).expect("report.toml")
 }

@@ -1,8 +1,9 @@
-//! The x86_64 image: built twice by image-builder (byte-identical), then booted as a user
-//! would boot it (q35, OVMF as pflash, the image grown to 4 GiB as a virtio disk, user
+//! The x86_64 image, with a bootstrap token: built twice by image-builder (byte-identical),
+//! then booted as a user would boot it (q35, OVMF as pflash, the image grown to 4 GiB as a virtio disk, user
 //! networking with the API port forwarded), through systemd-boot and machined's stage 1; the
 //! first boot creates STATE and EPHEMERAL, the second reaches the API in maintenance mode;
-//! then the node is configured over `ctl --insecure` (static addresses, a route, resolvers,
+//! then the node is configured over `ctl --insecure`, pinned to the certificate fingerprint
+//! on the console and proving the token (static addresses, a route, resolvers,
 //! a host name, a sysctl and a file, all checked on the node), driven over mTLS, rebooted (it comes
 //! back configured), powered off with the ACPI power button and on again, cut off (QEMU
 //! killed) and on again (still configured each time), and shut down (QEMU exits).
@@ -20,8 +21,16 @@ use cairn_tests::{build_image, ctl, eventually, fingerprint_in, Cluster};
 fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
-    let report = build_image(first.path());
-    assert_eq!(build_image(second.path()), report, "two builds of the same inputs differ");
+    // Built with a bootstrap token: the node takes its first config only from who knows it.
+    let token = first.path().join("bootstrap-token");
+    std::fs::write(&token, "c41r9-b007-5ecr3t-0123456789abcdef\n").unwrap();
+    let report = build_image(first.path(), Some(&token));
+    assert_eq!(
+        build_image(second.path(), Some(&token)),
+        report,
+        "two builds of the same inputs differ"
+    );
+    assert!(report.contains("bootstrap_token = true"), "{report}");
     assert!(report.contains("name = \"cairn-x86_64.raw.zst\""), "{report}");
 
     // Boot a copy, grown as a user's disk would be bigger than the image.
@@ -95,11 +104,15 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
             "    nameservers: [10.0.2.3, 192.0.2.53]\n",
         )
     });
-    // Pinned to the certificate whose fingerprint the console showed: no trust on first use.
+    // Pinned to the certificate whose fingerprint the console showed, and proving the token:
+    // no trust on first use. Without the token the node refuses.
     let fingerprint = fingerprint_in(&vm.console()).expect("the fingerprint on the console");
     let pin = ["--insecure", "--fingerprint", &fingerprint, "-n", &n];
-    let applied =
-        ctl(None, &[&pin[..], &["apply-config", "-f", config.to_str().unwrap()]].concat()).ok();
+    let apply = [&pin[..], &["apply-config", "-f", config.to_str().unwrap()]].concat();
+    let refused = ctl(None, &apply).failed();
+    assert!(refused.stderr.contains("this node has a bootstrap token"), "{}", refused.stderr);
+    let with_token = ["--bootstrap-token-file", token.to_str().unwrap()];
+    let applied = ctl(None, &[&apply[..], &with_token[..]].concat()).ok();
     assert!(applied.stdout.contains("applied"), "{}", applied.stdout);
     let version = ctl(Some(&admin), &["-n", &n, "version"]).ok().stdout;
     assert!(version.contains("configured") && version.contains("qemu-node"), "{version}");
