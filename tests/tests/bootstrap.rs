@@ -5,11 +5,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_tests::{ctl, free_port, Cluster, Node};
+use cairn_tests::{ctl, free_port, Cluster, CtlRun, Node};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 
 const TOKEN: &str = "5f0c2a9e8b7d4c1a6e3f2b9d8c7a6b5e";
+
+/// `ctl --insecure apply-config` of `config` to `node`, proving the token in `token`.
+fn apply_with_token(node: &str, config: &str, token: &Path) -> CtlRun {
+    let token = token.to_str().unwrap();
+    ctl(None, &["-i", "-n", node, "apply-config", "-f", config, "--bootstrap-token-file", token])
+}
 
 fn with_token(root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root.join("etc/cairn"))?;
@@ -61,39 +67,13 @@ fn a_node_with_a_bootstrap_token_takes_a_config_only_from_who_knows_it() {
         "{}",
         anonymous.stderr
     );
-    let guessed = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            n,
-            "apply-config",
-            "-f",
-            config,
-            "--bootstrap-token-file",
-            wrong.to_str().unwrap(),
-        ],
-    )
-    .failed();
+    let guessed = apply_with_token(n, config, &wrong).failed();
     assert!(guessed.stderr.contains("bootstrap proof does not match"), "{}", guessed.stderr);
     assert!(node.stored_config().is_none(), "a config was taken without the token");
 
     // A node without the token (an impostor) cannot prove it: the config is never sent.
     let impostor = Node::start().unwrap();
-    let fooled = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &impostor.address,
-            "apply-config",
-            "-f",
-            config,
-            "--bootstrap-token-file",
-            right.to_str().unwrap(),
-        ],
-    )
-    .failed();
+    let fooled = apply_with_token(&impostor.address, config, &right).failed();
     assert!(fooled.stderr.contains("no bootstrap token"), "{}", fooled.stderr);
     assert!(impostor.stored_config().is_none());
 
@@ -101,56 +81,17 @@ fn a_node_with_a_bootstrap_token_takes_a_config_only_from_who_knows_it() {
     // to the client's session, not the node's, and fail.
     let relay = tokio::runtime::Runtime::new().unwrap();
     let relay_address = relay.block_on(start_relay(node.address.clone()));
-    let relayed = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            &relay_address,
-            "apply-config",
-            "-f",
-            config,
-            "--bootstrap-token-file",
-            right.to_str().unwrap(),
-        ],
-    )
-    .failed();
+    let relayed = apply_with_token(&relay_address, config, &right).failed();
     assert!(relayed.stderr.contains("bootstrap proof does not match"), "{}", relayed.stderr);
     assert!(node.stored_config().is_none(), "a relayed proof was accepted");
 
-    let applied = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            n,
-            "apply-config",
-            "-f",
-            config,
-            "--bootstrap-token-file",
-            right.to_str().unwrap(),
-        ],
-    )
-    .ok();
+    let applied = apply_with_token(n, config, &right).ok();
     assert!(!applied.stderr.contains("warning"), "{}", applied.stderr);
     assert!(node.stored_config().is_some());
     ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok();
 
     // Configured, the token opens nothing: Bootstrap and anonymous applies are refused.
-    let late = ctl(
-        None,
-        &[
-            "-i",
-            "-n",
-            n,
-            "apply-config",
-            "-f",
-            config,
-            "--bootstrap-token-file",
-            right.to_str().unwrap(),
-        ],
-    )
-    .failed();
+    let late = apply_with_token(n, config, &right).failed();
     assert!(late.stderr.contains("requires a client certificate"), "{}", late.stderr);
 }
 
