@@ -3,19 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_tests::{ctl, Cluster, Node};
+use cairn_tests::{ctl, proc_status_kib, Cluster, Node};
 
 const ROUND_TRIPS: usize = 30;
 const FLEET: usize = 100;
 const FAN_OUTS: usize = 5;
 
 fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid, "VmRSS").unwrap_or(0)
 }
 
 fn timed(runs: usize, mut run: impl FnMut()) -> Vec<Duration> {

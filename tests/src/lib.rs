@@ -372,6 +372,13 @@ pub fn fingerprint_in(log: &str) -> Option<String> {
     log[at..].split_whitespace().next().map(str::to_string)
 }
 
+/// A figure of a process's `/proc/PID/status`, in KiB (`VmRSS`, `VmHWM`...), if it has it.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Polls `check` every 100 ms until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cairn_api::config::MachineConfig;
 use cairn_api::machine as pb;
-use cairn_tests::{configured_node, Node};
+use cairn_tests::{configured_node, proc_status_kib, Node};
 use ctl::connect::{channel, connect, insecure_tls, mutual_tls, NodeAddress};
 use ctl::ctlconfig::CtlConfig;
 use futures_util::StreamExt;
@@ -578,13 +578,6 @@ impl PanicWatch {
             })
             .collect()
     }
-}
-
-/// A `/proc/PID/status` figure given in kB, such as VmRSS.
-fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.strip_prefix(key).is_some_and(|r| r.starts_with(':')))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A gRPC channel to `address`, as ctl opens them: the raw codec needs the channel itself.
