@@ -41,8 +41,11 @@ fn refused(path: &Path, errno: Errno) -> io::Error {
 
 impl BeneathDir {
     /// The directory `relative` (plain names only) beneath `root`, created with its missing
-    /// parents when `create`.
+    /// parents (and `root` itself, which is machined's own) when `create`.
     pub fn open(root: &Path, relative: &Path, create: bool) -> io::Result<BeneathDir> {
+        if create {
+            std::fs::create_dir_all(root)?;
+        }
         let root_fd: OwnedFd = File::open(root)?.into();
         let mut dir = BeneathDir { fd: root_fd };
         let mut walked = root.to_path_buf();
@@ -98,21 +101,22 @@ mod tests {
 
     #[test]
     fn walks_and_creates_beneath_but_never_through_a_link_or_up() {
-        let root = tempfile::tempdir().unwrap();
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("var");
         let outside = tempfile::tempdir().unwrap();
-        let dir = BeneathDir::open(root.path(), Path::new("a/b"), true).unwrap();
+        let dir = BeneathDir::open(&root, Path::new("a/b"), true).unwrap();
         std::fs::write(dir.path_of("f"), "hello").unwrap();
         let mut text = String::new();
         dir.open_file("f", OFlag::O_RDONLY, 0).unwrap().read_to_string(&mut text).unwrap();
-        assert_eq!((text.as_str(), root.path().join("a/b/f").exists()), ("hello", true));
+        assert_eq!((text.as_str(), root.join("a/b/f").exists()), ("hello", true));
 
-        std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
-        let error = BeneathDir::open(root.path(), Path::new("a/link/c"), true).unwrap_err();
+        std::os::unix::fs::symlink(outside.path(), root.join("a/link")).unwrap();
+        let error = BeneathDir::open(&root, Path::new("a/link/c"), true).unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");
-        std::os::unix::fs::symlink(outside.path().join("x"), root.path().join("a/b/g")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x"), root.join("a/b/g")).unwrap();
         let error = dir.open_file("g", OFlag::O_WRONLY | OFlag::O_CREAT, 0o644).unwrap_err();
         assert!(error.to_string().contains("symbolic link"), "{error}");
-        assert!(BeneathDir::open(root.path(), Path::new("a/../.."), true).is_err());
+        assert!(BeneathDir::open(&root, Path::new("a/../.."), true).is_err());
         assert!(std::fs::read_dir(outside.path()).unwrap().next().is_none());
     }
 }

@@ -33,7 +33,12 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
     assert!(refused.stderr.contains("maintenance mode"), "{}", refused.stderr);
     // Without --insecure the self-signed maintenance certificate is not trusted.
     let untrusted = ctl(Some(&admin), &["-n", &n, "version"]).failed();
-    assert!(untrusted.stderr.contains("not signed by this context's CA"), "{}", untrusted.stderr);
+    assert!(
+        untrusted.stderr.contains("not signed by this context's node CA")
+            && untrusted.stderr.contains("--fingerprint"),
+        "{}",
+        untrusted.stderr
+    );
 
     let node_yaml = cluster.path("node.yaml");
     let applied =
