@@ -24,6 +24,7 @@ pub mod network;
 pub mod pid1;
 pub mod pki;
 pub mod power;
+pub mod reaper;
 pub mod ring;
 pub mod runtime;
 pub mod services;

@@ -2,17 +2,17 @@
 //! did not bring, the root filesystem's modules, and reaping orphaned processes, which the
 //! kernel hands to PID 1.
 
+use std::sync::Arc;
+
 use nix::mount::{mount, MsFlags};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::power::{KernelPower, Power};
+use crate::reaper::Reaper;
 use crate::storage::{self, Prepared};
 
-/// Mounts `/tmp` and the cgroup v2 hierarchy, and starts the zombie reaper. Errors are
-/// logged, not fatal: the API must come up so an operator can see what is wrong.
-pub fn prepare() {
+/// Mounts `/tmp` and the cgroup v2 hierarchy, and starts `reaper`. Errors are logged, not
+/// fatal: the API must come up so an operator can see what is wrong.
+pub fn prepare(reaper: &Arc<Reaper>) {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (source, target, fstype, flags) in [
         ("tmpfs", "/tmp", "tmpfs", nosuid_nodev),
@@ -55,20 +55,5 @@ pub fn prepare() {
             tracing::error!("storage: {e}; the node cannot keep a config until this is fixed")
         }
     }
-    tokio::spawn(reap_orphans());
-}
-
-/// Waits for every child that exits, so none stays a zombie.
-async fn reap_orphans() {
-    let Ok(mut children) = signal(SignalKind::child()) else {
-        tracing::error!("cannot watch SIGCHLD: orphans will stay zombies");
-        return;
-    };
-    while children.recv().await.is_some() {
-        while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            if status == WaitStatus::StillAlive {
-                break;
-            }
-        }
-    }
+    tokio::spawn(reaper.clone().run());
 }

@@ -19,6 +19,7 @@ use crate::logs::LogBook;
 use crate::machine::{Machine, PowerAction};
 use crate::pid1;
 use crate::power::{KernelPower, Power, ProcessPower};
+use crate::reaper::Reaper;
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
 use crate::services::power_button::PowerButton;
@@ -67,7 +68,9 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     raise_open_file_limit(stage);
     let power: Box<dyn Power> = match stage {
         Stage::Root => {
-            pid1::prepare();
+            // The one reaper of PID 1's children; the service runner will register the
+            // processes it starts with it.
+            pid1::prepare(&Reaper::new());
             Box::new(KernelPower)
         }
         _ => Box::new(ProcessPower),
