@@ -80,6 +80,14 @@ pub enum PowerAction {
 struct ConfigState {
     /// Set while a `try` config runs: the config to return to and the pending revert.
     trial: Option<(Arc<MachineConfig>, AbortHandle)>,
+    /// The names the serving certificate in force carries (none in maintenance mode).
+    serving_names: Vec<String>,
+}
+
+/// TLS settings for the API and the names their serving certificate carries.
+struct ServerTls {
+    config: Arc<rustls::ServerConfig>,
+    names: Vec<String>,
 }
 
 /// The node's state and the operations on it.
@@ -108,14 +116,15 @@ impl Machine {
         bootstrap: BootstrapTrust,
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
-        let tls = watch::channel(server_tls(running.as_deref())?).0;
+        let ServerTls { config: tls, names } = server_tls(running.as_deref())?;
+        let tls = watch::channel(tls).0;
         let running = watch::channel(running).0;
         let events = Arc::new(EventBus::default());
         let supervisor = Arc::new(Supervisor::new(events.clone(), logs.clone()));
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
-            state: Mutex::new(ConfigState { trial: None }),
+            state: Mutex::new(ConfigState { trial: None, serving_names: names }),
             tls,
             running,
             events,
@@ -254,18 +263,41 @@ impl Machine {
     /// Makes `config` the running config; `_locked` shows the caller holds the config lock.
     fn activate(
         &self,
-        _locked: &mut ConfigState,
+        state: &mut ConfigState,
         config: Arc<MachineConfig>,
-        tls: Arc<rustls::ServerConfig>,
+        tls: ServerTls,
         how: &str,
     ) {
         let was_maintenance = self.running.send_replace(Some(config)).is_none();
-        self.tls.send_replace(tls);
+        self.tls.send_replace(tls.config);
+        state.serving_names = tls.names;
         self.events.publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
             self.events
                 .publish(EventKind::Mode, "configured: the API now requires client certificates");
         }
+    }
+
+    /// Issues a new serving certificate when the names it should carry (the node's addresses
+    /// and host name, which DHCP and config changes move) differ from the current one's.
+    /// Open connections keep theirs; new ones get the new one. Returns whether it changed.
+    pub fn follow_serving_names(&self) -> Result<bool, ApplyError> {
+        let mut state = self.state.lock().expect("config lock");
+        let Some(config) = self.running.borrow().clone() else {
+            // The maintenance certificate stays as it is: its fingerprint is what operators pin.
+            return Ok(false);
+        };
+        if serving_names(&config) == state.serving_names {
+            return Ok(false);
+        }
+        let tls = server_tls(Some(&config))?;
+        self.events.publish(
+            EventKind::Config,
+            format!("serving certificate re-issued for {}", tls.names.join(", ")),
+        );
+        self.tls.send_replace(tls.config);
+        state.serving_names = tls.names;
+        Ok(true)
     }
 
     /// Reboots or powers off after a short grace, stopping services and flushing logs first.
@@ -328,29 +360,33 @@ impl Machine {
     }
 }
 
+/// The names a configured node's serving certificate carries: its host name, its current
+/// addresses and the configured extra SANs.
+fn serving_names(config: &MachineConfig) -> Vec<String> {
+    let machine = &config.machine;
+    let hostname = machine.hostname.clone().unwrap_or_else(kernel_hostname);
+    pki::node_names(&hostname, &machine.cert_sans)
+}
+
 /// The API's TLS settings for a config (none: maintenance mode).
-fn server_tls(config: Option<&MachineConfig>) -> Result<Arc<rustls::ServerConfig>, ApplyError> {
-    let hostname = kernel_hostname();
+fn server_tls(config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
     Ok(match config {
         None => {
-            let identity = pki::maintenance_identity(&pki::node_names(&hostname, &[]))?;
+            let identity = pki::maintenance_identity(&pki::node_names(&kernel_hostname(), &[]))?;
             // The console is the one channel an operator trusts before the node is
             // configured: the fingerprint printed there lets ctl pin this certificate.
             let fingerprint = pki::fingerprint(&identity.chain[0]);
             tracing::info!(
                 "maintenance mode: API certificate fingerprint {fingerprint} (ctl apply-config --insecure --fingerprint {fingerprint})"
             );
-            tls::maintenance(identity)?
+            ServerTls { config: tls::maintenance(identity)?, names: Vec::new() }
         }
         Some(config) => {
-            let machine = &config.machine;
-            let names = pki::node_names(
-                machine.hostname.as_deref().unwrap_or(&hostname),
-                &machine.cert_sans,
-            );
-            let node_ca = &machine.node_ca;
+            let names = serving_names(config);
+            let node_ca = &config.machine.node_ca;
             let key = node_ca.key.as_deref().expect("validation requires machine.nodeCa.key");
-            tls::mutual(&machine.client_ca.crt, pki::issue_serving(&node_ca.crt, key, &names)?)?
+            let identity = pki::issue_serving(&node_ca.crt, key, &names)?;
+            ServerTls { config: tls::mutual(&config.machine.client_ca.crt, identity)?, names }
         }
     })
 }

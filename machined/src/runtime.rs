@@ -23,6 +23,7 @@ use crate::reaper::Reaper;
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
 use crate::services::power_button::PowerButton;
+use crate::services::serving_cert::ServingCert;
 use crate::services::settings::Settings;
 
 /// Runs machined until it is told to stop (as PID 1: forever).
@@ -123,6 +124,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
     let host = HostSettings::new(machine.layout().var_dir(), stage == Stage::Root);
     supervisor.launch(Arc::new(Settings::new(machine.clone(), host)));
+    supervisor.launch(Arc::new(ServingCert::new(machine.clone())));
     if stage == Stage::Root {
         supervisor.launch(Arc::new(Network::new(machine.clone())));
         supervisor.launch(Arc::new(PowerButton::new(machine.clone())));

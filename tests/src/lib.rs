@@ -372,6 +372,36 @@ pub fn fingerprint_in(log: &str) -> Option<String> {
     log[at..].split_whitespace().next().map(str::to_string)
 }
 
+/// The names (DNS and IP SANs) in the certificate the API at `address` presents, read from
+/// a TLS handshake as a client sees it.
+pub fn serving_cert_names(address: &str) -> anyhow::Result<Vec<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cert = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(address).await?;
+        let name = rustls::pki_types::ServerName::try_from("localhost")?;
+        let tls = ctl::connect::insecure_tls(None)?;
+        let stream = tokio_rustls::TlsConnector::from(tls).connect(name, tcp).await?;
+        let certs = stream.get_ref().1.peer_certificates().context("no certificate")?;
+        anyhow::Ok(certs[0].to_vec())
+    })?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert)?;
+    let san = cert.subject_alternative_name()?.context("no subjectAltName")?;
+    Ok(san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+            x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*ip).ok()?).to_string()),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*ip).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect())
+}
+
 /// A figure of a process's `/proc/PID/status`, in KiB (`VmRSS`, `VmHWM`...), if it has it.
 pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

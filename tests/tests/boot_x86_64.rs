@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::{build_image, ctl, eventually, fingerprint_in, Cluster};
+use cairn_tests::{build_image, ctl, eventually, fingerprint_in, serving_cert_names, Cluster};
 
 #[test]
 fn x86_64_image_is_reproducible_and_boots_to_the_api() {
@@ -159,6 +159,13 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     wait_configured(&mut vm, before, &admin, "a reboot");
     println!("ctl reboot to the API answering, configured: {:.1?}", rebooted.elapsed());
     assert_config_in_effect(&admin, &n);
+    // The certificate was issued at boot, before the addresses were up; it follows them.
+    let names = || serving_cert_names(&n).unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || names().iter().any(|name| name == "10.0.2.15")),
+        "the serving certificate does not name the node's address: {:?}",
+        names()
+    );
     // The power button (ACPI, through QMP) powers it off cleanly; power it on again.
     let pressed = std::time::Instant::now();
     let status = vm.stop(Duration::from_secs(120)).unwrap();

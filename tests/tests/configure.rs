@@ -1,8 +1,9 @@
 //! A node's life with its config: maintenance mode, first apply, mTLS, restarts, modes.
 
+use std::process::Command;
 use std::time::Duration;
 
-use cairn_tests::{ctl, eventually, Cluster, Node};
+use cairn_tests::{configured_node, ctl, eventually, serving_cert_names, Cluster, Node};
 
 fn version_field(
     ctlconfig: Option<&std::path::Path>,
@@ -279,4 +280,26 @@ fn config_files_are_written_under_var_and_follow_changes() {
         .is_ok_and(|t| t == "level=2\n")));
     let logs = ctl(Some(&admin), &["-n", &n, "logs", "settings"]).ok().stdout;
     assert!(logs.contains("file /var/lib/app/settings.conf: written"), "{logs}");
+}
+
+#[test]
+fn the_serving_certificate_follows_the_node_addresses() {
+    // An address comes and goes on the loopback link, as a DHCP lease would on eth0.
+    let address = "127.0.0.77";
+    let (_cluster, node) = configured_node();
+    let ip = |verb: &str| {
+        Command::new("ip").args(["addr", verb, &format!("{address}/32"), "dev", "lo"]).status()
+    };
+    if !ip("add").is_ok_and(|s| s.success()) {
+        eprintln!("skipped: adding an address needs CAP_NET_ADMIN");
+        return;
+    }
+    let names = || serving_cert_names(&node.address).unwrap();
+    let gained = eventually(Duration::from_secs(15), || names().iter().any(|n| n == address));
+    let removed = ip("del").is_ok_and(|s| s.success());
+    assert!(gained, "the certificate does not name {address}: {:?}", names());
+    assert!(removed);
+    let lost = eventually(Duration::from_secs(15), || !names().iter().any(|n| n == address));
+    assert!(lost, "the certificate still names {address}: {:?}", names());
+    assert!(names().iter().any(|n| n == "127.0.0.1"), "{:?}", names());
 }

@@ -3,4 +3,5 @@
 pub mod logflush;
 pub mod network;
 pub mod power_button;
+pub mod serving_cert;
 pub mod settings;
