@@ -48,8 +48,26 @@ impl BootstrapTrust {
     /// Whether a first config may come from the client with this proof on a session bound to
     /// `binding`; the error says what the client must do.
     pub fn admits(&self, binding: Option<&[u8]>, proof: &[u8]) -> Result<(), String> {
+        self.proven(binding, proof).map(drop)
+    }
+
+    /// The node's proof for the session bound to `binding`, given the client's proof.
+    pub fn answer(&self, binding: Option<&[u8]>, client_proof: &[u8]) -> Result<Vec<u8>, String> {
+        match self.proven(binding, client_proof)? {
+            Some((token, binding)) => Ok(token.proof(Side::Node, binding)),
+            None => Err("this node has no bootstrap token; check its certificate fingerprint instead (printed on its console) with --fingerprint".into()),
+        }
+    }
+
+    /// The token and session binding a valid client proof was checked against (none for a
+    /// node without a token, which admits anyone), or why the client is refused.
+    fn proven<'a>(
+        &'a self,
+        binding: Option<&'a [u8]>,
+        proof: &[u8],
+    ) -> Result<Option<(&'a BootstrapToken, &'a [u8])>, String> {
         match self {
-            BootstrapTrust::FirstComer => Ok(()),
+            BootstrapTrust::FirstComer => Ok(None),
             BootstrapTrust::Unusable(why) => Err(format!(
                 "this node's bootstrap token is unusable ({why}), so it accepts no config; rebuild the image or fix the kernel command line"
             )),
@@ -57,22 +75,12 @@ impl BootstrapTrust {
                 "this node has a bootstrap token: it takes a config only from a client that proves it knows it (ctl apply-config --insecure --bootstrap-token-file FILE)".into(),
             ),
             BootstrapTrust::Token(token) => match binding {
-                Some(binding) if token.verify(Side::Client, binding, proof) => Ok(()),
+                Some(binding) if token.verify(Side::Client, binding, proof) => {
+                    Ok(Some((token, binding)))
+                }
                 _ => Err("the bootstrap proof does not match: a wrong token, or something between client and node relays the connection".into()),
             },
         }
-    }
-
-    /// The node's proof for the session bound to `binding`, given the client's proof.
-    pub fn answer(&self, binding: Option<&[u8]>, client_proof: &[u8]) -> Result<Vec<u8>, String> {
-        let BootstrapTrust::Token(token) = self else {
-            return Err(match self {
-                BootstrapTrust::Unusable(_) => self.admits(binding, client_proof).unwrap_err(),
-                _ => "this node has no bootstrap token; check its certificate fingerprint instead (printed on its console) with --fingerprint".into(),
-            });
-        };
-        self.admits(binding, client_proof)?;
-        Ok(token.proof(Side::Node, binding.expect("admits checked the binding")))
     }
 }
 
