@@ -17,16 +17,67 @@ pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).
 pub const SLOT_ARG: &str = "cairn.slot";
 
-/// The GPT label of a slot (`'A'` or `'B'`).
-pub fn root_label(slot: char) -> &'static str {
-    if slot == 'B' {
-        ROOT_B_LABEL
-    } else {
-        ROOT_A_LABEL
-    }
-}
-
 /// GPT label of STATE (machine config, node identity), created by machined on first boot.
 pub const STATE_LABEL: &str = "STATE";
 /// GPT label of EPHEMERAL (`/var`), created on first boot over the rest of the disk.
 pub const EPHEMERAL_LABEL: &str = "EPHEMERAL";
+
+/// A root slot: A/B updates write the one not running and boot it on trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The first root slot (`ROOT-A`), the one a fresh image boots.
+    A,
+    /// The second root slot (`ROOT-B`).
+    B,
+}
+
+impl Slot {
+    /// The GPT label of the slot's root partition.
+    pub fn root_label(self) -> &'static str {
+        match self {
+            Slot::A => ROOT_A_LABEL,
+            Slot::B => ROOT_B_LABEL,
+        }
+    }
+
+    /// The slot a [`SLOT_ARG`] value names (`a` or `b`, in either case).
+    pub fn from_kernel_arg(value: &str) -> Option<Slot> {
+        match value {
+            "a" | "A" => Some(Slot::A),
+            "b" | "B" => Some(Slot::B),
+            _ => None,
+        }
+    }
+
+    /// The kernel command-line argument that boots this slot, e.g. `cairn.slot=a` (lower
+    /// case, as in boot entry names).
+    pub fn kernel_arg(self) -> String {
+        format!("{SLOT_ARG}={}", self.to_string().to_lowercase())
+    }
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_round_trip_through_the_kernel_command_line() {
+        for slot in [Slot::A, Slot::B] {
+            let arg = slot.kernel_arg();
+            let value = arg.strip_prefix(&format!("{SLOT_ARG}=")).unwrap();
+            assert_eq!(Slot::from_kernel_arg(value), Some(slot));
+        }
+        assert_eq!(Slot::A.kernel_arg(), "cairn.slot=a");
+        assert_eq!((Slot::B.root_label(), Slot::B.to_string()), ("ROOT-B", "B".to_string()));
+        assert_eq!(Slot::from_kernel_arg("c"), None);
+    }
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
 use cairn_api::bootstrap::BootstrapToken;
-use cairn_api::image::{BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, SLOT_ARG};
+use cairn_api::image::{Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST};
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
@@ -226,7 +226,7 @@ pub fn build(
                 data.clone(),
             )?;
             esp.file("/loader/loader.conf", 0o644, "default cairn-*\ntimeout 0\n")?;
-            let options = std::iter::once(format!("{SLOT_ARG}=a"))
+            let options = std::iter::once(Slot::A.kernel_arg())
                 .chain(inputs.board.kernel_args.iter().cloned())
                 .collect::<Vec<_>>()
                 .join(" ");

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use nix::mount::{mount, MsFlags};
 
+use cairn_api::image::Slot;
+
 use crate::power::{KernelPower, Power};
 use crate::reaper::Reaper;
 use crate::storage::{self, Prepared};
@@ -40,10 +42,10 @@ pub fn prepare(reaper: &Arc<Reaper>) {
     tracing::info!(
         "machined {} stage 2 (PID 1) on slot {}",
         env!("CARGO_PKG_VERSION"),
-        slot.unwrap_or('?')
+        slot.map_or("?".to_string(), |s| s.to_string())
     );
     // Before the reaper starts: mke2fs is waited for by std, which a reaper would race.
-    match storage::prepare(slot.unwrap_or('A')) {
+    match storage::prepare(slot.unwrap_or(Slot::A)) {
         Ok(Prepared::Mounted) => {}
         Ok(Prepared::RebootNeeded) => {
             tracing::info!("rebooting so the kernel reads the new partition table");

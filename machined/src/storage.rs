@@ -10,7 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cairn_api::image::{root_label, EPHEMERAL_LABEL, STATE_LABEL};
+use cairn_api::image::{Slot, EPHEMERAL_LABEL, STATE_LABEL};
 use nix::mount::{mount, MsFlags};
 
 use crate::boot::partitions::find_by_label;
@@ -72,12 +72,12 @@ pub enum Prepared {
 }
 
 /// Makes sure STATE and EPHEMERAL exist, are formatted and are mounted.
-pub fn prepare(slot: char) -> Result<Prepared, StorageError> {
+pub fn prepare(slot: Slot) -> Result<Prepared, StorageError> {
     let sys = Path::new(SYS_CLASS_BLOCK);
     let (Some(state), Some(ephemeral)) =
         (find_by_label(sys, STATE_LABEL), find_by_label(sys, EPHEMERAL_LABEL))
     else {
-        let root = root_label(slot);
+        let root = slot.root_label();
         let root_device =
             find_by_label(sys, root).ok_or_else(|| StorageError::NoDisk(root.into()))?;
         let disk = disk_of(&root_device).ok_or_else(|| StorageError::NoDisk(root.into()))?;

@@ -8,7 +8,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cairn_api::image::{root_label, MACHINED_PATH};
+use cairn_api::image::MACHINED_PATH;
 use nix::mount::{mount, MsFlags};
 
 use super::{cmdline, modules, partitions};
@@ -108,7 +108,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|source| Stage1Error::Io { path: "/proc/cmdline".into(), source })?;
     let slot = cmdline::slot(&cmdline).ok_or(Stage1Error::NoSlot)?;
-    let label = root_label(slot);
+    let label = slot.root_label();
     let deadline = Instant::now() + ROOT_WAIT;
     let device = loop {
         if let Some(device) = partitions::find_by_label(Path::new("/sys/class/block"), label) {
