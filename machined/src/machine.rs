@@ -287,10 +287,11 @@ impl Machine {
             // The maintenance certificate stays as it is: its fingerprint is what operators pin.
             return Ok(false);
         };
-        if serving_names(&config) == state.serving_names {
+        let names = serving_names(&config);
+        if names == state.serving_names {
             return Ok(false);
         }
-        let tls = server_tls(Some(&config))?;
+        let tls = configured_tls(&config, names)?;
         self.events.publish(
             EventKind::Config,
             format!("serving certificate re-issued for {}", tls.names.join(", ")),
@@ -381,14 +382,16 @@ fn server_tls(config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
             );
             ServerTls { config: tls::maintenance(identity)?, names: Vec::new() }
         }
-        Some(config) => {
-            let names = serving_names(config);
-            let node_ca = &config.machine.node_ca;
-            let key = node_ca.key.as_deref().expect("validation requires machine.nodeCa.key");
-            let identity = pki::issue_serving(&node_ca.crt, key, &names)?;
-            ServerTls { config: tls::mutual(&config.machine.client_ca.crt, identity)?, names }
-        }
+        Some(config) => configured_tls(config, serving_names(config))?,
     })
+}
+
+/// Mutual TLS for `config`, serving a certificate for `names` from its node CA.
+fn configured_tls(config: &MachineConfig, names: Vec<String>) -> Result<ServerTls, ApplyError> {
+    let node_ca = &config.machine.node_ca;
+    let key = node_ca.key.as_deref().expect("validation requires machine.nodeCa.key");
+    let identity = pki::issue_serving(&node_ca.crt, key, &names)?;
+    Ok(ServerTls { config: tls::mutual(&config.machine.client_ca.crt, identity)?, names })
 }
 
 /// The kernel's host name (empty when it has none readable).

@@ -54,7 +54,6 @@ impl MachineApi {
         MachineApi { machine, file_streams }
     }
 
-    /// A place among the `Read`s and `List`s under way, or a refusal when all are taken.
     /// A place among the `Read`s and `List`s under way, or a refusal when the caller's
     /// address, or everyone together, has all there are.
     fn file_stream_place<T>(&self, request: &Request<T>) -> Result<Place, Status> {
