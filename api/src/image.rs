@@ -12,6 +12,11 @@ pub const MACHINED_PATH: &str = "/usr/sbin/machined";
 
 /// Where a bootstrap token baked into an image lives (read-only, mode 0400).
 pub const BOOTSTRAP_TOKEN_PATH: &str = "/etc/cairn/bootstrap-token";
+/// Where image-builder records the image's time floor, a time the clock of a node running
+/// the image cannot be earlier than: SOURCE_DATE_EPOCH when the build had one, else the build
+/// date of the newest package in the image. Decimal seconds since 1970 (UTC) and a newline,
+/// e.g. `1767225600\n`; machined raises a clock below it (a Raspberry Pi boots in 1970).
+pub const TIME_FLOOR_PATH: &str = "/usr/lib/cairn/time-floor";
 /// The file in `/usr/lib/modules/<release>/` listing the modules to load, in order.
 pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).

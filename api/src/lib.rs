@@ -4,6 +4,8 @@
 //!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
 //! - [`arch`]: the architectures Cairn runs on.
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
+//! - `disk` (feature `disk`): the GPT and the Boot Loader Spec entries that image-builder
+//!   writes and machined grows, tries and blesses.
 //! - [`image`]: what images and machined agree on (labels, paths).
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
@@ -11,6 +13,8 @@
 pub mod arch;
 pub mod bootstrap;
 pub mod config;
+#[cfg(feature = "disk")]
+pub mod disk;
 pub mod image;
 pub mod role;
 pub mod text;

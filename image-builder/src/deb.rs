@@ -65,6 +65,25 @@ pub fn control(deb: &Path) -> Result<String, DebError> {
     Err(DebError::Format { path: deb.into(), reason: "control.tar has no control file".into() })
 }
 
+/// When `deb` was built: the date of its `data.tar` member, seconds since 1970. dpkg-deb
+/// stamps members with the build's SOURCE_DATE_EPOCH (the package's changelog date on
+/// Debian's builders), so it is fixed for a given package and earlier than any time the
+/// package can be installed at.
+pub fn built_at(deb: &Path) -> Result<u64, DebError> {
+    let io_error = |source| DebError::Io { path: deb.into(), source };
+    let mut archive = ar::Archive::new(File::open(deb).map_err(io_error)?);
+    while let Some(member) = archive.next_entry() {
+        let member = member.map_err(io_error)?;
+        if member.header().identifier().starts_with(b"data.tar") {
+            return Ok(member.header().mtime());
+        }
+    }
+    Err(DebError::Format {
+        path: deb.into(),
+        reason: "no data.tar member: not a Debian package".into(),
+    })
+}
+
 /// The uncompressed bytes of the tar member `stem` (`data.tar`, `control.tar`) of `deb`,
 /// whichever compression it uses.
 fn member_tar(deb: &Path, stem: &str) -> Result<Vec<u8>, DebError> {
@@ -144,6 +163,9 @@ fn copy_selected(
 mod tests {
     use super::*;
 
+    /// The date `make_deb` gives its package's members.
+    const BUILT_AT: u64 = 1_750_000_000;
+
     /// Builds a .deb: ar with debian-binary, control.tar and a zstd data.tar.
     fn make_deb(dir: &Path) -> PathBuf {
         let mut tar = tar::Builder::new(Vec::new());
@@ -182,7 +204,9 @@ mod tests {
             ("control.tar.zst", control),
             ("data.tar.zst", data),
         ] {
-            let header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
+            let mut header = ar::Header::new(name.as_bytes().to_vec(), bytes.len() as u64);
+            // As dpkg-deb stamps them: the package's SOURCE_DATE_EPOCH.
+            header.set_mtime(BUILT_AT);
             builder.append(&header, bytes.as_slice()).unwrap();
         }
         path
@@ -206,6 +230,7 @@ mod tests {
         assert_eq!(tree.get("/usr/bin/alias"), Some(&Node::Symlink { target: "tool".into() }));
         assert!(tree.get("/usr/share/doc/x").is_none());
         assert!(control(&deb).unwrap().starts_with("Package: tool\nVersion: 1.0-1\n"));
+        assert_eq!(built_at(&deb).unwrap(), BUILT_AT);
     }
 
     #[test]
@@ -217,5 +242,6 @@ mod tests {
             unpack_into(&path, &mut FileTree::new(), |_| true),
             Err(DebError::Format { .. })
         ));
+        assert!(matches!(built_at(&path), Err(DebError::Format { .. })));
     }
 }

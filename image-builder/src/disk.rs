@@ -18,29 +18,20 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use cairn_api::arch::Arch;
-// The labels machined looks for: one definition, in the contract crate.
+// The table format and the labels machined looks for: one definition, in the contract crate.
+use cairn_api::disk::partition_table::{
+    self, PartitionKind, PartitionTableError, PlacedPartition, Uuid, ALIGNMENT_BYTES,
+    BACKUP_GPT_BYTES, SECTOR_BYTES,
+};
 use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
-use gpt::disk::LogicalBlockSize;
-use gpt::mbr::ProtectiveMBR;
-use gpt::partition::Partition;
-use gpt::partition_types::{self, Type};
-use gpt::GptConfig;
 use sha2::{Digest, Sha256};
 
 use crate::tree::{FileTree, Node};
 
-/// The logical sector size of the images.
-pub const SECTOR_BYTES: u64 = 512;
-/// Partitions start and end on this boundary (what every partitioning tool uses).
-pub const ALIGNMENT_BYTES: u64 = 1024 * 1024;
-
 /// The FAT volume label of the ESP, space-padded to FAT's 11 bytes.
 const ESP_VOLUME_LABEL: [u8; 11] = *b"EFI        ";
-/// The backup GPT at the end of the disk: 32 sectors of entries and the header.
-const BACKUP_GPT_BYTES: u64 = 33 * SECTOR_BYTES;
 /// FAT32 needs at least 65525 clusters; this leaves room for the FATs themselves.
 const FAT32_MIN_CLUSTERS: u64 = 67_000;
 
@@ -98,16 +89,6 @@ impl DiskLayout {
         }
         Ok([esp, root_a, root_b])
     }
-
-    /// The GPT type of the root slots: the Discoverable Partitions root type of the
-    /// architecture, so generic tools recognise them.
-    fn root_type(&self) -> Type {
-        match self.arch {
-            Arch::X86_64 => partition_types::LINUX_ROOT_X64,
-            Arch::Arm64 => partition_types::LINUX_ROOT_ARM_64,
-            Arch::Armv7 => partition_types::LINUX_ROOT_ARM_32,
-        }
-    }
 }
 
 /// A disk image could not be written.
@@ -150,12 +131,9 @@ pub enum DiskError {
         /// What failed.
         source: io::Error,
     },
-    /// The protective MBR could not be written.
-    #[error("writing the protective MBR: {0}")]
-    Mbr(#[source] gpt::mbr::MBRError),
-    /// The GPT could not be written.
-    #[error("writing the GPT: {0}")]
-    Gpt(#[source] gpt::GptError),
+    /// The partition table could not be written.
+    #[error(transparent)]
+    PartitionTable(#[from] PartitionTableError),
     /// The ESP is too small for FAT32.
     #[error("the {0}-byte ESP is too small for FAT32: make esp_bytes at least 33 MiB")]
     EspTooSmall(u64),
@@ -208,12 +186,20 @@ pub fn write(
     // Extending an empty file leaves a hole: unwritten regions cost no space.
     file.set_len(layout.size_bytes).map_err(io_error)?;
 
-    let spans = [
-        (esp_span, partition_types::EFI),
-        (root_a_span, layout.root_type()),
-        (root_b_span, layout.root_type()),
+    let placed = |span: &PartitionSpan, kind| PlacedPartition {
+        label: span.label,
+        kind,
+        guid: derived_guid(&identity, span.label),
+        offset: span.offset,
+        size: span.size,
+    };
+    let root = PartitionKind::Root(layout.arch);
+    let partitions = [
+        placed(&esp_span, PartitionKind::EfiSystem),
+        placed(&root_a_span, root),
+        placed(&root_b_span, root),
     ];
-    write_gpt(&mut file, layout.size_bytes, spans, &identity)?;
+    partition_table::write_new(path, derived_guid(&identity, "disk"), &partitions)?;
     write_esp(&mut file, &esp_span, esp, mtime, &identity)?;
     file.seek(SeekFrom::Start(root_a_span.offset)).map_err(io_error)?;
     file.write_all(root_a).map_err(io_error)?;
@@ -263,55 +249,12 @@ fn derive(identity: &[u8; 32], purpose: &str) -> [u8; 16] {
 }
 
 /// A GUID derived from the image identity, shaped as a random (version 4) one, as
-/// systemd-repart does for its hashed GUIDs. Generic over the type because gpt does not
-/// re-export its `uuid` crate; callers get `uuid::Uuid` by inference.
-fn derived_guid<T>(identity: &[u8; 32], purpose: &str) -> T
-where
-    T: FromStr,
-    T::Err: std::fmt::Debug,
-{
+/// systemd-repart does for its hashed GUIDs.
+fn derived_guid(identity: &[u8; 32], purpose: &str) -> Uuid {
     let mut bytes = derive(identity, purpose);
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let text =
-        format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
-    text.parse().expect("a formatted GUID parses")
-}
-
-/// Writes the protective MBR and both GPTs.
-fn write_gpt(
-    file: &mut File,
-    size_bytes: u64,
-    spans: [(PartitionSpan, Type); 3],
-    identity: &[u8; 32],
-) -> Result<(), DiskError> {
-    let disk_guid = derived_guid(identity, "disk");
-    let mut disk = GptConfig::new()
-        .writable(true)
-        .logical_block_size(LogicalBlockSize::Lb512)
-        .create_from_device(&mut *file, Some(disk_guid))
-        .map_err(DiskError::Gpt)?;
-    let partitions = (1..)
-        .zip(spans)
-        .map(|(number, (span, part_type))| {
-            let partition = Partition {
-                part_type_guid: part_type,
-                part_guid: derived_guid(identity, span.label),
-                first_lba: span.offset / SECTOR_BYTES,
-                last_lba: end(&span) / SECTOR_BYTES - 1,
-                flags: 0,
-                name: span.label.to_string(),
-            };
-            (number, partition)
-        })
-        .collect();
-    disk.update_partitions(partitions).map_err(DiskError::Gpt)?;
-    disk.write().map_err(DiskError::Gpt)?;
-    // The protective partition covers the disk after LBA 0, capped at what MBR can say.
-    let sectors = u32::try_from(size_bytes / SECTOR_BYTES - 1).unwrap_or(u32::MAX);
-    ProtectiveMBR::with_lb_size(sectors).overwrite_lba0(file).map_err(DiskError::Mbr)?;
-    Ok(())
+    Uuid::from_bytes(bytes)
 }
 
 /// Formats the ESP as FAT32 and copies `esp` into it.
@@ -601,6 +544,8 @@ impl Seek for Region<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gpt::partition_types;
+    use gpt::GptConfig;
     use std::os::unix::fs::MetadataExt;
 
     const MIB: u64 = 1024 * 1024;

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
 use cairn_api::bootstrap::BootstrapToken;
-use cairn_api::image::{Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST};
+use cairn_api::disk::boot_entry::{BootEntry, LoaderConf, ENTRIES_DIR, LOADER_CONF_PATH};
+use cairn_api::disk::entry_name::EntryName;
+use cairn_api::image::{
+    Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, TIME_FLOOR_PATH,
+};
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
@@ -17,7 +21,7 @@ use serde::Serialize;
 
 use crate::apt::{sha256_file, AptError};
 use crate::board::{Board, Bootloader, Profile};
-use crate::deb::{unpack_into, DebError};
+use crate::deb::{self, unpack_into, DebError};
 use crate::disk::{self, DiskError, DiskLayout};
 use crate::initramfs::{self, InitramfsError};
 use crate::machined::{self, MachinedError};
@@ -84,6 +88,9 @@ pub struct ImageInputs<'a> {
     pub machined: &'a Path,
     /// The time every file carries (SOURCE_DATE_EPOCH).
     pub mtime: u32,
+    /// The image's time floor ([`TIME_FLOOR_PATH`]), seconds since 1970: SOURCE_DATE_EPOCH
+    /// when given; `None` takes the build date of the newest package.
+    pub time_floor: Option<u64>,
     /// A bootstrap token: the node then takes its first config only from a client that
     /// proves it knows it.
     pub bootstrap_token: Option<&'a BootstrapToken>,
@@ -98,6 +105,8 @@ pub struct BuildReport {
     pub kernel: String,
     /// The time files carry.
     pub source_date_epoch: u32,
+    /// The time floor the image gives its nodes' clocks, seconds since 1970.
+    pub time_floor: u64,
     /// Initramfs size (compressed), bytes.
     pub initramfs_bytes: u64,
     /// Modules in the initramfs.
@@ -201,6 +210,8 @@ pub fn build(
     rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files, &library_dirs)?;
     root.file(rootfs::CA_BUNDLE, 0o644, rootfs::ca_bundle(&pool))?;
     root.file(MACHINED_PATH, 0o755, machined)?;
+    let time_floor = time_floor(inputs)?;
+    root.file(TIME_FLOOR_PATH, 0o644, format!("{time_floor}\n"))?;
     if let Some(token) = inputs.bootstrap_token {
         root.file(BOOTSTRAP_TOKEN_PATH, 0o400, token.expose().as_bytes().to_vec())?;
     }
@@ -209,6 +220,7 @@ pub fn build(
 
     // The ESP: bootloader, slot A's kernel and initramfs, its boot entry.
     let mut esp = FileTree::new();
+    let entry = BootEntry::for_slot(Slot::A, &inputs.board.kernel_args);
     match inputs.board.bootloader {
         Bootloader::SystemdBoot => {
             let efi = format!("/usr/lib/systemd/boot/efi/systemd-boot{}.efi", efi_arch(arch));
@@ -225,23 +237,18 @@ pub fn build(
                 0o644,
                 data.clone(),
             )?;
-            esp.file("/loader/loader.conf", 0o644, "default cairn-*\ntimeout 0\n")?;
-            let options = std::iter::once(Slot::A.kernel_arg())
-                .chain(inputs.board.kernel_args.iter().cloned())
-                .collect::<Vec<_>>()
-                .join(" ");
-            let entry = format!(
-                "title Cairn (slot A)\nlinux /cairn/a/vmlinuz\ninitrd /cairn/a/initramfs.zst\noptions {options}\n"
-            );
-            esp.file("/loader/entries/cairn-a.conf", 0o644, entry)?;
+            esp.file(LOADER_CONF_PATH, 0o644, LoaderConf { timeout_seconds: 0 }.render())?;
+            // A fresh image has nothing to roll back to: slot A's entry starts blessed.
+            let name = EntryName::blessed(entry.slot);
+            esp.file(format!("{ENTRIES_DIR}/{name}"), 0o644, entry.render())?;
         }
     }
     let Some(Node::File { data: vmlinuz, .. }) = kernel.get(format!("/boot/vmlinuz-{release}"))
     else {
         return Err(ImageError::Kernel(format!("no /boot/vmlinuz-{release}")));
     };
-    esp.file("/cairn/a/vmlinuz", 0o644, vmlinuz.clone())?;
-    esp.file("/cairn/a/initramfs.zst", 0o644, initramfs_image.clone())?;
+    esp.file(&entry.linux, 0o644, vmlinuz.clone())?;
+    esp.file(&entry.initrd, 0o644, initramfs_image.clone())?;
 
     let raw = output.join(format!("cairn-{arch}.raw"));
     disk::write(&raw, &DiskLayout::new(arch), &esp, &rootfs_image, inputs.mtime)?;
@@ -266,6 +273,7 @@ pub fn build(
         arch: arch.name().to_string(),
         kernel: release,
         source_date_epoch: inputs.mtime,
+        time_floor,
         initramfs_bytes: initramfs_image.len() as u64,
         initramfs_modules: initramfs_modules.len(),
         rootfs_bytes: rootfs_image.len() as u64,
@@ -278,6 +286,19 @@ pub fn build(
     let text = toml::to_string(&report).expect("a report always serializes");
     std::fs::write(&report_path, text).map_err(io_error(&report_path))?;
     Ok(report)
+}
+
+/// The image's time floor: the one given, else the build date of the newest package (fixed
+/// for a given package set, and earlier than any time the image can boot at).
+fn time_floor(inputs: &ImageInputs<'_>) -> Result<u64, DebError> {
+    if let Some(given) = inputs.time_floor {
+        return Ok(given);
+    }
+    let mut newest = 0;
+    for fetched in std::iter::once(&inputs.packages.kernel).chain(&inputs.packages.packages) {
+        newest = newest.max(deb::built_at(&fetched.deb)?);
+    }
+    Ok(newest)
 }
 
 /// The release of the one kernel in the package (`/boot/vmlinuz-<release>`).

@@ -141,18 +141,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     image_builder::machined::build(&source, board.arch)?
                 }
             };
-            let mtime = match std::env::var("SOURCE_DATE_EPOCH") {
-                Ok(value) => value.parse().with_context(|| {
+            let source_date_epoch: Option<u32> = match std::env::var("SOURCE_DATE_EPOCH") {
+                Ok(value) => Some(value.parse().with_context(|| {
                     format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds")
-                })?,
-                Err(_) => DEFAULT_SOURCE_DATE_EPOCH,
+                })?),
+                Err(_) => None,
             };
             let inputs = ImageInputs {
                 board: &board,
                 profile: &profile,
                 packages: &set,
                 machined: &machined,
-                mtime,
+                mtime: source_date_epoch.unwrap_or(DEFAULT_SOURCE_DATE_EPOCH),
+                time_floor: source_date_epoch.map(u64::from),
                 bootstrap_token: bootstrap_token.as_ref(),
             };
             let scratch = packages.cache.join("scratch");

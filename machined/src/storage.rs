@@ -10,6 +10,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cairn_api::disk::partition_table::{
+    self, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
+};
 use cairn_api::image::{Slot, EPHEMERAL_LABEL, STATE_LABEL};
 use nix::mount::{mount, MsFlags};
 
@@ -19,6 +22,8 @@ use crate::boot::partitions::find_by_label;
 const STATE_BYTES: u64 = 64 * 1024 * 1024;
 /// Where partitions are listed.
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
+/// A fresh random GUID on every read.
+const KERNEL_RANDOM_UUID: &str = "/proc/sys/kernel/random/uuid";
 
 /// STATE or EPHEMERAL could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +32,8 @@ pub enum StorageError {
     #[error("cannot find the disk holding {0}")]
     NoDisk(String),
     /// Editing the partition table failed.
-    #[error("{disk}: partition table: {reason}")]
-    Gpt {
-        /// The disk.
-        disk: PathBuf,
-        /// What failed.
-        reason: String,
-    },
+    #[error(transparent)]
+    PartitionTable(#[from] PartitionTableError),
     /// mke2fs failed.
     #[error("formatting {device}: {reason}")]
     Format {
@@ -117,64 +117,30 @@ fn disk_of(partition: &Path) -> Option<PathBuf> {
 /// Adds STATE (fixed size) and EPHEMERAL (the rest) after the last partition, moving the
 /// backup GPT to the end of the medium.
 fn create_partitions(disk: &Path) -> Result<(), StorageError> {
-    let gpt_error = |reason: String| StorageError::Gpt { disk: disk.into(), reason };
-    let mut gpt =
-        gpt::GptConfig::new().writable(true).open(disk).map_err(|e| gpt_error(e.to_string()))?;
-    // Re-setting the partitions recomputes the headers for the device's real size.
-    let mut partitions = gpt.take_partitions();
-    gpt.update_partitions(partitions.clone()).map_err(|e| gpt_error(e.to_string()))?;
-    let align = gpt.calculate_alignment().max(1);
-    let block = u64::from(*gpt.logical_block_size());
-    let (start, length) = gpt
-        .find_free_sectors()
-        .into_iter()
-        .max_by_key(|(_, length)| *length)
-        .ok_or_else(|| gpt_error("no free space after the root slots".into()))?;
-    let round_up = |lba: u64| lba.div_ceil(align) * align;
-    let state_first = round_up(start);
-    let state_last = state_first + STATE_BYTES / block - 1;
-    let ephemeral_first = round_up(state_last + 1);
-    let ephemeral_last = start + length - 1;
-    if ephemeral_first >= ephemeral_last {
-        return Err(gpt_error("the disk is too small for STATE and EPHEMERAL".into()));
-    }
-    let next_id = partitions.keys().max().copied().unwrap_or(0) + 1;
-    for (offset, (label, first, last)) in
-        [(STATE_LABEL, state_first, state_last), (EPHEMERAL_LABEL, ephemeral_first, ephemeral_last)]
-            .into_iter()
-            .enumerate()
-    {
-        let partition = gpt::partition::Partition {
-            part_type_guid: gpt::partition_types::LINUX_FS,
-            part_guid: random_guid().parse().map_err(|e| gpt_error(format!("GUID: {e}")))?,
-            first_lba: first,
-            last_lba: last,
-            flags: 0,
-            name: label.to_string(),
-        };
-        partitions.insert(next_id + offset as u32, partition);
-    }
-    gpt.update_partitions(partitions).map_err(|e| gpt_error(e.to_string()))?;
-    let mut device = gpt.write().map_err(|e| gpt_error(e.to_string()))?;
-    // The protective MBR still covers the image's size; it must cover the disk's (capped at
-    // 2^32-1 blocks, as the specification says for larger disks).
-    let io_error = |source| StorageError::Io { path: disk.into(), source };
-    let blocks = device.seek(SeekFrom::End(0)).map_err(io_error)? / block;
-    let covered = u32::try_from(blocks.saturating_sub(1)).unwrap_or(u32::MAX);
-    gpt::mbr::ProtectiveMBR::with_lb_size(covered)
-        .update_conservative(&mut device)
-        .map_err(|e| gpt_error(format!("protective MBR: {e}")))?;
-    device.sync_all().map_err(io_error)?;
+    let partition = |label, guid, size| AppendedPartition {
+        label,
+        kind: PartitionKind::LinuxFilesystem,
+        guid,
+        size,
+    };
+    partition_table::append(
+        disk,
+        &[
+            partition(STATE_LABEL, random_guid()?, AppendedSize::Bytes(STATE_BYTES)),
+            partition(EPHEMERAL_LABEL, random_guid()?, AppendedSize::Rest),
+        ],
+    )?;
     tracing::info!("{}: created {STATE_LABEL} and {EPHEMERAL_LABEL}", disk.display());
     Ok(())
 }
 
 /// A random GUID from the kernel. Not getrandom(2): early in a VM's boot it can block until
 /// the entropy pool is ready, and a partition GUID needs uniqueness, not secrecy.
-fn random_guid() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+fn random_guid() -> Result<Uuid, StorageError> {
+    let io_error = |source| StorageError::Io { path: KERNEL_RANDOM_UUID.into(), source };
+    let text = std::fs::read_to_string(KERNEL_RANDOM_UUID).map_err(io_error)?;
+    Uuid::parse_str(text.trim())
+        .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// Whether the device starts with an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
@@ -218,33 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn partitions_fill_a_grown_disk_and_the_protective_mbr_follows() {
-        const MIB: u64 = 1024 * 1024;
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.raw");
-        // An image of 32 MiB with one partition, then "flashed" to a 256 MiB medium.
-        std::fs::File::create(&disk).unwrap().set_len(32 * MIB).unwrap();
-        let mut gpt = gpt::GptConfig::new().writable(true).create(&disk).unwrap();
-        gpt.add_partition("ROOT-A", 16 * MIB, gpt::partition_types::LINUX_FS, 0, None).unwrap();
-        let mut device = gpt.write().unwrap();
-        gpt::mbr::ProtectiveMBR::with_lb_size((32 * MIB / 512 - 1) as u32)
-            .overwrite_lba0(&mut device)
-            .unwrap();
-        drop(device);
-        std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(256 * MIB).unwrap();
-
-        create_partitions(&disk).unwrap();
-
-        let gpt = gpt::GptConfig::new().open(&disk).unwrap();
-        let by_name = |name: &str| gpt.partitions().values().find(|p| p.name == name).cloned();
-        let state = by_name(STATE_LABEL).expect("STATE");
-        let ephemeral = by_name(EPHEMERAL_LABEL).expect("EPHEMERAL");
-        assert_eq!((state.last_lba - state.first_lba + 1) * 512, STATE_BYTES);
-        assert!(ephemeral.first_lba > state.last_lba);
-        // EPHEMERAL reaches the backup GPT (32 entry sectors and the header) at the end.
-        assert_eq!(ephemeral.last_lba, 256 * MIB / 512 - 34);
-        let mbr = std::fs::read(&disk).unwrap();
-        let covered = u32::from_le_bytes(mbr[446 + 12..446 + 16].try_into().unwrap());
-        assert_eq!(u64::from(covered), 256 * MIB / 512 - 1);
+    fn partition_guids_come_from_the_kernel_and_differ() {
+        assert_ne!(random_guid().unwrap(), random_guid().unwrap());
     }
 }
