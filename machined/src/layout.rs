@@ -31,6 +31,16 @@ impl NodeLayout {
         self.state_dir().join("config.staged.yaml")
     }
 
+    /// The last known-good time, a floor for the clock (see [`crate::time::floor`]).
+    pub fn time_floor_path(&self) -> PathBuf {
+        self.state_dir().join("time-floor")
+    }
+
+    /// The image's build time, a floor for the clock (in the read-only image).
+    pub fn image_time_floor_path(&self) -> PathBuf {
+        self.root.join(cairn_api::image::TIME_FLOOR_PATH.trim_start_matches('/'))
+    }
+
     /// Where image-builder puts the bootstrap token it was given (in the read-only image).
     pub fn bootstrap_token_path(&self) -> PathBuf {
         self.root.join(cairn_api::image::BOOTSTRAP_TOKEN_PATH.trim_start_matches('/'))

@@ -2,6 +2,8 @@
 //! processes on free loopback ports with roots of their own, and runs `ctl` against them
 //! as an operator would. (QEMU-booted images join these scenarios when images exist.)
 
+pub mod sntp;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

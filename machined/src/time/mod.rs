@@ -1,0 +1,12 @@
+//! The node's clock. A Raspberry Pi has no real-time clock and boots in 1970, where every
+//! certificate is "not yet valid": before anything speaks TLS, the clock is raised to a
+//! floor (the last known-good time kept on STATE, or the image's build time), then kept
+//! right with SNTP.
+//!
+//! - [`sntp`]: the SNTP client (RFC 4330): one query, one checked [`sntp::Sample`].
+//! - [`clock`]: what to do with an offset (step or slew) and the system calls that do it.
+//! - [`floor`]: the time floors, read, recorded and applied.
+
+pub mod clock;
+pub mod floor;
+pub mod sntp;
