@@ -116,6 +116,8 @@ pub enum Command {
     },
     /// Show memory, CPU, load and uptime.
     Stats,
+    /// Show the nodes' time: the clock, how it is kept, the last sync's offset.
+    Time,
     /// List block devices.
     Disks,
     /// List mounts.

@@ -3,7 +3,8 @@
 //! It runs as the init process of a Cairn node, or — for development and tests — as an
 //! ordinary process that keeps its state under a directory of its own
 //! (`machined --root DIR --listen ADDR`). Everything that is not about being PID 1 works the
-//! same in both: the configuration store, the API, roles, the supervisor and the logs.
+//! same in both: the configuration store, the API, roles, the service runtime
+//! ([`service`]), the facts services depend on ([`facts`]) and the logs.
 
 pub mod api;
 pub mod apply;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config_store;
 pub mod durable;
 pub mod events;
+pub mod facts;
 pub mod host_settings;
 pub mod inspect;
 pub mod kmsg_log;
@@ -27,7 +29,8 @@ pub mod power;
 pub mod reaper;
 pub mod ring;
 pub mod runtime;
+pub mod service;
 pub mod services;
 pub mod storage;
-pub mod supervisor;
+pub mod time;
 pub mod tls;

@@ -1,6 +1,7 @@
 //! The machine: its configuration (running, staged, on trial), its mode, and the actions an
 //! operator can take. The API calls into this; nothing here knows about gRPC.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,11 +13,12 @@ use crate::apply::{self, Action, ApplyMode, Plan, PlanError};
 use crate::bootstrap_trust::BootstrapTrust;
 use crate::config_store::{ConfigStore, StoreError};
 use crate::events::{EventBus, EventKind};
+use crate::facts::Facts;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
 use crate::pki::{self, PkiError};
 use crate::power::Power;
-use crate::supervisor::Supervisor;
+use crate::service::Supervisor;
 use crate::tls::{self, TlsError};
 
 /// How long machined waits before a reboot or power-off, so the reply reaches the caller.
@@ -40,6 +42,15 @@ pub struct ApplyOutcome {
     pub summary: String,
     /// The plan that was (or, on a dry run, would be) carried out.
     pub plan: Plan,
+    /// The config now running, when it was put into effect live.
+    pub running: Option<Arc<MachineConfig>>,
+}
+
+/// What a service could not put into effect of a config.
+struct Effect {
+    service: &'static str,
+    config: Arc<MachineConfig>,
+    problems: Vec<String>,
 }
 
 /// Why a config could not be applied; in every case the node is unchanged.
@@ -76,6 +87,15 @@ pub enum PowerAction {
     PowerOff,
 }
 
+/// When [`Machine::follow_serving_names`] issues a new certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reissue {
+    /// Only when the names have changed.
+    NamesChanged,
+    /// In any case (the clock has just become trusted).
+    Always,
+}
+
 /// Held while a config changes, so applies, trials and reverts follow one another.
 struct ConfigState {
     /// Set while a `try` config runs: the config to return to and the pending revert.
@@ -96,9 +116,11 @@ pub struct Machine {
     store: ConfigStore,
     state: Mutex<ConfigState>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
-    /// The running config (none: maintenance mode), watched by the services that put it
-    /// into effect; changed only with `state` held.
-    running: watch::Sender<Option<Arc<MachineConfig>>>,
+    /// The node's facts; the running config among them (none: maintenance mode) changes
+    /// only with `state` held.
+    facts: Arc<Facts>,
+    /// The latest [`Effect`] of each service that puts configs into effect.
+    effects: watch::Sender<Vec<Effect>>,
     events: Arc<EventBus>,
     logs: Arc<LogBook>,
     supervisor: Arc<Supervisor>,
@@ -116,17 +138,18 @@ impl Machine {
         bootstrap: BootstrapTrust,
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
-        let ServerTls { config: tls, names } = server_tls(running.as_deref())?;
+        let ServerTls { config: tls, names } = server_tls(running.as_deref(), &[])?;
         let tls = watch::channel(tls).0;
-        let running = watch::channel(running).0;
+        let facts = Facts::new(running);
         let events = Arc::new(EventBus::default());
-        let supervisor = Arc::new(Supervisor::new(events.clone(), logs.clone()));
+        let supervisor = Arc::new(Supervisor::new(facts.clone(), events.clone(), logs.clone()));
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
             state: Mutex::new(ConfigState { trial: None, serving_names: names }),
             tls,
-            running,
+            facts,
+            effects: watch::channel(Vec::new()).0,
             events,
             logs,
             supervisor,
@@ -137,7 +160,7 @@ impl Machine {
 
     /// The node's mode.
     pub fn mode(&self) -> NodeMode {
-        match *self.running.borrow() {
+        match *self.facts.config.borrow() {
             Some(_) => NodeMode::Configured,
             None => NodeMode::Maintenance,
         }
@@ -153,12 +176,12 @@ impl Machine {
         if staged {
             return Ok(self.store.load_staged()?.map(Arc::new));
         }
-        Ok(self.running.borrow().clone())
+        Ok(self.facts.config.borrow().clone())
     }
 
     /// The host name the node goes by: the config's, else the kernel's.
     pub fn hostname(&self) -> String {
-        let hostname = self.running.borrow().as_ref().and_then(|c| c.machine.hostname.clone());
+        let hostname = self.facts.config.borrow().as_ref().and_then(|c| c.machine.hostname.clone());
         match hostname {
             Some(name) => name,
             None => kernel_hostname(),
@@ -177,19 +200,20 @@ impl Machine {
     ) -> Result<ApplyOutcome, ApplyError> {
         let config = Arc::new(MachineConfig::from_yaml(yaml)?);
         let mut state = self.state.lock().expect("config lock");
-        let running = self.running.borrow().clone();
+        let running = self.facts.config.borrow().clone();
         if first_config_only && running.is_some() {
             return Err(ApplyError::AlreadyConfigured);
         }
         let plan = apply::plan(running.as_deref(), &config, mode)?;
         // Build the TLS settings first: a CA that cannot serve must be refused before
         // anything is stored.
-        let tls = server_tls(Some(&config))?;
+        let tls = self.server_tls(Some(&config))?;
         let changes = plan.changes.len();
         if dry_run {
             let summary = format!("dry run: would {} ({changes} change(s))", describe(plan.action));
-            return Ok(ApplyOutcome { summary, plan });
+            return Ok(ApplyOutcome { summary, plan, running: None });
         }
+        let live = matches!(plan.action, Action::Live | Action::Try(_)).then(|| config.clone());
         let summary = match plan.action {
             Action::Live | Action::Reboot => {
                 self.store.save(&config)?;
@@ -239,7 +263,46 @@ impl Machine {
                 )
             }
         };
-        Ok(ApplyOutcome { summary, plan })
+        Ok(ApplyOutcome { summary, plan, running: live })
+    }
+
+    /// Records what `service` could not put into effect of `config` (nothing: all of it).
+    pub fn report_effect(
+        &self,
+        service: &'static str,
+        config: &Arc<MachineConfig>,
+        problems: Vec<String>,
+    ) {
+        self.effects.send_modify(|effects| {
+            effects.retain(|e| e.service != service);
+            effects.push(Effect { service, config: config.clone(), problems });
+        });
+    }
+
+    /// Waits (at most `limit`) until every service that puts configs into effect and runs
+    /// has reported on `config`; returns their problems as `SERVICE: what`, and a line for
+    /// each service that did not report in time.
+    pub async fn effects_of(&self, config: &Arc<MachineConfig>, limit: Duration) -> Vec<String> {
+        let services = self.supervisor.config_consumers();
+        let reported = |effects: &Vec<Effect>, service: &str| {
+            effects.iter().any(|e| e.service == service && Arc::ptr_eq(&e.config, config))
+        };
+        let mut effects = self.effects.subscribe();
+        let all_in = effects.wait_for(|effects| services.iter().all(|s| reported(effects, s)));
+        let _ = tokio::time::timeout(limit, all_in).await;
+        let effects = effects.borrow();
+        services
+            .iter()
+            .flat_map(|service| match effects.iter().find(|e| e.service == *service) {
+                Some(e) if Arc::ptr_eq(&e.config, config) => {
+                    e.problems.iter().map(|p| format!("{service}: {p}")).collect()
+                }
+                _ => vec![format!(
+                    "{service}: still putting the config into effect after {}s; see ctl logs {service}",
+                    limit.as_secs()
+                )],
+            })
+            .collect()
     }
 
     /// Returns to the config that ran before a `try`; called by the trial's revert task.
@@ -254,7 +317,7 @@ impl Machine {
         let Some((previous, _)) = state.trial.take() else {
             return;
         };
-        match server_tls(Some(&previous)) {
+        match self.server_tls(Some(&previous)) {
             Ok(tls) => self.activate(&mut state, previous, tls, "restored after the trial ended"),
             Err(e) => tracing::error!("cannot restore the previous config's TLS settings: {e}"),
         }
@@ -268,7 +331,7 @@ impl Machine {
         tls: ServerTls,
         how: &str,
     ) {
-        let was_maintenance = self.running.send_replace(Some(config)).is_none();
+        let was_maintenance = self.facts.config.send_replace(Some(config)).is_none();
         self.tls.send_replace(tls.config);
         state.serving_names = tls.names;
         self.events.publish(EventKind::Config, format!("config {how}"));
@@ -279,16 +342,17 @@ impl Machine {
     }
 
     /// Issues a new serving certificate when the names it should carry (the node's addresses
-    /// and host name, which DHCP and config changes move) differ from the current one's.
-    /// Open connections keep theirs; new ones get the new one. Returns whether it changed.
-    pub fn follow_serving_names(&self) -> Result<bool, ApplyError> {
+    /// and host name, which DHCP and config changes move) differ from the current one's, or
+    /// `when` says so anyway. Open connections keep theirs; new ones get the new one. Returns
+    /// whether it changed.
+    pub fn follow_serving_names(&self, when: Reissue) -> Result<bool, ApplyError> {
         let mut state = self.state.lock().expect("config lock");
-        let Some(config) = self.running.borrow().clone() else {
+        let Some(config) = self.facts.config.borrow().clone() else {
             // The maintenance certificate stays as it is: its fingerprint is what operators pin.
             return Ok(false);
         };
-        let names = serving_names(&config);
-        if names == state.serving_names {
+        let names = serving_names(&config, &self.facts.addresses.borrow().addresses);
+        if names == state.serving_names && when == Reissue::NamesChanged {
             return Ok(false);
         }
         let tls = configured_tls(&config, names)?;
@@ -299,6 +363,11 @@ impl Machine {
         self.tls.send_replace(tls.config);
         state.serving_names = tls.names;
         Ok(true)
+    }
+
+    /// The TLS settings for `config` (none: maintenance mode) at the node's current addresses.
+    fn server_tls(&self, config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
+        server_tls(config, &self.facts.addresses.borrow().addresses)
     }
 
     /// Reboots or powers off after a short grace, stopping services and flushing logs first.
@@ -337,7 +406,12 @@ impl Machine {
 
     /// The running config, now and whenever it changes (none: maintenance mode).
     pub fn watch_config(&self) -> watch::Receiver<Option<Arc<MachineConfig>>> {
-        self.running.subscribe()
+        self.facts.config.subscribe()
+    }
+
+    /// The node's facts.
+    pub fn facts(&self) -> &Arc<Facts> {
+        &self.facts
     }
 
     /// The node's paths.
@@ -361,19 +435,23 @@ impl Machine {
     }
 }
 
-/// The names a configured node's serving certificate carries: its host name, its current
-/// addresses and the configured extra SANs.
-fn serving_names(config: &MachineConfig) -> Vec<String> {
+/// The names a configured node's serving certificate carries: its host name, `addresses`
+/// and the configured extra SANs.
+fn serving_names(config: &MachineConfig, addresses: &[IpAddr]) -> Vec<String> {
     let machine = &config.machine;
     let hostname = machine.hostname.clone().unwrap_or_else(kernel_hostname);
-    pki::node_names(&hostname, &machine.cert_sans)
+    pki::node_names(&hostname, addresses, &machine.cert_sans)
 }
 
-/// The API's TLS settings for a config (none: maintenance mode).
-fn server_tls(config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
+/// The API's TLS settings for a config (none: maintenance mode) at `addresses`.
+fn server_tls(
+    config: Option<&MachineConfig>,
+    addresses: &[IpAddr],
+) -> Result<ServerTls, ApplyError> {
     Ok(match config {
         None => {
-            let identity = pki::maintenance_identity(&pki::node_names(&kernel_hostname(), &[]))?;
+            let identity =
+                pki::maintenance_identity(&pki::node_names(&kernel_hostname(), addresses, &[]))?;
             // The console is the one channel an operator trusts before the node is
             // configured: the fingerprint printed there lets ctl pin this certificate.
             let fingerprint = pki::fingerprint(&identity.chain[0]);
@@ -382,7 +460,7 @@ fn server_tls(config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
             );
             ServerTls { config: tls::maintenance(identity)?, names: Vec::new() }
         }
-        Some(config) => configured_tls(config, serving_names(config))?,
+        Some(config) => configured_tls(config, serving_names(config, addresses))?,
     })
 }
 

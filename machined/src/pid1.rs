@@ -1,20 +1,19 @@
 //! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
-//! did not bring, the root filesystem's modules, and reaping orphaned processes, which the
-//! kernel hands to PID 1.
-
-use std::sync::Arc;
+//! did not bring, the root filesystem's modules, and the data volumes.
 
 use nix::mount::{mount, MsFlags};
 
 use cairn_api::image::Slot;
 
+use crate::facts::Volumes;
 use crate::power::{KernelPower, Power};
-use crate::reaper::Reaper;
 use crate::storage::{self, Prepared};
 
-/// Mounts `/tmp` and the cgroup v2 hierarchy, and starts `reaper`. Errors are logged, not
-/// fatal: the API must come up so an operator can see what is wrong.
-pub fn prepare(reaper: &Arc<Reaper>) {
+/// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and EPHEMERAL, and loads modules; returns
+/// the volumes mounted. Errors are logged, not fatal: the API must come up so an operator
+/// can see what is wrong. Runs before the reaper starts: mke2fs is waited for by std, which
+/// the reaper would race.
+pub fn prepare() -> Volumes {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (source, target, fstype, flags) in [
         ("tmpfs", "/tmp", "tmpfs", nosuid_nodev),
@@ -44,9 +43,8 @@ pub fn prepare(reaper: &Arc<Reaper>) {
         env!("CARGO_PKG_VERSION"),
         slot.map_or("?".to_string(), |s| s.to_string())
     );
-    // Before the reaper starts: mke2fs is waited for by std, which a reaper would race.
     match storage::prepare(slot.unwrap_or(Slot::A)) {
-        Ok(Prepared::Mounted) => {}
+        Ok(Prepared::Mounted) => return Volumes { state: true, ephemeral: true },
         Ok(Prepared::RebootNeeded) => {
             tracing::info!("rebooting so the kernel reads the new partition table");
             if let Err(e) = KernelPower.reboot() {
@@ -57,5 +55,5 @@ pub fn prepare(reaper: &Arc<Reaper>) {
             tracing::error!("storage: {e}; the node cannot keep a config until this is fixed")
         }
     }
-    tokio::spawn(reaper.clone().run());
+    Volumes::default()
 }

@@ -32,25 +32,12 @@ pub enum PkiError {
     Generate(#[from] rcgen::Error),
 }
 
-/// The names the node answers to: its host name, the loopback names, every address on its
-/// links, and the configured extra SANs.
-pub fn node_names(hostname: &str, extra: &[String]) -> Vec<String> {
+/// The names the node answers to: its host name, the loopback names, `addresses` (those on
+/// its links), and the configured extra SANs.
+pub fn node_names(hostname: &str, addresses: &[IpAddr], extra: &[String]) -> Vec<String> {
     let mut names = vec![hostname.to_string(), "localhost".to_string()];
-    let mut addresses: Vec<IpAddr> =
-        vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
-    if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
-        for interface in interfaces {
-            let Some(address) = interface.address else {
-                continue;
-            };
-            if let Some(v4) = address.as_sockaddr_in() {
-                addresses.push(IpAddr::V4(v4.ip()));
-            } else if let Some(v6) = address.as_sockaddr_in6() {
-                addresses.push(IpAddr::V6(v6.ip()));
-            }
-        }
-    }
-    names.extend(addresses.iter().map(ToString::to_string));
+    let loopback: [IpAddr; 2] = [[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+    names.extend(loopback.iter().chain(addresses).map(ToString::to_string));
     names.extend(extra.iter().cloned());
     names.sort();
     names.dedup();
@@ -108,8 +95,8 @@ mod tests {
 
     #[test]
     fn names_include_loopback_and_extras() {
-        let names = node_names("edge-1", &["node.example".into()]);
-        for want in ["edge-1", "localhost", "127.0.0.1", "::1", "node.example"] {
+        let names = node_names("edge-1", &["10.0.2.15".parse().unwrap()], &["node.example".into()]);
+        for want in ["edge-1", "localhost", "127.0.0.1", "::1", "10.0.2.15", "node.example"] {
             assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
         }
     }

@@ -12,6 +12,7 @@ use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
 use crate::config_store::{ConfigStore, StoreError};
 use crate::events::EventKind;
+use crate::facts::{Clock, Volumes};
 use crate::host_settings::HostSettings;
 use crate::kmsg_log::Kmsg;
 use crate::layout::NodeLayout;
@@ -20,11 +21,16 @@ use crate::machine::{Machine, PowerAction};
 use crate::pid1;
 use crate::power::{KernelPower, Power, ProcessPower};
 use crate::reaper::Reaper;
+use crate::service::Service;
+use crate::services::addresses::AddressWatch;
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
 use crate::services::power_button::PowerButton;
 use crate::services::serving_cert::ServingCert;
 use crate::services::settings::Settings;
+use crate::services::time::TimeSync;
+use crate::time::clock::SystemClock;
+use crate::time::floor::{self, Floor};
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -67,16 +73,20 @@ fn raise_open_file_limit(stage: Stage) {
 
 async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Result<()> {
     raise_open_file_limit(stage);
-    let power: Box<dyn Power> = match stage {
-        Stage::Root => {
-            // The one reaper of PID 1's children; the service runner will register the
-            // processes it starts with it.
-            pid1::prepare(&Reaper::new());
-            Box::new(KernelPower)
-        }
-        _ => Box::new(ProcessPower),
+    let (power, volumes): (Box<dyn Power>, _) = match stage {
+        Stage::Root => (Box::new(KernelPower), pid1::prepare()),
+        // Under a root directory, its `state` and `var` stand for the volumes.
+        _ => (Box::new(ProcessPower), Volumes { state: true, ephemeral: true }),
     };
+    // Exit statuses go to whoever started the process; as PID 1, orphans are reaped too.
+    let reaper = Reaper::new();
+    tokio::spawn(reaper.clone().run());
     let layout = NodeLayout::new(&options.root);
+    // Before any certificate is issued or checked: a board without RTC starts in 1970.
+    let (image_floor, clock) = match stage {
+        Stage::Root => raise_clock_to_floor(&layout),
+        _ => (None, Clock::Host),
+    };
     let store = ConfigStore::new(layout.clone());
     if store.promote_staged()? {
         tracing::info!("the staged config is now the running config");
@@ -119,22 +129,48 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     }
     let machine = Machine::new(layout, running, logs, power, bootstrap)?;
     machine.events().publish(EventKind::Power, "machined started");
-    let supervisor = machine.supervisor();
-    supervisor.launch(Arc::new(Apid::new(machine.clone(), options.listen)));
-    supervisor.launch(Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)));
+    machine.facts().volumes.send_replace(volumes);
+    machine.facts().clock.send_replace(clock);
     let host = HostSettings::new(machine.layout().var_dir(), stage == Stage::Root);
-    supervisor.launch(Arc::new(Settings::new(machine.clone(), host)));
-    supervisor.launch(Arc::new(ServingCert::new(machine.clone())));
+    let mut services: Vec<Arc<dyn Service>> = vec![
+        Arc::new(Apid::new(machine.clone(), options.listen)),
+        Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)),
+        Arc::new(Settings::new(machine.clone(), host)),
+        Arc::new(AddressWatch::new(machine.facts().clone())),
+        Arc::new(ServingCert::new(machine.clone())),
+    ];
     if stage == Stage::Root {
-        supervisor.launch(Arc::new(Network::new(machine.clone())));
-        supervisor.launch(Arc::new(PowerButton::new(machine.clone())));
+        services.push(Arc::new(Network::new(machine.clone())));
+        services.push(Arc::new(PowerButton::new(machine.clone())));
+        services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
     }
+    machine.supervisor().start_all(services)?;
 
     let action = power_signal(stage).await?;
     tracing::info!("{action:?} requested by a signal");
     machine.power(action);
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// Raises the clock to the highest time floor (STATE's, the image's) if it is below it;
+/// returns the image's floor (the time service checks corrections against it) and the clock
+/// fact to start from.
+fn raise_clock_to_floor(layout: &NodeLayout) -> (Option<Floor>, Clock) {
+    let read = |path: &Path| {
+        Floor::read(path).unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        })
+    };
+    let image_floor = read(&layout.image_time_floor_path());
+    let floors: Vec<Floor> =
+        [read(&layout.time_floor_path()), image_floor.clone()].into_iter().flatten().collect();
+    let raised_to_floor = floor::apply_floor(&SystemClock, &floors).unwrap_or_else(|e| {
+        tracing::error!("{e}");
+        None
+    });
+    (image_floor, Clock::Unsynchronised { raised_to_floor, last_error: None })
 }
 
 /// Waits for a signal that asks to stop. As PID 1: SIGTERM and SIGPWR power off, SIGINT

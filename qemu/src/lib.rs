@@ -85,6 +85,9 @@ pub struct VmConfig {
     /// the caller, which then stops the VM itself (see [`watch_interrupts`]). Otherwise
     /// Ctrl-C ends QEMU with the caller, as tests want.
     pub own_process_group: bool,
+    /// Where the emulated real-time clock starts (`-rtc base=`, e.g. `1970-01-01`, to boot
+    /// like a board without RTC); the host's UTC time when `None`.
+    pub rtc_base: Option<String>,
 }
 
 /// A running VM.
@@ -131,6 +134,7 @@ impl Vm {
                 "-no-user-config",
             ])
             .args(["-accel", "tcg"])
+            .args(["-rtc", &format!("base={}", config.rtc_base.as_deref().unwrap_or("utc"))])
             .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
             .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
             .args(["-drive", &format!("file={},format=raw,if=virtio", config.image.display())])
@@ -304,6 +308,7 @@ mod tests {
             memory_mib: 512,
             work_dir: dir.path().into(),
             own_process_group: false,
+            rtc_base: None,
         };
         assert!(matches!(Vm::start(&config), Err(QemuError::Arch(Arch::Arm64))));
     }

@@ -50,7 +50,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = VmConfig { image, arch, memory_mib: memory, work_dir, own_process_group: true };
+    let config = VmConfig {
+        image,
+        arch,
+        memory_mib: memory,
+        work_dir,
+        own_process_group: true,
+        rtc_base: None,
+    };
     let mut vm = match Vm::start(&config) {
         Ok(vm) => vm,
         Err(e) => {

@@ -26,13 +26,14 @@ fn main() -> anyhow::Result<()> {
         memory_mib: 1024,
         work_dir: dir.join("vm"),
         own_process_group: true,
+        rtc_base: None,
     })?;
     println!(
         "booting under QEMU (software emulation: about a minute); console: {}",
         vm.console_path().display()
     );
     let at = vm.wait_for("API listening on", 0, Duration::from_secs(300))?;
-    vm.wait_for("network: Running", at, Duration::from_secs(60))?;
+    vm.wait_for("network: Ready", at, Duration::from_secs(60))?;
     let n = vm.api_address.clone();
     eventually(Duration::from_secs(60), || ctl(None, &["--insecure", "-n", &n, "version"]).success);
     for args in [["version"], ["disks"]] {

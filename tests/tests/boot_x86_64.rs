@@ -4,9 +4,11 @@
 //! first boot creates STATE and EPHEMERAL, the second reaches the API in maintenance mode;
 //! then the node is configured over `ctl --insecure`, pinned to the certificate fingerprint
 //! on the console and proving the token (static addresses, a route, resolvers,
-//! a host name, a sysctl and a file, all checked on the node), driven over mTLS, rebooted (it comes
-//! back configured), powered off with the ACPI power button and on again, cut off (QEMU
-//! killed) and on again (still configured each time), and shut down (QEMU exits).
+//! a host name, a sysctl and a file, all checked on the node, and an SNTP server the test runs
+//! on the host), driven over mTLS, rebooted (it comes back configured, its certificate naming
+//! its DHCP address), powered off with the ACPI power button and on again with the RTC in
+//! 1970 (like a board without one: it starts at its time floor, syncs, and ctl connects), cut
+//! off (QEMU killed) and on again (still configured each time), and shut down (QEMU exits).
 //!
 //! Needs qemu-system-x86 and ovmf (`.ci/run` installs them) and the Debian archive (the
 //! packages are cached in $CAIRN_CACHE, or target/cairn-cache).
@@ -15,6 +17,7 @@ use std::time::Duration;
 
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
+use cairn_tests::sntp::{Server, ServerClock};
 use cairn_tests::{build_image, ctl, eventually, fingerprint_in, serving_cert_names, Cluster};
 
 #[test]
@@ -44,14 +47,19 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         memory_mib: 1024,
         work_dir: vm_dir.path().join("vm"),
         own_process_group: false,
+        rtc_base: None,
     };
+    // The node's time server: the host's clock, reached at QEMU's gateway address.
+    let time_server =
+        Server::start("127.0.0.1:0".parse().unwrap(), ServerClock::Ahead(Duration::ZERO)).unwrap();
+    let time_server_at = format!("10.0.2.2:{}", time_server.address().port());
     let started = std::time::Instant::now();
     let mut vm = Vm::start(&vm_config).unwrap();
     let at = vm
         .wait_for("machined[stage1]: switching to /usr/sbin/machined", 0, Duration::from_secs(240))
         .unwrap();
     let at = vm.wait_for("API listening on 0.0.0.0:50000", at, Duration::from_secs(60)).unwrap();
-    vm.wait_for("network: Running", at, Duration::from_secs(60)).unwrap();
+    vm.wait_for("network: Ready", at, Duration::from_secs(60)).unwrap();
     let console = vm.console();
     assert!(console.contains("slot A: root ROOT-A is /dev/vda2"), "{console}");
 
@@ -91,18 +99,19 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // forwarded there) as a static address, gains a second one, a default route with a
     // metric and its own resolvers.
     let config = cluster.node_config_with("node.yaml", |text| {
-        text + concat!(
-            "  hostname: qemu-node\n",
-            "  sysctls: {vm.swappiness: \"13\"}\n",
-            "  files:\n",
-            "    - {path: /var/lib/e2e/hello, content: \"hello from the config\\n\"}\n",
-            "  network:\n",
-            "    interfaces:\n",
-            "      - interface: eth0\n",
-            "        addresses: [10.0.2.15/24, 10.0.2.99/24]\n",
-            "        routes: [{network: 0.0.0.0/0, gateway: 10.0.2.2, metric: 100}]\n",
-            "    nameservers: [10.0.2.3, 192.0.2.53]\n",
-        )
+        text + &format!("  time: {{servers: [\"{time_server_at}\"]}}\n")
+            + concat!(
+                "  hostname: qemu-node\n",
+                "  sysctls: {vm.swappiness: \"13\"}\n",
+                "  files:\n",
+                "    - {path: /var/lib/e2e/hello, content: \"hello from the config\\n\"}\n",
+                "  network:\n",
+                "    interfaces:\n",
+                "      - interface: eth0\n",
+                "        addresses: [10.0.2.15/24, 10.0.2.99/24]\n",
+                "        routes: [{network: 0.0.0.0/0, gateway: 10.0.2.2, metric: 100}]\n",
+                "    nameservers: [10.0.2.3, 192.0.2.53]\n",
+            )
     });
     // Pinned to the certificate whose fingerprint the console showed, and proving the token:
     // no trust on first use. Without the token the node refuses.
@@ -117,6 +126,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let version = ctl(Some(&admin), &["-n", &n, "version"]).ok().stdout;
     assert!(version.contains("configured") && version.contains("qemu-node"), "{version}");
     assert_config_in_effect(&admin, &n);
+    assert_time_from(&admin, &n, &time_server_at);
     let stats = ctl(Some(&admin), &["-n", &n, "-o", "json", "stats"]).ok().stdout;
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     println!(
@@ -132,11 +142,17 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     assert!(mounts.iter().any(|m| m["target"] == "/system/state" && m["type"] == "ext4"));
     assert!(mounts.iter().any(|m| m["target"] == "/var" && m["type"] == "ext4"));
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
-    for service in ["apid", "logflush", "network", "settings", "power-button"] {
-        assert!(
-            services.lines().any(|l| l.contains(service) && l.contains("Running")),
-            "{services}"
-        );
+    for service in [
+        "apid",
+        "logflush",
+        "network",
+        "settings",
+        "power-button",
+        "addresses",
+        "serving-cert",
+        "time",
+    ] {
+        assert!(services.lines().any(|l| l.contains(service) && l.contains("Ready")), "{services}");
     }
     assert!(ctl(Some(&admin), &["-n", &n, "logs", "machined"])
         .ok()
@@ -173,7 +189,13 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     assert!(status.success(), "QEMU: {status}");
     let console = vm.console();
     assert!(console.contains("power key pressed"), "{console}");
-    let mut vm = power_on(&vm_config, &admin, "a clean power-off");
+    // On again, with the RTC in 1970 like a board without one: the node starts at the time
+    // floor it recorded on STATE (not in 1970, where every certificate is invalid), syncs
+    // with the host's server, and ctl connects.
+    let in_1970 = VmConfig { rtc_base: Some("1970-01-01".into()), ..vm_config.clone() };
+    let mut vm = power_on(&in_1970, &admin, "a clean power-off, with the RTC in 1970");
+    let time = assert_time_from(&admin, &vm.api_address.clone(), &time_server_at);
+    assert_ne!(time["raised_to_floor"], "", "the clock was not raised to a floor: {time}");
 
     // A power cut (QEMU killed) loses nothing: the node comes back configured.
     vm.power_off_hard().unwrap();
@@ -207,6 +229,25 @@ fn wait_configured(vm: &mut Vm, from: usize, admin: &std::path::Path, after: &st
         "the node did not come back configured after {after}; console:\n{}",
         vm.console()
     );
+}
+
+/// The node's clock is synchronised with `server` and agrees with the host's; returns
+/// `ctl time`'s row.
+fn assert_time_from(admin: &std::path::Path, n: &str, server: &str) -> serde_json::Value {
+    let mut row = serde_json::Value::Null;
+    let synced = eventually(Duration::from_secs(60), || {
+        let run = ctl(Some(admin), &["-n", n, "-o", "json", "time"]);
+        row = serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap_or_default()[0].clone();
+        row["state"] == "sntp" && row["source"] == server
+    });
+    assert!(
+        synced,
+        "the node did not sync with {server}: {row}\n{}",
+        ctl(Some(admin), &["-n", n, "logs", "time"]).stdout
+    );
+    let behind: f64 = row["node_behind_seconds"].as_str().unwrap().parse().unwrap();
+    assert!(behind.abs() < 10.0, "the node's clock is {behind}s off the host's: {row}");
+    row
 }
 
 /// What a file on the node must look like.

@@ -51,11 +51,8 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
     let anonymous = ctl(None, &["-i", "-n", &n, "version"]).failed();
     assert!(anonymous.stderr.contains("requires a client certificate"), "{}", anonymous.stderr);
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
-    for service in ["apid", "logflush"] {
-        assert!(
-            services.lines().any(|l| l.contains(service) && l.contains("Running")),
-            "{services}"
-        );
+    for service in ["apid", "logflush", "addresses", "serving-cert", "settings"] {
+        assert!(services.lines().any(|l| l.contains(service) && l.contains("Ready")), "{services}");
     }
     assert!(services.starts_with("NODE"), "{services}");
 
@@ -65,7 +62,7 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
     let logs = ctl(Some(&admin), &["-n", &n, "logs", "machined", "--tail", "50"]).ok().stdout;
     assert!(logs.contains("machined 0.1.0 starting"), "{logs}");
     let events = ctl(Some(&admin), &["-n", &n, "events"]).ok().stdout;
-    assert!(events.contains("apid: Running"), "{events}");
+    assert!(events.contains("apid: Ready"), "{events}");
     let status = ctl(Some(&admin), &["-n", &n, "read", "/proc/self/status"]).ok().stdout;
     assert!(status.contains("Name:\tmachined"), "{status}");
     ctl(Some(&admin), &["-n", &n, "stats"]).ok();

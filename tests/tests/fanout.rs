@@ -31,6 +31,6 @@ fn fan_out_reports_every_node_and_fails_when_one_is_down() {
 
     let json = ctl(Some(&cluster.admin()), &["-n", &list, "-o", "json", "services"]).failed();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(rows.len(), 8, "four services on each of two nodes: {}", json.stdout);
+    assert_eq!(rows.len(), 10, "five services on each of two nodes: {}", json.stdout);
     assert!(rows.iter().all(|r| r["node"] != down.as_str()));
 }

@@ -102,6 +102,7 @@ const RPCS: &[Rpc] = &[
     rpc("Dmesg", Care::None, false, true),
     rpc("Events", Care::None, false, true),
     rpc("Stats", Care::None, false, true),
+    rpc("Time", Care::None, false, true),
     rpc("Disks", Care::None, true, true),
     rpc("Mounts", Care::None, false, true),
     rpc("List", Care::None, false, true),

@@ -75,7 +75,12 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
             }
         })
         .await;
-    report(session.format, results, |node, r| {
+    let problems: Vec<String> = results
+        .iter()
+        .filter_map(|(node, result)| Some((node, result.as_ref().ok()?)))
+        .flat_map(|(node, r)| r.problems.iter().map(move |p| format!("node {node}: {p}")))
+        .collect();
+    let code = report(session.format, results, |node, r| {
         let mode = pb::ApplyMode::try_from(r.mode).map_or("unknown", |m| match m {
             pb::ApplyMode::NoReboot => "no-reboot",
             pb::ApplyMode::Reboot => "reboot",
@@ -84,8 +89,17 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
             pb::ApplyMode::Auto | pb::ApplyMode::Unspecified => "auto",
         });
         vec![row(node, json!({"mode": mode, "summary": r.summary, "changes": r.changes}))]
-    })
+    })?;
+    for problem in &problems {
+        eprintln!("warning: not in effect: {problem}");
+    }
+    // The config is running, but not all of it: a script must notice.
+    Ok(if problems.is_empty() { code } else { ExitCode::from(NOT_ALL_IN_EFFECT) })
 }
+
+/// `apply-config`'s exit status when the config was applied but parts of it could not be put
+/// into effect (each is printed as a warning).
+pub const NOT_ALL_IN_EFFECT: u8 = 3;
 
 /// Proves to the node that we know `token`, and makes it prove the same, on this session;
 /// returns our proof for the apply that follows.

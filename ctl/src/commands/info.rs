@@ -40,12 +40,16 @@ pub(super) async fn services(session: &Session) -> anyhow::Result<ExitCode> {
         list.services
             .into_iter()
             .map(|s| {
-                let last = s.events.last().map(|e| e.message.clone()).unwrap_or_default();
+                let state = match s.waiting_for.as_str() {
+                    "" => s.state,
+                    what => format!("{} for {what}", s.state),
+                };
                 row(
                     node,
                     json!({
-                        "service": s.id, "state": s.state, "since": age(s.since_unix_millis),
-                        "restarts": s.restarts, "last_event": last,
+                        "service": s.id, "state": state, "health": s.health,
+                        "since": age(s.since_unix_millis), "restarts": s.restarts,
+                        "last_exit": s.last_exit,
                     }),
                 )
             })
@@ -110,6 +114,41 @@ pub(super) async fn mounts(session: &Session) -> anyhow::Result<ExitCode> {
             })
             .collect()
     })
+}
+
+pub(super) async fn time(session: &Session) -> anyhow::Result<ExitCode> {
+    let results = session
+        .targets
+        .each(|_, mut c| async move { Ok(c.time(pb::TimeRequest {}).await?.into_inner()) })
+        .await;
+    report(session.format, results, |node, t| {
+        let when = |unix_millis: u64| match unix_millis {
+            0 => String::new(),
+            _ => timestamp(unix_millis),
+        };
+        // How far the node's clock is from this machine's, as far as a round trip allows.
+        let local = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+        let behind = (local as i128 - i128::from(t.unix_millis)) as f64 / 1000.0;
+        vec![row(
+            node,
+            json!({
+                "time": timestamp(t.unix_millis),
+                "node_behind_seconds": format!("{behind:+.1}"),
+                "state": t.state,
+                "source": t.source,
+                "offset_seconds": if t.last_sync_unix_millis == 0 { String::new() } else { format!("{:+.6}", t.offset_seconds) },
+                "last_sync": when(t.last_sync_unix_millis),
+                "raised_to_floor": when(t.raised_to_floor_unix_millis),
+                "servers": t.servers.join(","),
+                "last_error": t.last_error,
+            }),
+        )]
+    })
+}
+
+/// A time as RFC 3339 UTC, to the second.
+fn timestamp(unix_millis: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_millis)).to_string()
 }
 
 /// How long ago a time was, to the second: "3m 12s".

@@ -50,6 +50,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Version => info::version(&session).await,
         Command::Services => info::services(&session).await,
         Command::Stats => info::stats(&session).await,
+        Command::Time => info::time(&session).await,
         Command::Disks => info::disks(&session).await,
         Command::Mounts => info::mounts(&session).await,
         Command::ApplyConfig(args) => config::apply(&session, &args).await,

@@ -24,6 +24,7 @@ pub enum Call {
     Dmesg,
     Events,
     Stats,
+    Time,
     Disks,
     Mounts,
     List,
@@ -37,8 +38,8 @@ impl Call {
         match self {
             ApplyConfiguration | Bootstrap => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart => Role::Operator,
-            Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Disks
-            | Mounts | List | Read => Role::Reader,
+            Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Time
+            | Disks | Mounts | List | Read => Role::Reader,
         }
     }
 

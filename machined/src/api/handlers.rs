@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_api::machine::{self as pb, machine_service_server::MachineService};
 use cairn_api::role::Role;
@@ -18,16 +18,21 @@ use crate::api::auth::{authorize, Call, Caller};
 use crate::api::connection::ConnectionInfo;
 use crate::api::places::{Place, Pool};
 use crate::apply::{Action, ApplyMode};
+use crate::events::unix_millis;
+use crate::facts::Clock;
 use crate::inspect::files::ReadError;
 use crate::inspect::{self, kmsg::Kmsg};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
 use crate::ring::Sequenced;
-use crate::supervisor::SupervisorError;
+use crate::service::SupervisorError;
 
 /// Try timeout when the client sets none, as in Talos.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long parsing, validating and storing a config may take.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long an apply waits for the services to put a live change into effect, so its reply
+/// can say what failed.
+const EFFECT_WAIT: Duration = Duration::from_secs(15);
 /// Bytes per `Read` chunk.
 const READ_CHUNK: usize = 64 * 1024;
 /// Entries one `List` returns at most.
@@ -237,7 +242,12 @@ impl MachineService for MachineApi {
             })?
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(apply_error_status)?;
+        let problems = match &outcome.running {
+            Some(config) => self.machine.effects_of(config, EFFECT_WAIT).await,
+            None => Vec::new(),
+        };
         Ok(Response::new(pb::ApplyConfigurationResponse {
+            problems,
             summary: outcome.summary,
             changes: outcome.plan.changes,
             mode: match outcome.plan.action {
@@ -301,6 +311,9 @@ impl MachineService for MachineApi {
             .map(|s| pb::ServiceInfo {
                 id: s.id.to_string(),
                 state: s.state.as_str().to_string(),
+                waiting_for: s.waiting_for.unwrap_or_default(),
+                health: s.health.describe(),
+                last_exit: s.last_exit.unwrap_or_default(),
                 restarts: s.restarts,
                 since_unix_millis: s.since_unix_millis,
                 events: s
@@ -454,6 +467,38 @@ impl MachineService for MachineApi {
                 message: r.item.message,
             })
         })))
+    }
+
+    async fn time(
+        &self,
+        request: Request<pb::TimeRequest>,
+    ) -> Result<Response<pb::TimeResponse>, Status> {
+        self.authorize(&request, Call::Time)?;
+        let config = self.machine.config(false).map_err(|e| Status::internal(e.to_string()))?;
+        let mut response = pb::TimeResponse {
+            unix_millis: unix_millis(),
+            servers: crate::services::time::servers(config.as_deref()),
+            ..Default::default()
+        };
+        let millis =
+            |time: SystemTime| time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        response.state = match self.machine.facts().clock.borrow().clone() {
+            Clock::Unsynchronised { raised_to_floor, last_error } => {
+                response.raised_to_floor_unix_millis = raised_to_floor.map_or(0, millis);
+                response.last_error = last_error.unwrap_or_default();
+                "unsynchronised"
+            }
+            Clock::Synchronised { source, offset_seconds, at, .. } => {
+                response.source = source;
+                response.offset_seconds = offset_seconds;
+                response.last_sync_unix_millis = millis(at);
+                "sntp"
+            }
+            Clock::Host => "host",
+            Clock::Disabled => "disabled",
+        }
+        .into();
+        Ok(Response::new(response))
     }
 
     async fn stats(

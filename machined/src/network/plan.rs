@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use cairn_api::config::Network;
+use cairn_api::config::{Interface, Network};
 use ipnet::IpNet;
 
 /// Which link a [`LinkPlan`] is about.
@@ -53,11 +53,21 @@ pub struct Plan {
 
 impl Plan {
     /// The plan for a config's network section; none (maintenance mode) or a section that
-    /// names no link means DHCP on the first Ethernet link with a carrier. Values were
-    /// validated with the config; any that do not parse are left out.
-    pub fn from_config(network: Option<&Network>) -> Plan {
+    /// names no link means DHCP on the first Ethernet link with a carrier. Validation has
+    /// refused values that do not parse, so an error here means a config that skipped it:
+    /// it names every such value with its path, and nothing is left out silently.
+    pub fn from_config(network: Option<&Network>) -> Result<Plan, Vec<String>> {
+        let mut parser = Parser::default();
         let nameservers = network
-            .map(|n| n.nameservers.iter().filter_map(|s| s.parse().ok()).collect())
+            .map(|n| {
+                n.nameservers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| {
+                        parser.address(format!("machine.network.nameservers[{i}]"), s)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let links = match network.filter(|n| !n.interfaces.is_empty()) {
             None => vec![LinkPlan {
@@ -70,29 +80,67 @@ impl Plan {
             Some(network) => network
                 .interfaces
                 .iter()
-                .map(|i| LinkPlan {
-                    link: LinkSelector::Named(i.interface.clone()),
-                    dhcp: i.dhcp,
-                    addresses: i.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-                    routes: i
-                        .routes
-                        .iter()
-                        .filter_map(|r| {
-                            Some(RoutePlan {
-                                destination: r.network.parse().ok()?,
-                                gateway: match &r.gateway {
-                                    Some(g) => Some(g.parse().ok()?),
-                                    None => None,
-                                },
-                                metric: r.metric,
-                            })
-                        })
-                        .collect(),
-                    mtu: i.mtu,
+                .enumerate()
+                .map(|(i, interface)| {
+                    parser.link(format!("machine.network.interfaces[{i}]"), interface)
                 })
                 .collect(),
         };
-        Plan { links, nameservers }
+        match parser.errors.is_empty() {
+            true => Ok(Plan { links, nameservers }),
+            false => Err(parser.errors),
+        }
+    }
+}
+
+/// Parses a config's values, noting each that fails with its path.
+#[derive(Default)]
+struct Parser {
+    errors: Vec<String>,
+}
+
+impl Parser {
+    fn address(&mut self, path: String, text: &str) -> Option<IpAddr> {
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            self.errors.push(format!("{path}: {text:?} is not an IP address"));
+        }
+        parsed
+    }
+
+    fn network(&mut self, path: String, text: &str) -> Option<IpNet> {
+        let parsed = text.parse().ok();
+        if parsed.is_none() {
+            self.errors.push(format!("{path}: {text:?} is not an IP network"));
+        }
+        parsed
+    }
+
+    fn link(&mut self, path: String, interface: &Interface) -> LinkPlan {
+        let addresses = interface
+            .addresses
+            .iter()
+            .enumerate()
+            .filter_map(|(j, a)| self.network(format!("{path}.addresses[{j}]"), a))
+            .collect();
+        let mut routes = Vec::new();
+        for (j, route) in interface.routes.iter().enumerate() {
+            let destination = self.network(format!("{path}.routes[{j}].network"), &route.network);
+            let gateway = match &route.gateway {
+                Some(g) => self.address(format!("{path}.routes[{j}].gateway"), g).map(Some),
+                None => Some(None),
+            };
+            if let (Some(destination), Some(gateway)) = (destination, gateway) {
+                routes.push(RoutePlan { destination, gateway, metric: route.metric });
+            }
+        }
+        LinkPlan {
+            link: LinkSelector::Named(interface.interface.clone()),
+            dhcp: interface.dhcp,
+            addresses,
+            routes,
+            mtu: interface.mtu,
+        }
     }
 }
 
@@ -106,7 +154,9 @@ mod tests {
 
     #[test]
     fn no_config_means_dhcp_on_the_first_link_with_a_carrier() {
-        for plan in [Plan::from_config(None), Plan::from_config(Some(&network("{}")))] {
+        for plan in
+            [Plan::from_config(None).unwrap(), Plan::from_config(Some(&network("{}"))).unwrap()]
+        {
             assert_eq!(plan.links.len(), 1);
             assert_eq!(plan.links[0].link, LinkSelector::FirstWithCarrier);
             assert!(plan.links[0].dhcp);
@@ -121,7 +171,8 @@ mod tests {
                routes: [{network: 0.0.0.0/0, gateway: 10.0.0.1, metric: 50}, {network: 10.9.0.0/16}]\n\
              - interface: eth1\n  dhcp: true\n\
              nameservers: [1.1.1.1]\n",
-        )));
+        )))
+        .unwrap();
         assert_eq!(plan.nameservers, ["1.1.1.1".parse::<IpAddr>().unwrap()]);
         let eth0 = &plan.links[0];
         assert_eq!(eth0.link, LinkSelector::Named("eth0".into()));
@@ -144,5 +195,24 @@ mod tests {
             ]
         );
         assert!(plan.links[1].dhcp && plan.links[1].addresses.is_empty());
+    }
+
+    #[test]
+    fn values_that_do_not_parse_are_named_never_dropped() {
+        let errors = Plan::from_config(Some(&network(
+            "interfaces:\n\
+             - interface: eth0\n  addresses: [10.0.0.5/24, 10.0.0.300/24]\n  \
+               routes: [{network: 10.9.0.0/16, gateway: nope}]\n\
+             nameservers: [1.1.1.1, dns.example]\n",
+        )))
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "machine.network.nameservers[1]: \"dns.example\" is not an IP address",
+                "machine.network.interfaces[0].addresses[1]: \"10.0.0.300/24\" is not an IP network",
+                "machine.network.interfaces[0].routes[0].gateway: \"nope\" is not an IP address",
+            ]
+        );
     }
 }

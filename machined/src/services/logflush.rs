@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::machine::Machine;
-use crate::supervisor::{Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// Flushes logs every `interval`.
 pub struct LogFlush {

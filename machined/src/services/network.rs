@@ -10,7 +10,7 @@ use crate::machine::Machine;
 use crate::network::plan::Plan;
 use crate::network::reconcile::NetworkState;
 use crate::network::{self};
-use crate::supervisor::{Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// The network service.
 pub struct Network {
@@ -29,6 +29,10 @@ impl Service for Network {
         "network"
     }
 
+    fn puts_config_into_effect(&self) -> bool {
+        true
+    }
+
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let handle = network::connect()?;
@@ -37,7 +41,22 @@ impl Service for Network {
             let mut named = false;
             loop {
                 let current = config.borrow_and_update().clone();
-                let plan = Plan::from_config(current.as_ref().map(|c| &c.machine.network));
+                // A plan that cannot be made leaves the network as it is, and says why.
+                let plan = match Plan::from_config(current.as_ref().map(|c| &c.machine.network)) {
+                    Ok(plan) => plan,
+                    Err(problems) => {
+                        for problem in &problems {
+                            ctx.log(format!("PROBLEM: {problem}"));
+                        }
+                        if let Some(current) = &current {
+                            self.machine.report_effect(self.id(), current, problems);
+                        }
+                        tokio::select! {
+                            _ = ctx.stop.cancelled() => return Ok(()),
+                            changed = config.changed() => { changed?; continue }
+                        }
+                    }
+                };
                 // A pass can wait long (carrier, DHCP retries); a stop must not.
                 let report = tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
@@ -50,6 +69,9 @@ impl Service for Network {
                 for problem in &report.problems {
                     tracing::warn!("network: {problem}");
                     ctx.log(format!("PROBLEM: {problem}"));
+                }
+                if let Some(current) = &current {
+                    self.machine.report_effect(self.id(), current, report.problems);
                 }
                 if let (false, Some(mac)) = (named, report.primary_mac) {
                     name_host(&mac);

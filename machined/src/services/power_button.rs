@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::machine::{Machine, PowerAction};
-use crate::supervisor::{Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// Input devices, as sysfs lists them.
 const INPUT_CLASS: &str = "/sys/class/input";

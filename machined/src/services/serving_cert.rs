@@ -1,24 +1,22 @@
 //! `serving-cert`: keeps the API's serving certificate naming the node's current addresses
-//! and host name. At boot the certificate is issued before DHCP or static addresses are up,
-//! so without this a node reached at its own address would fail TLS name checks.
+//! and host name, and dated by a trusted clock. At boot the certificate is issued before
+//! DHCP or static addresses are up, and maybe before the clock is synchronised (a board
+//! without RTC starts at its time floor), so without this a node reached at its own address
+//! would fail TLS name checks, or present a certificate dated from the wrong time.
 //!
-//! Address changes arrive as netlink notifications (a burst of them is taken as one); a
-//! periodic check catches what sends none (a host name from DHCP).
+//! The addresses and the clock come as facts; a periodic check catches what announces
+//! nothing (a host name from DHCP).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
-use rtnetlink::{new_multicast_connection, MulticastGroup};
 
-use crate::machine::Machine;
-use crate::supervisor::{Service, ServiceContext};
+use crate::facts::Fact;
+use crate::machine::{Machine, Reissue};
+use crate::service::{Dependency, Service, ServiceContext};
 
-/// Quiet time after an address notification before the names are checked, so a link coming
-/// up with several addresses costs one certificate.
-const SETTLE: Duration = Duration::from_millis(500);
-/// How often the names are checked without a notification.
+/// How often the names are checked without a change of the facts.
 const RECHECK: Duration = Duration::from_secs(30);
 
 /// The serving-certificate service.
@@ -27,14 +25,14 @@ pub struct ServingCert {
 }
 
 impl ServingCert {
-    /// Follows `machine`'s addresses.
+    /// Follows `machine`'s addresses, host name and clock.
     pub fn new(machine: Arc<Machine>) -> Self {
         ServingCert { machine }
     }
 
-    fn follow(&self, ctx: &ServiceContext) {
-        match self.machine.follow_serving_names() {
-            Ok(true) => ctx.log("serving certificate re-issued for the node's current names"),
+    fn follow(&self, ctx: &ServiceContext, when: Reissue) {
+        match self.machine.follow_serving_names(when) {
+            Ok(true) => ctx.log("serving certificate re-issued"),
             Ok(false) => {}
             Err(e) => ctx.log(format!("re-issuing the serving certificate: {e}")),
         }
@@ -46,39 +44,36 @@ impl Service for ServingCert {
         "serving-cert"
     }
 
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Fact(Fact::Addresses, None)]
+    }
+
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let (connection, _, mut notifications) = new_multicast_connection(&[
-                MulticastGroup::Ipv4Ifaddr,
-                MulticastGroup::Ipv6Ifaddr,
-            ])?;
-            let connection = tokio::spawn(connection);
+            let facts = self.machine.facts();
+            let (mut addresses, mut clock) = (facts.addresses.subscribe(), facts.clock.subscribe());
             let mut config = self.machine.watch_config();
+            let mut trusted = clock.borrow_and_update().is_trusted();
             ctx.ready();
             let mut recheck = tokio::time::interval(RECHECK);
-            let result = loop {
-                tokio::select! {
-                    _ = ctx.stop.cancelled() => break Ok(()),
-                    _ = recheck.tick() => {}
+            loop {
+                let when = tokio::select! {
+                    _ = ctx.stop.cancelled() => return Ok(()),
+                    _ = recheck.tick() => Reissue::NamesChanged,
+                    changed = addresses.changed() => { changed?; Reissue::NamesChanged }
+                    changed = clock.changed() => {
+                        changed?;
+                        // A certificate issued before the clock was trusted carries dates from
+                        // the wrong time: issue it again once the clock can be trusted.
+                        let was = std::mem::replace(&mut trusted, clock.borrow_and_update().is_trusted());
+                        if !was && trusted { Reissue::Always } else { continue }
+                    }
                     // A config change re-issues the certificate itself; the new one is the
                     // base the next comparison starts from.
-                    changed = config.changed() => {
-                        if changed.is_err() { break Ok(()) }
-                        continue;
-                    }
-                    notification = notifications.next() => {
-                        if notification.is_none() {
-                            break Err(anyhow::anyhow!("the netlink notifications ended"));
-                        }
-                        // Let the burst pass, then drop what queued meanwhile.
-                        tokio::time::sleep(SETTLE).await;
-                        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, notifications.next()).await {}
-                    }
-                }
-                self.follow(&ctx);
-            };
-            connection.abort();
-            result
+                    changed = config.changed() => { changed?; continue }
+                };
+                self.follow(&ctx, when);
+            }
         })
     }
 }

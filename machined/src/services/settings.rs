@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use crate::events::EventKind;
 use crate::host_settings::HostSettings;
 use crate::machine::Machine;
-use crate::supervisor::{Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// The settings service.
 pub struct Settings {
@@ -28,6 +28,10 @@ impl Service for Settings {
         "settings"
     }
 
+    fn puts_config_into_effect(&self) -> bool {
+        true
+    }
+
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let mut config = self.machine.watch_config();
@@ -36,16 +40,19 @@ impl Service for Settings {
                 let current = config.borrow_and_update().clone();
                 if let Some(current) = current {
                     let outcomes = self.host.apply(&current.machine);
-                    let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+                    let mut problems = Vec::new();
                     for outcome in outcomes {
                         match outcome.result {
                             Ok(done) => ctx.log(format!("{}: {done}", outcome.setting)),
                             Err(e) => {
                                 tracing::warn!("settings: {}: {e}", outcome.setting);
                                 ctx.log(format!("{}: FAILED: {e}", outcome.setting));
+                                problems.push(format!("{}: {e}", outcome.setting));
                             }
                         }
                     }
+                    let failed = problems.len();
+                    self.machine.report_effect(self.id(), &current, problems);
                     if failed > 0 {
                         self.machine.events().publish(
                             EventKind::Config,
