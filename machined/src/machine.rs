@@ -90,10 +90,11 @@ pub enum PowerAction {
 /// When [`Machine::follow_serving_names`] issues a new certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reissue {
-    /// Only when the names have changed.
+    /// When the names have changed.
     NamesChanged,
-    /// In any case (the clock has just become trusted).
-    Always,
+    /// Also when the certificate in force was dated by a clock not yet trusted (the clock
+    /// is trusted now).
+    ClockTrusted,
 }
 
 /// Held while a config changes, so applies, trials and reverts follow one another.
@@ -102,6 +103,8 @@ struct ConfigState {
     trial: Option<(Arc<MachineConfig>, AbortHandle)>,
     /// The names the serving certificate in force carries (none in maintenance mode).
     serving_names: Vec<String>,
+    /// Whether the clock was trusted when that certificate was issued.
+    dated_by_trusted_clock: bool,
 }
 
 /// TLS settings for the API and the names their serving certificate carries.
@@ -146,7 +149,11 @@ impl Machine {
         Ok(Arc::new(Machine {
             store: ConfigStore::new(layout.clone()),
             layout,
-            state: Mutex::new(ConfigState { trial: None, serving_names: names }),
+            state: Mutex::new(ConfigState {
+                trial: None,
+                serving_names: names,
+                dated_by_trusted_clock: false,
+            }),
             tls,
             facts,
             effects: watch::channel(Vec::new()).0,
@@ -280,29 +287,40 @@ impl Machine {
     }
 
     /// Waits (at most `limit`) until every service that puts configs into effect and runs
-    /// has reported on `config`; returns their problems as `SERVICE: what`, and a line for
-    /// each service that did not report in time.
+    /// has reported on `config`; returns their problems as `SERVICE: what`, a line for each
+    /// such service that is not running, and one for each that did not report in time. A
+    /// config replaced meanwhile (a later apply, a `try` that ended) has nothing more to say.
     pub async fn effects_of(&self, config: &Arc<MachineConfig>, limit: Duration) -> Vec<String> {
-        let services = self.supervisor.config_consumers();
+        let (running, down) = self.supervisor.config_consumers();
         let reported = |effects: &Vec<Effect>, service: &str| {
             effects.iter().any(|e| e.service == service && Arc::ptr_eq(&e.config, config))
         };
         let mut effects = self.effects.subscribe();
-        let all_in = effects.wait_for(|effects| services.iter().all(|s| reported(effects, s)));
-        let _ = tokio::time::timeout(limit, all_in).await;
+        let mut current = self.facts.config.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(limit) => {}
+            _ = effects.wait_for(|effects| running.iter().all(|s| reported(effects, s))) => {}
+            _ = current.wait_for(|c| !c.as_ref().is_some_and(|c| Arc::ptr_eq(c, config))) => {
+                return Vec::new();
+            }
+        }
         let effects = effects.borrow();
-        services
-            .iter()
-            .flat_map(|service| match effects.iter().find(|e| e.service == *service) {
+        let mut problems: Vec<String> = down
+            .into_iter()
+            .map(|(service, why)| format!("{service}: not running ({why}); see ctl services"))
+            .collect();
+        for service in running {
+            match effects.iter().find(|e| e.service == service) {
                 Some(e) if Arc::ptr_eq(&e.config, config) => {
-                    e.problems.iter().map(|p| format!("{service}: {p}")).collect()
+                    problems.extend(e.problems.iter().map(|p| format!("{service}: {p}")))
                 }
-                _ => vec![format!(
+                _ => problems.push(format!(
                     "{service}: still putting the config into effect after {}s; see ctl logs {service}",
                     limit.as_secs()
-                )],
-            })
-            .collect()
+                )),
+            }
+        }
+        problems
     }
 
     /// Returns to the config that ran before a `try`; called by the trial's revert task.
@@ -334,6 +352,7 @@ impl Machine {
         let was_maintenance = self.facts.config.send_replace(Some(config)).is_none();
         self.tls.send_replace(tls.config);
         state.serving_names = tls.names;
+        state.dated_by_trusted_clock = self.facts.clock.borrow().is_trusted();
         self.events.publish(EventKind::Config, format!("config {how}"));
         if was_maintenance {
             self.events
@@ -352,7 +371,8 @@ impl Machine {
             return Ok(false);
         };
         let names = serving_names(&config, &self.facts.addresses.borrow().addresses);
-        if names == state.serving_names && when == Reissue::NamesChanged {
+        let redate = when == Reissue::ClockTrusted && !state.dated_by_trusted_clock;
+        if names == state.serving_names && !redate {
             return Ok(false);
         }
         let tls = configured_tls(&config, names)?;
@@ -362,6 +382,7 @@ impl Machine {
         );
         self.tls.send_replace(tls.config);
         state.serving_names = tls.names;
+        state.dated_by_trusted_clock = self.facts.clock.borrow().is_trusted();
         Ok(true)
     }
 

@@ -212,6 +212,8 @@ impl Drop for Node {
 pub struct CtlRun {
     /// Whether it exited 0.
     pub success: bool,
+    /// Its exit status (none: killed by a signal).
+    pub code: Option<i32>,
     /// Standard output.
     pub stdout: String,
     /// Standard error.
@@ -248,6 +250,7 @@ pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
     let Output { status, stdout, stderr } = command.output().expect("running ctl");
     CtlRun {
         success: status.success(),
+        code: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }

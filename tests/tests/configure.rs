@@ -277,6 +277,20 @@ fn config_files_are_written_under_var_and_follow_changes() {
         .is_ok_and(|t| t == "level=2\n")));
     let logs = ctl(Some(&admin), &["-n", &n, "logs", "settings"]).ok().stdout;
     assert!(logs.contains("file /var/lib/app/settings.conf: written"), "{logs}");
+
+    // What cannot be put into effect is in the reply, not only in the logs: a file whose
+    // place a directory holds. The rest of the config is in effect; ctl exits 3.
+    std::fs::create_dir_all(node.root().join("var/lib/app/blocked")).unwrap();
+    let blocked = cluster.node_config_with("blocked.yaml", |text| {
+        text + "  files:\n    - {path: /var/lib/app/settings.conf, content: \"level=3\\n\"}\n"
+            + "    - {path: /var/lib/app/blocked, content: \"x\"}\n"
+    });
+    let run = ctl(Some(&admin), &["-n", &n, "apply-config", "-f", blocked.to_str().unwrap()]);
+    assert_eq!(run.code, Some(3), "{run:?}");
+    assert!(run.stdout.contains("applied"), "{run:?}");
+    let warning = run.stderr.lines().find(|l| l.starts_with("warning: not in effect:"));
+    assert!(warning.is_some_and(|w| w.contains("settings: file /var/lib/app/blocked")), "{run:?}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "level=3\n");
 }
 
 #[test]

@@ -91,11 +91,9 @@ impl MachineConfig {
         }
         check_network(&mut c, &m.network);
         for (i, server) in m.time.servers.iter().enumerate() {
-            c.check(
-                server.parse::<IpAddr>().is_ok() || is_dns_name(server),
-                format!("machine.time.servers[{i}]"),
-                || format!("{server:?} is neither an IP address nor a host name"),
-            );
+            c.check(is_time_server(server), format!("machine.time.servers[{i}]"), || {
+                format!("{server:?} is not an IP address or host name, with an optional :PORT")
+            });
         }
         if let Some(disk) = &m.install.disk {
             c.check(disk.starts_with("/dev/") && disk.len() > 5, "machine.install.disk", || {
@@ -378,6 +376,53 @@ fn is_dns_label(label: &str) -> bool {
 /// A DNS name of RFC 1123 labels joined by '.', at most 253 characters.
 fn is_dns_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+/// `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]`, `ntp.example`, each with an optional
+/// `:PORT` (an IPv6 address then in brackets).
+fn is_time_server(server: &str) -> bool {
+    if server.parse::<IpAddr>().is_ok()
+        || server.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() != 0)
+    {
+        return true;
+    }
+    if let Some(v6) = server.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        return v6.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    let host = match server.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok_and(|p| p != 0) => host,
+        Some(_) => return false,
+        None => server,
+    };
+    is_dns_name(host)
+}
+
+#[cfg(test)]
+#[test]
+fn time_servers_are_addresses_or_names_with_an_optional_port() {
+    for good in [
+        "192.0.2.1",
+        "192.0.2.1:1123",
+        "2001:db8::1",
+        "[2001:db8::1]",
+        "[2001:db8::1]:1123",
+        "time.example",
+        "time.example:1123",
+    ] {
+        assert!(is_time_server(good), "{good}");
+    }
+    for bad in [
+        "",
+        "time.example:",
+        "time.example:0",
+        "time.example:99999",
+        "[2001:db8::1",
+        "a b",
+        "2001:db8::1:1123:x",
+        "ntp.example:123:4",
+    ] {
+        assert!(!is_time_server(bad), "{bad}");
+    }
 }
 
 fn is_http_url(url: &str) -> bool {

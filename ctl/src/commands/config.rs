@@ -93,8 +93,13 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
     for problem in &problems {
         eprintln!("warning: not in effect: {problem}");
     }
-    // The config is running, but not all of it: a script must notice.
-    Ok(if problems.is_empty() { code } else { ExitCode::from(NOT_ALL_IN_EFFECT) })
+    // The config is running, but not all of it: a script must notice. A node that did not
+    // take the config at all (exit 1) weighs more.
+    Ok(if problems.is_empty() || code == ExitCode::FAILURE {
+        code
+    } else {
+        ExitCode::from(NOT_ALL_IN_EFFECT)
+    })
 }
 
 /// `apply-config`'s exit status when the config was applied but parts of it could not be put

@@ -71,6 +71,15 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+/// Waits until `deadline`, or forever when there is none: the timer branch of a service
+/// loop that may have nothing due.
+pub async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What a running service gets from the supervisor.
 #[derive(Clone)]
 pub struct ServiceContext {
@@ -83,12 +92,12 @@ pub struct ServiceContext {
 impl ServiceContext {
     /// Marks the service as up and ready (again: a no-op).
     pub fn ready(&self) {
-        self.shared.enter_once(ServiceState::Ready, "ready");
+        self.shared.report_up(ServiceState::Ready, "ready");
     }
 
     /// Marks the service as up, its readiness left to its health check.
     pub fn running(&self) {
-        self.shared.enter_once(ServiceState::Running, "running");
+        self.shared.report_up(ServiceState::Running, "running");
     }
 
     /// Appends a line to the service's log (`ctl logs ID`).

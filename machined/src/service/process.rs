@@ -19,6 +19,10 @@ use crate::reaper::Reaper;
 /// process printing without newlines cannot make machined buffer without end.
 const MAX_LINE_BYTES: usize = 8 * 1024;
 
+/// The longest grace between SIGTERM and SIGKILL: the kill must come before the supervisor
+/// gives up on the stop.
+pub const MAX_GRACE: Duration = Duration::from_secs(super::supervisor::STOP_TIMEOUT.as_secs() - 3);
+
 /// Builds the command line each time the service starts (it may depend on the config).
 pub type CommandFactory = Box<dyn Fn() -> anyhow::Result<Command> + Send + Sync>;
 /// A health check of a running process.
@@ -59,9 +63,10 @@ impl ProcessService {
         self
     }
 
-    /// How long a stop waits after SIGTERM before SIGKILL (default 10 s).
+    /// How long a stop waits after SIGTERM before SIGKILL (default 10 s, at most
+    /// [`MAX_GRACE`], so the kill comes before the supervisor gives up on the stop).
     pub fn with_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
+        self.grace = grace.min(MAX_GRACE);
         self
     }
 
@@ -74,6 +79,9 @@ impl ProcessService {
             .spawn(&mut command)
             .map_err(|e| anyhow::anyhow!("starting {program}: {e}"))?;
         let pid = Pid::from_raw(spawned.child.id() as i32);
+        // Whatever ends this run early (an error below, the supervisor abandoning it) must not
+        // leave the program running unsupervised.
+        let mut running = KillOnDrop(Some(pid));
         for output in [
             spawned
                 .child
@@ -97,13 +105,17 @@ impl ProcessService {
             None => ctx.ready(),
         }
         let status = tokio::select! {
+            // An exit that came with the stop wins: its pid may be reused already.
+            biased;
             status = &mut spawned.exit => status,
             _ = ctx.stop.cancelled() => {
                 let status = self.terminate(pid, &mut spawned.exit, &ctx).await;
+                running.0 = None;
                 ctx.log(format!("{program} stopped: {}", describe(status)));
                 return Ok(());
             }
         };
+        running.0 = None;
         let status = status.map_err(|_| anyhow::anyhow!("{program}: its exit status was lost"))?;
         // A daemon that ends by itself, even with status 0, is restarted.
         anyhow::bail!("{program} {}", describe(Ok(status)))
@@ -116,6 +128,10 @@ impl ProcessService {
         exit: &mut tokio::sync::oneshot::Receiver<WaitStatus>,
         ctx: &ServiceContext,
     ) -> Result<WaitStatus, tokio::sync::oneshot::error::RecvError> {
+        // Not signalled once reaped: the pid may belong to another process by now.
+        if let Ok(status) = exit.try_recv() {
+            return Ok(status);
+        }
         let _ = kill(pid, Signal::SIGTERM);
         match tokio::time::timeout(self.grace, &mut *exit).await {
             Ok(status) => status,
@@ -124,6 +140,9 @@ impl ProcessService {
                     "no exit {}s after SIGTERM; sending SIGKILL",
                     self.grace.as_secs()
                 ));
+                if let Ok(status) = exit.try_recv() {
+                    return Ok(status);
+                }
                 let _ = kill(pid, Signal::SIGKILL);
                 exit.await
             }
@@ -146,6 +165,17 @@ impl Service for ProcessService {
 
     fn health_check(self: Arc<Self>) -> Option<HealthCheck> {
         self.health.as_ref().map(|check| check())
+    }
+}
+
+/// SIGKILLs the process when dropped while it still holds a pid.
+struct KillOnDrop(Option<Pid>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
     }
 }
 

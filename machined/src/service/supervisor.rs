@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +23,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A service that ran this long before failing restarts without delay growth.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// How long a stop waits for a service to end before abandoning its task.
-const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a service that is not ready yet is checked.
 const HEALTH_INTERVAL_STARTING: Duration = Duration::from_secs(1);
 /// How often a ready service is checked.
@@ -65,6 +65,9 @@ pub enum SupervisorError {
     /// Services depend on one another in a circle.
     #[error("services depend on one another in a circle: {}", .0.join(" -> "))]
     Cycle(Vec<&'static str>),
+    /// Two services have one name.
+    #[error("two services are named {0:?}")]
+    Duplicate(&'static str),
     /// The services were started already.
     #[error("the services were started already")]
     AlreadyStarted,
@@ -90,18 +93,36 @@ impl Shared {
 
     /// Enters `state`, and says so in the service's events and the machine's.
     pub fn transition(&self, state: ServiceState, message: String, now: u64) {
-        self.status().enter(state, message.clone(), now);
-        self.ready.send_replace(state == ServiceState::Ready);
-        self.events
-            .publish(EventKind::Service, format!("{}: {} ({message})", self.id, state.as_str()));
+        self.transition_if(|_| true, state, message, now);
     }
 
-    /// Enters `state` unless the service is in it already (services report readiness after
-    /// each pass of their work; only the change is news).
-    pub fn enter_once(&self, state: ServiceState, message: &str) {
-        if self.state() != state {
-            self.transition(state, message.into(), unix_millis());
+    /// Enters `state` if the current state passes `allowed`, deciding and changing under
+    /// one lock, so a late health check or readiness report cannot overwrite a stop.
+    fn transition_if(
+        &self,
+        allowed: impl Fn(ServiceState) -> bool,
+        state: ServiceState,
+        message: String,
+        now: u64,
+    ) -> bool {
+        {
+            let mut status = self.status();
+            if !allowed(status.state) {
+                return false;
+            }
+            status.enter(state, message.clone(), now);
+            self.ready.send_replace(state == ServiceState::Ready);
         }
+        self.events
+            .publish(EventKind::Service, format!("{}: {} ({message})", self.id, state.as_str()));
+        true
+    }
+
+    /// Reports the service up (`Running` or `Ready`) while its run is on, once per change:
+    /// services report readiness after each pass of their work; only the change is news.
+    pub fn report_up(&self, state: ServiceState, message: &str) {
+        let up = |current: ServiceState| current.is_up() && current != state;
+        self.transition_if(up, state, message.into(), unix_millis());
     }
 
     fn wait_for(&self, dependency: Dependency) {
@@ -113,27 +134,20 @@ impl Shared {
         self.status().waiting_for = Some(dependency);
     }
 
-    /// Records a health check's result; it moves the service between `Running` and `Ready`.
+    /// Records a health check's result; it moves the service between `Running` and `Ready`
+    /// (only while it is up: a check that ends after a stop changes nothing).
     fn set_health(&self, health: Health) {
-        let change = {
-            let mut status = self.status();
-            let change = match (&health, status.state) {
-                (Health::Healthy, ServiceState::Running) => {
-                    Some((ServiceState::Ready, "healthy".to_string()))
-                }
-                (Health::Unhealthy(why), ServiceState::Ready) => {
-                    Some((ServiceState::Running, format!("unhealthy: {why}")))
-                }
-                _ => None,
-            };
-            if status.state.is_up() {
-                status.health = health;
+        let (from, to, message) = match &health {
+            Health::Healthy => (ServiceState::Running, ServiceState::Ready, "healthy".to_string()),
+            Health::Unhealthy(why) => {
+                (ServiceState::Ready, ServiceState::Running, format!("unhealthy: {why}"))
             }
-            change
+            Health::Unknown => return,
         };
-        if let Some((state, message)) = change {
-            self.transition(state, message, unix_millis());
-            // `enter` forgets the health only when the service goes down; keep it.
+        self.transition_if(|current| current == from, to, message, unix_millis());
+        let mut status = self.status();
+        if status.state.is_up() {
+            status.health = health;
         }
     }
 
@@ -146,6 +160,8 @@ struct Entry {
     service: Arc<dyn Service>,
     shared: Arc<Shared>,
     run: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Wakes the supervising task to restart the service.
+    restart: Arc<Notify>,
 }
 
 impl Entry {
@@ -195,7 +211,12 @@ impl Supervisor {
                 ready: watch::channel(false).0,
                 events: self.events.clone(),
             });
-            entries.insert(service.id(), Entry { service, shared, run: None });
+            let id = service.id();
+            let entry = Entry { service, shared, run: None, restart: Arc::default() };
+            if entries.insert(id, entry).is_some() {
+                entries.clear();
+                return Err(SupervisorError::Duplicate(id));
+            }
         }
         let peers: Peers =
             Arc::new(entries.iter().map(|(id, entry)| (*id, entry.shared.clone())).collect());
@@ -226,14 +247,16 @@ impl Supervisor {
             shared: entry.shared.clone(),
         };
         let peers = self.peers.get().cloned().unwrap_or_default();
-        let task = tokio::spawn(supervise(entry.service.clone(), ctx, peers, self.facts.clone()));
+        let restart = entry.restart.clone();
+        let task =
+            tokio::spawn(supervise(entry.service.clone(), ctx, restart, peers, self.facts.clone()));
         entry.run = Some((stop, task));
     }
 
     /// Stops a service and waits (a bounded time) until it has ended. A service another
     /// running service depends on is not stopped.
     pub async fn stop(&self, id: &str) -> Result<(), SupervisorError> {
-        let (stop, task) = {
+        let (stop, task, shared) = {
             let mut entries = self.lock();
             let entry =
                 entries.get(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
@@ -255,33 +278,28 @@ impl Supervisor {
                         "stop requested".into(),
                         unix_millis(),
                     );
-                    (stop, task)
+                    (stop, task, entry.shared.clone())
                 }
                 _ => return Err(SupervisorError::NotRunning(service)),
             }
         };
-        end(stop, task).await;
+        end(stop, task, shared).await;
         Ok(())
     }
 
-    /// Restarts a service in the background (the caller may be served by it).
-    pub fn restart(self: &Arc<Self>, id: &str) -> Result<(), SupervisorError> {
-        let run = {
-            let mut entries = self.lock();
-            let entry =
-                entries.get_mut(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
-            entry.run.take()
-        };
-        let supervisor = self.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            if let Some((stop, task)) = run {
-                end(stop, task).await;
-            }
-            if let Err(e) = supervisor.start(&id) {
-                tracing::warn!("restart of {id}: {e}");
-            }
-        });
+    /// Restarts a service: its run is stopped and started again by the task that supervises
+    /// it, which stays registered all along (a stop or shutdown meanwhile still finds it). A
+    /// service that is not running is started. Returns at once (the caller may be served by
+    /// the service).
+    pub fn restart(&self, id: &str) -> Result<(), SupervisorError> {
+        let mut entries = self.lock();
+        let entry =
+            entries.get_mut(id).ok_or_else(|| SupervisorError::UnknownService(id.into()))?;
+        if entry.is_active() {
+            entry.restart.notify_one();
+        } else {
+            self.spawn(entry);
+        }
         Ok(())
     }
 
@@ -319,23 +337,34 @@ impl Supervisor {
                             "stopping all services".into(),
                             unix_millis(),
                         );
-                        entry.run.take()
+                        let (stop, task) = entry.run.take()?;
+                        Some((stop, task, entry.shared.clone()))
                     })
                     .collect()
             };
-            futures_util::future::join_all(batch.into_iter().map(|(stop, task)| end(stop, task)))
-                .await;
+            futures_util::future::join_all(
+                batch.into_iter().map(|(stop, task, shared)| end(stop, task, shared)),
+            )
+            .await;
         }
     }
 
-    /// The services that put configs into effect and are up, by name.
-    pub fn config_consumers(&self) -> Vec<&'static str> {
+    /// The services that put configs into effect: those up, and those not (each with its
+    /// state and last exit), by name.
+    pub fn config_consumers(&self) -> (Vec<&'static str>, Vec<(&'static str, String)>) {
         let entries = self.lock();
-        entries
-            .iter()
-            .filter(|(_, e)| e.service.puts_config_into_effect() && e.shared.state().is_up())
-            .map(|(id, _)| *id)
-            .collect()
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        for (id, entry) in entries.iter().filter(|(_, e)| e.service.puts_config_into_effect()) {
+            let status = entry.shared.status();
+            if status.state.is_up() {
+                up.push(*id);
+            } else {
+                let exit = status.last_exit.as_deref().unwrap_or("no exit yet");
+                down.push((*id, format!("{}, last exit: {exit}", status.state.as_str())));
+            }
+        }
+        (up, down)
     }
 
     /// Every service's status, by name.
@@ -423,11 +452,16 @@ fn check_dependencies(services: &[Arc<dyn Service>]) -> Result<(), SupervisorErr
     Ok(())
 }
 
-async fn end(stop: CancellationToken, mut task: JoinHandle<()>) {
+async fn end(stop: CancellationToken, mut task: JoinHandle<()>, shared: Arc<Shared>) {
     stop.cancel();
     if tokio::time::timeout(STOP_TIMEOUT, &mut task).await.is_err() {
-        tracing::warn!("a service did not stop within {STOP_TIMEOUT:?}; abandoning it");
+        tracing::warn!("{} did not stop within {STOP_TIMEOUT:?}; abandoning it", shared.id);
         task.abort();
+        shared.transition(
+            ServiceState::Stopped,
+            format!("abandoned: it did not stop within {}s", STOP_TIMEOUT.as_secs()),
+            unix_millis(),
+        );
     }
 }
 
@@ -498,6 +532,7 @@ async fn check_health(service: Arc<dyn Service>, shared: Arc<Shared>, stop: Canc
 async fn supervise(
     service: Arc<dyn Service>,
     ctx: ServiceContext,
+    restart: Arc<Notify>,
     peers: Peers,
     facts: Arc<Facts>,
 ) {
@@ -507,23 +542,48 @@ async fn supervise(
     };
     let mut backoff = BACKOFF_START;
     loop {
-        if !wait_for_dependencies(&*service, &ctx, &peers, &facts).await {
-            return stopped(&shared);
+        tokio::select! {
+            ready = wait_for_dependencies(&*service, &ctx, &peers, &facts) => {
+                if !ready {
+                    return stopped(&shared);
+                }
+            }
+            // A restart while waiting asks the dependencies again.
+            _ = restart.notified() => continue,
         }
         shared.transition(ServiceState::Starting, "starting".into(), unix_millis());
         let started = Instant::now();
+        // Each run has its own stop, so a restart ends the run and not the supervision.
+        let run_ctx = ServiceContext { stop: ctx.stop.child_token(), ..ctx.clone() };
         let health_stop = ctx.stop.child_token();
         let health =
             tokio::spawn(check_health(service.clone(), shared.clone(), health_stop.clone()));
-        let result = service.clone().run(ctx.clone()).await;
+        let mut run = service.clone().run(run_ctx.clone());
+        let (result, restarting) = tokio::select! {
+            result = &mut run => (result, false),
+            _ = restart.notified() => {
+                shared.transition(ServiceState::Stopping, "restart requested".into(), unix_millis());
+                run_ctx.stop.cancel();
+                match tokio::time::timeout(STOP_TIMEOUT, run).await {
+                    Ok(result) => (result, true),
+                    Err(_) => (Err(anyhow::anyhow!("abandoned: it did not stop within {}s", STOP_TIMEOUT.as_secs())), true),
+                }
+            }
+        };
         health_stop.cancel();
-        health.abort();
+        // Awaited, so no check still running can report on the next state.
+        let _ = health.await;
         shared.record_exit(match &result {
             Ok(()) => "ended".into(),
             Err(e) => format!("{e:#}"),
         });
         if ctx.stop.is_cancelled() {
             return stopped(&shared);
+        }
+        if restarting {
+            shared.transition(ServiceState::Stopped, "restarting".into(), unix_millis());
+            backoff = BACKOFF_START;
+            continue;
         }
         match result {
             Ok(()) => {
@@ -542,6 +602,8 @@ async fn supervise(
         tokio::select! {
             _ = ctx.stop.cancelled() => return stopped(&shared),
             _ = tokio::time::sleep(backoff) => {}
+            // A restart asked for during the back-off starts the service now.
+            _ = restart.notified() => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
         shared.status().restarts += 1;

@@ -10,7 +10,7 @@ use crate::machine::Machine;
 use crate::network::plan::Plan;
 use crate::network::reconcile::NetworkState;
 use crate::network::{self};
-use crate::service::{Service, ServiceContext};
+use crate::service::{self, Service, ServiceContext};
 
 /// The network service.
 pub struct Network {
@@ -82,12 +82,7 @@ impl Service for Network {
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
                     changed = config.changed() => changed?,
-                    _ = async {
-                        match renewal {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {}
+                    _ = service::until(renewal) => {}
                 }
             }
         })

@@ -53,26 +53,25 @@ impl Service for ServingCert {
             let facts = self.machine.facts();
             let (mut addresses, mut clock) = (facts.addresses.subscribe(), facts.clock.subscribe());
             let mut config = self.machine.watch_config();
-            let mut trusted = clock.borrow_and_update().is_trusted();
             ctx.ready();
+            // A certificate issued before the clock was trusted carries dates from the wrong
+            // time: issued again once it can be trusted, here (at start) or when it changes.
+            let mut when = Reissue::ClockTrusted;
             let mut recheck = tokio::time::interval(RECHECK);
             loop {
-                let when = tokio::select! {
+                if clock.borrow_and_update().is_trusted() {
+                    when = Reissue::ClockTrusted;
+                }
+                self.follow(&ctx, when);
+                when = tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
                     _ = recheck.tick() => Reissue::NamesChanged,
                     changed = addresses.changed() => { changed?; Reissue::NamesChanged }
-                    changed = clock.changed() => {
-                        changed?;
-                        // A certificate issued before the clock was trusted carries dates from
-                        // the wrong time: issue it again once the clock can be trusted.
-                        let was = std::mem::replace(&mut trusted, clock.borrow_and_update().is_trusted());
-                        if !was && trusted { Reissue::Always } else { continue }
-                    }
-                    // A config change re-issues the certificate itself; the new one is the
-                    // base the next comparison starts from.
-                    changed = config.changed() => { changed?; continue }
+                    changed = clock.changed() => { changed?; Reissue::NamesChanged }
+                    // A config change issues a certificate itself; the next comparison starts
+                    // from it.
+                    changed = config.changed() => { changed?; Reissue::NamesChanged }
                 };
-                self.follow(&ctx, when);
             }
         })
     }

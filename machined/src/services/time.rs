@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 
 use crate::facts::Clock;
 use crate::machine::Machine;
-use crate::service::{Service, ServiceContext};
+use crate::service::{self, Service, ServiceContext};
 use crate::time::clock::{Clock as _, Correction, SystemClock};
 use crate::time::floor::{self, Floor};
 use crate::time::sntp;
@@ -48,8 +48,9 @@ impl TimeSync {
         TimeSync { machine, image_floor }
     }
 
-    /// One sync: asks the servers, corrects the clock; returns what to tell the user.
-    async fn sync(&self, servers: &[String], first: bool) -> Result<Clock, String> {
+    /// One sync: asks the servers, corrects the clock; returns the clock fact and whether
+    /// the clock was stepped.
+    async fn sync(&self, servers: &[String], first: bool) -> Result<(Clock, bool), String> {
         let sample =
             sntp::query_first(servers, sntp::DEFAULT_TIMEOUT).await.map_err(|e| e.to_string())?;
         let now = SystemClock.now();
@@ -59,12 +60,13 @@ impl TimeSync {
         let correction = Correction::for_offset(sample.offset, first);
         correction.apply(&SystemClock).map_err(|e| e.to_string())?;
         let offset_seconds = sample.offset.as_nanos() as f64 / 1e9;
-        Ok(Clock::Synchronised {
+        let clock = Clock::Synchronised {
             source: sample.server.to_string(),
             offset_seconds,
             at: SystemTime::now(),
             correction: correction.to_string(),
-        })
+        };
+        Ok((clock, matches!(correction, Correction::Step(_))))
     }
 }
 
@@ -89,13 +91,22 @@ impl Service for TimeSync {
                     None
                 } else {
                     let servers = servers(current.as_deref());
-                    match self.sync(&servers, !synced_once).await {
-                        Ok(clock) => {
+                    // DNS and a timeout per address can take long; a stop must not wait.
+                    let synced = tokio::select! {
+                        _ = ctx.stop.cancelled() => return Ok(()),
+                        synced = self.sync(&servers, !synced_once) => synced,
+                    };
+                    match synced {
+                        Ok((clock, stepped)) => {
                             ctx.log(describe(&clock));
                             facts.clock.send_replace(clock);
                             synced_once = true;
                             retry = RETRY_START;
-                            if recorded.is_none_or(|at| at.elapsed() >= floor::RECORD_INTERVAL) {
+                            // After a step at once: the next boot must not start from
+                            // the time before it.
+                            if stepped
+                                || recorded.is_none_or(|at| at.elapsed() >= floor::RECORD_INTERVAL)
+                            {
                                 match floor::record(&floor_path, SystemTime::now()) {
                                     Ok(()) => recorded = Some(Instant::now()),
                                     Err(e) => ctx.log(e.to_string()),
@@ -123,12 +134,7 @@ impl Service for TimeSync {
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
                     changed = config.changed() => changed?,
-                    _ = async {
-                        match wait {
-                            Some(wait) => tokio::time::sleep(wait).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {}
+                    _ = service::until(wait.map(|wait| tokio::time::Instant::now() + wait)) => {}
                 }
             }
         })

@@ -4,8 +4,8 @@
 //! SNTP corrects it. Two floors:
 //!
 //! - the last known-good time, kept on STATE ([`NodeLayout::time_floor_path`]): recorded
-//!   after each successful sync and every [`RECORD_INTERVAL`] while synchronised, by an
-//!   atomic replace (small, rare writes: SD cards wear);
+//!   by the time service at a sync that stepped the clock, and otherwise at most every
+//!   [`RECORD_INTERVAL`], by an atomic replace (small, rare writes: SD cards wear);
 //! - the image's build time, written by image-builder at
 //!   [`cairn_api::image::TIME_FLOOR_PATH`] ([`NodeLayout::image_time_floor_path`]).
 //!
@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::time::clock::{Clock, ClockError, Offset};
 
-/// How often a synchronised node records the time on STATE, besides after each sync.
+/// How often, at most, a synchronised node records the time on STATE (a step is recorded at
+/// once).
 pub const RECORD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// A time the clock cannot be earlier than, and the file it was read from.

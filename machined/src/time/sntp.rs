@@ -21,7 +21,6 @@
 //! the system clock and a monotonic one, never from NTP's 32-bit seconds, so a node booted
 //! in 1970 measures an offset of decades as exactly as one of milliseconds.
 
-use std::hash::{BuildHasher, Hasher, RandomState};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -442,16 +441,18 @@ fn target(server: &str) -> Result<Target<'_>, SntpError> {
     Ok(Target::Host(host, port))
 }
 
-/// 64 unpredictable, nonzero bits. From std's `RandomState`: SipHash keyed from the
-/// operating system's random source (getrandom(2), which does not block early in boot as
-/// a blocking read would), with new keys for every call.
+/// 64 unpredictable, nonzero bits from the kernel's CSPRNG (getrandom(2) through ring):
+/// an off-path spoofer must guess them to have a reply accepted.
 fn nonce() -> u64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let random = SystemRandom::new();
     loop {
-        let mut hasher = RandomState::new().build_hasher();
-        hasher.write_u128(unix_nanos(SystemTime::now()) as u128);
-        let bits = hasher.finish();
-        if bits != 0 {
-            return bits;
+        let mut bytes = [0u8; 8];
+        if random.fill(&mut bytes).is_ok() {
+            let bits = u64::from_ne_bytes(bytes);
+            if bits != 0 {
+                return bits;
+            }
         }
     }
 }

@@ -239,3 +239,40 @@ async fn circles_and_unknown_dependencies_are_refused() {
     ));
     assert!(sup.list().is_empty(), "nothing was registered");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_ends_the_run_and_starts_it_again_without_letting_go() {
+    let stopped = stops();
+    let sup = supervisor(Facts::new(None));
+    sup.start_all(vec![Arc::new(Fake::new("svc", vec![], &stopped))]).unwrap();
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(status(&sup, "svc").state, ServiceState::Ready);
+    sup.restart("svc").unwrap();
+    // Still supervised while it restarts: no second instance, and a stop would find it.
+    assert!(matches!(sup.start("svc"), Err(SupervisorError::AlreadyRunning(_))));
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(*stopped.lock().unwrap(), ["svc"], "the first run ended");
+    let s = status(&sup, "svc");
+    assert_eq!((s.state, s.restarts), (ServiceState::Ready, 0), "{s:?}");
+    assert!(s.events.iter().any(|e| e.message == "restart requested"), "{s:?}");
+    sup.stop("svc").await.unwrap();
+    sup.restart("svc").unwrap();
+    settle(Duration::from_secs(1)).await;
+    assert_eq!(status(&sup, "svc").state, ServiceState::Ready, "a stopped service is started");
+    assert!(matches!(
+        sup.start_all(vec![Arc::new(Fake::new("svc", vec![], &stopped))]),
+        Err(SupervisorError::AlreadyStarted)
+    ));
+}
+
+#[tokio::test]
+async fn two_services_with_one_name_are_refused() {
+    let stopped = stops();
+    let sup = supervisor(Facts::new(None));
+    let twins: Vec<Arc<dyn Service>> = vec![
+        Arc::new(Fake::new("twin", vec![], &stopped)),
+        Arc::new(Fake::new("twin", vec![], &stopped)),
+    ];
+    assert!(matches!(sup.start_all(twins), Err(SupervisorError::Duplicate("twin"))));
+    assert!(sup.list().is_empty());
+}
