@@ -23,6 +23,7 @@ use crate::power::{KernelPower, Power, ProcessPower};
 use crate::reaper::Reaper;
 use crate::service::Service;
 use crate::services::addresses::AddressWatch;
+use crate::services::containerd;
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
 use crate::services::power_button::PowerButton;
@@ -143,6 +144,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         services.push(Arc::new(Network::new(machine.clone())));
         services.push(Arc::new(PowerButton::new(machine.clone())));
         services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
+        services.push(Arc::new(containerd::service(machine.clone(), reaper.clone())));
     }
     machine.supervisor().start_all(services)?;
 

@@ -151,6 +151,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         "addresses",
         "serving-cert",
         "time",
+        "containerd",
     ] {
         assert!(services.lines().any(|l| l.contains(service) && l.contains("Ready")), "{services}");
     }
@@ -158,6 +159,9 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         .ok()
         .stdout
         .contains("stage 2 (PID 1)"));
+    // containerd runs supervised, its output in its log.
+    let containerd = ctl(Some(&admin), &["-n", &n, "logs", "containerd"]).ok().stdout;
+    assert!(containerd.contains("containerd successfully booted"), "{containerd}");
     // machined logs into the kernel log too.
     let dmesg = ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout;
     assert!(dmesg.contains("Linux version"), "{dmesg}");

@@ -1,0 +1,176 @@
+//! `containerd`: the container runtime the kubelet will drive over CRI, as a supervised child
+//! process. It starts once EPHEMERAL is mounted (its images and snapshots live in
+//! `/var/lib/containerd`), its output is its log (`ctl logs containerd`), and it is ready once
+//! its socket accepts connections. Runs only as PID 1. Its shims double-fork away from it and
+//! end up children of PID 1: the reaper reaps them when they exit.
+//!
+//! machined writes containerd's config at each start: the CRI plugin with the overlayfs
+//! snapshotter and runc v2 on the cgroupfs driver (there is no systemd), CNI directories, the
+//! pause image Cairn builds, and registry mirrors from `machine.registries`, as containerd's
+//! per-registry `hosts.toml` files (read at each pull, so a new config needs no restart: the
+//! service rewrites them whenever the config changes).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use cairn_api::config::MachineConfig;
+
+use crate::facts::Fact;
+use crate::machine::Machine;
+use crate::reaper::Reaper;
+use crate::service::{Dependency, HealthCheck, ProcessService};
+
+/// containerd's gRPC socket (CRI included).
+pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// The sandbox ("pause") image every pod starts with; image-builder bakes it in.
+pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
+/// Where the CNI plugins are.
+const CNI_BIN_DIR: &str = "/usr/lib/cni";
+/// The CNI network configs (the kubelet writes them; `/run`: made from the config at boot).
+pub const CNI_CONF_DIR: &str = "/run/cairn/cni";
+/// Where machined writes containerd's config (`/run`: made from the config at each start).
+const CONFIG_DIR: &str = "/run/cairn/containerd";
+/// The per-registry `hosts.toml` directories.
+const HOSTS_DIR: &str = "/run/cairn/containerd/certs.d";
+
+/// `path` (absolute on the node) under `root`.
+fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// The containerd service of `machine`.
+pub fn service(machine: Arc<Machine>, reaper: Arc<Reaper>) -> ProcessService {
+    let root = machine.layout().root().to_path_buf();
+    let command = Box::new(move || {
+        let config = machine.config(false)?;
+        let path = write_config(&root, config.as_deref())?;
+        let mut command = Command::new(root.join("usr/bin/containerd"));
+        command.arg("--config").arg(path).env_clear().env("PATH", "/usr/bin:/usr/sbin");
+        Ok(command)
+    });
+    ProcessService::new(
+        "containerd",
+        reaper,
+        vec![Dependency::Fact(Fact::EphemeralVolume, None)],
+        command,
+    )
+    .with_health(Box::new(|| -> HealthCheck {
+        Box::pin(async {
+            tokio::net::UnixStream::connect(SOCKET)
+                .await
+                .map(drop)
+                .map_err(|e| format!("{SOCKET}: {e}"))
+        })
+    }))
+}
+
+/// Writes containerd's config and the registries' `hosts.toml` files; returns the config's
+/// path.
+fn write_config(root: &Path, config: Option<&MachineConfig>) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(under(root, CONFIG_DIR))?;
+    std::fs::create_dir_all(under(root, CNI_CONF_DIR))?;
+    write_hosts(&under(root, HOSTS_DIR), config)?;
+    let path = under(root, CONFIG_DIR).join("config.toml");
+    crate::durable::write_atomically(&path, render().as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+/// containerd's config (version 2, containerd 1.7).
+fn render() -> String {
+    let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+    format!(
+        r#"# Written by machined at each start of containerd; changes here are lost.
+version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = "{SOCKET}"
+
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.runc.options]
+  BinaryName = "/usr/sbin/runc"
+  SystemdCgroup = false
+
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{CNI_CONF_DIR}"
+
+[{cri}.registry]
+  config_path = "{HOSTS_DIR}"
+"#
+    )
+}
+
+/// One directory per mirrored registry (`_default` for `*`), each with a `hosts.toml` naming
+/// its mirrors in order; the directories of registries no longer mirrored are removed.
+fn write_hosts(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    let Some(config) = config else { return Ok(()) };
+    for (registry, mirror) in &config.machine.registries.mirrors {
+        let name = if registry == "*" { "_default" } else { registry.as_str() };
+        let registry_dir = dir.join(name);
+        std::fs::create_dir_all(&registry_dir)?;
+        crate::durable::write_atomically(
+            &registry_dir.join("hosts.toml"),
+            hosts_toml(&mirror.endpoints).as_bytes(),
+            0o644,
+        )?;
+    }
+    Ok(())
+}
+
+/// A `hosts.toml` that tries `endpoints` in order for pulls.
+fn hosts_toml(endpoints: &[String]) -> String {
+    let mut text = String::new();
+    for endpoint in endpoints {
+        let _ = writeln!(text, "[host.{endpoint:?}]\n  capabilities = [\"pull\", \"resolve\"]\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_become_hosts_files_and_old_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("certs.d");
+        std::fs::create_dir_all(hosts.join("old.example")).unwrap();
+        // Parsed without validation: only the registries matter here.
+        let config: MachineConfig = serde_yaml::from_str(concat!(
+            "version: v1alpha1\n",
+            "machine:\n",
+            "  clientCa: {crt: client}\n",
+            "  nodeCa: {crt: node, key: key}\n",
+            "  registries:\n",
+            "    mirrors:\n",
+            "      docker.io: {endpoints: [\"http://10.0.2.2:5000\", \"https://mirror.example\"]}\n",
+            "      \"*\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        ))
+        .unwrap();
+        write_hosts(&hosts, Some(&config)).unwrap();
+        assert!(!hosts.join("old.example").exists());
+        assert_eq!(
+            std::fs::read_to_string(hosts.join("docker.io/hosts.toml")).unwrap(),
+            "[host.\"http://10.0.2.2:5000\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
+             [host.\"https://mirror.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n"
+        );
+        assert!(hosts.join("_default/hosts.toml").exists());
+    }
+}
