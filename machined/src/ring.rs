@@ -15,6 +15,12 @@ pub struct Sequenced<T> {
     pub item: T,
 }
 
+/// Records a follower may fall behind before it is cut off. The broadcast buffer is
+/// allocated and initialised whole for every ring (a log source, the events), so it is
+/// resident memory: 1024 slots cost about 80 KiB per ring, a tenth of machined's RSS over
+/// a dozen rings.
+const FOLLOW_BUFFER: usize = 256;
+
 /// Keeps the last `capacity` records and broadcasts new ones to followers.
 #[derive(Debug)]
 pub struct Ring<T: Clone> {
@@ -38,7 +44,7 @@ impl<T: Clone> Ring<T> {
                 next_seq: 1,
             }),
             capacity,
-            followers: broadcast::channel(1024).0,
+            followers: broadcast::channel(FOLLOW_BUFFER).0,
         }
     }
 

@@ -85,7 +85,7 @@ pub struct VmConfig {
     /// the caller, which then stops the VM itself (see [`watch_interrupts`]). Otherwise
     /// Ctrl-C ends QEMU with the caller, as tests want.
     pub own_process_group: bool,
-    /// Where the emulated real-time clock starts (`-rtc base=`, e.g. `1970-01-01`, to boot
+    /// Where the emulated real-time clock starts (`-rtc base=`, e.g. `2000-01-01`, to boot
     /// like a board without RTC); the host's UTC time when `None`.
     pub rtc_base: Option<String>,
 }
