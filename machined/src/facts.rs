@@ -53,6 +53,8 @@ pub enum Clock {
         at: SystemTime,
         /// What was done about the offset (`step +3600.000000s`, `slew -0.004512s`).
         correction: String,
+        /// The floor the clock was raised to at boot, before it was synchronised.
+        raised_to_floor: Option<SystemTime>,
     },
     /// Someone else keeps the time: the host, when machined is not PID 1.
     Host,
@@ -65,6 +67,15 @@ impl Clock {
     /// synchronised, or nobody will synchronise it.
     pub fn is_trusted(&self) -> bool {
         !matches!(self, Clock::Unsynchronised { .. })
+    }
+
+    /// The floor the clock was raised to at this boot, if it was.
+    pub fn raised_to_floor(&self) -> Option<SystemTime> {
+        match self {
+            Clock::Unsynchronised { raised_to_floor, .. }
+            | Clock::Synchronised { raised_to_floor, .. } => *raised_to_floor,
+            Clock::Host | Clock::Disabled => None,
+        }
     }
 }
 

@@ -482,9 +482,10 @@ impl MachineService for MachineApi {
         };
         let millis =
             |time: SystemTime| time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        response.state = match self.machine.facts().clock.borrow().clone() {
-            Clock::Unsynchronised { raised_to_floor, last_error } => {
-                response.raised_to_floor_unix_millis = raised_to_floor.map_or(0, millis);
+        let clock = self.machine.facts().clock.borrow().clone();
+        response.raised_to_floor_unix_millis = clock.raised_to_floor().map_or(0, millis);
+        response.state = match clock {
+            Clock::Unsynchronised { last_error, .. } => {
                 response.last_error = last_error.unwrap_or_default();
                 "unsynchronised"
             }

@@ -65,6 +65,7 @@ impl TimeSync {
             offset_seconds,
             at: SystemTime::now(),
             correction: correction.to_string(),
+            raised_to_floor: self.machine.facts().clock.borrow().raised_to_floor(),
         };
         Ok((clock, matches!(correction, Correction::Step(_))))
     }
