@@ -45,6 +45,10 @@ pub struct Board {
     /// Kernel command-line arguments.
     #[serde(default)]
     pub kernel_args: Vec<String>,
+    /// OCI image-layout archives to carry (see [`crate::preload`]), relative to the board's
+    /// folder in the file; [`Board::load`] makes them relative to where it was loaded from.
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
 }
 
 /// The bootloader that chooses and counts slots.
@@ -65,6 +69,10 @@ pub struct Profile {
     pub packages: Vec<String>,
     /// The files taken from them (absolute paths); their shared libraries come along.
     pub files: Vec<String>,
+    /// OCI image-layout archives to carry (see [`crate::preload`]), relative to the profile's
+    /// folder in the file; [`Profile::load`] makes them relative to where it was loaded from.
+    #[serde(default)]
+    pub images: Vec<PathBuf>,
 }
 
 fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BoardError> {
@@ -77,14 +85,20 @@ fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BoardError> {
 impl Board {
     /// Reads `overlays_dir/<name>/board.toml`.
     pub fn load(overlays_dir: &Path, name: &str) -> Result<Board, BoardError> {
-        load(&overlays_dir.join(name).join("board.toml"))
+        let dir = overlays_dir.join(name);
+        let mut board: Board = load(&dir.join("board.toml"))?;
+        board.images = board.images.iter().map(|image| dir.join(image)).collect();
+        Ok(board)
     }
 }
 
 impl Profile {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Profile, BoardError> {
-        load(path)
+        let mut profile: Profile = load(path)?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        profile.images = profile.images.iter().map(|image| dir.join(image)).collect();
+        Ok(profile)
     }
 }
 
@@ -103,6 +117,34 @@ mod tests {
         let profile =
             Profile::load(&workspace().join("image-builder/profiles/default.toml")).unwrap();
         assert!(profile.packages.contains(&"containerd".to_string()));
+    }
+
+    #[test]
+    fn image_archives_are_found_beside_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("b")).unwrap();
+        fs::write(
+            dir.path().join("b/board.toml"),
+            "arch = \"x86_64\"\nbootloader = \"systemd-boot\"\nkernel = \"k\"\n\
+             images = [\"images/app.tar\", \"/abs/other.tar\"]\n",
+        )
+        .unwrap();
+        let board = Board::load(dir.path(), "b").unwrap();
+        assert_eq!(
+            board.images,
+            [dir.path().join("b/images/app.tar"), PathBuf::from("/abs/other.tar")]
+        );
+        let profile_path = dir.path().join("profiles/p.toml");
+        fs::create_dir_all(profile_path.parent().unwrap()).unwrap();
+        fs::write(
+            &profile_path,
+            "suite = \"trixie\"\npackages = []\nfiles = []\nimages = [\"app.tar\"]\n",
+        )
+        .unwrap();
+        let profile = Profile::load(&profile_path).unwrap();
+        assert_eq!(profile.images, [dir.path().join("profiles/app.tar")]);
+        let shipped = Profile::load(&workspace().join("image-builder/profiles/default.toml"));
+        assert!(shipped.unwrap().images.is_empty());
     }
 
     #[test]

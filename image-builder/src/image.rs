@@ -1,6 +1,7 @@
-//! Assembling an image from fetched packages and a machined binary: kernel and modules,
-//! initramfs, root squashfs, ESP with the bootloader, the GPT disk (`.raw`, `.raw.zst`) and
-//! a build report. Every step is deterministic: same inputs, same bytes.
+//! Assembling an image from fetched packages and the machined and pause binaries: kernel and
+//! modules, initramfs, root squashfs (with the preloaded container images), ESP with the
+//! bootloader, the GPT disk (`.raw`, `.raw.zst`) and a build report. Every step is
+//! deterministic: same inputs, same bytes.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
@@ -24,8 +25,9 @@ use crate::board::{Board, Bootloader, Profile};
 use crate::deb::{self, unpack_into, DebError};
 use crate::disk::{self, DiskError, DiskLayout};
 use crate::initramfs::{self, InitramfsError};
-use crate::machined::{self, MachinedError};
+use crate::machined::{self, MachinedError, Program};
 use crate::packages::PackageSet;
+use crate::preload::{self, PreloadError, PreloadInputs};
 use crate::rootfs::{self, RootfsError};
 use crate::squashfs::{self, SquashfsError};
 use crate::tree::{FileTree, Node, TreeError};
@@ -68,9 +70,12 @@ pub enum ImageError {
     /// The disk could not be written.
     #[error(transparent)]
     Disk(#[from] DiskError),
-    /// machined is unfit for the image.
+    /// machined or pause is unfit for the image.
     #[error(transparent)]
     Machined(#[from] MachinedError),
+    /// The container images could not be made.
+    #[error(transparent)]
+    Preload(#[from] PreloadError),
     /// Hashing an output failed.
     #[error(transparent)]
     Hash(#[from] AptError),
@@ -86,6 +91,8 @@ pub struct ImageInputs<'a> {
     pub packages: &'a PackageSet,
     /// machined, static, built for the board's architecture.
     pub machined: &'a Path,
+    /// pause, static, built for the board's architecture.
+    pub pause: &'a Path,
     /// The time every file carries (SOURCE_DATE_EPOCH).
     pub mtime: u32,
     /// The image's time floor ([`TIME_FLOOR_PATH`]), seconds since 1970: SOURCE_DATE_EPOCH
@@ -119,6 +126,8 @@ pub struct BuildReport {
     pub bootstrap_token: bool,
     /// Output files.
     pub outputs: Vec<OutputFile>,
+    /// The container images on the root filesystem, as OCI archives.
+    pub images: Vec<PreloadedImage>,
     /// Packages used.
     pub packages: Vec<PackageUsed>,
 }
@@ -132,6 +141,19 @@ pub struct OutputFile {
     pub bytes: u64,
     /// SHA-256.
     pub sha256: String,
+}
+
+/// One container image the image carries.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreloadedImage {
+    /// Its full name, e.g. `localhost/pause:latest`.
+    pub name: String,
+    /// The archive holding it, on the root filesystem.
+    pub archive: String,
+    /// The archive's size, bytes.
+    pub archive_bytes: u64,
+    /// The digest of its manifest (or index), `sha256:...`: what containerd lists it by.
+    pub manifest_digest: String,
 }
 
 /// One package.
@@ -184,7 +206,8 @@ pub fn build(
     let initramfs_modules = index.resolve(&module_sets::names(ModuleSet::Initramfs, arch))?;
     let rootfs_modules = index.resolve(&module_sets::names(ModuleSet::Rootfs, arch))?;
 
-    let machined = machined::load(inputs.machined, arch)?;
+    let machined = machined::load(inputs.machined, Program::Machined, arch)?;
+    let pause = machined::load(inputs.pause, Program::Pause, arch)?;
 
     // The initramfs: machined as /init, the modules that reach the root, mount points.
     let mut early = FileTree::new();
@@ -216,6 +239,27 @@ pub fn build(
         root.file(BOOTSTRAP_TOKEN_PATH, 0o400, token.expose().as_bytes().to_vec())?;
     }
     add_modules(&mut root, &kernel, &modules_root, &rootfs_modules)?;
+    let listed: Vec<PathBuf> =
+        inputs.profile.images.iter().chain(&inputs.board.images).cloned().collect();
+    let archives = preload::build(&PreloadInputs {
+        arch,
+        pause: &pause,
+        packages: &pool,
+        archives: &listed,
+        epoch: u64::from(inputs.mtime),
+    })?;
+    let mut images = Vec::new();
+    for archive in archives {
+        for image in &archive.images {
+            images.push(PreloadedImage {
+                name: image.name.clone(),
+                archive: archive.path.clone(),
+                archive_bytes: archive.bytes.len() as u64,
+                manifest_digest: image.digest.to_string(),
+            });
+        }
+        root.file(&archive.path, 0o644, archive.bytes)?;
+    }
     let rootfs_image = squashfs::build(&root, inputs.mtime)?;
 
     // The ESP: bootloader, slot A's kernel and initramfs, its boot entry.
@@ -280,6 +324,7 @@ pub fn build(
         rootfs_modules: rootfs_modules.len(),
         bootstrap_token: inputs.bootstrap_token.is_some(),
         outputs,
+        images,
         packages,
     };
     let report_path = output.join("report.toml");

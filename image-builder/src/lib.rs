@@ -7,22 +7,30 @@
 //! - [`packages`]: the package set of a build, resolved, locked and downloaded.
 //! - [`lockfile`]: the versions and SHA-256s a build used, and will use again.
 //! - [`deb`]: unpacking `.deb` files.
-//! - [`machined`]: machined built static for the board's architecture, and checked.
+//! - [`executable`]: the static-executable check every program without libraries passes.
+//! - [`machined`]: machined and pause built static for the board's architecture, and checked.
 //! - [`rootfs`]: the files taken from packages, with the libraries they need.
 //! - [`initramfs`]: deterministic newc cpio archives, zstd-compressed.
 //! - [`squashfs`]: deterministic squashfs root filesystems.
+//! - [`oci`]: OCI image-layout archives, written deterministically and checked when read.
+//! - [`busybox`]: the files of the busybox container image, applets read from the binary.
+//! - [`preload`]: the container images every image carries (pause, busybox, listed archives).
 //! - [`disk`]: GPT disk images with an ESP (FAT32) and root slots.
 //! - [`image`]: all of the above, assembled into a bootable disk image and a report.
 
 pub mod apt;
 pub mod board;
+pub mod busybox;
 pub mod deb;
 pub mod disk;
+pub mod executable;
 pub mod image;
 pub mod initramfs;
 pub mod lockfile;
 pub mod machined;
+pub mod oci;
 pub mod packages;
+pub mod preload;
 pub mod rootfs;
 pub mod squashfs;
 pub mod tree;

@@ -1,18 +1,66 @@
-//! machined for the image: built from the workspace for the board's architecture, release
-//! and static (as `/init` it runs before any shared library is there), or taken prebuilt;
-//! either way checked to be a static executable for that architecture.
+//! machined and pause for the image: the two programs of the workspace's machined package,
+//! built for the board's architecture, release and static (machined runs as `/init` before any
+//! shared library is there; pause is the only file of its container image), in one cargo
+//! invocation, or taken prebuilt; either way checked to be static executables for that
+//! architecture.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use cairn_api::arch::Arch;
-use goblin::elf::header::{EM_AARCH64, EM_ARM, EM_X86_64};
 
-/// The workspace package that is machined.
+use crate::executable::{self, ExecutableError};
+
+/// The workspace package that holds machined and pause.
 const PACKAGE: &str = "machined";
 
-/// machined could not be built or is unfit for the image.
+/// A program of the machined package that images carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// Cairn's PID 1 (`/init` of the initramfs, then `/usr/sbin/machined`).
+    Machined,
+    /// PID 1 of pod sandboxes, the only file of `localhost/pause:latest`.
+    Pause,
+}
+
+impl Program {
+    /// Every program, in the order cargo is asked for them.
+    pub const ALL: [Program; 2] = [Program::Machined, Program::Pause];
+
+    /// The binary's name in the package (`--bin NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Program::Machined => "machined",
+            Program::Pause => "pause",
+        }
+    }
+
+    /// Why it must be static.
+    fn runs(self) -> &'static str {
+        match self {
+            Program::Machined => "machined runs as /init before any library is there",
+            Program::Pause => "pause is the only file of its container image",
+        }
+    }
+}
+
+impl std::fmt::Display for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The executables [`build`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Programs {
+    /// machined.
+    pub machined: PathBuf,
+    /// pause.
+    pub pause: PathBuf,
+}
+
+/// machined or pause could not be built or is unfit for the image.
 #[derive(Debug, thiserror::Error)]
 pub enum MachinedError {
     /// cargo could not be run.
@@ -24,16 +72,23 @@ pub enum MachinedError {
         source: std::io::Error,
     },
     /// cargo ran and failed.
-    #[error("building machined for {target} failed ({status}); cargo's errors are above")]
+    #[error(
+        "building machined and pause for {target} failed ({status}); cargo's errors are above"
+    )]
     Build {
         /// The Rust target.
         target: &'static str,
         /// cargo's exit status.
         status: std::process::ExitStatus,
     },
-    /// cargo succeeded without naming the executable.
-    #[error("cargo built no machined executable for {0}")]
-    NoExecutable(&'static str),
+    /// cargo succeeded without naming one of the executables.
+    #[error("cargo built no {program} executable for {target}")]
+    NoExecutable {
+        /// The program missing.
+        program: Program,
+        /// The Rust target.
+        target: &'static str,
+    },
     /// The binary could not be read.
     #[error("{path}: {source}")]
     Read {
@@ -52,9 +107,9 @@ pub enum MachinedError {
     },
 }
 
-/// Builds machined from `workspace` for `arch` with cargo (`$CARGO`, else `cargo` on the
-/// PATH); returns the executable's path. cargo's progress goes to stderr.
-pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
+/// Builds machined and pause from `workspace` for `arch` with one cargo invocation (`$CARGO`,
+/// else `cargo` on the PATH); returns the executables' paths. cargo's progress goes to stderr.
+pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     let target = arch.rust_target();
     let cargo_error =
         |source| MachinedError::Cargo { workspace: workspace.display().to_string(), source };
@@ -63,6 +118,7 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
     let mut child = Command::new(cargo)
         .current_dir(&workspace)
         .args(["build", "--release", "--locked", "-p", PACKAGE, "--target", target])
+        .args(Program::ALL.iter().flat_map(|program| ["--bin", program.name()]))
         .args(["--message-format", "json-render-diagnostics"])
         // With --target, these reach only the target's crates, not build scripts.
         .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&workspace).join("\x1f"))
@@ -70,18 +126,24 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<PathBuf, MachinedError> {
         .spawn()
         .map_err(cargo_error)?;
     let messages = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut executable = None;
+    let (mut machined, mut pause) = (None, None);
     for line in messages.lines() {
         let line = line.map_err(cargo_error)?;
-        if let Some(path) = machined_executable(&line) {
-            executable = Some(path);
+        match executable_in(&line) {
+            Some((Program::Machined, path)) => machined = Some(path),
+            Some((Program::Pause, path)) => pause = Some(path),
+            None => {}
         }
     }
     let status = child.wait().map_err(cargo_error)?;
     if !status.success() {
         return Err(MachinedError::Build { target, status });
     }
-    executable.ok_or(MachinedError::NoExecutable(target))
+    let missing = |program| MachinedError::NoExecutable { program, target };
+    Ok(Programs {
+        machined: machined.ok_or_else(|| missing(Program::Machined))?,
+        pause: pause.ok_or_else(|| missing(Program::Pause))?,
+    })
 }
 
 /// Static linking, and source paths that do not depend on where the workspace, cargo's
@@ -108,50 +170,36 @@ fn rustflags(workspace: &Path) -> Vec<String> {
     flags
 }
 
-/// The executable in one of cargo's JSON messages, if it is machined's.
-fn machined_executable(message: &str) -> Option<PathBuf> {
+/// The program and executable in one of cargo's JSON messages, if it is one of ours.
+fn executable_in(message: &str) -> Option<(Program, PathBuf)> {
     let message: serde_json::Value = serde_json::from_str(message).ok()?;
-    if message["reason"] != "compiler-artifact" || message["target"]["name"] != PACKAGE {
+    if message["reason"] != "compiler-artifact" {
         return None;
     }
-    message["executable"].as_str().map(PathBuf::from)
+    let target = &message["target"];
+    if !target["kind"].as_array()?.iter().any(|kind| kind == "bin") {
+        return None;
+    }
+    let program = Program::ALL.into_iter().find(|p| target["name"] == p.name())?;
+    Some((program, PathBuf::from(message["executable"].as_str()?)))
 }
 
-/// Reads machined from `path` and checks that it is a static executable for `arch`.
-pub fn load(path: &Path, arch: Arch) -> Result<Vec<u8>, MachinedError> {
+/// Reads `program` from `path` and checks that it is a static executable for `arch`.
+pub fn load(path: &Path, program: Program, arch: Arch) -> Result<Vec<u8>, MachinedError> {
     let display = path.display().to_string();
     let data = std::fs::read(path)
         .map_err(|source| MachinedError::Read { path: display.clone(), source })?;
-    check(&data, arch).map_err(|reason| MachinedError::Unfit { path: display, reason })?;
+    executable::check_static(&data, arch).map_err(|e| {
+        let reason = match e {
+            ExecutableError::Dynamic(_) => format!(
+                "{e}; {}: build it with RUSTFLAGS=\"-C target-feature=+crt-static\"",
+                program.runs()
+            ),
+            other => other.to_string(),
+        };
+        MachinedError::Unfit { path: display, reason }
+    })?;
     Ok(data)
-}
-
-fn check(data: &[u8], arch: Arch) -> Result<(), String> {
-    let elf = goblin::elf::Elf::parse(data).map_err(|e| format!("not an ELF executable: {e}"))?;
-    let machine = match arch {
-        Arch::X86_64 => EM_X86_64,
-        Arch::Arm64 => EM_AARCH64,
-        Arch::Armv7 => EM_ARM,
-    };
-    if elf.header.e_machine != machine {
-        return Err(format!(
-            "built for ELF machine {}, not {arch} ({})",
-            elf.header.e_machine,
-            arch.rust_target()
-        ));
-    }
-    if elf.interpreter.is_some() || !elf.libraries.is_empty() {
-        return Err(format!(
-            "dynamically linked (needs {}); machined runs as /init before any library is \
-             there: build it with RUSTFLAGS=\"-C target-feature=+crt-static\"",
-            elf.interpreter
-                .into_iter()
-                .chain(elf.libraries.iter().copied())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -159,29 +207,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_executable_in_cargo_messages() {
-        let artifact = r#"{"reason":"compiler-artifact","target":{"name":"machined","kind":["bin"]},"executable":"/t/release/machined"}"#;
-        assert_eq!(machined_executable(artifact), Some(PathBuf::from("/t/release/machined")));
+    fn finds_both_executables_in_cargo_messages() {
+        let machined = r#"{"reason":"compiler-artifact","target":{"name":"machined","kind":["bin"]},"executable":"/t/release/machined"}"#;
+        assert_eq!(
+            executable_in(machined),
+            Some((Program::Machined, PathBuf::from("/t/release/machined")))
+        );
+        let pause = r#"{"reason":"compiler-artifact","target":{"name":"pause","kind":["bin"]},"executable":"/t/release/pause"}"#;
+        assert_eq!(executable_in(pause), Some((Program::Pause, PathBuf::from("/t/release/pause"))));
         let library = r#"{"reason":"compiler-artifact","target":{"name":"machined","kind":["lib"]},"executable":null}"#;
-        assert_eq!(machined_executable(library), None);
-        let other =
-            r#"{"reason":"compiler-artifact","target":{"name":"ctl"},"executable":"/t/ctl"}"#;
-        assert_eq!(machined_executable(other), None);
-        assert_eq!(machined_executable(r#"{"reason":"build-finished","success":true}"#), None);
+        assert_eq!(executable_in(library), None);
+        let other = r#"{"reason":"compiler-artifact","target":{"name":"ctl","kind":["bin"]},"executable":"/t/ctl"}"#;
+        assert_eq!(executable_in(other), None);
+        assert_eq!(executable_in(r#"{"reason":"build-finished","success":true}"#), None);
     }
 
     #[test]
-    fn refuses_dynamic_foreign_and_non_elf_files() {
+    fn refuses_dynamic_foreign_and_non_elf_files_naming_the_program() {
         // This test's own executable is dynamically linked x86_64 (on this project's hosts).
         let exe = std::env::current_exe().unwrap();
-        let error = load(&exe, Arch::X86_64).unwrap_err().to_string();
+        let error = load(&exe, Program::Machined, Arch::X86_64).unwrap_err().to_string();
         assert!(error.contains("dynamically linked") && error.contains("crt-static"), "{error}");
-        let error = load(&exe, Arch::Arm64).unwrap_err().to_string();
+        assert!(error.contains("/init"), "{error}");
+        let error = load(&exe, Program::Pause, Arch::X86_64).unwrap_err().to_string();
+        assert!(error.contains("pause is the only file"), "{error}");
+        let error = load(&exe, Program::Pause, Arch::Arm64).unwrap_err().to_string();
         assert!(error.contains("not arm64"), "{error}");
         let dir = tempfile::tempdir().unwrap();
         let script = dir.path().join("machined");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
-        let error = load(&script, Arch::X86_64).unwrap_err().to_string();
+        let error = load(&script, Program::Machined, Arch::X86_64).unwrap_err().to_string();
         assert!(error.contains("not an ELF executable"), "{error}");
     }
 }

@@ -32,10 +32,14 @@ enum Command {
         #[command(flatten)]
         packages: PackageArgs,
         /// A prebuilt machined (static, for the board's architecture) instead of building
-        /// it from --source.
+        /// it from --source (with --pause, nothing is built).
         #[arg(long, value_name = "FILE")]
         machined: Option<PathBuf>,
-        /// The Cairn workspace machined is built from.
+        /// A prebuilt pause (static, for the board's architecture) instead of building it
+        /// from --source (with --machined, nothing is built).
+        #[arg(long, value_name = "FILE")]
+        pause: Option<PathBuf>,
+        /// The Cairn workspace machined and pause are built from.
         #[arg(long, value_name = "DIR", default_value = ".")]
         source: PathBuf,
         /// Where the image goes.
@@ -120,7 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Build { packages, machined, source, output, bootstrap_token_file } => {
+        Command::Build { packages, machined, pause, source, output, bootstrap_token_file } => {
             // Checked first: a bad token must not cost a download and a build.
             let bootstrap_token =
                 match &bootstrap_token_file {
@@ -134,11 +138,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     None => None,
                 };
             let (board, profile, set) = fetch(&packages)?;
-            let machined = match machined {
-                Some(path) => path,
-                None => {
-                    eprintln!("building machined for {}", board.arch);
-                    image_builder::machined::build(&source, board.arch)?
+            let (machined, pause) = match (machined, pause) {
+                (Some(machined), Some(pause)) => (machined, pause),
+                (machined, pause) => {
+                    eprintln!("building machined and pause for {}", board.arch);
+                    let built = image_builder::machined::build(&source, board.arch)?;
+                    (machined.unwrap_or(built.machined), pause.unwrap_or(built.pause))
                 }
             };
             let source_date_epoch: Option<u32> = match std::env::var("SOURCE_DATE_EPOCH") {
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 profile: &profile,
                 packages: &set,
                 machined: &machined,
+                pause: &pause,
                 mtime: source_date_epoch.unwrap_or(DEFAULT_SOURCE_DATE_EPOCH),
                 time_floor: source_date_epoch.map(u64::from),
                 bootstrap_token: bootstrap_token.as_ref(),
@@ -166,6 +172,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report.rootfs_bytes,
                 report.rootfs_modules
             );
+            for image in &report.images {
+                println!(
+                    "{}  {} in {} ({} bytes)",
+                    image.manifest_digest, image.name, image.archive, image.archive_bytes
+                );
+            }
             for file in &report.outputs {
                 println!(
                     "{}  {} ({} bytes)",

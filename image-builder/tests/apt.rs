@@ -43,8 +43,14 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
         kernel: "linux-image-amd64".into(),
         packages: vec![],
         kernel_args: vec![],
+        images: vec![],
     };
-    let profile = Profile { suite: "trixie".into(), packages: vec!["hello".into()], files: vec![] };
+    let profile = Profile {
+        suite: "trixie".into(),
+        packages: vec!["hello".into()],
+        files: vec![],
+        images: vec![],
+    };
     let meta = apt.show("linux-image-amd64", None).unwrap();
     let mut lock = Lock::new("trixie");
     lock.record(&meta, "amd64");

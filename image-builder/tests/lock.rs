@@ -131,11 +131,12 @@ fn board() -> Board {
         kernel: "linux-image-test".into(),
         packages: vec![],
         kernel_args: vec![],
+        images: vec![],
     }
 }
 
 fn profile() -> Profile {
-    Profile { suite: SUITE.into(), packages: vec!["tool".into()], files: vec![] }
+    Profile { suite: SUITE.into(), packages: vec!["tool".into()], files: vec![], images: vec![] }
 }
 
 const KERNEL: [Package; 2] =
