@@ -323,21 +323,8 @@ mod tests {
 
     /// An archive of one image for `arch`, written to `dir/file_name`.
     fn archive_file(dir: &Path, file_name: &str, name: &str, arch: Arch) -> PathBuf {
-        let name = ImageName::parse(name).unwrap();
-        let mut tree = FileTree::new();
-        tree.file("/app", 0o755, "app").unwrap();
-        let spec = ImageSpec {
-            name: &name,
-            arch,
-            root: &tree,
-            entrypoint: vec!["/app".into()],
-            cmd: vec![],
-            env: vec![],
-            user: None,
-            epoch: 0,
-        };
         let path = dir.join(file_name);
-        std::fs::write(&path, write::write(&spec).unwrap().bytes).unwrap();
+        std::fs::write(&path, write::one_file_image(name, arch).bytes).unwrap();
         path
     }
 

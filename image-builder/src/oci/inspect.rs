@@ -203,27 +203,14 @@ fn regular_files(data: &[u8]) -> io::Result<BTreeMap<String, Vec<u8>>> {
 mod tests {
     use cairn_api::arch::Arch;
 
-    use super::super::write::{write, ImageSpec};
+    use super::super::write::one_file_image;
     use super::super::ImageName;
     use super::*;
-    use crate::tree::FileTree;
 
     fn archive(arch: Arch) -> (ImageName, Vec<u8>, Descriptor) {
-        let name = ImageName::parse("registry.example/app:v1").unwrap();
-        let mut tree = FileTree::new();
-        tree.file("/app", 0o755, "app").unwrap();
-        let archive = write(&ImageSpec {
-            name: &name,
-            arch,
-            root: &tree,
-            entrypoint: vec!["/app".into()],
-            cmd: vec![],
-            env: vec![],
-            user: None,
-            epoch: 0,
-        })
-        .unwrap();
-        (name, archive.bytes, archive.manifest)
+        let name = "registry.example/app:v1";
+        let archive = one_file_image(name, arch);
+        (ImageName::parse(name).unwrap(), archive.bytes, archive.manifest)
     }
 
     /// `data` with its regular files changed by `edit` (path, content → new content; `None`

@@ -236,6 +236,26 @@ fn json(value: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(value).expect("OCI documents always serialize")
 }
 
+/// The archive of an image `name` for `arch` holding one executable, `/app`: the fixture
+/// the tests of archive readers share.
+#[cfg(test)]
+pub(crate) fn one_file_image(name: &str, arch: cairn_api::arch::Arch) -> OciArchive {
+    let name = ImageName::parse(name).unwrap();
+    let mut tree = crate::tree::FileTree::new();
+    tree.file("/app", 0o755, "app").unwrap();
+    write(&ImageSpec {
+        name: &name,
+        arch,
+        root: &tree,
+        entrypoint: vec!["/app".into()],
+        cmd: vec![],
+        env: vec![],
+        user: None,
+        epoch: 0,
+    })
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
