@@ -1,9 +1,10 @@
 //! The machine config: one YAML document per node, `version: v1alpha1`.
 //!
-//! Parsing is strict: an unknown field anywhere in Cairn's own schema is an error naming its
-//! path (pods are Kubernetes objects and follow Kubernetes' own, lenient, decoding). After
-//! parsing, [`MachineConfig::validate`] checks every value and reports *all* problems at once,
-//! each with its YAML path, so an operator can fix a file in one go:
+//! Parsing is strict: an unknown field anywhere is an error naming its path. Pods are Kubernetes
+//! objects, which serde reads leniently: [`pod`] finds their unknown fields, and those Cairn's
+//! kubelet does not support. After parsing, [`MachineConfig::validate`] checks every value and
+//! reports *all* problems at once, each with its YAML path, so an operator can fix a file in one
+//! go:
 //!
 //! ```text
 //! machine.network.interfaces[0].addresses[1]: "10.0.0.300/24" is not an IP network
@@ -11,6 +12,7 @@
 //!
 //! Later schema versions get their own module; old versions stay readable.
 
+pub mod pod;
 mod redact;
 mod schema;
 pub mod shape;
@@ -71,7 +73,18 @@ impl MachineConfig {
             };
             ConfigError::Parse { message }
         })?;
-        let problems = config.validate();
+        // serde dropped the pods' fields that Kubernetes does not know: they are found in the
+        // YAML as written.
+        let written: serde_yaml::Value =
+            serde_yaml::from_slice(bytes).map_err(|e| ConfigError::Parse {
+                message: crate::text::shortened(&e.to_string(), MAX_PARSE_ERROR_CHARS),
+            })?;
+        let pods = written
+            .get("machine")
+            .and_then(|machine| machine.get("pods"))
+            .and_then(serde_yaml::Value::as_sequence)
+            .map_or(&[][..], Vec::as_slice);
+        let problems = config.validate_as_written(pods);
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -70,6 +70,9 @@ pub struct Machine {
     /// Static pods: Kubernetes Pod objects the node runs without a control plane.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<Pod>,
+    /// The embedded kubelet.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kubelet: Kubelet,
     /// Image registry mirrors.
     #[serde(default, skip_serializing_if = "is_default")]
     pub registries: Registries,
@@ -204,6 +207,27 @@ pub enum FileOp {
     Create,
     /// Append to what is there.
     Append,
+}
+
+/// Settings of the embedded kubelet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Kubelet {
+    /// The IPv4 subnet pods get their addresses from (on the `cni0` bridge), in CIDR form;
+    /// [`Kubelet::DEFAULT_POD_SUBNET`] when absent. Pods created after a change get addresses
+    /// from the new subnet; running pods keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_subnet: Option<String>,
+}
+
+impl Kubelet {
+    /// The pod subnet when the config names none (Flannel's default range, one node's share).
+    pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/24";
+
+    /// The pod subnet in force.
+    pub fn pod_subnet(&self) -> &str {
+        self.pod_subnet.as_deref().unwrap_or(Self::DEFAULT_POD_SUBNET)
+    }
 }
 
 /// Image registry settings.

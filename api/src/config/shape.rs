@@ -1,7 +1,7 @@
-//! Limits on a config's YAML, checked before serde_yaml reads it. A config can come from
-//! anyone in maintenance mode and is parsed by PID 1, so its cost must be bounded: aliases
-//! multiply memory (a 1 MB "billion laughs" reached 1.5 GB), and deep nesting makes
-//! serde_yaml's parser quadratic (96 KB of brackets: 13 s). One linear pass over the YAML
+//! Limits on a config's YAML (or a pod manifest's), checked before serde_yaml reads it. A
+//! config can come from anyone in maintenance mode and is parsed by PID 1, so its cost must be
+//! bounded: aliases multiply memory (a 1 MB "billion laughs" reached 1.5 GB), and deep nesting
+//! makes serde_yaml's parser quadratic (96 KB of brackets: 13 s). One linear pass over the YAML
 //! events, which stops at the first excess, rules both out.
 
 use yaml_rust2::parser::{Event, Parser};
@@ -17,12 +17,12 @@ pub const MAX_DEPTH: usize = 64;
 pub fn check(bytes: &[u8]) -> Result<(), String> {
     if bytes.len() > MAX_CONFIG_BYTES {
         return Err(format!(
-            "the config is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
+            "the document is {} bytes; at most {MAX_CONFIG_BYTES} are accepted",
             bytes.len()
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        format!("the config is not UTF-8: invalid byte at offset {}", e.valid_up_to())
+        format!("the document is not UTF-8: invalid byte at offset {}", e.valid_up_to())
     })?;
     let mut parser = Parser::new_from_str(text);
     let mut depth = 0usize;
@@ -48,7 +48,7 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
         };
         if anchored {
             return Err(format!(
-                "{}: anchors and aliases are not accepted in a machine config; write values out",
+                "{}: anchors and aliases are not accepted; write values out",
                 at()
             ));
         }

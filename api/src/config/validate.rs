@@ -48,19 +48,24 @@ const MAX_REASON_CHARS: usize = 240;
 
 /// Collects problems while walking the config.
 #[derive(Default)]
-struct Checker {
-    problems: Vec<Problem>,
+pub(super) struct Checker {
+    pub(super) problems: Vec<Problem>,
 }
 
 impl Checker {
-    fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn fail(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(Problem {
             path: shortened(&path.into(), MAX_REASON_CHARS),
             reason: shortened(&reason.into(), MAX_REASON_CHARS),
         });
     }
 
-    fn check(&mut self, ok: bool, path: impl Into<String>, reason: impl FnOnce() -> String) {
+    pub(super) fn check(
+        &mut self,
+        ok: bool,
+        path: impl Into<String>,
+        reason: impl FnOnce() -> String,
+    ) {
         if !ok {
             self.fail(path, reason());
         }
@@ -68,8 +73,16 @@ impl Checker {
 }
 
 impl MachineConfig {
-    /// Every problem in the config's values; empty when it is valid.
+    /// Every problem in the config's values; empty when it is valid. Pods are checked as serde
+    /// read them, without the fields Kubernetes does not know: [`MachineConfig::from_yaml`],
+    /// which has the YAML as written, reports those too.
     pub fn validate(&self) -> Vec<Problem> {
+        self.validate_as_written(&[])
+    }
+
+    /// [`MachineConfig::validate`], with `machine.pods` as written (by index) to find fields
+    /// unknown to Kubernetes.
+    pub(super) fn validate_as_written(&self, written_pods: &[serde_yaml::Value]) -> Vec<Problem> {
         let mut c = Checker::default();
         let m = &self.machine;
         check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
@@ -136,7 +149,19 @@ impl MachineConfig {
             c.check(!value.contains('\n'), path, || "value must be a single line".to_string());
         }
         check_files(&mut c, &m.files);
-        check_pods(&mut c, &m.pods);
+        super::pod::check_pods(&mut c, &m.pods, written_pods, "machine.pods");
+        if let Some(subnet) = &m.kubelet.pod_subnet {
+            let prefix = subnet.parse::<ipnet::Ipv4Net>().map(|net| net.prefix_len());
+            c.check(
+                prefix.is_ok_and(|len| (8..=28).contains(&len)),
+                "machine.kubelet.podSubnet",
+                || {
+                    format!(
+                        "{subnet:?} is not an IPv4 subnet in CIDR form with a prefix of /8 to /28"
+                    )
+                },
+            );
+        }
         for (registry, mirror) in &m.registries.mirrors {
             for (i, endpoint) in mirror.endpoints.iter().enumerate() {
                 c.check(
@@ -299,49 +324,6 @@ fn check_files(c: &mut Checker, files: &[MachineFile]) {
     }
 }
 
-fn check_pods(c: &mut Checker, pods: &[k8s_openapi::api::core::v1::Pod]) {
-    let mut names = HashSet::new();
-    for (i, pod) in pods.iter().enumerate() {
-        let path = format!("machine.pods[{i}]");
-        match pod.metadata.name.as_deref() {
-            Some(name) if is_dns_name(name) && !name.contains(|ch: char| ch.is_ascii_uppercase()) => {
-                let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-                c.check(names.insert((namespace, name)), format!("{path}.metadata.name"), || {
-                    format!("{namespace}/{name} is defined more than once")
-                });
-            }
-            Some(name) => c.fail(format!("{path}.metadata.name"), format!("{name:?} is not a DNS subdomain name (lower case letters, digits, '-' and '.')")),
-            None => c.fail(format!("{path}.metadata.name"), "is required"),
-        }
-        let Some(spec) = &pod.spec else {
-            c.fail(format!("{path}.spec"), "is required");
-            continue;
-        };
-        c.check(!spec.containers.is_empty(), format!("{path}.spec.containers"), || {
-            "needs at least one container".to_string()
-        });
-        let mut container_names = HashSet::new();
-        for (j, container) in spec.containers.iter().enumerate() {
-            let name = &container.name;
-            c.check(
-                is_dns_label(name) && !name.contains(|ch: char| ch.is_ascii_uppercase()),
-                format!("{path}.spec.containers[{j}].name"),
-                || format!("{name:?} is not a DNS label (lower case letters, digits and '-')"),
-            );
-            c.check(
-                container_names.insert(name.as_str()),
-                format!("{path}.spec.containers[{j}].name"),
-                || format!("{name:?} is used by another container of this pod"),
-            );
-            c.check(
-                container.image.as_deref().is_some_and(|image| !image.is_empty()),
-                format!("{path}.spec.containers[{j}].image"),
-                || "is required".to_string(),
-            );
-        }
-    }
-}
-
 fn check_cluster(c: &mut Checker, cluster: &Cluster) {
     let endpoint = &cluster.control_plane.endpoint;
     c.check(
@@ -366,7 +348,7 @@ fn check_cluster(c: &mut Checker, cluster: &Cluster) {
 }
 
 /// An RFC 1123 label: 1-63 lower- or upper-case letters, digits and inner '-'.
-fn is_dns_label(label: &str) -> bool {
+pub(super) fn is_dns_label(label: &str) -> bool {
     (1..=63).contains(&label.len())
         && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
         && !label.starts_with('-')

@@ -1,0 +1,1016 @@
+//! Static pods, decoded strictly: from `machine.pods` and from manifest files ([`decode_pod`]).
+//!
+//! k8s-openapi decodes a Pod as Kubernetes does, leniently: a field it does not know is
+//! dropped, so a typo (`imagePullPolcy`) silently becomes a default. And Cairn's kubelet runs a
+//! subset of the Pod API, so a field it does not implement (`initContainers`, a `configMap`
+//! volume) would be ignored just as silently. A pod is therefore checked three ways, and every
+//! problem is reported with its path (`machine.pods[0].spec.containers[0].imagePullPolcy`):
+//!
+//! - fields Kubernetes does not know: the pod as written is compared, key by key, with the pod
+//!   as k8s-openapi read it and wrote it back (keys only: quantities and int-or-string ports
+//!   are written back in their own forms);
+//! - fields Kubernetes knows and Cairn's kubelet does not support: `SUPPORTED` lists the
+//!   fields it does, anything else is refused;
+//! - values: names, ports, quantities, references between fields, following Kubernetes'
+//!   own validation where the kubelet relies on it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements, Volume};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_yaml::Value;
+
+use super::shape;
+use super::validate::{is_dns_label, Checker, Problem};
+
+/// The namespace of a pod that names none, as in Kubernetes.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Why a field Kubernetes knows is refused.
+const UNSUPPORTED: &str = "not supported by Cairn's kubelet";
+
+/// What Cairn's kubelet supports at one place of a Pod.
+enum Supported {
+    /// The value as Kubernetes reads it: a scalar, a list of strings, or a map with free-form
+    /// keys (labels, annotations).
+    Whole,
+    /// An object with only these fields; the text says, for a refused field, what is
+    /// supported instead (empty when there is nothing useful to say).
+    Fields(&'static [(&'static str, Supported)], &'static str),
+    /// A list whose every item is supported as described.
+    Each(&'static Supported),
+}
+
+use Supported::{Each, Fields, Whole};
+
+/// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
+/// refused, so the kubelet never meets a setting it would silently ignore; values are checked
+/// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
+/// `nodeSelector`, `affinity`, `tolerations`, `serviceAccountName`, `imagePullSecrets`,
+/// `dnsPolicy`, pod-level `securityContext`, volume sources other than hostPath and emptyDir,
+/// `env[].valueFrom`, grpc probes, `stdin`/`tty`, resources other than cpu and memory.
+static SUPPORTED: Supported = Fields(
+    &[
+        ("apiVersion", Whole),
+        ("kind", Whole),
+        (
+            "metadata",
+            Fields(
+                &[("name", Whole), ("namespace", Whole), ("labels", Whole), ("annotations", Whole)],
+                "",
+            ),
+        ),
+        (
+            "spec",
+            Fields(
+                &[
+                    ("containers", Each(&CONTAINER)),
+                    ("restartPolicy", Whole),
+                    ("hostNetwork", Whole),
+                    ("hostname", Whole),
+                    ("terminationGracePeriodSeconds", Whole),
+                    (
+                        "volumes",
+                        Each(&Fields(
+                            &[
+                                ("name", Whole),
+                                ("hostPath", Fields(&[("path", Whole), ("type", Whole)], "")),
+                                (
+                                    "emptyDir",
+                                    Fields(&[("medium", Whole), ("sizeLimit", Whole)], ""),
+                                ),
+                            ],
+                            "hostPath and emptyDir are",
+                        )),
+                    ),
+                ],
+                "",
+            ),
+        ),
+    ],
+    "",
+);
+
+/// A container, in [`SUPPORTED`].
+const CONTAINER: Supported = Fields(
+    &[
+        ("name", Whole),
+        ("image", Whole),
+        ("imagePullPolicy", Whole),
+        ("command", Whole),
+        ("args", Whole),
+        ("workingDir", Whole),
+        ("env", Each(&Fields(&[("name", Whole), ("value", Whole)], ""))),
+        (
+            "ports",
+            Each(&Fields(
+                &[
+                    ("containerPort", Whole),
+                    ("hostPort", Whole),
+                    ("protocol", Whole),
+                    ("name", Whole),
+                    ("hostIP", Whole),
+                ],
+                "",
+            )),
+        ),
+        (
+            "volumeMounts",
+            Each(&Fields(
+                &[("name", Whole), ("mountPath", Whole), ("readOnly", Whole), ("subPath", Whole)],
+                "",
+            )),
+        ),
+        ("resources", Fields(&[("requests", RESOURCES), ("limits", RESOURCES)], "")),
+        (
+            "securityContext",
+            Fields(
+                &[
+                    ("runAsUser", Whole),
+                    ("runAsGroup", Whole),
+                    ("privileged", Whole),
+                    ("readOnlyRootFilesystem", Whole),
+                ],
+                "",
+            ),
+        ),
+        ("livenessProbe", PROBE),
+        ("readinessProbe", PROBE),
+        ("startupProbe", PROBE),
+        ("terminationMessagePath", Whole),
+    ],
+    "",
+);
+
+/// Resource requests or limits, in [`SUPPORTED`].
+const RESOURCES: Supported = Fields(&[("cpu", Whole), ("memory", Whole)], "cpu and memory are");
+
+/// A liveness, readiness or startup probe, in [`SUPPORTED`].
+const PROBE: Supported = Fields(
+    &[
+        ("exec", Fields(&[("command", Whole)], "")),
+        (
+            "httpGet",
+            Fields(
+                &[
+                    ("path", Whole),
+                    ("port", Whole),
+                    ("host", Whole),
+                    ("scheme", Whole),
+                    ("httpHeaders", Each(&Fields(&[("name", Whole), ("value", Whole)], ""))),
+                ],
+                "",
+            ),
+        ),
+        ("tcpSocket", Fields(&[("port", Whole), ("host", Whole)], "")),
+        ("initialDelaySeconds", Whole),
+        ("periodSeconds", Whole),
+        ("timeoutSeconds", Whole),
+        ("successThreshold", Whole),
+        ("failureThreshold", Whole),
+    ],
+    "",
+);
+
+/// Decodes a pod manifest file (one Pod YAML document) within [`shape`]'s limits and checks it
+/// as `machine.pods` are; problem paths start with `path` (the file name, say).
+pub fn decode_pod(bytes: &[u8], path: &str) -> Result<Pod, Vec<Problem>> {
+    let decoded = shape::check(bytes).and_then(|()| {
+        // Read from the bytes rather than from a Value, serde_yaml's errors name the field and
+        // the line.
+        let pod: Pod = serde_yaml::from_slice(bytes).map_err(|e| e.to_string())?;
+        let written: Value = serde_yaml::from_slice(bytes).map_err(|e| e.to_string())?;
+        Ok((pod, written))
+    });
+    let mut c = Checker::default();
+    let (pod, written) = match decoded {
+        Ok(decoded) => decoded,
+        Err(reason) => {
+            c.fail(path, reason);
+            return Err(c.problems);
+        }
+    };
+    check_pod(&mut c, &pod, Some(&written), path);
+    if c.problems.is_empty() {
+        Ok(pod)
+    } else {
+        Err(c.problems)
+    }
+}
+
+/// Checks `machine.pods` (at `path`): each pod, and that no two share a namespace and name.
+/// `written` holds the pods as written, by index; a pod missing there is checked as serde read
+/// it, where fields Kubernetes does not know are already gone.
+pub(super) fn check_pods(c: &mut Checker, pods: &[Pod], written: &[Value], path: &str) {
+    let mut names = HashSet::new();
+    for (i, pod) in pods.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        check_pod(c, pod, written.get(i), &at);
+        if let Some(name) = &pod.metadata.name {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
+            c.check(names.insert((namespace, name)), format!("{at}.metadata.name"), || {
+                format!("{namespace}/{name} is defined more than once")
+            });
+        }
+    }
+}
+
+/// Every problem of one pod: its fields (those `written` has, or else the pod's own) and its
+/// values.
+fn check_pod(c: &mut Checker, pod: &Pod, written: Option<&Value>, path: &str) {
+    match serde_yaml::to_value(pod) {
+        Ok(read) => {
+            let written = written.unwrap_or(&read);
+            // k8s-openapi checks these two when present, and writes them back when not.
+            for field in ["apiVersion", "kind"] {
+                c.check(
+                    written.get(field).is_some_and(|v| !v.is_null()),
+                    join(path, field),
+                    || "is required".to_string(),
+                );
+            }
+            check_fields(c, written, &read, &SUPPORTED, path);
+        }
+        Err(e) => c.fail(path, format!("cannot be checked: {e}")),
+    }
+    check_values(c, pod, path);
+}
+
+/// Walks the pod as written alongside the pod as read back: a key the reading dropped is
+/// unknown to Kubernetes, a key it kept but [`SUPPORTED`] lacks is refused. A null value is
+/// an absent field, as in Kubernetes.
+fn check_fields(c: &mut Checker, written: &Value, read: &Value, supported: &Supported, path: &str) {
+    let written = match written {
+        Value::Tagged(tagged) => &tagged.value,
+        other => other,
+    };
+    match (written, read) {
+        (Value::Mapping(written), Value::Mapping(read)) => {
+            for (key, value) in written.iter().filter(|(_, value)| !value.is_null()) {
+                let name = match key {
+                    Value::String(name) => name.clone(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                };
+                let at = join(path, &name);
+                let Some(read) = read.get(name.as_str()) else {
+                    c.fail(at, "unknown field");
+                    continue;
+                };
+                match supported {
+                    Whole => check_fields(c, value, read, &Whole, &at),
+                    Fields(fields, instead) => match fields.iter().find(|(f, _)| *f == name) {
+                        Some((_, inner)) => check_fields(c, value, read, inner, &at),
+                        None if instead.is_empty() => c.fail(at, UNSUPPORTED),
+                        None => c.fail(at, format!("{UNSUPPORTED} ({instead})")),
+                    },
+                    // A list in the tree is a list in the data: k8s-openapi read it as one.
+                    Each(_) => {}
+                }
+            }
+        }
+        (Value::Sequence(written), Value::Sequence(read)) => {
+            let item = match supported {
+                Each(item) => item,
+                _ => &Whole,
+            };
+            for (i, (written, read)) in written.iter().zip(read).enumerate() {
+                check_fields(c, written, read, item, &format!("{path}[{i}]"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `path.key`, or `path."key"` when the key is no plain name (`nvidia.com/gpu`).
+fn join(path: &str, key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_".contains(ch)) {
+        format!("{path}.{key}")
+    } else {
+        format!("{path}.{key:?}")
+    }
+}
+
+/// A DNS-1123 label in lower case, as Kubernetes names objects: 1-63 lower-case letters,
+/// digits and inner '-'.
+fn is_object_name(name: &str) -> bool {
+    is_dns_label(name) && !name.contains(|ch: char| ch.is_ascii_uppercase())
+}
+
+/// Checks that `name` is an object name.
+fn check_name(c: &mut Checker, name: &str, path: String) {
+    c.check(is_object_name(name), path, || {
+        format!("{name:?} is not a DNS label (1-63 lower-case letters, digits and inner '-')")
+    });
+}
+
+/// Checks that `value` is one of `allowed`.
+fn check_one_of(c: &mut Checker, value: &str, allowed: &[&str], path: String) {
+    c.check(allowed.contains(&value), path, || {
+        format!("{value:?} is not one of {}", allowed.join(", "))
+    });
+}
+
+/// Checks an absolute path (`/` and more).
+fn check_absolute(c: &mut Checker, value: &str, path: String) {
+    c.check(value.starts_with('/'), path, || format!("{value:?} is not an absolute path"));
+}
+
+/// Checks a port number.
+fn check_port(c: &mut Checker, port: i32, path: String) {
+    c.check((1..=65535).contains(&port), path, || format!("{port} is outside 1..65535"));
+}
+
+/// Checks the values of a pod: names, references and numbers its fields allow but Kubernetes
+/// (or the kubelet) does not.
+fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
+    match &pod.metadata.name {
+        Some(name) => check_name(c, name, format!("{path}.metadata.name")),
+        None => c.fail(format!("{path}.metadata.name"), "is required"),
+    }
+    if let Some(namespace) = &pod.metadata.namespace {
+        check_name(c, namespace, format!("{path}.metadata.namespace"));
+    }
+    let Some(spec) = &pod.spec else {
+        c.fail(format!("{path}.spec"), "is required");
+        return;
+    };
+    let path = format!("{path}.spec");
+    c.check(!spec.containers.is_empty(), format!("{path}.containers"), || {
+        "needs at least one container".to_string()
+    });
+    if let Some(policy) = &spec.restart_policy {
+        check_one_of(c, policy, &["Always", "OnFailure", "Never"], format!("{path}.restartPolicy"));
+    }
+    if let Some(hostname) = &spec.hostname {
+        check_name(c, hostname, format!("{path}.hostname"));
+    }
+    if let Some(seconds) = spec.termination_grace_period_seconds {
+        c.check(seconds >= 0, format!("{path}.terminationGracePeriodSeconds"), || {
+            format!("{seconds} is negative")
+        });
+    }
+    let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or_default(), &path);
+    let host_network = spec.host_network == Some(true);
+    let mut names = HashSet::new();
+    let mut host_ports = HashSet::new();
+    for (i, container) in spec.containers.iter().enumerate() {
+        let at = format!("{path}.containers[{i}]");
+        let name = &container.name;
+        check_name(c, name, format!("{at}.name"));
+        c.check(names.insert(name), format!("{at}.name"), || {
+            format!("{name:?} is used by another container of this pod")
+        });
+        check_container(c, container, &volumes, host_network, &mut host_ports, &at);
+    }
+}
+
+/// Checks the volumes; returns their names, for the mounts.
+fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> HashSet<&'a str> {
+    let mut names = HashSet::new();
+    for (i, volume) in volumes.iter().enumerate() {
+        let at = format!("{path}.volumes[{i}]");
+        let name = &volume.name;
+        check_name(c, name, format!("{at}.name"));
+        c.check(names.insert(name.as_str()), format!("{at}.name"), || {
+            format!("{name:?} is used by another volume of this pod")
+        });
+        // A volume with neither source is an emptyDir, as Kubernetes defaults it.
+        c.check(volume.host_path.is_none() || volume.empty_dir.is_none(), &at, || {
+            format!("hostPath and emptyDir together are {UNSUPPORTED}: a volume has one source")
+        });
+        if let Some(host_path) = &volume.host_path {
+            check_absolute(c, &host_path.path, format!("{at}.hostPath.path"));
+            if let Some(kind) = &host_path.type_ {
+                let kinds = [
+                    "",
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ];
+                check_one_of(c, kind, &kinds, format!("{at}.hostPath.type"));
+            }
+        }
+        if let Some(empty_dir) = &volume.empty_dir {
+            if let Some(medium) = &empty_dir.medium {
+                c.check(
+                    medium.is_empty() || medium == "Memory",
+                    format!("{at}.emptyDir.medium"),
+                    || format!("{medium:?} is {UNSUPPORTED} (\"\" and \"Memory\" are)"),
+                );
+            }
+            if let Some(size) = &empty_dir.size_limit {
+                if let Err(reason) = memory_bytes(size) {
+                    c.fail(format!("{at}.emptyDir.sizeLimit"), reason);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Checks one container. `host_ports` gathers the (port, protocol) pairs the pod takes on the
+/// host, which two containers cannot share.
+fn check_container<'a>(
+    c: &mut Checker,
+    container: &'a Container,
+    volumes: &HashSet<&str>,
+    host_network: bool,
+    host_ports: &mut HashSet<(i32, &'a str)>,
+    path: &str,
+) {
+    c.check(
+        container.image.as_deref().is_some_and(|image| !image.is_empty()),
+        format!("{path}.image"),
+        || "is required".to_string(),
+    );
+    if let Some(policy) = &container.image_pull_policy {
+        let policies = ["Always", "IfNotPresent", "Never"];
+        check_one_of(c, policy, &policies, format!("{path}.imagePullPolicy"));
+    }
+    if let Some(dir) = &container.working_dir {
+        check_absolute(c, dir, format!("{path}.workingDir"));
+    }
+    if let Some(message_path) = &container.termination_message_path {
+        check_absolute(c, message_path, format!("{path}.terminationMessagePath"));
+    }
+    for (i, var) in container.env.iter().flatten().enumerate() {
+        let name = &var.name;
+        c.check(
+            !name.is_empty() && name.chars().all(|ch| ch.is_ascii_graphic() && ch != '='),
+            format!("{path}.env[{i}].name"),
+            || format!("{name:?} is not a variable name (printable characters but '=')"),
+        );
+    }
+    let port_names = check_ports(c, container, host_network, host_ports, path);
+    check_mounts(c, container, volumes, path);
+    if let Some(resources) = &container.resources {
+        check_resources(c, resources, &format!("{path}.resources"));
+    }
+    if let Some(context) = &container.security_context {
+        let ids = [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)];
+        for (field, id) in ids {
+            if let Some(id) = id {
+                c.check(
+                    (0..=i64::from(i32::MAX)).contains(&id),
+                    format!("{path}.securityContext.{field}"),
+                    || format!("{id} is outside 0..2147483647"),
+                );
+            }
+        }
+    }
+    for (field, probe) in [
+        ("livenessProbe", &container.liveness_probe),
+        ("readinessProbe", &container.readiness_probe),
+        ("startupProbe", &container.startup_probe),
+    ] {
+        if let Some(probe) = probe {
+            let one_success = field != "readinessProbe";
+            check_probe(c, probe, one_success, &port_names, &format!("{path}.{field}"));
+        }
+    }
+}
+
+/// Checks a container's ports; returns their names, for the probes.
+fn check_ports<'a>(
+    c: &mut Checker,
+    container: &'a Container,
+    host_network: bool,
+    host_ports: &mut HashSet<(i32, &'a str)>,
+    path: &str,
+) -> HashSet<&'a str> {
+    let mut names = HashSet::new();
+    for (i, port) in container.ports.iter().flatten().enumerate() {
+        let at = format!("{path}.ports[{i}]");
+        let container_port = port.container_port;
+        check_port(c, container_port, format!("{at}.containerPort"));
+        if let Some(host_port) = port.host_port {
+            check_port(c, host_port, format!("{at}.hostPort"));
+            let same = !host_network || host_port == container_port;
+            c.check(same, format!("{at}.hostPort"), || {
+                format!("{host_port} is not {container_port}: with hostNetwork they are one port")
+            });
+        }
+        let protocol = port.protocol.as_deref().unwrap_or("TCP");
+        c.check(matches!(protocol, "TCP" | "UDP"), format!("{at}.protocol"), || {
+            format!("{protocol:?} is {UNSUPPORTED} (TCP and UDP are)")
+        });
+        // With hostNetwork, the container port is the host port.
+        if let Some(on_host) = port.host_port.or(host_network.then_some(container_port)) {
+            c.check(host_ports.insert((on_host, protocol)), format!("{at}.hostPort"), || {
+                format!(
+                    "{protocol} port {on_host} on the host is taken by another port of this pod"
+                )
+            });
+        }
+        if let Some(name) = &port.name {
+            c.check(is_port_name(name), format!("{at}.name"), || {
+                format!("{name:?} is not a port name (1-15 lower-case letters, digits and '-')")
+            });
+            c.check(names.insert(name.as_str()), format!("{at}.name"), || {
+                format!("{name:?} is used by another port of this container")
+            });
+        }
+        if let Some(ip) = &port.host_ip {
+            c.check(ip.parse::<IpAddr>().is_ok(), format!("{at}.hostIP"), || {
+                format!("{ip:?} is not an IP address")
+            });
+        }
+    }
+    names
+}
+
+/// Checks a container's volume mounts: volumes of the pod, each at its own absolute path.
+fn check_mounts(c: &mut Checker, container: &Container, volumes: &HashSet<&str>, path: &str) {
+    let mut mount_paths = HashSet::new();
+    for (i, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        let at = format!("{path}.volumeMounts[{i}]");
+        let name = &mount.name;
+        c.check(volumes.contains(name.as_str()), format!("{at}.name"), || {
+            format!("{name:?} names no volume of this pod")
+        });
+        let mount_path = &mount.mount_path;
+        check_absolute(c, mount_path, format!("{at}.mountPath"));
+        c.check(mount_paths.insert(mount_path), format!("{at}.mountPath"), || {
+            format!("{mount_path:?} is mounted more than once")
+        });
+        if let Some(sub_path) = &mount.sub_path {
+            c.check(
+                !sub_path.starts_with('/') && !sub_path.split('/').any(|part| part == ".."),
+                format!("{at}.subPath"),
+                || format!("{sub_path:?} is not a relative path without '..'"),
+            );
+        }
+    }
+}
+
+/// An IANA service name, as Kubernetes names ports: 1-15 lower-case letters, digits and inner
+/// single '-', at least one letter.
+fn is_port_name(name: &str) -> bool {
+    name.len() <= 15
+        && is_object_name(name)
+        && !name.contains("--")
+        && name.contains(|ch: char| ch.is_ascii_lowercase())
+}
+
+/// Checks requests and limits: quantities that parse, and no request above its limit.
+fn check_resources(c: &mut Checker, resources: &ResourceRequirements, path: &str) {
+    type Parser = fn(&Quantity) -> Result<u64, String>;
+    let parsers: [(&str, Parser); 2] = [("cpu", cpu_millis), ("memory", memory_bytes)];
+    for (resource, parse) in parsers {
+        let amounts = [("requests", &resources.requests), ("limits", &resources.limits)].map(
+            |(kind, list)| {
+                let quantity = list.as_ref()?.get(resource)?;
+                parse(quantity)
+                    .map_err(|reason| c.fail(format!("{path}.{kind}.{resource}"), reason))
+                    .ok()
+                    .map(|amount| (amount, quantity))
+            },
+        );
+        if let [Some((request, _)), Some((limit, quantity))] = amounts {
+            c.check(request <= limit, format!("{path}.requests.{resource}"), || {
+                format!("is more than the limit, {:?}", quantity.0)
+            });
+        }
+    }
+}
+
+/// Checks a probe: one handler, ports that exist, counts that are not negative. `one_success`:
+/// liveness and startup probes, which Kubernetes allows a successThreshold of 1 only.
+fn check_probe(
+    c: &mut Checker,
+    probe: &Probe,
+    one_success: bool,
+    port_names: &HashSet<&str>,
+    path: &str,
+) {
+    let handlers = [probe.exec.is_some(), probe.http_get.is_some(), probe.tcp_socket.is_some()];
+    match handlers.iter().filter(|set| **set).count() {
+        // A grpc probe alone is refused as a field already.
+        0 if probe.grpc.is_none() => c.fail(path, "needs a handler: exec, httpGet or tcpSocket"),
+        0 | 1 => {}
+        _ => c.fail(path, "has more than one handler: keep one of exec, httpGet and tcpSocket"),
+    }
+    if let Some(exec) = &probe.exec {
+        c.check(
+            exec.command.as_ref().is_some_and(|command| !command.is_empty()),
+            format!("{path}.exec.command"),
+            || "is required".to_string(),
+        );
+    }
+    let targets = [
+        probe.http_get.as_ref().map(|http| ("httpGet", &http.port)),
+        probe.tcp_socket.as_ref().map(|tcp| ("tcpSocket", &tcp.port)),
+    ];
+    for (handler, port) in targets.into_iter().flatten() {
+        let reason = match port {
+            IntOrString::Int(port) if !(1..=65535).contains(port) => {
+                format!("{port} is outside 1..65535")
+            }
+            IntOrString::String(name) if !port_names.contains(name.as_str()) => {
+                format!("{name:?} names no port of this container")
+            }
+            _ => continue,
+        };
+        c.fail(format!("{path}.{handler}.port"), reason);
+    }
+    if let Some(scheme) = probe.http_get.as_ref().and_then(|http| http.scheme.as_ref()) {
+        c.check(scheme == "HTTP", format!("{path}.httpGet.scheme"), || {
+            format!("{scheme:?} is {UNSUPPORTED} (HTTP is)")
+        });
+    }
+    for (field, value) in [
+        ("initialDelaySeconds", probe.initial_delay_seconds),
+        ("periodSeconds", probe.period_seconds),
+        ("timeoutSeconds", probe.timeout_seconds),
+        ("successThreshold", probe.success_threshold),
+        ("failureThreshold", probe.failure_threshold),
+    ] {
+        if let Some(value) = value {
+            c.check(value >= 0, format!("{path}.{field}"), || format!("{value} is negative"));
+        }
+    }
+    if let Some(threshold) = probe.success_threshold {
+        c.check(!one_success || threshold == 1, format!("{path}.successThreshold"), || {
+            format!("{threshold} is not 1: liveness and startup probes succeed once")
+        });
+    }
+}
+
+/// A memory quantity (`64Mi`, `1G`, `1.5Gi`, `129e6`, `1048576`) in bytes, rounded up as
+/// Kubernetes does. Milli-bytes (`100m`, a common slip for `100Mi`) are refused; so is anything
+/// over 2^63-1, the most Kubernetes and cgroups take.
+pub fn memory_bytes(quantity: &Quantity) -> Result<u64, String> {
+    let number = Number::parse(&quantity.0)?;
+    if number.milli {
+        return Err(format!(
+            "{:?} is in thousandths of a byte: write Mi for mebibytes",
+            quantity.0
+        ));
+    }
+    number.rounded_up(0, &quantity.0)
+}
+
+/// A CPU quantity (`250m`, `0.5`, `2`) in thousandths of a CPU, rounded up as Kubernetes does
+/// (`0.1m` is `1m`); at most 2^63-1.
+pub fn cpu_millis(quantity: &Quantity) -> Result<u64, String> {
+    Number::parse(&quantity.0)?.rounded_up(3, &quantity.0)
+}
+
+/// A Kubernetes quantity as an exact number: `digits` × 10^`exp10` × 1024^`exp1024`.
+struct Number {
+    digits: u128,
+    exp10: i32,
+    exp1024: u32,
+    /// Whether the suffix was `m`.
+    milli: bool,
+}
+
+impl Number {
+    /// Parses `<number><suffix>` (see [`Quantity`]); the sign may only be `+`.
+    fn parse(text: &str) -> Result<Number, String> {
+        let refused = || format!("{text:?} is not a quantity (like 64Mi, 1G, 250m or 0.5)");
+        if text.starts_with('-') {
+            return Err(format!("{text:?} is negative"));
+        }
+        let unsigned = text.strip_prefix('+').unwrap_or(text);
+        let end =
+            unsigned.find(|ch: char| !ch.is_ascii_digit() && ch != '.').unwrap_or(unsigned.len());
+        let (number, suffix) = unsigned.split_at(end);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if whole.len() + fraction.len() == 0 || fraction.contains('.') {
+            return Err(refused());
+        }
+        let mut digits = 0u128;
+        for digit in whole.bytes().chain(fraction.bytes()) {
+            digits = digits
+                .checked_mul(10)
+                .and_then(|d| d.checked_add(u128::from(digit - b'0')))
+                .ok_or_else(|| format!("{text:?} has too many digits"))?;
+        }
+        let mut exp10 = -i32::try_from(fraction.len()).map_err(|_| refused())?;
+        let (scale10, exp1024) = match suffix {
+            "" => (0, 0),
+            "m" => (-3, 0),
+            "k" => (3, 0),
+            "M" => (6, 0),
+            "G" => (9, 0),
+            "T" => (12, 0),
+            "P" => (15, 0),
+            "E" => (18, 0),
+            "Ki" => (0, 1),
+            "Mi" => (0, 2),
+            "Gi" => (0, 3),
+            "Ti" => (0, 4),
+            "Pi" => (0, 5),
+            "Ei" => (0, 6),
+            exponent if exponent.starts_with(['e', 'E']) => {
+                (exponent[1..].parse::<i32>().map_err(|_| refused())?, 0)
+            }
+            _ => return Err(refused()),
+        };
+        exp10 = exp10.checked_add(scale10).ok_or_else(refused)?;
+        Ok(Number { digits, exp10, exp1024, milli: suffix == "m" })
+    }
+
+    /// The number × 10^`scale10`, rounded up to a whole, at most 2^63-1.
+    fn rounded_up(&self, scale10: i32, text: &str) -> Result<u64, String> {
+        if self.digits == 0 {
+            return Ok(0);
+        }
+        let too_large = || format!("{text:?} is too large (at most 2^63-1)");
+        let exp10 = self.exp10.saturating_add(scale10);
+        let mut value = 1024u128
+            .checked_pow(self.exp1024)
+            .and_then(|scale| self.digits.checked_mul(scale))
+            .ok_or_else(too_large)?;
+        if exp10 >= 0 {
+            value = 10u128
+                .checked_pow(exp10.unsigned_abs())
+                .and_then(|scale| value.checked_mul(scale))
+                .ok_or_else(too_large)?;
+        } else {
+            value = match 10u128.checked_pow(exp10.unsigned_abs()) {
+                Some(scale) => value.div_ceil(scale),
+                // Past 10^38, any positive number rounds up to 1.
+                None => u128::from(value > 0),
+            };
+        }
+        u64::try_from(value).ok().filter(|v| i64::try_from(*v).is_ok()).ok_or_else(too_large)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pod using every supported field.
+    const FULL: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: edge
+  labels: {app.kubernetes.io/name: web, tier: front}
+  annotations: {cairn.example/note: "any text"}
+spec:
+  restartPolicy: OnFailure
+  hostNetwork: false
+  hostname: web-1
+  terminationGracePeriodSeconds: 10
+  volumes:
+    - name: data
+      hostPath: {path: /var/lib/web, type: DirectoryOrCreate}
+    - name: scratch
+      emptyDir: {medium: Memory, sizeLimit: 64Mi}
+    - name: defaulted
+      emptyDir: {}
+  containers:
+    - name: web
+      image: docker.io/library/nginx:1.27
+      imagePullPolicy: IfNotPresent
+      command: [nginx]
+      args: [-g, daemon off;]
+      workingDir: /srv
+      env: [{name: MODE, value: edge}, {name: EMPTY}]
+      ports:
+        - {name: http, containerPort: 80, hostPort: 8080, protocol: TCP, hostIP: 0.0.0.0}
+        - {containerPort: 53, protocol: UDP}
+      volumeMounts:
+        - {name: data, mountPath: /data, readOnly: true, subPath: site}
+        - {name: scratch, mountPath: /tmp}
+      resources:
+        requests: {cpu: 100m, memory: 64Mi}
+        limits: {cpu: 2, memory: "1e9"}
+      securityContext: {runAsUser: 1000, runAsGroup: 1000, privileged: false, readOnlyRootFilesystem: true}
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: http
+          host: 127.0.0.1
+          scheme: HTTP
+          httpHeaders: [{name: X-Probe, value: "1"}]
+        initialDelaySeconds: 5
+        periodSeconds: 10
+        timeoutSeconds: 1
+        successThreshold: 1
+        failureThreshold: 3
+      readinessProbe: {tcpSocket: {port: 80, host: 127.0.0.1}, successThreshold: 2}
+      startupProbe: {exec: {command: [/bin/true]}}
+      terminationMessagePath: /dev/termination-log
+    - name: sidecar
+      image: busybox
+      nodeName: null
+"#;
+
+    /// The smallest pod, to which tests add one line (container fields at 4 spaces, spec
+    /// fields at 2).
+    const MINIMAL: &str =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - name: web\n    image: busybox\n";
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match decode_pod(yaml.as_bytes(), "web.yaml") {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn with(line: &str) -> Vec<String> {
+        problems(&format!("{MINIMAL}{line}\n"))
+    }
+
+    fn quantity(text: &str) -> Quantity {
+        Quantity(text.to_string())
+    }
+
+    #[test]
+    fn a_pod_using_every_supported_field_passes() {
+        let pod = decode_pod(FULL.as_bytes(), "web.yaml").unwrap();
+        assert_eq!(pod.metadata.name.as_deref(), Some("web"));
+        assert_eq!(pod.spec.unwrap().containers.len(), 2);
+        assert_eq!(problems(MINIMAL), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        assert_eq!(
+            with("    imagePullPolcy: Always"),
+            ["web.yaml.spec.containers[0].imagePullPolcy: unknown field"]
+        );
+        let yaml = MINIMAL.replace("metadata:", "metdata: {name: x}\nmetadata:");
+        assert_eq!(problems(&yaml), ["web.yaml.metdata: unknown field"]);
+        assert_eq!(
+            with("    resources: {limits: {memory: 64Mi, cpu: 100m}, requets: {cpu: 1}}"),
+            ["web.yaml.spec.containers[0].resources.requets: unknown field"]
+        );
+        assert_eq!(
+            with("  volumes: [{name: v, hostPath: {path: /var/v, kind: Directory}}]"),
+            ["web.yaml.spec.volumes[0].hostPath.kind: unknown field"]
+        );
+    }
+
+    #[test]
+    fn known_fields_the_kubelet_lacks_are_refused() {
+        let refused = |line: &str, want: &str| assert_eq!(with(line), [want], "{line}");
+        refused(
+            "  initContainers: [{name: init, image: busybox}]",
+            "web.yaml.spec.initContainers: not supported by Cairn's kubelet",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {}}, {name: cfg, configMap: {name: settings}}]",
+            "web.yaml.spec.volumes[1].configMap: not supported by Cairn's kubelet (hostPath and emptyDir are)",
+        );
+        refused(
+            "    env: [{name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}]",
+            "web.yaml.spec.containers[0].env[0].valueFrom: not supported by Cairn's kubelet",
+        );
+        refused(
+            "    livenessProbe: {grpc: {port: 9000}}",
+            "web.yaml.spec.containers[0].livenessProbe.grpc: not supported by Cairn's kubelet",
+        );
+        refused(
+            "  volumes: [{name: v, hostPath: {path: /var/v}, emptyDir: {}}]",
+            "web.yaml.spec.volumes[0]: hostPath and emptyDir together are not supported by Cairn's kubelet: a volume has one source",
+        );
+        refused(
+            "    resources: {limits: {nvidia.com/gpu: 1}}",
+            "web.yaml.spec.containers[0].resources.limits.\"nvidia.com/gpu\": not supported by Cairn's kubelet (cpu and memory are)",
+        );
+        refused(
+            "    readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}",
+            "web.yaml.spec.containers[0].readinessProbe.httpGet.scheme: \"HTTPS\" is not supported by Cairn's kubelet (HTTP is)",
+        );
+        refused("status: {phase: Running}", "web.yaml.status: not supported by Cairn's kubelet");
+        refused(
+            "  nodeSelector: {}",
+            "web.yaml.spec.nodeSelector: not supported by Cairn's kubelet",
+        );
+        // Null is absent, as in Kubernetes.
+        assert_eq!(with("  nodeSelector: null"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn values_are_checked() {
+        let yaml = MINIMAL.replace("{name: web}", "{name: Web, namespace: a.b}").replace(
+            "    image: busybox\n",
+            concat!(
+                "    image: busybox\n",
+                "    ports: [{containerPort: 0, name: http}, {containerPort: 80, hostPort: 70000}]\n",
+                "    volumeMounts: [{name: missing, mountPath: data}]\n",
+                "    resources: {requests: {memory: 2Gi, cpu: lots}, limits: {memory: 1Gi}}\n",
+                "    livenessProbe: {httpGet: {port: metrics}, tcpSocket: {port: 80}}\n",
+                "  - name: web\n",
+                "    image: \"\"\n",
+            ),
+        );
+        assert_eq!(
+            problems(&yaml),
+            [
+                "web.yaml.metadata.name: \"Web\" is not a DNS label (1-63 lower-case letters, digits and inner '-')",
+                "web.yaml.metadata.namespace: \"a.b\" is not a DNS label (1-63 lower-case letters, digits and inner '-')",
+                "web.yaml.spec.containers[0].ports[0].containerPort: 0 is outside 1..65535",
+                "web.yaml.spec.containers[0].ports[1].hostPort: 70000 is outside 1..65535",
+                "web.yaml.spec.containers[0].volumeMounts[0].name: \"missing\" names no volume of this pod",
+                "web.yaml.spec.containers[0].volumeMounts[0].mountPath: \"data\" is not an absolute path",
+                "web.yaml.spec.containers[0].resources.requests.cpu: \"lots\" is not a quantity (like 64Mi, 1G, 250m or 0.5)",
+                "web.yaml.spec.containers[0].resources.requests.memory: is more than the limit, \"1Gi\"",
+                "web.yaml.spec.containers[0].livenessProbe: has more than one handler: keep one of exec, httpGet and tcpSocket",
+                "web.yaml.spec.containers[0].livenessProbe.httpGet.port: \"metrics\" names no port of this container",
+                "web.yaml.spec.containers[1].name: \"web\" is used by another container of this pod",
+                "web.yaml.spec.containers[1].image: is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn host_network_ports_are_host_ports() {
+        let yaml = format!(
+            "{MINIMAL}    ports: [{{containerPort: 80, hostPort: 8080}}, {{containerPort: 443}}]\n  - name: two\n    image: busybox\n    ports: [{{containerPort: 53, protocol: UDP}}, {{containerPort: 443}}]\n  hostNetwork: true\n"
+        );
+        assert_eq!(
+            problems(&yaml),
+            [
+                "web.yaml.spec.containers[0].ports[0].hostPort: 8080 is not 80: with hostNetwork they are one port",
+                "web.yaml.spec.containers[1].ports[1].hostPort: TCP port 443 on the host is taken by another port of this pod",
+            ]
+        );
+    }
+
+    #[test]
+    fn pods_of_a_list_have_distinct_names() {
+        let pod = |yaml: &str| serde_yaml::from_str::<Pod>(yaml).unwrap();
+        let web = pod(MINIMAL);
+        let other = pod(&MINIMAL.replace("{name: web}", "{name: web, namespace: other}"));
+        let mut c = Checker::default();
+        check_pods(&mut c, &[web.clone(), other, web], &[], "machine.pods");
+        let problems: Vec<String> = c.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            ["machine.pods[2].metadata.name: default/web is defined more than once"]
+        );
+    }
+
+    #[test]
+    fn manifests_keep_the_config_limits_and_name_parse_errors() {
+        let anchored = problems(&format!("{MINIMAL}    args: &a [x]\n"));
+        assert_eq!(
+            anchored,
+            ["web.yaml: line 8 column 14: anchors and aliases are not accepted; write values out"]
+        );
+        let typed = with("    ports: [{containerPort: http}]");
+        assert!(
+            typed[0]
+                .starts_with("web.yaml: spec.containers[0].ports[0].containerPort: invalid type"),
+            "{typed:?}"
+        );
+        let missing = problems("kind: Pod\nmetadata: {name: web}\n");
+        assert_eq!(missing, ["web.yaml.apiVersion: is required", "web.yaml.spec: is required"]);
+        let wrong = problems(&MINIMAL.replace("kind: Pod", "kind: Deployment"));
+        assert!(wrong[0].contains("expected Pod"), "{wrong:?}");
+    }
+
+    #[test]
+    fn quantities_parse_exactly() {
+        for (text, bytes) in [
+            ("64Mi", 67_108_864),
+            ("1G", 1_000_000_000),
+            ("1e9", 1_000_000_000),
+            ("129E6", 129_000_000),
+            ("1.5Gi", 1_610_612_736),
+            ("1048576", 1_048_576),
+            ("+1k", 1000),
+            ("0.5", 1),
+            ("0", 0),
+        ] {
+            assert_eq!(memory_bytes(&quantity(text)), Ok(bytes), "{text}");
+        }
+        for (text, millis) in [
+            ("250m", 250),
+            ("0.5", 500),
+            ("2", 2000),
+            ("1.5", 1500),
+            (".1", 100),
+            ("0.1m", 1),
+            ("1e-3", 1),
+        ] {
+            assert_eq!(cpu_millis(&quantity(text)), Ok(millis), "{text}");
+        }
+        for garbage in
+            ["", "abc", "Mi", ".", "1.2.3", "64MB", "1 Gi", "1e", "0x10", "1e99999999999"]
+        {
+            let error = memory_bytes(&quantity(garbage)).unwrap_err();
+            assert!(error.contains("is not a quantity"), "{garbage}: {error}");
+            assert!(cpu_millis(&quantity(garbage)).is_err(), "{garbage}");
+        }
+        assert_eq!(memory_bytes(&quantity("-1Gi")), Err("\"-1Gi\" is negative".to_string()));
+        assert!(memory_bytes(&quantity("100m")).unwrap_err().contains("write Mi"));
+        assert!(memory_bytes(&quantity("8Ei")).unwrap_err().contains("too large"));
+        assert!(cpu_millis(&quantity("1e40")).unwrap_err().contains("too large"));
+        assert_eq!(memory_bytes(&quantity("0e999")), Ok(0));
+    }
+}
