@@ -17,6 +17,11 @@ pub const BOOTSTRAP_TOKEN_PATH: &str = "/etc/cairn/bootstrap-token";
 /// date of the newest package in the image. Decimal seconds since 1970 (UTC) and a newline,
 /// e.g. `1767225600\n`; machined raises a clock below it (a Raspberry Pi boots in 1970).
 pub const TIME_FLOOR_PATH: &str = "/usr/lib/cairn/time-floor";
+/// Where the OCI archives baked into an image live; the kubelet imports each into containerd
+/// at boot, so pods run with no registry reachable.
+pub const IMAGES_DIR: &str = "/usr/share/cairn/images";
+/// The sandbox ("pause") image every pod starts with, one of the baked-in archives.
+pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
 /// The file in `/usr/lib/modules/<release>/` listing the modules to load, in order.
 pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).

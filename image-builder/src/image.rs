@@ -21,7 +21,7 @@ use kernel_config::requirements;
 use serde::Serialize;
 
 use crate::apt::{sha256_file, AptError};
-use crate::board::{Board, Bootloader, Profile};
+use crate::board::{multiarch, Board, Bootloader, Profile};
 use crate::deb::{self, unpack_into, DebError};
 use crate::disk::{self, DiskError, DiskLayout};
 use crate::initramfs::{self, InitramfsError};
@@ -230,7 +230,8 @@ pub fn build(
     }
     let mut root = base_layout(arch)?;
     let library_dirs = vec![format!("/usr/lib/{}", multiarch(arch)), "/usr/lib".to_string()];
-    rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files, &library_dirs)?;
+    rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files_for(arch), &library_dirs)?;
+    rootfs::add_links(&mut root, &inputs.profile.links_for(arch))?;
     root.file(rootfs::CA_BUNDLE, 0o644, rootfs::ca_bundle(&pool))?;
     root.file(MACHINED_PATH, 0o755, machined)?;
     let time_floor = time_floor(inputs)?;
@@ -422,15 +423,6 @@ fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
         ),
     )?;
     Ok(root)
-}
-
-/// Debian's multiarch triplet, where shared libraries live.
-fn multiarch(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "x86_64-linux-gnu",
-        Arch::Arm64 => "aarch64-linux-gnu",
-        Arch::Armv7 => "arm-linux-gnueabihf",
-    }
 }
 
 /// UEFI's name for the architecture in file names (`BOOTX64.EFI`).

@@ -20,10 +20,7 @@ use crate::oci::write::{self, ImageSpec, WriteError};
 use crate::oci::{Digest, ImageName};
 use crate::tree::{FileTree, Node, TreeError};
 
-/// Where the archives are on the root filesystem, one file per archive.
-pub const IMAGES_DIR: &str = "/usr/share/cairn/images";
-/// The pause image's name (the CRI sandbox image).
-pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
+pub use cairn_api::image::{IMAGES_DIR, PAUSE_IMAGE};
 /// The busybox image's name.
 pub const BUSYBOX_IMAGE: &str = "localhost/busybox:latest";
 

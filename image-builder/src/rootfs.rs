@@ -1,6 +1,8 @@
 //! What goes onto the root filesystem from the packages: the files the profile names, every
 //! shared library they need (read from their ELF `DT_NEEDED` entries and interpreter), the
 //! symbolic links on the way, and the CA bundle. Nothing else of the packages is taken.
+//! Then the links the profile makes itself (the ones Debian's maintainer scripts would),
+//! each checked to lead to something the image has.
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
@@ -34,6 +36,19 @@ pub enum RootfsError {
         path: String,
         /// Why.
         reason: String,
+    },
+    /// A profile link where the image already has something.
+    #[error("link {0}: the image already has this path")]
+    LinkExists(String),
+    /// A profile link that leads nowhere.
+    #[error("link {link} -> {target}: {reason}")]
+    LinkTarget {
+        /// The link.
+        link: String,
+        /// Where it points.
+        target: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// The tree refused a path.
     #[error(transparent)]
@@ -84,6 +99,30 @@ pub fn take_with_libraries(
             }
         }
         out.insert(&real, node)?;
+    }
+    Ok(())
+}
+
+/// Makes the symbolic links `links` (path, target) in `out`, once everything else they may
+/// lead to is in it: each must be a new path, and must lead (through any links, these
+/// included) to a file or directory of `out`.
+pub fn add_links(out: &mut FileTree, links: &[(String, String)]) -> Result<(), RootfsError> {
+    for (link, target) in links {
+        if out.get(link).is_some() {
+            return Err(RootfsError::LinkExists(link.clone()));
+        }
+        out.symlink(link, target.as_str())?;
+    }
+    for (link, target) in links {
+        let refused =
+            |reason| RootfsError::LinkTarget { link: link.clone(), target: target.clone(), reason };
+        match resolve(out, Path::new(link)) {
+            Ok(_) => {}
+            Err(Lookup::Missing) => {
+                return Err(refused("the image has no such file (list it in the profile's files)"))
+            }
+            Err(Lookup::Loop) => return Err(refused("too many levels of symbolic links")),
+        }
     }
     Ok(())
 }
@@ -232,6 +271,50 @@ mod tests {
         for library in &elf.libraries {
             assert!(out.get(Path::new("/usr/lib/multiarch").join(library)).is_some(), "{library}");
         }
+    }
+
+    #[test]
+    fn links_are_made_when_they_lead_into_the_image() {
+        let mut out = FileTree::new();
+        out.file("/usr/sbin/xtables-nft-multi", 0o755, "elf").unwrap();
+        out.symlink("/sbin", "usr/sbin").unwrap();
+        let links = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs.iter().map(|(l, t)| (l.to_string(), t.to_string())).collect()
+        };
+        // Relative and absolute targets, a link to a link listed after it, a path through
+        // a link to a folder.
+        add_links(
+            &mut out,
+            &links(&[
+                ("/usr/bin/iptables", "../sbin/iptables-nft"),
+                ("/usr/sbin/iptables-nft", "/sbin/xtables-nft-multi"),
+                ("/usr/sbin/iptables", "xtables-nft-multi"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            out.get("/usr/sbin/iptables"),
+            Some(&Node::Symlink { target: "xtables-nft-multi".into() })
+        );
+        let (real, _) = resolve(&out, Path::new("/usr/bin/iptables")).ok().unwrap();
+        assert_eq!(real, Path::new("/usr/sbin/xtables-nft-multi"));
+
+        let dangling = add_links(&mut out.clone(), &links(&[("/usr/sbin/nft", "nft-multi")]));
+        let message = dangling.unwrap_err().to_string();
+        assert!(
+            message.starts_with("link /usr/sbin/nft -> nft-multi: the image has no"),
+            "{message}"
+        );
+        let taken = add_links(&mut out.clone(), &links(&[("/usr/sbin/xtables-nft-multi", "x")]));
+        assert!(matches!(taken, Err(RootfsError::LinkExists(_))));
+        let cycle = add_links(&mut out.clone(), &links(&[("/a", "b"), ("/b", "a")]));
+        assert!(
+            matches!(cycle, Err(RootfsError::LinkTarget { reason, .. }) if reason.contains("levels"))
+        );
+        // A link below a link to a folder would be made through it: the tree refuses that.
+        let through =
+            add_links(&mut out.clone(), &links(&[("/sbin/ip6tables", "xtables-nft-multi")]));
+        assert!(matches!(through, Err(RootfsError::Tree(_))));
     }
 
     #[test]

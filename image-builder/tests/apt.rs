@@ -50,6 +50,7 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
         packages: vec!["hello".into()],
         files: vec![],
         images: vec![],
+        links: Default::default(),
     };
     let meta = apt.show("linux-image-amd64", None).unwrap();
     let mut lock = Lock::new("trixie");

@@ -136,7 +136,13 @@ fn board() -> Board {
 }
 
 fn profile() -> Profile {
-    Profile { suite: SUITE.into(), packages: vec!["tool".into()], files: vec![], images: vec![] }
+    Profile {
+        suite: SUITE.into(),
+        packages: vec!["tool".into()],
+        files: vec![],
+        images: vec![],
+        links: Default::default(),
+    }
 }
 
 const KERNEL: [Package; 2] =

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cairn_api::config::MachineConfig;
+use cairn_api::image::PAUSE_IMAGE;
 
 use crate::facts::Fact;
 use crate::machine::Machine;
@@ -24,8 +25,6 @@ use crate::service::{Dependency, HealthCheck, ProcessService};
 
 /// containerd's gRPC socket (CRI included).
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
-/// The sandbox ("pause") image every pod starts with; image-builder bakes it in.
-pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
 /// Where the CNI plugins are.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The CNI network configs (the kubelet writes them; `/run`: made from the config at boot).
