@@ -85,9 +85,10 @@ pub enum Command {
         /// What to do.
         action: ServiceAction,
     },
-    /// Print a service's logs (`machined` for machined's own).
+    /// Print a service's logs (`machined` for machined's own), or a pod container's.
     Logs {
-        /// Service id.
+        /// Service id, or POD[/CONTAINER] (POD: NAME or NAMESPACE/NAME; a service of that
+        /// name wins).
         id: String,
         /// Keep printing new lines.
         #[arg(short, long)]
@@ -95,6 +96,19 @@ pub enum Command {
         /// Only the last N lines.
         #[arg(long, value_name = "N")]
         tail: Option<u32>,
+        /// The container's previous run (the one that ended).
+        #[arg(short, long)]
+        previous: bool,
+    },
+    /// List the pods the node runs, like `kubectl get pods` (`-o yaml`: the whole objects).
+    Pods,
+    /// List the pods' containers.
+    Containers,
+    /// Act on a pod.
+    Pod {
+        /// What to do.
+        #[command(subcommand)]
+        action: PodAction,
     },
     /// Print the kernel log.
     Dmesg {
@@ -144,6 +158,16 @@ pub enum Command {
     Completion {
         /// The shell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// `ctl pod ...`
+#[derive(Debug, Subcommand)]
+pub enum PodAction {
+    /// Tear the pod down and start it afresh (its restart counts start over).
+    Restart {
+        /// NAME or NAMESPACE/NAME.
+        name: String,
     },
 }
 

@@ -129,6 +129,8 @@ pub struct Machine {
     supervisor: Arc<Supervisor>,
     power: Box<dyn Power>,
     bootstrap: BootstrapTrust,
+    /// The kubelet, once started (only as PID 1, where containerd runs).
+    kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
 }
 
 impl Machine {
@@ -162,7 +164,18 @@ impl Machine {
             supervisor,
             power,
             bootstrap,
+            kubelet: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Records the kubelet, for the API.
+    pub fn set_kubelet(&self, kubelet: Arc<crate::kubelet::Kubelet>) {
+        let _ = self.kubelet.set(kubelet);
+    }
+
+    /// The kubelet, if this machined runs one.
+    pub fn kubelet(&self) -> Option<&Arc<crate::kubelet::Kubelet>> {
+        self.kubelet.get()
     }
 
     /// The node's mode.

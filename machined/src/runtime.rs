@@ -15,6 +15,7 @@ use crate::events::EventKind;
 use crate::facts::{Clock, Volumes};
 use crate::host_settings::HostSettings;
 use crate::kmsg_log::Kmsg;
+use crate::kubelet::Kubelet;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
 use crate::machine::{Machine, PowerAction};
@@ -145,6 +146,9 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         services.push(Arc::new(PowerButton::new(machine.clone())));
         services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
         services.push(Arc::new(containerd::service(machine.clone(), reaper.clone())));
+        let kubelet = Arc::new(Kubelet::new(machine.clone(), reaper.clone()));
+        machine.set_kubelet(kubelet.clone());
+        services.push(kubelet);
     }
     machine.supervisor().start_all(services)?;
 

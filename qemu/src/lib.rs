@@ -88,6 +88,12 @@ pub struct VmConfig {
     /// Where the emulated real-time clock starts (`-rtc base=`, e.g. `2000-01-01`, to boot
     /// like a board without RTC); the host's UTC time when `None`.
     pub rtc_base: Option<String>,
+    /// Guest TCP ports forwarded from free host ports besides the API's (see
+    /// [`Vm::forwarded`]), e.g. a pod's `hostPort`.
+    pub forwards: Vec<u16>,
+    /// Cut the guest off every network (`restrict=on`): forwarded ports still reach it, but
+    /// nothing it sends leaves QEMU, not even to the gateway.
+    pub offline: bool,
 }
 
 /// A running VM.
@@ -100,6 +106,8 @@ pub struct Vm {
     qmp_socket: PathBuf,
     /// `127.0.0.1:PORT`, forwarded to the guest's API port.
     pub api_address: String,
+    /// `127.0.0.1:PORT` forwarded to each of [`VmConfig::forwards`], by guest port.
+    pub forwarded: std::collections::BTreeMap<u16, String>,
 }
 
 impl Vm {
@@ -118,6 +126,16 @@ impl Vm {
         let _ = fs::remove_file(&qmp_socket);
         let port = free_port().map_err(io_error("finding a free port"))?;
         let api_port = cairn_api::API_PORT;
+        let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}");
+        let mut forwarded = std::collections::BTreeMap::new();
+        for &guest in &config.forwards {
+            let host = free_port().map_err(io_error("finding a free port"))?;
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+            forwarded.insert(guest, format!("127.0.0.1:{host}"));
+        }
+        if config.offline {
+            netdev.push_str(",restrict=on");
+        }
         let mut qemu = Command::new("qemu-system-x86_64");
         if config.own_process_group {
             qemu.process_group(0);
@@ -138,7 +156,7 @@ impl Vm {
             .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
             .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
             .args(["-drive", &format!("file={},format=raw,if=virtio", config.image.display())])
-            .args(["-netdev", &format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}")])
+            .args(["-netdev", &netdev])
             .args(["-device", "virtio-net-pci,netdev=net0"])
             .args(["-serial", &format!("file:{}", console.display()), "-monitor", "none"])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_socket.display())])
@@ -153,6 +171,7 @@ impl Vm {
             console,
             qmp_socket,
             api_address: format!("127.0.0.1:{port}"),
+            forwarded,
         })
     }
 
@@ -309,6 +328,8 @@ mod tests {
             work_dir: dir.path().into(),
             own_process_group: false,
             rtc_base: None,
+            forwards: Vec::new(),
+            offline: false,
         };
         assert!(matches!(Vm::start(&config), Err(QemuError::Arch(Arch::Arm64))));
     }

@@ -57,6 +57,8 @@ fn main() -> ExitCode {
         work_dir,
         own_process_group: true,
         rtc_base: None,
+        forwards: Vec::new(),
+        offline: false,
     };
     let mut vm = match Vm::start(&config) {
         Ok(vm) => vm,

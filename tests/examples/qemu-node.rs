@@ -1,6 +1,8 @@
 //! The demo: builds the x86_64 image, boots it under QEMU (q35, OVMF, TCG), configures the
-//! node with ctl and talks to it over mTLS, then leaves it running for you. `cargo run -p cairn-tests --example qemu-node`
-//! (needs qemu-system-x86 and ovmf; `.ci/run` shows how to install them).
+//! node with ctl (a pod serving HTTP on hostPort 8080 among it), talks to it over mTLS, fetches
+//! the pod's page from the host, then leaves it running for you.
+//! `cargo run -p cairn-tests --example qemu-node` (needs qemu-system-x86 and ovmf; `.ci/run`
+//! shows how to install them).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,7 +10,24 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, Cluster};
+use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, http_get, Cluster};
+
+/// The pod's port on the node; QEMU forwards a free port of the host to it.
+const HOST_PORT: u16 = 8080;
+
+/// A pod serving a page with busybox's httpd, from the image baked into the OS image.
+const POD: &str = r#"  pods:
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: hello}
+      spec:
+        containers:
+          - name: httpd
+            image: localhost/busybox:latest
+            command: [sh, -c, "mkdir -p /www && echo hello from a Cairn pod > /www/index.html && exec httpd -f -p 80 -h /www"]
+            ports: [{containerPort: 80, hostPort: 8080}]
+            readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 2}
+"#;
 
 fn main() -> anyhow::Result<()> {
     // Ctrl-C powers the node off cleanly (through its power button) instead of killing QEMU.
@@ -27,6 +46,8 @@ fn main() -> anyhow::Result<()> {
         work_dir: dir.join("vm"),
         own_process_group: true,
         rtc_base: None,
+        forwards: vec![HOST_PORT],
+        offline: false,
     })?;
     println!(
         "booting under QEMU (software emulation: about a minute); console: {}",
@@ -41,7 +62,7 @@ fn main() -> anyhow::Result<()> {
         print!("{}", ctl(None, &["--insecure", "-n", &n, args[0]]).stdout);
     }
     let cluster = Cluster::generate("demo")?;
-    let config = cluster.path("node.yaml");
+    let config = cluster.node_config_with("node.yaml", |text| text + POD);
     // The console printed the maintenance certificate's fingerprint: pin it, as an operator
     // reading the node's screen would.
     let fingerprint = fingerprint_in(&vm.console()).context("no fingerprint on the console")?;
@@ -60,10 +81,23 @@ fn main() -> anyhow::Result<()> {
         println!("\n$ ctl -n {n} {}", args[0]);
         print!("{}", ctl(Some(&admin), &["-n", &n, args[0]]).stdout);
     }
+    let web = vm.forwarded[&HOST_PORT].clone();
+    println!("\nwaiting for the pod (the node imports its images and starts the sandbox)...");
+    let answered = eventually(Duration::from_secs(300), || {
+        http_get(&web, "/").is_some_and(|(code, _)| code == 200)
+    });
+    println!("\n$ ctl -n {n} pods");
+    print!("{}", ctl(Some(&admin), &["-n", &n, "pods"]).stdout);
+    match http_get(&web, "/") {
+        Some((code, body)) if answered => println!("\n$ curl http://{web}/\n{body}(HTTP {code})"),
+        _ => println!(
+            "\nthe pod did not answer at {web}; see `ctl logs kubelet` and `ctl pods -o yaml`"
+        ),
+    }
     println!(
-        "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {}/ctl -n {n} logs machined\n\nPods are not there yet. Press Ctrl-C to power the node off.",
+        "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {bin}/ctl -n {n} logs machined\n  {bin}/ctl -n {n} pods -o yaml\n  {bin}/ctl -n {n} logs hello\n  curl http://{web}/\n\nPress Ctrl-C to power the node off.",
         admin.display(),
-        bin_dir().display()
+        bin = bin_dir().display()
     );
     // Keep the client config until the node goes.
     let _keep = cluster;

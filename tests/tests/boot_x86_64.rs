@@ -13,8 +13,13 @@
 //! Needs qemu-system-x86 and ovmf (`.ci/run` installs them) and the Debian archive (the
 //! packages are cached in $CAIRN_CACHE, or target/cairn-cache).
 
+mod boot_x86_64 {
+    pub mod pods;
+}
+
 use std::time::Duration;
 
+use boot_x86_64::pods::{self, WEB_HOST_PORT};
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::sntp::{Server, ServerClock};
@@ -48,6 +53,8 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         work_dir: vm_dir.path().join("vm"),
         own_process_group: false,
         rtc_base: None,
+        forwards: vec![WEB_HOST_PORT],
+        offline: false,
     };
     // The node's time server: the host's clock, reached at QEMU's gateway address.
     let time_server =
@@ -152,6 +159,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         "serving-cert",
         "time",
         "containerd",
+        "kubelet",
     ];
     let mut services = String::new();
     let ready = eventually(Duration::from_secs(120), || {
@@ -170,6 +178,14 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // containerd runs supervised, its output in its log.
     let containerd = ctl(Some(&admin), &["-n", &n, "logs", "containerd"]).ok().stdout;
     assert!(containerd.contains("containerd successfully booted"), "{containerd}");
+    // The kubelet imported the images baked into the OS image.
+    let kubelet = ctl(Some(&admin), &["-n", &n, "logs", "kubelet"]).ok().stdout;
+    assert!(kubelet.contains("pause.tar") && kubelet.contains("busybox.tar"), "{kubelet}");
+
+    // Pods: added, reached, killed, crash-looping, probed, OOM-killed, refused, removed.
+    let base = std::fs::read_to_string(&config).unwrap();
+    let web = vm.forwarded[&WEB_HOST_PORT].clone();
+    pods::scenarios(&admin, &n, vm_dir.path(), &base, &web);
     // machined logs into the kernel log too.
     let dmesg = ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout;
     assert!(dmesg.contains("Linux version"), "{dmesg}");
@@ -187,6 +203,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     wait_configured(&mut vm, before, &admin, "a reboot");
     println!("ctl reboot to the API answering, configured: {:.1?}", rebooted.elapsed());
     assert_config_in_effect(&admin, &n);
+    pods::wait_web(&vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
     // The certificate was issued at boot, before the addresses were up; it follows them.
     let names = || serving_cert_names(&n).unwrap();
     assert!(
@@ -210,10 +227,16 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let time = assert_time_from(&admin, &vm.api_address.clone(), &time_server_at);
     assert_ne!(time["raised_to_floor"], "", "the clock was not raised to a floor: {time}");
 
-    // A power cut (QEMU killed) loses nothing: the node comes back configured.
+    // A power cut (QEMU killed) loses nothing: the node comes back configured and, with
+    // no network at all (no DHCP, no time server, no registry), runs its pod again.
     vm.power_off_hard().unwrap();
-    let mut vm = power_on(&vm_config, &admin, "a power cut");
+    let offline = VmConfig { offline: true, ..vm_config.clone() };
+    let powered = std::time::Instant::now();
+    let mut vm = power_on(&offline, &admin, "a power cut, offline");
     let n = vm.api_address.clone();
+    pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
+    println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
+    pods::wait_web(&vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(30));
 
     // Shutdown powers the machine off: QEMU exits.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();

@@ -4,6 +4,7 @@ mod config;
 mod control;
 mod files;
 mod info;
+mod pods;
 mod streams;
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, GenCommand, OutputFormat};
+use crate::cli::{Cli, Command, GenCommand, OutputFormat, PodAction};
 use crate::connect::{insecure_tls, mutual_tls, NodeAddress};
 use crate::ctlconfig::{self, CtlConfig};
 use crate::fanout::{NodeResult, Targets};
@@ -58,7 +59,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service { id, action } => control::service(&session, &id, action).await,
         Command::Reboot => control::reboot(&session).await,
         Command::Shutdown => control::shutdown(&session).await,
-        Command::Logs { id, follow, tail } => streams::logs(&session, &id, follow, tail).await,
+        Command::Logs { id, follow, tail, previous } => {
+            let target =
+                pods::LogsTarget { name: &id, follow, tail: streams::tail(tail), previous };
+            pods::logs(&session, &target).await
+        }
+        Command::Pods => pods::list(&session).await,
+        Command::Containers => pods::containers(&session).await,
+        Command::Pod { action: PodAction::Restart { name } } => {
+            pods::restart(&session, &name).await
+        }
         Command::Dmesg { follow, tail } => streams::dmesg(&session, follow, tail).await,
         Command::Events { follow, tail } => streams::events(&session, follow, tail).await,
         Command::List { path, depth } => files::list(&session, &path, depth).await,

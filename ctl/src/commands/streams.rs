@@ -1,4 +1,4 @@
-//! Streams printed as they arrive: service logs, the kernel log, machine events.
+//! Streams printed as they arrive: the kernel log, machine events (logs: [`super::pods`]).
 
 use std::process::ExitCode;
 
@@ -25,35 +25,9 @@ async fn drain<T>(
     Ok(())
 }
 
-fn tail(n: Option<u32>) -> i32 {
+/// `--tail N` as the API takes it: negative for all.
+pub(super) fn tail(n: Option<u32>) -> i32 {
     n.map_or(-1, |n| n.min(i32::MAX as u32) as i32)
-}
-
-pub(super) async fn logs(
-    session: &Session,
-    id: &str,
-    follow: bool,
-    tail_lines: Option<u32>,
-) -> anyhow::Result<ExitCode> {
-    let request = pb::LogsRequest { id: id.to_string(), tail_lines: tail(tail_lines), follow };
-    let results = session
-        .targets
-        .each(|node, mut c| {
-            let request = request.clone();
-            async move {
-                let stream = c.logs(request).await?.into_inner();
-                drain(session, &node, stream, |e: &pb::LogEntry| {
-                    let time = rfc3339_micros(e.unix_micros);
-                    (
-                        format!("{time} {}", e.message),
-                        row(json!({"time": time, "message": e.message})),
-                    )
-                })
-                .await
-            }
-        })
-        .await;
-    Ok(report_errors(results))
 }
 
 pub(super) async fn dmesg(

@@ -29,6 +29,9 @@ pub enum Call {
     Mounts,
     List,
     Read,
+    Pods,
+    PodRestart,
+    ContainerLogs,
 }
 
 impl Call {
@@ -37,9 +40,11 @@ impl Call {
         use Call::*;
         match self {
             ApplyConfiguration | Bootstrap => Role::Admin,
-            Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart => Role::Operator,
+            Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart | PodRestart => {
+                Role::Operator
+            }
             Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Time
-            | Disks | Mounts | List | Read => Role::Reader,
+            | Disks | Mounts | List | Read | Pods | ContainerLogs => Role::Reader,
         }
     }
 

@@ -18,10 +18,11 @@ use crate::api::auth::{authorize, Call, Caller};
 use crate::api::connection::ConnectionInfo;
 use crate::api::places::{Place, Pool};
 use crate::apply::{Action, ApplyMode};
-use crate::events::unix_millis;
+use crate::events::{unix_millis, EventKind};
 use crate::facts::Clock;
 use crate::inspect::files::ReadError;
 use crate::inspect::{self, kmsg::Kmsg};
+use crate::kubelet::{Kubelet, PodRecord};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
 use crate::ring::Sequenced;
 use crate::service::SupervisorError;
@@ -73,6 +74,22 @@ impl MachineApi {
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
         let certs = connection(request).and_then(|c| c.tls.peer_certs());
         authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
+    }
+
+    /// The kubelet, or why there is none.
+    fn kubelet(&self) -> Result<&Arc<Kubelet>, Status> {
+        self.machine.kubelet().ok_or_else(|| {
+            Status::failed_precondition(
+                "this machined runs no kubelet (it does only as a node's PID 1, with containerd)",
+            )
+        })
+    }
+
+    /// The pod `name` names, or NotFound.
+    fn pod(&self, name: &str) -> Result<PodRecord, Status> {
+        self.kubelet()?
+            .find(name)
+            .ok_or_else(|| Status::not_found(format!("no pod {name:?} runs on this node")))
     }
 }
 
@@ -655,6 +672,96 @@ impl MachineService for MachineApi {
                 if tx.send(chunk).await.is_err() || failed {
                     return;
                 }
+            }
+        })))
+    }
+
+    async fn pods(
+        &self,
+        request: Request<pb::PodsRequest>,
+    ) -> Result<Response<pb::PodsResponse>, Status> {
+        self.authorize(&request, Call::Pods)?;
+        let pods = self
+            .kubelet()?
+            .pods()
+            .into_iter()
+            .map(|record| pb::PodInfo {
+                namespace: record.pod.metadata.namespace.clone().unwrap_or_default(),
+                name: record.pod.metadata.name.clone().unwrap_or_default(),
+                source: record.source,
+                pod_json: serde_json::to_string(&record.pod).expect("a Pod always serializes"),
+            })
+            .collect();
+        Ok(Response::new(pb::PodsResponse { pods }))
+    }
+
+    async fn pod_restart(
+        &self,
+        request: Request<pb::PodRequest>,
+    ) -> Result<Response<pb::PodActionResponse>, Status> {
+        self.authorize(&request, Call::PodRestart)?;
+        let name = request.into_inner().name;
+        let record = self.pod(&name)?;
+        let key = format!(
+            "{}/{}",
+            record.pod.metadata.namespace.unwrap_or_default(),
+            record.pod.metadata.name.unwrap_or_default()
+        );
+        if !self.kubelet()?.restart(&key) {
+            return Err(Status::not_found(format!("pod {name:?} is being removed")));
+        }
+        self.machine.events().publish(EventKind::Service, format!("pod {key}: restart requested"));
+        Ok(Response::new(pb::PodActionResponse {}))
+    }
+
+    type ContainerLogsStream = ResponseStream<pb::LogEntry>;
+
+    async fn container_logs(
+        &self,
+        request: Request<pb::ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        self.authorize(&request, Call::ContainerLogs)?;
+        let request = request.into_inner();
+        let record = self.pod(&request.pod)?;
+        let names: Vec<&String> = record.logs.keys().collect();
+        let container = match (request.container.as_str(), names.as_slice()) {
+            ("", [only]) => (*only).clone(),
+            ("", _) => {
+                return Err(Status::invalid_argument(format!(
+                    "pod {} has containers {}: name one (POD/CONTAINER)",
+                    request.pod,
+                    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                )))
+            }
+            (name, _) => name.to_string(),
+        };
+        let logs = record.logs.get(&container).ok_or_else(|| {
+            Status::not_found(format!("pod {} has no container {container:?}", request.pod))
+        })?;
+        let path = if request.previous { &logs.previous } else { &logs.current };
+        let path = path.clone().ok_or_else(|| {
+            let which = if request.previous { "a previous run" } else { "run yet" };
+            Status::not_found(format!(
+                "container {container} of pod {} has no {which}",
+                request.pod
+            ))
+        })?;
+        let (lines_tx, mut lines) = mpsc::channel(64);
+        let reader = tokio::spawn(crate::kubelet::logs::send(
+            path.clone(),
+            tail(request.tail_lines),
+            request.follow,
+            lines_tx,
+        ));
+        Ok(Response::new(stream(move |tx| async move {
+            while let Some(line) = lines.recv().await {
+                let entry = pb::LogEntry { unix_micros: line.unix_micros, message: line.message };
+                if tx.send(Ok(entry)).await.is_err() {
+                    return;
+                }
+            }
+            if let Ok(Err(e)) = reader.await {
+                let _ = tx.send(Err(Status::not_found(format!("{}: {e}", path.display())))).await;
             }
         })))
     }

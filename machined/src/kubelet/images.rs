@@ -1,0 +1,182 @@
+//! Images: the OCI archives baked into the OS image are imported into containerd at the
+//! kubelet's start, before any pod, so a node runs its pods with no registry reachable; other
+//! images are pulled through CRI (with the mirrors of `machine.registries`).
+//!
+//! Pull policies follow Kubernetes, with one change for nodes that may be offline for good:
+//! when an `Always` pull fails and the image is already on the node, the local copy runs (the
+//! upstream kubelet would leave the pod in ImagePullBackOff until the registry is back).
+//! `localhost/` images exist only as baked-in archives: they are never pulled.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Container;
+
+use crate::cri::{self, v1, Cri};
+use crate::reaper::Reaper;
+
+/// The longest a pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Why a container's image is not there: `reason` is what `kubectl get pods` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageError {
+    /// `ErrImagePull` or `ErrImageNeverPull`.
+    pub reason: &'static str,
+    /// What failed.
+    pub message: String,
+}
+
+/// Imports every `*.tar` OCI archive in `dir` into containerd's `k8s.io` namespace (the CRI
+/// plugin's), with containerd's own `ctr`; returns a line per archive for the log.
+pub async fn import_archives(
+    reaper: &Reaper,
+    ctr: &Path,
+    socket: &str,
+    dir: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let mut archives: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    archives.sort();
+    let mut lines = Vec::new();
+    for archive in archives {
+        let started = std::time::Instant::now();
+        let mut command = Command::new(ctr);
+        command
+            .args(["--address", socket, "--namespace", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut spawned = reaper.spawn(&mut command)?;
+        let stderr = spawned.child.stderr.take().expect("stderr is piped");
+        let errors = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
+            text
+        });
+        let status = spawned.exit.await?;
+        let errors = errors.await.unwrap_or_default();
+        if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
+            anyhow::bail!(
+                "{}: ctr import ended with {status:?}: {}",
+                archive.display(),
+                errors.trim()
+            );
+        }
+        lines.push(format!(
+            "imported {} in {} ms",
+            archive.display(),
+            started.elapsed().as_millis()
+        ));
+    }
+    Ok(lines)
+}
+
+/// The image reference of `container`, `:latest` when it names no tag or digest.
+fn image_name(container: &Container) -> &str {
+    container.image.as_deref().unwrap_or_default()
+}
+
+/// Whether the reference has a tag or digest other than `latest`.
+fn pinned(image: &str) -> bool {
+    if image.contains('@') {
+        return true;
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    last.split_once(':').is_some_and(|(_, tag)| tag != "latest")
+}
+
+/// `imagePullPolicy`, with Kubernetes' default: `Always` for `:latest` or no tag,
+/// `IfNotPresent` otherwise.
+pub fn pull_policy(container: &Container) -> &str {
+    match container.image_pull_policy.as_deref() {
+        Some(policy) => policy,
+        None if pinned(image_name(container)) => "IfNotPresent",
+        None => "Always",
+    }
+}
+
+/// The image id containerd has for `image`, if it has it.
+async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic::Status> {
+    let status = cri
+        .images
+        .image_status(v1::ImageStatusRequest {
+            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+            verbose: false,
+        })
+        .await?
+        .into_inner();
+    Ok(status.image.map(|i| i.id))
+}
+
+/// Makes sure `container`'s image is on the node, pulling it as its policy says; returns
+/// the image id to create the container from.
+pub async fn ensure(cri: &mut Cri, container: &Container) -> Result<String, ImageError> {
+    let image = image_name(container);
+    let pull_failed =
+        |message: String| ImageError { reason: "ErrImagePull", message: message.to_string() };
+    let local = local_image(cri, image)
+        .await
+        .map_err(|e| pull_failed(format!("asking containerd for {image}: {}", e.message())))?;
+    let policy = pull_policy(container);
+    let local_only = image.starts_with("localhost/");
+    match (&local, policy) {
+        (Some(id), "IfNotPresent" | "Never") => return Ok(id.clone()),
+        (Some(id), _) if local_only => return Ok(id.clone()),
+        (None, "Never") => {
+            return Err(ImageError {
+                reason: "ErrImageNeverPull",
+                message: format!("{image} is not on the node and imagePullPolicy is Never"),
+            })
+        }
+        (None, _) if local_only => {
+            return Err(ImageError {
+                reason: "ErrImageNeverPull",
+                message: format!(
+                    "{image} is not on the node: localhost/ images come only from the archives baked into the OS image"
+                ),
+            })
+        }
+        _ => {}
+    }
+    let request = v1::PullImageRequest {
+        image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    match cri.images.pull_image(cri::with_timeout(request, PULL_TIMEOUT)).await {
+        Ok(pulled) => Ok(pulled.into_inner().image_ref),
+        Err(status) => match local {
+            Some(id) => Ok(id),
+            None => Err(pull_failed(format!("pulling {image}: {}", status.message()))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(image: &str, policy: Option<&str>) -> Container {
+        Container {
+            name: "c".into(),
+            image: Some(image.into()),
+            image_pull_policy: policy.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn latest_or_untagged_images_are_pulled_always_others_if_not_present() {
+        assert_eq!(pull_policy(&container("busybox", None)), "Always");
+        assert_eq!(pull_policy(&container("localhost:5000/busybox:latest", None)), "Always");
+        assert_eq!(pull_policy(&container("localhost:5000/busybox", None)), "Always");
+        assert_eq!(pull_policy(&container("busybox:1.37", None)), "IfNotPresent");
+        assert_eq!(pull_policy(&container("busybox@sha256:abc", None)), "IfNotPresent");
+        assert_eq!(pull_policy(&container("busybox", Some("Never"))), "Never");
+    }
+}

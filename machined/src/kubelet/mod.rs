@@ -1,0 +1,303 @@
+//! The kubelet, inside machined. It speaks CRI to containerd (like the upstream kubelet),
+//! runs the pods of every [`source::PodSource`] (the config's `machine.pods` and the manifest
+//! directory on STATE), and keeps them running with no control plane: after a reboot with no
+//! network, the pods come back from the config and the images baked into the OS image.
+//!
+//! At start it imports the baked-in images, writes the pod network's CNI config, then runs
+//! one [`worker::Worker`] per pod. A pod whose object changes gets a new uid and is replaced;
+//! a pod no source has any more is torn down; sandboxes of pods nobody wants (left by a crash
+//! or an earlier config) are removed.
+
+mod backoff;
+mod cni;
+mod images;
+pub mod logs;
+mod probe;
+mod source;
+mod spec;
+mod status;
+mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{select_all, BoxFuture};
+use k8s_openapi::api::core::v1::Pod;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cri::{v1, Cri};
+use crate::machine::Machine;
+use crate::reaper::Reaper;
+use crate::service::{Dependency, Service, ServiceContext};
+use crate::services::containerd;
+
+use source::{ConfigPods, DesiredPod, ManifestDir, PodSource};
+
+/// containerd's own CLI, used to import the baked-in images.
+const CTR: &str = "/usr/bin/ctr";
+/// How often the kubelet looks for sandboxes nobody wants.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// What the kubelet knows of one pod, for the API.
+#[derive(Debug, Clone)]
+pub struct PodRecord {
+    /// Where it came from (`config`, `manifest:FILE`).
+    pub source: String,
+    /// Its uid.
+    pub uid: String,
+    /// The pod as given, with its namespace, uid and status filled in.
+    pub pod: Pod,
+    /// The log files of each container: its latest run's, and the run before (during a
+    /// back-off, the run that ended), as `kubectl logs [--previous]` reads them.
+    pub logs: BTreeMap<String, ContainerLogs>,
+}
+
+/// Where a container's output is.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerLogs {
+    /// The latest run's log file.
+    pub current: Option<PathBuf>,
+    /// The previous run's.
+    pub previous: Option<PathBuf>,
+}
+
+/// The pods the kubelet runs, by `namespace/name`.
+pub type Registry = Arc<Mutex<BTreeMap<String, PodRecord>>>;
+
+/// A pod's worker, as the kubelet holds it.
+struct RunningPod {
+    uid: String,
+    remove: CancellationToken,
+    restart: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The kubelet service.
+pub struct Kubelet {
+    machine: Arc<Machine>,
+    reaper: Arc<Reaper>,
+    registry: Registry,
+    restarts: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Kubelet {
+    /// The kubelet of `machine`; `reaper` runs `ctr`.
+    pub fn new(machine: Arc<Machine>, reaper: Arc<Reaper>) -> Kubelet {
+        Kubelet { machine, reaper, registry: Registry::default(), restarts: Mutex::default() }
+    }
+
+    /// The pods it runs, by `namespace/name`, with their status.
+    pub fn pods(&self) -> Vec<PodRecord> {
+        self.registry.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Finds a pod by `name` (any namespace; `default` first) or `namespace/name`.
+    pub fn find(&self, name: &str) -> Option<PodRecord> {
+        let registry = self.registry.lock().unwrap();
+        if name.contains('/') {
+            return registry.get(name).cloned();
+        }
+        registry
+            .get(&format!("default/{name}"))
+            .or_else(|| registry.values().find(|r| r.pod.metadata.name.as_deref() == Some(name)))
+            .cloned()
+    }
+
+    /// Tears the pod down and starts it afresh; false when no such pod runs.
+    pub fn restart(&self, name: &str) -> bool {
+        let Some(record) = self.find(name) else { return false };
+        let restarts = self.restarts.lock().unwrap();
+        let key = format!(
+            "{}/{}",
+            record.pod.metadata.namespace.unwrap_or_default(),
+            record.pod.metadata.name.unwrap_or_default()
+        );
+        match restarts.get(&key) {
+            Some(notify) => {
+                notify.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The pod subnet the running config names (validated on apply), or the default.
+    fn pod_subnet(&self) -> ipnet::Ipv4Net {
+        let config = self.machine.watch_config().borrow().clone();
+        let kubelet = config.map(|c| c.machine.kubelet.clone()).unwrap_or_default();
+        kubelet.pod_subnet().parse().unwrap_or_else(|_| {
+            cairn_api::config::Kubelet::DEFAULT_POD_SUBNET.parse().expect("the default parses")
+        })
+    }
+
+    /// The pods every source wants, the first source winning a name both use.
+    fn desired(
+        &self,
+        sources: &[Box<dyn PodSource>],
+        ctx: &ServiceContext,
+    ) -> BTreeMap<String, DesiredPod> {
+        let mut desired = BTreeMap::new();
+        for source in sources {
+            let (pods, problems) = source.pods();
+            for problem in problems {
+                ctx.log(format!("refused: {problem}"));
+            }
+            for pod in pods {
+                if let Some(first) = desired.get(&pod.key()) {
+                    let first: &DesiredPod = first;
+                    ctx.log(format!(
+                        "{} from {} ignored: {} already defines it",
+                        pod.key(),
+                        pod.source,
+                        first.source
+                    ));
+                    continue;
+                }
+                desired.insert(pod.key(), pod);
+            }
+        }
+        desired
+    }
+
+    /// Starts workers for new pods and stops those of pods that went or changed.
+    fn reconcile(
+        &self,
+        cri: &Cri,
+        desired: &BTreeMap<String, DesiredPod>,
+        running: &mut BTreeMap<String, RunningPod>,
+        detach: &CancellationToken,
+        ctx: &ServiceContext,
+    ) {
+        running.retain(|key, pod| {
+            let keep = desired.get(key).is_some_and(|d| d.uid == pod.uid);
+            if !keep {
+                pod.remove.cancel();
+            }
+            keep
+        });
+        for (key, pod) in desired {
+            if running.contains_key(key) {
+                continue;
+            }
+            let remove = CancellationToken::new();
+            let restart = Arc::new(Notify::new());
+            let log_ctx = ctx.clone();
+            let worker = worker::Worker::new(
+                cri.clone(),
+                pod.clone(),
+                self.registry.clone(),
+                Arc::new(move |line| log_ctx.log(line)),
+            );
+            let task = tokio::spawn(worker.run(remove.clone(), detach.clone(), restart.clone()));
+            running.insert(key.clone(), RunningPod { uid: pod.uid.clone(), remove, restart, task });
+        }
+        *self.restarts.lock().unwrap() =
+            running.iter().map(|(key, pod)| (key.clone(), pod.restart.clone())).collect();
+    }
+
+    /// Removes sandboxes of pods no worker runs (a crash, or a config replaced while the
+    /// kubelet was not running).
+    async fn sweep_orphans(
+        cri: &mut Cri,
+        wanted: &[String],
+        ctx: &ServiceContext,
+    ) -> anyhow::Result<()> {
+        let sandboxes = cri
+            .runtime
+            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: None })
+            .await?
+            .into_inner()
+            .items;
+        for sandbox in sandboxes {
+            let Some(uid) = sandbox.labels.get(spec::label::POD_UID) else { continue };
+            if wanted.contains(uid) {
+                continue;
+            }
+            ctx.log(format!("removing sandbox {} of a pod no source has (uid {uid})", sandbox.id));
+            let _ = cri
+                .runtime
+                .stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() })
+                .await;
+            let _ = cri
+                .runtime
+                .remove_pod_sandbox(v1::RemovePodSandboxRequest {
+                    pod_sandbox_id: sandbox.id.clone(),
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn serve(self: Arc<Self>, ctx: ServiceContext) -> anyhow::Result<()> {
+        let mut cri = Cri::connect(containerd::SOCKET).await?;
+        let version = cri.runtime.version(v1::VersionRequest::default()).await?.into_inner();
+        ctx.log(format!(
+            "CRI: {} {} (API {})",
+            version.runtime_name, version.runtime_version, version.runtime_api_version
+        ));
+        let root = self.machine.layout().root().to_path_buf();
+        let images_dir = root.join(cairn_api::image::IMAGES_DIR.trim_start_matches('/'));
+        for line in
+            images::import_archives(&self.reaper, Path::new(CTR), containerd::SOCKET, &images_dir)
+                .await?
+        {
+            ctx.log(line);
+        }
+        let cni_dir = root.join(containerd::CNI_CONF_DIR.trim_start_matches('/'));
+        let mut subnet = None;
+        ctx.ready();
+
+        let mut sources: Vec<Box<dyn PodSource>> = vec![
+            Box::new(ConfigPods::new(self.machine.watch_config())),
+            Box::new(ManifestDir::new(self.machine.layout().state_dir().join("manifests"))),
+        ];
+        let detach = CancellationToken::new();
+        let mut running = BTreeMap::new();
+        let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
+        loop {
+            let wanted = self.pod_subnet();
+            if subnet != Some(wanted) {
+                cni::write(&cni_dir, wanted)?;
+                ctx.log(format!("pod subnet {wanted}"));
+                subnet = Some(wanted);
+            }
+            let desired = self.desired(&sources, &ctx);
+            self.reconcile(&cri, &desired, &mut running, &detach, &ctx);
+            let changed: Vec<BoxFuture<'_, ()>> = sources.iter_mut().map(|s| s.changed()).collect();
+            tokio::select! {
+                _ = ctx.stop.cancelled() => break,
+                _ = select_all(changed) => {}
+                _ = sweep.tick() => {
+                    let wanted: Vec<String> = running.values().map(|p| p.uid.clone()).collect();
+                    if let Err(e) = Self::sweep_orphans(&mut cri, &wanted, &ctx).await {
+                        ctx.log(format!("looking for orphaned sandboxes: {e}"));
+                    }
+                }
+            }
+        }
+        // The pods keep running; the next kubelet adopts them.
+        detach.cancel();
+        for pod in running.into_values() {
+            let _ = pod.task.await;
+        }
+        Ok(())
+    }
+}
+
+impl Service for Kubelet {
+    fn id(&self) -> &'static str {
+        "kubelet"
+    }
+
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Service("containerd")]
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.serve(ctx))
+    }
+}

@@ -1,0 +1,326 @@
+//! From a Kubernetes Pod to the CRI requests that run it: the sandbox (network, ports,
+//! namespaces, cgroup parent, log directory) and each container (image, command, env,
+//! mounts, resources, security context). The config was validated on apply, so values that
+//! fail to convert here are errors of the container, reported in its status.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+
+use crate::cri::v1;
+
+use super::source::DesiredPod;
+
+/// Container logs, one directory per pod (the upstream kubelet's layout).
+pub const POD_LOG_ROOT: &str = "/var/log/pods";
+/// Pod volumes (emptyDir), one directory per pod uid.
+pub const POD_DATA_ROOT: &str = "/var/lib/cairn/pods";
+/// The cgroup (v2, cgroupfs driver) every pod's cgroup is made under.
+pub const CGROUP_ROOT: &str = "/kubepods";
+
+/// Labels the upstream kubelet puts on sandboxes and containers, so CRI tools read ours.
+pub mod label {
+    /// The pod's name.
+    pub const POD_NAME: &str = "io.kubernetes.pod.name";
+    /// The pod's namespace.
+    pub const POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+    /// The pod's uid.
+    pub const POD_UID: &str = "io.kubernetes.pod.uid";
+    /// The container's name.
+    pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+}
+
+/// The pod's log directory.
+pub fn log_directory(pod: &DesiredPod) -> PathBuf {
+    Path::new(POD_LOG_ROOT).join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid))
+}
+
+/// The pod's data directory (its emptyDir volumes).
+pub fn data_directory(uid: &str) -> PathBuf {
+    Path::new(POD_DATA_ROOT).join(uid)
+}
+
+/// A container's log file, relative to the pod's log directory.
+pub fn log_path(container: &str, attempt: u32) -> String {
+    format!("{container}/{attempt}.log")
+}
+
+fn spec(pod: &Pod) -> &k8s_openapi::api::core::v1::PodSpec {
+    static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> =
+        std::sync::OnceLock::new();
+    pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+}
+
+/// Whether the pod shares the node's network.
+pub fn host_network(pod: &Pod) -> bool {
+    spec(pod).host_network.unwrap_or(false)
+}
+
+/// The pod's containers.
+pub fn containers(pod: &Pod) -> &[Container] {
+    &spec(pod).containers
+}
+
+/// `restartPolicy`, `Always` by default.
+pub fn restart_policy(pod: &Pod) -> &str {
+    spec(pod).restart_policy.as_deref().unwrap_or("Always")
+}
+
+/// `terminationGracePeriodSeconds`, 30 by default.
+pub fn grace_seconds(pod: &Pod) -> i64 {
+    spec(pod).termination_grace_period_seconds.unwrap_or(30).max(0)
+}
+
+fn pod_labels(pod: &DesiredPod) -> HashMap<String, String> {
+    let mut labels: HashMap<String, String> =
+        pod.pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+    labels.insert(label::POD_NAME.into(), pod.name.clone());
+    labels.insert(label::POD_NAMESPACE.into(), pod.namespace.clone());
+    labels.insert(label::POD_UID.into(), pod.uid.clone());
+    labels
+}
+
+/// The namespaces of the pod's containers: the pod's network and IPC, their own PIDs.
+fn namespace_options(pod: &Pod) -> v1::NamespaceOption {
+    let network = if host_network(pod) { v1::NamespaceMode::Node } else { v1::NamespaceMode::Pod };
+    v1::NamespaceOption {
+        network: network.into(),
+        pid: v1::NamespaceMode::Container.into(),
+        ipc: v1::NamespaceMode::Pod.into(),
+        ..Default::default()
+    }
+}
+
+/// The sandbox of `pod`, attempt `attempt`.
+pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
+    let spec = spec(&pod.pod);
+    let port_mappings = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|h| h > 0))
+        .map(|p| v1::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => v1::Protocol::Udp,
+                _ => v1::Protocol::Tcp,
+            }
+            .into(),
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or_default(),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let privileged = spec
+        .containers
+        .iter()
+        .any(|c| c.security_context.as_ref().and_then(|s| s.privileged).unwrap_or(false));
+    let hostname = if host_network(&pod.pod) {
+        String::new()
+    } else {
+        spec.hostname.clone().unwrap_or_else(|| pod.name.clone())
+    };
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            namespace: pod.namespace.clone(),
+            attempt,
+        }),
+        hostname,
+        log_directory: log_directory(pod).to_string_lossy().into_owned(),
+        port_mappings,
+        labels: pod_labels(pod),
+        annotations: pod.pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+        linux: Some(v1::LinuxPodSandboxConfig {
+            cgroup_parent: format!("{CGROUP_ROOT}/pod{}", pod.uid),
+            security_context: Some(v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(&pod.pod)),
+                privileged,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The host path behind a pod volume; creates what `DirectoryOrCreate`/`FileOrCreate` and
+/// emptyDir ask for.
+fn volume_host_path(pod: &DesiredPod, volume: &Volume) -> Result<PathBuf, String> {
+    if let Some(host_path) = &volume.host_path {
+        let path = PathBuf::from(&host_path.path);
+        match host_path.type_.as_deref().unwrap_or("") {
+            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
+                .map_err(|e| format!("hostPath {}: {e}", path.display()))?,
+            "FileOrCreate" => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("hostPath {}: {e}", path.display()))?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| format!("hostPath {}: {e}", path.display()))?;
+            }
+            "Directory" if !path.is_dir() => {
+                return Err(format!("hostPath {} is not a directory", path.display()))
+            }
+            "File" if !path.is_file() => {
+                return Err(format!("hostPath {} is not a file", path.display()))
+            }
+            _ => {}
+        }
+        return Ok(path);
+    }
+    let dir = data_directory(&pod.uid).join("volumes").join(&volume.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// CPU and memory limits and shares of a container, as cgroup values.
+fn resources(container: &Container) -> Result<v1::LinuxContainerResources, String> {
+    use cairn_api::config::pod::{cpu_millis, memory_bytes};
+    let mut out = v1::LinuxContainerResources::default();
+    let Some(resources) = &container.resources else { return Ok(out) };
+    let limits = resources.limits.clone().unwrap_or_default();
+    let requests = resources.requests.clone().unwrap_or_default();
+    if let Some(cpu) = limits.get("cpu") {
+        // cpu.max: quota per 100 ms period.
+        out.cpu_period = 100_000;
+        out.cpu_quota = (cpu_millis(cpu)? as i64 * 100).max(1000);
+    }
+    // cpu.weight follows the request (or the limit), as shares: 1024 per CPU, at least 2.
+    if let Some(cpu) = requests.get("cpu").or_else(|| limits.get("cpu")) {
+        out.cpu_shares = (cpu_millis(cpu)? as i64 * 1024 / 1000).max(2);
+    }
+    if let Some(memory) = limits.get("memory") {
+        out.memory_limit_in_bytes = memory_bytes(memory)? as i64;
+    }
+    Ok(out)
+}
+
+/// The config of `container` in `pod`, attempt `attempt`; `image_ref` is the image as
+/// containerd knows it.
+pub fn container_config(
+    pod: &DesiredPod,
+    container: &Container,
+    attempt: u32,
+    image_ref: &str,
+) -> Result<v1::ContainerConfig, String> {
+    let volumes = &spec(&pod.pod).volumes;
+    let mut mounts = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .ok_or_else(|| format!("volumeMount {}: no volume of that name", mount.name))?;
+        let mut host_path = volume_host_path(pod, volume)?;
+        if let Some(sub_path) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            host_path = host_path.join(sub_path);
+        }
+        mounts.push(v1::Mount {
+            container_path: mount.mount_path.clone(),
+            host_path: host_path.to_string_lossy().into_owned(),
+            readonly: mount.read_only.unwrap_or(false),
+            ..Default::default()
+        });
+    }
+    let security = container.security_context.clone().unwrap_or_default();
+    let mut labels = pod_labels(pod);
+    labels.insert(label::CONTAINER_NAME.into(), container.name.clone());
+    Ok(v1::ContainerConfig {
+        metadata: Some(v1::ContainerMetadata { name: container.name.clone(), attempt }),
+        image: Some(v1::ImageSpec {
+            image: image_ref.into(),
+            user_specified_image: container.image.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        command: container.command.clone().unwrap_or_default(),
+        args: container.args.clone().unwrap_or_default(),
+        working_dir: container.working_dir.clone().unwrap_or_default(),
+        envs: container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| v1::KeyValue {
+                key: e.name.clone(),
+                value: e.value.clone().unwrap_or_default(),
+            })
+            .collect(),
+        mounts,
+        labels,
+        log_path: log_path(&container.name, attempt),
+        linux: Some(v1::LinuxContainerConfig {
+            resources: Some(resources(container)?),
+            security_context: Some(v1::LinuxContainerSecurityContext {
+                privileged: security.privileged.unwrap_or(false),
+                namespace_options: Some(namespace_options(&pod.pod)),
+                run_as_user: security.run_as_user.map(|value| v1::Int64Value { value }),
+                run_as_group: security.run_as_group.map(|value| v1::Int64Value { value }),
+                readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(yaml: &str) -> DesiredPod {
+        DesiredPod::new("config", serde_yaml::from_str(yaml).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn ports_resources_and_security_reach_the_cri_requests() {
+        let pod = desired(concat!(
+            "metadata: {name: web, namespace: apps, labels: {app: web}}\n",
+            "spec:\n",
+            "  containers:\n",
+            "  - name: httpd\n",
+            "    image: localhost/busybox:latest\n",
+            "    command: [httpd, -f]\n",
+            "    env: [{name: A, value: b}]\n",
+            "    ports: [{containerPort: 80, hostPort: 8080}]\n",
+            "    resources: {limits: {memory: 64Mi, cpu: 250m}, requests: {cpu: 100m}}\n",
+            "    securityContext: {runAsUser: 1000, readOnlyRootFilesystem: true}\n",
+        ));
+        let sandbox = sandbox_config(&pod, 0);
+        assert_eq!(sandbox.port_mappings.len(), 1);
+        assert_eq!(
+            (sandbox.port_mappings[0].container_port, sandbox.port_mappings[0].host_port),
+            (80, 8080)
+        );
+        assert_eq!(sandbox.labels[label::POD_UID], pod.uid);
+        assert_eq!(sandbox.labels["app"], "web");
+        assert_eq!(sandbox.hostname, "web");
+        assert!(sandbox.log_directory.starts_with("/var/log/pods/apps_web_"));
+        let container = container_config(&pod, &containers(&pod.pod)[0], 2, "sha256:abc").unwrap();
+        assert_eq!(container.log_path, "httpd/2.log");
+        assert_eq!(container.envs[0].key, "A");
+        let linux = container.linux.unwrap();
+        let resources = linux.resources.unwrap();
+        assert_eq!(resources.memory_limit_in_bytes, 64 << 20);
+        assert_eq!((resources.cpu_quota, resources.cpu_period), (25_000, 100_000));
+        assert_eq!(resources.cpu_shares, 102);
+        let security = linux.security_context.unwrap();
+        assert_eq!(security.run_as_user, Some(v1::Int64Value { value: 1000 }));
+        assert!(security.readonly_rootfs);
+    }
+
+    #[test]
+    fn host_network_pods_share_the_node_network() {
+        let pod = desired(
+            "metadata: {name: h}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}",
+        );
+        let sandbox = sandbox_config(&pod, 1);
+        let options = sandbox.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
+        assert_eq!(options.network, i32::from(v1::NamespaceMode::Node));
+        assert_eq!(sandbox.hostname, "");
+    }
+}

@@ -1,0 +1,549 @@
+//! One task per pod: it creates the pod's sandbox and containers through CRI, restarts
+//! containers as the restart policy and back-off say, runs probes, rotates logs, publishes
+//! the pod's status, and on stop tears everything down. Every second it looks again
+//! (like the upstream kubelet's relist), so a container killed behind its back, a sandbox
+//! lost to a containerd restart, or a reboot is noticed and repaired.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cri::{self, v1, Cri};
+
+use super::backoff::{Backoff, RESET_AFTER};
+use super::probe::{Probes, Target};
+use super::source::DesiredPod;
+use super::status::{self, ContainerView};
+use super::{images, logs, spec, ContainerLogs, PodRecord, Registry};
+
+/// How often the worker looks at its pod.
+const RELIST: Duration = Duration::from_secs(1);
+
+/// The pod's sandbox, as created.
+struct Sandbox {
+    id: String,
+    ip: Option<String>,
+    /// Its attempt number, which its config carries.
+    attempt: u32,
+}
+
+/// What the worker tracks of one container.
+#[derive(Default)]
+struct Track {
+    view: ContainerView,
+    /// The attempt number of the next run.
+    next_attempt: u32,
+    /// When the crash back-off lets the next restart happen.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+    /// When the pull back-off lets the next pull happen.
+    pull_retry_at: Option<Instant>,
+    pull_backoff: Backoff,
+    /// The probes of the current run, and which run that is.
+    probes: Option<(String, Probes)>,
+}
+
+/// The log files `kubectl logs [--previous]` would read for a container.
+fn container_logs(view: &ContainerView) -> ContainerLogs {
+    let path = |run: Option<&v1::ContainerStatus>| {
+        run.map(|r| PathBuf::from(&r.log_path)).filter(|p| p.is_absolute())
+    };
+    let previous =
+        if view.waiting.is_some() { view.current.as_ref() } else { view.previous.as_ref() };
+    ContainerLogs { current: path(view.current.as_ref()), previous: path(previous) }
+}
+
+/// The worker of one pod.
+pub struct Worker {
+    cri: Cri,
+    pod: DesiredPod,
+    registry: Registry,
+    log: Arc<dyn Fn(String) + Send + Sync>,
+    sandbox: Option<Sandbox>,
+    tracks: Vec<Track>,
+    start_time: Option<Time>,
+}
+
+impl Worker {
+    /// A worker for `pod`; it publishes into `registry` and logs through `log`.
+    pub fn new(
+        cri: Cri,
+        pod: DesiredPod,
+        registry: Registry,
+        log: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> Worker {
+        let tracks = spec::containers(&pod.pod)
+            .iter()
+            .map(|c| Track {
+                view: ContainerView {
+                    name: c.name.clone(),
+                    image: c.image.clone().unwrap_or_default(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+        Worker { cri, pod, registry, log, sandbox: None, tracks, start_time: None }
+    }
+
+    /// Runs the pod until `remove` (then tears it down) or `detach` (the kubelet stops: the
+    /// pod keeps running, and the next kubelet adopts it); `restart` tears it down and starts
+    /// it afresh (`ctl pod restart`).
+    pub async fn run(
+        mut self,
+        remove: CancellationToken,
+        detach: CancellationToken,
+        restart: Arc<Notify>,
+    ) {
+        (self.log)(format!(
+            "pod {}: starting (uid {}, from {})",
+            self.pod.key(),
+            self.pod.uid,
+            self.pod.source
+        ));
+        self.publish();
+        loop {
+            if let Err(e) = self.sync().await {
+                (self.log)(format!("pod {}: {e}", self.pod.key()));
+            }
+            self.publish();
+            tokio::select! {
+                _ = remove.cancelled() => break,
+                _ = detach.cancelled() => return,
+                _ = restart.notified() => {
+                    (self.log)(format!("pod {}: restarting on request", self.pod.key()));
+                    self.teardown().await;
+                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), self.registry.clone(), self.log.clone());
+                    self = fresh;
+                }
+                _ = tokio::time::sleep(RELIST) => {}
+            }
+        }
+        self.teardown().await;
+        (self.log)(format!("pod {}: stopped and removed", self.pod.key()));
+    }
+
+    /// Publishes the pod and its status for the API.
+    fn publish(&self) {
+        let views: Vec<ContainerView> = self.tracks.iter().map(|t| t.view.clone()).collect();
+        let mut pod: Pod = self.pod.pod.clone();
+        pod.metadata.namespace = Some(self.pod.namespace.clone());
+        pod.metadata.uid = Some(self.pod.uid.clone());
+        pod.metadata.creation_timestamp = self.start_time.clone();
+        pod.status = Some(status::pod_status(
+            self.sandbox.is_some(),
+            self.sandbox.as_ref().and_then(|s| s.ip.clone()),
+            self.start_time.clone(),
+            &views,
+        ));
+        let record = PodRecord {
+            source: self.pod.source.clone(),
+            uid: self.pod.uid.clone(),
+            pod,
+            logs: self
+                .tracks
+                .iter()
+                .map(|t| (t.view.name.clone(), container_logs(&t.view)))
+                .collect(),
+        };
+        self.registry.lock().unwrap().insert(self.pod.key(), record);
+    }
+
+    /// One look at the pod: sandbox first, then each container in order.
+    async fn sync(&mut self) -> anyhow::Result<()> {
+        self.ensure_sandbox().await?;
+        for index in 0..self.tracks.len() {
+            self.sync_container(index).await;
+        }
+        logs::rotate(
+            &mut self.cri,
+            &spec::log_directory(&self.pod),
+            self.tracks.iter().filter_map(|t| t.view.current.as_ref()),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The pod's sandboxes as containerd has them (also those of earlier boots).
+    async fn sandboxes(&mut self) -> anyhow::Result<Vec<v1::PodSandbox>> {
+        let filter = v1::PodSandboxFilter {
+            label_selector: [(spec::label::POD_UID.to_string(), self.pod.uid.clone())].into(),
+            ..Default::default()
+        };
+        Ok(self
+            .cri
+            .runtime
+            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: Some(filter) })
+            .await?
+            .into_inner()
+            .items)
+    }
+
+    /// Runs the sandbox unless it runs; one that stopped (a reboot, a containerd restart) is
+    /// replaced, and its containers' runs are counted as restarts.
+    async fn ensure_sandbox(&mut self) -> anyhow::Result<()> {
+        let ready = i32::from(v1::PodSandboxState::SandboxReady);
+        let sandboxes = self.sandboxes().await?;
+        if let Some(current) = &self.sandbox {
+            if sandboxes.iter().any(|s| s.id == current.id && s.state == ready) {
+                return Ok(());
+            }
+            (self.log)(format!(
+                "pod {}: sandbox {} is gone or stopped; recreating the pod",
+                self.pod.key(),
+                current.id
+            ));
+            self.sandbox = None;
+        }
+        // Adopt a ready sandbox (the kubelet restarted), or count and remove stopped ones.
+        let mut attempt = 0;
+        for sandbox in &sandboxes {
+            attempt = attempt.max(sandbox.metadata.as_ref().map_or(0, |m| m.attempt + 1));
+            let adopting = sandbox.state == ready && self.sandbox.is_none();
+            for run in self.containers_of(&sandbox.id).await? {
+                let Some(meta) = run.metadata.clone() else { continue };
+                let status =
+                    if adopting { self.container_status(&run.id).await.ok() } else { None };
+                let Some(track) = self.tracks.iter_mut().find(|t| t.view.name == meta.name) else {
+                    continue;
+                };
+                track.next_attempt = track.next_attempt.max(meta.attempt + 1);
+                // The latest run is the one to watch.
+                if status.is_some() && track.next_attempt == meta.attempt + 1 {
+                    track.view.restarts = meta.attempt as i32;
+                    track.view.current = status;
+                }
+            }
+            if adopting {
+                let ip = self.sandbox_ip(&sandbox.id).await;
+                let attempt = sandbox.metadata.as_ref().map_or(0, |m| m.attempt);
+                self.sandbox = Some(Sandbox { id: sandbox.id.clone(), ip, attempt });
+                (self.log)(format!(
+                    "pod {}: adopted running sandbox {}",
+                    self.pod.key(),
+                    sandbox.id
+                ));
+            } else {
+                self.remove_sandbox(&sandbox.id).await;
+            }
+        }
+        if self.sandbox.is_some() {
+            return Ok(());
+        }
+        for track in &mut self.tracks {
+            track.view.current = None;
+            track.probes = None;
+        }
+        let config = spec::sandbox_config(&self.pod, attempt);
+        std::fs::create_dir_all(&config.log_directory)?;
+        let response = self
+            .cri
+            .runtime
+            .run_pod_sandbox(cri::with_timeout(
+                v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() },
+                Duration::from_secs(120),
+            ))
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the sandbox: {}", e.message()))?;
+        let id = response.into_inner().pod_sandbox_id;
+        let ip = self.sandbox_ip(&id).await;
+        (self.log)(format!(
+            "pod {}: sandbox {id} running, IP {}",
+            self.pod.key(),
+            ip.as_deref().unwrap_or("(node's)")
+        ));
+        self.start_time = Some(status::now());
+        self.sandbox = Some(Sandbox { id, ip, attempt });
+        Ok(())
+    }
+
+    async fn sandbox_ip(&mut self, id: &str) -> Option<String> {
+        let status = self
+            .cri
+            .runtime
+            .pod_sandbox_status(v1::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .status?;
+        status.network.map(|n| n.ip).filter(|ip| !ip.is_empty())
+    }
+
+    async fn containers_of(&mut self, sandbox: &str) -> anyhow::Result<Vec<v1::Container>> {
+        let filter = v1::ContainerFilter { pod_sandbox_id: sandbox.into(), ..Default::default() };
+        Ok(self
+            .cri
+            .runtime
+            .list_containers(v1::ListContainersRequest { filter: Some(filter) })
+            .await?
+            .into_inner()
+            .containers)
+    }
+
+    async fn container_status(&mut self, id: &str) -> Result<v1::ContainerStatus, tonic::Status> {
+        self.cri
+            .runtime
+            .container_status(v1::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .ok_or_else(|| tonic::Status::not_found(id))
+    }
+
+    /// Stops and removes a sandbox with its containers.
+    async fn remove_sandbox(&mut self, id: &str) {
+        let stop = v1::StopPodSandboxRequest { pod_sandbox_id: id.into() };
+        if let Err(e) = self.cri.runtime.stop_pod_sandbox(stop).await {
+            (self.log)(format!("pod {}: stopping sandbox {id}: {}", self.pod.key(), e.message()));
+        }
+        let remove = v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() };
+        if let Err(e) = self.cri.runtime.remove_pod_sandbox(remove).await {
+            (self.log)(format!("pod {}: removing sandbox {id}: {}", self.pod.key(), e.message()));
+        }
+    }
+
+    /// Whether the restart policy restarts a run that ended with `exit_code`.
+    fn restarts(&self, exit_code: i32) -> bool {
+        match spec::restart_policy(&self.pod.pod) {
+            "Never" => false,
+            "OnFailure" => exit_code != 0,
+            _ => true,
+        }
+    }
+
+    async fn sync_container(&mut self, index: usize) {
+        let container = spec::containers(&self.pod.pod)[index].clone();
+        let current_id = self.tracks[index].view.current.as_ref().map(|c| c.id.clone());
+        if let Some(id) = current_id {
+            match self.container_status(&id).await {
+                Ok(status) => self.tracks[index].view.current = Some(status),
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    self.tracks[index].view.current = None
+                }
+                Err(e) => {
+                    (self.log)(format!(
+                        "pod {}: status of {}: {}",
+                        self.pod.key(),
+                        container.name,
+                        e.message()
+                    ));
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        let Some(current) = self.tracks[index].view.current.clone() else {
+            return self.start_container(index, now).await;
+        };
+        match v1::ContainerState::try_from(current.state) {
+            Ok(v1::ContainerState::ContainerRunning) => {
+                self.watch_running(index, &current, now).await
+            }
+            Ok(v1::ContainerState::ContainerCreated) => {
+                let start = v1::StartContainerRequest { container_id: current.id.clone() };
+                if let Err(e) = self.cri.runtime.start_container(start).await {
+                    self.tracks[index].view.waiting =
+                        Some(("RunContainerError".into(), e.message().into()));
+                }
+            }
+            _ => {
+                let track = &mut self.tracks[index];
+                track.view.started = false;
+                track.view.ready = false;
+                track.probes = None;
+                if track.view.done {
+                    return;
+                }
+                if !self.restarts(current.exit_code) {
+                    let track = &mut self.tracks[index];
+                    track.view.done = true;
+                    track.view.waiting = None;
+                    return;
+                }
+                let track = &mut self.tracks[index];
+                let retry_at = *track.retry_at.get_or_insert_with(|| {
+                    let ran = Duration::from_nanos(
+                        (current.finished_at - current.started_at).max(0) as u64,
+                    );
+                    if ran >= RESET_AFTER {
+                        track.backoff.reset();
+                    }
+                    now + track.backoff.failed()
+                });
+                if now < retry_at {
+                    let delay = retry_at.saturating_duration_since(now).as_secs();
+                    track.view.waiting = Some((
+                        "CrashLoopBackOff".into(),
+                        format!(
+                            "back-off {delay}s restarting failed container={} pod={}",
+                            container.name,
+                            self.pod.key()
+                        ),
+                    ));
+                    return;
+                }
+                self.start_container(index, now).await;
+            }
+        }
+    }
+
+    /// Probes a running container, and kills it when liveness or startup fails.
+    async fn watch_running(&mut self, index: usize, current: &v1::ContainerStatus, now: Instant) {
+        let container = spec::containers(&self.pod.pod)[index].clone();
+        let ip = match (
+            spec::host_network(&self.pod.pod),
+            self.sandbox.as_ref().and_then(|s| s.ip.as_deref()),
+        ) {
+            (false, Some(ip)) => ip.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            _ => IpAddr::from([127, 0, 0, 1]),
+        };
+        let track = &mut self.tracks[index];
+        track.view.waiting = None;
+        track.retry_at = None;
+        if track.probes.as_ref().is_none_or(|(id, _)| *id != current.id) {
+            track.probes = Some((current.id.clone(), Probes::new(&container, now)));
+        }
+        let (_, probes) = track.probes.as_mut().expect("set above");
+        let target = Target { container_id: &current.id, ip, container: &container };
+        let kill = probes.run_due(&mut self.cri, &target).await;
+        let track = &mut self.tracks[index];
+        let (_, probes) = track.probes.as_ref().expect("set above");
+        track.view.started = probes.started();
+        track.view.ready = probes.ready();
+        if let Some(why) = kill {
+            (self.log)(format!(
+                "pod {}: container {}: {why}; killing it",
+                self.pod.key(),
+                container.name
+            ));
+            self.stop_container(&current.id).await;
+        }
+    }
+
+    async fn stop_container(&mut self, id: &str) {
+        let grace = spec::grace_seconds(&self.pod.pod);
+        let request = v1::StopContainerRequest { container_id: id.into(), timeout: grace };
+        let timeout = Duration::from_secs(grace as u64 + 10);
+        if let Err(e) = self.cri.runtime.stop_container(cri::with_timeout(request, timeout)).await {
+            (self.log)(format!("pod {}: stopping container {id}: {}", self.pod.key(), e.message()));
+        }
+    }
+
+    /// Creates and starts the next run of a container (pulling its image first if needed);
+    /// the run before the previous one is removed, so `--previous` logs stay.
+    async fn start_container(&mut self, index: usize, now: Instant) {
+        let container = spec::containers(&self.pod.pod)[index].clone();
+        let Some((sandbox_id, sandbox_attempt)) =
+            self.sandbox.as_ref().map(|s| (s.id.clone(), s.attempt))
+        else {
+            return;
+        };
+        let track = &mut self.tracks[index];
+        if track.pull_retry_at.is_some_and(|at| now < at) {
+            let message = track.view.waiting.take().map(|(_, m)| m).unwrap_or_default();
+            track.view.waiting = Some(("ImagePullBackOff".into(), message));
+            return;
+        }
+        let image = match images::ensure(&mut self.cri, &container).await {
+            Ok(image) => image,
+            Err(e) => {
+                let track = &mut self.tracks[index];
+                let delay = track.pull_backoff.failed().max(Duration::from_secs(1));
+                track.pull_retry_at = Some(now + delay);
+                track.view.waiting = Some((e.reason.into(), e.message.clone()));
+                (self.log)(format!(
+                    "pod {}: container {}: {}",
+                    self.pod.key(),
+                    container.name,
+                    e.message
+                ));
+                return;
+            }
+        };
+        let track = &mut self.tracks[index];
+        track.pull_backoff.reset();
+        track.pull_retry_at = None;
+        let attempt = track.next_attempt;
+        let config = match spec::container_config(&self.pod, &container, attempt, &image) {
+            Ok(config) => config,
+            Err(e) => {
+                track.view.waiting = Some(("CreateContainerConfigError".into(), e));
+                return;
+            }
+        };
+        let request = v1::CreateContainerRequest {
+            pod_sandbox_id: sandbox_id,
+            config: Some(config),
+            sandbox_config: Some(spec::sandbox_config(&self.pod, sandbox_attempt)),
+        };
+        let id = match self.cri.runtime.create_container(request).await {
+            Ok(created) => created.into_inner().container_id,
+            Err(e) => {
+                track.view.waiting = Some(("CreateContainerError".into(), e.message().into()));
+                return;
+            }
+        };
+        track.next_attempt += 1;
+        track.retry_at = None;
+        let older = std::mem::replace(&mut track.view.previous, track.view.current.take());
+        if let Some(older) = older {
+            let remove = v1::RemoveContainerRequest { container_id: older.id.clone() };
+            let _ = self.cri.runtime.remove_container(remove).await;
+            let _ = std::fs::remove_file(spec::log_directory(&self.pod).join(&older.log_path));
+        }
+        if let Err(e) = self
+            .cri
+            .runtime
+            .start_container(v1::StartContainerRequest { container_id: id.clone() })
+            .await
+        {
+            self.tracks[index].view.waiting =
+                Some(("RunContainerError".into(), e.message().into()));
+        } else {
+            self.tracks[index].view.waiting = None;
+        }
+        let status = self.container_status(&id).await.ok();
+        let track = &mut self.tracks[index];
+        track.view.restarts = attempt as i32;
+        track.view.current = status;
+    }
+
+    /// Stops the containers (each with the grace period) and removes the sandbox, the
+    /// pod's logs and volumes, and its record.
+    async fn teardown(&mut self) {
+        let running: Vec<String> = self
+            .tracks
+            .iter()
+            .filter_map(|t| t.view.current.as_ref())
+            .filter(|c| c.state == i32::from(v1::ContainerState::ContainerRunning))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in running {
+            self.stop_container(&id).await;
+        }
+        for sandbox in self.sandboxes().await.unwrap_or_default() {
+            self.remove_sandbox(&sandbox.id).await;
+        }
+        self.sandbox = None;
+        let _ = std::fs::remove_dir_all(spec::log_directory(&self.pod));
+        let _ = std::fs::remove_dir_all(spec::data_directory(&self.pod.uid));
+        let mut registry = self.registry.lock().unwrap();
+        // A replacement (same name, new uid) may already have published its record.
+        if registry.get(&self.pod.key()).is_some_and(|r| r.uid == self.pod.uid) {
+            registry.remove(&self.pod.key());
+        }
+    }
+}

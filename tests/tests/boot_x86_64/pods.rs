@@ -1,0 +1,281 @@
+//! The pod scenarios of the x86_64 boot test: pods added by `apply-config` with no reboot,
+//! reached over HTTP through a hostPort, killed, crash-looping, failing liveness, over their
+//! memory limit, refused when they ask for what the kubelet does not do, removed, and back
+//! after a reboot with the network cut.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cairn_tests::{ctl, eventually, http_get};
+use serde_json::Value;
+
+/// The pod's port on the node (forwarded by QEMU from the host).
+pub const WEB_HOST_PORT: u16 = 8080;
+
+/// `web` serves HTTP on hostPort 8080 from an emptyDir; `GET /cgi-bin/crash` kills its
+/// server, so its container ends.
+pub const WEB_POD: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: web, labels: {app: web}}
+      spec:
+        volumes: [{name: www, emptyDir: {}}]
+        containers:
+          - name: httpd
+            image: localhost/busybox:latest
+            command: [sh, -c]
+            args:
+              - |
+                mkdir -p /www/cgi-bin
+                echo hello from a cairn pod > /www/index.html
+                echo '#!/bin/sh' > /www/cgi-bin/crash
+                echo 'echo Content-Type: text/plain; echo; echo bye; killall httpd' >> /www/cgi-bin/crash
+                chmod +x /www/cgi-bin/crash
+                echo serving
+                httpd -f -p 80 -h /www &
+                wait
+            ports: [{containerPort: 80, hostPort: 8080}]
+            volumeMounts: [{name: www, mountPath: /www}]
+            resources: {limits: {memory: 64Mi, cpu: 250m}}
+            readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 2}
+"#;
+
+/// Pods that fail in the ways the kubelet must handle.
+const FAILING_PODS: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: crasher}
+      spec:
+        containers:
+          - {name: main, image: localhost/busybox:latest, command: [sh, -c, "echo crashing; exit 3"]}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: liveness}
+      spec:
+        terminationGracePeriodSeconds: 2
+        containers:
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "touch /tmp/healthy; sleep 20; rm /tmp/healthy; sleep 3600"]
+            livenessProbe: {exec: {command: [test, -f, /tmp/healthy]}, periodSeconds: 2, failureThreshold: 2}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: hog}
+      spec:
+        restartPolicy: Never
+        terminationGracePeriodSeconds: 2
+        containers:
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "x=$(head -c 100000000 /dev/zero | tr '\\0' a); sleep 3600"]
+            resources: {limits: {memory: 16Mi}}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: sleeper}
+      spec:
+        terminationGracePeriodSeconds: 2
+        containers:
+          - {name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}
+"#;
+
+/// A pod asking for what Cairn's kubelet does not do.
+const UNSUPPORTED_POD: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: init}
+      spec:
+        initContainers: [{name: first, image: localhost/busybox:latest}]
+        containers: [{name: main, image: localhost/busybox:latest}]
+"#;
+
+/// The node's config with `pods` (YAML list items) under `machine.pods`.
+pub fn with_pods(config: &str, pods: &str) -> String {
+    format!("{}  pods:{pods}", config)
+}
+
+/// `ctl pods -o json`: the pods as Kubernetes objects.
+pub fn pods(admin: &Path, n: &str) -> Vec<Value> {
+    let run = ctl(Some(admin), &["-n", n, "-o", "json", "pods"]);
+    serde_json::from_str(&run.stdout).unwrap_or_default()
+}
+
+fn pod<'a>(pods: &'a [Value], name: &str) -> Option<&'a Value> {
+    pods.iter().find(|p| p["metadata"]["name"] == name)
+}
+
+fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+fn restarts(pod: Option<&Value>) -> i64 {
+    pod.map_or(0, |p| container(p)["restartCount"].as_i64().unwrap_or(0))
+}
+
+/// Waits until `check` holds for `name`; panics with the pods and the kubelet's log.
+pub fn wait_pod(
+    admin: &Path,
+    n: &str,
+    name: &str,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut last = Vec::new();
+    let held = eventually(limit, || {
+        last = pods(admin, n);
+        pod(&last, name).is_some_and(&check)
+    });
+    assert!(
+        held,
+        "pod {name} did not get there: {}\n{}\nkubelet's log:\n{}",
+        serde_json::to_string_pretty(&pod(&last, name)).unwrap(),
+        ctl(Some(admin), &["-n", n, "pods"]).stdout,
+        ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout
+    );
+    pod(&last, name).unwrap().clone()
+}
+
+/// Whether the pod is Ready.
+pub fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Waits until the pod's page answers at `web` (the host's forward of hostPort 8080);
+/// returns how long it took.
+pub fn wait_web(web: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let answered = eventually(limit, || {
+        http_get(web, "/")
+            .is_some_and(|(code, body)| code == 200 && body == "hello from a cairn pod\n")
+    });
+    assert!(answered, "the web pod did not answer at {web}: {:?}", http_get(web, "/"));
+    started.elapsed()
+}
+
+/// The resident memory of the process named `name` on the node, in MiB.
+fn rss_mib(admin: &Path, n: &str, name: &str) -> Option<f64> {
+    let listing = ctl(Some(admin), &["-n", n, "-o", "json", "ls", "/proc"]).stdout;
+    let entries: Vec<Value> = serde_json::from_str(&listing).unwrap_or_default();
+    entries.iter().filter_map(|e| e["name"].as_str()).find_map(|path| {
+        let pid = path.trim_start_matches("/proc/");
+        if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let status = ctl(Some(admin), &["-n", n, "read", &format!("{path}/status")]).stdout;
+        if status.lines().next()? != format!("Name:\t{name}") {
+            return None;
+        }
+        let kib: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    })
+}
+
+/// Prints machined's and containerd's resident memory (figures for the note, `--nocapture`).
+pub fn print_memory(admin: &Path, n: &str, when: &str) {
+    for name in ["machined", "containerd"] {
+        match rss_mib(admin, n, name) {
+            Some(mib) => println!("{name} RSS {when}: {mib:.1} MiB"),
+            None => println!("{name} RSS {when}: not found"),
+        }
+    }
+}
+
+/// Applies `config`; returns ctl's run.
+fn apply(admin: &Path, n: &str, config: &Path) -> cairn_tests::CtlRun {
+    ctl(Some(admin), &["-n", n, "apply-config", "-f", config.to_str().unwrap()])
+}
+
+/// Runs the pod scenarios on a configured node whose config is `base` (written to files in
+/// `dir`); `web` is the host's forward of hostPort 8080. Leaves `web` running alone.
+pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    // Added by apply-config, no reboot.
+    let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}")));
+    let applied = Instant::now();
+    apply(admin, n, &all).ok();
+    let first_answer = wait_web(web, Duration::from_secs(180));
+    println!(
+        "apply-config to the web pod's first HTTP answer: {:.1?}",
+        applied.elapsed().max(first_answer)
+    );
+    let web_pod = wait_pod(admin, n, "web", Duration::from_secs(60), ready);
+    let ip = web_pod["status"]["podIP"].as_str().unwrap_or_default();
+    assert!(ip.starts_with("10.244.0."), "{web_pod}");
+    let table = ctl(Some(admin), &["-n", n, "pods"]).ok().stdout;
+    assert!(
+        table.lines().any(|l| l.contains("web") && l.contains("1/1") && l.contains("Running")),
+        "{table}"
+    );
+
+    // Its limits are the container cgroup's.
+    let uid = web_pod["metadata"]["uid"].as_str().unwrap();
+    let id =
+        container(&web_pod)["containerID"].as_str().unwrap().trim_start_matches("containerd://");
+    let cgroup = format!("/sys/fs/cgroup/kubepods/pod{uid}/{id}");
+    let read =
+        |file: &str| ctl(Some(admin), &["-n", n, "read", &format!("{cgroup}/{file}")]).stdout;
+    assert_eq!(read("memory.max"), "67108864\n");
+    assert_eq!(read("cpu.max"), "25000 100000\n");
+    let logs = ctl(Some(admin), &["-n", n, "logs", "web"]).ok().stdout;
+    assert!(logs.contains("serving"), "{logs}");
+
+    // Its server killed: the container ends and is restarted, the count grows.
+    let _ = http_get(web, "/cgi-bin/crash");
+    wait_pod(admin, n, "web", Duration::from_secs(60), |p| restarts(Some(p)) >= 1 && ready(p));
+    wait_web(web, Duration::from_secs(60));
+    let previous = ctl(Some(admin), &["-n", n, "logs", "web", "--previous"]).ok().stdout;
+    assert!(previous.contains("serving"), "{previous}");
+
+    // A crash loop backs off: 0 s, 10 s, 20 s...
+    let crasher = wait_pod(admin, n, "crasher", Duration::from_secs(120), |p| {
+        restarts(Some(p)) >= 2 && container(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    assert_eq!(container(&crasher)["lastState"]["terminated"]["exitCode"], 3, "{crasher}");
+    // Liveness failing twice kills the container; it is restarted.
+    wait_pod(admin, n, "liveness", Duration::from_secs(120), |p| restarts(Some(p)) >= 1);
+    let kubelet = ctl(Some(admin), &["-n", n, "logs", "kubelet"]).ok().stdout;
+    assert!(kubelet.contains("liveness probe failed"), "{kubelet}");
+    // Over its memory limit: OOMKilled, and with restartPolicy Never it stays so.
+    let hog = wait_pod(admin, n, "hog", Duration::from_secs(120), |p| {
+        container(p)["state"]["terminated"]["reason"] == "OOMKilled"
+    });
+    assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
+    wait_pod(admin, n, "sleeper", Duration::from_secs(60), ready);
+    print_memory(admin, n, "with 5 pods");
+
+    // A pod with a field the kubelet does not implement is refused; nothing changes.
+    let before: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();
+    let unsupported =
+        write("unsupported.yaml", with_pods(base, &format!("{WEB_POD}{UNSUPPORTED_POD}")));
+    let refused = apply(admin, n, &unsupported).failed();
+    assert!(
+        refused.stderr.contains("machine.pods[1].spec.initContainers")
+            && refused.stderr.contains("not supported"),
+        "{}",
+        refused.stderr
+    );
+    let after: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();
+    assert_eq!(before, after, "a refused config changed the pods");
+
+    // Pods removed from the config go; web, unchanged, keeps running (same uid).
+    let web_only = write("web.yaml", with_pods(base, WEB_POD));
+    apply(admin, n, &web_only).ok();
+    let gone = eventually(Duration::from_secs(90), || {
+        let names: Vec<Value> =
+            pods(admin, n).iter().map(|p| p["metadata"]["name"].clone()).collect();
+        names == ["web"]
+    });
+    assert!(gone, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
+    assert_eq!(pod(&pods(admin, n), "web").unwrap()["metadata"]["uid"], uid);
+}
