@@ -19,9 +19,10 @@ mod boot_x86_64 {
 
 use std::time::Duration;
 
-use boot_x86_64::pods::{self, WEB_HOST_PORT};
+use boot_x86_64::pods::{self, MIRRORED_REGISTRY, WEB_HOST_PORT};
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
+use cairn_tests::registry::{file_in_image, Registry};
 use cairn_tests::sntp::{Server, ServerClock};
 use cairn_tests::{build_image, ctl, eventually, fingerprint_in, serving_cert_names, Cluster};
 
@@ -40,6 +41,14 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     );
     assert!(report.contains("bootstrap_token = true"), "{report}");
     assert!(report.contains("name = \"cairn-x86_64.raw.zst\""), "{report}");
+
+    // The host's registry, holding the image's own busybox under another name, for pulls.
+    let registry = Registry::start().unwrap();
+    let busybox = first.path().join("busybox.tar");
+    let raw = first.path().join("cairn-x86_64.raw");
+    std::fs::write(&busybox, file_in_image(&raw, "/usr/share/cairn/images/busybox.tar").unwrap())
+        .unwrap();
+    registry.push(&busybox, "cairn/busybox:v1").unwrap();
 
     // Boot a copy, grown as a user's disk would be bigger than the image.
     let vm_dir = tempfile::tempdir().unwrap();
@@ -107,6 +116,10 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // metric and its own resolvers.
     let config = cluster.node_config_with("node.yaml", |text| {
         text + &format!("  time: {{servers: [\"{time_server_at}\"]}}\n")
+            + &format!(
+                "  registries: {{mirrors: {{{MIRRORED_REGISTRY}: {{endpoints: [\"http://10.0.2.2:{}\"]}}}}}}\n",
+                registry.port()
+            )
             + concat!(
                 "  hostname: qemu-node\n",
                 "  sysctls: {vm.swappiness: \"13\"}\n",

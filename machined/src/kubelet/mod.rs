@@ -29,6 +29,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use cairn_api::config::MachineConfig;
+
 use crate::cri::{v1, Cri};
 use crate::machine::Machine;
 use crate::reaper::Reaper;
@@ -125,9 +127,8 @@ impl Kubelet {
         }
     }
 
-    /// The pod subnet the running config names (validated on apply), or the default.
-    fn pod_subnet(&self) -> ipnet::Ipv4Net {
-        let config = self.machine.watch_config().borrow().clone();
+    /// The pod subnet `config` names (validated on apply), or the default.
+    fn pod_subnet(config: Option<&MachineConfig>) -> ipnet::Ipv4Net {
         let kubelet = config.map(|c| c.machine.kubelet.clone()).unwrap_or_default();
         kubelet.pod_subnet().parse().unwrap_or_else(|_| {
             cairn_api::config::Kubelet::DEFAULT_POD_SUBNET.parse().expect("the default parses")
@@ -249,6 +250,7 @@ impl Kubelet {
         }
         let cni_dir = root.join(containerd::CNI_CONF_DIR.trim_start_matches('/'));
         let mut subnet = None;
+        let mut registries = None;
         ctx.ready();
 
         let mut sources: Vec<Box<dyn PodSource>> = vec![
@@ -259,11 +261,18 @@ impl Kubelet {
         let mut running = BTreeMap::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
         loop {
-            let wanted = self.pod_subnet();
-            if subnet != Some(wanted) {
-                cni::write(&cni_dir, wanted)?;
-                ctx.log(format!("pod subnet {wanted}"));
-                subnet = Some(wanted);
+            // The config's network settings: the pod subnet, the registry mirrors.
+            let config = self.machine.watch_config().borrow().clone();
+            let wanted_subnet = Self::pod_subnet(config.as_deref());
+            if subnet != Some(wanted_subnet) {
+                cni::write(&cni_dir, wanted_subnet)?;
+                ctx.log(format!("pod subnet {wanted_subnet}"));
+                subnet = Some(wanted_subnet);
+            }
+            let wanted = config.as_ref().map(|c| c.machine.registries.clone()).unwrap_or_default();
+            if registries.as_ref() != Some(&wanted) {
+                containerd::write_hosts(&root, config.as_deref())?;
+                registries = Some(wanted);
             }
             let desired = self.desired(&sources, &ctx);
             self.reconcile(&cri, &desired, &mut running, &detach, &ctx);

@@ -8,7 +8,7 @@
 //! snapshotter and runc v2 on the cgroupfs driver (there is no systemd), CNI directories, the
 //! pause image Cairn builds, and registry mirrors from `machine.registries`, as containerd's
 //! per-registry `hosts.toml` files (read at each pull, so a new config needs no restart: the
-//! service rewrites them whenever the config changes).
+//! kubelet rewrites them whenever the config's registries change, see [`write_hosts`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ pub fn service(machine: Arc<Machine>, reaper: Arc<Reaper>) -> ProcessService {
 fn write_config(root: &Path, config: Option<&MachineConfig>) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(under(root, CONFIG_DIR))?;
     std::fs::create_dir_all(under(root, CNI_CONF_DIR))?;
-    write_hosts(&under(root, HOSTS_DIR), config)?;
+    write_hosts(root, config)?;
     let path = under(root, CONFIG_DIR).join("config.toml");
     crate::durable::write_atomically(&path, render().as_bytes(), 0o644)?;
     Ok(path)
@@ -112,9 +112,14 @@ state = "/run/containerd"
     )
 }
 
+/// Writes the registries' `hosts.toml` files of `config` for the node under `root`.
+pub fn write_hosts(root: &Path, config: Option<&MachineConfig>) -> anyhow::Result<()> {
+    write_hosts_in(&under(root, HOSTS_DIR), config)
+}
+
 /// One directory per mirrored registry (`_default` for `*`), each with a `hosts.toml` naming
 /// its mirrors in order; the directories of registries no longer mirrored are removed.
-fn write_hosts(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<()> {
+fn write_hosts_in(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
@@ -163,7 +168,7 @@ mod tests {
             "      \"*\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
         ))
         .unwrap();
-        write_hosts(&hosts, Some(&config)).unwrap();
+        write_hosts_in(&hosts, Some(&config)).unwrap();
         assert!(!hosts.join("old.example").exists());
         assert_eq!(
             std::fs::read_to_string(hosts.join("docker.io/hosts.toml")).unwrap(),

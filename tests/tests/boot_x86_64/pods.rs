@@ -78,6 +78,27 @@ const FAILING_PODS: &str = r#"
           - {name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}
 "#;
 
+/// The registry name the node's config mirrors to the host's registry.
+pub const MIRRORED_REGISTRY: &str = "registry.cairn.test";
+
+/// A pod whose image comes from the host's registry through the mirror, and one whose image
+/// is not there.
+const PULLED_PODS: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: pulled}
+      spec:
+        terminationGracePeriodSeconds: 2
+        containers:
+          - {name: main, image: "registry.cairn.test/cairn/busybox:v1", command: [sleep, "3600"]}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: missing}
+      spec:
+        containers:
+          - {name: main, image: "registry.cairn.test/cairn/busybox:missing"}
+"#;
+
 /// A pod asking for what Cairn's kubelet does not do.
 const UNSUPPORTED_POD: &str = r#"
     - apiVersion: v1
@@ -201,7 +222,7 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
         path
     };
     // Added by apply-config, no reboot.
-    let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}")));
+    let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}")));
     let applied = Instant::now();
     apply(admin, n, &all).ok();
     let first_answer = wait_web(web, Duration::from_secs(180));
@@ -252,7 +273,16 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
     });
     assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
     wait_pod(admin, n, "sleeper", Duration::from_secs(60), ready);
-    print_memory(admin, n, "with 5 pods");
+    // Pulled from the host's registry through the configured mirror; a missing image backs off.
+    let pulled = wait_pod(admin, n, "pulled", Duration::from_secs(120), ready);
+    assert!(
+        container(&pulled)["imageID"].as_str().is_some_and(|id| id.starts_with("sha256:")),
+        "{pulled}"
+    );
+    wait_pod(admin, n, "missing", Duration::from_secs(120), |p| {
+        container(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    print_memory(admin, n, "with 7 pods");
 
     // A pod with a field the kubelet does not implement is refused; nothing changes.
     let before: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();
