@@ -413,6 +413,12 @@ fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
     }
     // machined writes the resolvers it learns (DHCP, config) on /run.
     root.symlink("/etc/resolv.conf", "../run/resolv.conf")?;
+    // containerd gives every pod a copy (with the pod's own name added).
+    root.file(
+        "/etc/hosts",
+        0o644,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )?;
     root.file(
         "/etc/os-release",
         0o644,

@@ -216,7 +216,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     wait_configured(&mut vm, before, &admin, "a reboot");
     println!("ctl reboot to the API answering, configured: {:.1?}", rebooted.elapsed());
     assert_config_in_effect(&admin, &n);
-    pods::wait_web(&vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
+    pods::wait_web(&admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
     // The certificate was issued at boot, before the addresses were up; it follows them.
     let names = || serving_cert_names(&n).unwrap();
     assert!(
@@ -249,7 +249,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let n = vm.api_address.clone();
     pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
     println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
-    pods::wait_web(&vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(30));
+    pods::wait_web(&admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(30));
 
     // Shutdown powers the machine off: QEMU exits.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();

@@ -67,6 +67,9 @@ pub struct Worker {
     registry: Registry,
     log: Arc<dyn Fn(String) + Send + Sync>,
     sandbox: Option<Sandbox>,
+    /// Failed sandbox creations back off like crashes.
+    sandbox_backoff: Backoff,
+    sandbox_retry_at: Option<Instant>,
     tracks: Vec<Track>,
     start_time: Option<Time>,
 }
@@ -90,7 +93,17 @@ impl Worker {
                 ..Default::default()
             })
             .collect();
-        Worker { cri, pod, registry, log, sandbox: None, tracks, start_time: None }
+        Worker {
+            cri,
+            pod,
+            registry,
+            log,
+            sandbox: None,
+            sandbox_backoff: Backoff::default(),
+            sandbox_retry_at: None,
+            tracks,
+            start_time: None,
+        }
     }
 
     /// Runs the pod until `remove` (then tears it down) or `detach` (the kubelet stops: the
@@ -109,10 +122,18 @@ impl Worker {
             self.pod.source
         ));
         self.publish();
+        // The same failure every second (containerd restarting) is logged once.
+        let mut last_error = None;
         loop {
-            if let Err(e) = self.sync().await {
-                (self.log)(format!("pod {}: {e}", self.pod.key()));
+            let error = self.sync().await.err().map(|e| e.to_string());
+            if error.is_some() && error != last_error {
+                (self.log)(format!(
+                    "pod {}: {}",
+                    self.pod.key(),
+                    error.as_deref().unwrap_or_default()
+                ));
             }
+            last_error = error;
             self.publish();
             tokio::select! {
                 _ = remove.cancelled() => break,
@@ -241,18 +262,33 @@ impl Worker {
             track.view.current = None;
             track.probes = None;
         }
+        if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
         let config = spec::sandbox_config(&self.pod, attempt);
         std::fs::create_dir_all(&config.log_directory)?;
-        let response = self
+        let request =
+            v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
+        let created = self
             .cri
             .runtime
-            .run_pod_sandbox(cri::with_timeout(
-                v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() },
-                Duration::from_secs(120),
-            ))
-            .await
-            .map_err(|e| anyhow::anyhow!("creating the sandbox: {}", e.message()))?;
-        let id = response.into_inner().pod_sandbox_id;
+            .run_pod_sandbox(cri::with_timeout(request, Duration::from_secs(120)))
+            .await;
+        let id = match created {
+            Ok(created) => created.into_inner().pod_sandbox_id,
+            Err(e) => {
+                // Retried with the crash back-off; the containers say why they wait.
+                let delay = self.sandbox_backoff.failed().max(RELIST);
+                self.sandbox_retry_at = Some(Instant::now() + delay);
+                let why = format!("creating the sandbox: {}", e.message());
+                for track in &mut self.tracks {
+                    track.view.waiting = Some(("ContainerCreating".into(), why.clone()));
+                }
+                anyhow::bail!("{why}; retrying in {}s", delay.as_secs());
+            }
+        };
+        self.sandbox_backoff.reset();
+        self.sandbox_retry_at = None;
         let ip = self.sandbox_ip(&id).await;
         (self.log)(format!(
             "pod {}: sandbox {id} running, IP {}",

@@ -164,13 +164,20 @@ pub fn ready(pod: &Value) -> bool {
 
 /// Waits until the pod's page answers at `web` (the host's forward of hostPort 8080);
 /// returns how long it took.
-pub fn wait_web(web: &str, limit: Duration) -> Duration {
+pub fn wait_web(admin: &Path, n: &str, web: &str, limit: Duration) -> Duration {
     let started = Instant::now();
     let answered = eventually(limit, || {
         http_get(web, "/")
             .is_some_and(|(code, body)| code == 200 && body == "hello from a cairn pod\n")
     });
-    assert!(answered, "the web pod did not answer at {web}: {:?}", http_get(web, "/"));
+    assert!(
+        answered,
+        "the web pod did not answer at {web}: {:?}\n{}\nkubelet's log:\n{}\ncontainerd's log:\n{}",
+        http_get(web, "/"),
+        ctl(Some(admin), &["-n", n, "-o", "yaml", "pods"]).stdout,
+        ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout,
+        ctl(Some(admin), &["-n", n, "logs", "containerd", "--tail", "40"]).stdout
+    );
     started.elapsed()
 }
 
@@ -225,7 +232,7 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
     let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}")));
     let applied = Instant::now();
     apply(admin, n, &all).ok();
-    let first_answer = wait_web(web, Duration::from_secs(180));
+    let first_answer = wait_web(admin, n, web, Duration::from_secs(180));
     println!(
         "apply-config to the web pod's first HTTP answer: {:.1?}",
         applied.elapsed().max(first_answer)
@@ -254,7 +261,7 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
     // Its server killed: the container ends and is restarted, the count grows.
     let _ = http_get(web, "/cgi-bin/crash");
     wait_pod(admin, n, "web", Duration::from_secs(60), |p| restarts(Some(p)) >= 1 && ready(p));
-    wait_web(web, Duration::from_secs(60));
+    wait_web(admin, n, web, Duration::from_secs(60));
     let previous = ctl(Some(admin), &["-n", n, "logs", "web", "--previous"]).ok().stdout;
     assert!(previous.contains("serving"), "{previous}");
 
@@ -308,4 +315,12 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
     });
     assert!(gone, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
     assert_eq!(pod(&pods(admin, n), "web").unwrap()["metadata"]["uid"], uid);
+
+    // `ctl pod restart` starts it afresh: a new sandbox, its restart count back to 0.
+    let sandbox_before = container(pod(&pods(admin, n), "web").unwrap())["containerID"].clone();
+    ctl(Some(admin), &["-n", n, "pod", "restart", "web"]).ok();
+    wait_pod(admin, n, "web", Duration::from_secs(120), |p| {
+        ready(p) && restarts(Some(p)) == 0 && container(p)["containerID"] != sandbox_before
+    });
+    wait_web(admin, n, web, Duration::from_secs(60));
 }
