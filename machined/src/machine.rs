@@ -131,6 +131,8 @@ pub struct Machine {
     bootstrap: BootstrapTrust,
     /// The kubelet, once started (only as PID 1, where containerd runs).
     kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
+    /// Set once a reboot or power-off has begun: services stopping then stop for good.
+    powering_down: std::sync::atomic::AtomicBool,
 }
 
 impl Machine {
@@ -165,7 +167,13 @@ impl Machine {
             power,
             bootstrap,
             kubelet: std::sync::OnceLock::new(),
+            powering_down: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Whether a reboot or power-off has begun.
+    pub fn powering_down(&self) -> bool {
+        self.powering_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records the kubelet, for the API.
@@ -411,6 +419,7 @@ impl Machine {
             PowerAction::PowerOff => "power-off",
         };
         self.events.publish(EventKind::Power, format!("{what} requested"));
+        self.powering_down.store(true, std::sync::atomic::Ordering::SeqCst);
         let machine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(POWER_GRACE).await;

@@ -19,7 +19,7 @@ mod boot_x86_64 {
 
 use std::time::Duration;
 
-use boot_x86_64::pods::{self, MIRRORED_REGISTRY, WEB_HOST_PORT};
+use boot_x86_64::pods::{self, HOSTNET_PORT, MIRRORED_REGISTRY, WEB_HOST_PORT};
 use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::registry::{file_in_image, Registry};
@@ -62,7 +62,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         work_dir: vm_dir.path().join("vm"),
         own_process_group: false,
         rtc_base: None,
-        forwards: vec![WEB_HOST_PORT],
+        forwards: vec![WEB_HOST_PORT, HOSTNET_PORT],
         offline: false,
     };
     // The node's time server: the host's clock, reached at QEMU's gateway address.
@@ -198,7 +198,8 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // Pods: added, reached, killed, crash-looping, probed, OOM-killed, refused, removed.
     let base = std::fs::read_to_string(&config).unwrap();
     let web = vm.forwarded[&WEB_HOST_PORT].clone();
-    pods::scenarios(&admin, &n, vm_dir.path(), &base, &web);
+    let hostnet = vm.forwarded[&HOSTNET_PORT].clone();
+    pods::scenarios(&admin, &n, vm_dir.path(), &base, &web, &hostnet);
     // machined logs into the kernel log too.
     let dmesg = ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout;
     assert!(dmesg.contains("Linux version"), "{dmesg}");

@@ -170,7 +170,7 @@ impl Kubelet {
         cri: &Cri,
         desired: &BTreeMap<String, DesiredPod>,
         running: &mut BTreeMap<String, RunningPod>,
-        detach: &CancellationToken,
+        (detach, shutdown): (&CancellationToken, &CancellationToken),
         ctx: &ServiceContext,
     ) {
         running.retain(|key, pod| {
@@ -193,7 +193,12 @@ impl Kubelet {
                 self.registry.clone(),
                 Arc::new(move |line| log_ctx.log(line)),
             );
-            let task = tokio::spawn(worker.run(remove.clone(), detach.clone(), restart.clone()));
+            let leave = worker::Leave {
+                remove: remove.clone(),
+                detach: detach.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let task = tokio::spawn(worker.run(leave, restart.clone()));
             running.insert(key.clone(), RunningPod { uid: pod.uid.clone(), remove, restart, task });
         }
         *self.restarts.lock().unwrap() =
@@ -258,6 +263,7 @@ impl Kubelet {
             Box::new(ManifestDir::new(self.machine.layout().state_dir().join("manifests"))),
         ];
         let detach = CancellationToken::new();
+        let shutdown = CancellationToken::new();
         let mut running = BTreeMap::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
         loop {
@@ -275,7 +281,7 @@ impl Kubelet {
                 registries = Some(wanted);
             }
             let desired = self.desired(&sources, &ctx);
-            self.reconcile(&cri, &desired, &mut running, &detach, &ctx);
+            self.reconcile(&cri, &desired, &mut running, (&detach, &shutdown), &ctx);
             let changed: Vec<BoxFuture<'_, ()>> = sources.iter_mut().map(|s| s.changed()).collect();
             tokio::select! {
                 _ = ctx.stop.cancelled() => break,
@@ -288,8 +294,14 @@ impl Kubelet {
                 }
             }
         }
-        // The pods keep running; the next kubelet adopts them.
-        detach.cancel();
+        // At a reboot or power-off the pods stop, each given its grace (up to a limit); else
+        // they keep running and the next kubelet adopts them.
+        if self.machine.powering_down() {
+            ctx.log("stopping the pods: the node is going down");
+            shutdown.cancel();
+        } else {
+            detach.cancel();
+        }
         for pod in running.into_values() {
             let _ = pod.task.await;
         }

@@ -60,6 +60,21 @@ fn container_logs(view: &ContainerView) -> ContainerLogs {
     ContainerLogs { current: path(view.current.as_ref()), previous: path(previous) }
 }
 
+/// How a worker ends.
+pub struct Leave {
+    /// The pod is no longer wanted: tear it down.
+    pub remove: CancellationToken,
+    /// The kubelet stops: leave the pod running for the next one to adopt.
+    pub detach: CancellationToken,
+    /// The node goes down: stop the containers (each with its grace, at most
+    /// [`SHUTDOWN_GRACE`]) and the sandbox; the next boot makes new ones.
+    pub shutdown: CancellationToken,
+}
+
+/// The longest grace a container gets when the node goes down (the supervisor gives the
+/// kubelet 15 s to stop).
+const SHUTDOWN_GRACE: i64 = 10;
+
 /// The worker of one pod.
 pub struct Worker {
     cri: Cri,
@@ -106,15 +121,9 @@ impl Worker {
         }
     }
 
-    /// Runs the pod until `remove` (then tears it down) or `detach` (the kubelet stops: the
-    /// pod keeps running, and the next kubelet adopts it); `restart` tears it down and starts
-    /// it afresh (`ctl pod restart`).
-    pub async fn run(
-        mut self,
-        remove: CancellationToken,
-        detach: CancellationToken,
-        restart: Arc<Notify>,
-    ) {
+    /// Runs the pod until `leave` says how to end; `restart` tears it down and starts it
+    /// afresh (`ctl pod restart`).
+    pub async fn run(mut self, leave: Leave, restart: Arc<Notify>) {
         (self.log)(format!(
             "pod {}: starting (uid {}, from {})",
             self.pod.key(),
@@ -136,8 +145,9 @@ impl Worker {
             last_error = error;
             self.publish();
             tokio::select! {
-                _ = remove.cancelled() => break,
-                _ = detach.cancelled() => return,
+                _ = leave.remove.cancelled() => break,
+                _ = leave.detach.cancelled() => return,
+                _ = leave.shutdown.cancelled() => return self.stop_for_shutdown().await,
                 _ = restart.notified() => {
                     (self.log)(format!("pod {}: restarting on request", self.pod.key()));
                     self.teardown().await;
@@ -465,16 +475,24 @@ impl Worker {
                 self.pod.key(),
                 container.name
             ));
-            self.stop_container(&current.id).await;
+            self.stop_containers(vec![current.id.clone()], spec::grace_seconds(&self.pod.pod))
+                .await;
         }
     }
 
-    async fn stop_container(&mut self, id: &str) {
-        let grace = spec::grace_seconds(&self.pod.pod);
-        let request = v1::StopContainerRequest { container_id: id.into(), timeout: grace };
-        let timeout = Duration::from_secs(grace as u64 + 10);
-        if let Err(e) = self.cri.runtime.stop_container(cri::with_timeout(request, timeout)).await {
-            (self.log)(format!("pod {}: stopping container {id}: {}", self.pod.key(), e.message()));
+    /// Stops the containers `ids` all at once, each given `grace` seconds after SIGTERM.
+    async fn stop_containers(&self, ids: Vec<String>, grace: i64) {
+        let stops = ids.into_iter().map(|id| {
+            let mut cri = self.cri.clone();
+            let request = v1::StopContainerRequest { container_id: id.clone(), timeout: grace };
+            let timeout = Duration::from_secs(grace as u64 + 10);
+            async move {
+                let stopped = cri.runtime.stop_container(cri::with_timeout(request, timeout)).await;
+                stopped.err().map(|e| format!("stopping container {id}: {}", e.message()))
+            }
+        });
+        for failure in futures_util::future::join_all(stops).await.into_iter().flatten() {
+            (self.log)(format!("pod {}: {failure}", self.pod.key()));
         }
     }
 
@@ -557,19 +575,31 @@ impl Worker {
         track.view.current = status;
     }
 
-    /// Stops the containers (each with the grace period) and removes the sandbox, the
-    /// pod's logs and volumes, and its record.
-    async fn teardown(&mut self) {
-        let running: Vec<String> = self
-            .tracks
+    /// Stops the running containers all at once, each with its grace up to
+    /// [`SHUTDOWN_GRACE`], then the sandbox.
+    async fn stop_for_shutdown(mut self) {
+        let grace = spec::grace_seconds(&self.pod.pod).min(SHUTDOWN_GRACE);
+        self.stop_containers(self.running_containers(), grace).await;
+        if let Some(sandbox) = self.sandbox.take() {
+            let stop = v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id };
+            let _ = self.cri.runtime.stop_pod_sandbox(stop).await;
+        }
+    }
+
+    /// The ids of the containers running now.
+    fn running_containers(&self) -> Vec<String> {
+        self.tracks
             .iter()
             .filter_map(|t| t.view.current.as_ref())
             .filter(|c| c.state == i32::from(v1::ContainerState::ContainerRunning))
             .map(|c| c.id.clone())
-            .collect();
-        for id in running {
-            self.stop_container(&id).await;
-        }
+            .collect()
+    }
+
+    /// Stops the containers (each with the grace period) and removes the sandbox, the
+    /// pod's logs and volumes, and its record.
+    async fn teardown(&mut self) {
+        self.stop_containers(self.running_containers(), spec::grace_seconds(&self.pod.pod)).await;
         for sandbox in self.sandboxes().await.unwrap_or_default() {
             self.remove_sandbox(&sandbox.id).await;
         }

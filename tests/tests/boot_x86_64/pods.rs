@@ -75,8 +75,25 @@ const FAILING_PODS: &str = r#"
       spec:
         terminationGracePeriodSeconds: 2
         containers:
-          - {name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "id; touch /probe; exec sleep 3600"]
+            securityContext: {runAsUser: 1000, runAsGroup: 2000, readOnlyRootFilesystem: true}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: hostnet}
+      spec:
+        hostNetwork: true
+        terminationGracePeriodSeconds: 2
+        containers:
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "mkdir /tmp/www && echo on the node network > /tmp/www/index.html && exec httpd -f -p 8081 -h /tmp/www"]
+            ports: [{containerPort: 8081, hostPort: 8081}]
 "#;
+
+/// The host-network pod's port on the node.
+pub const HOSTNET_PORT: u16 = 8081;
 
 /// The registry name the node's config mirrors to the host's registry.
 pub const MIRRORED_REGISTRY: &str = "registry.cairn.test";
@@ -221,8 +238,9 @@ fn apply(admin: &Path, n: &str, config: &Path) -> cairn_tests::CtlRun {
 }
 
 /// Runs the pod scenarios on a configured node whose config is `base` (written to files in
-/// `dir`); `web` is the host's forward of hostPort 8080. Leaves `web` running alone.
-pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
+/// `dir`); `web` and `hostnet` are the host's forwards of ports 8080 and 8081. Leaves `web`
+/// running alone.
+pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str, hostnet: &str) {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -279,17 +297,31 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str) {
         container(p)["state"]["terminated"]["reason"] == "OOMKilled"
     });
     assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
+    // Its user, group and read-only root, as it saw them.
     wait_pod(admin, n, "sleeper", Duration::from_secs(60), ready);
+    let sleeper = ctl(Some(admin), &["-n", n, "logs", "sleeper"]).ok().stdout;
+    assert!(
+        sleeper.contains("uid=1000 gid=2000") && sleeper.contains("Read-only file system"),
+        "{sleeper}"
+    );
+    // On the node's network: reached at the node's port, no portmap involved.
+    wait_pod(admin, n, "hostnet", Duration::from_secs(60), ready);
+    let page = eventually(Duration::from_secs(30), || {
+        http_get(hostnet, "/").is_some_and(|(_, body)| body == "on the node network\n")
+    });
+    assert!(page, "the host-network pod did not answer: {:?}", http_get(hostnet, "/"));
     // Pulled from the host's registry through the configured mirror; a missing image backs off.
     let pulled = wait_pod(admin, n, "pulled", Duration::from_secs(120), ready);
     assert!(
-        container(&pulled)["imageID"].as_str().is_some_and(|id| id.starts_with("sha256:")),
+        container(&pulled)["imageID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("registry.cairn.test/cairn/busybox@sha256:")),
         "{pulled}"
     );
     wait_pod(admin, n, "missing", Duration::from_secs(120), |p| {
         container(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
-    print_memory(admin, n, "with 7 pods");
+    print_memory(admin, n, "with 8 pods");
 
     // A pod with a field the kubelet does not implement is refused; nothing changes.
     let before: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();
