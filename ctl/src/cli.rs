@@ -169,6 +169,17 @@ pub enum PodAction {
         /// NAME or NAMESPACE/NAME.
         name: String,
     },
+    /// Store a Pod manifest on the node (beside the config's pods); the kubelet runs it.
+    Apply {
+        /// The Pod, YAML.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Remove a pod's manifest from the node; the kubelet stops the pod.
+    Delete {
+        /// NAME or NAMESPACE/NAME.
+        name: String,
+    },
 }
 
 /// `ctl gen ...`

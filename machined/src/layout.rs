@@ -26,6 +26,11 @@ impl NodeLayout {
         self.state_dir().join("config.yaml")
     }
 
+    /// Pod manifests (one Pod per `*.yaml` file), run by the kubelet beside `machine.pods`.
+    pub fn manifest_dir(&self) -> PathBuf {
+        self.state_dir().join("manifests")
+    }
+
     /// A config applied with `--mode staged`, promoted at the next start.
     pub fn staged_config_path(&self) -> PathBuf {
         self.state_dir().join("config.staged.yaml")

@@ -112,6 +112,9 @@ const RPCS: &[Rpc] = &[
     rpc("Pods", Care::None, false, false),
     rpc("PodRestart", Care::None, false, false),
     rpc("ContainerLogs", Care::None, false, false),
+    // A fuzzed body is never a valid pod, nor names a manifest that exists.
+    rpc("ManifestApply", Care::None, false, false),
+    rpc("ManifestDelete", Care::None, false, false),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -69,6 +69,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pod { action: PodAction::Restart { name } } => {
             pods::restart(&session, &name).await
         }
+        Command::Pod { action: PodAction::Apply { file } } => pods::apply(&session, &file).await,
+        Command::Pod { action: PodAction::Delete { name } } => pods::delete(&session, &name).await,
         Command::Dmesg { follow, tail } => streams::dmesg(&session, follow, tail).await,
         Command::Events { follow, tail } => streams::events(&session, follow, tail).await,
         Command::List { path, depth } => files::list(&session, &path, depth).await,

@@ -1,9 +1,11 @@
-//! Pods: `ctl pods` (as `kubectl get pods` shows them), `ctl containers`, `ctl pod restart`,
-//! and `ctl logs POD[/CONTAINER]`.
+//! Pods: `ctl pods` (as `kubectl get pods` shows them), `ctl containers`, `ctl pod
+//! restart|apply|delete`, and `ctl logs POD[/CONTAINER]`.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use cairn_api::machine as pb;
 use cairn_api::timestamp::rfc3339_micros;
 use serde_json::{json, Value};
@@ -159,6 +161,33 @@ pub(super) async fn restart(session: &Session, name: &str) -> anyhow::Result<Exi
         .each(|_, mut c| async move {
             c.pod_restart(pb::PodRequest { name: name.to_string() }).await?;
             Ok(format!("pod {name} restarting"))
+        })
+        .await;
+    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+}
+
+pub(super) async fn apply(session: &Session, file: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let results = session
+        .targets
+        .each(|_, mut c| {
+            let request = pb::ManifestApplyRequest { manifest: manifest.clone() };
+            async move {
+                let pod = c.manifest_apply(request).await?.into_inner().pod;
+                Ok(format!("pod {pod} stored; the kubelet runs it"))
+            }
+        })
+        .await;
+    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+}
+
+pub(super) async fn delete(session: &Session, name: &str) -> anyhow::Result<ExitCode> {
+    let results = session
+        .targets
+        .each(|_, mut c| async move {
+            let request = pb::PodRequest { name: name.to_string() };
+            let pod = c.manifest_delete(request).await?.into_inner().pod;
+            Ok(format!("pod {pod} removed; the kubelet stops it"))
         })
         .await;
     report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])

@@ -32,6 +32,8 @@ pub enum Call {
     Pods,
     PodRestart,
     ContainerLogs,
+    ManifestApply,
+    ManifestDelete,
 }
 
 impl Call {
@@ -39,7 +41,7 @@ impl Call {
     pub fn required_role(self) -> Role {
         use Call::*;
         match self {
-            ApplyConfiguration | Bootstrap => Role::Admin,
+            ApplyConfiguration | Bootstrap | ManifestApply | ManifestDelete => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart | PodRestart => {
                 Role::Operator
             }

@@ -22,6 +22,7 @@ use crate::events::{unix_millis, EventKind};
 use crate::facts::Clock;
 use crate::inspect::files::ReadError;
 use crate::inspect::{self, kmsg::Kmsg};
+use crate::kubelet::manifests::{self, ManifestError};
 use crate::kubelet::{Kubelet, PodRecord};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
 use crate::ring::Sequenced;
@@ -764,6 +765,40 @@ impl MachineService for MachineApi {
                 let _ = tx.send(Err(Status::not_found(format!("{}: {e}", path.display())))).await;
             }
         })))
+    }
+
+    async fn manifest_apply(
+        &self,
+        request: Request<pb::ManifestApplyRequest>,
+    ) -> Result<Response<pb::ManifestResponse>, Status> {
+        self.authorize(&request, Call::ManifestApply)?;
+        let manifest = request.into_inner().manifest;
+        let config = self.machine.config(false).map_err(|e| Status::internal(e.to_string()))?;
+        let dir = self.machine.layout().manifest_dir();
+        let pod = manifests::write(&dir, &manifest, config.as_deref()).map_err(manifest_status)?;
+        self.machine.events().publish(EventKind::Config, format!("manifest of pod {pod} stored"));
+        Ok(Response::new(pb::ManifestResponse { pod }))
+    }
+
+    async fn manifest_delete(
+        &self,
+        request: Request<pb::PodRequest>,
+    ) -> Result<Response<pb::ManifestResponse>, Status> {
+        self.authorize(&request, Call::ManifestDelete)?;
+        let name = request.into_inner().name;
+        let dir = self.machine.layout().manifest_dir();
+        let pod = manifests::remove(&dir, &name).map_err(manifest_status)?;
+        self.machine.events().publish(EventKind::Config, format!("manifest of pod {pod} removed"));
+        Ok(Response::new(pb::ManifestResponse { pod }))
+    }
+}
+
+fn manifest_status(e: ManifestError) -> Status {
+    match e {
+        ManifestError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ManifestError::InConfig(_) => Status::failed_precondition(e.to_string()),
+        ManifestError::NotFound(_) => Status::not_found(e.to_string()),
+        ManifestError::Io { .. } => Status::internal(e.to_string()),
     }
 }
 

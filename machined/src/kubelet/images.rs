@@ -77,7 +77,7 @@ pub async fn import_archives(
     Ok(lines)
 }
 
-/// The image reference of `container`, `:latest` when it names no tag or digest.
+/// The image reference of `container`, as written (containerd normalizes it).
 fn image_name(container: &Container) -> &str {
     container.image.as_deref().unwrap_or_default()
 }
@@ -118,8 +118,7 @@ async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic
 /// the image id to create the container from.
 pub async fn ensure(cri: &mut Cri, container: &Container) -> Result<String, ImageError> {
     let image = image_name(container);
-    let pull_failed =
-        |message: String| ImageError { reason: "ErrImagePull", message: message.to_string() };
+    let pull_failed = |message: String| ImageError { reason: "ErrImagePull", message };
     let local = local_image(cri, image)
         .await
         .map_err(|e| pull_failed(format!("asking containerd for {image}: {}", e.message())))?;

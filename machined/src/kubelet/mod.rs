@@ -12,6 +12,7 @@ mod backoff;
 mod cni;
 mod images;
 pub mod logs;
+pub mod manifests;
 mod probe;
 mod source;
 mod spec;
@@ -260,7 +261,7 @@ impl Kubelet {
 
         let mut sources: Vec<Box<dyn PodSource>> = vec![
             Box::new(ConfigPods::new(self.machine.watch_config())),
-            Box::new(ManifestDir::new(self.machine.layout().state_dir().join("manifests"))),
+            Box::new(ManifestDir::new(self.machine.layout().manifest_dir())),
         ];
         let detach = CancellationToken::new();
         let shutdown = CancellationToken::new();

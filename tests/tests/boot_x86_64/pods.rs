@@ -337,6 +337,27 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str, hostn
     let after: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();
     assert_eq!(before, after, "a refused config changed the pods");
 
+    // A manifest stored with `ctl pod apply` runs beside the config's pods; a batch pod
+    // completes, and goes with its manifest.
+    let batch = write(
+        "batch.yaml",
+        concat!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: batch}\n",
+            "spec:\n  restartPolicy: Never\n",
+            "  containers: [{name: main, image: localhost/busybox:latest, command: [sh, -c, \"echo batch done\"]}]\n",
+        )
+        .to_string(),
+    );
+    ctl(Some(admin), &["-n", n, "pod", "apply", "-f", batch.to_str().unwrap()]).ok();
+    let done = wait_pod(admin, n, "batch", Duration::from_secs(120), |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(container(&done)["state"]["terminated"]["reason"], "Completed", "{done}");
+    let table = ctl(Some(admin), &["-n", n, "pods"]).ok().stdout;
+    assert!(table.lines().any(|l| l.contains("batch") && l.contains("Completed")), "{table}");
+    assert!(ctl(Some(admin), &["-n", n, "logs", "batch"]).ok().stdout.contains("batch done"));
+    ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
+
     // Pods removed from the config go; web, unchanged, keeps running (same uid).
     let web_only = write("web.yaml", with_pods(base, WEB_POD));
     apply(admin, n, &web_only).ok();
