@@ -6,12 +6,15 @@
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
 //! - `disk` (feature `disk`): the GPT and the Boot Loader Spec entries that image-builder
 //!   writes and machined grows, tries and blesses.
+//! - [`bundle`]: signed update bundles, written by image-builder and read by machined's
+//!   updater (and by `ctl upgrade`, to show what it sends).
 //! - [`image`]: what images and machined agree on (labels, paths).
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
 
 pub mod arch;
 pub mod bootstrap;
+pub mod bundle;
 pub mod config;
 #[cfg(feature = "disk")]
 pub mod disk;

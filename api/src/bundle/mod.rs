@@ -1,0 +1,70 @@
+//! Update bundles: what image-builder writes and machined's updater reads.
+//!
+//! A bundle is a tar stream (ustar) of, in this order:
+//!
+//! 1. `manifest`: JSON ([`Manifest`]): format, version (semver), architecture, the boards it
+//!    fits, the oldest version it may replace, build time, and per artifact its sizes, the
+//!    SHA-256 of its content and the SHA-256 of every [`CHUNK_BYTES`] chunk of its compressed
+//!    bytes;
+//! 2. `manifest.sig`: the 64-byte ed25519 signature of the manifest's exact bytes;
+//! 3. one `<kind>.zst` per artifact (`kernel`, `initramfs`, `rootfs`), zstd-compressed, in
+//!    the manifest's order.
+//!
+//! A reader checks the signature before it passes on a byte of an artifact, and each chunk
+//! against its hash before passing it on, so a corrupt bundle is caught within 4 MiB of the
+//! damage. Nothing in a bundle makes the reader allocate without limit: the manifest is at
+//! most [`MAX_MANIFEST_BYTES`], artifacts are read a chunk at a time, and every count and size
+//! is bounded ([`MAX_ARTIFACT_BYTES`]).
+
+mod manifest;
+mod read;
+mod write;
+
+pub use manifest::{Artifact, ArtifactKind, Manifest, SigningKey, TrustedKey};
+pub use read::{read, ArtifactSink};
+pub use write::{write, ArtifactInput, BundleInfo};
+
+/// The manifest format this code reads and writes.
+pub const FORMAT: u32 = 1;
+/// The manifest's entry name.
+pub const MANIFEST_ENTRY: &str = "manifest";
+/// The signature's entry name.
+pub const SIGNATURE_ENTRY: &str = "manifest.sig";
+/// The largest manifest accepted.
+pub const MAX_MANIFEST_BYTES: u64 = 64 * 1024;
+/// The size of the chunks of compressed bytes that are hashed one by one.
+pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest artifact accepted, compressed or not.
+pub const MAX_ARTIFACT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// The most boards a manifest may name.
+pub const MAX_BOARDS: usize = 32;
+
+/// Why a bundle was refused. Every variant names what was wrong; nothing was passed on past
+/// the point of the error.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// Reading the stream failed.
+    #[error("reading the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    /// The tar stream does not have the entries it must, in order.
+    #[error("not a Cairn bundle: {0}")]
+    Layout(String),
+    /// The manifest does not parse or its values are wrong.
+    #[error("manifest: {0}")]
+    Manifest(String),
+    /// No trusted key made the signature.
+    #[error("manifest.sig: the manifest is not signed by a trusted key ({0} keys tried)")]
+    Untrusted(usize),
+    /// An artifact's bytes are not what the manifest says.
+    #[error("{kind}: {reason}")]
+    Corrupt {
+        /// The artifact.
+        kind: ArtifactKind,
+        /// What differs.
+        reason: String,
+    },
+    /// The caller refused the manifest (architecture, board, version) or failed to take an
+    /// artifact.
+    #[error("{0}")]
+    Refused(String),
+}

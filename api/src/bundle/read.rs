@@ -1,0 +1,255 @@
+//! Reading a bundle from a stream, verifying as it goes.
+
+use std::io::Read;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    ArtifactKind, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
+    MAX_MANIFEST_BYTES, SIGNATURE_ENTRY,
+};
+
+/// Where a bundle's contents go, once verified.
+pub trait ArtifactSink {
+    /// The manifest, signed by a trusted key, before any artifact byte: the caller checks
+    /// architecture, board and versions here; an error refuses the bundle.
+    fn accept(&mut self, manifest: &Manifest) -> Result<(), String>;
+    /// The next chunk of `kind`'s compressed bytes, checked against its hash.
+    fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String>;
+    /// Every chunk of `kind` has been passed on.
+    fn finish(&mut self, kind: ArtifactKind) -> Result<(), String>;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The next entry of the stream, which must be `name` with a size `size_ok` accepts.
+fn expect_entry<'a, R: Read>(
+    entries: &mut tar::Entries<'a, R>,
+    name: &str,
+    size_ok: impl FnOnce(u64) -> Result<(), String>,
+) -> Result<tar::Entry<'a, R>, BundleError> {
+    let entry = entries
+        .next()
+        .ok_or_else(|| BundleError::Layout(format!("the stream ends where {name} should be")))??;
+    let path = entry.path()?.to_string_lossy().into_owned();
+    if path != name {
+        return Err(BundleError::Layout(format!("entry {path:?} where {name} should be")));
+    }
+    size_ok(entry.size()).map_err(|why| BundleError::Layout(format!("{name}: {why}")))?;
+    Ok(entry)
+}
+
+/// Reads the bundle in `stream`: checks the manifest's signature against `trusted`, hands it
+/// to `sink` to accept, then passes each artifact on a verified chunk at a time. Returns the
+/// manifest once the whole bundle has been read and verified.
+pub fn read<R: Read>(
+    stream: R,
+    trusted: &[TrustedKey],
+    sink: &mut impl ArtifactSink,
+) -> Result<Manifest, BundleError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = archive.entries()?;
+
+    let mut bytes = Vec::new();
+    let entry = expect_entry(&mut entries, MANIFEST_ENTRY, |size| match size {
+        0 => Err("empty".into()),
+        s if s > MAX_MANIFEST_BYTES => Err(format!("{s} bytes, more than {MAX_MANIFEST_BYTES}")),
+        _ => Ok(()),
+    })?;
+    entry.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes)?;
+    let mut signature = Vec::new();
+    let entry = expect_entry(&mut entries, SIGNATURE_ENTRY, |size| match size {
+        64 => Ok(()),
+        s => Err(format!("{s} bytes, not the 64 of an ed25519 signature")),
+    })?;
+    entry.take(64).read_to_end(&mut signature)?;
+    // The signature first: nothing of an unsigned manifest is believed, not even its format.
+    if !trusted.iter().any(|key| key.verifies(&bytes, &signature)) {
+        return Err(BundleError::Untrusted(trusted.len()));
+    }
+    let manifest = Manifest::parse(&bytes)?;
+    sink.accept(&manifest).map_err(BundleError::Refused)?;
+
+    let mut buffer = vec![0u8; CHUNK_BYTES as usize];
+    for artifact in &manifest.artifacts {
+        let kind = artifact.kind;
+        let expected = artifact.compressed_size;
+        let mut entry = expect_entry(&mut entries, &kind.entry(), |size| {
+            if size == expected {
+                Ok(())
+            } else {
+                Err(format!("{size} bytes where the manifest says {expected}"))
+            }
+        })?;
+        let mut left = expected;
+        for (index, chunk_hash) in artifact.chunks.iter().enumerate() {
+            let length = left.min(CHUNK_BYTES) as usize;
+            entry.read_exact(&mut buffer[..length])?;
+            left -= length as u64;
+            if hex(&Sha256::digest(&buffer[..length])) != *chunk_hash {
+                return Err(BundleError::Corrupt {
+                    kind,
+                    reason: format!(
+                        "chunk {index} (bytes {} on) does not match its hash",
+                        index as u64 * CHUNK_BYTES
+                    ),
+                });
+            }
+            sink.chunk(kind, &buffer[..length]).map_err(BundleError::Refused)?;
+        }
+        sink.finish(kind).map_err(BundleError::Refused)?;
+    }
+    if let Some(extra) = entries.next() {
+        let name = extra?.path()?.to_string_lossy().into_owned();
+        return Err(BundleError::Layout(format!("entry {name:?} after the last artifact")));
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Arch;
+    use crate::bundle::{write, ArtifactInput, BundleInfo, SigningKey};
+
+    /// Records what a reader passed on.
+    #[derive(Default)]
+    pub(crate) struct Collect {
+        pub accepted: Option<Manifest>,
+        pub bytes: Vec<(ArtifactKind, usize)>,
+        pub finished: Vec<ArtifactKind>,
+    }
+
+    impl ArtifactSink for Collect {
+        fn accept(&mut self, manifest: &Manifest) -> Result<(), String> {
+            self.accepted = Some(manifest.clone());
+            Ok(())
+        }
+        fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String> {
+            self.bytes.push((kind, bytes.len()));
+            Ok(())
+        }
+        fn finish(&mut self, kind: ArtifactKind) -> Result<(), String> {
+            self.finished.push(kind);
+            Ok(())
+        }
+    }
+
+    /// A bundle whose rootfs spans two chunks, and its signing key.
+    fn bundle() -> (Vec<u8>, SigningKey) {
+        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let rootfs = vec![7u8; CHUNK_BYTES as usize + 10];
+        let inputs = [
+            ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: b"k" },
+            ArtifactInput {
+                kind: ArtifactKind::Initramfs,
+                content: b"initramfs",
+                compressed: b"i",
+            },
+            ArtifactInput { kind: ArtifactKind::Rootfs, content: b"root", compressed: &rootfs },
+        ];
+        let info = BundleInfo {
+            version: "0.2.0",
+            arch: Arch::X86_64,
+            boards: vec!["generic-x86_64".into()],
+            min_version: "0.1.0",
+            build_time: 1_767_225_600,
+        };
+        let mut out = Vec::new();
+        write(&mut out, info, &inputs, &key).unwrap();
+        (out, key)
+    }
+
+    #[test]
+    fn a_signed_bundle_reads_back_chunk_by_chunk() {
+        let (bytes, key) = bundle();
+        let mut sink = Collect::default();
+        let manifest = read(&bytes[..], &[key.public()], &mut sink).unwrap();
+        assert_eq!(manifest.version, "0.2.0");
+        assert_eq!(sink.accepted, Some(manifest));
+        assert_eq!(
+            sink.bytes,
+            [
+                (ArtifactKind::Kernel, 1),
+                (ArtifactKind::Initramfs, 1),
+                (ArtifactKind::Rootfs, CHUNK_BYTES as usize),
+                (ArtifactKind::Rootfs, 10)
+            ]
+        );
+        assert_eq!(sink.finished, ArtifactKind::ALL);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_before_the_manifest_is_believed() {
+        let (bytes, _) = bundle();
+        let other = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let mut sink = Collect::default();
+        let error = read(&bytes[..], &[other.public()], &mut sink).unwrap_err();
+        assert!(matches!(error, BundleError::Untrusted(1)), "{error}");
+        assert!(sink.accepted.is_none() && sink.bytes.is_empty());
+    }
+
+    #[test]
+    fn a_flipped_byte_stops_the_stream_at_its_chunk() {
+        let (mut bytes, key) = bundle();
+        // The last rootfs byte sits just before the tar stream's padding and end blocks.
+        let end = bytes.len() - 1024 - (512 - (CHUNK_BYTES as usize + 10) % 512);
+        bytes[end - 1] ^= 1;
+        let mut sink = Collect::default();
+        let error = read(&bytes[..], &[key.public()], &mut sink).unwrap_err();
+        assert!(error.to_string().contains("rootfs: chunk 1"), "{error}");
+        // The first rootfs chunk was good and went on; the bad one did not.
+        assert_eq!(sink.bytes.last(), Some(&(ArtifactKind::Rootfs, CHUNK_BYTES as usize)));
+        assert!(!sink.finished.contains(&ArtifactKind::Rootfs));
+    }
+
+    #[test]
+    fn a_refusal_by_the_caller_stops_before_any_artifact() {
+        struct Refuse;
+        impl ArtifactSink for Refuse {
+            fn accept(&mut self, m: &Manifest) -> Result<(), String> {
+                Err(format!("{} is for {}", m.version, m.arch))
+            }
+            fn chunk(&mut self, _: ArtifactKind, _: &[u8]) -> Result<(), String> {
+                panic!("no chunk after a refusal")
+            }
+            fn finish(&mut self, _: ArtifactKind) -> Result<(), String> {
+                panic!("no finish after a refusal")
+            }
+        }
+        let (bytes, key) = bundle();
+        let error = read(&bytes[..], &[key.public()], &mut Refuse).unwrap_err();
+        assert_eq!(error.to_string(), "0.2.0 is for x86_64");
+    }
+
+    #[test]
+    fn manifests_with_inconsistent_values_are_refused() {
+        let (bytes, key) = bundle();
+        let mut sink = Collect::default();
+        let manifest = read(&bytes[..], &[key.public()], &mut sink).unwrap();
+        let broken = |edit: &dyn Fn(&mut Manifest)| {
+            let mut m = manifest.clone();
+            edit(&mut m);
+            m.check().unwrap_err()
+        };
+        assert!(broken(&|m| m.version = "two".into()).contains("not semver"));
+        assert!(broken(&|m| m.min_version = "9.0.0".into()).contains("above version"));
+        assert!(broken(&|m| m.artifacts.swap(0, 1)).contains("in that order"));
+        assert!(broken(&|m| m.artifacts[2].chunks.pop().map(drop).unwrap_or(()))
+            .contains("chunk hashes"));
+        assert!(broken(&|m| m.boards = vec!["../x".into()]).contains("not a board name"));
+        assert!(broken(&|m| m.format = 2).contains("format 2"));
+    }
+
+    #[test]
+    fn keys_round_trip_through_base64() {
+        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let public = key.public();
+        assert_eq!(TrustedKey::from_base64(&public.to_base64()).unwrap(), public);
+        assert!(TrustedKey::from_base64("AAAA").unwrap_err().contains("3 bytes, not 32"));
+        assert!(public.verifies(b"m", &key.sign(b"m")));
+        assert!(!public.verifies(b"n", &key.sign(b"m")));
+    }
+}

@@ -1,0 +1,90 @@
+//! Writing a bundle (image-builder; tests).
+
+use std::io::Write;
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    Artifact, ArtifactKind, BundleError, Manifest, SigningKey, CHUNK_BYTES, FORMAT, MANIFEST_ENTRY,
+    SIGNATURE_ENTRY,
+};
+use crate::arch::Arch;
+
+/// One artifact to put in a bundle.
+pub struct ArtifactInput<'a> {
+    /// Which one.
+    pub kind: ArtifactKind,
+    /// Its content.
+    pub content: &'a [u8],
+    /// The same, zstd-compressed (the caller compresses; this crate does not link zstd).
+    pub compressed: &'a [u8],
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The fields of a manifest a build decides.
+pub struct BundleInfo<'a> {
+    /// The system's version (semver).
+    pub version: &'a str,
+    /// The architecture.
+    pub arch: Arch,
+    /// The boards it fits.
+    pub boards: Vec<String>,
+    /// The oldest version it may replace.
+    pub min_version: &'a str,
+    /// Build time, seconds since 1970 (SOURCE_DATE_EPOCH for reproducible bundles).
+    pub build_time: u64,
+}
+
+/// Writes a bundle of `artifacts` (kernel, initramfs, rootfs) signed with `key` to `out`;
+/// returns its manifest. Every entry is dated `build_time`, so equal inputs give equal bytes.
+pub fn write(
+    out: impl Write,
+    info: BundleInfo<'_>,
+    artifacts: &[ArtifactInput<'_>],
+    key: &SigningKey,
+) -> Result<Manifest, BundleError> {
+    let manifest = Manifest {
+        format: FORMAT,
+        version: info.version.into(),
+        arch: info.arch,
+        boards: info.boards,
+        min_version: info.min_version.into(),
+        build_time: info.build_time,
+        artifacts: artifacts
+            .iter()
+            .map(|a| Artifact {
+                kind: a.kind,
+                size: a.content.len() as u64,
+                sha256: hex(&Sha256::digest(a.content)),
+                compressed_size: a.compressed.len() as u64,
+                chunks: a
+                    .compressed
+                    .chunks(CHUNK_BYTES as usize)
+                    .map(|c| hex(&Sha256::digest(c)))
+                    .collect(),
+            })
+            .collect(),
+    };
+    manifest.check().map_err(BundleError::Manifest)?;
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    let signature = key.sign(&manifest_bytes);
+    let mut tar = tar::Builder::new(out);
+    let mut append = |name: &str, data: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(info.build_time);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)
+    };
+    append(MANIFEST_ENTRY, &manifest_bytes)?;
+    append(SIGNATURE_ENTRY, &signature)?;
+    for artifact in artifacts {
+        append(&artifact.kind.entry(), artifact.compressed)?;
+    }
+    tar.into_inner()?.flush()?;
+    Ok(manifest)
+}
