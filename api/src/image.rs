@@ -22,6 +22,9 @@ pub const TIME_FLOOR_PATH: &str = "/usr/lib/cairn/time-floor";
 pub const IMAGES_DIR: &str = "/usr/share/cairn/images";
 /// The sandbox ("pause") image every pod starts with, one of the baked-in archives.
 pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
+/// The public keys an image trusts to sign update bundles: base64 of their 32 bytes, one a
+/// line (image-builder's `--signing-key` puts its public half here).
+pub const UPDATE_KEYS_PATH: &str = "/usr/lib/cairn/update-keys";
 /// The file in `/usr/lib/modules/<release>/` listing the modules to load, in order.
 pub const MODULE_LOAD_LIST: &str = "modules.cairn";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).

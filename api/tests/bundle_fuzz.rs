@@ -62,6 +62,7 @@ fn bundle(key: &SigningKey) -> Vec<u8> {
         boards: vec!["rpi4".into()],
         min_version: "1.0.0",
         build_time: 0,
+        kernel_args: Vec::new(),
     };
     let mut out = Vec::new();
     write(&mut out, info, &inputs, key).unwrap();
@@ -123,8 +124,14 @@ fn signed_manifests_that_say_anything_are_refused_cleanly() {
         r#"{"format":1}"#.to_string(),
         "[]".into(),
         "null".into(),
-        format!(r#"{{"format":1,"version":"1.0.0","arch":"x86_64","boards":["b"],"minVersion":"1.0.0","buildTime":0,"artifacts":[{}]}}"#, r#"{"kind":"kernel","size":1,"sha256":"00","compressedSize":99999999999,"chunks":[]}"#),
-        format!(r#"{{"format":1,"version":"1.0.0","arch":"x86_64","boards":[{}],"minVersion":"1.0.0","buildTime":0,"artifacts":[]}}"#, vec!["\"b\""; 100].join(",")),
+        format!(
+            r#"{{"format":1,"version":"1.0.0","arch":"x86_64","boards":["b"],"minVersion":"1.0.0","buildTime":0,"kernelArgs":[],"artifacts":[{}]}}"#,
+            r#"{"kind":"kernel","size":1,"sha256":"00","compressedSize":99999999999,"chunks":[]}"#
+        ),
+        format!(
+            r#"{{"format":1,"version":"1.0.0","arch":"x86_64","boards":[{}],"minVersion":"1.0.0","buildTime":0,"kernelArgs":[],"artifacts":[]}}"#,
+            vec!["\"b\""; 100].join(",")
+        ),
         "{".repeat(10_000),
     ];
     for (i, manifest) in hostile.iter().enumerate() {

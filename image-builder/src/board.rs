@@ -80,6 +80,9 @@ pub fn multiarch(arch: Arch) -> &'static str {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Board {
+    /// Its name: the folder it was loaded from (update bundles name the boards they fit).
+    #[serde(skip)]
+    pub name: String,
     /// The CPU architecture.
     pub arch: Arch,
     /// How the board boots a slot.
@@ -141,6 +144,7 @@ impl Board {
     pub fn load(overlays_dir: &Path, name: &str) -> Result<Board, BoardError> {
         let dir = overlays_dir.join(name);
         let mut board: Board = load(&dir.join("board.toml"))?;
+        board.name = name.to_string();
         board.images = board.images.iter().map(|image| dir.join(image)).collect();
         Ok(board)
     }

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
 use cairn_api::bootstrap::BootstrapToken;
+use cairn_api::bundle::{ArtifactKind, BundleInfo, SigningKey};
 use cairn_api::disk::boot_entry::{BootEntry, LoaderConf, ENTRIES_DIR, LOADER_CONF_PATH};
 use cairn_api::disk::entry_name::EntryName;
 use cairn_api::image::{
-    Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, TIME_FLOOR_PATH,
+    Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, TIME_FLOOR_PATH, UPDATE_KEYS_PATH,
 };
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleError, ModuleFile, ModuleIndex};
@@ -29,6 +30,7 @@ use crate::machined::{self, MachinedError, Program};
 use crate::packages::PackageSet;
 use crate::preload::{self, PreloadError, PreloadInputs};
 use crate::rootfs::{self, RootfsError};
+use crate::signing::{self, SigningError};
 use crate::squashfs::{self, SquashfsError};
 use crate::tree::{FileTree, Node, TreeError};
 
@@ -79,6 +81,9 @@ pub enum ImageError {
     /// Hashing an output failed.
     #[error(transparent)]
     Hash(#[from] AptError),
+    /// The update bundle could not be written.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
 }
 
 /// What a build takes.
@@ -101,6 +106,21 @@ pub struct ImageInputs<'a> {
     /// A bootstrap token: the node then takes its first config only from a client that
     /// proves it knows it.
     pub bootstrap_token: Option<&'a BootstrapToken>,
+    /// The system's version (semver), in `/etc/os-release` and update bundles.
+    pub version: &'a str,
+    /// Kernel arguments after the board's, in the boot entry and the bundle.
+    pub extra_kernel_args: &'a [String],
+    /// With a signing key, the image trusts its public half for updates and the build also
+    /// writes `cairn-<arch>-<version>.bundle`, signed with it.
+    pub update: Option<UpdateSigning<'a>>,
+}
+
+/// How a build signs its update bundle.
+pub struct UpdateSigning<'a> {
+    /// The key.
+    pub key: &'a SigningKey,
+    /// The oldest running version the bundle may replace.
+    pub min_version: &'a str,
 }
 
 /// What a build made, for people and for CI.
@@ -228,7 +248,7 @@ pub fn build(
             pool.symlink(link, target)?;
         }
     }
-    let mut root = base_layout(arch)?;
+    let mut root = base_layout(arch, inputs.version)?;
     let library_dirs = vec![format!("/usr/lib/{}", multiarch(arch)), "/usr/lib".to_string()];
     rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files_for(arch), &library_dirs)?;
     rootfs::add_links(&mut root, &inputs.profile.links_for(arch))?;
@@ -238,6 +258,9 @@ pub fn build(
     root.file(TIME_FLOOR_PATH, 0o644, format!("{time_floor}\n"))?;
     if let Some(token) = inputs.bootstrap_token {
         root.file(BOOTSTRAP_TOKEN_PATH, 0o400, token.expose().as_bytes().to_vec())?;
+    }
+    if let Some(update) = &inputs.update {
+        root.file(UPDATE_KEYS_PATH, 0o644, format!("{}\n", update.key.public().to_base64()))?;
     }
     add_modules(&mut root, &kernel, &modules_root, &rootfs_modules)?;
     let listed: Vec<PathBuf> =
@@ -265,7 +288,9 @@ pub fn build(
 
     // The ESP: bootloader, slot A's kernel and initramfs, its boot entry.
     let mut esp = FileTree::new();
-    let entry = BootEntry::for_slot(Slot::A, &inputs.board.kernel_args);
+    let kernel_args: Vec<String> =
+        inputs.board.kernel_args.iter().chain(inputs.extra_kernel_args).cloned().collect();
+    let entry = BootEntry::for_slot(Slot::A, &kernel_args);
     match inputs.board.bootloader {
         Bootloader::SystemdBoot => {
             let efi = format!("/usr/lib/systemd/boot/efi/systemd-boot{}.efi", efi_arch(arch));
@@ -299,9 +324,28 @@ pub fn build(
     disk::write(&raw, &DiskLayout::new(arch), &esp, &rootfs_image, inputs.mtime)?;
     let zst = output.join(format!("cairn-{arch}.raw.zst"));
     compress(&raw, &zst).map_err(io_error(&zst))?;
+    let mut written = vec![raw, zst];
+    if let Some(update) = &inputs.update {
+        let path = output.join(format!("cairn-{arch}-{}.bundle", inputs.version));
+        let artifacts = [
+            (ArtifactKind::Kernel, vmlinuz.as_slice()),
+            (ArtifactKind::Initramfs, initramfs_image.as_slice()),
+            (ArtifactKind::Rootfs, rootfs_image.as_slice()),
+        ];
+        let info = BundleInfo {
+            version: inputs.version,
+            arch,
+            boards: vec![inputs.board.name.clone()],
+            min_version: update.min_version,
+            build_time: u64::from(inputs.mtime),
+            kernel_args: kernel_args.clone(),
+        };
+        signing::write_bundle(&path, info, &artifacts, update.key)?;
+        written.push(path);
+    }
 
     let mut outputs = Vec::new();
-    for path in [&raw, &zst] {
+    for path in &written {
         let bytes = std::fs::metadata(path).map_err(io_error(path))?.len();
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         outputs.push(OutputFile { name, bytes, sha256: sha256_file(path)? });
@@ -391,7 +435,7 @@ fn merged_usr_links(arch: Arch) -> Vec<(&'static str, &'static str)> {
 }
 
 /// Directories, mount points and the merged-/usr links every root filesystem has.
-fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
+fn base_layout(arch: Arch, version: &str) -> Result<FileTree, ImageError> {
     let mut root = FileTree::new();
     for dir in [
         "/dev",
@@ -422,11 +466,7 @@ fn base_layout(arch: Arch) -> Result<FileTree, ImageError> {
     root.file(
         "/etc/os-release",
         0o644,
-        format!(
-            "NAME=Cairn\nID=cairn\nVERSION_ID={}\nPRETTY_NAME=\"Cairn {}\"\n",
-            env!("CARGO_PKG_VERSION"),
-            env!("CARGO_PKG_VERSION")
-        ),
+        format!("NAME=Cairn\nID=cairn\nVERSION_ID={version}\nPRETTY_NAME=\"Cairn {version}\"\n"),
     )?;
     Ok(root)
 }

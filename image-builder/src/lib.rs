@@ -15,6 +15,7 @@
 //! - [`oci`]: OCI image-layout archives, written deterministically and checked when read.
 //! - [`busybox`]: the files of the busybox container image, applets read from the binary.
 //! - [`preload`]: the container images every image carries (pause, busybox, listed archives).
+//! - [`signing`]: the key pair update bundles are signed with, and offline bundle checks.
 //! - [`disk`]: GPT disk images with an ESP (FAT32) and root slots.
 //! - [`image`]: all of the above, assembled into a bootable disk image and a report.
 
@@ -32,5 +33,6 @@ pub mod oci;
 pub mod packages;
 pub mod preload;
 pub mod rootfs;
+pub mod signing;
 pub mod squashfs;
 pub mod tree;

@@ -8,9 +8,10 @@ use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, DEBIAN_KEYRING};
 use image_builder::board::{Board, Profile};
-use image_builder::image::{self, ImageInputs};
+use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
 use image_builder::packages::{self, LockMode, PackageSet};
+use image_builder::signing;
 
 /// Files carry this time when SOURCE_DATE_EPOCH is unset: 1980-01-01, the FAT epoch.
 const DEFAULT_SOURCE_DATE_EPOCH: u32 = 315_532_800;
@@ -27,30 +28,65 @@ struct Cli {
 enum Command {
     /// Resolve and download a board's packages, and update the lock file.
     Packages(PackageArgs),
-    /// Build a board's disk image (`cairn-<arch>.raw`, `.raw.zst`, `report.toml`).
-    Build {
-        #[command(flatten)]
-        packages: PackageArgs,
-        /// A prebuilt machined (static, for the board's architecture) instead of building
-        /// it from --source (with --pause, nothing is built).
-        #[arg(long, value_name = "FILE")]
-        machined: Option<PathBuf>,
-        /// A prebuilt pause (static, for the board's architecture) instead of building it
-        /// from --source (with --machined, nothing is built).
-        #[arg(long, value_name = "FILE")]
-        pause: Option<PathBuf>,
-        /// The Cairn workspace machined and pause are built from.
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        source: PathBuf,
-        /// Where the image goes.
+    /// Build a board's disk image (`cairn-<arch>.raw`, `.raw.zst`, `report.toml`; with
+    /// --signing-key also an update bundle).
+    Build(Box<BuildArgs>),
+    /// Make the ed25519 key pair update bundles are signed with: DIR/signing.key (private,
+    /// mode 0600; an existing one is never replaced) and DIR/signing.pub (for
+    /// `machine.update.trustedKeys`).
+    Keygen {
+        /// Where the keys go.
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
-        /// Bake in a bootstrap token (at least 32 random characters, e.g. `openssl rand -hex
-        /// 32`): nodes from this image take their first config only from `ctl apply-config
-        /// --insecure --bootstrap-token-file` with the same token. Keep the image private.
-        #[arg(long, value_name = "FILE")]
-        bootstrap_token_file: Option<PathBuf>,
     },
+    /// Check an update bundle offline (signature, chunk hashes, decompressed sizes and
+    /// SHA-256s) and print its manifest.
+    Inspect {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The public key it must be signed with (a keygen signing.pub).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    packages: PackageArgs,
+    /// A prebuilt machined (static, for the board's architecture) instead of building
+    /// it from --source (with --pause, nothing is built).
+    #[arg(long, value_name = "FILE")]
+    machined: Option<PathBuf>,
+    /// A prebuilt pause (static, for the board's architecture) instead of building it
+    /// from --source (with --machined, nothing is built).
+    #[arg(long, value_name = "FILE")]
+    pause: Option<PathBuf>,
+    /// The Cairn workspace machined and pause are built from.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    source: PathBuf,
+    /// Where the image goes.
+    #[arg(long, value_name = "DIR")]
+    output: PathBuf,
+    /// Bake in a bootstrap token (at least 32 random characters, e.g. `openssl rand -hex
+    /// 32`): nodes from this image take their first config only from `ctl apply-config
+    /// --insecure --bootstrap-token-file` with the same token. Keep the image private.
+    #[arg(long, value_name = "FILE")]
+    bootstrap_token_file: Option<PathBuf>,
+    /// The system's version (semver), in /etc/os-release and the update bundle.
+    #[arg(long, value_name = "V", default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// Also write cairn-<arch>-<V>.bundle, an update bundle signed with this key (a
+    /// keygen signing.key); the image trusts the key's public half for updates.
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// The oldest running version the bundle may replace.
+    #[arg(long, value_name = "V", default_value = "0.0.0", requires = "signing_key")]
+    min_version: String,
+    /// Kernel arguments after the board's, for the boot entry and the bundle (consoles,
+    /// quirks), e.g. "console=ttyS1,115200".
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    extra_kernel_args: String,
 }
 
 #[derive(Args)]
@@ -124,7 +160,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Build { packages, machined, pause, source, output, bootstrap_token_file } => {
+        Command::Keygen { output } => {
+            let public = signing::keygen(&output)?;
+            println!(
+                "{}: private key (keep it secret)",
+                output.join(signing::PRIVATE_KEY_FILE).display()
+            );
+            println!(
+                "{}: public key {}",
+                output.join(signing::PUBLIC_KEY_FILE).display(),
+                public.to_base64()
+            );
+            Ok(())
+        }
+        Command::Inspect { bundle, key } => {
+            let key = signing::load_public_key(&key)?;
+            let manifest = signing::inspect(&bundle, &key)?;
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+            println!("{}: signature and every artifact check out", bundle.display());
+            Ok(())
+        }
+        Command::Build(args) => {
+            let BuildArgs {
+                packages,
+                machined,
+                pause,
+                source,
+                output,
+                bootstrap_token_file,
+                version,
+                signing_key,
+                min_version,
+                extra_kernel_args,
+            } = *args;
             // Checked first: a bad token must not cost a download and a build.
             let bootstrap_token =
                 match &bootstrap_token_file {
@@ -137,6 +205,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     None => None,
                 };
+            for (flag, value) in [("--version", &version), ("--min-version", &min_version)] {
+                semver::Version::parse(value)
+                    .with_context(|| format!("{flag} {value:?} is not a semver version"))?;
+            }
+            let signing_key =
+                signing_key.map(|path| signing::load_signing_key(&path)).transpose()?;
+            let extra_kernel_args: Vec<String> =
+                extra_kernel_args.split_whitespace().map(String::from).collect();
             let (board, profile, set) = fetch(&packages)?;
             let (machined, pause) = match (machined, pause) {
                 (Some(machined), Some(pause)) => (machined, pause),
@@ -161,6 +237,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 mtime: source_date_epoch.unwrap_or(DEFAULT_SOURCE_DATE_EPOCH),
                 time_floor: source_date_epoch.map(u64::from),
                 bootstrap_token: bootstrap_token.as_ref(),
+                version: &version,
+                extra_kernel_args: &extra_kernel_args,
+                update: signing_key
+                    .as_ref()
+                    .map(|key| UpdateSigning { key, min_version: &min_version }),
             };
             let scratch = packages.cache.join("scratch");
             let report = image::build(&inputs, &output, &scratch)?;

@@ -38,6 +38,7 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
 
     // A lock that disagrees with the archive stops the build before anything is fetched.
     let board = Board {
+        name: "test".into(),
         arch: Arch::X86_64,
         bootloader: Bootloader::SystemdBoot,
         kernel: "linux-image-amd64".into(),

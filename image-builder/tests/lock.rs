@@ -126,6 +126,7 @@ fn build_deb(path: &Path, name: &str, version: &str, depends: &str) {
 
 fn board() -> Board {
     Board {
+        name: "test".into(),
         arch: Arch::X86_64,
         bootloader: Bootloader::SystemdBoot,
         kernel: "linux-image-test".into(),

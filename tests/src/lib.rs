@@ -40,8 +40,13 @@ pub const SOURCE_DATE_EPOCH: &str = "1767225600";
 
 /// Builds the generic-x86_64 image into `output` with image-builder, which builds machined
 /// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache), with a
-/// bootstrap token baked in when given; returns the build report.
-pub fn build_image(output: &Path, bootstrap_token: Option<&Path>) -> String {
+/// bootstrap token baked in and an update bundle signed with `signing_key` when given;
+/// returns the build report.
+pub fn build_image(
+    output: &Path,
+    bootstrap_token: Option<&Path>,
+    signing_key: Option<&Path>,
+) -> String {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let cache = std::env::var_os("CAIRN_CACHE")
         .map(PathBuf::from)
@@ -56,6 +61,9 @@ pub fn build_image(output: &Path, bootstrap_token: Option<&Path>) -> String {
         .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH);
     if let Some(token) = bootstrap_token {
         build.arg("--bootstrap-token-file").arg(token);
+    }
+    if let Some(key) = signing_key {
+        build.arg("--signing-key").arg(key);
     }
     let status = build.status().expect("running image-builder");
     assert!(status.success(), "image-builder build failed");

@@ -33,11 +33,41 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // Built with a bootstrap token: the node takes its first config only from who knows it.
     let token = first.path().join("bootstrap-token");
     std::fs::write(&token, "c41r9-b007-5ecr3t-0123456789abcdef\n").unwrap();
-    let report = build_image(first.path(), Some(&token));
+    // And an update bundle, signed with a fresh key: byte-identical too (ed25519 is
+    // deterministic), and checked offline by image-builder inspect.
+    let keys = first.path().join("keys");
+    let image_builder = cairn_tests::bin_dir().join("image-builder");
+    let keygen = std::process::Command::new(&image_builder)
+        .args(["keygen", "--output"])
+        .arg(&keys)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let signing_key = keys.join("signing.key");
+    let report = build_image(first.path(), Some(&token), Some(&signing_key));
     assert_eq!(
-        build_image(second.path(), Some(&token)),
+        build_image(second.path(), Some(&token), Some(&signing_key)),
         report,
         "two builds of the same inputs differ"
+    );
+    let bundle = first.path().join("cairn-x86_64-0.1.0.bundle");
+    let inspect = std::process::Command::new(&image_builder)
+        .arg("inspect")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(keys.join("signing.pub"))
+        .output()
+        .unwrap();
+    let inspected = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.status.success() && inspected.contains("\"version\": \"0.1.0\""),
+        "{inspected}"
+    );
+    let size = |name: &str| std::fs::metadata(first.path().join(name)).unwrap().len() as f64 / 1e6;
+    println!(
+        "update bundle {:.1} MB, disk image .raw.zst {:.1} MB",
+        size("cairn-x86_64-0.1.0.bundle"),
+        size("cairn-x86_64.raw.zst")
     );
     assert!(report.contains("bootstrap_token = true"), "{report}");
     assert!(report.contains("name = \"cairn-x86_64.raw.zst\""), "{report}");

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-use super::{BundleError, CHUNK_BYTES, FORMAT, MAX_ARTIFACT_BYTES, MAX_BOARDS};
+use super::{BundleError, CHUNK_BYTES, FORMAT, MAX_ARTIFACT_BYTES, MAX_BOARDS, MAX_KERNEL_ARGS};
 use crate::arch::Arch;
 
 /// What a bundle carries and for what it is meant.
@@ -25,6 +25,8 @@ pub struct Manifest {
     pub min_version: String,
     /// When it was built, seconds since 1970.
     pub build_time: u64,
+    /// The kernel command-line arguments its boot entry gets after the slot's own.
+    pub kernel_args: Vec<String>,
     /// The kernel, initramfs and root filesystem, in the order the stream has them.
     pub artifacts: Vec<Artifact>,
 }
@@ -127,6 +129,16 @@ impl Manifest {
                 || !b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
         }) {
             return Err(format!("boards: {board:?} is not a board name"));
+        }
+        if self.kernel_args.len() > MAX_KERNEL_ARGS {
+            return Err(format!("kernelArgs: more than {MAX_KERNEL_ARGS}"));
+        }
+        if let Some(arg) = self
+            .kernel_args
+            .iter()
+            .find(|a| a.is_empty() || a.len() > 256 || !a.bytes().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(format!("kernelArgs: {arg:?} is not one printable word"));
         }
         let kinds: Vec<ArtifactKind> = self.artifacts.iter().map(|a| a.kind).collect();
         if kinds != ArtifactKind::ALL {

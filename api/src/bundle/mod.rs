@@ -3,7 +3,8 @@
 //! A bundle is a tar stream (ustar) of, in this order:
 //!
 //! 1. `manifest`: JSON ([`Manifest`]): format, version (semver), architecture, the boards it
-//!    fits, the oldest version it may replace, build time, and per artifact its sizes, the
+//!    fits, the oldest version it may replace, build time, the kernel arguments of its boot
+//!    entry, and per artifact its sizes, the
 //!    SHA-256 of its content and the SHA-256 of every [`CHUNK_BYTES`] chunk of its compressed
 //!    bytes;
 //! 2. `manifest.sig`: the 64-byte ed25519 signature of the manifest's exact bytes;
@@ -38,6 +39,8 @@ pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub const MAX_ARTIFACT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// The most boards a manifest may name.
 pub const MAX_BOARDS: usize = 32;
+/// The most kernel arguments a manifest may carry.
+pub const MAX_KERNEL_ARGS: usize = 64;
 
 /// Why a bundle was refused. Every variant names what was wrong; nothing was passed on past
 /// the point of the error.

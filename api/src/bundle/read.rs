@@ -156,6 +156,7 @@ mod tests {
             boards: vec!["generic-x86_64".into()],
             min_version: "0.1.0",
             build_time: 1_767_225_600,
+            kernel_args: vec!["console=ttyS0".into()],
         };
         let mut out = Vec::new();
         write(&mut out, info, &inputs, &key).unwrap();
@@ -241,6 +242,7 @@ mod tests {
             .contains("chunk hashes"));
         assert!(broken(&|m| m.boards = vec!["../x".into()]).contains("not a board name"));
         assert!(broken(&|m| m.format = 2).contains("format 2"));
+        assert!(broken(&|m| m.kernel_args = vec!["a b".into()]).contains("one printable word"));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct BundleInfo<'a> {
     pub min_version: &'a str,
     /// Build time, seconds since 1970 (SOURCE_DATE_EPOCH for reproducible bundles).
     pub build_time: u64,
+    /// The kernel arguments of its boot entry, after the slot's own.
+    pub kernel_args: Vec<String>,
 }
 
 /// Writes a bundle of `artifacts` (kernel, initramfs, rootfs) signed with `key` to `out`;
@@ -53,6 +55,7 @@ pub fn write(
         boards: info.boards,
         min_version: info.min_version.into(),
         build_time: info.build_time,
+        kernel_args: info.kernel_args,
         artifacts: artifacts
             .iter()
             .map(|a| Artifact {
