@@ -42,6 +42,11 @@ pub const MAX_BOARDS: usize = 32;
 /// The most kernel arguments a manifest may carry.
 pub const MAX_KERNEL_ARGS: usize = 64;
 
+/// Lowercase hex, as the manifest writes hashes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Why a bundle was refused. Every variant names what was wrong; nothing was passed on past
 /// the point of the error.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::{
-    ArtifactKind, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
+    hex, ArtifactKind, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
     MAX_MANIFEST_BYTES, SIGNATURE_ENTRY,
 };
 
@@ -18,10 +18,6 @@ pub trait ArtifactSink {
     fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String>;
     /// Every chunk of `kind` has been passed on.
     fn finish(&mut self, kind: ArtifactKind) -> Result<(), String>;
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The next entry of the stream, which must be `name` with a size `size_ok` accepts.

@@ -5,8 +5,8 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Artifact, ArtifactKind, BundleError, Manifest, SigningKey, CHUNK_BYTES, FORMAT, MANIFEST_ENTRY,
-    SIGNATURE_ENTRY,
+    hex, Artifact, ArtifactKind, BundleError, Manifest, SigningKey, CHUNK_BYTES, FORMAT,
+    MANIFEST_ENTRY, SIGNATURE_ENTRY,
 };
 use crate::arch::Arch;
 
@@ -18,10 +18,6 @@ pub struct ArtifactInput<'a> {
     pub content: &'a [u8],
     /// The same, zstd-compressed (the caller compresses; this crate does not link zstd).
     pub compressed: &'a [u8],
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The fields of a manifest a build decides.
