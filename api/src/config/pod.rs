@@ -292,9 +292,9 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// A DNS-1123 label in lower case, as Kubernetes names objects: 1-63 lower-case letters,
-/// digits and inner '-'.
-fn is_object_name(name: &str) -> bool {
+/// A DNS-1123 label in lower case, as Kubernetes names objects (and namespaces): 1-63
+/// lower-case letters, digits and inner '-'.
+pub fn is_object_name(name: &str) -> bool {
     is_dns_label(name) && !name.contains(|ch: char| ch.is_ascii_uppercase())
 }
 

@@ -795,7 +795,9 @@ impl MachineService for MachineApi {
 
 fn manifest_status(e: ManifestError) -> Status {
     match e {
-        ManifestError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        ManifestError::Invalid(_) | ManifestError::BadName(_) => {
+            Status::invalid_argument(e.to_string())
+        }
         ManifestError::InConfig(_) => Status::failed_precondition(e.to_string()),
         ManifestError::NotFound(_) => Status::not_found(e.to_string()),
         ManifestError::Io { .. } => Status::internal(e.to_string()),

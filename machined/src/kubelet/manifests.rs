@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn_api::config::pod::{decode_pod, DEFAULT_NAMESPACE};
+use cairn_api::config::pod::{decode_pod, is_object_name, DEFAULT_NAMESPACE};
 use cairn_api::config::{MachineConfig, Problem};
 
 /// Why a manifest was not written or removed.
@@ -17,6 +17,11 @@ pub enum ManifestError {
     /// The config already defines a pod of that name.
     #[error("pod {0} is defined by the machine config; change it there")]
     InConfig(String),
+    /// The name is not `NAME` or `NAMESPACE/NAME` of Kubernetes object names.
+    #[error(
+        "{0:?} is not NAME or NAMESPACE/NAME (lower-case letters, digits and '-', at most 63 each)"
+    )]
+    BadName(String),
     /// No manifest has that pod.
     #[error("no manifest defines pod {0}")]
     NotFound(String),
@@ -30,11 +35,14 @@ pub enum ManifestError {
     },
 }
 
-/// `NAMESPACE/NAME` of `NAME` or `NAMESPACE/NAME`.
-fn key(name: &str) -> String {
-    match name.split_once('/') {
-        Some(_) => name.to_string(),
-        None => format!("{DEFAULT_NAMESPACE}/{name}"),
+/// `NAMESPACE/NAME` of `NAME` or `NAMESPACE/NAME`, both object names (so a file name made
+/// of them stays in the directory).
+fn key(name: &str) -> Result<String, ManifestError> {
+    let (namespace, pod) = name.split_once('/').unwrap_or((DEFAULT_NAMESPACE, name));
+    if is_object_name(namespace) && is_object_name(pod) {
+        Ok(format!("{namespace}/{pod}"))
+    } else {
+        Err(ManifestError::BadName(cairn_api::text::shortened(name, 80)))
     }
 }
 
@@ -67,7 +75,7 @@ pub fn write(
 
 /// Removes the manifest of pod `name` (`NAME` or `NAMESPACE/NAME`); returns its key.
 pub fn remove(dir: &Path, name: &str) -> Result<String, ManifestError> {
-    let key = key(name);
+    let key = key(name)?;
     let path = file_of(dir, &key);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(key),
@@ -95,7 +103,10 @@ mod tests {
             matches!(remove(&manifests, "web"), Err(ManifestError::NotFound(k)) if k == "default/web")
         );
         assert_eq!(remove(&manifests, "apps/web").unwrap(), "apps/web");
-        assert!(ManifestDir::new(manifests).pods().0.is_empty());
+        assert!(ManifestDir::new(manifests.clone()).pods().0.is_empty());
+        for bad in ["../config", "a/b/c", "", "x\0y", "Web", &"a".repeat(64)] {
+            assert!(matches!(remove(&manifests, bad), Err(ManifestError::BadName(_))), "{bad:?}");
+        }
     }
 
     #[test]
