@@ -702,12 +702,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::PodActionResponse>, Status> {
         self.authorize(&request, Call::PodRestart)?;
         let name = request.into_inner().name;
-        let record = self.pod(&name)?;
-        let key = format!(
-            "{}/{}",
-            record.pod.metadata.namespace.unwrap_or_default(),
-            record.pod.metadata.name.unwrap_or_default()
-        );
+        let key = self.pod(&name)?.key;
         if !self.kubelet()?.restart(&key) {
             return Err(Status::not_found(format!("pod {name:?} is being removed")));
         }

@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use cairn_api::config::pod::DEFAULT_NAMESPACE;
 use cairn_api::config::MachineConfig;
 
 use crate::cri::{v1, Cri};
@@ -48,6 +49,8 @@ const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 /// What the kubelet knows of one pod, for the API.
 #[derive(Debug, Clone)]
 pub struct PodRecord {
+    /// `namespace/name`.
+    pub key: String,
     /// Where it came from (`config`, `manifest:FILE`).
     pub source: String,
     /// Its uid.
@@ -105,27 +108,16 @@ impl Kubelet {
             return registry.get(name).cloned();
         }
         registry
-            .get(&format!("default/{name}"))
+            .get(&format!("{DEFAULT_NAMESPACE}/{name}"))
             .or_else(|| registry.values().find(|r| r.pod.metadata.name.as_deref() == Some(name)))
             .cloned()
     }
 
-    /// Tears the pod down and starts it afresh; false when no such pod runs.
-    pub fn restart(&self, name: &str) -> bool {
-        let Some(record) = self.find(name) else { return false };
+    /// Tears the pod `key` (`namespace/name`) down and starts it afresh; false when no
+    /// worker runs it (it is being removed).
+    pub fn restart(&self, key: &str) -> bool {
         let restarts = self.restarts.lock().unwrap();
-        let key = format!(
-            "{}/{}",
-            record.pod.metadata.namespace.unwrap_or_default(),
-            record.pod.metadata.name.unwrap_or_default()
-        );
-        match restarts.get(&key) {
-            Some(notify) => {
-                notify.notify_one();
-                true
-            }
-            None => false,
-        }
+        restarts.get(key).map(|notify| notify.notify_one()).is_some()
     }
 
     /// The pod subnet `config` names (validated on apply), or the default.

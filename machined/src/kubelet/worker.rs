@@ -175,6 +175,7 @@ impl Worker {
             &views,
         ));
         let record = PodRecord {
+            key: self.pod.key(),
             source: self.pod.source.clone(),
             uid: self.pod.uid.clone(),
             pod,
