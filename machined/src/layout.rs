@@ -4,6 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+/// `path` (absolute on the node) under `root`.
+pub fn under(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
 /// The node's paths.
 #[derive(Debug, Clone)]
 pub struct NodeLayout {
@@ -43,12 +48,12 @@ impl NodeLayout {
 
     /// The image's build time, a floor for the clock (in the read-only image).
     pub fn image_time_floor_path(&self) -> PathBuf {
-        self.root.join(cairn_api::image::TIME_FLOOR_PATH.trim_start_matches('/'))
+        under(&self.root, cairn_api::image::TIME_FLOOR_PATH)
     }
 
     /// Where image-builder puts the bootstrap token it was given (in the read-only image).
     pub fn bootstrap_token_path(&self) -> PathBuf {
-        self.root.join(cairn_api::image::BOOTSTRAP_TOKEN_PATH.trim_start_matches('/'))
+        under(&self.root, cairn_api::image::BOOTSTRAP_TOKEN_PATH)
     }
 
     /// EPHEMERAL's mount point: the node's only writable place besides STATE.

@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use cairn_api::machine as pb;
-use serde_json::json;
 
-use super::{report, row, Session};
+use super::{report_results, Session};
 use crate::cli::ServiceAction;
 
 pub(super) async fn service(
@@ -25,21 +24,26 @@ pub(super) async fn service(
             Ok(response.into_inner().message)
         })
         .await;
-    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+    report_results(session.format, results)
 }
 
 pub(super) async fn reboot(session: &Session) -> anyhow::Result<ExitCode> {
-    let results = session
-        .targets
-        .each(|_, mut c| async move { Ok(c.reboot(pb::RebootRequest {}).await?.into_inner()) })
-        .await;
-    report(session.format, results, |node, r| vec![row(node, json!({ "result": r.message }))])
+    let results =
+        session
+            .targets
+            .each(|_, mut c| async move {
+                Ok(c.reboot(pb::RebootRequest {}).await?.into_inner().message)
+            })
+            .await;
+    report_results(session.format, results)
 }
 
 pub(super) async fn shutdown(session: &Session) -> anyhow::Result<ExitCode> {
     let results = session
         .targets
-        .each(|_, mut c| async move { Ok(c.shutdown(pb::ShutdownRequest {}).await?.into_inner()) })
+        .each(|_, mut c| async move {
+            Ok(c.shutdown(pb::ShutdownRequest {}).await?.into_inner().message)
+        })
         .await;
-    report(session.format, results, |node, r| vec![row(node, json!({ "result": r.message }))])
+    report_results(session.format, results)
 }

@@ -149,6 +149,16 @@ fn report<T>(
     Ok(exit_code(failed))
 }
 
+/// Prints each node's one-line result of an action, and the errors of those that failed.
+fn report_results(
+    format: OutputFormat,
+    results: Vec<NodeResult<String>>,
+) -> anyhow::Result<ExitCode> {
+    report(format, results, |node, message| {
+        vec![row(node, serde_json::json!({ "result": message }))]
+    })
+}
+
 /// Prints only the errors of a command whose output was printed as it came.
 fn report_errors<T>(results: Vec<NodeResult<T>>) -> ExitCode {
     let mut failed = false;

@@ -10,7 +10,7 @@ use cairn_api::machine as pb;
 use cairn_api::timestamp::rfc3339_micros;
 use serde_json::{json, Value};
 
-use super::{report, report_errors, row, Session};
+use super::{report, report_errors, report_results, row, Session};
 use crate::cli::OutputFormat;
 use crate::fanout::NodeResult;
 use crate::output::{print_stream_record, Row};
@@ -163,7 +163,7 @@ pub(super) async fn restart(session: &Session, name: &str) -> anyhow::Result<Exi
             Ok(format!("pod {name} restarting"))
         })
         .await;
-    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+    report_results(session.format, results)
 }
 
 pub(super) async fn apply(session: &Session, file: &Path) -> anyhow::Result<ExitCode> {
@@ -178,7 +178,7 @@ pub(super) async fn apply(session: &Session, file: &Path) -> anyhow::Result<Exit
             }
         })
         .await;
-    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+    report_results(session.format, results)
 }
 
 pub(super) async fn delete(session: &Session, name: &str) -> anyhow::Result<ExitCode> {
@@ -190,7 +190,7 @@ pub(super) async fn delete(session: &Session, name: &str) -> anyhow::Result<Exit
             Ok(format!("pod {pod} removed; the kubelet stops it"))
         })
         .await;
-    report(session.format, results, |node, message| vec![row(node, json!({ "result": message }))])
+    report_results(session.format, results)
 }
 
 /// What `ctl logs` reads: a service's log or a container's.

@@ -34,6 +34,7 @@ use cairn_api::config::pod::DEFAULT_NAMESPACE;
 use cairn_api::config::MachineConfig;
 
 use crate::cri::{v1, Cri};
+use crate::layout::under;
 use crate::machine::Machine;
 use crate::reaper::Reaper;
 use crate::service::{Dependency, Service, ServiceContext};
@@ -239,14 +240,14 @@ impl Kubelet {
             version.runtime_name, version.runtime_version, version.runtime_api_version
         ));
         let root = self.machine.layout().root().to_path_buf();
-        let images_dir = root.join(cairn_api::image::IMAGES_DIR.trim_start_matches('/'));
+        let images_dir = under(&root, cairn_api::image::IMAGES_DIR);
         for line in
             images::import_archives(&self.reaper, Path::new(CTR), containerd::SOCKET, &images_dir)
                 .await?
         {
             ctx.log(line);
         }
-        let cni_dir = root.join(containerd::CNI_CONF_DIR.trim_start_matches('/'));
+        let cni_dir = under(&root, containerd::CNI_CONF_DIR);
         let mut subnet = None;
         let mut registries = None;
         ctx.ready();

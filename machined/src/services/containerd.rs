@@ -19,6 +19,7 @@ use cairn_api::config::MachineConfig;
 use cairn_api::image::PAUSE_IMAGE;
 
 use crate::facts::Fact;
+use crate::layout::under;
 use crate::machine::Machine;
 use crate::reaper::Reaper;
 use crate::service::{Dependency, HealthCheck, ProcessService};
@@ -33,11 +34,6 @@ pub const CNI_CONF_DIR: &str = "/run/cairn/cni";
 const CONFIG_DIR: &str = "/run/cairn/containerd";
 /// The per-registry `hosts.toml` directories.
 const HOSTS_DIR: &str = "/run/cairn/containerd/certs.d";
-
-/// `path` (absolute on the node) under `root`.
-fn under(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
-}
 
 /// The containerd service of `machine`.
 pub fn service(machine: Arc<Machine>, reaper: Arc<Reaper>) -> ProcessService {
