@@ -154,6 +154,20 @@ pub enum Command {
     Reboot,
     /// Power the nodes off.
     Shutdown,
+    /// Install a signed update bundle into the slot not running and reboot into it, on
+    /// trial: the node goes back to the old slot if the new one does not come up healthy
+    /// (one node only).
+    Upgrade(UpgradeArgs),
+    /// Make the other slot the next boot's again, on trial, and reboot into it.
+    Rollback {
+        /// Only make it the next boot's; do not reboot.
+        #[arg(long)]
+        stage: bool,
+        /// Follow the node through the reboot until it runs the other slot (exit 0) or
+        /// went back (exit 1).
+        #[arg(long, conflicts_with = "stage")]
+        wait: bool,
+    },
     /// Print a shell completion script.
     Completion {
         /// The shell.
@@ -241,6 +255,24 @@ pub struct ApplyConfigArgs {
     /// prove it knows it too before the config is sent.
     #[arg(long, value_name = "FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+}
+
+/// `ctl upgrade` options.
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    /// The update bundle (`cairn-<arch>-<version>.bundle`, from image-builder).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Only install it and make it the next boot's; do not reboot.
+    #[arg(long)]
+    pub stage: bool,
+    /// Follow the node through the reboot until it runs the new version (exit 0) or went
+    /// back to the old slot (exit 1); up to 20 minutes.
+    #[arg(long, conflicts_with = "stage")]
+    pub wait: bool,
+    /// Install a version older than the running one (never one below the bundle's minimum).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `--mode` of `ctl apply-config`.

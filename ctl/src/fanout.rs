@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use rustls::ClientConfig;
 use tonic::transport::Channel;
 
-use crate::connect::{connect_bound, ChannelBinding, NodeAddress};
+use crate::connect::{connect, connect_bound, ChannelBinding, NodeAddress};
 use crate::errors::describe;
 
 /// The client of one node.
@@ -37,6 +37,25 @@ impl Targets {
         Fut: Future<Output = anyhow::Result<T>>,
     {
         self.each_bound(|label, client, _| op(label, client)).await
+    }
+
+    /// Runs `op` on the one node given, for commands that act on a single node (`read`,
+    /// `upgrade`); an error, naming `command`, when several were given. `op` may consume
+    /// what it captures (a file to send, say), as it runs once.
+    pub async fn one<T, F, Fut>(&self, command: &str, op: F) -> anyhow::Result<NodeResult<T>>
+    where
+        F: FnOnce(String, Client) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let [node] = self.nodes.as_slice() else {
+            anyhow::bail!("{command} takes exactly one node (got {})", self.nodes.len());
+        };
+        let label = node.to_string();
+        let result = match connect(node, self.tls.clone()).await {
+            Ok(client) => op(label.clone(), client).await,
+            Err(e) => Err(e),
+        };
+        Ok((label, result.map_err(|e| describe(&e, self.client_auth))))
     }
 
     /// As [`Targets::each`], handing `op` the TLS session's channel binding too.

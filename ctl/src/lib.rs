@@ -1,5 +1,12 @@
 //! ctl: generates Cairn PKI and machine configs, and drives nodes over mutually
 //! authenticated gRPC — one node or many at once (`-n a,b,c`).
+//!
+//! Updates are A/B: `ctl upgrade --image F` streams a signed bundle (image-builder's) to a
+//! node, which verifies it, writes it to the slot not running and reboots into it on trial;
+//! a slot that does not come up healthy is left for the old one. `ctl rollback` boots the
+//! other slot again, the same way. With `--wait` both follow the node through the reboot and
+//! exit 0 only when it runs the new slot, blessed; `ctl version` shows both slots and the
+//! last update.
 
 pub mod cli;
 pub mod commands;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use cairn_api::arch::Arch;
 use cairn_api::bootstrap::BootstrapToken;
 use cairn_api::bundle::{ArtifactKind, BundleInfo, SigningKey};
-use cairn_api::disk::boot_entry::{BootEntry, LoaderConf, ENTRIES_DIR, LOADER_CONF_PATH};
+use cairn_api::disk::boot_entry::{
+    version_path, BootEntry, LoaderConf, ENTRIES_DIR, LOADER_CONF_PATH,
+};
 use cairn_api::disk::entry_name::EntryName;
 use cairn_api::image::{
     Slot, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, MODULE_LOAD_LIST, TIME_FLOOR_PATH, UPDATE_KEYS_PATH,
@@ -248,7 +250,7 @@ pub fn build(
             pool.symlink(link, target)?;
         }
     }
-    let mut root = base_layout(arch, inputs.version)?;
+    let mut root = base_layout(arch, inputs.version, &inputs.board.name)?;
     let library_dirs = vec![format!("/usr/lib/{}", multiarch(arch)), "/usr/lib".to_string()];
     rootfs::take_with_libraries(&pool, &mut root, &inputs.profile.files_for(arch), &library_dirs)?;
     rootfs::add_links(&mut root, &inputs.profile.links_for(arch))?;
@@ -290,7 +292,8 @@ pub fn build(
     let mut esp = FileTree::new();
     let kernel_args: Vec<String> =
         inputs.board.kernel_args.iter().chain(inputs.extra_kernel_args).cloned().collect();
-    let entry = BootEntry::for_slot(Slot::A, &kernel_args);
+    // The image's slot A is generation 1: every slot installed later goes before it.
+    let entry = BootEntry::for_slot(Slot::A, inputs.version, 1, &kernel_args);
     match inputs.board.bootloader {
         Bootloader::SystemdBoot => {
             let efi = format!("/usr/lib/systemd/boot/efi/systemd-boot{}.efi", efi_arch(arch));
@@ -319,6 +322,7 @@ pub fn build(
     };
     esp.file(&entry.linux, 0o644, vmlinuz.clone())?;
     esp.file(&entry.initrd, 0o644, initramfs_image.clone())?;
+    esp.file(version_path(Slot::A), 0o644, format!("{}\n", inputs.version))?;
 
     let raw = output.join(format!("cairn-{arch}.raw"));
     disk::write(&raw, &DiskLayout::new(arch), &esp, &rootfs_image, inputs.mtime)?;
@@ -434,8 +438,10 @@ fn merged_usr_links(arch: Arch) -> Vec<(&'static str, &'static str)> {
     links
 }
 
-/// Directories, mount points and the merged-/usr links every root filesystem has.
-fn base_layout(arch: Arch, version: &str) -> Result<FileTree, ImageError> {
+/// Directories, mount points and the merged-/usr links every root filesystem has, and the
+/// os-release naming the system's `version` and `board` (the updater checks bundles
+/// against both).
+fn base_layout(arch: Arch, version: &str, board: &str) -> Result<FileTree, ImageError> {
     let mut root = FileTree::new();
     for dir in [
         "/dev",
@@ -466,7 +472,10 @@ fn base_layout(arch: Arch, version: &str) -> Result<FileTree, ImageError> {
     root.file(
         "/etc/os-release",
         0o644,
-        format!("NAME=Cairn\nID=cairn\nVERSION_ID={version}\nPRETTY_NAME=\"Cairn {version}\"\n"),
+        format!(
+            "NAME=Cairn\nID=cairn\nVERSION_ID={version}\nVARIANT_ID={board}\n\
+             PRETTY_NAME=\"Cairn {version}\"\n"
+        ),
     )?;
     Ok(root)
 }

@@ -36,3 +36,4 @@ pub mod services;
 pub mod storage;
 pub mod time;
 pub mod tls;
+pub mod update;

@@ -20,6 +20,7 @@ use crate::pki::{self, PkiError};
 use crate::power::Power;
 use crate::service::Supervisor;
 use crate::tls::{self, TlsError};
+use crate::update::Updater;
 
 /// How long machined waits before a reboot or power-off, so the reply reaches the caller.
 const POWER_GRACE: Duration = Duration::from_millis(300);
@@ -131,6 +132,7 @@ pub struct Machine {
     bootstrap: BootstrapTrust,
     /// The kubelet, once started (only as PID 1, where containerd runs).
     kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
+    updater: Arc<Updater>,
     /// Set once a reboot or power-off has begun: services stopping then stop for good.
     powering_down: std::sync::atomic::AtomicBool,
 }
@@ -143,6 +145,7 @@ impl Machine {
         logs: Arc<LogBook>,
         power: Box<dyn Power>,
         bootstrap: BootstrapTrust,
+        updater: Arc<Updater>,
     ) -> Result<Arc<Machine>, ApplyError> {
         let running = running.map(Arc::new);
         let ServerTls { config: tls, names } = server_tls(running.as_deref(), &[])?;
@@ -167,6 +170,7 @@ impl Machine {
             power,
             bootstrap,
             kubelet: std::sync::OnceLock::new(),
+            updater,
             powering_down: std::sync::atomic::AtomicBool::new(false),
         }))
     }
@@ -184,6 +188,11 @@ impl Machine {
     /// The kubelet, if this machined runs one.
     pub fn kubelet(&self) -> Option<&Arc<crate::kubelet::Kubelet>> {
         self.kubelet.get()
+    }
+
+    /// The updater: the slots, updates and rollbacks.
+    pub fn updater(&self) -> &Arc<Updater> {
+        &self.updater
     }
 
     /// The node's mode.

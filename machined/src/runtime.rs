@@ -33,6 +33,9 @@ use crate::services::settings::Settings;
 use crate::services::time::TimeSync;
 use crate::time::clock::SystemClock;
 use crate::time::floor::{self, Floor};
+use crate::update::commit::BootCheck;
+use crate::update::watchdog::Watchdog;
+use crate::update::{Slots, Updater};
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
@@ -129,7 +132,13 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
             tracing::error!("bootstrap token unusable: {why}; no config will be accepted")
         }
     }
-    let machine = Machine::new(layout, running, logs, power, bootstrap)?;
+    let slots = match (stage, crate::boot::cmdline::current_slot()) {
+        (Stage::Root, Some(slot)) => Slots::find(Path::new("/sys/class/block"), slot),
+        (Stage::Root, None) => Err("the kernel command line names no slot".to_string()),
+        _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
+    };
+    let updater = Arc::new(Updater::new(&layout, slots));
+    let machine = Machine::new(layout, running, logs, power, bootstrap, updater.clone())?;
     machine.events().publish(EventKind::Power, "machined started");
     machine.facts().volumes.send_replace(volumes);
     machine.facts().clock.send_replace(clock);
@@ -145,6 +154,8 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         services.push(Arc::new(Network::new(machine.clone())));
         services.push(Arc::new(PowerButton::new(machine.clone())));
         services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
+        services.push(Arc::new(Watchdog));
+        services.push(Arc::new(BootCheck::new(machine.clone(), updater)));
         services.push(Arc::new(containerd::service(machine.clone(), reaper.clone())));
         let kubelet = Arc::new(Kubelet::new(machine.clone(), reaper.clone()));
         machine.set_kubelet(kubelet.clone());

@@ -158,6 +158,9 @@ impl Vm {
             .args(["-drive", &format!("file={},format=raw,if=virtio", config.image.display())])
             .args(["-netdev", &netdev])
             .args(["-device", "virtio-net-pci,netdev=net0"])
+            // A hardware watchdog, as a PC has; when machined stops feeding it, it resets
+            // the machine (QEMU's default watchdog action).
+            .args(["-device", "i6300esb"])
             .args(["-serial", &format!("file:{}", console.display()), "-monitor", "none"])
             .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_socket.display())])
             .stdin(Stdio::null())

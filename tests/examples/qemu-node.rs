@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     let dir = bin_dir().parent().expect("target dir").join("demo");
     std::fs::create_dir_all(&dir)?;
     println!("building the image (the first build downloads ~160 MB of Debian packages)...");
-    print!("{}", build_image(&dir, None, None));
+    print!("{}", build_image(&dir, None, None, &[]));
     let disk = dir.join("disk.raw");
     std::fs::copy(dir.join("cairn-x86_64.raw"), &disk)?;
     std::fs::OpenOptions::new().write(true).open(&disk)?.set_len(4 << 30)?;

@@ -2,6 +2,7 @@
 //! processes on free loopback ports with roots of their own, and runs `ctl` against them
 //! as an operator would. (QEMU-booted images join these scenarios when images exist.)
 
+pub mod disk;
 pub mod registry;
 pub mod sntp;
 
@@ -40,12 +41,14 @@ pub const SOURCE_DATE_EPOCH: &str = "1767225600";
 
 /// Builds the generic-x86_64 image into `output` with image-builder, which builds machined
 /// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache), with a
-/// bootstrap token baked in and an update bundle signed with `signing_key` when given;
-/// returns the build report.
+/// bootstrap token baked in and an update bundle signed with `signing_key` when given, and
+/// image-builder's `extra_args` (`--version`, `--extra-kernel-args`); returns the build
+/// report.
 pub fn build_image(
     output: &Path,
     bootstrap_token: Option<&Path>,
     signing_key: Option<&Path>,
+    extra_args: &[&str],
 ) -> String {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
     let cache = std::env::var_os("CAIRN_CACHE")
@@ -65,6 +68,7 @@ pub fn build_image(
     if let Some(key) = signing_key {
         build.arg("--signing-key").arg(key);
     }
+    build.args(extra_args);
     let status = build.status().expect("running image-builder");
     assert!(status.success(), "image-builder build failed");
     std::fs::read_to_string(output.join("report.toml")).expect("report.toml")

@@ -1,7 +1,6 @@
 //! A real OCI registry on the host (Debian's `docker-registry`), for pull tests: a node
 //! under QEMU reaches it at the gateway address, 10.0.2.2. Images go in with `skopeo`.
 
-use std::io::Read as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -71,29 +70,4 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A file of the root filesystem (ROOT-A's squashfs) of a built disk image.
-pub fn file_in_image(disk: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
-    let gpt =
-        gpt::GptConfig::new().open(disk).with_context(|| format!("{}: GPT", disk.display()))?;
-    let sector = u64::from(*gpt.logical_block_size());
-    let root = gpt
-        .partitions()
-        .values()
-        .find(|p| p.name == cairn_api::image::ROOT_A_LABEL)
-        .with_context(|| format!("{}: no ROOT-A partition", disk.display()))?;
-    let file = std::io::BufReader::new(std::fs::File::open(disk)?);
-    let fs = backhand::FilesystemReader::from_reader_with_offset(file, root.first_lba * sector)
-        .with_context(|| format!("{}: ROOT-A is not a squashfs", disk.display()))?;
-    for node in fs.files() {
-        if node.fullpath == Path::new(path) {
-            if let backhand::InnerNode::File(file) = &node.inner {
-                let mut data = Vec::new();
-                fs.file(file).reader().read_to_end(&mut data)?;
-                return Ok(data);
-            }
-        }
-    }
-    bail!("{}: no file {path} in ROOT-A", disk.display())
 }

@@ -15,14 +15,18 @@
 
 mod boot_x86_64 {
     pub mod pods;
+    pub mod updates;
 }
 
 use std::time::Duration;
 
 use boot_x86_64::pods::{self, HOSTNET_PORT, MIRRORED_REGISTRY, WEB_HOST_PORT};
+use boot_x86_64::updates::{self, Bundles};
 use cairn_api::arch::Arch;
+use cairn_api::bundle::SigningKey;
 use cairn_qemu::{Vm, VmConfig};
-use cairn_tests::registry::{file_in_image, Registry};
+use cairn_tests::disk::file_in_image;
+use cairn_tests::registry::Registry;
 use cairn_tests::sntp::{Server, ServerClock};
 use cairn_tests::{build_image, ctl, eventually, fingerprint_in, serving_cert_names, Cluster};
 
@@ -44,12 +48,29 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         .unwrap();
     assert!(keygen.success());
     let signing_key = keys.join("signing.key");
-    let report = build_image(first.path(), Some(&token), Some(&signing_key));
+    let report = build_image(first.path(), Some(&token), Some(&signing_key), &[]);
     assert_eq!(
-        build_image(second.path(), Some(&token), Some(&signing_key)),
+        build_image(second.path(), Some(&token), Some(&signing_key), &[]),
         report,
         "two builds of the same inputs differ"
     );
+    // The systems the node is updated to: a good one, one whose kernel panics, one that
+    // never gets healthy.
+    let later = tempfile::tempdir().unwrap();
+    let bundle_of = |version: &str, extra: &[&str]| {
+        let output = later.path().join(version);
+        let args = [&["--version", version][..], extra].concat();
+        build_image(&output, Some(&token), Some(&signing_key), &args);
+        output.join(format!("cairn-x86_64-{version}.bundle"))
+    };
+    let [second_bundle, bad_kernel, unhealthy] =
+        updates::BUILDS.map(|(version, extra)| bundle_of(version, extra));
+    let bundles = Bundles {
+        first: first.path().join("cairn-x86_64-0.1.0.bundle"),
+        second: second_bundle,
+        bad_kernel,
+        unhealthy,
+    };
     let bundle = first.path().join("cairn-x86_64-0.1.0.bundle");
     let inspect = std::process::Command::new(&image_builder)
         .arg("inspect")
@@ -144,8 +165,11 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // QEMU's user network is 10.0.2.0/24: the node keeps DHCP's 10.0.2.15 (the API port is
     // forwarded there) as a static address, gains a second one, a default route with a
     // metric and its own resolvers.
+    // A key trusted by the config, besides the image's.
+    let config_key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
     let config = cluster.node_config_with("node.yaml", |text| {
         text + &format!("  time: {{servers: [\"{time_server_at}\"]}}\n")
+            + &updates::update_config(&config_key)
             + &format!(
                 "  registries: {{mirrors: {{{MIRRORED_REGISTRY}: {{endpoints: [\"http://10.0.2.2:{}\"]}}}}}}\n",
                 registry.port()
@@ -276,11 +300,15 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     vm.power_off_hard().unwrap();
     let offline = VmConfig { offline: true, ..vm_config.clone() };
     let powered = std::time::Instant::now();
-    let mut vm = power_on(&offline, &admin, "a power cut, offline");
+    let vm = power_on(&offline, &admin, "a power cut, offline");
     let n = vm.api_address.clone();
     pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
     println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
     pods::wait_web(&admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(30));
+
+    // Updates: refused, A→B, B→A, rolled back by the counter and by the deadline, cut off.
+    let mut vm = updates::scenarios(vm, &offline, &admin, &bundles, &config_key, vm_dir.path());
+    let n = vm.api_address.clone();
 
     // Shutdown powers the machine off: QEMU exits.
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();

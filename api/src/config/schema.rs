@@ -255,6 +255,24 @@ pub struct Update {
     /// addition to the keys built into the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
+    /// How long a slot booted on trial has to become healthy (API up, containerd and the
+    /// kubelet running, every configured pod started) before machined gives it up and
+    /// reboots into the other slot; [`Update::DEFAULT_HEALTH_DEADLINE_SECONDS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_deadline_seconds: Option<u32>,
+}
+
+impl Update {
+    /// The health deadline when the config names none.
+    pub const DEFAULT_HEALTH_DEADLINE_SECONDS: u32 = 600;
+    /// The shortest deadline: a slow board must have time to boot and start its pods.
+    pub const MIN_HEALTH_DEADLINE_SECONDS: u32 = 30;
+
+    /// The health deadline in force.
+    pub fn health_deadline(&self) -> std::time::Duration {
+        let seconds = self.health_deadline_seconds.unwrap_or(Self::DEFAULT_HEALTH_DEADLINE_SECONDS);
+        std::time::Duration::from_secs(seconds.into())
+    }
 }
 
 /// The Kubernetes cluster the node joins.

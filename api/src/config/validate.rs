@@ -179,6 +179,12 @@ impl MachineConfig {
                 || "is not an ed25519 public key (base64 of 32 bytes)".to_string(),
             );
         }
+        if let Some(seconds) = m.update.health_deadline_seconds {
+            let (min, max) = (crate::config::Update::MIN_HEALTH_DEADLINE_SECONDS, 86_400);
+            c.check((min..=max).contains(&seconds), "machine.update.healthDeadlineSeconds", || {
+                format!("{seconds} is not between {min} and {max}")
+            });
+        }
         if let Some(cluster) = &self.cluster {
             check_cluster(&mut c, cluster);
         }

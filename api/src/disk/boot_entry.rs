@@ -1,7 +1,13 @@
 //! The Boot Loader Spec files systemd-boot reads from the ESP (DESIGN §2): `loader.conf`,
 //! and one type #1 entry per slot that boots the slot's kernel and initramfs, also kept on
-//! the ESP under `/cairn/<slot>/`. Entry files are named by
+//! the ESP under `/cairn/<slot>/` with the slot's version. Entry files are named by
 //! [`EntryName`](super::entry_name::EntryName).
+//!
+//! Which slot boots: systemd-boot sorts entries that have a `sort-key` by it, then by their
+//! `version`, newest first, and puts entries with no tries left last; `default cairn-*`
+//! takes the first. Cairn's entries share one sort key and carry as version a generation,
+//! one more than any other entry's each time a slot is installed or chosen: the slot chosen
+//! last boots, unless its tries ran out.
 
 use super::entry_name::ENTRY_PREFIX;
 use super::slot_name;
@@ -11,6 +17,18 @@ use crate::image::Slot;
 pub const LOADER_CONF_PATH: &str = "/loader/loader.conf";
 /// The directory of the entry files, from the ESP's root.
 pub const ENTRIES_DIR: &str = "/loader/entries";
+/// The sort key every Cairn entry has.
+const SORT_KEY: &str = "cairn";
+
+/// The ESP directory of a slot's kernel, initramfs and version file, e.g. `/cairn/a`.
+pub fn slot_dir(slot: Slot) -> String {
+    format!("/cairn/{}", slot_name(slot))
+}
+
+/// The file in [`slot_dir`] holding the version (semver) of the system in the slot.
+pub fn version_path(slot: Slot) -> String {
+    format!("{}/version", slot_dir(slot))
+}
 
 /// `loader.conf`: which entry systemd-boot boots, and whether it waits in its menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,31 +58,47 @@ pub struct BootEntry {
     pub initrd: String,
     /// The kernel command line.
     pub options: String,
+    /// The entry's place in the boot order: the highest generation boots first.
+    pub generation: u64,
 }
 
 impl BootEntry {
-    /// The entry of `slot`: its kernel and initramfs under `/cairn/<slot>/` on the ESP, and a
-    /// command line naming the slot ([`Slot::kernel_arg`]) followed by `kernel_args`.
-    pub fn for_slot(slot: Slot, kernel_args: &[String]) -> Self {
-        let dir = format!("/cairn/{}", slot_name(slot));
+    /// The entry of `slot`, holding system `version`, at `generation`: its kernel and
+    /// initramfs under [`slot_dir`] on the ESP, and a command line naming the slot
+    /// ([`Slot::kernel_arg`]) followed by `kernel_args`.
+    pub fn for_slot(slot: Slot, version: &str, generation: u64, kernel_args: &[String]) -> Self {
+        let dir = slot_dir(slot);
         let options = std::iter::once(slot.kernel_arg())
             .chain(kernel_args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
         BootEntry {
             slot,
-            title: format!("Cairn (slot {slot})"),
+            title: format!("Cairn {version} (slot {slot})"),
             linux: format!("{dir}/vmlinuz"),
             initrd: format!("{dir}/initramfs.zst"),
             options,
+            generation,
         }
     }
 
     /// The entry file's text.
     pub fn render(&self) -> String {
-        let BootEntry { slot: _, title, linux, initrd, options } = self;
-        format!("title {title}\nlinux {linux}\ninitrd {initrd}\noptions {options}\n")
+        let BootEntry { slot: _, title, linux, initrd, options, generation } = self;
+        format!(
+            "title {title}\nsort-key {SORT_KEY}\nversion {generation}\nlinux {linux}\n\
+             initrd {initrd}\noptions {options}\n"
+        )
     }
+}
+
+/// The generation of an entry file's `text` (its `version` line); `None` when it has none,
+/// which sorts it after every entry that has one.
+pub fn generation_of(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.trim().split_once(char::is_whitespace)?;
+        (key == "version").then(|| value.trim().parse().ok()).flatten()
+    })
 }
 
 #[cfg(test)]
@@ -81,20 +115,33 @@ mod tests {
     fn entry_text_for_each_slot() {
         let args = ["console=ttyS0".to_string(), "quiet".to_string()];
         assert_eq!(
-            BootEntry::for_slot(Slot::A, &args).render(),
-            "title Cairn (slot A)\nlinux /cairn/a/vmlinuz\ninitrd /cairn/a/initramfs.zst\n\
-             options cairn.slot=a console=ttyS0 quiet\n"
+            BootEntry::for_slot(Slot::A, "0.1.0", 1, &args).render(),
+            "title Cairn 0.1.0 (slot A)\nsort-key cairn\nversion 1\nlinux /cairn/a/vmlinuz\n\
+             initrd /cairn/a/initramfs.zst\noptions cairn.slot=a console=ttyS0 quiet\n"
         );
-        let b = BootEntry::for_slot(Slot::B, &[]);
+        let b = BootEntry::for_slot(Slot::B, "0.2.0", 7, &[]);
         assert_eq!(
             (b.linux.as_str(), b.initrd.as_str()),
             ("/cairn/b/vmlinuz", "/cairn/b/initramfs.zst")
         );
         assert_eq!(
             b.render(),
-            "title Cairn (slot B)\nlinux /cairn/b/vmlinuz\ninitrd /cairn/b/initramfs.zst\n\
-             options cairn.slot=b\n"
+            "title Cairn 0.2.0 (slot B)\nsort-key cairn\nversion 7\nlinux /cairn/b/vmlinuz\n\
+             initrd /cairn/b/initramfs.zst\noptions cairn.slot=b\n"
         );
+        assert_eq!(generation_of(&b.render()), Some(7));
+        assert_eq!(
+            (slot_dir(Slot::B), version_path(Slot::A)),
+            ("/cairn/b".into(), "/cairn/a/version".into())
+        );
+    }
+
+    #[test]
+    fn generations_are_read_from_the_version_line() {
+        assert_eq!(generation_of("title x\nversion  12 \n"), Some(12));
+        assert_eq!(generation_of("title version 3\n"), None);
+        assert_eq!(generation_of("version x\n"), None);
+        assert_eq!(generation_of(""), None);
     }
 
     #[test]
@@ -105,7 +152,11 @@ mod tests {
             linux: "/k".into(),
             initrd: "/i".into(),
             options: "o=1".into(),
+            generation: 2,
         };
-        assert_eq!(entry.render(), "title T\nlinux /k\ninitrd /i\noptions o=1\n");
+        assert_eq!(
+            entry.render(),
+            "title T\nsort-key cairn\nversion 2\nlinux /k\ninitrd /i\noptions o=1\n"
+        );
     }
 }

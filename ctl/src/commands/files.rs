@@ -39,12 +39,9 @@ pub(super) async fn list(session: &Session, path: &str, depth: i32) -> anyhow::R
 }
 
 pub(super) async fn read(session: &Session, path: &str) -> anyhow::Result<ExitCode> {
-    if session.targets.nodes.len() != 1 {
-        anyhow::bail!("read takes exactly one node (got {})", session.targets.nodes.len());
-    }
-    let mut results = session
+    let (node, result) = session
         .targets
-        .each(|_, mut c| async move {
+        .one("read", |_, mut c| async move {
             let mut stream = c.read(pb::ReadRequest { path: path.to_string() }).await?.into_inner();
             let mut out = std::io::stdout().lock();
             while let Some(chunk) = stream.message().await? {
@@ -53,8 +50,7 @@ pub(super) async fn read(session: &Session, path: &str) -> anyhow::Result<ExitCo
             out.flush()?;
             Ok(())
         })
-        .await;
-    let (node, result) = results.remove(0);
+        .await?;
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {

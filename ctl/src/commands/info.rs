@@ -1,4 +1,4 @@
-//! Read-only views: version, services, stats, disks, mounts.
+//! Read-only views: version (with the slots and the last update), services, stats, disks, mounts.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -6,24 +6,35 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cairn_api::machine as pb;
 use serde_json::json;
 
+use super::follow::{outcome_json, outcome_summary};
 use super::{report, row, Session};
+use crate::cli::OutputFormat;
 
 pub(super) async fn version(session: &Session) -> anyhow::Result<ExitCode> {
     let results = session
         .targets
         .each(|_, mut c| async move { Ok(c.version(pb::VersionRequest {}).await?.into_inner()) })
         .await;
+    // A table shows the last update in words; JSON and YAML keep its fields.
+    let table = session.format == OutputFormat::Table;
     report(session.format, results, |node, v| {
         let mode = match pb::NodeMode::try_from(v.mode) {
             Ok(pb::NodeMode::Maintenance) => "maintenance",
             Ok(pb::NodeMode::Configured) => "configured",
             _ => "unknown",
         };
+        let (other_slot, last_update) = if table {
+            let other = if v.other_slot_version.is_empty() { "-" } else { &v.other_slot_version };
+            (json!(other), json!(outcome_summary(v.last_update.as_ref())))
+        } else {
+            (json!(v.other_slot_version), outcome_json(v.last_update.as_ref()))
+        };
         vec![row(
             node,
             json!({
-                "version": v.version, "arch": v.arch, "kernel": v.kernel, "hostname": v.hostname,
-                "mode": mode, "slot": v.slot, "pid1": v.pid1,
+                "version": v.version, "slot": v.slot, "other_slot": other_slot,
+                "last_update": last_update, "arch": v.arch, "kernel": v.kernel,
+                "hostname": v.hostname, "mode": mode, "pid1": v.pid1,
             }),
         )]
     })

@@ -3,9 +3,12 @@
 mod config;
 mod control;
 mod files;
+mod follow;
 mod info;
 mod pods;
+mod rollback;
 mod streams;
+mod upgrade;
 
 use std::process::ExitCode;
 
@@ -59,6 +62,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Service { id, action } => control::service(&session, &id, action).await,
         Command::Reboot => control::reboot(&session).await,
         Command::Shutdown => control::shutdown(&session).await,
+        Command::Upgrade(args) => upgrade::upgrade(&session, &args).await,
+        Command::Rollback { stage, wait } => rollback::rollback(&session, stage, wait).await,
         Command::Logs { id, follow, tail, previous } => {
             let target =
                 pods::LogsTarget { name: &id, follow, tail: streams::tail(tail), previous };

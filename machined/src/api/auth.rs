@@ -34,6 +34,8 @@ pub enum Call {
     ContainerLogs,
     ManifestApply,
     ManifestDelete,
+    Upgrade,
+    Rollback,
 }
 
 impl Call {
@@ -41,7 +43,8 @@ impl Call {
     pub fn required_role(self) -> Role {
         use Call::*;
         match self {
-            ApplyConfiguration | Bootstrap | ManifestApply | ManifestDelete => Role::Admin,
+            ApplyConfiguration | Bootstrap | ManifestApply | ManifestDelete | Upgrade
+            | Rollback => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart | PodRestart => {
                 Role::Operator
             }

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status};
 use crate::api::auth::{authorize, Call, Caller};
 use crate::api::connection::ConnectionInfo;
 use crate::api::places::{Place, Pool};
+use crate::api::upgrade;
 use crate::apply::{Action, ApplyMode};
 use crate::events::{unix_millis, EventKind};
 use crate::facts::Clock;
@@ -27,6 +28,7 @@ use crate::kubelet::{Kubelet, PodRecord};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
 use crate::ring::Sequenced;
 use crate::service::SupervisorError;
+use crate::update::record::{UpdateRecord, UpdateState};
 
 /// Try timeout when the client sets none, as in Talos.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -183,8 +185,12 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::Version)?;
         let uname =
             nix::sys::utsname::uname().map_err(|e| Status::internal(format!("uname: {e}")))?;
+        let updater = self.machine.updater().clone();
+        let status = tokio::task::spawn_blocking(move || updater.status())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::VersionResponse {
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: self.machine.updater().release().version.clone(),
             arch: std::env::consts::ARCH.to_string(),
             kernel: uname.release().to_string_lossy().into_owned(),
             hostname: self.machine.hostname(),
@@ -193,11 +199,10 @@ impl MachineService for MachineApi {
                 NodeMode::Configured => pb::NodeMode::Configured,
             } as i32,
             // An ordinary process was booted from no slot.
-            slot: match (std::process::id(), crate::boot::cmdline::current_slot()) {
-                (1, Some(slot)) => slot.to_string(),
-                _ => "none".to_string(),
-            },
+            slot: status.booted.map_or("none".to_string(), |slot| slot.to_string()),
             pid1: std::process::id() == 1,
+            other_slot_version: status.other_version.unwrap_or_default(),
+            last_update: status.last.map(outcome),
         }))
     }
 
@@ -785,6 +790,70 @@ impl MachineService for MachineApi {
         let pod = manifests::remove(&dir, &name).map_err(manifest_status)?;
         self.machine.events().publish(EventKind::Config, format!("manifest of pod {pod} removed"));
         Ok(Response::new(pb::ManifestResponse { pod }))
+    }
+
+    type UpgradeStream = ResponseStream<pb::UpgradeProgress>;
+
+    async fn upgrade(
+        &self,
+        request: Request<tonic::Streaming<pb::UpgradeRequest>>,
+    ) -> Result<Response<Self::UpgradeStream>, Status> {
+        self.authorize(&request, Call::Upgrade)?;
+        let mut incoming = request.into_inner();
+        let options = match incoming.message().await? {
+            Some(pb::UpgradeRequest { part: Some(pb::upgrade_request::Part::Options(o)) }) => o,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of an upgrade carries its options",
+                ))
+            }
+        };
+        // Refused before the client sends the whole bundle.
+        self.machine.updater().slots().map_err(upgrade::status)?;
+        self.machine.events().publish(EventKind::Power, "upgrade started");
+        let machine = self.machine.clone();
+        Ok(Response::new(stream(move |tx| upgrade::run(machine, incoming, options, tx))))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        self.authorize(&request, Call::Rollback)?;
+        let stage = request.into_inner().stage;
+        let updater = self.machine.updater().clone();
+        let chosen = tokio::task::spawn_blocking(move || updater.rollback())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(upgrade::status)?;
+        self.machine.events().publish(
+            EventKind::Power,
+            format!("rollback to slot {} ({}) chosen", chosen.slot, chosen.version),
+        );
+        if !stage {
+            self.machine.power(PowerAction::Reboot);
+        }
+        Ok(Response::new(pb::RollbackResponse {
+            slot: chosen.slot.to_string(),
+            version: chosen.version,
+        }))
+    }
+}
+
+/// The last update, as the API reports it.
+fn outcome(record: UpdateRecord) -> pb::UpdateOutcome {
+    pb::UpdateOutcome {
+        state: match record.state {
+            UpdateState::Pending => pb::UpdateState::Pending,
+            UpdateState::Succeeded => pb::UpdateState::Succeeded,
+            UpdateState::RolledBack => pb::UpdateState::RolledBack,
+        } as i32,
+        slot: record.slot,
+        from_version: record.from_version,
+        to_version: record.to_version,
+        reason: record.reason,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
     }
 }
 

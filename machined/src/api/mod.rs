@@ -6,3 +6,4 @@ pub mod connection;
 pub mod handlers;
 pub mod places;
 pub mod server;
+pub mod upgrade;

@@ -187,14 +187,20 @@ pub fn wait_web(admin: &Path, n: &str, web: &str, limit: Duration) -> Duration {
         http_get(web, "/")
             .is_some_and(|(code, body)| code == 200 && body == "hello from a cairn pod\n")
     });
-    assert!(
-        answered,
-        "the web pod did not answer at {web}: {:?}\n{}\nkubelet's log:\n{}\ncontainerd's log:\n{}",
-        http_get(web, "/"),
-        ctl(Some(admin), &["-n", n, "-o", "yaml", "pods"]).stdout,
-        ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout,
-        ctl(Some(admin), &["-n", n, "logs", "containerd", "--tail", "40"]).stdout
-    );
+    if !answered {
+        // Only what concerns `web`: the whole listing is long enough to be cut in CI's log.
+        let kubelet = ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "400"]).stdout;
+        let about_web: Vec<&str> = kubelet.lines().filter(|l| l.contains("web")).collect();
+        panic!(
+            "the web pod did not answer at {web}: {:?}\n{}\n{}\nkubelet's log about web:\n{}\n\
+             containerd's log:\n{}",
+            http_get(web, "/"),
+            ctl(Some(admin), &["-n", n, "pods"]).stdout,
+            serde_json::to_string_pretty(&pod(&pods(admin, n), "web")).unwrap(),
+            about_web[about_web.len().saturating_sub(40)..].join("\n"),
+            ctl(Some(admin), &["-n", n, "logs", "containerd", "--tail", "30"]).stdout
+        );
+    }
     started.elapsed()
 }
 

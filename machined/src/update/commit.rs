@@ -1,0 +1,237 @@
+//! `boot-check`: decides whether this boot's slot is good. When the slot was booted on
+//! trial (its entry has a try counter), it waits until the node is healthy and blesses the
+//! slot; if the health deadline passes first, it marks the slot bad and reboots, and
+//! systemd-boot boots the other slot. At every boot it also settles the last update's
+//! record: a node that came back on the slot it left says so, and why. Runs only as PID 1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_api::disk::entry_name::{EntryName, TryCounter};
+use cairn_api::image::Slot;
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::core::v1::ContainerStatus;
+
+use super::esp::{BootState, FoundEntry};
+use super::record::{self, UpdateState};
+use super::{Slots, Updater};
+use crate::machine::{Machine, PowerAction};
+use crate::service::{Service, ServiceContext};
+
+/// How often health is checked while on trial.
+const CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// The services a healthy node runs (those it has: containerd and the kubelet run only
+/// as PID 1).
+const VITAL_SERVICES: [&str; 3] = ["apid", "containerd", "kubelet"];
+
+/// The boot-check service.
+pub struct BootCheck {
+    machine: Arc<Machine>,
+    updater: Arc<Updater>,
+}
+
+impl BootCheck {
+    /// Checks the boot of `machine`, whose slots `updater` knows.
+    pub fn new(machine: Arc<Machine>, updater: Arc<Updater>) -> Self {
+        BootCheck { machine, updater }
+    }
+}
+
+impl Service for BootCheck {
+    fn id(&self) -> &'static str {
+        "boot-check"
+    }
+
+    fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let slots = match self.updater.slots() {
+                Ok(slots) => slots,
+                Err(e) => {
+                    ctx.log(e.to_string());
+                    return Ok(());
+                }
+            };
+            let state = slots.esp.boot_state()?;
+            settle_record(&self.updater, slots, &state);
+            let Some(entry) = state.entry(slots.booted).cloned() else {
+                ctx.log(format!("slot {} has no boot entry: nothing to bless", slots.booted));
+                ctx.ready();
+                ctx.stop.cancelled().await;
+                return Ok(());
+            };
+            let Some(counter) = entry.name.counter else {
+                ctx.log(format!("slot {} is blessed ({})", slots.booted, entry.file));
+                ctx.ready();
+                ctx.stop.cancelled().await;
+                return Ok(());
+            };
+            let config = self.machine.config(false).ok().flatten();
+            let deadline = config
+                .map(|c| c.machine.update.health_deadline())
+                .unwrap_or_else(|| cairn_api::config::Update::default().health_deadline());
+            ctx.log(format!(
+                "slot {} is on trial ({}, boot {} of {}): it has {}s to become healthy",
+                slots.booted,
+                entry.file,
+                counter.done + 1,
+                counter.done + counter.left + 1,
+                deadline.as_secs()
+            ));
+            ctx.running();
+            let until = tokio::time::Instant::now() + deadline;
+            let mut problem = String::new();
+            loop {
+                match health(&self.machine) {
+                    Ok(()) => {
+                        bless(&self.updater, slots, &entry)?;
+                        ctx.log(format!("healthy: slot {} is blessed", slots.booted));
+                        ctx.ready();
+                        break;
+                    }
+                    Err(now) => {
+                        if now != problem {
+                            ctx.log(format!("not healthy yet: {now}"));
+                        }
+                        problem = now;
+                    }
+                }
+                if tokio::time::Instant::now() >= until {
+                    let reason = format!("not healthy within {}s: {problem}", deadline.as_secs());
+                    ctx.log(format!("{reason}; slot {} is given up", slots.booted));
+                    give_up(&self.updater, slots, &entry, counter, &reason)?;
+                    self.machine.power(PowerAction::Reboot);
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+                    _ = ctx.stop.cancelled() => return Ok(()),
+                }
+            }
+            ctx.stop.cancelled().await;
+            Ok(())
+        })
+    }
+}
+
+/// Whether the node is healthy: the vital services it has are up and every pod of the
+/// config has started each of its containers at least once (a pod that starts and then
+/// crashes is its own business, not the system's). The error says what is not.
+fn health(machine: &Machine) -> Result<(), String> {
+    let services = machine.supervisor().list();
+    for id in VITAL_SERVICES {
+        if let Some(service) = services.iter().find(|s| s.id == id) {
+            if !service.state.is_up() {
+                return Err(format!("{id} is {}", service.state.as_str()));
+            }
+        }
+    }
+    let wanted = match machine.config(false) {
+        Ok(Some(config)) => config.machine.pods.len(),
+        _ => 0,
+    };
+    if wanted == 0 {
+        return Ok(());
+    }
+    let Some(kubelet) = machine.kubelet() else {
+        return Err("the kubelet has not started".into());
+    };
+    let pods: Vec<_> = kubelet.pods().into_iter().filter(|p| p.source == "config").collect();
+    if pods.len() < wanted {
+        return Err(format!("{} of {wanted} configured pods are known", pods.len()));
+    }
+    for record in &pods {
+        let statuses = record.pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        let containers = record.pod.spec.as_ref().map_or(0, |s| s.containers.len());
+        let started = statuses.map_or(0, |s| s.iter().filter(|c| has_started(c)).count());
+        if started < containers {
+            let waiting = statuses
+                .into_iter()
+                .flatten()
+                .find(|c| !has_started(c))
+                .and_then(|c| c.state.as_ref()?.waiting.as_ref())
+                .map(|w| {
+                    format!(
+                        " ({}{})",
+                        w.reason.as_deref().unwrap_or("waiting"),
+                        w.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            return Err(format!(
+                "pod {}: {started} of {containers} containers started{waiting}",
+                record.key
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the container has run at all.
+fn has_started(status: &ContainerStatus) -> bool {
+    let state = |s: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+        s.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+    };
+    state(status.state.as_ref()) || state(status.last_state.as_ref()) || status.restart_count > 0
+}
+
+/// Blesses the booted slot: its entry loses the counter; the update succeeded.
+fn bless(updater: &Updater, slots: &Slots, entry: &FoundEntry) -> anyhow::Result<()> {
+    slots.esp.rename_entry(&entry.file, &EntryName::blessed(slots.booted))?;
+    if let Some(mut last) = updater.record().load() {
+        if last.state == UpdateState::Pending && last.slot == slots.booted.to_string() {
+            last.state = UpdateState::Succeeded;
+            last.finished_at = record::now();
+            updater.record().save(&last)?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives the booted slot up: the reason goes on record for the slot that boots next, and the
+/// entry is marked bad, so systemd-boot does not try it again (as `systemd-bless-boot bad`).
+fn give_up(
+    updater: &Updater,
+    slots: &Slots,
+    entry: &FoundEntry,
+    counter: TryCounter,
+    reason: &str,
+) -> anyhow::Result<()> {
+    if let Some(mut last) = updater.record().load() {
+        if last.state == UpdateState::Pending && last.slot == slots.booted.to_string() {
+            last.reason = reason.to_string();
+            updater.record().save(&last)?;
+        }
+    }
+    let bad = EntryName {
+        slot: slots.booted,
+        counter: Some(TryCounter { left: 0, done: counter.done + 1 }),
+    };
+    slots.esp.rename_entry(&entry.file, &bad)?;
+    Ok(())
+}
+
+/// A pending update whose slot is not the one booted has rolled back: records that, with
+/// the reason the given-up system left, or else what its entry shows.
+fn settle_record(updater: &Updater, slots: &Slots, state: &BootState) {
+    let Some(mut last) = updater.record().load() else { return };
+    if last.state != UpdateState::Pending || last.slot == slots.booted.to_string() {
+        return;
+    }
+    if last.reason.is_empty() {
+        let target = if last.slot == Slot::A.to_string() { Slot::A } else { Slot::B };
+        last.reason = match state.entry(target) {
+            Some(found) if found.name.is_exhausted() => format!(
+                "slot {target} did not come up: its {} boot tries ran out before machined \
+                 could check it (kernel or early boot failure)",
+                found.name.counter.map_or(0, |c| c.done)
+            ),
+            _ => format!("slot {target} was not booted"),
+        };
+    }
+    last.state = UpdateState::RolledBack;
+    last.finished_at = record::now();
+    tracing::warn!("the update to {} rolled back: {}", last.to_version, last.reason);
+    if let Err(e) = updater.record().save(&last) {
+        tracing::error!("{e}");
+    }
+}

@@ -1,0 +1,456 @@
+//! A/B updates (DESIGN §6): installing a signed bundle into the slot not running, choosing
+//! a slot for the next boot, and what the node knows of its slots and its last update.
+//!
+//! - [`receive`]: the bundle checked against this node and verified whole, into a spool.
+//! - [`esp`]: the slots' boot entries and files on the ESP.
+//! - [`record`]: the last update's outcome, on STATE.
+//! - [`commit`]: after a boot on trial, bless the slot once healthy, or give it up.
+//! - [`watchdog`]: the hardware watchdog, fed while machined runs.
+//!
+//! An install goes: signature, manifest checks, the whole bundle received and verified
+//! ([`receive`]); then the slot's entry removed, its ROOT partition and ESP files written
+//! and checked again, synced; then one rename makes the slot the next boot's with a try
+//! counter ([`esp::Esp::choose_slot`]). A power cut before that rename boots the old slot;
+//! after it, systemd-boot's counter and machined's health deadline bring the old slot back
+//! if the new one does not come up.
+
+pub mod commit;
+pub mod esp;
+pub mod receive;
+pub mod record;
+pub mod watchdog;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_api::arch::Arch;
+use cairn_api::bundle::{self, ArtifactKind, BundleError, Manifest, TrustedKey};
+use cairn_api::disk::boot_entry::{slot_dir, version_path, BootEntry};
+use cairn_api::image::{Slot, ESP_LABEL, UPDATE_KEYS_PATH};
+
+use crate::layout::{under, NodeLayout};
+use esp::Esp;
+use receive::{artifact, check_written, spooled, HashingWriter, Policy, Receiver};
+use record::{RecordFile, UpdateRecord, UpdateState};
+
+/// Boots a new slot gets to come up before systemd-boot gives it up.
+pub const TRIES: u32 = 3;
+
+/// Why an update or rollback was not made. Nothing the node boots has changed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    /// The bundle is not acceptable: unsigned, corrupt, or not for this node.
+    #[error("bundle refused: {0}")]
+    Bundle(#[from] BundleError),
+    /// The node cannot take updates (no slots, another update running, nothing to roll
+    /// back to).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Reading or writing the disk failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+fn io_error(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> UpdateError {
+    move |e| UpdateError::Io(format!("{what}: {e}"))
+}
+
+/// The other slot.
+pub fn other(slot: Slot) -> Slot {
+    match slot {
+        Slot::A => Slot::B,
+        Slot::B => Slot::A,
+    }
+}
+
+/// The architecture machined was built for.
+pub fn running_arch() -> Arch {
+    match std::env::consts::ARCH {
+        "aarch64" => Arch::Arm64,
+        "arm" => Arch::Armv7,
+        _ => Arch::X86_64,
+    }
+}
+
+/// What `/etc/os-release` says of the running system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// `VERSION_ID`.
+    pub version: String,
+    /// `VARIANT_ID`: the board the image was built for.
+    pub board: Option<String>,
+}
+
+impl Release {
+    /// Reads `os_release`; without one (machined as an ordinary process), machined's own
+    /// version and no board.
+    pub fn read(os_release: &Path) -> Release {
+        let text = std::fs::read_to_string(os_release).unwrap_or_default();
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.trim_matches('"').to_string())
+                .filter(|v| !v.is_empty())
+        };
+        Release {
+            version: field("VERSION_ID").unwrap_or_else(|| env!("CARGO_PKG_VERSION").into()),
+            board: field("VARIANT_ID"),
+        }
+    }
+}
+
+/// Where the slots are.
+pub struct Slots {
+    /// The ESP.
+    pub esp: Esp,
+    /// ROOT-A and ROOT-B.
+    pub roots: [PathBuf; 2],
+    /// The slot booted.
+    pub booted: Slot,
+}
+
+impl Slots {
+    /// The slots of the disk machined booted from, found by label under `sys_class_block`.
+    pub fn find(sys_class_block: &Path, booted: Slot) -> Result<Slots, String> {
+        let find = |label: &str| {
+            crate::boot::partitions::find_by_label(sys_class_block, label)
+                .ok_or_else(|| format!("no partition labelled {label}"))
+        };
+        Ok(Slots {
+            esp: Esp::new(find(ESP_LABEL)?),
+            roots: [find(Slot::A.root_label())?, find(Slot::B.root_label())?],
+            booted,
+        })
+    }
+
+    fn root(&self, slot: Slot) -> &Path {
+        match slot {
+            Slot::A => &self.roots[0],
+            Slot::B => &self.roots[1],
+        }
+    }
+}
+
+/// What the node says of its slots.
+#[derive(Debug, Clone)]
+pub struct SlotStatus {
+    /// The slot booted, if machined booted from one.
+    pub booted: Option<Slot>,
+    /// The version of the system in the other slot, if it holds one.
+    pub other_version: Option<String>,
+    /// The last update.
+    pub last: Option<UpdateRecord>,
+}
+
+/// The phases of an install that move bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The manifest is accepted; the bundle is being received and verified.
+    Receiving,
+    /// The verified system is being written into the slot.
+    Writing,
+}
+
+/// Progress of an install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase.
+    pub phase: Phase,
+    /// The bundle's version.
+    pub version: String,
+    /// The slot it goes into.
+    pub slot: Slot,
+    /// Bytes done: compressed bytes received, or bytes written.
+    pub done: u64,
+    /// Bytes the phase moves in all.
+    pub total: u64,
+}
+
+/// What an install or rollback made the next boot's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    /// The slot.
+    pub slot: Slot,
+    /// Its version.
+    pub version: String,
+}
+
+/// The updater of a node.
+pub struct Updater {
+    slots: Result<Slots, String>,
+    release: Release,
+    spool: PathBuf,
+    record: RecordFile,
+    baked_keys: PathBuf,
+    busy: Mutex<()>,
+}
+
+impl Updater {
+    /// The updater of the node laid out as `layout`, with its slots (or why it has none).
+    pub fn new(layout: &NodeLayout, slots: Result<Slots, String>) -> Updater {
+        Updater {
+            slots,
+            release: Release::read(&under(layout.root(), "/etc/os-release")),
+            spool: layout.var_dir().join("lib/cairn/update"),
+            record: RecordFile::new(&layout.state_dir()),
+            baked_keys: under(layout.root(), UPDATE_KEYS_PATH),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// The running system.
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+
+    /// The slots, or why the node has none.
+    pub fn slots(&self) -> Result<&Slots, UpdateError> {
+        self.slots.as_ref().map_err(|why| {
+            UpdateError::Unavailable(format!("this node cannot switch slots: {why}"))
+        })
+    }
+
+    /// The last update's record file.
+    pub fn record(&self) -> &RecordFile {
+        &self.record
+    }
+
+    /// The slots' versions and the last update.
+    pub fn status(&self) -> SlotStatus {
+        let slots = self.slots.as_ref().ok();
+        let other_version = slots.and_then(|s| {
+            s.esp.slot_version(other(s.booted)).unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                None
+            })
+        });
+        SlotStatus { booted: slots.map(|s| s.booted), other_version, last: self.record.load() }
+    }
+
+    /// The keys trusted to sign bundles: the image's, and `configured` (base64).
+    fn trusted_keys(&self, configured: &[String]) -> Result<Vec<TrustedKey>, UpdateError> {
+        let baked = match std::fs::read_to_string(&self.baked_keys) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_error(self.baked_keys.display())(e)),
+        };
+        let lines = baked.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+        lines
+            .chain(configured.iter().map(String::as_str))
+            .map(|text| {
+                TrustedKey::from_base64(text)
+                    .map_err(|e| UpdateError::Unavailable(format!("trusted key {text:?}: {e}")))
+            })
+            .collect()
+    }
+
+    /// Installs the bundle read from `stream` into the slot not booted and makes that slot
+    /// the next boot's, on trial. `configured_keys` are the config's trusted keys; `force`
+    /// allows an older version. Blocking: run it off the async runtime.
+    pub fn install(
+        &self,
+        stream: impl Read,
+        configured_keys: &[String],
+        force: bool,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Chosen, UpdateError> {
+        let _busy = self.busy.try_lock().map_err(|_| {
+            UpdateError::Unavailable("another update or rollback is in progress".into())
+        })?;
+        let slots = self.slots()?;
+        let trusted = self.trusted_keys(configured_keys)?;
+        if trusted.is_empty() {
+            return Err(UpdateError::Unavailable(
+                "no key is trusted to sign updates: the image has none and \
+                 machine.update.trustedKeys is empty"
+                    .into(),
+            ));
+        }
+        let slot = other(slots.booted);
+        let running = semver::Version::parse(&self.release.version).map_err(|e| {
+            UpdateError::Unavailable(format!("the running version {:?}: {e}", self.release.version))
+        })?;
+        let root = slots.root(slot);
+        std::fs::create_dir_all(&self.spool).map_err(io_error(self.spool.display()))?;
+        let result = (|| -> Result<Manifest, UpdateError> {
+            let policy = Policy {
+                arch: running_arch(),
+                board: self.release.board.clone(),
+                running,
+                force,
+                root_bytes: device_size(root)?,
+                free_bytes: free_bytes(&self.spool)?,
+            };
+            let mut report = |manifest: &Manifest, done: u64| {
+                progress(Progress {
+                    phase: Phase::Receiving,
+                    version: manifest.version.clone(),
+                    slot,
+                    done,
+                    total: manifest.artifacts.iter().map(|a| a.compressed_size).sum(),
+                })
+            };
+            let mut receiver = Receiver::new(self.spool.clone(), &policy, &mut report);
+            let manifest = bundle::read(stream, &trusted, &mut receiver)?;
+            self.write_slot(slots, slot, &manifest, progress)?;
+            Ok(manifest)
+        })();
+        // The spool is only ever of use within one install.
+        if let Err(e) = std::fs::remove_dir_all(&self.spool) {
+            tracing::warn!("{}: {e}", self.spool.display());
+        }
+        let manifest = result?;
+        self.save_pending(slot, &manifest.version)?;
+        Ok(Chosen { slot, version: manifest.version })
+    }
+
+    /// Writes the spooled system of `manifest` into `slot` and makes it the next boot's.
+    fn write_slot(
+        &self,
+        slots: &Slots,
+        slot: Slot,
+        manifest: &Manifest,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), UpdateError> {
+        let total: u64 = manifest.artifacts.iter().map(|a| a.size).sum();
+        let mut done = 0;
+        let mut written = |n: usize| {
+            done += n as u64;
+            progress(Progress {
+                phase: Phase::Writing,
+                version: manifest.version.clone(),
+                slot,
+                done,
+                total,
+            });
+        };
+        // From here the slot's old system is gone: no entry may point at it.
+        slots.esp.retire_slot(slot).map_err(io_error("retiring the slot's entry"))?;
+
+        let started = std::time::Instant::now();
+        let rootfs = artifact(manifest, ArtifactKind::Rootfs);
+        let root = slots.root(slot);
+        let device = OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
+        let mut writer = HashingWriter::new(device, rootfs.size);
+        copy(&spooled(&self.spool, ArtifactKind::Rootfs), &mut writer, &mut written)?;
+        let (device, length, sha256) = writer.finish();
+        device.sync_all().map_err(io_error(root.display()))?;
+        check_written(rootfs, length, &sha256).map_err(UpdateError::Io)?;
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::info!(
+            "wrote {length} bytes to {} in {seconds:.2} s ({:.1} MB/s)",
+            root.display(),
+            length as f64 / seconds.max(1e-6) / 1e6
+        );
+
+        let entry = BootEntry::for_slot(slot, &manifest.version, 0, &manifest.kernel_args);
+        for (kind, path) in
+            [(ArtifactKind::Kernel, &entry.linux), (ArtifactKind::Initramfs, &entry.initrd)]
+        {
+            let spool = spooled(&self.spool, kind);
+            let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
+            let mut hashing = HashingWriter::new(io::sink(), artifact(manifest, kind).size);
+            slots
+                .esp
+                .write_file(path, &mut file, &mut |piece| {
+                    let _ = hashing.write_all(piece);
+                    written(piece.len());
+                })
+                .map_err(io_error(path))?;
+            let (_, length, sha256) = hashing.finish();
+            check_written(artifact(manifest, kind), length, &sha256).map_err(UpdateError::Io)?;
+        }
+        let version_file = version_path(slot);
+        slots
+            .esp
+            .write_file(
+                &version_file,
+                &mut format!("{}\n", manifest.version).as_bytes(),
+                &mut |_| {},
+            )
+            .map_err(io_error(&version_file))?;
+        let name = slots
+            .esp
+            .choose_slot(slot, &manifest.version, &manifest.kernel_args, TRIES)
+            .map_err(io_error("writing the boot entry"))?;
+        tracing::info!("{} {} is the next boot's: {name}", slot_dir(slot), manifest.version);
+        Ok(())
+    }
+
+    /// Makes the other slot the next boot's, on trial, if it holds a system.
+    pub fn rollback(&self) -> Result<Chosen, UpdateError> {
+        let _busy = self.busy.try_lock().map_err(|_| {
+            UpdateError::Unavailable("another update or rollback is in progress".into())
+        })?;
+        let slots = self.slots()?;
+        let slot = other(slots.booted);
+        let esp_error = io_error("the ESP");
+        let version = slots.esp.slot_version(slot).map_err(esp_error)?.ok_or_else(|| {
+            UpdateError::Unavailable(format!("slot {slot} holds no system to roll back to"))
+        })?;
+        let state = slots.esp.boot_state().map_err(io_error("the ESP"))?;
+        // The entry keeps the kernel arguments its system was installed with.
+        let kernel_args = state
+            .entry(slot)
+            .and_then(|found| slots.esp.entry_options(&found.file).ok())
+            .map(|options| options.split_whitespace().skip(1).map(String::from).collect::<Vec<_>>())
+            .ok_or_else(|| {
+                UpdateError::Unavailable(format!("slot {slot} has no boot entry to roll back to"))
+            })?;
+        slots
+            .esp
+            .choose_slot(slot, &version, &kernel_args, TRIES)
+            .map_err(io_error("writing the boot entry"))?;
+        self.save_pending(slot, &version)?;
+        Ok(Chosen { slot, version })
+    }
+
+    fn save_pending(&self, slot: Slot, version: &str) -> Result<(), UpdateError> {
+        self.record
+            .save(&UpdateRecord {
+                state: UpdateState::Pending,
+                slot: slot.to_string(),
+                from_version: self.release.version.clone(),
+                to_version: version.to_string(),
+                reason: String::new(),
+                started_at: record::now(),
+                finished_at: String::new(),
+            })
+            .map_err(io_error("the update record"))
+    }
+}
+
+/// Copies the file at `from` into `to`, telling `written` of each piece.
+fn copy(
+    from: &Path,
+    to: &mut impl Write,
+    written: &mut dyn FnMut(usize),
+) -> Result<(), UpdateError> {
+    let mut file = File::open(from).map_err(io_error(from.display()))?;
+    let mut buffer = vec![0u8; 4 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(io_error(from.display()))?;
+        if n == 0 {
+            return Ok(());
+        }
+        to.write_all(&buffer[..n]).map_err(io_error("writing the slot"))?;
+        written(n);
+    }
+}
+
+/// The size of a block device (or file).
+fn device_size(path: &Path) -> Result<u64, UpdateError> {
+    File::open(path).and_then(|mut f| f.seek(SeekFrom::End(0))).map_err(io_error(path.display()))
+}
+
+/// The bytes free at `dir` (machined writes as root, so the reserved blocks count).
+fn free_bytes(dir: &Path) -> Result<u64, UpdateError> {
+    let stat = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| UpdateError::Io(format!("{}: {e}", dir.display())))?;
+    Ok(stat.blocks_free() as u64 * stat.fragment_size() as u64)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,233 @@
+//! The update scenarios of the x86_64 boot test, on a configured node running the image's
+//! 0.1.0 from slot A: bundles refused with nothing changed (ESP and ROOT partitions compared
+//! by hash), A→B keeping the config and the pod, an older version refused then forced
+//! (B→A), a kernel that never reaches init and a system that never gets healthy (both back
+//! on the old slot by themselves), and a power cut in the middle of writing.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_api::arch::Arch;
+use cairn_api::bundle::{write, ArtifactInput, ArtifactKind, BundleInfo, SigningKey};
+use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
+use cairn_qemu::{Vm, VmConfig};
+use cairn_tests::disk::partition_sha256;
+use cairn_tests::{bin_dir, ctl};
+use serde_json::Value;
+
+use super::pods::{self, WEB_HOST_PORT};
+
+/// How long a slot on trial has to get healthy (the config's `healthDeadlineSeconds`).
+pub const HEALTH_DEADLINE_SECONDS: u32 = 90;
+
+/// The bundles image-builder built, all signed with the image's key.
+pub struct Bundles {
+    /// 0.1.0: the image's own system.
+    pub first: PathBuf,
+    /// 0.2.0.
+    pub second: PathBuf,
+    /// 0.3.0 with `rdinit=/nonexistent panic=1`: its kernel panics before init.
+    pub bad_kernel: PathBuf,
+    /// 0.3.1 with `cgroup_disable=memory`: it boots, but no pod with a memory limit starts.
+    pub unhealthy: PathBuf,
+}
+
+/// The image-builder arguments of the bundles beyond the first.
+pub const BUILDS: [(&str, &[&str]); 3] = [
+    ("0.2.0", &[]),
+    ("0.3.0", &["--extra-kernel-args", "rdinit=/nonexistent panic=1"]),
+    ("0.3.1", &["--extra-kernel-args", "cgroup_disable=memory"]),
+];
+
+/// The config's `machine.update`: `key` is trusted besides the image's key, and the health
+/// deadline is short enough for a test.
+pub fn update_config(key: &SigningKey) -> String {
+    format!(
+        "  update: {{trustedKeys: [\"{}\"], healthDeadlineSeconds: {HEALTH_DEADLINE_SECONDS}}}\n",
+        key.public().to_base64()
+    )
+}
+
+/// A small bundle for `arch`, signed with `key`: fine to refuse, not to install.
+fn crafted(dir: &Path, name: &str, key: &SigningKey, arch: Arch) -> PathBuf {
+    let artifacts = [
+        ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: b"k" },
+        ArtifactInput { kind: ArtifactKind::Initramfs, content: b"initramfs", compressed: b"i" },
+        ArtifactInput { kind: ArtifactKind::Rootfs, content: b"rootfs", compressed: b"r" },
+    ];
+    let info = BundleInfo {
+        version: "0.9.0",
+        arch,
+        boards: vec!["generic-x86_64".into()],
+        min_version: "0.1.0",
+        build_time: 1,
+        kernel_args: vec![],
+    };
+    let mut bytes = Vec::new();
+    write(&mut bytes, info, &artifacts, key).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `bundle` changed by `change`, written to `dir/name`.
+fn altered(dir: &Path, name: &str, bundle: &Path, change: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(bundle).unwrap();
+    change(&mut bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The hashes of what the node boots from.
+fn boot_hashes(disk: &Path) -> Vec<String> {
+    [ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL]
+        .iter()
+        .map(|label| partition_sha256(disk, label).unwrap())
+        .collect()
+}
+
+/// `ctl version -o json`'s row for the node.
+fn version(admin: &Path, n: &str) -> Value {
+    let run = ctl(Some(admin), &["-n", n, "-o", "json", "version"]).ok();
+    serde_json::from_str::<Value>(&run.stdout).unwrap()[0].clone()
+}
+
+/// The node runs `version` from `slot`, with `other` in the other slot.
+fn assert_runs(admin: &Path, n: &str, version_: &str, slot: &str, other: &str) -> Value {
+    let row = version(admin, n);
+    assert_eq!(
+        (row["version"].as_str(), row["slot"].as_str(), row["other_slot"].as_str()),
+        (Some(version_), Some(slot), Some(other)),
+        "{row}"
+    );
+    row
+}
+
+/// `ctl upgrade` of `bundle`, with `extra` arguments.
+fn upgrade(admin: &Path, n: &str, bundle: &Path, extra: &[&str]) -> cairn_tests::CtlRun {
+    let args = [&["-n", n, "upgrade", "--image", bundle.to_str().unwrap()][..], extra].concat();
+    ctl(Some(admin), &args)
+}
+
+/// `bundle` is refused with an error containing `says`, and nothing the node boots changes.
+fn assert_refused(admin: &Path, n: &str, disk: &Path, bundle: &Path, says: &str) {
+    let before = boot_hashes(disk);
+    let run = upgrade(admin, n, bundle, &[]).failed();
+    assert!(run.stderr.contains(says), "{}: {}", bundle.display(), run.stderr);
+    assert_eq!(boot_hashes(disk), before, "{} changed the disk", bundle.display());
+}
+
+/// Runs the scenarios on `vm` (started from `offline`, with no network but the forwarded
+/// ports), whose node runs 0.1.0 from slot A; returns the VM running at the end (0.2.0, slot
+/// B), which the last scenario restarts.
+pub fn scenarios(
+    mut vm: Vm,
+    offline: &VmConfig,
+    admin: &Path,
+    bundles: &Bundles,
+    config_key: &SigningKey,
+    dir: &Path,
+) -> Vm {
+    let n = vm.api_address.clone();
+    let disk = offline.image.clone();
+    let log = |service: &str| ctl(Some(admin), &["-n", &n, "logs", service]).ok().stdout;
+    assert!(log("watchdog").contains("armed"), "{}", log("watchdog"));
+    assert!(log("boot-check").contains("slot A is blessed"), "{}", log("boot-check"));
+    assert_runs(admin, &n, "0.1.0", "A", "");
+
+    // Refused: an unknown key, the wrong architecture (signed with the config's key),
+    // truncated, a flipped byte in the rootfs.
+    let stranger = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let unknown = crafted(dir, "unknown-key.bundle", &stranger, Arch::X86_64);
+    assert_refused(admin, &n, &disk, &unknown, "not signed by a trusted key");
+    let arm = crafted(dir, "arm64.bundle", config_key, Arch::Arm64);
+    assert_refused(admin, &n, &disk, &arm, "the bundle is for arm64, this node is x86_64");
+    let truncated =
+        altered(dir, "truncated.bundle", &bundles.second, |b| b.truncate(b.len() * 3 / 5));
+    assert_refused(admin, &n, &disk, &truncated, "bundle refused");
+    let flipped = altered(dir, "flipped.bundle", &bundles.second, |b| {
+        let at = b.len() * 4 / 5;
+        b[at] ^= 0x20;
+    });
+    assert_refused(admin, &n, &disk, &flipped, "rootfs: chunk");
+    assert_runs(admin, &n, "0.1.0", "A", "");
+
+    // A → B: the config and the pod come along.
+    let started = Instant::now();
+    let run = upgrade(admin, &n, &bundles.second, &["--wait"]).ok();
+    println!("ctl upgrade --wait to 0.2.0 answering: {:.1?}", started.elapsed());
+    assert!(run.stdout.contains("runs 0.2.0 on slot B"), "{}", run.stdout);
+    let row = assert_runs(admin, &n, "0.2.0", "B", "0.1.0");
+    assert_eq!(row["last_update"]["state"], "succeeded", "{row}");
+    assert_eq!(row["hostname"], "qemu-node", "{row}");
+    assert!(log("boot-check").contains("slot B is blessed"), "{}", log("boot-check"));
+    pods::wait_web(admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
+    let written = log("machined");
+    if let Some(line) = written.lines().find(|l| l.contains("bytes to /dev/")) {
+        println!("update write: {line}");
+    }
+
+    // An older version is refused, unless forced: B → A.
+    assert_refused(admin, &n, &disk, &bundles.first, "older than the running 0.2.0");
+    let run = upgrade(admin, &n, &bundles.first, &["--force", "--wait"]).ok();
+    assert!(run.stdout.contains("runs 0.1.0 on slot A"), "{}", run.stdout);
+    assert_runs(admin, &n, "0.1.0", "A", "0.2.0");
+
+    // A kernel that never reaches init: systemd-boot's counter brings slot A back.
+    let started = Instant::now();
+    let run = upgrade(admin, &n, &bundles.bad_kernel, &["--wait"]).failed();
+    println!(
+        "ctl upgrade --wait to a kernel that panics, back on the old slot: {:.1?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("rolled back to slot A"), "{}", run.stderr);
+    assert!(run.stderr.contains("boot tries ran out"), "{}", run.stderr);
+    let row = assert_runs(admin, &n, "0.1.0", "A", "0.3.0");
+    assert_eq!(row["last_update"]["state"], "rolled_back", "{row}");
+    assert!(vm.console().contains("Kernel panic"), "no panic on the console");
+
+    // A system that boots but never gets healthy: machined gives it up at the deadline.
+    let started = Instant::now();
+    let run = upgrade(admin, &n, &bundles.unhealthy, &["--wait"]).failed();
+    println!(
+        "ctl upgrade --wait to an unhealthy system, back on the old slot: {:.1?}",
+        started.elapsed()
+    );
+    let deadline = format!("not healthy within {HEALTH_DEADLINE_SECONDS}s");
+    assert!(run.stderr.contains(&deadline), "{}", run.stderr);
+    assert!(run.stderr.contains("pod default/web"), "{}", run.stderr);
+    assert_runs(admin, &n, "0.1.0", "A", "0.3.1");
+    pods::wait_web(admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
+
+    // The power goes while the slot is written: the old slot boots, the next upgrade works.
+    let mut child = Command::new(bin_dir().join("ctl"))
+        .env("CTLCONFIG", admin)
+        .args(["-n", &n, "upgrade", "--image", bundles.second.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        let writing = line.contains("writing slot B");
+        seen.push(line);
+        if writing {
+            vm.power_off_hard().unwrap();
+            break;
+        }
+    }
+    let _ = child.wait();
+    assert!(seen.iter().any(|l| l.contains("writing slot B")), "{seen:?}");
+    let vm = crate::power_on(offline, admin, "a power cut while writing slot B");
+    let n = vm.api_address.clone();
+    assert_runs(admin, &n, "0.1.0", "A", "");
+    let run = upgrade(admin, &n, &bundles.second, &["--wait"]).ok();
+    assert!(run.stdout.contains("runs 0.2.0 on slot B"), "{}", run.stdout);
+    pods::wait_web(admin, &n, &vm.forwarded[&WEB_HOST_PORT], Duration::from_secs(180));
+    vm
+}
