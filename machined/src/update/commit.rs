@@ -44,6 +44,7 @@ impl Service for BootCheck {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
+            self.updater.clear_spool();
             let slots = match self.updater.slots() {
                 Ok(slots) => slots,
                 Err(e) => {

@@ -297,13 +297,21 @@ impl Updater {
             self.write_slot(slots, slot, &manifest, progress)?;
             Ok(manifest)
         })();
-        // The spool is only ever of use within one install.
-        if let Err(e) = std::fs::remove_dir_all(&self.spool) {
-            tracing::warn!("{}: {e}", self.spool.display());
-        }
+        self.clear_spool();
         let manifest = result?;
         self.save_pending(slot, &manifest.version)?;
         Ok(Chosen { slot, version: manifest.version })
+    }
+
+    /// Removes the spool, which is only ever of use within one install (one cut short by a
+    /// power cut leaves it behind).
+    pub fn clear_spool(&self) {
+        match std::fs::remove_dir_all(&self.spool) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!("{}: {e}", self.spool.display())
+            }
+            _ => {}
+        }
     }
 
     /// Writes the spooled system of `manifest` into `slot` and makes it the next boot's.
