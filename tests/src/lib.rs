@@ -269,6 +269,24 @@ pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
     }
 }
 
+/// Those of `services` that are not in state Ready on `node`, each with the state it is in
+/// (`ctl -o json services`; the table's "Waiting for containerd (Ready)" is not Ready).
+pub fn services_not_ready(ctlconfig: Option<&Path>, node: &str, services: &[&str]) -> Vec<String> {
+    let listed = ctl(ctlconfig, &["-n", node, "-o", "json", "services"]).ok().stdout;
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("ctl's JSON");
+    services
+        .iter()
+        .filter_map(|name| {
+            let state = rows.iter().find(|r| r["service"] == *name).map(|r| r["state"].clone());
+            match state {
+                Some(state) if state == "Ready" => None,
+                Some(state) => Some(format!("{name}: {state}")),
+                None => Some(format!("{name}: not listed")),
+            }
+        })
+        .collect()
+}
+
 /// A fresh cluster (`ctl gen config edge`) and a node configured with its node.yaml.
 pub fn configured_node() -> (Cluster, Node) {
     let cluster = Cluster::generate("edge").expect("ctl gen config");

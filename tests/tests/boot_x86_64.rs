@@ -28,7 +28,9 @@ use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::disk::file_in_image;
 use cairn_tests::registry::Registry;
 use cairn_tests::sntp::{Server, ServerClock};
-use cairn_tests::{build_image, ctl, eventually, fingerprint_in, serving_cert_names, Cluster};
+use cairn_tests::{
+    build_image, ctl, eventually, fingerprint_in, services_not_ready, serving_cert_names, Cluster,
+};
 
 #[test]
 fn x86_64_image_is_reproducible_and_boots_to_the_api() {
@@ -228,14 +230,14 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
         "containerd",
         "kubelet",
     ];
-    let mut services = String::new();
+    let mut not_ready = Vec::new();
     let ready = eventually(Duration::from_secs(120), || {
-        services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
-        all.iter().all(|s| services.lines().any(|l| l.contains(s) && l.contains("Ready")))
+        not_ready = services_not_ready(Some(&admin), &n, &all);
+        not_ready.is_empty()
     });
     assert!(
         ready,
-        "{services}\ncontainerd's log:\n{}",
+        "not ready: {not_ready:?}\ncontainerd's log:\n{}",
         ctl(Some(&admin), &["-n", &n, "logs", "containerd"]).stdout
     );
     assert!(ctl(Some(&admin), &["-n", &n, "logs", "machined"])

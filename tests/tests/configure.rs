@@ -3,7 +3,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_tests::{configured_node, ctl, eventually, serving_cert_names, Cluster, Node};
+use cairn_tests::{
+    configured_node, ctl, eventually, services_not_ready, serving_cert_names, Cluster, Node,
+};
 
 fn version_field(
     ctlconfig: Option<&std::path::Path>,
@@ -51,10 +53,9 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
     let anonymous = ctl(None, &["-i", "-n", &n, "version"]).failed();
     assert!(anonymous.stderr.contains("requires a client certificate"), "{}", anonymous.stderr);
     let services = ctl(Some(&admin), &["-n", &n, "services"]).ok().stdout;
-    for service in ["apid", "logflush", "addresses", "serving-cert", "settings"] {
-        assert!(services.lines().any(|l| l.contains(service) && l.contains("Ready")), "{services}");
-    }
     assert!(services.starts_with("NODE"), "{services}");
+    let vital = ["apid", "logflush", "addresses", "serving-cert", "settings"];
+    assert_eq!(services_not_ready(Some(&admin), &n, &vital), Vec::<String>::new());
 
     // A hard kill and restart keeps the config: still configured, still mTLS.
     node.restart().unwrap();
