@@ -8,9 +8,11 @@
 //! - [`watchdog`]: the hardware watchdog, fed while machined runs.
 //!
 //! An install goes: signature, manifest checks, the whole bundle received and verified
-//! ([`receive`]); then the slot's entry removed, its ROOT partition and ESP files written
-//! and checked again, synced; then one rename makes the slot the next boot's with a try
-//! counter ([`esp::Esp::choose_slot`]). A power cut before that rename boots the old slot;
+//! ([`receive`]); then the slot's entry removed, its ROOT partition and ESP files copied
+//! from the spool and synced; then one rename makes the slot the next boot's with a try
+//! counter ([`esp::Esp::choose_slot`]). The copy checks lengths but does not hash again:
+//! every spooled byte was hashed on its way in moments before, a second pass would read the
+//! page cache's copy of the same bytes, and it took most of the write's time. A power cut before that rename boots the old slot;
 //! after it, systemd-boot's counter and machined's health deadline bring the old slot back
 //! if the new one does not come up.
 
@@ -26,13 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cairn_api::arch::Arch;
-use cairn_api::bundle::{self, ArtifactKind, BundleError, Manifest, TrustedKey};
+use cairn_api::bundle::{self, Artifact, ArtifactKind, BundleError, Manifest, TrustedKey};
 use cairn_api::disk::boot_entry::{slot_dir, version_path, BootEntry};
 use cairn_api::image::{Slot, ESP_LABEL, UPDATE_KEYS_PATH};
 
 use crate::layout::{under, NodeLayout};
 use esp::Esp;
-use receive::{artifact, check_written, spooled, HashingWriter, Policy, Receiver};
+use receive::{artifact, spooled, Policy, Receiver};
 use record::{RecordFile, UpdateRecord, UpdateState};
 
 /// Boots a new slot gets to come up before systemd-boot gives it up.
@@ -340,12 +342,11 @@ impl Updater {
         let started = std::time::Instant::now();
         let rootfs = artifact(manifest, ArtifactKind::Rootfs);
         let root = slots.root(slot);
-        let device = OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
-        let mut writer = HashingWriter::new(device, rootfs.size);
-        copy(&spooled(&self.spool, ArtifactKind::Rootfs), &mut writer, &mut written)?;
-        let (device, length, sha256) = writer.finish();
+        let mut device =
+            OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
+        let length = copy(&spooled(&self.spool, ArtifactKind::Rootfs), &mut device, &mut written)?;
         device.sync_all().map_err(io_error(root.display()))?;
-        check_written(rootfs, length, &sha256).map_err(UpdateError::Io)?;
+        check_copied(rootfs, length)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
             "wrote {length} bytes to {} in {seconds:.2} s ({:.1} MB/s)",
@@ -359,16 +360,15 @@ impl Updater {
         {
             let spool = spooled(&self.spool, kind);
             let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
-            let mut hashing = HashingWriter::new(io::sink(), artifact(manifest, kind).size);
+            let mut length = 0;
             slots
                 .esp
                 .write_file(path, &mut file, &mut |piece| {
-                    let _ = hashing.write_all(piece);
+                    length += piece.len() as u64;
                     written(piece.len());
                 })
                 .map_err(io_error(path))?;
-            let (_, length, sha256) = hashing.finish();
-            check_written(artifact(manifest, kind), length, &sha256).map_err(UpdateError::Io)?;
+            check_copied(artifact(manifest, kind), length)?;
         }
         let version_file = version_path(slot);
         slots
@@ -430,21 +430,34 @@ impl Updater {
     }
 }
 
-/// Copies the file at `from` into `to`, telling `written` of each piece.
+/// Copies the file at `from` into `to`, telling `written` of each piece; the bytes copied.
 fn copy(
     from: &Path,
     to: &mut impl Write,
     written: &mut dyn FnMut(usize),
-) -> Result<(), UpdateError> {
+) -> Result<u64, UpdateError> {
     let mut file = File::open(from).map_err(io_error(from.display()))?;
     let mut buffer = vec![0u8; 4 << 20];
+    let mut total = 0;
     loop {
         let n = file.read(&mut buffer).map_err(io_error(from.display()))?;
         if n == 0 {
-            return Ok(());
+            return Ok(total);
         }
         to.write_all(&buffer[..n]).map_err(io_error("writing the slot"))?;
+        total += n as u64;
         written(n);
+    }
+}
+
+/// Checks that the whole of a spooled artifact went into the slot.
+fn check_copied(artifact: &Artifact, copied: u64) -> Result<(), UpdateError> {
+    match copied == artifact.size {
+        true => Ok(()),
+        false => Err(UpdateError::Io(format!(
+            "{}: copied {copied} bytes from the spool, where the manifest says {}",
+            artifact.kind, artifact.size
+        ))),
     }
 }
 

@@ -86,7 +86,7 @@ pub fn spooled(dir: &Path, kind: ArtifactKind) -> PathBuf {
 }
 
 /// A file being written with its length and SHA-256, never past `limit` bytes.
-pub struct HashingWriter<W> {
+struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     written: u64,
@@ -95,12 +95,12 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     /// Counts and hashes what goes into `inner`; refuses more than `limit` bytes.
-    pub fn new(inner: W, limit: u64) -> Self {
+    fn new(inner: W, limit: u64) -> Self {
         HashingWriter { inner, hasher: Sha256::new(), written: 0, limit }
     }
 
     /// The writer, the length and the SHA-256 (hex) of what was written.
-    pub fn finish(self) -> (W, u64, String) {
+    fn finish(self) -> (W, u64, String) {
         (self.inner, self.written, hex(&self.hasher.finalize()))
     }
 }
@@ -125,7 +125,7 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Checks what was written against `artifact`.
-pub fn check_written(artifact: &Artifact, written: u64, sha256: &str) -> Result<(), String> {
+fn check_written(artifact: &Artifact, written: u64, sha256: &str) -> Result<(), String> {
     if written != artifact.size || sha256 != artifact.sha256 {
         return Err(format!(
             "{}: {written} bytes with SHA-256 {sha256}, where the manifest says {} bytes with {}",
