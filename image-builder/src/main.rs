@@ -144,10 +144,25 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("image-builder: {e:#}");
+            eprintln!("image-builder: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause the message before it already ends with:
+/// this crate's errors put their source into their own message (`{path}: {source}`).
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.is_empty() {
+            text = message;
+        } else if !text.ends_with(&message) {
+            text = format!("{text}: {message}");
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -304,4 +319,19 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
         println!("wrote {}", args.lock.display());
     }
     Ok((board, profile, resolved.set))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let error = anyhow::Error::new(signing::SigningError::Io { path: "k".into(), source: missing })
+            .context("loading the key");
+        assert_eq!(describe(&error), "loading the key: k: No such file");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(describe(&plain), "outer: inner");
+    }
 }
