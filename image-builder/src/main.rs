@@ -328,8 +328,9 @@ mod tests {
     #[test]
     fn a_cause_already_in_the_message_is_said_once() {
         let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
-        let error = anyhow::Error::new(signing::SigningError::Io { path: "k".into(), source: missing })
-            .context("loading the key");
+        let error =
+            anyhow::Error::new(signing::SigningError::Io { path: "k".into(), source: missing })
+                .context("loading the key");
         assert_eq!(describe(&error), "loading the key: k: No such file");
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(describe(&plain), "outer: inner");

@@ -23,7 +23,7 @@ use std::time::Duration;
 use boot_x86_64::pods::{self, HOSTNET_PORT, MIRRORED_REGISTRY, WEB_HOST_PORT};
 use boot_x86_64::updates::{self, Bundles};
 use cairn_api::arch::Arch;
-use cairn_api::bundle::SigningKey;
+use cairn_api::bundle::testing;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::disk::file_in_image;
 use cairn_tests::registry::Registry;
@@ -168,7 +168,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     // forwarded there) as a static address, gains a second one, a default route with a
     // metric and its own resolvers.
     // A key trusted by the config, besides the image's.
-    let config_key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let config_key = testing::key();
     let config = cluster.node_config_with("node.yaml", |text| {
         text + &format!("  time: {{servers: [\"{time_server_at}\"]}}\n")
             + &updates::update_config(&config_key)

@@ -19,10 +19,15 @@
 
 mod manifest;
 mod read;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 mod write;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use manifest::{Artifact, ArtifactKind, Manifest, SigningKey, TrustedKey};
-pub use read::{read, ArtifactSink};
+pub use read::{peek_manifest, read, ArtifactSink};
 pub use write::{write, ArtifactInput, BundleInfo};
 
 /// The manifest format this code reads and writes.

@@ -28,13 +28,39 @@ fn expect_entry<'a, R: Read>(
 ) -> Result<tar::Entry<'a, R>, BundleError> {
     let entry = entries
         .next()
-        .ok_or_else(|| BundleError::Layout(format!("the stream ends where {name} should be")))??;
+        .ok_or_else(|| BundleError::Layout(format!("the stream ends where {name} should be")))?
+        .map_err(|e| match e.kind() {
+            // tar's own message quotes the bytes it could not parse: not worth showing.
+            std::io::ErrorKind::Other => {
+                BundleError::Layout(format!("no tar header where {name} should be"))
+            }
+            _ => BundleError::Io(e),
+        })?;
     let path = entry.path()?.to_string_lossy().into_owned();
     if path != name {
         return Err(BundleError::Layout(format!("entry {path:?} where {name} should be")));
     }
     size_ok(entry.size()).map_err(|why| BundleError::Layout(format!("{name}: {why}")))?;
     Ok(entry)
+}
+
+/// The bytes of the manifest, the first entry of `entries`.
+fn manifest_bytes<R: Read>(entries: &mut tar::Entries<'_, R>) -> Result<Vec<u8>, BundleError> {
+    let entry = expect_entry(entries, MANIFEST_ENTRY, |size| match size {
+        0 => Err("empty".into()),
+        s if s > MAX_MANIFEST_BYTES => Err(format!("{s} bytes, more than {MAX_MANIFEST_BYTES}")),
+        _ => Ok(()),
+    })?;
+    let mut bytes = Vec::new();
+    entry.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The manifest at the head of `stream`, parsed but not verified: for saying what a file is
+/// before sending it (`ctl upgrade`). Only [`read`] says whether a bundle can be trusted.
+pub fn peek_manifest<R: Read>(stream: R) -> Result<Manifest, BundleError> {
+    let mut archive = tar::Archive::new(stream);
+    Manifest::parse(&manifest_bytes(&mut archive.entries()?)?)
 }
 
 /// Reads the bundle in `stream`: checks the manifest's signature against `trusted`, hands it
@@ -48,13 +74,7 @@ pub fn read<R: Read>(
     let mut archive = tar::Archive::new(stream);
     let mut entries = archive.entries()?;
 
-    let mut bytes = Vec::new();
-    let entry = expect_entry(&mut entries, MANIFEST_ENTRY, |size| match size {
-        0 => Err("empty".into()),
-        s if s > MAX_MANIFEST_BYTES => Err(format!("{s} bytes, more than {MAX_MANIFEST_BYTES}")),
-        _ => Ok(()),
-    })?;
-    entry.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes)?;
+    let bytes = manifest_bytes(&mut entries)?;
     let mut signature = Vec::new();
     let entry = expect_entry(&mut entries, SIGNATURE_ENTRY, |size| match size {
         64 => Ok(()),
@@ -108,7 +128,8 @@ pub fn read<R: Read>(
 mod tests {
     use super::*;
     use crate::arch::Arch;
-    use crate::bundle::{write, ArtifactInput, BundleInfo, SigningKey};
+    use crate::bundle::testing::{self, Rng};
+    use crate::bundle::SigningKey;
 
     /// Records what a reader passed on.
     #[derive(Default)]
@@ -135,28 +156,14 @@ mod tests {
 
     /// A bundle whose rootfs spans two chunks, and its signing key.
     fn bundle() -> (Vec<u8>, SigningKey) {
-        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
-        let rootfs = vec![7u8; CHUNK_BYTES as usize + 10];
-        let inputs = [
-            ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: b"k" },
-            ArtifactInput {
-                kind: ArtifactKind::Initramfs,
-                content: b"initramfs",
-                compressed: b"i",
-            },
-            ArtifactInput { kind: ArtifactKind::Rootfs, content: b"root", compressed: &rootfs },
-        ];
-        let info = BundleInfo {
-            version: "0.2.0",
-            arch: Arch::X86_64,
-            boards: vec!["generic-x86_64".into()],
-            min_version: "0.1.0",
-            build_time: 1_767_225_600,
-            kernel_args: vec!["console=ttyS0".into()],
-        };
-        let mut out = Vec::new();
-        write(&mut out, info, &inputs, &key).unwrap();
-        (out, key)
+        let key = testing::key();
+        let rootfs = Rng(1).bytes(CHUNK_BYTES as usize + 10);
+        (testing::bundle(&key, "0.2.0", Arch::X86_64, &rootfs), key)
+    }
+
+    /// The compressed size of `kind` in `manifest`.
+    fn compressed(manifest: &Manifest, kind: ArtifactKind) -> usize {
+        manifest.artifacts.iter().find(|a| a.kind == kind).unwrap().compressed_size as usize
     }
 
     #[test]
@@ -165,23 +172,25 @@ mod tests {
         let mut sink = Collect::default();
         let manifest = read(&bytes[..], &[key.public()], &mut sink).unwrap();
         assert_eq!(manifest.version, "0.2.0");
-        assert_eq!(sink.accepted, Some(manifest));
+        let rootfs = compressed(&manifest, ArtifactKind::Rootfs);
+        assert!(rootfs > CHUNK_BYTES as usize);
         assert_eq!(
             sink.bytes,
             [
-                (ArtifactKind::Kernel, 1),
-                (ArtifactKind::Initramfs, 1),
+                (ArtifactKind::Kernel, compressed(&manifest, ArtifactKind::Kernel)),
+                (ArtifactKind::Initramfs, compressed(&manifest, ArtifactKind::Initramfs)),
                 (ArtifactKind::Rootfs, CHUNK_BYTES as usize),
-                (ArtifactKind::Rootfs, 10)
+                (ArtifactKind::Rootfs, rootfs - CHUNK_BYTES as usize)
             ]
         );
+        assert_eq!(sink.accepted, Some(manifest));
         assert_eq!(sink.finished, ArtifactKind::ALL);
     }
 
     #[test]
     fn an_unknown_key_is_refused_before_the_manifest_is_believed() {
         let (bytes, _) = bundle();
-        let other = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let other = testing::key();
         let mut sink = Collect::default();
         let error = read(&bytes[..], &[other.public()], &mut sink).unwrap_err();
         assert!(matches!(error, BundleError::Untrusted(1)), "{error}");
@@ -192,7 +201,8 @@ mod tests {
     fn a_flipped_byte_stops_the_stream_at_its_chunk() {
         let (mut bytes, key) = bundle();
         // The last rootfs byte sits just before the tar stream's padding and end blocks.
-        let end = bytes.len() - 1024 - (512 - (CHUNK_BYTES as usize + 10) % 512);
+        let rootfs = compressed(&peek_manifest(&bytes[..]).unwrap(), ArtifactKind::Rootfs);
+        let end = bytes.len() - 1024 - (512 - rootfs % 512) % 512;
         bytes[end - 1] ^= 1;
         let mut sink = Collect::default();
         let error = read(&bytes[..], &[key.public()], &mut sink).unwrap_err();
@@ -242,8 +252,18 @@ mod tests {
     }
 
     #[test]
+    fn a_peek_reads_the_manifest_and_names_what_is_not_a_bundle() {
+        let (bytes, _) = bundle();
+        assert_eq!(peek_manifest(&bytes[..]).unwrap().version, "0.2.0");
+        let error = peek_manifest(&[0u8; 2048][..]).unwrap_err().to_string();
+        assert!(error.contains("the stream ends where manifest should be"), "{error}");
+        let error = peek_manifest(&[b'x'; 2048][..]).unwrap_err().to_string();
+        assert_eq!(error, "not a Cairn bundle: no tar header where manifest should be");
+    }
+
+    #[test]
     fn keys_round_trip_through_base64() {
-        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let key = testing::key();
         let public = key.public();
         assert_eq!(TrustedKey::from_base64(&public.to_base64()).unwrap(), public);
         assert!(TrustedKey::from_base64("AAAA").unwrap_err().contains("3 bytes, not 32"));

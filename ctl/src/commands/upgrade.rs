@@ -1,13 +1,13 @@
 //! `ctl upgrade`: streams a signed update bundle to one node, shows the node's progress
 //! phase by phase, and with `--wait` follows the node through its reboot.
 
-use std::io::{Read as _, Seek as _};
+use std::io::Seek as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
-use cairn_api::bundle::{Manifest, MANIFEST_ENTRY, MAX_MANIFEST_BYTES};
+use cairn_api::bundle::{self, Manifest};
 use cairn_api::machine as pb;
 use futures_util::{future, stream, Stream, StreamExt as _};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -58,24 +58,10 @@ fn open_bundle(path: &Path) -> anyhow::Result<(File, Manifest, u64)> {
     if !metadata.is_file() {
         anyhow::bail!("{} is not a file", path.display());
     }
-    let manifest = read_manifest(&file)
+    let manifest = bundle::peek_manifest(&file)
         .with_context(|| format!("{} is not a Cairn update bundle", path.display()))?;
     file.rewind()?;
     Ok((File::from_std(file), manifest, metadata.len()))
-}
-
-/// The manifest: a bundle's first tar entry.
-fn read_manifest(file: &std::fs::File) -> anyhow::Result<Manifest> {
-    let mut archive = tar::Archive::new(file);
-    // tar's own errors quote the bytes it could not parse: not worth showing.
-    let not_tar = |_| anyhow::anyhow!("it does not start with a tar header");
-    let entry = archive.entries()?.next().context("it holds no tar entry")?.map_err(not_tar)?;
-    if entry.path()?.as_ref() != Path::new(MANIFEST_ENTRY) || entry.size() > MAX_MANIFEST_BYTES {
-        anyhow::bail!("it does not start with a manifest");
-    }
-    let mut bytes = Vec::new();
-    entry.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes)?;
-    Ok(Manifest::parse(&bytes)?)
 }
 
 /// Where the node's progress stream ended.
@@ -252,20 +238,11 @@ mod tests {
 
     #[tokio::test]
     async fn reads_the_manifest_then_sends_the_whole_bundle() {
-        use cairn_api::bundle::{write, ArtifactInput, ArtifactKind, BundleInfo, SigningKey};
-        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
-        let inputs = [ArtifactKind::Kernel, ArtifactKind::Initramfs, ArtifactKind::Rootfs]
-            .map(|kind| ArtifactInput { kind, content: b"content", compressed: b"c" });
-        let info = BundleInfo {
-            version: "0.2.0",
-            arch: cairn_api::arch::Arch::X86_64,
-            boards: vec!["generic-x86_64".into()],
-            min_version: "0.1.0",
-            build_time: 1_767_225_600,
-            kernel_args: Vec::new(),
-        };
+        use cairn_api::bundle::testing;
+        let key = testing::key();
+        let bytes = testing::bundle(&key, "0.2.0", cairn_api::arch::Arch::X86_64, b"rootfs");
         let mut bundle = tempfile::NamedTempFile::new().unwrap();
-        write(&mut bundle, info, &inputs, &key).unwrap();
+        std::io::Write::write_all(&mut bundle, &bytes).unwrap();
         let (mut file, manifest, size) = open_bundle(bundle.path()).unwrap();
         assert_eq!(manifest.version, "0.2.0");
         let mut sent = Vec::new();

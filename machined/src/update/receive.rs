@@ -204,17 +204,17 @@ impl ArtifactSink for Receiver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::update::tests::bundle as signed;
+    use cairn_api::bundle::testing::{self, BOARD};
     use cairn_api::bundle::{read, BundleError, SigningKey};
 
     fn bundle(key: &SigningKey, version: &str, rootfs: &[u8]) -> Vec<u8> {
-        signed(key, version, Arch::X86_64, rootfs)
+        testing::bundle(key, version, Arch::X86_64, rootfs)
     }
 
     fn policy() -> Policy {
         Policy {
             arch: Arch::X86_64,
-            board: Some("generic-x86_64".into()),
+            board: Some(BOARD.into()),
             running: semver::Version::new(0, 2, 0),
             force: false,
             root_bytes: 1 << 20,
@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_good_bundle_is_spooled_decompressed() {
-        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let key = testing::key();
         let rootfs: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let bytes = bundle(&key, "0.3.0", &rootfs);
         let (dir, result, seen) = receive(&bytes, &key, &policy());
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn the_policy_refuses_what_does_not_fit_the_node() {
-        let key = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+        let key = testing::key();
         let refused = |bytes: &[u8], policy: &Policy| match receive(bytes, &key, policy).1 {
             Err(BundleError::Refused(why)) => why,
             other => panic!("{other:?}"),

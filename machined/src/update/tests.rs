@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
-use cairn_api::bundle::{write, ArtifactInput, ArtifactKind, BundleInfo, SigningKey};
+use cairn_api::bundle::testing::{self, bundle, key, Rng};
+use cairn_api::bundle::SigningKey;
 use cairn_api::disk::boot_entry::{version_path, BootEntry};
 use cairn_api::image::Slot;
 use sha2::{Digest, Sha256};
@@ -12,38 +13,6 @@ use super::esp::{format_for_tests, Esp};
 use super::record::UpdateState;
 use super::{Phase, Slots, UpdateError, Updater};
 use crate::layout::NodeLayout;
-
-/// A bundle of version `version` for `arch`, signed with `key`, with a small kernel and
-/// initramfs and `rootfs`.
-pub fn bundle(key: &SigningKey, version: &str, arch: Arch, rootfs: &[u8]) -> Vec<u8> {
-    let contents: [(ArtifactKind, &[u8]); 3] = [
-        (ArtifactKind::Kernel, b"kernel"),
-        (ArtifactKind::Initramfs, b"initramfs"),
-        (ArtifactKind::Rootfs, rootfs),
-    ];
-    let compressed: Vec<Vec<u8>> =
-        contents.iter().map(|(_, c)| zstd::encode_all(*c, 3).unwrap()).collect();
-    let artifacts: Vec<ArtifactInput> = contents
-        .iter()
-        .zip(&compressed)
-        .map(|((kind, content), compressed)| ArtifactInput { kind: *kind, content, compressed })
-        .collect();
-    let info = BundleInfo {
-        version,
-        arch,
-        boards: vec!["generic-x86_64".into()],
-        min_version: "0.1.0",
-        build_time: 1,
-        kernel_args: vec!["console=ttyS0".into()],
-    };
-    let mut out = Vec::new();
-    write(&mut out, info, &artifacts, key).unwrap();
-    out
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()
-}
 
 /// A node running 0.2.0 from slot A, trusting `trusted`.
 struct Node {
@@ -143,13 +112,7 @@ fn refused_bundles_change_nothing_the_node_boots() {
     let key = key();
     let node = Node::new(&key);
     // Incompressible, so the rootfs is most of the bundle and the flip lands in it.
-    let mut seed = 1u32;
-    let rootfs: Vec<u8> = (0..300_000)
-        .map(|_| {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            (seed >> 16) as u8
-        })
-        .collect();
+    let rootfs = Rng(1).bytes(300_000);
     let good = bundle(&key, "0.3.0", Arch::X86_64, &rootfs);
     let before = node.disks();
     let mut flipped = good.clone();
@@ -158,7 +121,7 @@ fn refused_bundles_change_nothing_the_node_boots() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "unknown key",
-            bundle(&self::key(), "0.3.0", Arch::X86_64, &rootfs),
+            bundle(&testing::key(), "0.3.0", Arch::X86_64, &rootfs),
             "not signed by a trusted key",
         ),
         ("truncated", good[..good.len() / 2].to_vec(), "bundle refused"),

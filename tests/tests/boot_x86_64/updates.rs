@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_api::arch::Arch;
-use cairn_api::bundle::{write, ArtifactInput, ArtifactKind, BundleInfo, SigningKey};
+use cairn_api::bundle::{testing, SigningKey};
 use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::disk::partition_sha256;
@@ -67,23 +67,8 @@ pub fn update_config(key: &SigningKey) -> String {
 
 /// A small bundle for `arch`, signed with `key`: fine to refuse, not to install.
 fn crafted(dir: &Path, name: &str, key: &SigningKey, arch: Arch) -> PathBuf {
-    let artifacts = [
-        ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: b"k" },
-        ArtifactInput { kind: ArtifactKind::Initramfs, content: b"initramfs", compressed: b"i" },
-        ArtifactInput { kind: ArtifactKind::Rootfs, content: b"rootfs", compressed: b"r" },
-    ];
-    let info = BundleInfo {
-        version: "0.9.0",
-        arch,
-        boards: vec!["generic-x86_64".into()],
-        min_version: "0.1.0",
-        build_time: 1,
-        kernel_args: vec![],
-    };
-    let mut bytes = Vec::new();
-    write(&mut bytes, info, &artifacts, key).unwrap();
     let path = dir.join(name);
-    std::fs::write(&path, bytes).unwrap();
+    std::fs::write(&path, testing::bundle(key, "0.9.0", arch, b"rootfs")).unwrap();
     path
 }
 
@@ -155,7 +140,7 @@ pub fn scenarios(
 
     // Refused: an unknown key, the wrong architecture (signed with the config's key),
     // truncated, a flipped byte in the rootfs.
-    let stranger = SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let stranger = testing::key();
     let unknown = crafted(dir, "unknown-key.bundle", &stranger, Arch::X86_64);
     assert_refused(admin, &n, &disk, &unknown, "not signed by a trusted key");
     let arm = crafted(dir, "arm64.bundle", config_key, Arch::Arm64);

@@ -3,11 +3,9 @@
 //! stream left intact, success), never a panic, and nothing may be passed on past a damaged
 //! chunk.
 
-use cairn_api::arch::Arch;
-use cairn_api::bundle::{
-    read, write, ArtifactInput, ArtifactKind, ArtifactSink, BundleInfo, Manifest, SigningKey,
-    CHUNK_BYTES,
-};
+use super::testing::{bundle, key, Rng};
+use super::{read, ArtifactKind, ArtifactSink, Manifest, CHUNK_BYTES};
+use crate::arch::Arch;
 
 /// Counts what the reader passed on.
 #[derive(Default)]
@@ -30,50 +28,12 @@ impl ArtifactSink for Count {
     }
 }
 
-/// xorshift64*: reproducible randomness without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_pkcs8(&SigningKey::generate_pkcs8().unwrap()).unwrap()
-}
-
-fn bundle(key: &SigningKey) -> Vec<u8> {
-    let rootfs: Vec<u8> = (0..CHUNK_BYTES as usize + 4096).map(|i| (i * 7 % 251) as u8).collect();
-    let inputs = [
-        ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: b"kernel!" },
-        ArtifactInput { kind: ArtifactKind::Initramfs, content: b"init", compressed: b"init!" },
-        ArtifactInput { kind: ArtifactKind::Rootfs, content: b"rootfs", compressed: &rootfs },
-    ];
-    let info = BundleInfo {
-        version: "1.2.3",
-        arch: Arch::Arm64,
-        boards: vec!["rpi4".into()],
-        min_version: "1.0.0",
-        build_time: 0,
-        kernel_args: Vec::new(),
-    };
-    let mut out = Vec::new();
-    write(&mut out, info, &inputs, key).unwrap();
-    out
-}
-
 #[test]
 fn truncated_and_corrupted_bundles_end_in_clean_errors() {
     let key = key();
     let trusted = [key.public()];
-    let good = bundle(&key);
+    // The rootfs spans two chunks.
+    let good = bundle(&key, "1.2.3", Arch::Arm64, &Rng(7).bytes(CHUNK_BYTES as usize + 4096));
     let mut sink = Count::default();
     read(&good[..], &trusted, &mut sink).unwrap();
     assert_eq!((sink.chunks, sink.finished), (4, 3));
@@ -97,7 +57,7 @@ fn truncated_and_corrupted_bundles_end_in_clean_errors() {
                 let at = rng.below(damaged.len() - 1024);
                 let len = 1 + rng.below(600);
                 for b in damaged.iter_mut().skip(at).take(len) {
-                    *b = rng.next() as u8;
+                    *b = rng.next_u64() as u8;
                 }
                 "overwritten"
             }
@@ -144,7 +104,7 @@ fn signed_manifests_that_say_anything_are_refused_cleanly() {
         };
         append("manifest", manifest.as_bytes());
         append("manifest.sig", &key.sign(manifest.as_bytes()));
-        let junk: Vec<u8> = (0..rng.below(2000)).map(|_| rng.next() as u8).collect();
+        let junk: Vec<u8> = (0..rng.below(2000)).map(|_| rng.next_u64() as u8).collect();
         append("kernel.zst", &junk);
         let stream = tar.into_inner().unwrap();
         let error = read(&stream[..], &trusted, &mut Count::default()).unwrap_err();
