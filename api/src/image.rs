@@ -35,8 +35,9 @@ pub const STATE_LABEL: &str = "STATE";
 /// GPT label of EPHEMERAL (`/var`), created on first boot over the rest of the disk.
 pub const EPHEMERAL_LABEL: &str = "EPHEMERAL";
 
-/// A root slot: A/B updates write the one not running and boot it on trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A root slot: A/B updates write the one not running and boot it on trial. Serialized as
+/// `"A"` or `"B"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Slot {
     /// The first root slot (`ROOT-A`), the one a fresh image boots.
     A,

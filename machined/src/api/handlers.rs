@@ -848,7 +848,7 @@ fn outcome(record: UpdateRecord) -> pb::UpdateOutcome {
             UpdateState::Succeeded => pb::UpdateState::Succeeded,
             UpdateState::RolledBack => pb::UpdateState::RolledBack,
         } as i32,
-        slot: record.slot,
+        slot: record.slot.to_string(),
         from_version: record.from_version,
         to_version: record.to_version,
         reason: record.reason,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_api::disk::entry_name::{EntryName, TryCounter};
-use cairn_api::image::Slot;
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::ContainerStatus;
 
@@ -179,7 +178,7 @@ fn has_started(status: &ContainerStatus) -> bool {
 fn bless(updater: &Updater, slots: &Slots, entry: &FoundEntry) -> anyhow::Result<()> {
     slots.esp.rename_entry(&entry.file, &EntryName::blessed(slots.booted))?;
     if let Some(mut last) = updater.record().load() {
-        if last.state == UpdateState::Pending && last.slot == slots.booted.to_string() {
+        if last.state == UpdateState::Pending && last.slot == slots.booted {
             last.state = UpdateState::Succeeded;
             last.finished_at = record::now();
             updater.record().save(&last)?;
@@ -198,7 +197,7 @@ fn give_up(
     reason: &str,
 ) -> anyhow::Result<()> {
     if let Some(mut last) = updater.record().load() {
-        if last.state == UpdateState::Pending && last.slot == slots.booted.to_string() {
+        if last.state == UpdateState::Pending && last.slot == slots.booted {
             last.reason = reason.to_string();
             updater.record().save(&last)?;
         }
@@ -215,11 +214,11 @@ fn give_up(
 /// the reason the given-up system left, or else what its entry shows.
 fn settle_record(updater: &Updater, slots: &Slots, state: &BootState) {
     let Some(mut last) = updater.record().load() else { return };
-    if last.state != UpdateState::Pending || last.slot == slots.booted.to_string() {
+    if last.state != UpdateState::Pending || last.slot == slots.booted {
         return;
     }
     if last.reason.is_empty() {
-        let target = if last.slot == Slot::A.to_string() { Slot::A } else { Slot::B };
+        let target = last.slot;
         last.reason = match state.entry(target) {
             Some(found) if found.name.is_exhausted() => format!(
                 "slot {target} did not come up: its {} boot tries ran out before machined \

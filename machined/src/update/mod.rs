@@ -419,7 +419,7 @@ impl Updater {
         self.record
             .save(&UpdateRecord {
                 state: UpdateState::Pending,
-                slot: slot.to_string(),
+                slot,
                 from_version: self.release.version.clone(),
                 to_version: version.to_string(),
                 reason: String::new(),

@@ -5,6 +5,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use cairn_api::image::Slot;
 use serde::{Deserialize, Serialize};
 
 use crate::durable::write_atomically;
@@ -27,8 +28,8 @@ pub enum UpdateState {
 pub struct UpdateRecord {
     /// Where it stands.
     pub state: UpdateState,
-    /// The slot made the next boot's (`A`, `B`).
-    pub slot: String,
+    /// The slot made the next boot's.
+    pub slot: Slot,
     /// The version running when it was made.
     pub from_version: String,
     /// The version in `slot`.
@@ -98,7 +99,7 @@ mod tests {
         assert_eq!(file.load(), None);
         let record = UpdateRecord {
             state: UpdateState::RolledBack,
-            slot: "B".into(),
+            slot: Slot::B,
             from_version: "0.1.0".into(),
             to_version: "0.2.0".into(),
             reason: "its tries ran out".into(),
@@ -107,6 +108,8 @@ mod tests {
         };
         file.save(&record).unwrap();
         assert_eq!(file.load(), Some(record));
+        let saved = std::fs::read_to_string(dir.path().join("update.json")).unwrap();
+        assert!(saved.contains(r#""slot": "B""#), "{saved}");
         std::fs::write(dir.path().join("update.json"), "{").unwrap();
         assert_eq!(file.load(), None);
     }

@@ -101,7 +101,7 @@ fn an_install_writes_the_other_slot_and_puts_it_on_trial() {
     let (_, done, total) = last(Phase::Receiving);
     assert_eq!(done, total);
     let record = node.updater.record().load().unwrap();
-    assert_eq!((record.state, record.slot.as_str()), (UpdateState::Pending, "B"));
+    assert_eq!((record.state, record.slot), (UpdateState::Pending, Slot::B));
     assert_eq!((record.from_version.as_str(), record.to_version.as_str()), ("0.2.0", "0.3.0"));
     assert!(!node.dir.path().join("root/var/lib/cairn/update").exists(), "the spool is gone");
     assert_eq!(node.updater.status().other_version.as_deref(), Some("0.3.0"));
