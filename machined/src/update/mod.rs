@@ -187,13 +187,24 @@ pub struct Updater {
     record: RecordFile,
     baked_keys: PathBuf,
     busy: Mutex<()>,
+    /// The version in the slot not booted. Only the updater writes version files, so the
+    /// ESP is read once and this kept in step: `Version`, which callers poll, never mounts it
+    /// (nor races an install's writes there).
+    other_version: Mutex<Option<String>>,
 }
 
 impl Updater {
     /// The updater of the node laid out as `layout`, with its slots (or why it has none).
     pub fn new(layout: &NodeLayout, slots: Result<Slots, String>) -> Updater {
+        let other_version = slots.as_ref().ok().and_then(|s| {
+            s.esp.slot_version(other(s.booted)).unwrap_or_else(|e| {
+                tracing::warn!("{e}");
+                None
+            })
+        });
         Updater {
             slots,
+            other_version: Mutex::new(other_version),
             release: Release::read(&under(layout.root(), "/etc/os-release")),
             spool: layout.var_dir().join("lib/cairn/update"),
             record: RecordFile::new(&layout.state_dir()),
@@ -221,14 +232,15 @@ impl Updater {
 
     /// The slots' versions and the last update.
     pub fn status(&self) -> SlotStatus {
-        let slots = self.slots.as_ref().ok();
-        let other_version = slots.and_then(|s| {
-            s.esp.slot_version(other(s.booted)).unwrap_or_else(|e| {
-                tracing::warn!("{e}");
-                None
-            })
-        });
-        SlotStatus { booted: slots.map(|s| s.booted), other_version, last: self.record.load() }
+        SlotStatus {
+            booted: self.slots.as_ref().ok().map(|s| s.booted),
+            other_version: self.other_version().clone(),
+            last: self.record.load(),
+        }
+    }
+
+    fn other_version(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.other_version.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The keys trusted to sign bundles: the image's, and `configured` (base64).
@@ -337,6 +349,7 @@ impl Updater {
             });
         };
         // From here the slot's old system is gone: no entry may point at it.
+        *self.other_version() = None;
         slots.esp.retire_slot(slot).map_err(io_error("retiring the slot's entry"))?;
 
         let started = std::time::Instant::now();
@@ -379,6 +392,7 @@ impl Updater {
                 &mut |_| {},
             )
             .map_err(io_error(&version_file))?;
+        *self.other_version() = Some(manifest.version.clone());
         let name = slots
             .esp
             .choose_slot(slot, &manifest.version, &manifest.kernel_args, TRIES)
