@@ -283,6 +283,7 @@ impl Updater {
             ));
         }
         let slot = other(slots.booted);
+        self.check_fallback_kept(slots, slot)?;
         let running = semver::Version::parse(&self.release.version).map_err(|e| {
             UpdateError::Unavailable(format!("the running version {:?}: {e}", self.release.version))
         })?;
@@ -315,6 +316,23 @@ impl Updater {
         let manifest = result?;
         self.save_pending(slot, &manifest.version)?;
         Ok(Chosen { slot, version: manifest.version })
+    }
+
+    /// Refuses to write `slot` while it is the fallback of a booted slot still on trial: the
+    /// install would leave no proven system to come back to. A slot whose entry is gone or
+    /// given up is no fallback, and may be written.
+    fn check_fallback_kept(&self, slots: &Slots, slot: Slot) -> Result<(), UpdateError> {
+        let state = slots.esp.boot_state().map_err(io_error("the ESP"))?;
+        let on_trial = state.entry(slots.booted).is_some_and(|e| e.name.counter.is_some());
+        let fallback = state.entry(slot).is_some_and(|e| !e.name.is_exhausted());
+        match on_trial && fallback {
+            true => Err(UpdateError::Unavailable(format!(
+                "slot {} is on trial and slot {slot} holds the system to fall back to: \
+                 update once the node reports this update succeeded, or roll back",
+                slots.booted
+            ))),
+            false => Ok(()),
+        }
     }
 
     /// Removes the spool, which is only ever of use within one install (one cut short by a

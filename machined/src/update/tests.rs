@@ -63,6 +63,17 @@ impl Node {
         self.updater.install(bytes, &[], force, &mut |_| {})
     }
 
+    /// The node after a reboot into `slot`, which runs `version`.
+    fn rebooted(self, slot: Slot, version: &str) -> Node {
+        let root = self.path("root");
+        let release = format!("ID=cairn\nVERSION_ID={version}\nVARIANT_ID=generic-x86_64\n");
+        std::fs::write(root.join("etc/os-release"), release).unwrap();
+        let roots = [self.path("root-a"), self.path("root-b")];
+        let slots = Slots { esp: Esp::new(self.path("esp.img")), roots, booted: slot };
+        let updater = Updater::new(&NodeLayout::new(&root), Ok(slots));
+        Node { dir: self.dir, updater }
+    }
+
     fn esp(&self) -> &Esp {
         &self.updater.slots().unwrap().esp
     }
@@ -135,6 +146,26 @@ fn refused_bundles_change_nothing_the_node_boots() {
         assert_eq!(node.disks(), before, "{what} changed the disks");
         assert_eq!(node.updater.record().load(), None, "{what}");
     }
+}
+
+#[test]
+fn a_slot_on_trial_keeps_its_fallback_until_blessed() {
+    let key = key();
+    let node = Node::new(&key);
+    node.install(&bundle(&key, "0.3.0", Arch::X86_64, b"root 0.3.0"), false).unwrap();
+    // systemd-boot counted the boot into B down: B runs on trial, A is the fallback.
+    let node = node.rebooted(Slot::B, "0.3.0");
+    node.esp().rename_entry("cairn-b+3.conf", &"cairn-b+2-1.conf".parse().unwrap()).unwrap();
+    let before = node.disks();
+    let error = node.install(&bundle(&key, "0.4.0", Arch::X86_64, b"root 0.4.0"), false);
+    let error = error.unwrap_err().to_string();
+    assert!(error.starts_with("slot B is on trial and slot A holds the system"), "{error}");
+    assert_eq!(node.disks(), before);
+    // Blessed, B is the proven system and A may take the next update.
+    node.esp().rename_entry("cairn-b+2-1.conf", &"cairn-b.conf".parse().unwrap()).unwrap();
+    let chosen = node.install(&bundle(&key, "0.4.0", Arch::X86_64, b"root 0.4.0"), false);
+    assert_eq!(chosen.unwrap().slot, Slot::A);
+    assert!(starts_with(&node.path("root-a"), b"root 0.4.0"));
 }
 
 #[test]
