@@ -14,7 +14,7 @@ use cairn_api::bundle::{testing, SigningKey};
 use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::disk::partition_sha256;
-use cairn_tests::{bin_dir, ctl};
+use cairn_tests::{bin_dir, ctl, eventually};
 use serde_json::Value;
 
 use super::pods::{self, WEB_HOST_PORT};
@@ -191,7 +191,20 @@ pub fn scenarios(
 
     // A system that boots but never gets healthy: machined gives it up at the deadline.
     let started = Instant::now();
-    let run = upgrade(admin, &n, &bundles.unhealthy, &["--wait"]).failed();
+    let waiting = {
+        let (admin, n, bundle) = (admin.to_path_buf(), n.clone(), bundles.unhealthy.clone());
+        std::thread::spawn(move || upgrade(&admin, &n, &bundle, &["--wait"]))
+    };
+    // While it runs on trial, slot A is its fallback: another update is refused.
+    let on_trial = eventually(Duration::from_secs(300), || {
+        let run = ctl(Some(admin), &["-n", &n, "-o", "json", "version"]);
+        run.success
+            && serde_json::from_str::<Value>(&run.stdout).is_ok_and(|v| v[0]["version"] == "0.3.1")
+    });
+    assert!(on_trial, "0.3.1 never answered");
+    let refused = upgrade(admin, &n, &bundles.second, &[]).failed();
+    assert!(refused.stderr.contains("slot B is on trial"), "{}", refused.stderr);
+    let run = waiting.join().unwrap().failed();
     println!(
         "ctl upgrade --wait to an unhealthy system, back on the old slot: {:.1?}",
         started.elapsed()
