@@ -12,9 +12,11 @@
 //! from the spool and synced; then one rename makes the slot the next boot's with a try
 //! counter ([`esp::Esp::choose_slot`]). The copy checks lengths but does not hash again:
 //! every spooled byte was hashed on its way in moments before, a second pass would read the
-//! page cache's copy of the same bytes, and it took most of the write's time. A power cut before that rename boots the old slot;
-//! after it, systemd-boot's counter and machined's health deadline bring the old slot back
-//! if the new one does not come up.
+//! page cache's copy of the same bytes, and it took most of the write's time.
+//!
+//! A power cut before that rename boots the old slot; after it, systemd-boot's counter and
+//! machined's health deadline bring the old slot back if the new one does not come up. While
+//! the booted slot is on trial, the other slot is its fallback and takes no update.
 
 pub mod commit;
 pub mod esp;
