@@ -116,25 +116,18 @@ impl Esp {
     }
 
     /// Writes the file at `path` (from the ESP's root) with what `content` yields; `written`
-    /// is told of each piece, for hashes and progress.
+    /// is told of each piece's length, for progress. Returns the bytes written.
     pub fn write_file(
         &self,
         path: &str,
         content: &mut dyn Read,
-        written: &mut dyn FnMut(&[u8]),
-    ) -> io::Result<()> {
+        written: &mut dyn FnMut(usize),
+    ) -> io::Result<u64> {
         self.with_root(|root| {
             let mut file = create_file(root, path)?;
-            let mut buffer = vec![0u8; 256 * 1024];
-            loop {
-                let n = content.read(&mut buffer)?;
-                if n == 0 {
-                    break;
-                }
-                file.write_all(&buffer[..n])?;
-                written(&buffer[..n]);
-            }
-            file.flush()
+            let length = super::copy(content, &mut file, written)?;
+            file.flush()?;
+            Ok(length)
         })
     }
 
@@ -306,11 +299,10 @@ mod tests {
         let (_dir, esp) = esp();
         let mut seen = 0;
         let content = vec![7u8; 600_000];
-        esp.write_file("/cairn/b/vmlinuz", &mut content.as_slice(), &mut |piece| {
-            seen += piece.len()
-        })
-        .unwrap();
-        assert_eq!(seen, content.len());
+        let length = esp
+            .write_file("/cairn/b/vmlinuz", &mut content.as_slice(), &mut |n| seen += n)
+            .unwrap();
+        assert_eq!((seen, length), (content.len(), content.len() as u64));
         write(&esp, &version_path(Slot::B), "0.2.0\n");
         assert_eq!(esp.slot_version(Slot::B).unwrap().as_deref(), Some("0.2.0"));
         assert_eq!(esp.slot_version(Slot::A).unwrap(), None);

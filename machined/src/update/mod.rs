@@ -377,7 +377,13 @@ impl Updater {
         let root = slots.root(slot);
         let mut device =
             OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
-        let length = copy(&spooled(&self.spool, ArtifactKind::Rootfs), &mut device, &mut written)?;
+        let spool = spooled(&self.spool, ArtifactKind::Rootfs);
+        let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
+        let length = copy(&mut file, &mut device, &mut written).map_err(io_error(format!(
+            "copying {} into {}",
+            spool.display(),
+            root.display()
+        )))?;
         device.sync_all().map_err(io_error(root.display()))?;
         check_copied(rootfs, length)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -393,14 +399,8 @@ impl Updater {
         {
             let spool = spooled(&self.spool, kind);
             let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
-            let mut length = 0;
-            slots
-                .esp
-                .write_file(path, &mut file, &mut |piece| {
-                    length += piece.len() as u64;
-                    written(piece.len());
-                })
-                .map_err(io_error(path))?;
+            let length =
+                slots.esp.write_file(path, &mut file, &mut written).map_err(io_error(path))?;
             check_copied(artifact(manifest, kind), length)?;
         }
         let version_file = version_path(slot);
@@ -464,21 +464,21 @@ impl Updater {
     }
 }
 
-/// Copies the file at `from` into `to`, telling `written` of each piece; the bytes copied.
+/// Copies `from` into `to` a piece at a time, telling `written` of each piece's length;
+/// the bytes copied. (Not `io::copy`: the progress wants the pieces.)
 fn copy(
-    from: &Path,
-    to: &mut impl Write,
+    from: &mut dyn Read,
+    to: &mut dyn Write,
     written: &mut dyn FnMut(usize),
-) -> Result<u64, UpdateError> {
-    let mut file = File::open(from).map_err(io_error(from.display()))?;
+) -> io::Result<u64> {
     let mut buffer = vec![0u8; 4 << 20];
     let mut total = 0;
     loop {
-        let n = file.read(&mut buffer).map_err(io_error(from.display()))?;
+        let n = from.read(&mut buffer)?;
         if n == 0 {
             return Ok(total);
         }
-        to.write_all(&buffer[..n]).map_err(io_error("writing the slot"))?;
+        to.write_all(&buffer[..n])?;
         total += n as u64;
         written(n);
     }
