@@ -138,7 +138,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
     };
     let updater = Arc::new(Updater::new(&layout, slots));
-    let machine = Machine::new(layout, running, logs, power, bootstrap, updater.clone())?;
+    let machine = Machine::new(layout, running, logs, power, bootstrap, updater)?;
     machine.events().publish(EventKind::Power, "machined started");
     machine.facts().volumes.send_replace(volumes);
     machine.facts().clock.send_replace(clock);
@@ -155,7 +155,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         services.push(Arc::new(PowerButton::new(machine.clone())));
         services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
         services.push(Arc::new(Watchdog));
-        services.push(Arc::new(BootCheck::new(machine.clone(), updater)));
+        services.push(Arc::new(BootCheck::new(machine.clone())));
         services.push(Arc::new(containerd::service(machine.clone(), reaper.clone())));
         let kubelet = Arc::new(Kubelet::new(machine.clone(), reaper.clone()));
         machine.set_kubelet(kubelet.clone());

@@ -26,13 +26,12 @@ const VITAL_SERVICES: [&str; 3] = ["apid", "containerd", "kubelet"];
 /// The boot-check service.
 pub struct BootCheck {
     machine: Arc<Machine>,
-    updater: Arc<Updater>,
 }
 
 impl BootCheck {
-    /// Checks the boot of `machine`, whose slots `updater` knows.
-    pub fn new(machine: Arc<Machine>, updater: Arc<Updater>) -> Self {
-        BootCheck { machine, updater }
+    /// Checks the boot of `machine`, whose updater knows its slots.
+    pub fn new(machine: Arc<Machine>) -> Self {
+        BootCheck { machine }
     }
 }
 
@@ -43,8 +42,9 @@ impl Service for BootCheck {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            self.updater.clear_spool();
-            let slots = match self.updater.slots() {
+            let updater = self.machine.updater();
+            updater.clear_spool();
+            let slots = match updater.slots() {
                 Ok(slots) => slots,
                 Err(e) => {
                     ctx.log(e.to_string());
@@ -52,7 +52,7 @@ impl Service for BootCheck {
                 }
             };
             let state = slots.esp.boot_state()?;
-            settle_record(&self.updater, slots, &state);
+            settle_record(updater, slots, &state);
             let Some(entry) = state.entry(slots.booted).cloned() else {
                 ctx.log(format!("slot {} has no boot entry: nothing to bless", slots.booted));
                 ctx.ready();
@@ -83,7 +83,7 @@ impl Service for BootCheck {
             loop {
                 match health(&self.machine) {
                     Ok(()) => {
-                        bless(&self.updater, slots, &entry)?;
+                        bless(updater, slots, &entry)?;
                         ctx.log(format!("healthy: slot {} is blessed", slots.booted));
                         ctx.ready();
                         break;
@@ -98,7 +98,7 @@ impl Service for BootCheck {
                 if tokio::time::Instant::now() >= until {
                     let reason = format!("not healthy within {}s: {problem}", deadline.as_secs());
                     ctx.log(format!("{reason}; slot {} is given up", slots.booted));
-                    give_up(&self.updater, slots, &entry, counter, &reason)?;
+                    give_up(updater, slots, &entry, counter, &reason)?;
                     self.machine.power(PowerAction::Reboot);
                     break;
                 }
