@@ -24,6 +24,7 @@ pub mod kubelet;
 pub mod layout;
 pub mod logs;
 pub mod machine;
+pub mod memory;
 pub mod network;
 pub mod pid1;
 pub mod pki;

@@ -2,6 +2,7 @@
 //! processes on free loopback ports with roots of their own, and runs `ctl` against them
 //! as an operator would. (QEMU-booted images join these scenarios when images exist.)
 
+pub mod attack;
 pub mod disk;
 pub mod registry;
 pub mod sntp;

@@ -16,13 +16,14 @@ use tonic::{Request, Response, Status};
 
 use crate::api::auth::{authorize, Call, Caller};
 use crate::api::connection::ConnectionInfo;
+use crate::api::kernel_log::KernelLog;
 use crate::api::places::{Place, Pool};
 use crate::api::upgrade;
 use crate::apply::{Action, ApplyMode};
 use crate::events::{unix_millis, EventKind};
 use crate::facts::Clock;
+use crate::inspect;
 use crate::inspect::files::ReadError;
-use crate::inspect::{self, kmsg::Kmsg};
 use crate::kubelet::manifests::{self, ManifestError};
 use crate::kubelet::{Kubelet, PodRecord};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
@@ -44,8 +45,19 @@ const LIST_LIMIT: usize = 100_000;
 /// `Read`s and `List`s under way at once, all callers together: each holds a blocking
 /// thread or a file, and tokio's blocking pool is shared with the rest of PID 1.
 const FILE_STREAMS: usize = 16;
-/// `Read`s and `List`s under way at once from one client address.
-const FILE_STREAMS_PER_ADDRESS: usize = 4;
+/// `Read`s and `List`s under way at once from one client network.
+const FILE_STREAMS_PER_NETWORK: usize = 4;
+/// `Logs`, `Dmesg` and `Events` streams open at once, all callers together: each holds a task
+/// and a channel of records...
+const RING_STREAMS: usize = 256;
+/// ...and from one client network.
+const RING_STREAMS_PER_NETWORK: usize = 16;
+/// Messages a stream may have waiting for a slow client.
+const STREAM_BUFFER: usize = 64;
+/// `Read` chunks waiting for a slow client: each is [`READ_CHUNK`] bytes.
+const READ_CHUNKS_BUFFERED: usize = 4;
+/// How long an `Upgrade` may wait for its client's next message.
+const UPGRADE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -53,25 +65,40 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct MachineApi {
     machine: Arc<Machine>,
     file_streams: Pool,
+    ring_streams: Pool,
+    kernel_log: tokio::sync::OnceCell<Arc<KernelLog>>,
 }
 
 impl MachineApi {
     /// Handlers for `machine`.
     pub fn new(machine: Arc<Machine>) -> Self {
-        let file_streams =
-            Pool::new(FILE_STREAMS, FILE_STREAMS_PER_ADDRESS, "file reads and listings");
-        MachineApi { machine, file_streams }
+        let file_streams = Pool::new(
+            FILE_STREAMS,
+            FILE_STREAMS_PER_NETWORK,
+            "file reads, listings and container logs",
+        );
+        let ring_streams =
+            Pool::new(RING_STREAMS, RING_STREAMS_PER_NETWORK, "log, kernel log and event streams");
+        MachineApi { machine, file_streams, ring_streams, kernel_log: Default::default() }
     }
 
-    /// A place among the `Read`s and `List`s under way, or a refusal when the caller's
-    /// address, or everyone together, has all there are.
+    /// A place among the `Read`s, `List`s and `ContainerLogs` under way, or a refusal when
+    /// the caller's network, or everyone together, has all there are.
     fn file_stream_place<T>(&self, request: &Request<T>) -> Result<Place, Status> {
-        let address = connection(request)
-            .and_then(|c| c.tls.get_ref().remote_addr())
-            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        self.file_streams
-            .take(address)
-            .map_err(|why| Status::resource_exhausted(format!("{why}; try again when one ends")))
+        place(&self.file_streams, request)
+    }
+
+    /// A place among the `Logs`, `Dmesg` and `Events` streams open.
+    fn ring_stream_place<T>(&self, request: &Request<T>) -> Result<Place, Status> {
+        place(&self.ring_streams, request)
+    }
+
+    /// The kernel log, read from its first call on.
+    async fn kernel_log(&self) -> Result<&Arc<KernelLog>, Status> {
+        self.kernel_log
+            .get_or_try_init(KernelLog::start)
+            .await
+            .map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))
     }
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
@@ -102,6 +129,16 @@ fn connection<T>(request: &Request<T>) -> Option<&ConnectionInfo> {
     request.extensions().get::<ConnectionInfo>()
 }
 
+/// A place in `pool` for the client of `request`, or a refusal when its network, or everyone
+/// together, has all there are.
+fn place<T>(pool: &Pool, request: &Request<T>) -> Result<Place, Status> {
+    let address = connection(request)
+        .and_then(|c| c.tls.get_ref().remote_addr())
+        .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+    pool.take(address)
+        .map_err(|why| Status::resource_exhausted(format!("{why}; try again when one ends")))
+}
+
 /// The TLS session binding of the connection a request came on.
 fn channel_binding<T>(request: &Request<T>) -> Option<&[u8]> {
     connection(request).and_then(|c| c.channel_binding.as_ref()).map(|b| b.as_slice())
@@ -114,7 +151,18 @@ fn stream<T: Send + 'static, F>(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(64);
+    stream_buffering(STREAM_BUFFER, produce)
+}
+
+/// [`stream`], with at most `buffered` messages waiting for the client.
+fn stream_buffering<T: Send + 'static, F>(
+    buffered: usize,
+    produce: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> F,
+) -> ResponseStream<T>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(buffered);
     tokio::spawn(produce(tx));
     Box::pin(ReceiverStream::new(rx))
 }
@@ -392,6 +440,7 @@ impl MachineService for MachineApi {
         request: Request<pb::LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         self.authorize(&request, Call::Logs)?;
+        let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
         let ring = self
             .machine
@@ -404,11 +453,13 @@ impl MachineService for MachineApi {
         } else {
             (ring.snapshot(tail(request.tail_lines)), None)
         };
-        Ok(Response::new(stream(|tx| {
+        Ok(Response::new(stream(|tx| async move {
+            let _place = place;
             send_ring(history, follow, tx, |r| pb::LogEntry {
                 unix_micros: r.item.unix_micros,
                 message: r.item.message,
             })
+            .await
         })))
     }
 
@@ -419,51 +470,25 @@ impl MachineService for MachineApi {
         request: Request<pb::DmesgRequest>,
     ) -> Result<Response<Self::DmesgStream>, Status> {
         self.authorize(&request, Call::Dmesg)?;
+        let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
-        let mut kmsg = Kmsg::open().map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))?;
-        Ok(Response::new(stream(move |tx| async move {
-            let convert = |r: inspect::kmsg::KernelRecord| pb::KernelLogEntry {
-                facility: r.facility,
-                priority: r.priority,
-                sequence: r.sequence,
-                boot_micros: r.boot_micros,
-                message: r.message,
-            };
-            // The backlog first, trimmed to the tail; then, when following, new records.
-            let mut backlog = Vec::new();
-            loop {
-                match kmsg.next(false).await {
-                    Ok(Some(record)) => backlog.push(record),
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(format!("/dev/kmsg: {e}")))).await;
-                        return;
-                    }
-                }
-            }
-            let skip = tail(request.tail).map_or(0, |n| backlog.len().saturating_sub(n));
-            for record in backlog.into_iter().skip(skip) {
-                if tx.send(Ok(convert(record))).await.is_err() {
-                    return;
-                }
-            }
-            if !request.follow {
-                return;
-            }
-            loop {
-                let next = tokio::select! {
-                    next = kmsg.next(true) => next,
-                    _ = tx.closed() => return,
-                };
-                let message = match next {
-                    Ok(Some(record)) => Ok(convert(record)),
-                    Ok(None) => return,
-                    Err(e) => Err(Status::internal(format!("/dev/kmsg: {e}"))),
-                };
-                if tx.send(message).await.is_err() {
-                    return;
-                }
-            }
+        let ring = self.kernel_log().await?.ring();
+        let (history, follow) = if request.follow {
+            let (history, rx) = ring.follow(tail(request.tail));
+            (history, Some(rx))
+        } else {
+            (ring.snapshot(tail(request.tail)), None)
+        };
+        Ok(Response::new(stream(|tx| async move {
+            let _place = place;
+            send_ring(history, follow, tx, |r| pb::KernelLogEntry {
+                facility: r.item.facility,
+                priority: r.item.priority,
+                sequence: r.item.sequence,
+                boot_micros: r.item.boot_micros,
+                message: r.item.message,
+            })
+            .await
         })))
     }
 
@@ -474,6 +499,7 @@ impl MachineService for MachineApi {
         request: Request<pb::EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
         self.authorize(&request, Call::Events)?;
+        let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
         let ring = self.machine.events().ring();
         let (history, follow) = if request.follow {
@@ -482,13 +508,15 @@ impl MachineService for MachineApi {
         } else {
             (ring.snapshot(tail(request.tail)), None)
         };
-        Ok(Response::new(stream(|tx| {
+        Ok(Response::new(stream(|tx| async move {
+            let _place = place;
             send_ring(history, follow, tx, |r| pb::Event {
                 id: r.seq,
                 unix_millis: r.item.unix_millis,
                 kind: r.item.kind.as_str().to_string(),
                 message: r.item.message,
             })
+            .await
         })))
     }
 
@@ -665,7 +693,7 @@ impl MachineService for MachineApi {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(read_error_status)?;
         let mut file = tokio::fs::File::from_std(file);
-        Ok(Response::new(stream(|tx| async move {
+        Ok(Response::new(stream_buffering(READ_CHUNKS_BUFFERED, |tx| async move {
             let _permit = permit;
             let mut buf = vec![0u8; READ_CHUNK];
             loop {
@@ -722,6 +750,7 @@ impl MachineService for MachineApi {
         request: Request<pb::ContainerLogsRequest>,
     ) -> Result<Response<Self::ContainerLogsStream>, Status> {
         self.authorize(&request, Call::ContainerLogs)?;
+        let place = self.file_stream_place(&request)?;
         let request = request.into_inner();
         let record = self.pod(&request.pod)?;
         let names: Vec<&String> = record.logs.keys().collect();
@@ -755,6 +784,7 @@ impl MachineService for MachineApi {
             lines_tx,
         ));
         Ok(Response::new(stream(move |tx| async move {
+            let _place = place;
             while let Some(line) = lines.recv().await {
                 let entry = pb::LogEntry { unix_micros: line.unix_micros, message: line.message };
                 if tx.send(Ok(entry)).await.is_err() {
@@ -800,7 +830,10 @@ impl MachineService for MachineApi {
     ) -> Result<Response<Self::UpgradeStream>, Status> {
         self.authorize(&request, Call::Upgrade)?;
         let mut incoming = request.into_inner();
-        let options = match incoming.message().await? {
+        let first = tokio::time::timeout(UPGRADE_STALL_TIMEOUT, incoming.message())
+            .await
+            .map_err(|_| upgrade::stalled())?;
+        let options = match first? {
             Some(pb::UpgradeRequest { part: Some(pb::upgrade_request::Part::Options(o)) }) => o,
             _ => {
                 return Err(Status::invalid_argument(
@@ -812,7 +845,9 @@ impl MachineService for MachineApi {
         self.machine.updater().slots().map_err(upgrade::status)?;
         self.machine.events().publish(EventKind::Power, "upgrade started");
         let machine = self.machine.clone();
-        Ok(Response::new(stream(move |tx| upgrade::run(machine, incoming, options, tx))))
+        Ok(Response::new(stream(move |tx| {
+            upgrade::run(machine, incoming, UPGRADE_STALL_TIMEOUT, options, tx)
+        })))
     }
 
     async fn rollback(

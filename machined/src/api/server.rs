@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http;
 use tower::util::MapResponseLayer;
 
+use crate::api::admission::{Admission, AdmissionLayer, LARGE_MESSAGE_BYTES};
 use crate::api::connection::{Connection, ConnectionLimits};
 use crate::api::handlers::MachineApi;
 use crate::facts::Fact;
@@ -24,14 +25,24 @@ use crate::service::{Dependency, Service, ServiceContext};
 
 /// The header that carries an error reply's message.
 const GRPC_MESSAGE: &str = "grpc-message";
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that has not finished its TLS handshake by then is dropped: a handshake takes
+/// milliseconds, and seconds over the worst links a node is managed over.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most one line a second about refused connections and failed handshakes.
 const HANDSHAKE_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Requests in flight on one connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 32;
-/// The largest request accepted: a config at its largest, with room for the envelope.
-const MAX_REQUEST_BYTES: usize = cairn_api::config::shape::MAX_CONFIG_BYTES + 64 * 1024;
+/// The HTTP/2 flow-control windows: what a client may send before the server reads it. A
+/// request refused by admission is reset, unread; one admitted is read as its budget allows.
+/// 256 KiB per stream keeps an upgrade at 5 MB/s over a 50 ms round trip.
+const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+const CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
+/// Request headers: gRPC's are a few hundred bytes.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// How often apid looks whether request memory should be given back to the system.
+const MEMORY_RETURN_INTERVAL: Duration = Duration::from_secs(5);
+/// Request bytes lent since the last look that make giving memory back worth its cost.
+const MEMORY_RETURN_AFTER_BYTES: usize = 4 << 20;
 /// HTTP/2 pings find dead peers.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -83,6 +94,9 @@ impl Service for Apid {
                 .await
                 .with_context(|| format!("binding {}", self.listen))?;
             let (tx, rx) = mpsc::channel::<Result<Connection, std::io::Error>>(64);
+            let machine = self.machine.clone();
+            let admission = Admission::new(Arc::new(move || machine.mode()));
+            let returner = tokio::spawn(return_memory(admission.clone()));
             // The accept loop owns the listener and ends at the stop signal, so a restarted
             // apid can bind the port again even while old streams drain.
             let acceptor =
@@ -90,12 +104,17 @@ impl Service for Apid {
             ctx.log(format!("API listening on {} ({:?} mode)", self.listen, self.machine.mode()));
             tracing::info!("API listening on {}", self.listen);
             ctx.ready();
+            // Admission bounds each call's messages; tonic's own limit is the largest of them.
             let service = MachineServiceServer::new(MachineApi::new(self.machine.clone()))
-                .max_decoding_message_size(MAX_REQUEST_BYTES);
+                .max_decoding_message_size(LARGE_MESSAGE_BYTES);
             let serve = tonic::transport::Server::builder()
                 .layer(MapResponseLayer::new(clip_status_message))
+                .layer(AdmissionLayer(admission))
                 .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
                 .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+                .initial_stream_window_size(STREAM_WINDOW_BYTES)
+                .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+                .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
                 .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
                 .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
                 .add_service(service)
@@ -108,6 +127,7 @@ impl Service for Apid {
                 _ = async { stop.cancelled().await; tokio::time::sleep(STOP_GRACE).await } => Ok(()),
             };
             acceptor.abort();
+            returner.abort();
             result
         })
     }
@@ -153,8 +173,15 @@ async fn accept_loop(
         let config = machine.watch_config();
         let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
-            let handshake_result =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            let handshake_result = tokio::select! {
+                result = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)) => result,
+                _ = handshake.evicted() => {
+                    handshake_failures.log(&ctx, || {
+                        format!("dropped the handshake with {peer}: newer ones needed its place")
+                    });
+                    return;
+                }
+            };
             drop(handshake);
             match handshake_result {
                 Ok(Ok(stream)) => {
@@ -167,6 +194,23 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Gives the memory of finished requests back to the system after a burst of them. The
+/// allocator keeps freed memory for reuse, so a node that took a flood of large requests
+/// would otherwise stay at its peak for good; trimming costs a walk of the heap, so it runs
+/// only when requests lent enough bytes to matter.
+async fn return_memory(admission: Arc<Admission>) {
+    let mut lent = 0;
+    loop {
+        tokio::time::sleep(MEMORY_RETURN_INTERVAL).await;
+        lent += admission.take_lent();
+        // While requests still hold bytes, their memory is not free yet: look again later.
+        if lent >= MEMORY_RETURN_AFTER_BYTES && admission.held() == 0 {
+            lent = 0;
+            let _ = tokio::task::spawn_blocking(crate::memory::return_free_memory).await;
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_api::machine::{self as pb, upgrade_request::Part};
 use tokio::sync::mpsc;
@@ -22,6 +23,13 @@ pub fn status(e: UpdateError) -> Status {
         UpdateError::Unavailable(_) => Status::failed_precondition(e.to_string()),
         UpdateError::Io(_) => Status::internal(e.to_string()),
     }
+}
+
+/// The error of an upgrade whose client stopped sending.
+pub fn stalled() -> Status {
+    Status::deadline_exceeded(
+        "the upgrade stream stalled: the client sent nothing for too long, and an update in progress holds the update lock",
+    )
 }
 
 /// Reads the bytes of a client's stream, on a blocking thread.
@@ -46,13 +54,20 @@ impl Read for ChunkReader {
     }
 }
 
-/// Passes the chunks of `incoming` on until it ends; a broken stream is a read error.
+/// Passes the chunks of `incoming` on until it ends; a broken stream, or one with no
+/// message for `stall`, is a read error.
 async fn forward(
     mut incoming: Streaming<pb::UpgradeRequest>,
+    stall: Duration,
     chunks: mpsc::Sender<io::Result<Vec<u8>>>,
 ) {
     loop {
-        let next = match incoming.message().await {
+        let Ok(message) = tokio::time::timeout(stall, incoming.message()).await else {
+            let stalled = io::Error::new(io::ErrorKind::TimedOut, stalled().message().to_string());
+            let _ = chunks.send(Err(stalled)).await;
+            return;
+        };
+        let next = match message {
             Ok(None) => return,
             Ok(Some(pb::UpgradeRequest { part: Some(Part::Chunk(bytes)) })) => Ok(bytes),
             Ok(Some(_)) => Err(io::Error::new(
@@ -91,11 +106,12 @@ fn message(progress: &Progress) -> pb::UpgradeProgress {
 pub async fn run(
     machine: Arc<Machine>,
     incoming: Streaming<pb::UpgradeRequest>,
+    stall: Duration,
     options: pb::UpgradeOptions,
     tx: mpsc::Sender<Result<pb::UpgradeProgress, Status>>,
 ) {
     let (chunks_tx, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    let forwarding = tokio::spawn(forward(incoming, chunks_tx));
+    let forwarding = tokio::spawn(forward(incoming, stall, chunks_tx));
     let keys = match machine.config(false) {
         Ok(config) => config.map(|c| c.machine.update.trusted_keys.clone()).unwrap_or_default(),
         Err(e) => {
