@@ -37,9 +37,8 @@ pub async fn rotate<'a>(
     let running = i32::from(v1::ContainerState::ContainerRunning);
     for run in runs.filter(|r| r.state == running && !r.log_path.is_empty()) {
         let path = log_dir.join(&run.log_path);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_LOG_BYTES)
-            && std::fs::rename(&path, rotated(&path)).is_ok()
-        {
+        let full = tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() > MAX_LOG_BYTES);
+        if full && tokio::fs::rename(&path, rotated(&path)).await.is_ok() {
             let reopen = v1::ReopenContainerLogRequest { container_id: run.id.clone() };
             let _ = cri.runtime.reopen_container_log(reopen).await;
         }
