@@ -9,7 +9,7 @@ pub fn return_free_memory() {
     // SAFETY: malloc_trim only walks and releases the allocator's own free lists; it takes
     // the arenas' locks itself and touches no memory the program holds.
     unsafe {
-        libc::malloc_trim(0);
+        nix::libc::malloc_trim(0);
     }
 }
 
