@@ -238,10 +238,11 @@ impl<'a> PodVolumes<'a> {
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(io)?;
         }
-        // A dir for a dir, a file for anything else; a previous run's may be the other kind.
+        // A dir for a dir, a file for anything else (never a link); a previous run's may be
+        // the other kind.
         // Never a recursive removal: what is left here is an empty mount point.
         match std::fs::symlink_metadata(&target) {
-            Ok(meta) if meta.is_dir() == opened.is_dir() => {}
+            Ok(meta) if !meta.is_symlink() && meta.is_dir() == opened.is_dir() => {}
             Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target).map_err(io)?,
             Ok(_) => std::fs::remove_file(&target).map_err(io)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
