@@ -50,7 +50,9 @@ use Supported::{Each, Fields, Whole};
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
 /// `nodeSelector`, `affinity`, `tolerations`, `serviceAccountName`, `imagePullSecrets`,
 /// `dnsPolicy`, pod-level `securityContext`, volume sources other than hostPath and emptyDir,
-/// `env[].valueFrom`, grpc probes, `stdin`/`tty`, resources other than cpu and memory.
+/// `env[].valueFrom`, grpc probes, `stdin`/`tty`, resources other than cpu and memory; and, by
+/// value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
+/// and the `HugePages` media.
 static SUPPORTED: Supported = Fields(
     &[
         ("apiVersion", Whole),
@@ -397,17 +399,34 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
             }
         }
         if let Some(empty_dir) = &volume.empty_dir {
-            if let Some(medium) = &empty_dir.medium {
-                c.check(
-                    medium.is_empty() || medium == "Memory",
-                    format!("{at}.emptyDir.medium"),
-                    || format!("{medium:?} is {UNSUPPORTED} (\"\" and \"Memory\" are)"),
-                );
-            }
-            if let Some(size) = &empty_dir.size_limit {
-                if let Err(reason) = memory_bytes(size) {
-                    c.fail(format!("{at}.emptyDir.sizeLimit"), reason);
+            let medium = empty_dir.medium.as_deref().unwrap_or("");
+            let size_at = format!("{at}.emptyDir.sizeLimit");
+            match (medium, &empty_dir.size_limit) {
+                ("", None) | ("Memory", None) => {}
+                // Upstream enforces it by evicting the pod; the kubelet here evicts nothing.
+                ("", Some(_)) => c.fail(
+                    size_at,
+                    format!(
+                        "{UNSUPPORTED} on a disk-backed emptyDir: nothing would enforce it \
+                         (with medium: Memory it sizes the tmpfs)"
+                    ),
+                ),
+                ("Memory", Some(size)) => {
+                    if let Err(reason) = memory_bytes(size) {
+                        c.fail(size_at, reason);
+                    }
                 }
+                (huge, _) if huge.starts_with("HugePages") => c.fail(
+                    format!("{at}.emptyDir.medium"),
+                    format!(
+                        "{huge:?} is {UNSUPPORTED}: it sets no huge pages aside for pods \
+                         (\"\" and \"Memory\" are)"
+                    ),
+                ),
+                (other, _) => c.fail(
+                    format!("{at}.emptyDir.medium"),
+                    format!("{other:?} is {UNSUPPORTED} (\"\" and \"Memory\" are)"),
+                ),
             }
         }
     }
@@ -876,6 +895,38 @@ spec:
         refused(
             "  volumes: [{name: v, hostPath: {path: /var/v}, emptyDir: {}}]",
             "web.yaml.spec.volumes[0]: hostPath and emptyDir together are not supported by Cairn's kubelet: a volume has one source",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {sizeLimit: 1Gi}}]",
+            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: not supported by Cairn's kubelet on a disk-backed emptyDir: nothing would enforce it (with medium: Memory it sizes the tmpfs)",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {medium: \"\", sizeLimit: 1Gi}}]",
+            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: not supported by Cairn's kubelet on a disk-backed emptyDir: nothing would enforce it (with medium: Memory it sizes the tmpfs)",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {medium: HugePages-2Mi, sizeLimit: 4Mi}}]",
+            "web.yaml.spec.volumes[0].emptyDir.medium: \"HugePages-2Mi\" is not supported by Cairn's kubelet: it sets no huge pages aside for pods (\"\" and \"Memory\" are)",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {medium: Disk}}]",
+            "web.yaml.spec.volumes[0].emptyDir.medium: \"Disk\" is not supported by Cairn's kubelet (\"\" and \"Memory\" are)",
+        );
+        refused(
+            "  volumes: [{name: v, emptyDir: {medium: Memory, sizeLimit: 64m}}]",
+            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: \"64m\" is in thousandths of a byte: write Mi for mebibytes",
+        );
+        refused(
+            "    volumeMounts: [{name: v, mountPath: /v, subPathExpr: $(POD)}]\n  volumes: [{name: v, emptyDir: {}}]",
+            "web.yaml.spec.containers[0].volumeMounts[0].subPathExpr: not supported by Cairn's kubelet",
+        );
+        refused(
+            "    volumeMounts: [{name: v, mountPath: /v, subPath: a/../../etc}]\n  volumes: [{name: v, emptyDir: {}}]",
+            "web.yaml.spec.containers[0].volumeMounts[0].subPath: \"a/../../etc\" is not a relative path without '..'",
+        );
+        assert_eq!(
+            with("  volumes: [{name: v, emptyDir: {medium: Memory, sizeLimit: 64Mi}}]"),
+            Vec::<String>::new()
         );
         refused(
             "    resources: {limits: {nvidia.com/gpu: 1}}",

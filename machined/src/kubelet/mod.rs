@@ -17,6 +17,8 @@ mod probe;
 mod source;
 mod spec;
 mod status;
+mod subpath;
+mod volumes;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -200,7 +202,7 @@ impl Kubelet {
     }
 
     /// Removes sandboxes of pods no worker runs (a crash, or a config replaced while the
-    /// kubelet was not running).
+    /// kubelet was not running), then their volumes.
     async fn sweep_orphans(
         cri: &mut Cri,
         wanted: &[String],
@@ -212,22 +214,31 @@ impl Kubelet {
             .await?
             .into_inner()
             .items;
+        // The volumes of a pod whose sandbox could not be stopped stay: it may still run.
+        let mut running = Vec::new();
         for sandbox in sandboxes {
             let Some(uid) = sandbox.labels.get(spec::label::POD_UID) else { continue };
             if wanted.contains(uid) {
                 continue;
             }
             ctx.log(format!("removing sandbox {} of a pod no source has (uid {uid})", sandbox.id));
-            let _ = cri
+            let stopped = cri
                 .runtime
                 .stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() })
                 .await;
+            if stopped.is_err() {
+                running.push(uid.clone());
+            }
             let _ = cri
                 .runtime
                 .remove_pod_sandbox(v1::RemovePodSandboxRequest {
                     pod_sandbox_id: sandbox.id.clone(),
                 })
                 .await;
+        }
+        let keep = |uid: &str| wanted.iter().chain(&running).any(|kept| kept == uid);
+        for line in volumes::sweep(&volumes::HostMounter, Path::new(spec::POD_DATA_ROOT), keep) {
+            ctx.log(line);
         }
         Ok(())
     }

@@ -6,15 +6,16 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, Volume};
+use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::cri::v1;
 
 use super::source::DesiredPod;
+use super::volumes::PodVolumes;
 
 /// Container logs, one directory per pod (the upstream kubelet's layout).
 pub const POD_LOG_ROOT: &str = "/var/log/pods";
-/// Pod volumes (emptyDir), one directory per pod uid.
+/// Pod volumes (emptyDir, subPath binds), one directory per pod uid (see [`super::volumes`]).
 pub const POD_DATA_ROOT: &str = "/var/lib/cairn/pods";
 /// The cgroup (v2, cgroupfs driver) every pod's cgroup is made under.
 pub const CGROUP_ROOT: &str = "/kubepods";
@@ -36,7 +37,7 @@ pub fn log_directory(pod: &DesiredPod) -> PathBuf {
     Path::new(POD_LOG_ROOT).join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid))
 }
 
-/// The pod's data directory (its emptyDir volumes).
+/// The pod's data directory (its emptyDir volumes and subPath binds).
 pub fn data_directory(uid: &str) -> PathBuf {
     Path::new(POD_DATA_ROOT).join(uid)
 }
@@ -145,40 +146,6 @@ pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
     }
 }
 
-/// The host path behind a pod volume; creates what `DirectoryOrCreate`/`FileOrCreate` and
-/// emptyDir ask for.
-fn volume_host_path(pod: &DesiredPod, volume: &Volume) -> Result<PathBuf, String> {
-    if let Some(host_path) = &volume.host_path {
-        let path = PathBuf::from(&host_path.path);
-        match host_path.type_.as_deref().unwrap_or("") {
-            "DirectoryOrCreate" => std::fs::create_dir_all(&path)
-                .map_err(|e| format!("hostPath {}: {e}", path.display()))?,
-            "FileOrCreate" => {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("hostPath {}: {e}", path.display()))?;
-                }
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| format!("hostPath {}: {e}", path.display()))?;
-            }
-            "Directory" if !path.is_dir() => {
-                return Err(format!("hostPath {} is not a directory", path.display()))
-            }
-            "File" if !path.is_file() => {
-                return Err(format!("hostPath {} is not a file", path.display()))
-            }
-            _ => {}
-        }
-        return Ok(path);
-    }
-    let dir = data_directory(&pod.uid).join("volumes").join(&volume.name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("emptyDir {}: {e}", dir.display()))?;
-    Ok(dir)
-}
-
 /// CPU and memory limits and shares of a container, as cgroup values.
 fn resources(container: &Container) -> Result<v1::LinuxContainerResources, String> {
     use cairn_api::config::pod::{cpu_millis, memory_bytes};
@@ -202,24 +169,28 @@ fn resources(container: &Container) -> Result<v1::LinuxContainerResources, Strin
 }
 
 /// The config of `container` in `pod`, attempt `attempt`; `image_ref` is the image as
-/// containerd knows it.
+/// containerd knows it. The volumes it mounts are prepared in `volumes` (the pod's): a
+/// subPath is bound there from beneath its volume, and that bind is what the container gets.
 pub fn container_config(
     pod: &DesiredPod,
     container: &Container,
     attempt: u32,
     image_ref: &str,
+    volumes: &PodVolumes<'_>,
 ) -> Result<v1::ContainerConfig, String> {
-    let volumes = &spec(&pod.pod).volumes;
+    let declared = &spec(&pod.pod).volumes;
     let mut mounts = Vec::new();
-    for mount in container.volume_mounts.iter().flatten() {
-        let volume = volumes
+    for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
+        let volume = declared
             .iter()
             .flatten()
             .find(|v| v.name == mount.name)
             .ok_or_else(|| format!("volumeMount {}: no volume of that name", mount.name))?;
-        let mut host_path = volume_host_path(pod, volume)?;
+        let mut host_path = volumes.host_path(volume).map_err(|e| e.to_string())?;
         if let Some(sub_path) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            host_path = host_path.join(sub_path);
+            host_path = volumes
+                .bind_sub_path(&volume.name, &host_path, sub_path, &container.name, index)
+                .map_err(|e| e.to_string())?;
         }
         mounts.push(v1::Mount {
             container_path: mount.mount_path.clone(),
@@ -271,6 +242,7 @@ pub fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubelet::volumes::RecordingMounter;
 
     fn desired(yaml: &str) -> DesiredPod {
         DesiredPod::new("config", serde_yaml::from_str(yaml).unwrap()).unwrap()
@@ -300,7 +272,10 @@ mod tests {
         assert_eq!(sandbox.labels["app"], "web");
         assert_eq!(sandbox.hostname, "web");
         assert!(sandbox.log_directory.starts_with("/var/log/pods/apps_web_"));
-        let container = container_config(&pod, &containers(&pod.pod)[0], 2, "sha256:abc").unwrap();
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let container =
+            container_config(&pod, &containers(&pod.pod)[0], 2, "sha256:abc", &volumes).unwrap();
         assert_eq!(container.log_path, "httpd/2.log");
         assert_eq!(container.envs[0].key, "A");
         let linux = container.linux.unwrap();
@@ -322,5 +297,55 @@ mod tests {
         let options = sandbox.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
         assert_eq!(options.network, i32::from(v1::NamespaceMode::Node));
         assert_eq!(sandbox.hostname, "");
+    }
+
+    #[test]
+    fn a_subpath_reaches_the_container_through_its_bind_and_never_out_of_its_volume() {
+        let pod = desired(concat!(
+            "metadata: {name: shared}\n",
+            "spec:\n",
+            "  volumes: [{name: scratch, emptyDir: {}}]\n",
+            "  containers:\n",
+            "  - name: web\n",
+            "    image: busybox\n",
+            "    volumeMounts:\n",
+            "    - {name: scratch, mountPath: /scratch}\n",
+            "    - {name: scratch, mountPath: /srv, subPath: site, readOnly: true}\n",
+        ));
+        let base = tempfile::tempdir().unwrap();
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(base.path().to_path_buf(), &mounter);
+        let web = &containers(&pod.pod)[0];
+        let config = container_config(&pod, web, 0, "sha256:abc", &volumes).unwrap();
+        let mounts: Vec<(&str, &str, bool)> = config
+            .mounts
+            .iter()
+            .map(|m| (m.container_path.as_str(), m.host_path.as_str(), m.readonly))
+            .collect();
+        let scratch = base.path().join("volumes/scratch");
+        let bound = base.path().join("volume-subpaths/scratch/web/1");
+        assert_eq!(
+            mounts,
+            [
+                ("/scratch", &*scratch.to_string_lossy(), false),
+                ("/srv", &*bound.to_string_lossy(), true),
+            ]
+        );
+        // The missing subPath was made as a directory in the volume, and bound from there.
+        assert!(scratch.join("site").is_dir());
+        assert_eq!(
+            mounter.log.borrow().as_slice(),
+            [format!("bind {} {}", scratch.join("site").display(), bound.display())]
+        );
+
+        // A container of the pod replaces the directory with a link to the host's root.
+        std::fs::remove_dir(scratch.join("site")).unwrap();
+        std::os::unix::fs::symlink("/", scratch.join("site")).unwrap();
+        let error = container_config(&pod, web, 1, "sha256:abc", &volumes).unwrap_err();
+        assert_eq!(
+            error,
+            "volume \"scratch\", subPath \"site\": it leads out of the volume (through a \
+             symbolic link, an absolute one or one with '..')"
+        );
     }
 }

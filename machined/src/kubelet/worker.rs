@@ -21,6 +21,7 @@ use super::backoff::{Backoff, RESET_AFTER};
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
+use super::volumes::{HostMounter, PodVolumes};
 use super::{images, logs, spec, ContainerLogs, PodRecord, Registry};
 
 /// How often the worker looks at its pod.
@@ -532,7 +533,11 @@ impl Worker {
         track.pull_backoff.reset();
         track.pull_retry_at = None;
         let attempt = track.next_attempt;
-        let config = match spec::container_config(&self.pod, &container, attempt, &image) {
+        let config = {
+            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter);
+            spec::container_config(&self.pod, &container, attempt, &image, &volumes)
+        };
+        let config = match config {
             Ok(config) => config,
             Err(e) => {
                 track.view.waiting = Some(("CreateContainerConfigError".into(), e));
@@ -606,7 +611,11 @@ impl Worker {
         }
         self.sandbox = None;
         let _ = std::fs::remove_dir_all(spec::log_directory(&self.pod));
-        let _ = std::fs::remove_dir_all(spec::data_directory(&self.pod.uid));
+        // Its tmpfs and subPath binds are unmounted before anything is deleted.
+        let removed = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter).remove();
+        if let Err(e) = removed {
+            (self.log)(format!("pod {}: removing its volumes: {e}", self.pod.key()));
+        }
         let mut registry = self.registry.lock().unwrap();
         // A replacement (same name, new uid) may already have published its record.
         if registry.get(&self.pod.key()).is_some_and(|r| r.uid == self.pod.uid) {

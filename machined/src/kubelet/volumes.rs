@@ -1,0 +1,574 @@
+//! A pod's volumes on the host, under its data directory (`/var/lib/cairn/pods/<uid>`):
+//!
+//! - `volumes/<name>`: an emptyDir. With `medium: Memory` it is a tmpfs of `sizeLimit`
+//!   bytes, or of half the node's memory when no limit is given ([`DEFAULT_TMPFS_SIZE`]: the
+//!   kernel's own tmpfs default; upstream uses the node's allocatable memory, which Cairn does
+//!   not compute). Its pages count against the memory limit of the container that writes them.
+//! - `volume-subpaths/<volume>/<container>/<mount index>`: a volumeMount's `subPath`, opened
+//!   beneath its volume ([`super::subpath`]) and bound here through its descriptor; this place,
+//!   not the volume's path, is what CRI mounts into the container (upstream's layout).
+//!
+//! Removing the pod unmounts everything under its data directory, newest first, and removes
+//! the directory only once no mount is left in it: a recursive removal that went through a
+//! bind of a hostPath would delete the host's files.
+//!
+//! Mounts go through [`Mounter`], so the plan runs in unit tests.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::subpath::{self, SubPathError};
+
+/// The size of a `medium: Memory` emptyDir that gives no `sizeLimit`.
+pub const DEFAULT_TMPFS_SIZE: &str = "50%";
+/// The mode of an emptyDir's tmpfs, as a disk-backed emptyDir's directory is made.
+const TMPFS_MODE: &str = "0755";
+/// How many times removal unmounts what it finds before it gives up.
+const UNMOUNT_ROUNDS: usize = 3;
+
+/// What can go wrong with a pod's volumes.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// A file or directory of a volume.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// Which kind of volume, or what the path is.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A hostPath of the wrong type.
+    #[error("hostPath {path} is not a {kind}")]
+    HostPathType {
+        /// The path.
+        path: PathBuf,
+        /// `directory` or `file`.
+        kind: &'static str,
+    },
+    /// A setting the kubelet cannot honour (the config's decoder refuses these).
+    #[error("volume {volume:?}: {reason}")]
+    Unsupported {
+        /// The volume's name.
+        volume: String,
+        /// Why.
+        reason: String,
+    },
+    /// A subPath that cannot be opened beneath its volume.
+    #[error(transparent)]
+    SubPath(#[from] SubPathError),
+    /// A mount or unmount.
+    #[error("{action} {target}: {source}")]
+    Mount {
+        /// `mounting` or `unmounting`.
+        action: &'static str,
+        /// The mount point.
+        target: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Mounts that stay after unmounting: the directory is left in place.
+    #[error("{dir}: still mounted after unmounting: {left:?}; leaving it in place")]
+    StillMounted {
+        /// The pod's data directory.
+        dir: PathBuf,
+        /// What is still mounted in it.
+        left: Vec<PathBuf>,
+    },
+}
+
+/// A mount the kubelet makes on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A tmpfs (`nosuid,nodev`) with these options.
+    Tmpfs {
+        /// Where.
+        target: PathBuf,
+        /// Its `mode=`, `size=`.
+        options: String,
+    },
+    /// A bind of `source` (non-recursive, as upstream binds subPaths).
+    Bind {
+        /// What: for a subPath, the `/proc/self/fd/N` of its descriptor.
+        source: PathBuf,
+        /// Where.
+        target: PathBuf,
+    },
+}
+
+/// The host's mounts, as the kubelet changes them.
+pub trait Mounter {
+    /// Makes `mount`.
+    fn mount(&self, mount: &Mount) -> io::Result<()>;
+    /// Detaches the mount at `target` (the topmost one there).
+    fn unmount(&self, target: &Path) -> io::Result<()>;
+    /// The mount points at or under `dir`, oldest first.
+    fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// The real [`Mounter`]: the mount syscalls, and `/proc/self/mountinfo`.
+pub struct HostMounter;
+
+impl Mounter for HostMounter {
+    fn mount(&self, how: &Mount) -> io::Result<()> {
+        match how {
+            Mount::Tmpfs { target, options } => mount(
+                Some("tmpfs"),
+                target,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            ),
+            Mount::Bind { source, target } => {
+                mount(Some(source), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            }
+        }
+        .map_err(io::Error::from)
+    }
+
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        // Detached, not unmounted: the containers that had it are gone or have their copy.
+        umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(io::Error::from)
+    }
+
+    fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        // mountinfo names mount points by their real path.
+        let dir = match std::fs::canonicalize(dir) {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let infos = procfs::process::Process::myself()
+            .and_then(|me| me.mountinfo())
+            .map_err(|e| io::Error::other(format!("/proc/self/mountinfo: {e}")))?;
+        Ok(infos.into_iter().map(|i| i.mount_point).filter(|p| p.starts_with(&dir)).collect())
+    }
+}
+
+/// The tmpfs options of an emptyDir, `None` when it is disk-backed.
+pub fn tmpfs_options(
+    volume: &str,
+    empty_dir: &EmptyDirVolumeSource,
+) -> Result<Option<String>, VolumeError> {
+    let unsupported = |reason: String| VolumeError::Unsupported { volume: volume.into(), reason };
+    match empty_dir.medium.as_deref().unwrap_or("") {
+        "" if empty_dir.size_limit.is_some() => {
+            Err(unsupported("sizeLimit on a disk-backed emptyDir is not supported".into()))
+        }
+        "" => Ok(None),
+        "Memory" => {
+            let size = match &empty_dir.size_limit {
+                Some(quantity) => cairn_api::config::pod::memory_bytes(quantity)
+                    .map_err(|e| unsupported(format!("sizeLimit: {e}")))?,
+                None => 0,
+            };
+            // A zero limit is no limit, as upstream reads it (size=0 would be an unbounded
+            // tmpfs).
+            let size = if size == 0 { DEFAULT_TMPFS_SIZE.to_string() } else { size.to_string() };
+            Ok(Some(format!("mode={TMPFS_MODE},size={size}")))
+        }
+        other => Err(unsupported(format!("medium {other:?} is not supported"))),
+    }
+}
+
+/// The volumes of one pod, in its data directory.
+pub struct PodVolumes<'a> {
+    dir: PathBuf,
+    mounter: &'a dyn Mounter,
+}
+
+impl<'a> PodVolumes<'a> {
+    /// The volumes kept in `dir` (the pod's data directory), mounted by `mounter`.
+    pub fn new(dir: PathBuf, mounter: &'a dyn Mounter) -> PodVolumes<'a> {
+        PodVolumes { dir, mounter }
+    }
+
+    /// Where a subPath of `volume` mounted by `container` as its `index`th volumeMount is
+    /// bound.
+    pub fn sub_path_target(&self, volume: &str, container: &str, index: usize) -> PathBuf {
+        self.dir.join("volume-subpaths").join(volume).join(container).join(index.to_string())
+    }
+
+    /// The host path behind `volume`: what `DirectoryOrCreate`/`FileOrCreate` ask for is
+    /// created; an emptyDir's directory too, with its tmpfs mounted unless it is.
+    pub fn host_path(&self, volume: &Volume) -> Result<PathBuf, VolumeError> {
+        if let Some(host_path) = &volume.host_path {
+            return host_path_of(Path::new(&host_path.path), host_path.type_.as_deref());
+        }
+        let dir = self.dir.join("volumes").join(&volume.name);
+        let io = |source| VolumeError::Io { what: "emptyDir", path: dir.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let empty_dir = volume.empty_dir.clone().unwrap_or_default();
+        if let Some(options) = tmpfs_options(&volume.name, &empty_dir)? {
+            if !self.mounts_at(&dir)? {
+                self.mount(Mount::Tmpfs { target: dir.clone(), options })?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Binds `sub_path` of `volume` (whose host path is `volume_dir`) for the `index`th
+    /// volumeMount of `container`; returns where, for CRI. What an earlier run of the
+    /// container had bound there is unmounted first: the subPath is opened afresh.
+    pub fn bind_sub_path(
+        &self,
+        volume: &str,
+        volume_dir: &Path,
+        sub_path: &str,
+        container: &str,
+        index: usize,
+    ) -> Result<PathBuf, VolumeError> {
+        let target = self.sub_path_target(volume, container, index);
+        for _ in 0..UNMOUNT_ROUNDS {
+            if !self.mounts_at(&target)? {
+                break;
+            }
+            self.unmount(&target)?;
+        }
+        if self.mounts_at(&target)? {
+            return Err(VolumeError::StillMounted { dir: target.clone(), left: vec![target] });
+        }
+        let opened = subpath::open(volume, volume_dir, sub_path)?;
+        let io =
+            |source| VolumeError::Io { what: "subPath mount point", path: target.clone(), source };
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        // A dir for a dir, a file for anything else (never a link); a previous run's may be
+        // the other kind.
+        // Never a recursive removal: what is left here is an empty mount point.
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) if !meta.is_symlink() && meta.is_dir() == opened.is_dir() => {}
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir(&target).map_err(io)?,
+            Ok(_) => std::fs::remove_file(&target).map_err(io)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        if !target.exists() {
+            if opened.is_dir() {
+                std::fs::create_dir(&target).map_err(io)?;
+            } else {
+                std::fs::File::create(&target).map_err(io)?;
+            }
+        }
+        self.mount(Mount::Bind { source: opened.proc_path(), target: target.clone() })?;
+        Ok(target)
+    }
+
+    /// Unmounts everything under the pod's data directory (newest first), then removes it.
+    pub fn remove(&self) -> Result<(), VolumeError> {
+        for _ in 0..UNMOUNT_ROUNDS {
+            let mounted = self.mounts_under()?;
+            if mounted.is_empty() {
+                break;
+            }
+            for target in mounted.iter().rev() {
+                if let Err(error) = self.unmount(target) {
+                    // One under a mount detached before went with it.
+                    if self.mounts_under()?.contains(target) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+        let left = self.mounts_under()?;
+        if !left.is_empty() {
+            return Err(VolumeError::StillMounted { dir: self.dir.clone(), left });
+        }
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(VolumeError::Io {
+                what: "pod data directory",
+                path: self.dir.clone(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn mounts_under(&self) -> Result<Vec<PathBuf>, VolumeError> {
+        self.mounter.mounts_under(&self.dir).map_err(|source| VolumeError::Io {
+            what: "mounts of",
+            path: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Whether something is mounted at `target` itself.
+    fn mounts_at(&self, target: &Path) -> Result<bool, VolumeError> {
+        let real = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        let mounts = self.mounter.mounts_under(target).map_err(|source| VolumeError::Io {
+            what: "mounts of",
+            path: target.to_path_buf(),
+            source,
+        })?;
+        Ok(mounts.iter().any(|m| *m == real || m == target))
+    }
+
+    fn mount(&self, mount: Mount) -> Result<(), VolumeError> {
+        let target = match &mount {
+            Mount::Tmpfs { target, .. } | Mount::Bind { target, .. } => target.clone(),
+        };
+        self.mounter.mount(&mount).map_err(|source| VolumeError::Mount {
+            action: "mounting",
+            target,
+            source,
+        })
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), VolumeError> {
+        self.mounter.unmount(target).map_err(|source| VolumeError::Mount {
+            action: "unmounting",
+            target: target.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// A hostPath, checked or created as its `type` says.
+fn host_path_of(path: &Path, kind: Option<&str>) -> Result<PathBuf, VolumeError> {
+    let io = |source| VolumeError::Io { what: "hostPath", path: path.to_path_buf(), source };
+    match kind.unwrap_or("") {
+        "DirectoryOrCreate" => std::fs::create_dir_all(path).map_err(io)?,
+        "FileOrCreate" => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+        }
+        "Directory" if !path.is_dir() => {
+            return Err(VolumeError::HostPathType { path: path.to_path_buf(), kind: "directory" })
+        }
+        "File" if !path.is_file() => {
+            return Err(VolumeError::HostPathType { path: path.to_path_buf(), kind: "file" })
+        }
+        _ => {}
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Removes the data directories under `root` of the pods `keep` does not keep (by uid):
+/// left by a crash, or by pods removed while the kubelet was not running. Returns what it
+/// did, for the log.
+pub fn sweep(mounter: &dyn Mounter, root: &Path, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut done = Vec::new();
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if keep(&uid) {
+            continue;
+        }
+        done.push(match PodVolumes::new(entry.path(), mounter).remove() {
+            Ok(()) => format!("removed the volumes of a pod no source has (uid {uid})"),
+            Err(e) => format!("removing the volumes of uid {uid}: {e}"),
+        });
+    }
+    done
+}
+
+/// A [`Mounter`] that records what it is asked and keeps a mount table, for tests.
+#[cfg(test)]
+#[derive(Default)]
+pub struct RecordingMounter {
+    /// What was asked, in order: a bind's source is given as where its descriptor led.
+    pub log: std::cell::RefCell<Vec<String>>,
+    mounted: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+#[cfg(test)]
+impl Mounter for RecordingMounter {
+    fn mount(&self, mount: &Mount) -> io::Result<()> {
+        let (line, target) = match mount {
+            Mount::Tmpfs { target, options } => {
+                (format!("tmpfs {} {options}", target.display()), target)
+            }
+            Mount::Bind { source, target } => {
+                let led_to = std::fs::read_link(source)?;
+                (format!("bind {} {}", led_to.display(), target.display()), target)
+            }
+        };
+        self.log.borrow_mut().push(line);
+        self.mounted.borrow_mut().push(target.clone());
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> io::Result<()> {
+        self.log.borrow_mut().push(format!("unmount {}", target.display()));
+        let mut mounted = self.mounted.borrow_mut();
+        let at = mounted
+            .iter()
+            .rposition(|m| m == target)
+            .ok_or(io::Error::from_raw_os_error(nix::libc::EINVAL))?;
+        mounted.remove(at);
+        Ok(())
+    }
+
+    fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        Ok(self.mounted.borrow().iter().filter(|m| m.starts_with(dir)).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn volume(yaml: &str) -> Volume {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn log(mounter: &RecordingMounter, base: &Path) -> Vec<String> {
+        let base = format!("{}/", base.display());
+        mounter.log.borrow().iter().map(|line| line.replace(&base, "")).collect()
+    }
+
+    #[test]
+    fn memory_empty_dirs_are_tmpfs_sized_by_their_limit() {
+        let options = |yaml: &str| {
+            let volume = volume(yaml);
+            tmpfs_options(&volume.name, &volume.empty_dir.unwrap_or_default())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(options("{name: a, emptyDir: {}}"), Ok(None));
+        assert_eq!(
+            options("{name: a, emptyDir: {medium: Memory, sizeLimit: 64Mi}}"),
+            Ok(Some("mode=0755,size=67108864".into()))
+        );
+        assert_eq!(
+            options("{name: a, emptyDir: {medium: Memory}}"),
+            Ok(Some("mode=0755,size=50%".into()))
+        );
+        assert_eq!(
+            options("{name: a, emptyDir: {medium: Memory, sizeLimit: '0'}}"),
+            Ok(Some("mode=0755,size=50%".into()))
+        );
+        assert_eq!(
+            options("{name: a, emptyDir: {sizeLimit: 1Gi}}"),
+            Err("volume \"a\": sizeLimit on a disk-backed emptyDir is not supported".into())
+        );
+        assert_eq!(
+            options("{name: a, emptyDir: {medium: HugePages-2Mi}}"),
+            Err("volume \"a\": medium \"HugePages-2Mi\" is not supported".into())
+        );
+    }
+
+    #[test]
+    fn the_mount_plan_mounts_once_rebinds_subpaths_and_unmounts_newest_first() {
+        let base = tempfile::tempdir().unwrap();
+        let mounter = RecordingMounter::default();
+        let pod = PodVolumes::new(base.path().join("pod"), &mounter);
+        let memory = volume("{name: mem, emptyDir: {medium: Memory, sizeLimit: 1Mi}}");
+        let disk = volume("{name: disk, emptyDir: {}}");
+        let mem_dir = pod.host_path(&memory).unwrap();
+        assert_eq!(pod.host_path(&memory).unwrap(), mem_dir, "mounted once");
+        let disk_dir = pod.host_path(&disk).unwrap();
+        std::fs::create_dir(disk_dir.join("site")).unwrap();
+        std::fs::write(mem_dir.join("file"), "").unwrap();
+        let site = pod.bind_sub_path("disk", &disk_dir, "site", "web", 0).unwrap();
+        assert_eq!(site, base.path().join("pod/volume-subpaths/disk/web/0"));
+        assert!(site.is_dir());
+        // The container's next run: bound afresh, now to a file.
+        std::fs::remove_dir(disk_dir.join("site")).unwrap();
+        std::fs::write(disk_dir.join("site"), "").unwrap();
+        pod.bind_sub_path("disk", &disk_dir, "site", "web", 0).unwrap();
+        assert!(site.is_file());
+        pod.bind_sub_path("mem", &mem_dir, "file", "sidecar", 1).unwrap();
+        pod.remove().unwrap();
+        assert_eq!(
+            log(&mounter, base.path()),
+            [
+                "tmpfs pod/volumes/mem mode=0755,size=1048576",
+                "bind pod/volumes/disk/site pod/volume-subpaths/disk/web/0",
+                "unmount pod/volume-subpaths/disk/web/0",
+                "bind pod/volumes/disk/site pod/volume-subpaths/disk/web/0",
+                "bind pod/volumes/mem/file pod/volume-subpaths/mem/sidecar/1",
+                "unmount pod/volume-subpaths/mem/sidecar/1",
+                "unmount pod/volume-subpaths/disk/web/0",
+                "unmount pod/volumes/mem",
+            ]
+        );
+        assert!(!base.path().join("pod").exists());
+    }
+
+    #[test]
+    fn an_escaping_subpath_is_refused_and_nothing_is_mounted() {
+        let base = tempfile::tempdir().unwrap();
+        let mounter = RecordingMounter::default();
+        let pod = PodVolumes::new(base.path().join("pod"), &mounter);
+        let dir = pod.host_path(&volume("{name: shared, emptyDir: {}}")).unwrap();
+        symlink("/", dir.join("x")).unwrap();
+        let error = pod.bind_sub_path("shared", &dir, "x/etc", "victim", 0).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "volume \"shared\", subPath \"x/etc\": it leads out of the volume (through a \
+             symbolic link, an absolute one or one with '..')"
+        );
+        assert!(mounter.log.borrow().is_empty());
+    }
+
+    #[test]
+    fn removal_leaves_a_directory_that_stays_mounted() {
+        struct Stuck;
+        impl Mounter for Stuck {
+            fn mount(&self, _: &Mount) -> io::Result<()> {
+                Ok(())
+            }
+            fn unmount(&self, _: &Path) -> io::Result<()> {
+                Err(io::Error::from_raw_os_error(nix::libc::EPERM))
+            }
+            fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+                Ok(vec![dir.join("volumes/mem")])
+            }
+        }
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("pod");
+        std::fs::create_dir_all(dir.join("volumes/mem")).unwrap();
+        let error = PodVolumes::new(dir.clone(), &Stuck).remove().unwrap_err();
+        assert!(error.to_string().starts_with("unmounting "), "{error}");
+        assert!(dir.join("volumes/mem").exists());
+    }
+
+    #[test]
+    fn the_sweep_removes_the_pods_nobody_keeps() {
+        let base = tempfile::tempdir().unwrap();
+        for uid in ["kept", "gone"] {
+            std::fs::create_dir_all(base.path().join(uid).join("volumes/v")).unwrap();
+        }
+        let done = sweep(&RecordingMounter::default(), base.path(), |uid| uid == "kept");
+        assert_eq!(done, ["removed the volumes of a pod no source has (uid gone)"]);
+        assert!(base.path().join("kept").exists() && !base.path().join("gone").exists());
+    }
+
+    /// The real thing, as root: the bind goes through the descriptor, a tmpfs gets its size,
+    /// and removal unmounts before it deletes, so the bound host files survive.
+    #[test]
+    fn real_mounts_are_made_and_removed_without_touching_bound_files() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let host = base.path().join("host");
+        std::fs::create_dir_all(host.join("site")).unwrap();
+        std::fs::write(host.join("site/index.html"), "kept").unwrap();
+        let pod = PodVolumes::new(base.path().join("pod"), &HostMounter);
+        let memory = pod
+            .host_path(&volume("{name: mem, emptyDir: {medium: Memory, sizeLimit: 1Mi}}"))
+            .unwrap();
+        let site = pod.bind_sub_path("data", &host, "site", "web", 0).unwrap();
+        let shown = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let tmpfs = shown.lines().find(|l| l.contains(&*memory.to_string_lossy())).unwrap();
+        assert!(tmpfs.contains("tmpfs") && tmpfs.contains("size=1024k"), "{tmpfs}");
+        assert_eq!(std::fs::read_to_string(site.join("index.html")).unwrap(), "kept");
+        // Bound again for the next run: one mount there, not two.
+        pod.bind_sub_path("data", &host, "site", "web", 0).unwrap();
+        assert_eq!(HostMounter.mounts_under(&site).unwrap().len(), 1);
+        pod.remove().unwrap();
+        assert!(!base.path().join("pod").exists());
+        assert_eq!(std::fs::read_to_string(host.join("site/index.html")).unwrap(), "kept");
+        assert!(HostMounter.mounts_under(base.path()).unwrap().is_empty());
+    }
+}
