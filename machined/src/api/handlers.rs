@@ -686,16 +686,21 @@ impl MachineService for MachineApi {
         &self,
         request: Request<pb::PodsRequest>,
     ) -> Result<Response<pb::PodsResponse>, Status> {
-        self.authorize(&request, Call::Pods)?;
+        let caller = self.authorize(&request, Call::Pods)?;
         let pods = self
             .kubelet()?
             .pods()
             .into_iter()
-            .map(|record| pb::PodInfo {
-                namespace: record.pod.metadata.namespace.clone().unwrap_or_default(),
-                name: record.pod.metadata.name.clone().unwrap_or_default(),
-                source: record.source,
-                pod_json: serde_json::to_string(&record.pod).expect("a Pod always serializes"),
+            .map(|mut record| {
+                if !caller.sees_secrets() {
+                    cairn_api::config::redact_pod(&mut record.pod);
+                }
+                pb::PodInfo {
+                    namespace: record.pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: record.pod.metadata.name.clone().unwrap_or_default(),
+                    source: record.source,
+                    pod_json: serde_json::to_string(&record.pod).expect("a Pod always serializes"),
+                }
             })
             .collect();
         Ok(Response::new(pb::PodsResponse { pods }))
