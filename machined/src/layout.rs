@@ -66,14 +66,9 @@ impl NodeLayout {
         self.var_dir().join("log")
     }
 
-    /// Where secrets live, readable by admins only.
-    pub fn secret_places(&self) -> crate::inspect::files::SecretPlaces {
-        crate::inspect::files::SecretPlaces {
-            state_dir: self.state_dir(),
-            var_dir: self.var_dir(),
-            log_dir: self.log_dir(),
-            bootstrap_token: self.bootstrap_token_path(),
-        }
+    /// The places without secrets, where readers may read and list.
+    pub fn readable_places(&self) -> crate::inspect::files::ReadablePlaces {
+        crate::inspect::files::ReadablePlaces::new(&self.root, &self.state_dir(), &self.var_dir())
     }
 
     /// The root itself.

@@ -114,3 +114,64 @@ fn roles_limit_what_clients_may_do() {
     assert!(ctl(Some(&admin), &["-n", n, "read", state_file]).ok().stdout.contains("PRIVATE KEY"));
     ctl(Some(&admin), &["-n", n, "apply-config", "-f", config]).ok();
 }
+
+#[test]
+fn readers_reach_only_places_without_secrets() {
+    let (cluster, node) = configured_node();
+    let n = node.address.as_str();
+    let (admin, reader) = (cluster.admin(), cluster.client("os:reader"));
+    let root = node.root();
+    let at = |path: &str| root.join(path).to_str().unwrap().to_string();
+    // What containerd keeps of a container (its env among it), and a pod's link to it from
+    // the one place on /var readers may read.
+    let spec = root.join("run/containerd/io.containerd.runtime.v2.task/k8s.io/abc/config.json");
+    std::fs::create_dir_all(spec.parent().unwrap()).unwrap();
+    std::fs::write(&spec, r#"{"env": ["PASSWORD=s3cret"]}"#).unwrap();
+    std::fs::create_dir_all(root.join("var/log")).unwrap();
+    std::os::unix::fs::symlink(root.join("run/containerd"), root.join("var/log/run")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share")).unwrap();
+    std::fs::write(root.join("usr/share/notes"), "public").unwrap();
+
+    let refused = |args: &[&str], why: &str| {
+        let mut full = vec!["-n", n];
+        full.extend_from_slice(args);
+        let run = ctl(Some(&reader), &full).failed();
+        assert!(run.stderr.contains("permission denied"), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(why) && run.stderr.contains("needs os:admin"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    };
+    let spec_path = spec.to_str().unwrap();
+    let through_link = at("var/log/run/io.containerd.runtime.v2.task/k8s.io/abc/config.json");
+    refused(&["read", spec_path], "is outside the places readers may read");
+    refused(&["read", &through_link], "is outside the places readers may read");
+    refused(&["read", &at("machined.out")], "is outside the places readers may read");
+    refused(&["read", "/proc/1/environ"], "belongs to a process");
+    refused(&["ls", &at("system/state")], "is on STATE");
+    refused(&["ls", &at("run/containerd")], "is outside the places readers may read");
+    refused(&["ls", "/proc/self/fd"], "belongs to a process");
+
+    // Allowed places still read, and a listing shows the way to them, nothing else.
+    let notes = ctl(Some(&reader), &["-n", n, "read", &at("usr/share/notes")]).ok().stdout;
+    assert_eq!(notes, "public");
+    let meminfo = ctl(Some(&reader), &["-n", n, "read", "/proc/meminfo"]).ok().stdout;
+    assert!(meminfo.contains("MemTotal:"), "{meminfo}");
+    let status = ctl(Some(&reader), &["-n", n, "read", "/proc/self/status"]).ok().stdout;
+    assert!(status.contains("Name:\tmachined"), "{status}");
+    let listing = ctl(Some(&reader), &["-n", n, "ls", &at(""), "--depth", "-1"]).ok().stdout;
+    assert!(listing.contains("usr/share/notes") && listing.contains("var/log/run ->"), "{listing}");
+    for hidden in ["system", "config.yaml", "machined.out", "io.containerd"] {
+        assert!(!listing.contains(hidden), "{hidden} in {listing}");
+    }
+    let process = ctl(Some(&reader), &["-n", n, "ls", "/proc/self/"]).ok().stdout;
+    assert!(process.contains("/proc/self ->"), "{process}");
+
+    // Admins read everything, as before.
+    let read = ctl(Some(&admin), &["-n", n, "read", &through_link]).ok().stdout;
+    assert!(read.contains("s3cret"), "{read}");
+    let state = ctl(Some(&admin), &["-n", n, "ls", &at("system/state")]).ok().stdout;
+    assert!(state.contains("config.yaml"), "{state}");
+    ctl(Some(&admin), &["-n", n, "ls", "/proc/self/fd"]).ok();
+}

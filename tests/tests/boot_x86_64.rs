@@ -255,7 +255,8 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     let base = std::fs::read_to_string(&config).unwrap();
     let web = vm.forwarded[&WEB_HOST_PORT].clone();
     let hostnet = vm.forwarded[&HOSTNET_PORT].clone();
-    pods::scenarios(&admin, &n, vm_dir.path(), &base, &web, &hostnet);
+    let reader = cluster.client("os:reader");
+    pods::scenarios(&admin, &reader, &n, vm_dir.path(), &base, &web, &hostnet);
     // machined logs into the kernel log too.
     let dmesg = ctl(Some(&admin), &["-n", &n, "dmesg"]).ok().stdout;
     assert!(dmesg.contains("Linux version"), "{dmesg}");

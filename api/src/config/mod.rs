@@ -18,7 +18,7 @@ mod schema;
 pub mod shape;
 mod validate;
 
-pub use redact::REDACTED;
+pub use redact::{redact_pod, REDACTED};
 pub use schema::*;
 pub use validate::Problem;
 

@@ -1,4 +1,6 @@
-//! Secrets removed from a config for callers who may not see them.
+//! Secrets removed from a config, and from pods, for callers who may not see them.
+
+use k8s_openapi::api::core::v1::Pod;
 
 use super::MachineConfig;
 
@@ -20,14 +22,7 @@ impl MachineConfig {
         for file in &mut config.machine.files {
             file.content = REDACTED.to_string();
         }
-        for pod in &mut config.machine.pods {
-            let Some(spec) = &mut pod.spec else { continue };
-            let containers =
-                spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten());
-            for var in containers.flat_map(|c| c.env.iter_mut().flatten()) {
-                hide(&mut var.value);
-            }
-        }
+        config.machine.pods.iter_mut().for_each(redact_pod);
         for mirror in config.machine.registries.mirrors.values_mut() {
             for endpoint in &mut mirror.endpoints {
                 *endpoint = without_userinfo(endpoint);
@@ -43,6 +38,19 @@ impl MachineConfig {
     }
 }
 
+/// Replaces `pod`'s secrets with [`REDACTED`]: the values of its containers' environment
+/// variables. Every output that carries a pod spec (the config, the kubelet's pods) goes
+/// through here, so a secret hidden in one is hidden in all.
+pub fn redact_pod(pod: &mut Pod) {
+    let Some(spec) = &mut pod.spec else { return };
+    let containers = spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten());
+    for var in containers.flat_map(|c| c.env.iter_mut().flatten()) {
+        if var.value.is_some() {
+            var.value = Some(REDACTED.to_string());
+        }
+    }
+}
+
 /// `scheme://user:password@host/...` with the user and password replaced by [`REDACTED`].
 fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
@@ -50,5 +58,43 @@ fn without_userinfo(url: &str) -> String {
     match rest[..authority_end].rfind('@') {
         Some(at) => format!("{scheme}://{REDACTED}{}", &rest[at..]),
         None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pods_env_values_are_hidden_and_nothing_else() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "initContainers": [{"name": "init", "env": [{"name": "SEED", "value": "s1"}]}],
+                "containers": [{"name": "web", "image": "busybox", "env": [
+                    {"name": "PASSWORD", "value": "s2"},
+                    {"name": "EMPTY"},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                ]}],
+            },
+        }))
+        .unwrap();
+        let before = pod.clone();
+        redact_pod(&mut pod);
+        let spec = pod.spec.as_ref().unwrap();
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let values: Vec<_> = env.iter().map(|v| v.value.as_deref()).collect();
+        assert_eq!(values, [Some(REDACTED), None, None]);
+        assert_eq!(
+            env[2].value_from,
+            before.spec.as_ref().unwrap().containers[0].env.as_ref().unwrap()[2].value_from
+        );
+        let init = spec.init_containers.as_ref().unwrap();
+        assert_eq!(init[0].env.as_ref().unwrap()[0].value.as_deref(), Some(REDACTED));
+        assert_eq!(spec.containers[0].image.as_deref(), Some("busybox"));
+        // A pod without a spec has nothing to hide.
+        let mut bare = Pod::default();
+        redact_pod(&mut bare);
+        assert_eq!(bare, Pod::default());
     }
 }

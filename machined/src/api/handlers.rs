@@ -101,6 +101,15 @@ impl MachineApi {
             .map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))
     }
 
+    /// What `caller` may read and list: everything for those who see secrets.
+    fn file_scope(&self, caller: Caller) -> inspect::files::Scope {
+        if caller.sees_secrets() {
+            inspect::files::Scope::Everything
+        } else {
+            inspect::files::Scope::Only(self.machine.layout().readable_places())
+        }
+    }
+
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
         let certs = connection(request).and_then(|c| c.tls.peer_certs());
         authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
@@ -643,34 +652,39 @@ impl MachineService for MachineApi {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        self.authorize(&request, Call::List)?;
+        let caller = self.authorize(&request, Call::List)?;
         let permit = self.file_stream_place(&request)?;
         let request = request.into_inner();
         let root = absolute(&request.root)?;
+        let scope = self.file_scope(caller);
         let (tx, rx) = mpsc::channel(64);
         // The walk streams as it goes: the client's pace bounds what is held in memory.
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut first = true;
-            inspect::files::list(&root, request.recursion_depth, LIST_LIMIT, |e| {
-                let item = if std::mem::take(&mut first) && !e.error.is_empty() {
-                    // Sent in the stream's trailers, past the reach of apid's message cut.
-                    let root = cairn_api::text::shortened(&request.root, 240);
-                    Err(Status::not_found(format!("{root}: {}", e.error)))
-                } else {
-                    Ok(pb::FileInfo {
-                        path: e.path,
-                        size: e.size,
-                        mode: e.mode,
-                        is_dir: e.is_dir,
-                        link_target: e.link_target,
-                        modified_unix: e.modified_unix,
-                        error: e.error,
-                    })
-                };
-                let go_on = item.is_ok();
-                tx.blocking_send(item).is_ok() && go_on
-            });
+            let listed =
+                inspect::files::list(&root, request.recursion_depth, LIST_LIMIT, &scope, |e| {
+                    let item = if std::mem::take(&mut first) && !e.error.is_empty() {
+                        // Sent in the stream's trailers, past the reach of apid's message cut.
+                        let root = cairn_api::text::shortened(&request.root, 240);
+                        Err(Status::not_found(format!("{root}: {}", e.error)))
+                    } else {
+                        Ok(pb::FileInfo {
+                            path: e.path,
+                            size: e.size,
+                            mode: e.mode,
+                            is_dir: e.is_dir,
+                            link_target: e.link_target,
+                            modified_unix: e.modified_unix,
+                            error: e.error,
+                        })
+                    };
+                    let go_on = item.is_ok();
+                    tx.blocking_send(item).is_ok() && go_on
+                });
+            if let Err(e) = listed {
+                let _ = tx.blocking_send(Err(read_error_status(e)));
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -684,14 +698,12 @@ impl MachineService for MachineApi {
         let caller = self.authorize(&request, Call::Read)?;
         let permit = self.file_stream_place(&request)?;
         let path = absolute(&request.get_ref().path)?;
-        let secrets = self.machine.layout().secret_places();
-        let may_read_secrets = caller.holds(Role::Admin);
-        let (file, _) = tokio::task::spawn_blocking(move || {
-            inspect::files::open_regular(&path, &secrets, may_read_secrets)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(read_error_status)?;
+        let scope = self.file_scope(caller);
+        let (file, _) =
+            tokio::task::spawn_blocking(move || inspect::files::open_regular(&path, &scope))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(read_error_status)?;
         let mut file = tokio::fs::File::from_std(file);
         Ok(Response::new(stream_buffering(READ_CHUNKS_BUFFERED, |tx| async move {
             let _permit = permit;
@@ -714,16 +726,21 @@ impl MachineService for MachineApi {
         &self,
         request: Request<pb::PodsRequest>,
     ) -> Result<Response<pb::PodsResponse>, Status> {
-        self.authorize(&request, Call::Pods)?;
+        let caller = self.authorize(&request, Call::Pods)?;
         let pods = self
             .kubelet()?
             .pods()
             .into_iter()
-            .map(|record| pb::PodInfo {
-                namespace: record.pod.metadata.namespace.clone().unwrap_or_default(),
-                name: record.pod.metadata.name.clone().unwrap_or_default(),
-                source: record.source,
-                pod_json: serde_json::to_string(&record.pod).expect("a Pod always serializes"),
+            .map(|mut record| {
+                if !caller.sees_secrets() {
+                    cairn_api::config::redact_pod(&mut record.pod);
+                }
+                pb::PodInfo {
+                    namespace: record.pod.metadata.namespace.clone().unwrap_or_default(),
+                    name: record.pod.metadata.name.clone().unwrap_or_default(),
+                    source: record.source,
+                    pod_json: serde_json::to_string(&record.pod).expect("a Pod always serializes"),
+                }
             })
             .collect();
         Ok(Response::new(pb::PodsResponse { pods }))
@@ -909,8 +926,8 @@ fn read_error_status(e: ReadError) -> Status {
         ReadError::NotRegular { .. } | ReadError::Consuming { .. } => {
             Status::invalid_argument(e.to_string())
         }
-        ReadError::Secret { .. } => {
-            Status::permission_denied(format!("{e}: reading it needs {}", Role::Admin))
+        ReadError::NotReadable { .. } => {
+            Status::permission_denied(format!("{e}: reading or listing it needs {}", Role::Admin))
         }
     }
 }

@@ -11,6 +11,8 @@
 //! kubelet rewrites them whenever the config's registries change, see [`write_hosts`]).
 
 use std::fmt::Write as _;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -34,6 +36,10 @@ pub const CNI_CONF_DIR: &str = "/run/cairn/cni";
 const CONFIG_DIR: &str = "/run/cairn/containerd";
 /// The per-registry `hosts.toml` directories.
 const HOSTS_DIR: &str = "/run/cairn/containerd/certs.d";
+/// Mirror URLs may carry `user:password`: only root (containerd) reads the `hosts.toml` files
+/// and their directories, from the moment they exist.
+const HOSTS_DIR_MODE: u32 = 0o700;
+const HOSTS_FILE_MODE: u32 = 0o600;
 
 /// The containerd service of `machine`.
 pub fn service(machine: Arc<Machine>, reaper: Arc<Reaper>) -> ProcessService {
@@ -114,21 +120,27 @@ pub fn write_hosts(root: &Path, config: Option<&MachineConfig>) -> anyhow::Resul
 }
 
 /// One directory per mirrored registry (`_default` for `*`), each with a `hosts.toml` naming
-/// its mirrors in order; the directories of registries no longer mirrored are removed.
+/// its mirrors in order; the directories of registries no longer mirrored are removed. The
+/// directories are made [`HOSTS_DIR_MODE`] and the files [`HOSTS_FILE_MODE`] as they are
+/// created (a mode set afterwards leaves a moment when anyone may read).
 fn write_hosts_in(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    std::fs::create_dir_all(dir)?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let private_dir = |path: &Path| DirBuilder::new().mode(HOSTS_DIR_MODE).create(path);
+    private_dir(dir)?;
     let Some(config) = config else { return Ok(()) };
     for (registry, mirror) in &config.machine.registries.mirrors {
         let name = if registry == "*" { "_default" } else { registry.as_str() };
         let registry_dir = dir.join(name);
-        std::fs::create_dir_all(&registry_dir)?;
+        private_dir(&registry_dir)?;
         crate::durable::write_atomically(
             &registry_dir.join("hosts.toml"),
             hosts_toml(&mirror.endpoints).as_bytes(),
-            0o644,
+            HOSTS_FILE_MODE,
         )?;
     }
     Ok(())
@@ -172,5 +184,30 @@ mod tests {
              [host.\"https://mirror.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n"
         );
         assert!(hosts.join("_default/hosts.toml").exists());
+    }
+
+    #[test]
+    fn only_root_reads_mirror_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("certs.d");
+        // One left open by an older machined: replaced, not reused.
+        std::fs::create_dir_all(hosts.join("docker.io")).unwrap();
+        std::fs::set_permissions(&hosts, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config: MachineConfig = serde_yaml::from_str(concat!(
+            "version: v1alpha1\n",
+            "machine:\n",
+            "  clientCa: {crt: client}\n",
+            "  nodeCa: {crt: node, key: key}\n",
+            "  registries:\n",
+            "    mirrors:\n",
+            "      docker.io: {endpoints: [\"https://bob:pw@mirror.example\"]}\n",
+        ))
+        .unwrap();
+        write_hosts_in(&hosts, Some(&config)).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&hosts), 0o700);
+        assert_eq!(mode(&hosts.join("docker.io")), 0o700);
+        assert_eq!(mode(&hosts.join("docker.io/hosts.toml")), 0o600);
     }
 }

@@ -12,8 +12,11 @@ use serde_json::Value;
 /// The pod's port on the node (forwarded by QEMU from the host).
 pub const WEB_HOST_PORT: u16 = 8080;
 
+/// The value of `web`'s one environment variable: shown to admins, hidden from readers.
+const WEB_ENV_VALUE: &str = "s3cret-for-admins";
+
 /// `web` serves HTTP on hostPort 8080 from an emptyDir; `GET /cgi-bin/crash` kills its
-/// server, so its container ends.
+/// server, so its container ends. Its environment holds a secret ([`WEB_ENV_VALUE`]).
 pub const WEB_POD: &str = r#"
     - apiVersion: v1
       kind: Pod
@@ -34,6 +37,7 @@ pub const WEB_POD: &str = r#"
                 echo serving
                 httpd -f -p 80 -h /www &
                 wait
+            env: [{name: WEB_TOKEN, value: s3cret-for-admins}]
             ports: [{containerPort: 80, hostPort: 8080}]
             volumeMounts: [{name: www, mountPath: /www}]
             resources: {limits: {memory: 64Mi, cpu: 250m}}
@@ -246,7 +250,15 @@ fn apply(admin: &Path, n: &str, config: &Path) -> cairn_tests::CtlRun {
 /// Runs the pod scenarios on a configured node whose config is `base` (written to files in
 /// `dir`); `web` and `hostnet` are the host's forwards of ports 8080 and 8081. Leaves `web`
 /// running alone.
-pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str, hostnet: &str) {
+pub fn scenarios(
+    admin: &Path,
+    reader: &Path,
+    n: &str,
+    dir: &Path,
+    base: &str,
+    web: &str,
+    hostnet: &str,
+) {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -279,6 +291,18 @@ pub fn scenarios(admin: &Path, n: &str, dir: &Path, base: &str, web: &str, hostn
         |file: &str| ctl(Some(admin), &["-n", n, "read", &format!("{cgroup}/{file}")]).stdout;
     assert_eq!(read("memory.max"), "67108864\n");
     assert_eq!(read("cpu.max"), "25000 100000\n");
+
+    // Its env is for admins: a reader sees the pod with the value hidden, and none of
+    // containerd's files, where the container's spec carries it.
+    let as_reader = ctl(Some(reader), &["-n", n, "-o", "yaml", "pods"]).ok().stdout;
+    assert!(as_reader.contains("WEB_TOKEN") && as_reader.contains("******"), "{as_reader}");
+    assert!(!as_reader.contains(WEB_ENV_VALUE), "{as_reader}");
+    let as_admin = ctl(Some(admin), &["-n", n, "-o", "yaml", "pods"]).ok().stdout;
+    assert!(as_admin.contains(WEB_ENV_VALUE), "{as_admin}");
+    let spec = format!("/run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json");
+    assert!(ctl(Some(admin), &["-n", n, "read", &spec]).ok().stdout.contains(WEB_ENV_VALUE));
+    let refused = ctl(Some(reader), &["-n", n, "read", &spec]).failed();
+    assert!(refused.stderr.contains("needs os:admin"), "{}", refused.stderr);
     let logs = ctl(Some(admin), &["-n", n, "logs", "web"]).ok().stdout;
     assert!(logs.contains("serving"), "{logs}");
 
