@@ -1,6 +1,8 @@
 //! How a node in maintenance mode decides whom to take its first config from: anyone (trust
 //! on first use; the operator checks the certificate fingerprint printed on the console), or
-//! only a client that proves it knows the bootstrap token (see `cairn_api::bootstrap`).
+//! only a client that proves it knows the bootstrap token (see `cairn_api::bootstrap`). In
+//! recovery mode (a configured node whose config no longer loads) a client without a
+//! certificate needs the token in any case: the node never falls back to anyone.
 
 use std::io;
 use std::path::Path;
@@ -49,6 +51,15 @@ impl BootstrapTrust {
     /// `binding`; the error says what the client must do.
     pub fn admits(&self, binding: Option<&[u8]>, proof: &[u8]) -> Result<(), String> {
         self.proven(binding, proof).map(drop)
+    }
+
+    /// Whether a config may come from a client without a certificate in recovery mode: only
+    /// with a valid proof of the token, never from anyone.
+    pub fn admits_in_recovery(&self, binding: Option<&[u8]>, proof: &[u8]) -> Result<(), String> {
+        match self {
+            BootstrapTrust::FirstComer => Err("the node is in recovery mode (its stored config does not load) and has no bootstrap token: only an admin of the last known client CA can give it a config".into()),
+            _ => self.admits(binding, proof),
+        }
     }
 
     /// The node's proof for the session bound to `binding`, given the client's proof.
@@ -116,5 +127,17 @@ mod tests {
         assert!(token.verify(Side::Node, &session, &answer));
         assert!(BootstrapTrust::FirstComer.answer(Some(&session), &proof).is_err());
         assert!(BootstrapTrust::FirstComer.admits(None, b"").is_ok());
+    }
+
+    #[test]
+    fn in_recovery_only_a_token_proof_is_admitted() {
+        let refused = BootstrapTrust::FirstComer.admits_in_recovery(None, b"").unwrap_err();
+        assert!(refused.contains("recovery mode") && refused.contains("no bootstrap token"));
+        let token = BootstrapToken::parse(TOKEN).unwrap();
+        let trust = BootstrapTrust::Token(token.clone());
+        let session = [1u8; 32];
+        assert!(trust.admits_in_recovery(Some(&session), b"").is_err());
+        let proof = token.proof(Side::Client, &session);
+        assert!(trust.admits_in_recovery(Some(&session), &proof).is_ok());
     }
 }

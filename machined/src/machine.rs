@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 
 use crate::apply::{self, Action, ApplyMode, Plan, PlanError};
 use crate::bootstrap_trust::BootstrapTrust;
-use crate::config_store::{ConfigStore, StoreError};
+use crate::config_store::{ConfigStore, Damage, LastKnownTrust, StoreError, Stored};
 use crate::events::{EventBus, EventKind};
 use crate::facts::Facts;
 use crate::layout::NodeLayout;
@@ -34,6 +34,13 @@ pub enum NodeMode {
     Maintenance,
     /// Configured: mTLS, roles enforced.
     Configured,
+    /// Configured once, but the stored config does not load: a new config is taken only
+    /// from an admin of the last known client CA, or a client proving the bootstrap token.
+    Recovery {
+        /// Whether the node was given a bootstrap token (usable or not), so that a client
+        /// without a certificate may try to prove it.
+        bootstrap_token: bool,
+    },
 }
 
 /// What a config apply did.
@@ -130,6 +137,9 @@ pub struct Machine {
     supervisor: Arc<Supervisor>,
     power: Box<dyn Power>,
     bootstrap: BootstrapTrust,
+    /// Set when the node started with a config that does not load (recovery mode until a
+    /// config is applied).
+    recovery: Option<Damage>,
     /// The kubelet, once started (only as PID 1, where containerd runs).
     kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
     updater: Arc<Updater>,
@@ -138,17 +148,23 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// A machine whose running config is `running` (none: maintenance mode).
+    /// A machine with what STATE held at start: a running config (configured), nothing
+    /// (maintenance mode), or a config that does not load (recovery mode).
     pub fn new(
         layout: NodeLayout,
-        running: Option<MachineConfig>,
+        stored: Stored,
         logs: Arc<LogBook>,
         power: Box<dyn Power>,
         bootstrap: BootstrapTrust,
         updater: Arc<Updater>,
     ) -> Result<Arc<Machine>, ApplyError> {
-        let running = running.map(Arc::new);
-        let ServerTls { config: tls, names } = server_tls(running.as_deref(), &[])?;
+        let (running, recovery) = match stored {
+            Stored::Nothing => (None, None),
+            Stored::Config(config) => (Some(config), None),
+            Stored::Damaged(damage) => (None, Some(damage)),
+        };
+        let ServerTls { config: tls, names } =
+            server_tls(running.as_deref(), recovery.as_ref(), &[])?;
         let tls = watch::channel(tls).0;
         let facts = Facts::new(running);
         let events = Arc::new(EventBus::default());
@@ -169,6 +185,7 @@ impl Machine {
             supervisor,
             power,
             bootstrap,
+            recovery,
             kubelet: std::sync::OnceLock::new(),
             updater,
             powering_down: std::sync::atomic::AtomicBool::new(false),
@@ -197,9 +214,22 @@ impl Machine {
 
     /// The node's mode.
     pub fn mode(&self) -> NodeMode {
-        match *self.facts.config.borrow() {
-            Some(_) => NodeMode::Configured,
+        if self.facts.config.borrow().is_some() {
+            return NodeMode::Configured;
+        }
+        match self.recovery {
+            Some(_) => NodeMode::Recovery {
+                bootstrap_token: !matches!(self.bootstrap, BootstrapTrust::FirstComer),
+            },
             None => NodeMode::Maintenance,
+        }
+    }
+
+    /// In recovery mode, why the stored config does not load.
+    pub fn recovery_reason(&self) -> Option<&str> {
+        match self.mode() {
+            NodeMode::Recovery { .. } => self.recovery.as_ref().map(|d| d.reason.as_str()),
+            _ => None,
         }
     }
 
@@ -396,16 +426,22 @@ impl Machine {
     /// whether it changed.
     pub fn follow_serving_names(&self, when: Reissue) -> Result<bool, ApplyError> {
         let mut state = self.state.lock().expect("config lock");
-        let Some(config) = self.facts.config.borrow().clone() else {
-            // The maintenance certificate stays as it is: its fingerprint is what operators pin.
-            return Ok(false);
+        let config = self.facts.config.borrow().clone();
+        let addresses = self.facts.addresses.borrow().addresses.clone();
+        let names = match (&config, &self.recovery) {
+            (Some(config), _) => serving_names(config, &addresses),
+            // Recovery serving from the last known node CA (names, unlike a self-signed one).
+            (None, Some(_)) if !state.serving_names.is_empty() => {
+                pki::node_names(&kernel_hostname(), &addresses, &[])
+            }
+            // A self-signed certificate stays as it is: its fingerprint is what operators pin.
+            _ => return Ok(false),
         };
-        let names = serving_names(&config, &self.facts.addresses.borrow().addresses);
         let redate = when == Reissue::ClockTrusted && !state.dated_by_trusted_clock;
         if names == state.serving_names && !redate {
             return Ok(false);
         }
-        let tls = configured_tls(&config, names)?;
+        let tls = server_tls(config.as_deref(), self.recovery.as_ref(), &addresses)?;
         self.events.publish(
             EventKind::Config,
             format!("serving certificate re-issued for {}", tls.names.join(", ")),
@@ -416,9 +452,10 @@ impl Machine {
         Ok(true)
     }
 
-    /// The TLS settings for `config` (none: maintenance mode) at the node's current addresses.
+    /// The TLS settings for `config` (none: maintenance or recovery mode) at the node's
+    /// current addresses.
     fn server_tls(&self, config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
-        server_tls(config, &self.facts.addresses.borrow().addresses)
+        server_tls(config, self.recovery.as_ref(), &self.facts.addresses.borrow().addresses)
     }
 
     /// Reboots or powers off after a short grace, stopping services and flushing logs first.
@@ -495,25 +532,72 @@ fn serving_names(config: &MachineConfig, addresses: &[IpAddr]) -> Vec<String> {
     pki::node_names(&hostname, addresses, &machine.cert_sans)
 }
 
-/// The API's TLS settings for a config (none: maintenance mode) at `addresses`.
+/// The API's TLS settings for a config (none: maintenance mode, or recovery mode when the
+/// stored config did not load) at `addresses`.
 fn server_tls(
     config: Option<&MachineConfig>,
+    recovery: Option<&Damage>,
     addresses: &[IpAddr],
 ) -> Result<ServerTls, ApplyError> {
-    Ok(match config {
-        None => {
-            let identity =
-                pki::maintenance_identity(&pki::node_names(&kernel_hostname(), addresses, &[]))?;
-            // The console is the one channel an operator trusts before the node is
-            // configured: the fingerprint printed there lets ctl pin this certificate.
-            let fingerprint = pki::fingerprint(&identity.chain[0]);
-            tracing::info!(
-                "maintenance mode: API certificate fingerprint {fingerprint} (ctl apply-config --insecure --fingerprint {fingerprint})"
+    match (config, recovery) {
+        (Some(config), _) => configured_tls(config, serving_names(config, addresses)),
+        (None, Some(damage)) => recovery_tls(damage.trust.as_ref(), addresses),
+        (None, None) => self_signed_tls("maintenance mode", addresses, None),
+    }
+}
+
+/// A self-signed certificate, its fingerprint printed for the operator to pin; client
+/// certificates of `client_ca` asked for (recovery), or none (maintenance).
+fn self_signed_tls(
+    mode: &str,
+    addresses: &[IpAddr],
+    client_ca: Option<&str>,
+) -> Result<ServerTls, ApplyError> {
+    let identity = pki::maintenance_identity(&pki::node_names(&kernel_hostname(), addresses, &[]))?;
+    // The console is the one channel an operator trusts before the node is
+    // configured: the fingerprint printed there lets ctl pin this certificate.
+    let fingerprint = pki::fingerprint(&identity.chain[0]);
+    tracing::info!(
+        "{mode}: API certificate fingerprint {fingerprint} (ctl apply-config --insecure --fingerprint {fingerprint})"
+    );
+    let config = match client_ca {
+        Some(ca) => tls::recovery(ca, identity)?,
+        None => tls::maintenance(identity)?,
+    };
+    Ok(ServerTls { config, names: Vec::new() })
+}
+
+/// Recovery mode: client certificates of the last known client CA asked for, and a serving
+/// certificate from the last known node CA, so an admin's ctl checks the node as before.
+/// Whatever of the trust does not work is logged and done without: the node then serves a
+/// self-signed certificate, or (no usable client CA) takes a config only with the bootstrap
+/// token. Never an error over the trust: PID 1 must come up to be recovered.
+fn recovery_tls(
+    trust: Option<&LastKnownTrust>,
+    addresses: &[IpAddr],
+) -> Result<ServerTls, ApplyError> {
+    let Some(trust) = trust else {
+        return self_signed_tls("recovery mode", addresses, None);
+    };
+    let names = pki::node_names(&kernel_hostname(), addresses, &[]);
+    let served = trust.node_ca.as_ref().map(|(crt, key)| {
+        let identity = pki::issue_serving(crt, key, &names)?;
+        Ok::<_, ApplyError>(tls::recovery(&trust.client_ca, identity)?)
+    });
+    match served {
+        Some(Ok(config)) => return Ok(ServerTls { config, names }),
+        Some(Err(e)) => tracing::error!("recovery mode: the last known CAs cannot serve ({e})"),
+        None => tracing::warn!("recovery mode: no last known node CA to serve with"),
+    }
+    match self_signed_tls("recovery mode", addresses, Some(&trust.client_ca)) {
+        Err(ApplyError::Tls(e)) => {
+            tracing::error!(
+                "recovery mode: the last known client CA is unusable ({e}): only a client proving the bootstrap token can give this node a config"
             );
-            ServerTls { config: tls::maintenance(identity)?, names: Vec::new() }
+            self_signed_tls("recovery mode", addresses, None)
         }
-        Some(config) => configured_tls(config, serving_names(config, addresses))?,
-    })
+        other => other,
+    }
 }
 
 /// Mutual TLS for `config`, serving a certificate for `names` from its node CA.

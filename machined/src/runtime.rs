@@ -10,7 +10,7 @@ use crate::api::server::Apid;
 use crate::boot::{self, Stage};
 use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
-use crate::config_store::{ConfigStore, StoreError};
+use crate::config_store::{ConfigStore, Stored};
 use crate::events::EventKind;
 use crate::facts::{Clock, Volumes};
 use crate::host_settings::HostSettings;
@@ -96,30 +96,21 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     if store.promote_staged()? {
         tracing::info!("the staged config is now the running config");
     }
-    // PID 1 must not exit over a stored config it can no longer use. One that no longer
-    // validates (an older machined's, a damaged file) is set aside; one that cannot be read
-    // (an I/O error) stays where it is, for a later start. Either way the node waits in
-    // maintenance mode for a new config.
-    let running = store.load().unwrap_or_else(|e| {
-        match &e {
-            StoreError::Invalid { .. } => match store.set_aside_running() {
-                Ok(kept) => tracing::error!(
-                    "{e}; it is kept as {} and the node waits in maintenance mode for a new config",
-                    kept.display()
-                ),
-                Err(set_aside) => tracing::error!("{e}; {set_aside}"),
-            },
-            StoreError::Io { .. } => {
-                tracing::error!("{e}; the node waits in maintenance mode (the file stays in place)")
-            }
-        }
-        None
-    });
+    // PID 1 must not exit over a stored config it can no longer use; a node that was
+    // configured stays in its owners' hands (recovery mode), never back to maintenance mode.
+    let stored = store.open();
+    let mode = match &stored {
+        Stored::Nothing => "maintenance mode: waiting for a config".to_string(),
+        Stored::Config(_) => "configured".to_string(),
+        Stored::Damaged(damage) => format!(
+            "recovery mode: the stored config does not load ({}); it waits for a config from an admin of the last known client CA, or a client proving the bootstrap token",
+            damage.reason
+        ),
+    };
     tracing::info!(
-        "machined {} starting under {} ({})",
+        "machined {} starting under {} ({mode})",
         env!("CARGO_PKG_VERSION"),
         layout.root().display(),
-        if running.is_some() { "configured" } else { "maintenance mode: waiting for a config" }
     );
     let bootstrap =
         BootstrapTrust::load(&layout.bootstrap_token_path(), Path::new("/proc/cmdline"));
@@ -138,7 +129,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
     };
     let updater = Arc::new(Updater::new(&layout, slots));
-    let machine = Machine::new(layout, running, logs, power, bootstrap, updater)?;
+    let machine = Machine::new(layout, stored, logs, power, bootstrap, updater)?;
     machine.events().publish(EventKind::Power, "machined started");
     machine.facts().volumes.send_replace(volumes);
     machine.facts().clock.send_replace(clock);

@@ -1,5 +1,7 @@
 //! The API's TLS settings: server-only TLS in maintenance mode, mutual TLS trusting the
-//! machine config's client CA once configured.
+//! machine config's client CA once configured, and in recovery mode client certificates of
+//! the last known client CA asked for but not required (a client proving the bootstrap token
+//! has none).
 
 use std::sync::Arc;
 
@@ -38,15 +40,34 @@ pub fn mutual(
     client_ca_pem: &str,
     identity: ServingIdentity,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    with_client_ca(client_ca_pem, identity, true)
+}
+
+/// Recovery mode: a client certificate signed by `client_ca_pem` is verified when one is
+/// offered (a certificate that does not verify ends the handshake), but a client may offer
+/// none, so that `ctl version` can say what happened and a bootstrap-token holder can
+/// connect. Each call then decides what an anonymous caller may do.
+pub fn recovery(
+    client_ca_pem: &str,
+    identity: ServingIdentity,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    with_client_ca(client_ca_pem, identity, false)
+}
+
+fn with_client_ca(
+    client_ca_pem: &str,
+    identity: ServingIdentity,
+    required: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| TlsError::Ca(e.to_string()))?;
         roots.add(cert).map_err(|e| TlsError::Ca(e.to_string()))?;
     }
     let provider = Arc::new(default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsError::Ca(e.to_string()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    let verifier = if required { verifier } else { verifier.allow_unauthenticated() };
+    let verifier = verifier.build().map_err(|e| TlsError::Ca(e.to_string()))?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)

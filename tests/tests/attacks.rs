@@ -1,7 +1,7 @@
 //! The attacks of the API security review, each tried again against a real machined process:
 //! a reader reaching secrets or side effects through `read`, configs that cost PID 1 time or
 //! memory, a session that outlives the CA it was made under, an apid restart with streams
-//! open, a stored config that no longer loads.
+//! open, a stored config that no longer loads (which once handed the node to anyone).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -167,29 +167,98 @@ fn a_new_ca_ends_sessions_made_under_the_old_one() {
     ctl(Some(&cluster.admin()), &["-n", n, "version"]).failed();
 }
 
+/// Replaces `node`'s stored config with `text` and restarts it, as a damaged file or a
+/// release with stricter validation would find it.
+fn damage_and_restart(node: &mut Node, text: &str) {
+    std::fs::write(node.root().join("system/state/config.yaml"), text).unwrap();
+    node.restart().unwrap();
+}
+
+const RECOVERY_ADVICE: &str =
+    "apply a config as an admin of the last known client CA, or with the bootstrap token";
+
 #[test]
-fn a_stored_config_that_no_longer_loads_does_not_stop_machined() {
+fn a_stored_config_that_no_longer_loads_leaves_the_node_to_its_admins() {
     let (cluster, mut node) = configured_node();
     let state = node.root().join("system/state");
-    std::fs::write(state.join("config.yaml"), "version: v1alpha1\nmachine: [damaged\n").unwrap();
-
-    node.restart().unwrap();
+    damage_and_restart(&mut node, "version: v1alpha1\nmachine: [damaged\n");
     let n = node.address.as_str();
+
+    // Anyone may ask what state the node is in, and why.
     let version = ctl(None, &["--insecure", "-n", n, "version"]).ok().stdout;
-    assert!(version.contains("maintenance"), "{version}");
-    let kept = std::fs::read_to_string(state.join("config.invalid.yaml")).unwrap();
-    assert!(kept.contains("[damaged"), "the damaged config was not kept: {kept}");
-    assert!(node.output().contains("waits in maintenance mode"), "{}", node.output());
-    node.configure(&cluster.path("node.yaml"));
-    ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok();
+    assert!(version.contains("recovery: the stored config does not load ("), "{version}");
+    assert!(version.contains("stored config is invalid"), "{version}");
+    assert!(version.contains(RECOVERY_ADVICE), "{version}");
+    assert!(node.output().contains("recovery mode"), "{}", node.output());
+
+    // The takeover: an anonymous client applying its own config, to read the old node CA key.
+    let attacker = Cluster::generate("attacker").unwrap();
+    let attack = attacker.path("node.yaml");
+    let taken = ctl(None, &["--insecure", "-n", n, "apply-config", "-f", attack.to_str().unwrap()]);
+    let refused = taken.failed();
+    assert!(refused.stderr.contains("recovery mode"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("no bootstrap token"), "{}", refused.stderr);
+    assert!(node.stored_config().is_none(), "an anonymous client's config was stored");
+    ctl(Some(&attacker.admin()), &["-n", n, "version"]).failed();
+
+    // The damaged config is kept; of the old CA's clients only its admins may read it.
+    let kept = state.join("config.invalid.yaml");
+    let kept = kept.to_str().unwrap();
+    let reader = cluster.client("os:reader");
+    let denied = ctl(Some(&reader), &["-n", n, "read", kept]).failed();
+    assert!(denied.stderr.contains("only os:admin is served"), "{}", denied.stderr);
+    let admin = cluster.admin();
+    let read = ctl(Some(&admin), &["-n", n, "read", kept]).ok();
+    assert!(read.stdout.contains("[damaged"), "{}", read.stdout);
+
+    // The admin checks the node as before (its certificate is still the node CA's) and
+    // recovers it.
+    let version = ctl(Some(&admin), &["-n", n, "version"]).ok().stdout;
+    assert!(version.contains("recovery: "), "{version}");
+    let good = cluster.path("node.yaml");
+    ctl(Some(&admin), &["-n", n, "apply-config", "-f", good.to_str().unwrap()]).ok();
+    let version = ctl(Some(&admin), &["-n", n, "version"]).ok().stdout;
+    assert!(version.contains("configured"), "{version}");
+    assert!(node.stored_config().is_some());
+    // Configured again, STATE stays closed to readers: the damaged config as the rest.
+    let denied = ctl(Some(&reader), &["-n", n, "read", kept]).failed();
+    assert!(denied.stderr.contains("is on STATE"), "{}", denied.stderr);
+    node.restart().unwrap();
+    let version = ctl(Some(&admin), &["-n", &node.address, "version"]).ok().stdout;
+    assert!(version.contains("configured"), "{version}");
 
     // A config that cannot be read (here: not a file) is an I/O error, which may pass: it
-    // stays where it is instead of being set aside.
+    // stays where it is instead of being set aside, and the node is in recovery meanwhile.
     std::fs::remove_file(state.join("config.yaml")).unwrap();
     std::fs::create_dir(state.join("config.yaml")).unwrap();
     node.restart().unwrap();
     let version = ctl(None, &["--insecure", "-n", &node.address, "version"]).ok().stdout;
-    assert!(version.contains("maintenance"), "{version}");
+    assert!(version.contains("recovery: "), "{version}");
     assert!(state.join("config.yaml").is_dir(), "the unreadable config was moved");
     assert!(node.output().contains("the file stays in place"), "{}", node.output());
+}
+
+#[test]
+fn a_node_set_aside_before_the_trust_was_kept_trusts_the_damaged_files_client_ca() {
+    let (cluster, mut node) = configured_node();
+    let state = node.root().join("system/state");
+    // As an older release left it: no copy of the CAs, the config set aside, none running.
+    std::fs::remove_dir_all(state.join("trust")).unwrap();
+    let stored = String::from_utf8(node.stored_config().unwrap()).unwrap();
+    std::fs::write(state.join("config.invalid.yaml"), format!("{stored}\nretired: true\n"))
+        .unwrap();
+    std::fs::remove_file(state.join("config.yaml")).unwrap();
+    node.restart().unwrap();
+    let n = node.address.as_str();
+
+    assert!(node.output().contains("as read from"), "{}", node.output());
+    let version = ctl(None, &["--insecure", "-n", n, "version"]).ok().stdout;
+    assert!(version.contains("is missing, though the node was configured"), "{version}");
+    let good = cluster.path("node.yaml");
+    let anyone = ctl(None, &["--insecure", "-n", n, "apply-config", "-f", good.to_str().unwrap()]);
+    let anyone = anyone.failed();
+    assert!(anyone.stderr.contains("recovery mode"), "{}", anyone.stderr);
+    ctl(Some(&cluster.admin()), &["-n", n, "apply-config", "-f", good.to_str().unwrap()]).ok();
+    assert!(node.stored_config().is_some());
+    assert!(state.join("trust/client-ca.crt").exists(), "the trust was not kept again");
 }

@@ -1,6 +1,6 @@
 //! Maintenance mode without trust on first use: a pinned certificate fingerprint, or a
 //! bootstrap token both sides prove they know, bound to the TLS session so that a relay in
-//! the middle gains nothing.
+//! the middle gains nothing; and the token as the way back for a node in recovery mode.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,6 +93,45 @@ fn a_node_with_a_bootstrap_token_takes_a_config_only_from_who_knows_it() {
     // Configured, the token opens nothing: Bootstrap and anonymous applies are refused.
     let late = apply_with_token(n, config, &right).failed();
     assert!(late.stderr.contains("requires a client certificate"), "{}", late.stderr);
+}
+
+#[test]
+fn in_recovery_a_token_holder_can_give_the_node_a_config_and_nobody_else() {
+    let cluster = Cluster::generate("edge").unwrap();
+    let mut node = Node::start_with(with_token).unwrap();
+    let config = cluster.path("node.yaml");
+    let config = config.to_str().unwrap();
+    let right = cluster.path("token");
+    std::fs::write(&right, TOKEN).unwrap();
+    apply_with_token(&node.address, config, &right).ok();
+
+    // The config breaks, and with it the only copy of the CAs (worst case): only the token
+    // is left to recover the node.
+    let state = node.root().join("system/state");
+    std::fs::remove_dir_all(state.join("trust")).unwrap();
+    std::fs::write(state.join("config.yaml"), "machine: [damaged\n").unwrap();
+    node.restart().unwrap();
+    let n = node.address.as_str();
+    assert!(
+        node.output().contains("only a client proving the bootstrap token"),
+        "{}",
+        node.output()
+    );
+    let version = ctl(None, &["-i", "-n", n, "version"]).ok().stdout;
+    assert!(version.contains("recovery: the stored config does not load"), "{version}");
+
+    let anonymous = ctl(None, &["-i", "-n", n, "apply-config", "-f", config]).failed();
+    assert!(anonymous.stderr.contains("--bootstrap-token-file"), "{}", anonymous.stderr);
+    let wrong = cluster.path("wrong-token");
+    std::fs::write(&wrong, TOKEN.replace('5', "6")).unwrap();
+    let guessed = apply_with_token(n, config, &wrong).failed();
+    assert!(guessed.stderr.contains("bootstrap proof does not match"), "{}", guessed.stderr);
+    assert!(node.stored_config().is_none(), "a config was taken without the token");
+
+    apply_with_token(n, config, &right).ok();
+    assert!(node.stored_config().is_some());
+    let version = ctl(Some(&cluster.admin()), &["-n", n, "version"]).ok().stdout;
+    assert!(version.contains("configured"), "{version}");
 }
 
 #[test]

@@ -50,7 +50,7 @@ pub(super) async fn apply(session: &Session, args: &ApplyConfigArgs) -> anyhow::
     };
     let token = match &args.bootstrap_token_file {
         Some(_) if session.targets.client_auth => anyhow::bail!(
-            "--bootstrap-token-file is for a node's first config, in maintenance mode: add --insecure"
+            "--bootstrap-token-file is for a node in maintenance or recovery mode, from a client without a certificate: add --insecure"
         ),
         Some(path) => {
             let text = std::fs::read_to_string(path)

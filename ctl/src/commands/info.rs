@@ -19,9 +19,10 @@ pub(super) async fn version(session: &Session) -> anyhow::Result<ExitCode> {
     let table = session.format == OutputFormat::Table;
     report(session.format, results, |node, v| {
         let mode = match pb::NodeMode::try_from(v.mode) {
-            Ok(pb::NodeMode::Maintenance) => "maintenance",
-            Ok(pb::NodeMode::Configured) => "configured",
-            _ => "unknown",
+            Ok(pb::NodeMode::Maintenance) => "maintenance".to_string(),
+            Ok(pb::NodeMode::Configured) => "configured".to_string(),
+            Ok(pb::NodeMode::Recovery) => recovery_mode(&v.recovery_reason),
+            _ => "unknown".to_string(),
         };
         let (other_slot, last_update) = if table {
             let other = if v.other_slot_version.is_empty() { "-" } else { &v.other_slot_version };
@@ -38,6 +39,13 @@ pub(super) async fn version(session: &Session) -> anyhow::Result<ExitCode> {
             }),
         )]
     })
+}
+
+/// What a node in recovery mode needs, in words.
+fn recovery_mode(reason: &str) -> String {
+    format!(
+        "recovery: the stored config does not load ({reason}); apply a config as an admin of the last known client CA, or with the bootstrap token"
+    )
 }
 
 pub(super) async fn services(session: &Session) -> anyhow::Result<ExitCode> {

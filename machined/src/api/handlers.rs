@@ -254,12 +254,14 @@ impl MachineService for MachineApi {
             mode: match self.machine.mode() {
                 NodeMode::Maintenance => pb::NodeMode::Maintenance,
                 NodeMode::Configured => pb::NodeMode::Configured,
+                NodeMode::Recovery { .. } => pb::NodeMode::Recovery,
             } as i32,
             // An ordinary process was booted from no slot.
             slot: status.booted.map_or("none".to_string(), |slot| slot.to_string()),
             pid1: std::process::id() == 1,
             other_slot_version: status.other_version.unwrap_or_default(),
             last_update: status.last.map(outcome),
+            recovery_reason: self.machine.recovery_reason().unwrap_or_default().to_string(),
         }))
     }
 
@@ -285,14 +287,17 @@ impl MachineService for MachineApi {
         request: Request<pb::ApplyConfigurationRequest>,
     ) -> Result<Response<pb::ApplyConfigurationResponse>, Status> {
         let caller = self.authorize(&request, Call::ApplyConfiguration)?;
-        // Anonymous means maintenance mode: the first config, from whomever the bootstrap
-        // trust admits.
+        // Anonymous means maintenance mode (the first config, from whomever the bootstrap
+        // trust admits) or recovery mode (only with the token).
         let first_config_only = caller == Caller::Anonymous;
         if first_config_only {
-            self.machine
-                .bootstrap_trust()
-                .admits(channel_binding(&request), &request.get_ref().bootstrap_proof)
-                .map_err(Status::permission_denied)?;
+            let (trust, binding) = (self.machine.bootstrap_trust(), channel_binding(&request));
+            let proof = &request.get_ref().bootstrap_proof;
+            match self.machine.mode() {
+                NodeMode::Recovery { .. } => trust.admits_in_recovery(binding, proof),
+                _ => trust.admits(binding, proof),
+            }
+            .map_err(Status::permission_denied)?;
         }
         let request = request.into_inner();
         let mode = match pb::ApplyMode::try_from(request.mode).unwrap_or(pb::ApplyMode::Unspecified)

@@ -83,7 +83,9 @@ impl Service for Apid {
     /// settings, and an air-gapped node has no server to wait for.
     fn dependencies(&self) -> Vec<Dependency> {
         match self.machine.mode() {
-            NodeMode::Configured => vec![Dependency::Fact(Fact::TimeTrusted, Some(TIME_WAIT))],
+            NodeMode::Configured | NodeMode::Recovery { .. } => {
+                vec![Dependency::Fact(Fact::TimeTrusted, Some(TIME_WAIT))]
+            }
             NodeMode::Maintenance => Vec::new(),
         }
     }
