@@ -2,8 +2,8 @@
 //! the clock fact. Runs only as PID 1: an ordinary process leaves the host's clock alone.
 //!
 //! Each sync is [`Synchroniser::sync`]: the first since boot steps the clock; after it, one
-//! server alone moves it by at most a second, and a larger step needs distinct servers that
-//! agree (see [`crate::time::discipline`]); a refused step is logged and shown as the clock
+//! server alone moves it by at most a second (and the drift since the last sync), and a
+//! larger step needs distinct servers that agree (see [`crate::time::discipline`]); a refused step is logged and shown as the clock
 //! fact's `last_error`. A correction that would set the clock below the image's time floor
 //! is refused: that floor cannot be ahead of true time, so such a server is wrong. Confirmed
 //! times are recorded on STATE (at most once per [`RECORD_INTERVAL`], to spare SD

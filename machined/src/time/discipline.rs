@@ -7,9 +7,11 @@
 //!   node that runs an old image for years still lets a liar pick a time at which every
 //!   certificate has expired; only authenticated time (NTS) closes that.
 //! - **After it**, one server alone may move the clock by at most [`SINGLE_SERVER_BOUND`]
-//!   per sync: up to [`STEP_THRESHOLD`] slewed, beyond that up to the bound stepped (a slew
-//!   of a second takes the kernel half an hour, longer than a poll, and a step of a second
-//!   is harmless to certificates). A larger correction needs at least [`AGREEING_SERVERS`]
+//!   per sync, plus [`DRIFT_RATE`] of the time since the clock was last set (so that a
+//!   node whose network was down for a day can still be corrected by its one server): up to
+//!   [`STEP_THRESHOLD`] slewed, beyond that stepped (a slew of a second takes the kernel
+//!   half an hour, longer than a poll, and a step of a second is harmless to
+//!   certificates). A larger correction needs at least [`AGREEING_SERVERS`]
 //!   distinct configured servers (different names *and* different addresses) whose offsets
 //!   agree within [`AGREEMENT`]. Otherwise the step is refused ([`StepRefused`] says who
 //!   said what); a server that agrees with the clock is still followed, so one liar cannot
@@ -20,8 +22,9 @@
 //!   it is recorded at the next sync that agrees with it, so a lie told once at boot does
 //!   not outlive a reboot.
 //!
-//! One server can still walk the clock by the bound per poll (a day is 96 polls); and a
-//! persistent liar on the path of every configured server (no NTS) can still set any time.
+//! One server can still walk the clock by that allowance per poll (about 1.5 s per
+//! 15-minute poll, two minutes a day); and a persistent liar on the path of every
+//! configured server (no NTS) can still set any time.
 //!
 //! [`Discipline`] is a value: its verbs decide and never touch the clock or the disk.
 //!
@@ -34,8 +37,12 @@ use crate::time::clock::{Correction, Offset};
 use crate::time::floor::{ConfirmedTime, RECORD_INTERVAL};
 use crate::time::sntp::Sample;
 
-/// The most one server alone may move a synchronised clock by, per sync.
+/// The most one server alone may move a synchronised clock by, per sync, besides
+/// [`DRIFT_RATE`].
 pub const SINGLE_SERVER_BOUND: Duration = Duration::from_secs(1);
+/// How fast, at most, an unsynchronised clock is taken to drift, in parts per million:
+/// what the kernel slews at most, five times a poor crystal's 100 ppm.
+pub const DRIFT_RATE: u32 = 500;
 /// How many distinct servers must agree on a larger correction.
 pub const AGREEING_SERVERS: usize = 2;
 /// How far apart two servers' offsets may be and still agree: well above what asymmetric
@@ -59,8 +66,8 @@ impl Reading {
             && self.sample.server.ip() != other.sample.server.ip()
     }
 
-    fn within_bound(&self) -> bool {
-        self.sample.offset.magnitude() <= SINGLE_SERVER_BOUND
+    fn within(&self, allowed: Duration) -> bool {
+        self.sample.offset.magnitude() <= allowed
     }
 
     fn agrees_with(&self, offset: Offset) -> bool {
@@ -79,14 +86,18 @@ impl fmt::Display for Reading {
 /// A step after the first sync that one server wanted and no other confirmed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "refused to step the clock: time server {wanted}, and after the first sync a correction \
-     of more than {} needs {AGREEING_SERVERS} distinct servers agreeing within {}; {others}",
+    "refused to step the clock: time server {wanted}, and after the first sync one server \
+     alone may move it by at most {} now ({} and {DRIFT_RATE} ppm of the time since it was \
+     last set); more needs {AGREEING_SERVERS} distinct servers agreeing within {}; {others}",
+    humantime::format_duration(*allowed),
     humantime::format_duration(SINGLE_SERVER_BOUND),
     humantime::format_duration(AGREEMENT)
 )]
 pub struct StepRefused {
     /// The server that wanted the step.
     pub wanted: Reading,
+    /// What one server alone could have moved the clock by.
+    pub allowed: Duration,
     /// What the other servers said.
     pub others: Others,
 }
@@ -132,7 +143,8 @@ pub struct Decision {
 /// floor was last recorded.
 #[derive(Debug, Clone, Default)]
 pub struct Discipline {
-    synchronised: bool,
+    /// When a correction was last made (`None`: not since boot).
+    last_set: Option<Instant>,
     /// A step was made and no confirmed time has been recorded since.
     step_unrecorded: bool,
     recorded_at: Option<Instant>,
@@ -146,36 +158,45 @@ impl Discipline {
 
     /// Whether a correction has been made since boot.
     pub fn is_synchronised(&self) -> bool {
-        self.synchronised
+        self.last_set.is_some()
+    }
+
+    /// What one server alone may move the clock by at `instant`.
+    pub fn allowed(&self, instant: Instant) -> Duration {
+        let since = self.last_set.map_or(Duration::ZERO, |at| instant.duration_since(at));
+        SINGLE_SERVER_BOUND + since * DRIFT_RATE / 1_000_000
     }
 
     /// What to do with the first reading of a sync (the first server that answered);
     /// `None` when it wants more than one server may make alone: hear the other configured
     /// servers and call [`Discipline::decide_with_others`].
-    pub fn decide(&self, first: &Reading) -> Option<Decision> {
-        if !self.synchronised {
+    pub fn decide(&self, first: &Reading, instant: Instant) -> Option<Decision> {
+        if !self.is_synchronised() {
             let correction = Correction::for_offset(first.sample.offset, true);
             return Some(Decision {
                 correction: Some((correction, first.clone())),
-                confirmed: first.within_bound(),
+                confirmed: first.within(SINGLE_SERVER_BOUND),
                 refused: None,
             });
         }
-        first.within_bound().then(|| Self::follow(first, true, None))
+        first.within(self.allowed(instant)).then(|| Self::follow(first, true, None))
     }
 
-    /// What to do when the `first` reading wants more than [`SINGLE_SERVER_BOUND`] and the
-    /// other configured servers (of `configured`, `first`'s included) said `others`. The
-    /// first reading, in order, that is within the bound or that distinct servers agree
-    /// with is followed.
+    /// What to do at `instant` when the `first` reading wants more than one server may
+    /// make alone and the other configured servers (of `configured`, `first`'s included)
+    /// said `others`. The first reading, in order, that one server may follow alone or
+    /// that distinct servers agree with is followed.
     pub fn decide_with_others(
         &self,
         first: &Reading,
         others: &[Reading],
         configured: usize,
+        instant: Instant,
     ) -> Decision {
+        let allowed = self.allowed(instant);
         let refused = StepRefused {
             wanted: first.clone(),
+            allowed,
             others: match (configured, others) {
                 (0 | 1, _) => Others::NoneConfigured,
                 (_, []) => Others::NoneAnswered,
@@ -184,7 +205,7 @@ impl Discipline {
         };
         let all: Vec<&Reading> = std::iter::once(first).chain(others).collect();
         let followed = all.iter().position(|reading| {
-            reading.within_bound()
+            reading.within(allowed)
                 || Self::agreeing(reading.sample.offset, &all) >= AGREEING_SERVERS
         });
         match followed {
@@ -194,10 +215,10 @@ impl Discipline {
         }
     }
 
-    /// Notes that `decision`'s correction reached the clock.
-    pub fn applied(&mut self, decision: &Decision) {
+    /// Notes that `decision`'s correction reached the clock at `instant`.
+    pub fn applied(&mut self, decision: &Decision, instant: Instant) {
         if let Some((correction, _)) = &decision.correction {
-            self.synchronised = true;
+            self.last_set = Some(instant);
             self.step_unrecorded |= matches!(correction, Correction::Step(_));
         }
     }
@@ -269,11 +290,11 @@ mod tests {
         reading("b.example", "192.0.2.2:123", offset_nanos)
     }
 
-    /// A discipline past its first sync.
-    fn synchronised() -> Discipline {
+    /// A discipline past its first sync, made at `t0`.
+    fn synchronised(t0: Instant) -> Discipline {
         let mut discipline = Discipline::new();
-        let first = discipline.decide(&a(3600 * SECOND)).unwrap();
-        discipline.applied(&first);
+        let first = discipline.decide(&a(3600 * SECOND), t0).unwrap();
+        discipline.applied(&first, t0);
         discipline
     }
 
@@ -283,55 +304,79 @@ mod tests {
 
     #[test]
     fn the_first_sync_steps_to_one_server_unconfirmed() {
-        let discipline = Discipline::new();
-        let decision = discipline.decide(&a(TO_2100)).unwrap();
+        let (discipline, t0) = (Discipline::new(), Instant::now());
+        let decision = discipline.decide(&a(TO_2100), t0).unwrap();
         let step = Correction::Step(Offset::from_nanos(TO_2100));
         assert_eq!(decision.correction, Some((step, a(TO_2100))));
         assert!(!decision.confirmed, "one server's word is not a floor");
         assert_eq!(decision.refused, None);
         // A clock that already agreed with the server (an RTC) is confirmed by it.
-        let decision = discipline.decide(&a(-3 * MS)).unwrap();
+        let decision = discipline.decide(&a(-3 * MS), t0).unwrap();
         assert_eq!(correction(&decision), Some(Correction::Step(Offset::from_nanos(-3 * MS))));
         assert!(decision.confirmed);
     }
 
     #[test]
     fn small_drift_is_followed_from_one_server() {
-        let discipline = synchronised();
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
         let small = Offset::from_nanos(-4 * MS);
-        let decision = discipline.decide(&a(-4 * MS)).unwrap();
+        let decision = discipline.decide(&a(-4 * MS), t0).unwrap();
         assert_eq!(correction(&decision), Some(Correction::Slew(small)));
         assert!(decision.confirmed);
         // Up to the bound, stepped.
-        let decision = discipline.decide(&a(SECOND)).unwrap();
+        let decision = discipline.decide(&a(SECOND), t0).unwrap();
         assert_eq!(correction(&decision), Some(Correction::Step(Offset::from_nanos(SECOND))));
-        assert_eq!(discipline.decide(&a(SECOND + 1)), None);
-        assert_eq!(discipline.decide(&a(-SECOND - 1)), None);
+        assert_eq!(discipline.decide(&a(SECOND + 1), t0), None);
+        assert_eq!(discipline.decide(&a(-SECOND - 1), t0), None);
+    }
+
+    #[test]
+    fn one_server_alone_may_correct_more_the_longer_since_the_last_sync() {
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
+        // A day without a sync (the network was down): 1 s and 43.2 s of drift.
+        let day = t0 + Duration::from_secs(86_400);
+        assert_eq!(discipline.allowed(day), Duration::from_millis(44_200));
+        let decision = discipline.decide(&a(-44 * SECOND), day).unwrap();
+        assert_eq!(correction(&decision), Some(Correction::Step(Offset::from_nanos(-44 * SECOND))));
+        assert!(decision.confirmed);
+        assert_eq!(discipline.decide(&a(45 * SECOND), day), None);
+        let refused = discipline.decide_with_others(&a(45 * SECOND), &[], 1, day).refused.unwrap();
+        assert_eq!(refused.allowed, Duration::from_millis(44_200));
+        assert!(refused.to_string().contains("at most 44s 200ms now"), "{refused}");
+        // Each correction starts the count again.
+        let mut discipline = discipline;
+        discipline.applied(&decision, day);
+        assert_eq!(discipline.decide(&a(2 * SECOND), day + Duration::from_secs(900)), None);
     }
 
     #[test]
     fn one_server_alone_cannot_jump_the_clock() {
-        let discipline = synchronised();
-        assert_eq!(discipline.decide(&a(TO_2100)), None);
-        let decision = discipline.decide_with_others(&a(TO_2100), &[], 1);
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
+        assert_eq!(discipline.decide(&a(TO_2100), t0), None);
+        let decision = discipline.decide_with_others(&a(TO_2100), &[], 1, t0);
         assert_eq!((decision.correction, decision.confirmed), (None, false));
         let refused = decision.refused.unwrap();
         assert_eq!(refused.others, Others::NoneConfigured);
         assert_eq!(
             refused.to_string(),
             "refused to step the clock: time server a.example (192.0.2.1:123) says \
-             +2335219200.000000s, and after the first sync a correction of more than 1s needs 2 \
+             +2335219200.000000s, and after the first sync one server alone may move it by at \
+             most 1s now (1s and 500 ppm of the time since it was last set); more needs 2 \
              distinct servers agreeing within 500ms; it is the only server configured \
              (machine.time.servers)"
         );
-        let decision = discipline.decide_with_others(&a(TO_2100), &[], 3);
+        let decision = discipline.decide_with_others(&a(TO_2100), &[], 3, t0);
         assert_eq!(decision.refused.unwrap().others, Others::NoneAnswered);
     }
 
     #[test]
     fn two_distinct_servers_that_agree_step_the_clock() {
-        let discipline = synchronised();
-        let decision = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100 + 400 * MS)], 2);
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
+        let decision = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100 + 400 * MS)], 2, t0);
         let step = Correction::Step(Offset::from_nanos(TO_2100));
         assert_eq!(decision.correction, Some((step, a(TO_2100))));
         assert!(decision.confirmed);
@@ -339,7 +384,7 @@ mod tests {
         // Two others may outvote the first.
         let c = reading("c.example", "192.0.2.3:123", -7200 * SECOND);
         let decision =
-            discipline.decide_with_others(&a(TO_2100), &[b(-7200 * SECOND), c.clone()], 3);
+            discipline.decide_with_others(&a(TO_2100), &[b(-7200 * SECOND), c.clone()], 3, t0);
         assert_eq!(
             correction(&decision),
             Some(Correction::Step(Offset::from_nanos(-7200 * SECOND)))
@@ -349,9 +394,10 @@ mod tests {
 
     #[test]
     fn servers_that_disagree_or_are_not_distinct_are_refused() {
-        let discipline = synchronised();
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
         // 600 ms apart.
-        let decision = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100 + 600 * MS)], 2);
+        let decision = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100 + 600 * MS)], 2, t0);
         assert_eq!((decision.correction, decision.confirmed), (None, false));
         let refused = decision.refused.unwrap();
         assert_eq!(refused.others, Others::Disagree(vec![b(TO_2100 + 600 * MS)]));
@@ -368,15 +414,16 @@ mod tests {
             reading("b.example", "192.0.2.1:1123", TO_2100),
         ] {
             let decision =
-                discipline.decide_with_others(&a(TO_2100), std::slice::from_ref(&twin), 2);
+                discipline.decide_with_others(&a(TO_2100), std::slice::from_ref(&twin), 2, t0);
             assert_eq!(decision.correction, None, "{twin}");
         }
     }
 
     #[test]
     fn a_server_that_agrees_with_the_clock_outvotes_a_liar() {
-        let discipline = synchronised();
-        let decision = discipline.decide_with_others(&a(TO_2100), &[b(3 * MS)], 2);
+        let t0 = Instant::now();
+        let discipline = synchronised(t0);
+        let decision = discipline.decide_with_others(&a(TO_2100), &[b(3 * MS)], 2, t0);
         assert_eq!(
             decision.correction,
             Some((Correction::Slew(Offset::from_nanos(3 * MS)), b(3 * MS)))
@@ -388,30 +435,30 @@ mod tests {
 
     #[test]
     fn the_floor_is_recorded_only_from_a_confirmed_time() {
-        let start = Instant::now();
+        let t0 = Instant::now();
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
         let mut discipline = Discipline::new();
         // The first sync's step by one server: not recorded.
-        let first = discipline.decide(&a(3600 * SECOND)).unwrap();
-        discipline.applied(&first);
-        assert_eq!(discipline.floor_due(&first, now, start), None);
+        let first = discipline.decide(&a(3600 * SECOND), t0).unwrap();
+        discipline.applied(&first, t0);
+        assert_eq!(discipline.floor_due(&first, now, t0), None);
         // A refused step: not recorded.
-        let refused = discipline.decide_with_others(&a(TO_2100), &[], 1);
-        discipline.applied(&refused);
-        assert_eq!(discipline.floor_due(&refused, now, start), None);
+        let refused = discipline.decide_with_others(&a(TO_2100), &[], 1, t0);
+        discipline.applied(&refused, t0);
+        assert_eq!(discipline.floor_due(&refused, now, t0), None);
         // The next sync agrees with the clock: confirmed, and the step is recorded at once.
-        let agrees = discipline.decide(&a(2 * MS)).unwrap();
-        discipline.applied(&agrees);
-        assert_eq!(discipline.floor_due(&agrees, now, start), Some(ConfirmedTime::new(now)));
-        discipline.floor_recorded(start);
+        let agrees = discipline.decide(&a(2 * MS), t0).unwrap();
+        discipline.applied(&agrees, t0);
+        assert_eq!(discipline.floor_due(&agrees, now, t0), Some(ConfirmedTime::new(now)));
+        discipline.floor_recorded(t0);
         // Then at most every RECORD_INTERVAL...
-        assert_eq!(discipline.floor_due(&agrees, now, start + Duration::from_secs(60)), None);
-        let later = start + RECORD_INTERVAL;
+        assert_eq!(discipline.floor_due(&agrees, now, t0 + Duration::from_secs(60)), None);
+        let later = t0 + RECORD_INTERVAL;
         assert_eq!(discipline.floor_due(&agrees, now, later), Some(ConfirmedTime::new(now)));
         // ... except after an agreed step, recorded at once.
-        let agreed = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100)], 2);
-        discipline.applied(&agreed);
-        let soon = start + Duration::from_secs(61);
+        let agreed = discipline.decide_with_others(&a(TO_2100), &[b(TO_2100)], 2, t0);
+        discipline.applied(&agreed, t0);
+        let soon = t0 + Duration::from_secs(61);
         assert_eq!(discipline.floor_due(&agreed, now, soon), Some(ConfirmedTime::new(now)));
     }
 }

@@ -6,7 +6,7 @@
 //! - [`sntp`]: the SNTP client (RFC 4330): one query, one checked [`sntp::Sample`].
 //! - [`clock`]: what to do with an offset (step or slew) and the system calls that do it.
 //! - [`discipline`]: which samples may move the clock after the first sync (one server
-//!   alone: at most a second), and which times may become the floor.
+//!   alone: about a second), and which times may become the floor.
 //! - [`floor`]: the time floors, read, recorded (only confirmed times) and applied.
 //! - [`sync`]: one sync: asks the servers, applies the discipline's decision, records the
 //!   floor.

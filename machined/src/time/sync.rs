@@ -71,7 +71,8 @@ impl<C: Clock> Synchroniser<C> {
         let (index, sample) = sntp::query_first_indexed(&self.clock, servers, self.timeout).await?;
         let first = Reading { server: servers[index].clone(), sample };
         let mut unanswered = Vec::new();
-        let decision = match self.discipline.decide(&first) {
+        let instant = Instant::now();
+        let decision = match self.discipline.decide(&first, instant) {
             Some(decision) => decision,
             None => {
                 // Those before `index` have just failed to answer.
@@ -89,7 +90,7 @@ impl<C: Clock> Synchroniser<C> {
                         Err(e) => unanswered.push(e),
                     }
                 }
-                self.discipline.decide_with_others(&first, &readings, servers.len())
+                self.discipline.decide_with_others(&first, &readings, servers.len(), instant)
             }
         };
         if let Some((correction, _)) = &decision.correction {
@@ -97,7 +98,7 @@ impl<C: Clock> Synchroniser<C> {
                 image_floor.check(self.clock.now(), correction.offset())?;
             }
             correction.apply(&self.clock)?;
-            self.discipline.applied(&decision);
+            self.discipline.applied(&decision, instant);
         }
         let instant = Instant::now();
         let floor = self.discipline.floor_due(&decision, self.clock.now(), instant).map(|time| {
