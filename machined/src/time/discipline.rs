@@ -17,13 +17,14 @@
 //!   said what); a server that agrees with the clock is still followed, so one liar cannot
 //!   stop the others from keeping the clock right.
 //! - **The floor** is recorded only from a confirmed time ([`ConfirmedTime`]): a sync that
-//!   moved the clock by at most the bound (the clock already agreed with a server), or a
+//!   moved the clock by no more than one server may alone (the clock already agreed with
+//!   a server; at the first sync, by at most [`SINGLE_SERVER_BOUND`]), or a
 //!   step that distinct servers agreed on. A first-sync step by one server is not confirmed:
 //!   it is recorded at the next sync that agrees with it, so a lie told once at boot does
 //!   not outlive a reboot.
 //!
 //! One server can still walk the clock by that allowance per poll (about 1.5 s per
-//! 15-minute poll, two minutes a day); and a persistent liar on the path of every
+//! 15-minute poll, about two minutes a day); and a persistent liar on the path of every
 //! configured server (no NTS) can still set any time.
 //!
 //! [`Discipline`] is a value: its verbs decide and never touch the clock or the disk.
