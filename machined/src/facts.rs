@@ -55,6 +55,9 @@ pub enum Clock {
         correction: String,
         /// The floor the clock was raised to at boot, before it was synchronised.
         raised_to_floor: Option<SystemTime>,
+        /// Why a sync since the last one above failed, or the step it refused (one server
+        /// alone may not jump a synchronised clock).
+        last_error: Option<String>,
     },
     /// Someone else keeps the time: the host, when machined is not PID 1.
     Host,

@@ -61,6 +61,7 @@ pub enum Answer {
 pub struct Server {
     address: SocketAddr,
     requests: Arc<AtomicUsize>,
+    clock: Arc<Mutex<ServerClock>>,
     answer: Arc<Mutex<Answer>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -84,13 +85,15 @@ impl Server {
         // For Answer::FromAnotherPort: same address, another port.
         let other = UdpSocket::bind((address.ip(), 0))?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let clock = Arc::new(Mutex::new(clock));
         let answer = Arc::new(Mutex::new(answer));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new().name(format!("sntp-server-{address}")).spawn({
-            let (requests, answer, stop) = (requests.clone(), answer.clone(), stop.clone());
-            move || serve(&socket, &other, clock, &requests, &answer, &stop)
+            let (requests, clock, answer, stop) =
+                (requests.clone(), clock.clone(), answer.clone(), stop.clone());
+            move || serve(&socket, &other, &clock, &requests, &answer, &stop)
         })?;
-        Ok(Server { address, requests, answer, stop, thread: Some(thread) })
+        Ok(Server { address, requests, clock, answer, stop, thread: Some(thread) })
     }
 
     /// Where the server listens.
@@ -101,6 +104,11 @@ impl Server {
     /// How many client requests it has received.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Changes the time it tells from the next request on (a server that jumps).
+    pub fn set_clock(&self, clock: ServerClock) {
+        *self.clock.lock().expect("clock lock") = clock;
     }
 
     /// Changes how it answers from the next request on.
@@ -121,7 +129,7 @@ impl Drop for Server {
 fn serve(
     socket: &UdpSocket,
     other: &UdpSocket,
-    clock: ServerClock,
+    clock: &Mutex<ServerClock>,
     requests: &AtomicUsize,
     answer: &Mutex<Answer>,
     stop: &AtomicBool,
@@ -130,6 +138,7 @@ fn serve(
     while !stop.load(Ordering::SeqCst) {
         // Timeouts (to look at `stop`) and stray ICMP errors alike: go round again.
         let Ok((length, client)) = socket.recv_from(&mut buffer) else { continue };
+        let clock = *clock.lock().expect("clock lock");
         let received = clock.now();
         let request = &buffer[..length];
         if length < 48 || request[0] & 0b111 != 3 {
@@ -252,5 +261,11 @@ mod tests {
         assert_eq!(from.ip(), server.address().ip());
         assert_ne!(from.port(), server.address().port());
         assert_eq!(server.requests(), 2);
+        // A server that jumps: 2100-01-01.
+        server.set_answer(Answer::Honest);
+        server.set_clock(ServerClock::Fixed(UNIX_EPOCH + Duration::from_secs(4_102_444_800)));
+        client.send_to(&request([9; 8]), server.address()).unwrap();
+        client.recv_from(&mut buffer).unwrap();
+        assert_eq!(buffer[40..44], 4_102_444_800u32.wrapping_add(2_208_988_800).to_be_bytes());
     }
 }

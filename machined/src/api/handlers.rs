@@ -554,7 +554,8 @@ impl MachineService for MachineApi {
                 response.last_error = last_error.unwrap_or_default();
                 "unsynchronised"
             }
-            Clock::Synchronised { source, offset_seconds, at, .. } => {
+            Clock::Synchronised { source, offset_seconds, at, last_error, .. } => {
+                response.last_error = last_error.unwrap_or_default();
                 response.source = source;
                 response.offset_seconds = offset_seconds;
                 response.last_sync_unix_millis = millis(at);

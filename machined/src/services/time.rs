@@ -1,14 +1,18 @@
 //! `time`: keeps the clock right with SNTP (see [`crate::time`]) and publishes its state as
 //! the clock fact. Runs only as PID 1: an ordinary process leaves the host's clock alone.
 //!
-//! The first sync since boot steps the clock; later ones slew it unless the offset is large.
-//! A correction that would set the clock below the image's time floor is refused: that floor
-//! cannot be ahead of true time, so such a server is wrong. Each sync records the time on
-//! STATE (at most once per [`floor::RECORD_INTERVAL`], to spare SD cards), the floor the next
-//! boot starts from.
+//! Each sync is [`Synchroniser::sync`]: the first since boot steps the clock; after it, one
+//! server alone moves it by at most a second (and the drift since the last sync), and a
+//! larger step needs distinct servers that agree (see [`crate::time::discipline`]); a refused step is logged and shown as the clock
+//! fact's `last_error`. A correction that would set the clock below the image's time floor
+//! is refused: that floor cannot be ahead of true time, so such a server is wrong. Confirmed
+//! times are recorded on STATE (at most once per [`RECORD_INTERVAL`], to spare SD
+//! cards), the floor the next boot starts from.
+//!
+//! [`RECORD_INTERVAL`]: crate::time::floor::RECORD_INTERVAL
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use cairn_api::config::MachineConfig;
 use futures_util::future::BoxFuture;
@@ -16,9 +20,10 @@ use futures_util::future::BoxFuture;
 use crate::facts::Clock;
 use crate::machine::Machine;
 use crate::service::{self, Service, ServiceContext};
-use crate::time::clock::{Clock as _, Correction, SystemClock};
-use crate::time::floor::{self, Floor};
+use crate::time::clock::SystemClock;
+use crate::time::floor::Floor;
 use crate::time::sntp;
+use crate::time::sync::{Synced, Synchroniser};
 
 /// Time between syncs once synchronised.
 const POLL: Duration = Duration::from_secs(15 * 60);
@@ -38,36 +43,32 @@ pub fn servers(config: Option<&MachineConfig>) -> Vec<String> {
 /// The time service.
 pub struct TimeSync {
     machine: Arc<Machine>,
-    /// The image's floor: no server may set the clock below it.
-    image_floor: Option<Floor>,
+    /// Held across restarts of the service: a restart is not a first sync, which one server
+    /// alone may make.
+    synchroniser: tokio::sync::Mutex<Synchroniser<SystemClock>>,
 }
 
 impl TimeSync {
     /// Keeps the clock of `machine`'s node, never below `image_floor`.
     pub fn new(machine: Arc<Machine>, image_floor: Option<Floor>) -> Self {
-        TimeSync { machine, image_floor }
+        let floor_path = machine.layout().time_floor_path();
+        let synchroniser =
+            Synchroniser::new(SystemClock, image_floor, floor_path, sntp::DEFAULT_TIMEOUT);
+        TimeSync { machine, synchroniser: tokio::sync::Mutex::new(synchroniser) }
     }
 
-    /// One sync: asks the servers, corrects the clock; returns the clock fact and whether
-    /// the clock was stepped.
-    async fn sync(&self, servers: &[String], first: bool) -> Result<(Clock, bool), String> {
-        let sample =
-            sntp::query_first(servers, sntp::DEFAULT_TIMEOUT).await.map_err(|e| e.to_string())?;
-        let now = SystemClock.now();
-        if let Some(image_floor) = &self.image_floor {
-            image_floor.check(now, sample.offset).map_err(|e| e.to_string())?;
-        }
-        let correction = Correction::for_offset(sample.offset, first);
-        correction.apply(&SystemClock).map_err(|e| e.to_string())?;
-        let offset_seconds = sample.offset.as_nanos() as f64 / 1e9;
-        let clock = Clock::Synchronised {
-            source: sample.server.to_string(),
-            offset_seconds,
+    /// The clock fact after `synced`, from the fact before it (`previous`); `None` when
+    /// nothing was corrected (a refused step), and only the error is to be noted.
+    fn fact(synced: &Synced, previous: &Clock) -> Option<Clock> {
+        let (correction, reading) = synced.decision.correction.as_ref()?;
+        Some(Clock::Synchronised {
+            source: reading.sample.server.to_string(),
+            offset_seconds: reading.sample.offset.as_nanos() as f64 / 1e9,
             at: SystemTime::now(),
             correction: correction.to_string(),
-            raised_to_floor: self.machine.facts().clock.borrow().raised_to_floor(),
-        };
-        Ok((clock, matches!(correction, Correction::Step(_))))
+            raised_to_floor: previous.raised_to_floor(),
+            last_error: synced.decision.refused.as_ref().map(ToString::to_string),
+        })
     }
 }
 
@@ -79,10 +80,8 @@ impl Service for TimeSync {
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let facts = self.machine.facts().clone();
-            let floor_path = self.machine.layout().time_floor_path();
+            let mut synchroniser = self.synchroniser.lock().await;
             let mut config = self.machine.watch_config();
-            let mut synced_once = false;
-            let mut recorded: Option<Instant> = None;
             let mut retry = RETRY_START;
             ctx.ready();
             loop {
@@ -95,24 +94,30 @@ impl Service for TimeSync {
                     // DNS and a timeout per address can take long; a stop must not wait.
                     let synced = tokio::select! {
                         _ = ctx.stop.cancelled() => return Ok(()),
-                        synced = self.sync(&servers, !synced_once) => synced,
+                        synced = synchroniser.sync(&servers) => synced,
                     };
                     match synced {
-                        Ok((clock, stepped)) => {
-                            ctx.log(describe(&clock));
-                            facts.clock.send_replace(clock);
-                            synced_once = true;
-                            retry = RETRY_START;
-                            // After a step at once: the next boot must not start from
-                            // the time before it.
-                            if stepped
-                                || recorded.is_none_or(|at| at.elapsed() >= floor::RECORD_INTERVAL)
-                            {
-                                match floor::record(&floor_path, SystemTime::now()) {
-                                    Ok(()) => recorded = Some(Instant::now()),
-                                    Err(e) => ctx.log(e.to_string()),
-                                }
+                        Ok(synced) => {
+                            for failure in &synced.unanswered {
+                                ctx.log(format!(
+                                    "checking a large step with another server: {failure}"
+                                ));
                             }
+                            if let Some(refused) = &synced.decision.refused {
+                                ctx.log(refused.to_string());
+                            }
+                            let previous = facts.clock.borrow().clone();
+                            match Self::fact(&synced, &previous) {
+                                Some(clock) => {
+                                    ctx.log(describe(&clock));
+                                    facts.clock.send_replace(clock);
+                                }
+                                None => note_error(&facts.clock, synced.decision.refused),
+                            }
+                            if let Some(Err(e)) = synced.floor {
+                                ctx.log(e.to_string());
+                            }
+                            retry = RETRY_START;
                             Some(POLL)
                         }
                         Err(why) => {
@@ -121,11 +126,7 @@ impl Service for TimeSync {
                                 retry.as_secs()
                             ));
                             // A clock synchronised before stays trusted through a failure.
-                            facts.clock.send_modify(|clock| {
-                                if let Clock::Unsynchronised { last_error, .. } = clock {
-                                    *last_error = Some(why);
-                                }
-                            });
+                            note_error(&facts.clock, Some(why));
                             let wait = retry;
                             retry = (retry * 2).min(RETRY_MAX);
                             Some(wait)
@@ -140,6 +141,17 @@ impl Service for TimeSync {
             }
         })
     }
+}
+
+/// Notes `why` as the clock fact's last error, whether it is synchronised or not.
+fn note_error(clock: &tokio::sync::watch::Sender<Clock>, why: Option<impl ToString>) {
+    clock.send_modify(|clock| {
+        if let Clock::Unsynchronised { last_error, .. } | Clock::Synchronised { last_error, .. } =
+            clock
+        {
+            *last_error = why.map(|why| why.to_string());
+        }
+    });
 }
 
 fn describe(clock: &Clock) -> String {

@@ -2,7 +2,8 @@
 //! one of two ways:
 //!
 //! - a **step** jumps the clock: at the first sync after boot (a Raspberry Pi starts in 1970)
-//!   and whenever the offset is larger than [`STEP_THRESHOLD`];
+//!   and whenever the offset is larger than [`STEP_THRESHOLD`] (after the first sync, only
+//!   as far as the [`discipline`](crate::time::discipline) lets the servers move it);
 //! - a **slew** lets the kernel run the clock up to 0.05 % fast or slow until the offset is
 //!   gone, so time never jumps (nor runs backwards) under running programs.
 //!

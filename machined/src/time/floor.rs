@@ -4,8 +4,11 @@
 //! SNTP corrects it. Two floors:
 //!
 //! - the last known-good time, kept on STATE ([`NodeLayout::time_floor_path`]): recorded
-//!   by the time service at a sync that stepped the clock, and otherwise at most every
-//!   [`RECORD_INTERVAL`], by an atomic replace (small, rare writes: SD cards wear);
+//!   only from a [`ConfirmedTime`] (one the servers confirmed, see
+//!   [`discipline`](crate::time::discipline)): at once after a confirmed step, otherwise at
+//!   most every [`RECORD_INTERVAL`], by an atomic replace (small, rare writes: SD cards
+//!   wear). A time one server alone stepped the clock to is never recorded: it would
+//!   outlive a reboot;
 //! - the image's build time, written by image-builder at
 //!   [`cairn_api::image::TIME_FLOOR_PATH`] ([`NodeLayout::image_time_floor_path`]).
 //!
@@ -23,6 +26,22 @@ use crate::time::clock::{Clock, ClockError, Offset};
 /// How often, at most, a synchronised node records the time on STATE (a step is recorded at
 /// once).
 pub const RECORD_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// A time the servers confirmed, the only kind [`record`] takes. Made only by
+/// [`Discipline::floor_due`](crate::time::discipline::Discipline::floor_due).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfirmedTime(SystemTime);
+
+impl ConfirmedTime {
+    pub(in crate::time) fn new(time: SystemTime) -> ConfirmedTime {
+        ConfirmedTime(time)
+    }
+
+    /// The time.
+    pub fn time(self) -> SystemTime {
+        self.0
+    }
+}
 
 /// A time the clock cannot be earlier than, and the file it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,8 +138,8 @@ impl Floor {
 }
 
 /// Records `time` (to the second, rounded down, so it stays a floor) at `path`, atomically.
-pub fn record(path: &Path, time: SystemTime) -> Result<(), FloorError> {
-    crate::durable::write_atomically(path, encode(time).as_bytes(), 0o644)
+pub fn record(path: &Path, time: ConfirmedTime) -> Result<(), FloorError> {
+    crate::durable::write_atomically(path, encode(time.time()).as_bytes(), 0o644)
         .map_err(|source| FloorError::Write { path: path.into(), source })
 }
 
@@ -187,11 +206,11 @@ mod tests {
     fn the_file_is_decimal_seconds_and_a_newline() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/time-floor");
-        record(&path, at(1_767_225_600) + Duration::from_millis(999)).unwrap();
+        record(&path, ConfirmedTime::new(at(1_767_225_600) + Duration::from_millis(999))).unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"1767225600\n");
         let expected = Floor { time: at(1_767_225_600), source: path.clone() };
         assert_eq!(Floor::read(&path).unwrap(), Some(expected));
-        record(&path, at(1_767_225_601)).unwrap();
+        record(&path, ConfirmedTime::new(at(1_767_225_601))).unwrap();
         assert_eq!(Floor::read(&path).unwrap().unwrap().time, at(1_767_225_601));
         // What image-builder writes, and hand-written variants.
         assert_eq!(decode(b"1767225600"), Some(at(1_767_225_600)));

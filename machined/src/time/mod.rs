@@ -5,8 +5,14 @@
 //!
 //! - [`sntp`]: the SNTP client (RFC 4330): one query, one checked [`sntp::Sample`].
 //! - [`clock`]: what to do with an offset (step or slew) and the system calls that do it.
-//! - [`floor`]: the time floors, read, recorded and applied.
+//! - [`discipline`]: which samples may move the clock after the first sync (one server
+//!   alone: about a second), and which times may become the floor.
+//! - [`floor`]: the time floors, read, recorded (only confirmed times) and applied.
+//! - [`sync`]: one sync: asks the servers, applies the discipline's decision, records the
+//!   floor.
 
 pub mod clock;
+pub mod discipline;
 pub mod floor;
 pub mod sntp;
+pub mod sync;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
 
-use crate::time::clock::{unix_nanos, Offset};
+use crate::time::clock::{unix_nanos, Clock, Offset, SystemClock};
 
 /// Asked when the machine config names no servers: Cloudflare's anycast NTP service (as
 /// Talos does). Not `pool.ntp.org`: the pool asks vendors not to make it a product's default.
@@ -328,6 +328,15 @@ fn list(failures: &[SntpError]) -> String {
 
 /// Asks the server at `server` for the time once, waiting up to `timeout` for its reply.
 pub async fn query(server: SocketAddr, timeout: Duration) -> Result<Sample, SntpError> {
+    query_for(&SystemClock, server, timeout).await
+}
+
+/// [`query`], measuring the offset from `clock`.
+pub async fn query_for(
+    clock: &impl Clock,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Result<Sample, SntpError> {
     let io = |source| SntpError::Io { server, source };
     let any: IpAddr =
         if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
@@ -336,7 +345,7 @@ pub async fn query(server: SocketAddr, timeout: Duration) -> Result<Sample, Sntp
     socket.connect(server).await.map_err(io)?;
     let nonce = Timestamp::from_bits(nonce());
     let deadline = tokio::time::Instant::now() + timeout;
-    let (sent, started) = (SystemTime::now(), Instant::now());
+    let (sent, started) = (clock.now(), Instant::now());
     socket.send(&Packet::request(nonce).encode()).await.map_err(io)?;
     let mut buffer = [0u8; 1024];
     let mut ignored = None;
@@ -368,23 +377,58 @@ pub async fn query_first(
     servers: &[impl AsRef<str>],
     timeout: Duration,
 ) -> Result<Sample, SntpError> {
+    query_first_indexed(&SystemClock, servers, timeout).await.map(|(_, sample)| sample)
+}
+
+/// [`query_first`], measuring offsets from `clock`, with the index in `servers` of the
+/// server that answered.
+pub async fn query_first_indexed(
+    clock: &impl Clock,
+    servers: &[impl AsRef<str>],
+    timeout: Duration,
+) -> Result<(usize, Sample), SntpError> {
     let mut failures = Vec::new();
-    for server in servers {
-        let addresses = match resolve(server.as_ref()).await {
-            Ok(addresses) => addresses,
-            Err(e) => {
-                failures.push(e);
-                continue;
-            }
-        };
-        for address in addresses {
-            match query(address, timeout).await {
-                Ok(sample) => return Ok(sample),
-                Err(e) => failures.push(e),
-            }
+    for (index, server) in servers.iter().enumerate() {
+        if let Some(sample) = ask(clock, server.as_ref(), timeout, &mut failures).await {
+            return Ok((index, sample));
         }
     }
     Err(SntpError::NoAnswer(failures))
+}
+
+/// Asks the server named `server` (as [`resolve`] takes it), each of its addresses in turn,
+/// measuring offsets from `clock`, and returns the first good sample; the error lists every
+/// failure.
+pub async fn query_server(
+    clock: &impl Clock,
+    server: &str,
+    timeout: Duration,
+) -> Result<Sample, SntpError> {
+    let mut failures = Vec::new();
+    ask(clock, server, timeout, &mut failures).await.ok_or(SntpError::NoAnswer(failures))
+}
+
+/// The first good sample from `server`'s addresses; failures are added to `failures`.
+async fn ask(
+    clock: &impl Clock,
+    server: &str,
+    timeout: Duration,
+    failures: &mut Vec<SntpError>,
+) -> Option<Sample> {
+    let addresses = match resolve(server).await {
+        Ok(addresses) => addresses,
+        Err(e) => {
+            failures.push(e);
+            return None;
+        }
+    };
+    for address in addresses {
+        match query_for(clock, address, timeout).await {
+            Ok(sample) => return Some(sample),
+            Err(e) => failures.push(e),
+        }
+    }
+    None
 }
 
 /// The addresses of a server named as the machine config names them: an address
@@ -732,6 +776,18 @@ mod tests {
         let SntpError::NoAnswer(failures) = &error else { panic!("{error}") };
         assert!(matches!(failures[..], [SntpError::Timeout { .. }, SntpError::BadName { .. }]));
         assert!(error.to_string().starts_with("no time server answered: time server 127.0.0.1:"));
+        // Which server answered, and one server's addresses alone.
+        let (socket, address) = server().await;
+        tokio::spawn(answer(socket, Duration::ZERO, |_| {}, None));
+        let servers = [silent.to_string(), address.to_string()];
+        let (index, sample) =
+            query_first_indexed(&SystemClock, &servers, Duration::from_millis(300)).await.unwrap();
+        assert_eq!((index, sample.server), (1, address));
+        let error =
+            query_server(&SystemClock, &servers[0], Duration::from_millis(100)).await.unwrap_err();
+        assert!(
+            matches!(&error, SntpError::NoAnswer(f) if matches!(f[..], [SntpError::Timeout { .. }]))
+        );
         let none: [&str; 0] = [];
         let error = query_first(&none, Duration::from_millis(100)).await.unwrap_err();
         assert_eq!(error.to_string(), "no time server answered: none to ask");
