@@ -6,8 +6,8 @@ use std::net::IpAddr;
 
 use base64::Engine;
 use ipnet::IpNet;
-use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
 
+use super::ca::{check_ca, check_client_ca_is_not_node_ca, KeyRule};
 use super::schema::*;
 use crate::text::shortened;
 
@@ -85,11 +85,9 @@ impl MachineConfig {
     pub(super) fn validate_as_written(&self, written_pods: &[serde_yaml::Value]) -> Vec<Problem> {
         let mut c = Checker::default();
         let m = &self.machine;
-        check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
-        check_ca(&mut c, "machine.nodeCa", &m.node_ca, KeyRule::Required);
-        c.check(m.client_ca.crt.trim() != m.node_ca.crt.trim(), "machine.clientCa.crt", || {
-            "is the same certificate as machine.nodeCa.crt: the two CAs must differ, or the node's key could sign client certificates".to_string()
-        });
+        let (client, _) = check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
+        let (node, node_key) = check_ca(&mut c, "machine.nodeCa", &m.node_ca, KeyRule::Required);
+        check_client_ca_is_not_node_ca(&mut c, &client, &node, node_key.as_deref());
         for (i, san) in m.cert_sans.iter().enumerate() {
             c.check(
                 san.parse::<IpAddr>().is_ok() || is_dns_name(san),
@@ -189,61 +187,6 @@ impl MachineConfig {
             check_cluster(&mut c, cluster);
         }
         c.problems
-    }
-}
-
-/// Whether a CA's key belongs in the config.
-#[derive(Clone, Copy, PartialEq)]
-enum KeyRule {
-    /// The node signs with it.
-    Required,
-    /// It would let a stolen node sign what the node must only verify.
-    Forbidden,
-    /// Either way.
-    Optional,
-}
-
-/// Every certificate in `ca.crt` (a bundle, during a rotation) must be a CA certificate, and
-/// the key present or absent as `key_rule` says.
-fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_rule: KeyRule) {
-    let mut count = 0;
-    for (i, pem) in x509_parser::pem::Pem::iter_from_buffer(ca.crt.as_bytes()).enumerate() {
-        count += 1;
-        let which = if i == 0 { String::new() } else { format!(" (certificate {})", i + 1) };
-        match pem.map_err(|e| e.to_string()).and_then(|pem| {
-            let is_ca = pem.parse_x509().map_err(|e| e.to_string())?.is_ca();
-            Ok(is_ca)
-        }) {
-            Ok(true) => {}
-            Ok(false) => c.fail(
-                format!("{path}.crt"),
-                format!(
-                    "is a certificate but not a CA certificate (basicConstraints CA:TRUE){which}"
-                ),
-            ),
-            Err(e) => {
-                c.fail(format!("{path}.crt"), format!("is not a valid PEM certificate{which}: {e}"))
-            }
-        }
-    }
-    if count == 0 {
-        c.fail(format!("{path}.crt"), "is not a PEM certificate: no BEGIN CERTIFICATE block");
-    }
-    match (&ca.key, key_rule) {
-        (Some(_), KeyRule::Forbidden) => c.fail(
-            format!("{path}.key"),
-            "must not be on the node: whoever holds it can administer every node; keep it in secrets.yaml",
-        ),
-        (Some(key), _) => c.check(
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).is_ok(),
-            format!("{path}.key"),
-            || "is not a PEM private key".to_string(),
-        ),
-        (None, KeyRule::Required) => c.fail(
-            format!("{path}.key"),
-            "is required: the node issues its serving certificate with it",
-        ),
-        (None, _) => {}
     }
 }
 
