@@ -216,3 +216,17 @@ fn errors_do_not_echo_huge_values() {
     assert!(error.contains("... and 450 more"), "{error:.300}");
 }
 
+#[test]
+fn registry_mirror_keys_must_be_hosts() {
+    let yaml = config_yaml(concat!(
+        "  registries:\n    mirrors:\n",
+        "      \"../../../../system/state/escaped\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        "      \"localhost:5000\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        "      \"*\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+    ));
+    let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
+    assert_eq!(
+        problems,
+        ["machine.registries.mirrors.\"../../../../system/state/escaped\": \"../../../../system/state/escaped\" is not a registry host (HOST or HOST:PORT, an IPv6 address in brackets) or \"*\""]
+    );
+}

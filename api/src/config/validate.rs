@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
 use ipnet::IpNet;
@@ -161,6 +161,9 @@ impl MachineConfig {
             );
         }
         for (registry, mirror) in &m.registries.mirrors {
+            if let Err(reason) = Registries::check_mirror_key(registry) {
+                c.fail(format!("machine.registries.mirrors.{registry:?}"), reason);
+            }
             for (i, endpoint) in mirror.endpoints.iter().enumerate() {
                 c.check(
                     is_http_url(endpoint),
@@ -312,20 +315,45 @@ fn is_dns_name(name: &str) -> bool {
 /// `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]`, `ntp.example`, each with an optional
 /// `:PORT` (an IPv6 address then in brackets).
 fn is_time_server(server: &str) -> bool {
-    if server.parse::<IpAddr>().is_ok()
-        || server.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() != 0)
-    {
-        return true;
-    }
-    if let Some(v6) = server.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        return v6.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    let host = match server.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok_and(|p| p != 0) => host,
-        Some(_) => return false,
-        None => server,
+    server.parse::<IpAddr>().is_ok() || is_host_port(server)
+}
+
+/// `host[:port]`: a DNS name, an IPv4 address or an IPv6 address in brackets, with an
+/// optional port of 1-65535.
+fn is_host_port(text: &str) -> bool {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if v6.parse::<Ipv6Addr>().is_ok() => (None, port),
+            _ => return false,
+        },
+        None => match text.find(':') {
+            Some(at) => (Some(&text[..at]), &text[at..]),
+            None => (Some(text), ""),
+        },
     };
-    is_dns_name(host)
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    port_ok && host.is_none_or(|host| host.parse::<Ipv4Addr>().is_ok() || is_dns_name(host))
+}
+
+impl Registries {
+    /// The mirrors key that stands for every registry.
+    pub const ANY: &str = "*";
+
+    /// Whether `key` may name a registry in [`Registries::mirrors`]: [`Registries::ANY`] or
+    /// the registry's `host[:port]`, as image references write it. The key becomes a
+    /// directory name on the node, so nothing else (no `/`, no `..`) is accepted.
+    pub fn check_mirror_key(key: &str) -> Result<(), String> {
+        if key == Self::ANY || is_host_port(key) {
+            Ok(())
+        } else {
+            Err(format!("{key:?} is not a registry host (HOST or HOST:PORT, an IPv6 address in brackets) or \"*\""))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -351,8 +379,47 @@ fn time_servers_are_addresses_or_names_with_an_optional_port() {
         "a b",
         "2001:db8::1:1123:x",
         "ntp.example:123:4",
+        "time.example:+80",
     ] {
         assert!(!is_time_server(bad), "{bad}");
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn registry_mirror_keys_are_hosts_with_an_optional_port() {
+    for good in [
+        "*",
+        "docker.io",
+        "localhost",
+        "localhost:5000",
+        "registry.example:443",
+        "10.0.2.2:5000",
+        "[2001:db8::1]",
+        "[2001:db8::1]:5000",
+    ] {
+        assert_eq!(Registries::check_mirror_key(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "",
+        "**",
+        "../../../../system/state/escaped",
+        "..",
+        ".",
+        "a/b",
+        "_default",
+        "docker.io.",
+        "docker.io:",
+        "docker.io:0",
+        "docker.io:65536",
+        "2001:db8::1",
+        "[2001:db8::1",
+        "[docker.io]",
+        "docker io",
+        "https://docker.io",
+    ] {
+        let error = Registries::check_mirror_key(bad).unwrap_err();
+        assert!(error.contains("is not a registry host"), "{bad}: {error}");
     }
 }
 
