@@ -48,7 +48,7 @@ pub(super) fn check_ca(
     for (index, section) in <(SectionKind, Vec<u8>)>::pem_slice_iter(ca.crt.as_bytes()).enumerate()
     {
         count += 1;
-        let which = if index == 0 { String::new() } else { format!(" (block {})", index + 1) };
+        let which = block(index);
         match section {
             Err(e) => {
                 c.fail(&crt_path, format!("is not valid PEM{which}: {e}"));
@@ -106,11 +106,19 @@ pub(super) fn check_client_ca_is_not_node_ca(
 ) {
     for cert in client {
         let same = node.iter().any(|n| n.key == cert.key) || node_key == Some(&cert.key[..]);
-        let which =
-            if cert.index == 0 { String::new() } else { format!(" (block {})", cert.index + 1) };
+        let which = block(cert.index);
         c.check(!same, "machine.clientCa.crt", || {
             format!("has the public key of machine.nodeCa{which}: the two CAs must differ, or the key every node holds could sign client (admin) certificates")
         });
+    }
+}
+
+/// Where in a bundle a problem is: nothing for the first block, which is often the only one.
+fn block(index: usize) -> String {
+    if index == 0 {
+        String::new()
+    } else {
+        format!(" (block {})", index + 1)
     }
 }
 
