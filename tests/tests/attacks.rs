@@ -262,3 +262,49 @@ fn a_node_set_aside_before_the_trust_was_kept_trusts_the_damaged_files_client_ca
     assert!(node.stored_config().is_some());
     assert!(state.join("trust/client-ca.crt").exists(), "the trust was not kept again");
 }
+
+/// node.yaml with `machine.clientCa.crt` replaced by `crt(client CA, node CA)`.
+fn with_client_ca(cluster: &Cluster, name: &str, crt: impl Fn(&str, &str) -> String) -> String {
+    let path = cluster.node_config_with(name, |text| {
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let client = config["machine"]["clientCa"]["crt"].as_str().unwrap().to_string();
+        let node = config["machine"]["nodeCa"]["crt"].as_str().unwrap().to_string();
+        config["machine"]["clientCa"]["crt"] = crt(&client, &node).into();
+        serde_yaml::to_string(&config).unwrap()
+    });
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_client_ca_that_holds_the_node_ca_is_refused_everywhere() {
+    let (cluster, node) = configured_node();
+    let (admin, n) = (cluster.admin(), node.address.as_str());
+    let stored = node.stored_config().unwrap();
+    // The node CA's key is on every node: whatever it signs must never pass as a client.
+    let forged = cluster
+        .client_signed_by("nodeCa", "os:admin", time::Duration::hours(-1), time::Duration::hours(1))
+        .unwrap();
+    ctl(Some(&forged), &["-n", n, "version"]).failed();
+
+    let disguises = [
+        with_client_ca(&cluster, "bundled.yaml", |client, node| format!("{client}{node}")),
+        with_client_ca(&cluster, "crlf.yaml", |_, node| node.replace('\n', "\r\n") + "\n\n"),
+    ];
+    for config in &disguises {
+        let local = ctl(None, &["validate", "-f", config.as_str()]).failed();
+        assert!(
+            local.stderr.contains("machine.clientCa.crt: has the public key of machine.nodeCa"),
+            "{config}: {}",
+            local.stderr
+        );
+        let applied = ctl(Some(&admin), &["-n", n, "apply-config", "-f", config.as_str()]).failed();
+        assert!(
+            applied.stderr.contains("machine.clientCa.crt: has the public key of machine.nodeCa"),
+            "{config}: {}",
+            applied.stderr
+        );
+    }
+    assert_eq!(node.stored_config().unwrap(), stored);
+    ctl(Some(&forged), &["-n", n, "version"]).failed();
+    ctl(Some(&admin), &["-n", n, "version"]).ok();
+}

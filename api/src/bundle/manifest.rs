@@ -9,6 +9,34 @@ use serde::{Deserialize, Serialize};
 use super::{BundleError, CHUNK_BYTES, FORMAT, MAX_ARTIFACT_BYTES, MAX_BOARDS, MAX_KERNEL_ARGS};
 use crate::arch::Arch;
 
+/// Kernel arguments a bundle must not set, and why. Its arguments follow the slot's own in the
+/// boot entry, and machined takes the last of each.
+const RESERVED_KERNEL_ARGS: [(&str, &str); 2] = [
+    (
+        crate::image::SLOT_ARG,
+        "is the slot's own argument: a bundle's would win and make machined mount the other slot's root",
+    ),
+    (
+        crate::bootstrap::KERNEL_PARAMETER,
+        "is a node's maintenance-mode secret: in a bundle anyone holding it could read it, and it would be set on every node the bundle updates (image-builder's --bootstrap-token-file puts it in an image)",
+    ),
+];
+
+/// Why a bundle may not carry the kernel argument `arg`, if it may not.
+fn refused_kernel_arg(arg: &str) -> Option<String> {
+    if arg.contains('"') {
+        // The kernel lets quotes span arguments; machined's reading of the command line does not.
+        return Some(format!(
+            "{arg:?} has a '\"': quotes would join it with the arguments after it"
+        ));
+    }
+    let key = arg.split_once('=').map_or(arg, |(key, _)| key);
+    RESERVED_KERNEL_ARGS
+        .iter()
+        .find(|(reserved, _)| key == *reserved)
+        .map(|(_, why)| format!("{arg:?} {why}"))
+}
+
 /// What a bundle carries and for what it is meant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -140,6 +168,9 @@ impl Manifest {
         {
             return Err(format!("kernelArgs: {arg:?} is not one printable word"));
         }
+        if let Some(why) = self.kernel_args.iter().find_map(|arg| refused_kernel_arg(arg)) {
+            return Err(format!("kernelArgs: {why}"));
+        }
         let kinds: Vec<ArtifactKind> = self.artifacts.iter().map(|a| a.kind).collect();
         if kinds != ArtifactKind::ALL {
             return Err(format!(
@@ -225,5 +256,41 @@ impl SigningKey {
     /// Its signature over `message`.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.0.sign(message).as_ref().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::{peek_manifest, testing};
+
+    fn with_args(args: &[&str]) -> Result<(), String> {
+        let bundle = testing::bundle(&testing::key(), "1.0.0", Arch::X86_64, b"rootfs");
+        let mut manifest = peek_manifest(&bundle[..]).unwrap();
+        manifest.kernel_args = args.iter().map(|a| a.to_string()).collect();
+        manifest.check()
+    }
+
+    #[test]
+    fn a_bundle_may_not_set_the_slot_or_the_bootstrap_token() {
+        assert_eq!(
+            with_args(&["console=ttyS0", "quiet", "cairn.slots=x", "xcairn.slot=b"]),
+            Ok(())
+        );
+        for arg in [
+            "cairn.slot=b",
+            "cairn.slot",
+            "cairn.slot=",
+            "cairn.bootstrap_token=00112233445566778899aabbccddeeff",
+        ] {
+            let error = with_args(&["console=ttyS0", arg]).unwrap_err();
+            assert!(error.starts_with(&format!("kernelArgs: {arg:?} is ")), "{arg}: {error}");
+        }
+        assert_eq!(
+            with_args(&["cairn.slot=b"]).unwrap_err(),
+            "kernelArgs: \"cairn.slot=b\" is the slot's own argument: a bundle's would win and make machined mount the other slot's root"
+        );
+        let error = with_args(&["x=\"a", "cairn.slot=b\""]).unwrap_err();
+        assert!(error.contains("quotes would join it"), "{error}");
     }
 }

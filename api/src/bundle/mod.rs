@@ -11,12 +11,16 @@
 //! 3. one `<kind>.zst` per artifact (`kernel`, `initramfs`, `rootfs`), zstd-compressed, in
 //!    the manifest's order.
 //!
+//! Every entry is a plain file (type `0`) with a name that fits its header: a reader refuses
+//! GNU long names, PAX headers and every other type before reading their data.
+//!
 //! A reader checks the signature before it passes on a byte of an artifact, and each chunk
 //! against its hash before passing it on, so a corrupt bundle is caught within 4 MiB of the
 //! damage. Nothing in a bundle makes the reader allocate without limit: the manifest is at
 //! most [`MAX_MANIFEST_BYTES`], artifacts are read a chunk at a time, and every count and size
 //! is bounded ([`MAX_ARTIFACT_BYTES`]).
 
+mod entries;
 mod manifest;
 mod read;
 #[cfg(any(test, feature = "testing"))]

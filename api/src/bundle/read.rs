@@ -4,6 +4,7 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
+use super::entries::Entries;
 use super::{
     hex, ArtifactKind, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
     MAX_MANIFEST_BYTES, SIGNATURE_ENTRY,
@@ -20,47 +21,22 @@ pub trait ArtifactSink {
     fn finish(&mut self, kind: ArtifactKind) -> Result<(), String>;
 }
 
-/// The next entry of the stream, which must be `name` with a size `size_ok` accepts.
-fn expect_entry<'a, R: Read>(
-    entries: &mut tar::Entries<'a, R>,
-    name: &str,
-    size_ok: impl FnOnce(u64) -> Result<(), String>,
-) -> Result<tar::Entry<'a, R>, BundleError> {
-    let entry = entries
-        .next()
-        .ok_or_else(|| BundleError::Layout(format!("the stream ends where {name} should be")))?
-        .map_err(|e| match e.kind() {
-            // tar's own message quotes the bytes it could not parse: not worth showing.
-            std::io::ErrorKind::Other => {
-                BundleError::Layout(format!("no tar header where {name} should be"))
-            }
-            _ => BundleError::Io(e),
-        })?;
-    let path = entry.path()?.to_string_lossy().into_owned();
-    if path != name {
-        return Err(BundleError::Layout(format!("entry {path:?} where {name} should be")));
-    }
-    size_ok(entry.size()).map_err(|why| BundleError::Layout(format!("{name}: {why}")))?;
-    Ok(entry)
-}
-
 /// The bytes of the manifest, the first entry of `entries`.
-fn manifest_bytes<R: Read>(entries: &mut tar::Entries<'_, R>) -> Result<Vec<u8>, BundleError> {
-    let entry = expect_entry(entries, MANIFEST_ENTRY, |size| match size {
+fn manifest_bytes<R: Read>(entries: &mut Entries<R>) -> Result<Vec<u8>, BundleError> {
+    let size = entries.expect(MANIFEST_ENTRY, |size| match size {
         0 => Err("empty".into()),
         s if s > MAX_MANIFEST_BYTES => Err(format!("{s} bytes, more than {MAX_MANIFEST_BYTES}")),
         _ => Ok(()),
     })?;
-    let mut bytes = Vec::new();
-    entry.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes)?;
+    let mut bytes = vec![0u8; size as usize];
+    entries.read_exact(&mut bytes)?;
     Ok(bytes)
 }
 
 /// The manifest at the head of `stream`, parsed but not verified: for saying what a file is
 /// before sending it (`ctl upgrade`). Only [`read`] says whether a bundle can be trusted.
 pub fn peek_manifest<R: Read>(stream: R) -> Result<Manifest, BundleError> {
-    let mut archive = tar::Archive::new(stream);
-    Manifest::parse(&manifest_bytes(&mut archive.entries()?)?)
+    Manifest::parse(&manifest_bytes(&mut Entries::new(stream))?)
 }
 
 /// Reads the bundle in `stream`: checks the manifest's signature against `trusted`, hands it
@@ -71,16 +47,15 @@ pub fn read<R: Read>(
     trusted: &[TrustedKey],
     sink: &mut impl ArtifactSink,
 ) -> Result<Manifest, BundleError> {
-    let mut archive = tar::Archive::new(stream);
-    let mut entries = archive.entries()?;
+    let mut entries = Entries::new(stream);
 
     let bytes = manifest_bytes(&mut entries)?;
-    let mut signature = Vec::new();
-    let entry = expect_entry(&mut entries, SIGNATURE_ENTRY, |size| match size {
+    let mut signature = [0u8; 64];
+    entries.expect(SIGNATURE_ENTRY, |size| match size {
         64 => Ok(()),
         s => Err(format!("{s} bytes, not the 64 of an ed25519 signature")),
     })?;
-    entry.take(64).read_to_end(&mut signature)?;
+    entries.read_exact(&mut signature)?;
     // The signature first: nothing of an unsigned manifest is believed, not even its format.
     if !trusted.iter().any(|key| key.verifies(&bytes, &signature)) {
         return Err(BundleError::Untrusted(trusted.len()));
@@ -92,7 +67,7 @@ pub fn read<R: Read>(
     for artifact in &manifest.artifacts {
         let kind = artifact.kind;
         let expected = artifact.compressed_size;
-        let mut entry = expect_entry(&mut entries, &kind.entry(), |size| {
+        entries.expect(&kind.entry(), |size| {
             if size == expected {
                 Ok(())
             } else {
@@ -102,7 +77,7 @@ pub fn read<R: Read>(
         let mut left = expected;
         for (index, chunk_hash) in artifact.chunks.iter().enumerate() {
             let length = left.min(CHUNK_BYTES) as usize;
-            entry.read_exact(&mut buffer[..length])?;
+            entries.read_exact(&mut buffer[..length])?;
             left -= length as u64;
             if hex(&Sha256::digest(&buffer[..length])) != *chunk_hash {
                 return Err(BundleError::Corrupt {
@@ -117,10 +92,7 @@ pub fn read<R: Read>(
         }
         sink.finish(kind).map_err(BundleError::Refused)?;
     }
-    if let Some(extra) = entries.next() {
-        let name = extra?.path()?.to_string_lossy().into_owned();
-        return Err(BundleError::Layout(format!("entry {name:?} after the last artifact")));
-    }
+    entries.expect_end()?;
     Ok(manifest)
 }
 
@@ -259,6 +231,67 @@ mod tests {
         assert!(error.contains("the stream ends where manifest should be"), "{error}");
         let error = peek_manifest(&[b'x'; 2048][..]).unwrap_err().to_string();
         assert_eq!(error, "not a Cairn bundle: no tar header where manifest should be");
+    }
+
+    /// A stream of `head`, then zeros without end, that counts what was read.
+    struct Counted {
+        head: Vec<u8>,
+        read: u64,
+    }
+
+    impl Read for Counted {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let at = self.read as usize;
+            let n = if at < self.head.len() {
+                let n = buf.len().min(self.head.len() - at);
+                buf[..n].copy_from_slice(&self.head[at..at + n]);
+                n
+            } else {
+                buf.fill(0);
+                buf.len()
+            };
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn extension_entries_before_the_manifest_are_refused_before_their_data() {
+        // The tar crate used to read a long name or PAX record whole: 2 GiB took 3.1 GB.
+        const CLAIMED: u64 = 64 * 1024 * 1024;
+        let (bundle, key) = bundle();
+        for (kind, flag) in [
+            (tar::EntryType::GNULongName, 'L'),
+            (tar::EntryType::GNULongLink, 'K'),
+            (tar::EntryType::XHeader, 'x'),
+            (tar::EntryType::XGlobalHeader, 'g'),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            // As GNU tar writes it (`set_path` would drop the "./").
+            header.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            header.set_size(CLAIMED);
+            header.set_cksum();
+            let want = format!("not a Cairn bundle: entry \"././@LongLink\" of type '{flag}' ({kind:?}) where manifest should be: a bundle holds only plain files");
+
+            let mut stream = Counted { head: header.as_bytes().to_vec(), read: 0 };
+            let error = read(&mut stream, &[key.public()], &mut Collect::default()).unwrap_err();
+            assert_eq!(error.to_string(), want);
+            assert_eq!(stream.read, 512, "{kind:?}: read past its header");
+
+            let mut stream = Counted { head: header.as_bytes().to_vec(), read: 0 };
+            assert_eq!(peek_manifest(&mut stream).unwrap_err().to_string(), want);
+            assert_eq!(stream.read, 512, "{kind:?}: peeked past its header");
+
+            // Before the bundle's own manifest, with data that fits: refused all the same.
+            header.set_size(512);
+            header.set_cksum();
+            let mut prefixed = header.as_bytes().to_vec();
+            prefixed.extend_from_slice(&[b'a'; 512]);
+            prefixed.extend_from_slice(&bundle);
+            let error = read(&prefixed[..], &[key.public()], &mut Collect::default()).unwrap_err();
+            assert!(error.to_string().contains(&format!("of type '{flag}'")), "{error}");
+        }
     }
 
     #[test]

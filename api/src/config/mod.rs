@@ -12,6 +12,7 @@
 //!
 //! Later schema versions get their own module; old versions stay readable.
 
+mod ca;
 pub mod pod;
 mod redact;
 mod schema;

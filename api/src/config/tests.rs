@@ -138,21 +138,29 @@ fn client_ca_is_certificates_only_and_node_ca_has_a_key() {
     }
     assert_eq!(problems.len(), 3, "{problems:#?}");
 
-    // A bundle of two client CAs (a rotation under way) is fine; the same CA on both sides is not.
-    let bundle = format!("{client_crt}{second_crt}");
-    let yaml = format!(
-        "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}  nodeCa:\n    crt: |\n{}    key: |\n{}",
-        indent(&bundle),
-        indent(&client_crt),
-        indent(&client_key)
-    );
-    MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
-    let same = yaml.replacen(&indent(&bundle), &indent(&client_crt), 1);
-    let problems = MachineConfig::from_yaml(same.as_bytes()).unwrap_err().problems();
-    assert!(
-        problems[0].starts_with("machine.clientCa.crt: is the same certificate"),
-        "{problems:?}"
-    );
+    // A bundle of two client CAs (a rotation under way) is fine; the node CA among them is not,
+    // nor the same CA on both sides (this test used to accept the first: a text comparison).
+    let (node_crt, node_key) = ca_pem();
+    let with_client_ca = |crt: &str| {
+        format!(
+            "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}  nodeCa:\n    crt: |\n{}    key: |\n{}",
+            indent(crt),
+            indent(&node_crt),
+            indent(&node_key)
+        )
+    };
+    MachineConfig::from_yaml(with_client_ca(&format!("{client_crt}{second_crt}")).as_bytes())
+        .unwrap();
+    for client in [format!("{client_crt}{node_crt}"), node_crt.clone()] {
+        let problems =
+            MachineConfig::from_yaml(with_client_ca(&client).as_bytes()).unwrap_err().problems();
+        assert!(
+            problems.len() == 1
+                && problems[0]
+                    .starts_with("machine.clientCa.crt: has the public key of machine.nodeCa"),
+            "{problems:?}"
+        );
+    }
 }
 
 #[test]
@@ -206,4 +214,19 @@ fn errors_do_not_echo_huge_values() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("... and 450 more"), "{error:.300}");
+}
+
+#[test]
+fn registry_mirror_keys_must_be_hosts() {
+    let yaml = config_yaml(concat!(
+        "  registries:\n    mirrors:\n",
+        "      \"../../../../system/state/escaped\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        "      \"localhost:5000\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        "      \"*\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+    ));
+    let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
+    assert_eq!(
+        problems,
+        ["machine.registries.mirrors.\"../../../../system/state/escaped\": \"../../../../system/state/escaped\" is not a registry host (HOST or HOST:PORT, an IPv6 address in brackets) or \"*\""]
+    );
 }

@@ -2,12 +2,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use base64::Engine;
 use ipnet::IpNet;
-use rustls::pki_types::{pem::PemObject, PrivateKeyDer};
 
+use super::ca::{check_ca, check_client_ca_is_not_node_ca, KeyRule};
 use super::schema::*;
 use crate::text::shortened;
 
@@ -85,11 +85,9 @@ impl MachineConfig {
     pub(super) fn validate_as_written(&self, written_pods: &[serde_yaml::Value]) -> Vec<Problem> {
         let mut c = Checker::default();
         let m = &self.machine;
-        check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
-        check_ca(&mut c, "machine.nodeCa", &m.node_ca, KeyRule::Required);
-        c.check(m.client_ca.crt.trim() != m.node_ca.crt.trim(), "machine.clientCa.crt", || {
-            "is the same certificate as machine.nodeCa.crt: the two CAs must differ, or the node's key could sign client certificates".to_string()
-        });
+        let (client, _) = check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
+        let (node, node_key) = check_ca(&mut c, "machine.nodeCa", &m.node_ca, KeyRule::Required);
+        check_client_ca_is_not_node_ca(&mut c, &client, &node, node_key.as_deref());
         for (i, san) in m.cert_sans.iter().enumerate() {
             c.check(
                 san.parse::<IpAddr>().is_ok() || is_dns_name(san),
@@ -163,6 +161,9 @@ impl MachineConfig {
             );
         }
         for (registry, mirror) in &m.registries.mirrors {
+            if let Err(reason) = Registries::check_mirror_key(registry) {
+                c.fail(format!("machine.registries.mirrors.{registry:?}"), reason);
+            }
             for (i, endpoint) in mirror.endpoints.iter().enumerate() {
                 c.check(
                     is_http_url(endpoint),
@@ -189,61 +190,6 @@ impl MachineConfig {
             check_cluster(&mut c, cluster);
         }
         c.problems
-    }
-}
-
-/// Whether a CA's key belongs in the config.
-#[derive(Clone, Copy, PartialEq)]
-enum KeyRule {
-    /// The node signs with it.
-    Required,
-    /// It would let a stolen node sign what the node must only verify.
-    Forbidden,
-    /// Either way.
-    Optional,
-}
-
-/// Every certificate in `ca.crt` (a bundle, during a rotation) must be a CA certificate, and
-/// the key present or absent as `key_rule` says.
-fn check_ca(c: &mut Checker, path: &str, ca: &CertificateAuthority, key_rule: KeyRule) {
-    let mut count = 0;
-    for (i, pem) in x509_parser::pem::Pem::iter_from_buffer(ca.crt.as_bytes()).enumerate() {
-        count += 1;
-        let which = if i == 0 { String::new() } else { format!(" (certificate {})", i + 1) };
-        match pem.map_err(|e| e.to_string()).and_then(|pem| {
-            let is_ca = pem.parse_x509().map_err(|e| e.to_string())?.is_ca();
-            Ok(is_ca)
-        }) {
-            Ok(true) => {}
-            Ok(false) => c.fail(
-                format!("{path}.crt"),
-                format!(
-                    "is a certificate but not a CA certificate (basicConstraints CA:TRUE){which}"
-                ),
-            ),
-            Err(e) => {
-                c.fail(format!("{path}.crt"), format!("is not a valid PEM certificate{which}: {e}"))
-            }
-        }
-    }
-    if count == 0 {
-        c.fail(format!("{path}.crt"), "is not a PEM certificate: no BEGIN CERTIFICATE block");
-    }
-    match (&ca.key, key_rule) {
-        (Some(_), KeyRule::Forbidden) => c.fail(
-            format!("{path}.key"),
-            "must not be on the node: whoever holds it can administer every node; keep it in secrets.yaml",
-        ),
-        (Some(key), _) => c.check(
-            PrivateKeyDer::from_pem_slice(key.as_bytes()).is_ok(),
-            format!("{path}.key"),
-            || "is not a PEM private key".to_string(),
-        ),
-        (None, KeyRule::Required) => c.fail(
-            format!("{path}.key"),
-            "is required: the node issues its serving certificate with it",
-        ),
-        (None, _) => {}
     }
 }
 
@@ -369,20 +315,45 @@ fn is_dns_name(name: &str) -> bool {
 /// `192.0.2.1`, `2001:db8::1`, `[2001:db8::1]`, `ntp.example`, each with an optional
 /// `:PORT` (an IPv6 address then in brackets).
 fn is_time_server(server: &str) -> bool {
-    if server.parse::<IpAddr>().is_ok()
-        || server.parse::<std::net::SocketAddr>().is_ok_and(|a| a.port() != 0)
-    {
-        return true;
-    }
-    if let Some(v6) = server.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-        return v6.parse::<std::net::Ipv6Addr>().is_ok();
-    }
-    let host = match server.rsplit_once(':') {
-        Some((host, port)) if port.parse::<u16>().is_ok_and(|p| p != 0) => host,
-        Some(_) => return false,
-        None => server,
+    server.parse::<IpAddr>().is_ok() || is_host_port(server)
+}
+
+/// `host[:port]`: a DNS name, an IPv4 address or an IPv6 address in brackets, with an
+/// optional port of 1-65535.
+fn is_host_port(text: &str) -> bool {
+    let (host, port) = match text.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if v6.parse::<Ipv6Addr>().is_ok() => (None, port),
+            _ => return false,
+        },
+        None => match text.find(':') {
+            Some(at) => (Some(&text[..at]), &text[at..]),
+            None => (Some(text), ""),
+        },
     };
-    is_dns_name(host)
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            !digits.is_empty()
+                && digits.bytes().all(|b| b.is_ascii_digit())
+                && digits.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+    port_ok && host.is_none_or(|host| host.parse::<Ipv4Addr>().is_ok() || is_dns_name(host))
+}
+
+impl Registries {
+    /// The mirrors key that stands for every registry.
+    pub const ANY: &str = "*";
+
+    /// Whether `key` may name a registry in [`Registries::mirrors`]: [`Registries::ANY`] or
+    /// the registry's `host[:port]`, as image references write it. The key becomes a
+    /// directory name on the node, so nothing else (no `/`, no `..`) is accepted.
+    pub fn check_mirror_key(key: &str) -> Result<(), String> {
+        if key == Self::ANY || is_host_port(key) {
+            Ok(())
+        } else {
+            Err(format!("{key:?} is not a registry host (HOST or HOST:PORT, an IPv6 address in brackets) or \"*\""))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -408,8 +379,47 @@ fn time_servers_are_addresses_or_names_with_an_optional_port() {
         "a b",
         "2001:db8::1:1123:x",
         "ntp.example:123:4",
+        "time.example:+80",
     ] {
         assert!(!is_time_server(bad), "{bad}");
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn registry_mirror_keys_are_hosts_with_an_optional_port() {
+    for good in [
+        "*",
+        "docker.io",
+        "localhost",
+        "localhost:5000",
+        "registry.example:443",
+        "10.0.2.2:5000",
+        "[2001:db8::1]",
+        "[2001:db8::1]:5000",
+    ] {
+        assert_eq!(Registries::check_mirror_key(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "",
+        "**",
+        "../../../../system/state/escaped",
+        "..",
+        ".",
+        "a/b",
+        "_default",
+        "docker.io.",
+        "docker.io:",
+        "docker.io:0",
+        "docker.io:65536",
+        "2001:db8::1",
+        "[2001:db8::1",
+        "[docker.io]",
+        "docker io",
+        "https://docker.io",
+    ] {
+        let error = Registries::check_mirror_key(bad).unwrap_err();
+        assert!(error.contains("is not a registry host"), "{bad}: {error}");
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use cairn_api::config::MachineConfig;
+use cairn_api::config::{MachineConfig, Registries};
 use cairn_api::image::PAUSE_IMAGE;
 
 use crate::facts::Fact;
@@ -134,7 +134,12 @@ fn write_hosts_in(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<
     private_dir(dir)?;
     let Some(config) = config else { return Ok(()) };
     for (registry, mirror) in &config.machine.registries.mirrors {
-        let name = if registry == "*" { "_default" } else { registry.as_str() };
+        // Validation refused such keys already; a key becomes a directory name, so it is
+        // checked again where a `..` would do harm.
+        Registries::check_mirror_key(registry).map_err(|why| {
+            anyhow::anyhow!("machine.registries.mirrors: {why}; no hosts.toml written for it")
+        })?;
+        let name = if registry == Registries::ANY { "_default" } else { registry.as_str() };
         let registry_dir = dir.join(name);
         private_dir(&registry_dir)?;
         crate::durable::write_atomically(
@@ -209,5 +214,24 @@ mod tests {
         assert_eq!(mode(&hosts), 0o700);
         assert_eq!(mode(&hosts.join("docker.io")), 0o700);
         assert_eq!(mode(&hosts.join("docker.io/hosts.toml")), 0o600);
+    }
+
+    #[test]
+    fn a_mirror_key_that_is_not_a_host_writes_nothing_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("etc/containerd/certs.d");
+        let config: MachineConfig = serde_yaml::from_str(concat!(
+            "version: v1alpha1\n",
+            "machine:\n",
+            "  clientCa: {crt: client}\n",
+            "  nodeCa: {crt: node, key: key}\n",
+            "  registries:\n",
+            "    mirrors:\n",
+            "      \"../../../escaped\": {endpoints: [\"http://10.0.2.2:5000\"]}\n",
+        ))
+        .unwrap();
+        let error = write_hosts_in(&hosts, Some(&config)).unwrap_err().to_string();
+        assert!(error.contains("\"../../../escaped\" is not a registry host"), "{error}");
+        assert!(!dir.path().join("escaped").exists());
     }
 }
