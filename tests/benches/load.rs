@@ -1,18 +1,19 @@
 //! Figures, not assertions: one configured machined under the load of the security issue.
 //! 1000 idle strangers hold connections open without a certificate, 1000 clients call
 //! `Version` over mutual TLS at once, and an admin calls `Version` every 100 ms through it
-//! all. Prints latencies, refusals and machined's memory. Run with
-//! `cargo bench -p cairn-tests --bench load`.
+//! all. Then the attacks of the second review, one at a time, each with the admin calling
+//! through it: readers' requests that never finish, 16 networks of silent connections, 10
+//! networks of kernel-log streams. Prints latencies, refusals and machined's peak memory and
+//! descriptors under each. Run with `cargo bench -p cairn-tests --bench load`.
 //!
-//! machined limits connections per source address (machined/src/api/connection.rs), so the
-//! sources are spread the way a real fleet's would be: the clients over 64 loopback addresses
-//! (127.0.1.x, at most 16 each, so no client meets a per-address limit), the strangers over
-//! four (127.0.2.x, 250 each, so the per-address limits refuse most of them: the defence
-//! measured here), and the admin on one of its own (127.0.3.1). All of 127.0.0.0/8 is
-//! loopback on Linux, so binding these needs no setup.
+//! machined limits connections per source network, a /24 (machined/src/api/places.rs), so the
+//! sources are spread the way a real fleet's would be: the clients over 64 networks
+//! (127.10.0.1 to 127.73.0.1, at most 16 each, so no client meets a per-network limit), the
+//! strangers over four (127.2.0.1 to 127.5.0.1, 250 each, so the per-network limits refuse
+//! most of them: the defence measured here), and the admin on one of its own (127.200.0.1).
+//! All of 127.0.0.0/8 is loopback on Linux, so binding these needs no setup.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -21,19 +22,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use cairn_api::machine::machine_service_client::MachineServiceClient;
 use cairn_api::machine::VersionRequest;
+use cairn_tests::attack::{self, connect_from, open, Api, SilentCounts};
 use cairn_tests::{proc_status_kib, Cluster, Node};
 use ctl::connect::mutual_tls;
 use ctl::ctlconfig::CtlConfig;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Barrier};
-use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Clients calling `Version` over mutual TLS, each on a connection of its own.
 const CLIENTS: usize = 1000;
@@ -54,27 +51,26 @@ const STRANGER_RECONNECT: Duration = Duration::from_secs(1);
 /// A stranger's connection the server keeps longer than this counts as held, not refused.
 const HELD_AFTER: Duration = Duration::from_secs(1);
 /// machined drops a handshake that has not finished by then (machined/src/api/server.rs).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long each attack of the second review runs, the admin calling through it.
+const ATTACK_TIME: Duration = Duration::from_secs(10);
+const METHODS: &str = "/cairn.machine.v1alpha1.MachineService/";
 /// The strangers get this head start, to fill the places they can take before clients come.
 const STRANGER_HEAD_START: Duration = Duration::from_secs(2);
 /// Strangers and admin run at least this long, so strangers see two handshake timeouts.
 const LOAD_MIN: Duration = Duration::from_secs(25);
 /// The admin's source address.
-const ADMIN_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 3, 1);
+const ADMIN_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 200, 0, 1);
 /// The admin calls `Version` this often (a tick missed while a call is slow is skipped).
 const ADMIN_INTERVAL: Duration = Duration::from_millis(100);
 /// An admin call without an answer by then counts as failed.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A client call without an answer by then counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long TCP, TLS and HTTP/2 together may take to come up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for machined to settle before the idle figure and after the load.
 const SETTLE: Duration = Duration::from_secs(3);
 /// machined's memory and descriptors are sampled this often.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
-
-type Api = MachineServiceClient<Channel>;
 
 fn main() -> anyhow::Result<()> {
     let cluster = Cluster::generate("bench")?;
@@ -101,7 +97,149 @@ fn main() -> anyhow::Result<()> {
         report.load_time.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+
+    println!(
+        "\nattacks, one at a time, {ATTACK_TIME:?} each (admin calls every {ADMIN_INTERVAL:?}):"
+    );
+    let idle_rss = rss_kib(pid);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let reader_tls = tls_of(&cluster.client("os:reader"))?;
+    let admin_tls = tls_of(&cluster.admin())?;
+    let phases = [
+        runtime.block_on(attack_phase(
+            "unfinished requests",
+            (target, pid),
+            admin_tls.clone(),
+            unfinished_requests(target, reader_tls.clone()),
+        ))?,
+        runtime.block_on(attack_phase(
+            "silent connections",
+            (target, pid),
+            admin_tls.clone(),
+            silent_connections(target),
+        ))?,
+        runtime.block_on(attack_phase(
+            "kernel-log streams",
+            (target, pid),
+            admin_tls,
+            kernel_log_streams(target, reader_tls),
+        ))?,
+    ];
+    drop(runtime);
+    for phase in &phases {
+        phase.print(idle_rss);
+    }
     Ok(())
+}
+
+/// What one attack cost the node, and what the admin saw meanwhile.
+struct AttackFigures {
+    name: &'static str,
+    detail: String,
+    peak: Peak,
+    admin: Vec<AdminCall>,
+}
+
+impl AttackFigures {
+    fn print(&self, idle_rss: u64) {
+        println!("{}: {}", self.name, self.detail);
+        println!(
+            "  machined VmRSS {} KiB at most (idle {idle_rss} KiB), {} descriptors at most; admin: {}",
+            self.peak.rss_kib,
+            self.peak.fds,
+            admin_summary(&self.admin.iter().collect::<Vec<_>>())
+        );
+    }
+}
+
+/// Runs the attack `start` begins for [`ATTACK_TIME`], the admin calling through it.
+async fn attack_phase<G>(
+    name: &'static str,
+    (target, pid): (SocketAddr, u32),
+    admin_tls: Arc<ClientConfig>,
+    start: impl std::future::Future<Output = anyhow::Result<(G, String)>>,
+) -> anyhow::Result<AttackFigures> {
+    let sampler = Sampler::start(pid, Arc::new(StrangerCounts::default()));
+    let (stop, stopped) = watch::channel(());
+    let admin = tokio::spawn(admin(target, admin_tls, stopped));
+    let (attack, detail) = start.await.with_context(|| format!("starting {name}"))?;
+    tokio::time::sleep(ATTACK_TIME).await;
+    drop(stop);
+    let admin = admin.await?;
+    let peak = sampler.stop();
+    drop(attack);
+    tokio::time::sleep(SETTLE).await;
+    Ok(AttackFigures { name, detail, peak, admin })
+}
+
+/// Readers from 8 networks, 16 connections each, every stream a request whose body never
+/// ends: a config-sized `ApplyConfiguration` (which readers may not make) or a `Read` as
+/// large as it may be.
+async fn unfinished_requests(
+    target: SocketAddr,
+    tls: Arc<ClientConfig>,
+) -> anyhow::Result<(Vec<attack::PartialBodies>, String)> {
+    let (mut floods, mut held, mut refused) = (Vec::new(), 0, 0);
+    for network in 0..8u8 {
+        let source = attack::source(100 + network, 1);
+        for (method, declared) in [("ApplyConfiguration", 1 << 20), ("Read", 16 * 1024)] {
+            let path = format!("{METHODS}{method}");
+            let flood = attack::partial_bodies(
+                source,
+                target,
+                tls.clone(),
+                (8, 32),
+                &path,
+                (declared, declared / 2),
+            )
+            .await?;
+            held += flood.open;
+            refused += flood.refused.load(Ordering::Relaxed);
+            floods.push(flood);
+        }
+    }
+    let detail = format!(
+        "8 reader networks × 16 connections × 32 streams (half ApplyConfiguration of 1 MiB, half Read of 16 KiB, each half sent): {held} held, {refused} refused"
+    );
+    Ok((floods, detail))
+}
+
+/// 16 networks × 16 TCP connections that never send a byte, reopened as soon as closed.
+async fn silent_connections(
+    target: SocketAddr,
+) -> anyhow::Result<((watch::Sender<()>, Arc<SilentCounts>), String)> {
+    let counts = Arc::new(SilentCounts::default());
+    let (stop, stopped) = watch::channel(());
+    for network in 0..16u8 {
+        let source = attack::source(120 + network, 1);
+        attack::silent_connections(source, target, 16, counts.clone(), stopped.clone());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let detail = format!(
+        "16 networks × 16 silent connections, reopened when closed ({} opened in the first second)",
+        counts.opened.load(Ordering::Relaxed)
+    );
+    Ok(((stop, counts), detail))
+}
+
+/// Readers from 10 networks, each asking for 48 `Dmesg --follow` streams.
+async fn kernel_log_streams(
+    target: SocketAddr,
+    tls: Arc<ClientConfig>,
+) -> anyhow::Result<(Vec<attack::KernelLogStreams>, String)> {
+    let mut all = Vec::new();
+    for network in 0..10u8 {
+        let source = attack::source(140 + network, 1);
+        all.push(attack::kernel_log_streams(source, target, tls.clone(), 48).await?);
+    }
+    let held: usize = all.iter().map(|s| s.open).sum();
+    let refusals: Vec<&String> = all.iter().flat_map(|s| &s.refusals).collect();
+    let detail = format!(
+        "10 reader networks × 48 Dmesg --follow streams: {held} held, {} refused{}",
+        refusals.len(),
+        most_common(refusals)
+    );
+    Ok((all, detail))
 }
 
 /// Mutual-TLS settings from a ctlconfig's current context.
@@ -135,7 +273,7 @@ async fn load(
     let hello: Arc<[u8]> = client_hello()?.into();
     let strangers: Vec<_> = (0..STRANGERS)
         .map(|i| {
-            let source = Ipv4Addr::new(127, 0, 2, (i % STRANGER_SOURCES) as u8 + 1);
+            let source = attack::source(2 + (i % STRANGER_SOURCES) as u8, 1);
             let hello = (i % 2 == 1).then(|| hello.clone());
             tokio::spawn(stranger(source, target, hello, counts.clone(), stopped.clone()))
         })
@@ -171,39 +309,6 @@ async fn load(
     Ok(Report { strangers, clients, burst, admin, peak, load_time })
 }
 
-/// Opens a gRPC client to `target` from `source`: `ctl::connect::connect`'s shape, with the
-/// socket bound first. The serving certificate names 127.0.0.1.
-async fn connect_from(
-    source: Ipv4Addr,
-    target: SocketAddr,
-    tls: Arc<ClientConfig>,
-) -> anyhow::Result<Api> {
-    let endpoint =
-        Endpoint::from_shared(format!("http://{target}"))?.connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let tls = tls.clone();
-            async move {
-                let tcp = open(source, target).await?;
-                tcp.set_nodelay(true)?;
-                let name = ServerName::from(std::net::IpAddr::from(Ipv4Addr::LOCALHOST));
-                let stream = TlsConnector::from(tls).connect(name, tcp).await?;
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await?;
-    Ok(MachineServiceClient::new(channel))
-}
-
-/// A TCP connection to `target` from `source`.
-async fn open(source: Ipv4Addr, target: SocketAddr) -> io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(target))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))?
-}
-
 /// What one client saw.
 struct ClientReport {
     /// Failed connection attempts, why.
@@ -227,7 +332,7 @@ async fn client(
     connected: Arc<Barrier>,
     done: Arc<Barrier>,
 ) -> ClientReport {
-    let source = Ipv4Addr::new(127, 0, 1, (index % CLIENT_SOURCES) as u8 + 1);
+    let source = attack::source(10 + (index % CLIENT_SOURCES) as u8, 1);
     let started = Instant::now();
     let (mut connect_errors, mut handshake, mut ready, mut api) = (Vec::new(), None, None, None);
     for attempt in 0.. {
@@ -487,7 +592,7 @@ impl Report {
         let s = &self.strangers;
         let count = |n: &AtomicUsize| n.load(Ordering::Relaxed);
         println!(
-            "idle strangers: {STRANGERS} on {STRANGER_SOURCES} addresses (half silent, half \
+            "idle strangers: {STRANGERS} on {STRANGER_SOURCES} networks (half silent, half \
              stopped after a ClientHello), reconnecting {STRANGER_RECONNECT:?} after each close"
         );
         println!(
@@ -507,7 +612,7 @@ impl Report {
             self.clients.iter().filter(|c| c.handshake.is_some() && c.connect_errors.is_empty());
         let refused: Vec<&String> = self.clients.iter().flat_map(|c| &c.connect_errors).collect();
         let refused_clients = self.clients.iter().filter(|c| !c.connect_errors.is_empty()).count();
-        println!("mTLS clients: {CLIENTS} on {CLIENT_SOURCES} addresses");
+        println!("mTLS clients: {CLIENTS} on {CLIENT_SOURCES} networks");
         println!(
             "  {connected} connected ({} at the first attempt), {} never; {} clients refused at \
              least once, {} failed attempts in all{}",
