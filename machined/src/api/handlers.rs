@@ -27,7 +27,7 @@ use crate::inspect::files::ReadError;
 use crate::kubelet::manifests::{self, ManifestError};
 use crate::kubelet::{Kubelet, PodRecord};
 use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
-use crate::ring::Sequenced;
+use crate::ring::{Ring, Sequenced};
 use crate::service::SupervisorError;
 use crate::update::record::{UpdateRecord, UpdateState};
 
@@ -209,6 +209,31 @@ async fn send_ring<T: Clone, U>(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// Streams the last `tail` records of `ring` (all when negative), then with `follow` its new
+/// ones until the client leaves, holding `place` meanwhile.
+fn ring_stream<T, U>(
+    ring: &Ring<T>,
+    tail_records: i32,
+    follow: bool,
+    place: Place,
+    convert: impl Fn(Sequenced<T>) -> U + Send + 'static,
+) -> ResponseStream<U>
+where
+    T: Clone + Send + 'static,
+    U: Send + 'static,
+{
+    let (history, follow) = if follow {
+        let (history, rx) = ring.follow(tail(tail_records));
+        (history, Some(rx))
+    } else {
+        (ring.snapshot(tail(tail_records)), None)
+    };
+    stream(|tx| async move {
+        let _place = place;
+        send_ring(history, follow, tx, convert).await
+    })
 }
 
 fn tail(n: i32) -> Option<usize> {
@@ -461,19 +486,8 @@ impl MachineService for MachineApi {
             .logs()
             .existing(&request.id)
             .ok_or_else(|| Status::not_found(format!("no logs for {:?}", request.id)))?;
-        let (history, follow) = if request.follow {
-            let (history, rx) = ring.follow(tail(request.tail_lines));
-            (history, Some(rx))
-        } else {
-            (ring.snapshot(tail(request.tail_lines)), None)
-        };
-        Ok(Response::new(stream(|tx| async move {
-            let _place = place;
-            send_ring(history, follow, tx, |r| pb::LogEntry {
-                unix_micros: r.item.unix_micros,
-                message: r.item.message,
-            })
-            .await
+        Ok(Response::new(ring_stream(&ring, request.tail_lines, request.follow, place, |r| {
+            pb::LogEntry { unix_micros: r.item.unix_micros, message: r.item.message }
         })))
     }
 
@@ -487,22 +501,14 @@ impl MachineService for MachineApi {
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
         let ring = self.kernel_log().await?.ring();
-        let (history, follow) = if request.follow {
-            let (history, rx) = ring.follow(tail(request.tail));
-            (history, Some(rx))
-        } else {
-            (ring.snapshot(tail(request.tail)), None)
-        };
-        Ok(Response::new(stream(|tx| async move {
-            let _place = place;
-            send_ring(history, follow, tx, |r| pb::KernelLogEntry {
+        Ok(Response::new(ring_stream(ring, request.tail, request.follow, place, |r| {
+            pb::KernelLogEntry {
                 facility: r.item.facility,
                 priority: r.item.priority,
                 sequence: r.item.sequence,
                 boot_micros: r.item.boot_micros,
                 message: r.item.message,
-            })
-            .await
+            }
         })))
     }
 
@@ -516,21 +522,11 @@ impl MachineService for MachineApi {
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
         let ring = self.machine.events().ring();
-        let (history, follow) = if request.follow {
-            let (history, rx) = ring.follow(tail(request.tail));
-            (history, Some(rx))
-        } else {
-            (ring.snapshot(tail(request.tail)), None)
-        };
-        Ok(Response::new(stream(|tx| async move {
-            let _place = place;
-            send_ring(history, follow, tx, |r| pb::Event {
-                id: r.seq,
-                unix_millis: r.item.unix_millis,
-                kind: r.item.kind.as_str().to_string(),
-                message: r.item.message,
-            })
-            .await
+        Ok(Response::new(ring_stream(&ring, request.tail, request.follow, place, |r| pb::Event {
+            id: r.seq,
+            unix_millis: r.item.unix_millis,
+            kind: r.item.kind.as_str().to_string(),
+            message: r.item.message,
         })))
     }
 
