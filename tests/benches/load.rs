@@ -86,7 +86,7 @@ fn main() -> anyhow::Result<()> {
     let idle_rss = rss_kib(pid);
     let started = Instant::now();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(load(target, pid, reader_tls, admin_tls))?;
+    let report = runtime.block_on(load(target, pid, reader_tls.clone(), admin_tls.clone()))?;
     // Dropping the runtime closes every connection the load left open.
     drop(runtime);
     std::thread::sleep(SETTLE);
@@ -103,8 +103,6 @@ fn main() -> anyhow::Result<()> {
     );
     let idle_rss = rss_kib(pid);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let reader_tls = tls_of(&cluster.client("os:reader"))?;
-    let admin_tls = tls_of(&cluster.admin())?;
     let phases = [
         runtime.block_on(attack_phase(
             "unfinished requests",

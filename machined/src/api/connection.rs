@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,11 +52,12 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a connection lives on after the CA it was made under was replaced.
 pub const CA_CHANGE_GRACE: Duration = Duration::from_secs(2);
 
-/// Hands out places for connections and for handshakes.
+/// Hands out places for connections and for handshakes, and counts the connections closed.
 #[derive(Clone)]
 pub struct ConnectionLimits {
     connections: Pool,
     handshakes: Handshakes,
+    closed: Arc<AtomicUsize>,
 }
 
 impl Default for ConnectionLimits {
@@ -63,6 +65,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             connections: Pool::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_NETWORK, "connections"),
             handshakes: Handshakes::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_NETWORK),
+            closed: Arc::default(),
         }
     }
 }
@@ -70,9 +73,30 @@ impl Default for ConnectionLimits {
 impl ConnectionLimits {
     /// Places for a new connection from `address`: one for its life, and one to give back
     /// when its handshake ends; or why there are none.
-    pub fn admit(&self, address: IpAddr) -> Result<(Place, HandshakePlace), String> {
+    pub fn admit(&self, address: IpAddr) -> Result<(ConnectionPlace, HandshakePlace), String> {
         let handshake = self.handshakes.take(address)?;
-        Ok((self.connections.take(address)?, handshake))
+        let place = ConnectionPlace {
+            _place: self.connections.take(address)?,
+            closed: self.closed.clone(),
+        };
+        Ok((place, handshake))
+    }
+
+    /// Connections closed since the last call.
+    pub fn take_closed(&self) -> usize {
+        self.closed.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// A connection's place; given back, and counted as closed, when dropped.
+pub struct ConnectionPlace {
+    _place: Place,
+    closed: Arc<AtomicUsize>,
+}
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -138,7 +162,7 @@ pub struct ConnectionInfo {
 pub struct Connection {
     stream: TlsStream<TcpStream>,
     channel_binding: Option<[u8; bootstrap::BINDING_LEN]>,
-    _place: Place,
+    _place: ConnectionPlace,
     activity: Arc<Activity>,
     idle: Pin<Box<Sleep>>,
     ca_replaced: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -149,7 +173,7 @@ impl Connection {
     /// at this moment is the one the connection was authenticated under.
     pub fn new(
         stream: TlsStream<TcpStream>,
-        place: Place,
+        place: ConnectionPlace,
         config: watch::Receiver<Option<Arc<MachineConfig>>>,
     ) -> Self {
         let channel_binding = stream

@@ -41,8 +41,10 @@ const CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How often apid looks whether request memory should be given back to the system.
 const MEMORY_RETURN_INTERVAL: Duration = Duration::from_secs(5);
-/// Request bytes lent since the last look that make giving memory back worth its cost.
+/// Request bytes lent since the last look that make giving memory back worth its cost...
 const MEMORY_RETURN_AFTER_BYTES: usize = 4 << 20;
+/// ...or connections closed (each held TLS and HTTP/2 buffers of some tens of KiB).
+const MEMORY_RETURN_AFTER_CONNECTIONS: usize = 100;
 /// HTTP/2 pings find dead peers.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -98,11 +100,12 @@ impl Service for Apid {
             let (tx, rx) = mpsc::channel::<Result<Connection, std::io::Error>>(64);
             let machine = self.machine.clone();
             let admission = Admission::new(Arc::new(move || machine.mode()));
-            let returner = tokio::spawn(return_memory(admission.clone()));
+            let limits = ConnectionLimits::default();
+            let returner = tokio::spawn(return_memory(admission.clone(), limits.clone()));
             // The accept loop owns the listener and ends at the stop signal, so a restarted
             // apid can bind the port again even while old streams drain.
             let acceptor =
-                tokio::spawn(accept_loop(listener, self.machine.clone(), tx, ctx.clone()));
+                tokio::spawn(accept_loop(listener, self.machine.clone(), limits, tx, ctx.clone()));
             ctx.log(format!("API listening on {} ({:?} mode)", self.listen, self.machine.mode()));
             tracing::info!("API listening on {}", self.listen);
             ctx.ready();
@@ -138,11 +141,11 @@ impl Service for Apid {
 async fn accept_loop(
     listener: TcpListener,
     machine: Arc<Machine>,
+    limits: ConnectionLimits,
     connections: mpsc::Sender<Result<Connection, std::io::Error>>,
     ctx: ServiceContext,
 ) {
     let tls = machine.tls();
-    let limits = ConnectionLimits::default();
     let handshake_failures = RateLimitedLog::new(HANDSHAKE_LOG_INTERVAL);
     loop {
         let accepted = tokio::select! {
@@ -199,18 +202,20 @@ async fn accept_loop(
     }
 }
 
-/// Gives the memory of finished requests back to the system after a burst of them. The
-/// allocator keeps freed memory for reuse, so a node that took a flood of large requests
-/// would otherwise stay at its peak for good; trimming costs a walk of the heap, so it runs
-/// only when requests lent enough bytes to matter.
-async fn return_memory(admission: Arc<Admission>) {
-    let mut lent = 0;
+/// Gives the memory of finished requests and connections back to the system after a burst
+/// of them. The allocator keeps freed memory for reuse, so a node that took a flood would
+/// otherwise stay at its peak for good; trimming costs a walk of the heap, so it runs only
+/// when enough was freed to matter.
+async fn return_memory(admission: Arc<Admission>, limits: ConnectionLimits) {
+    let (mut lent, mut closed) = (0, 0);
     loop {
         tokio::time::sleep(MEMORY_RETURN_INTERVAL).await;
         lent += admission.take_lent();
+        closed += limits.take_closed();
         // While requests still hold bytes, their memory is not free yet: look again later.
-        if lent >= MEMORY_RETURN_AFTER_BYTES && admission.held() == 0 {
-            lent = 0;
+        let burst = lent >= MEMORY_RETURN_AFTER_BYTES || closed >= MEMORY_RETURN_AFTER_CONNECTIONS;
+        if burst && admission.held() == 0 {
+            (lent, closed) = (0, 0);
             let _ = tokio::task::spawn_blocking(crate::memory::return_free_memory).await;
         }
     }
