@@ -162,3 +162,33 @@ pub async fn run(
         machine.power(PowerAction::Reboot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use tonic_prost::ProstDecoder;
+
+    /// A client stream that has sent nothing, and never will.
+    fn silent_client() -> (mpsc::Sender<bytes::Bytes>, Streaming<pb::UpgradeRequest>) {
+        let (tx, rx) = mpsc::channel::<bytes::Bytes>(1);
+        let frames = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            |bytes| Ok::<_, Status>(http_body::Frame::data(bytes)),
+        );
+        let body = http_body_util::StreamBody::new(frames);
+        let decoder = ProstDecoder::<pb::UpgradeRequest>::new(Default::default());
+        (tx, Streaming::new_request(decoder, body, None, None))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_sending_ends_the_upgrade() {
+        let (_client, incoming) = silent_client();
+        let (chunks_tx, mut chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let forwarding = tokio::spawn(forward(incoming, Duration::from_secs(60), chunks_tx));
+        let error = chunks.recv().await.expect("an error, not the end").unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("the upgrade stream stalled"), "{error}");
+        forwarding.await.unwrap();
+    }
+}
