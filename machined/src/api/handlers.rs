@@ -522,7 +522,7 @@ impl MachineService for MachineApi {
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
         let ring = self.machine.events().ring();
-        Ok(Response::new(ring_stream(&ring, request.tail, request.follow, place, |r| pb::Event {
+        Ok(Response::new(ring_stream(ring, request.tail, request.follow, place, |r| pb::Event {
             id: r.seq,
             unix_millis: r.item.unix_millis,
             kind: r.item.kind.as_str().to_string(),
