@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use cairn_api::bundle::{
-    self, ArtifactInput, ArtifactKind, ArtifactSink, BundleInfo, Manifest, SigningKey, TrustedKey,
+    self, Artifact, ArtifactInput, ArtifactKind, ArtifactSink, BundleInfo, Manifest, SigningKey,
+    Target, TrustedKey,
 };
 use sha2::{Digest, Sha256};
 
@@ -100,8 +101,8 @@ pub fn load_public_key(path: &Path) -> Result<TrustedKey, SigningError> {
         .map_err(|reason| SigningError::Key { path: path.to_path_buf(), reason })
 }
 
-/// Writes the bundle of `artifacts` (kind, content; compressed here with zstd) to `path`,
-/// signed with `key`.
+/// Writes the bundle of `artifacts` (kind, content; compressed here with zstd), each at its
+/// kind's target, to `path`, signed with `key`.
 pub fn write_bundle(
     path: &Path,
     info: BundleInfo<'_>,
@@ -118,7 +119,7 @@ pub fn write_bundle(
     let inputs: Vec<ArtifactInput<'_>> = artifacts
         .iter()
         .zip(&compressed)
-        .map(|((kind, content), compressed)| ArtifactInput { kind: *kind, content, compressed })
+        .map(|((kind, content), compressed)| ArtifactInput::of_kind(*kind, content, compressed))
         .collect();
     let file = std::fs::File::create(path).map_err(io(path))?;
     let mut out = std::io::BufWriter::new(file);
@@ -130,8 +131,7 @@ pub fn write_bundle(
 
 /// Decompresses each artifact as it streams by and checks its size and SHA-256.
 struct Verify {
-    decoder: Option<(ArtifactKind, zstd::stream::write::Decoder<'static, HashingCounter>)>,
-    manifest: Option<Manifest>,
+    decoder: Option<(Target, zstd::stream::write::Decoder<'static, HashingCounter>)>,
 }
 
 /// Counts and hashes what is written to it.
@@ -153,27 +153,26 @@ impl std::io::Write for HashingCounter {
 }
 
 impl ArtifactSink for Verify {
-    fn accept(&mut self, manifest: &Manifest) -> Result<(), String> {
-        self.manifest = Some(manifest.clone());
+    fn accept(&mut self, _: &Manifest) -> Result<(), String> {
         Ok(())
     }
 
-    fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String> {
-        if self.decoder.as_ref().is_none_or(|(k, _)| *k != kind) {
+    fn chunk(&mut self, artifact: &Artifact, bytes: &[u8]) -> Result<(), String> {
+        let (kind, target) = (artifact.kind, artifact.target());
+        if self.decoder.as_ref().is_none_or(|(t, _)| *t != target) {
             let decoder = zstd::stream::write::Decoder::new(HashingCounter::default())
                 .map_err(|e| format!("{kind}: {e}"))?;
-            self.decoder = Some((kind, decoder));
+            self.decoder = Some((target, decoder));
         }
         let (_, decoder) = self.decoder.as_mut().expect("set above");
         decoder.write_all(bytes).map_err(|e| format!("{kind}: not zstd: {e}"))
     }
 
-    fn finish(&mut self, kind: ArtifactKind) -> Result<(), String> {
+    fn finish(&mut self, artifact: &Artifact) -> Result<(), String> {
+        let kind = artifact.kind;
         let (_, mut decoder) = self.decoder.take().ok_or_else(|| format!("{kind}: empty"))?;
         decoder.flush().map_err(|e| format!("{kind}: not zstd: {e}"))?;
         let counter = decoder.into_inner();
-        let manifest = self.manifest.as_ref().expect("accepted before any chunk");
-        let artifact = manifest.artifacts.iter().find(|a| a.kind == kind).expect("in the manifest");
         let sha256: String = counter.hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if counter.bytes != artifact.size || sha256 != artifact.sha256 {
             return Err(format!(
@@ -188,7 +187,7 @@ impl ArtifactSink for Verify {
 /// Checks the bundle at `path` against `key` completely; returns its manifest.
 pub fn inspect(path: &Path, key: &TrustedKey) -> Result<Manifest, SigningError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut verify = Verify { decoder: None, manifest: None };
+    let mut verify = Verify { decoder: None };
     bundle::read(std::io::BufReader::new(file), std::slice::from_ref(key), &mut verify)
         .map_err(|source| SigningError::Bundle { path: path.to_path_buf(), source })
 }
@@ -205,13 +204,9 @@ mod tests {
         let kernel = zstd::encode_all(&b"kernel"[..], 3).unwrap();
         let initramfs = zstd::encode_all(&b"initramfs"[..], 3).unwrap();
         let inputs = [
-            ArtifactInput { kind: ArtifactKind::Kernel, content: b"kernel", compressed: &kernel },
-            ArtifactInput {
-                kind: ArtifactKind::Initramfs,
-                content: b"initramfs",
-                compressed: &initramfs,
-            },
-            ArtifactInput { kind: ArtifactKind::Rootfs, content: rootfs, compressed: rootfs_zst },
+            ArtifactInput::of_kind(ArtifactKind::Kernel, b"kernel", &kernel),
+            ArtifactInput::of_kind(ArtifactKind::Initramfs, b"initramfs", &initramfs),
+            ArtifactInput::of_kind(ArtifactKind::Rootfs, rootfs, rootfs_zst),
         ];
         let file = std::fs::File::create(path).unwrap();
         bundle::write(file, info(), &inputs, key).unwrap();

@@ -4,7 +4,7 @@
 //! chunk.
 
 use super::testing::{bundle, key, Rng};
-use super::{read, ArtifactKind, ArtifactSink, Manifest, CHUNK_BYTES};
+use super::{read, Artifact, ArtifactSink, Manifest, CHUNK_BYTES};
 use crate::arch::Arch;
 
 /// Counts what the reader passed on.
@@ -18,11 +18,11 @@ impl ArtifactSink for Count {
     fn accept(&mut self, _: &Manifest) -> Result<(), String> {
         Ok(())
     }
-    fn chunk(&mut self, _: ArtifactKind, _: &[u8]) -> Result<(), String> {
+    fn chunk(&mut self, _: &Artifact, _: &[u8]) -> Result<(), String> {
         self.chunks += 1;
         Ok(())
     }
-    fn finish(&mut self, _: ArtifactKind) -> Result<(), String> {
+    fn finish(&mut self, _: &Artifact) -> Result<(), String> {
         self.finished += 1;
         Ok(())
     }

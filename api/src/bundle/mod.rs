@@ -4,12 +4,23 @@
 //!
 //! 1. `manifest`: JSON ([`Manifest`]): format, version (semver), architecture, the boards it
 //!    fits, the oldest version it may replace, build time, the kernel arguments of its boot
-//!    entry, and per artifact its sizes, the
-//!    SHA-256 of its content and the SHA-256 of every [`CHUNK_BYTES`] chunk of its compressed
-//!    bytes;
+//!    entry, and the list of artifacts;
 //! 2. `manifest.sig`: the 64-byte ed25519 signature of the manifest's exact bytes;
-//! 3. one `<kind>.zst` per artifact (`kernel`, `initramfs`, `rootfs`), zstd-compressed, in
-//!    the manifest's order.
+//! 3. one entry per artifact, in the manifest's order.
+//!
+//! Each artifact ([`Artifact`]) says what it is (`kind`), where it goes (`target`:
+//! `boot:<file>` for a file among the slot's boot files, `slot:root` for the slot's root
+//! partition), how its bytes are encoded in the bundle (`encoding`: `zstd`), its size once
+//! decoded and the SHA-256 of that content, its size in the bundle and the SHA-256 of every
+//! [`CHUNK_BYTES`] chunk of those bytes. Its entry is named after its target:
+//! `boot/vmlinuz.zst`, `boot/initramfs.zst.zst`, `slot/root.zst`. The list is open: a device
+//! tree, a verity hash tree or a delta is one more artifact with its own kind and target. A
+//! system has at least a kernel (`boot:vmlinuz`), an initramfs (`boot:initramfs.zst`) and a
+//! rootfs (`slot:root`).
+//!
+//! Format 1 ([`CLASSIC_FORMAT`]), written before artifacts had targets, is still read: its
+//! artifacts are exactly `kernel`, `initramfs`, `rootfs` in that order, with no `target` or
+//! `encoding` (their kinds' targets, zstd), in entries named `<kind>.zst`.
 //!
 //! Every entry is a plain file (type `0`) with a name that fits its header: a reader refuses
 //! GNU long names, PAX headers and every other type before reading their data.
@@ -30,12 +41,14 @@ mod write;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use manifest::{Artifact, ArtifactKind, Manifest, SigningKey, TrustedKey};
+pub use manifest::{Artifact, ArtifactKind, Encoding, Manifest, SigningKey, Target, TrustedKey};
 pub use read::{peek_manifest, read, ArtifactSink};
 pub use write::{write, ArtifactInput, BundleInfo};
 
-/// The manifest format this code reads and writes.
-pub const FORMAT: u32 = 1;
+/// The manifest format this code writes, and reads: artifacts with targets and encodings.
+pub const FORMAT: u32 = 2;
+/// The first manifest format, still read: kernel, initramfs and rootfs, by kind alone.
+pub const CLASSIC_FORMAT: u32 = 1;
 /// The manifest's entry name.
 pub const MANIFEST_ENTRY: &str = "manifest";
 /// The signature's entry name.
@@ -48,6 +61,8 @@ pub const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
 pub const MAX_ARTIFACT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// The most boards a manifest may name.
 pub const MAX_BOARDS: usize = 32;
+/// The most artifacts a manifest may list.
+pub const MAX_ARTIFACTS: usize = 64;
 /// The most kernel arguments a manifest may carry.
 pub const MAX_KERNEL_ARGS: usize = 64;
 

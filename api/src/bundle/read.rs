@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::entries::Entries;
 use super::{
-    hex, ArtifactKind, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
+    hex, Artifact, BundleError, Manifest, TrustedKey, CHUNK_BYTES, MANIFEST_ENTRY,
     MAX_MANIFEST_BYTES, SIGNATURE_ENTRY,
 };
 
@@ -15,10 +15,10 @@ pub trait ArtifactSink {
     /// The manifest, signed by a trusted key, before any artifact byte: the caller checks
     /// architecture, board and versions here; an error refuses the bundle.
     fn accept(&mut self, manifest: &Manifest) -> Result<(), String>;
-    /// The next chunk of `kind`'s compressed bytes, checked against its hash.
-    fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String>;
-    /// Every chunk of `kind` has been passed on.
-    fn finish(&mut self, kind: ArtifactKind) -> Result<(), String>;
+    /// The next chunk of `artifact`'s encoded bytes, checked against its hash.
+    fn chunk(&mut self, artifact: &Artifact, bytes: &[u8]) -> Result<(), String>;
+    /// Every chunk of `artifact` has been passed on.
+    fn finish(&mut self, artifact: &Artifact) -> Result<(), String>;
 }
 
 /// The bytes of the manifest, the first entry of `entries`.
@@ -67,7 +67,7 @@ pub fn read<R: Read>(
     for artifact in &manifest.artifacts {
         let kind = artifact.kind;
         let expected = artifact.compressed_size;
-        entries.expect(&kind.entry(), |size| {
+        entries.expect(&artifact.entry(), |size| {
             if size == expected {
                 Ok(())
             } else {
@@ -88,9 +88,9 @@ pub fn read<R: Read>(
                     ),
                 });
             }
-            sink.chunk(kind, &buffer[..length]).map_err(BundleError::Refused)?;
+            sink.chunk(artifact, &buffer[..length]).map_err(BundleError::Refused)?;
         }
-        sink.finish(kind).map_err(BundleError::Refused)?;
+        sink.finish(artifact).map_err(BundleError::Refused)?;
     }
     entries.expect_end()?;
     Ok(manifest)
@@ -101,7 +101,7 @@ mod tests {
     use super::*;
     use crate::arch::Arch;
     use crate::bundle::testing::{self, Rng};
-    use crate::bundle::SigningKey;
+    use crate::bundle::{ArtifactKind, SigningKey};
 
     /// Records what a reader passed on.
     #[derive(Default)]
@@ -116,12 +116,12 @@ mod tests {
             self.accepted = Some(manifest.clone());
             Ok(())
         }
-        fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String> {
-            self.bytes.push((kind, bytes.len()));
+        fn chunk(&mut self, artifact: &Artifact, bytes: &[u8]) -> Result<(), String> {
+            self.bytes.push((artifact.kind, bytes.len()));
             Ok(())
         }
-        fn finish(&mut self, kind: ArtifactKind) -> Result<(), String> {
-            self.finished.push(kind);
+        fn finish(&mut self, artifact: &Artifact) -> Result<(), String> {
+            self.finished.push(artifact.kind);
             Ok(())
         }
     }
@@ -159,6 +159,55 @@ mod tests {
         assert_eq!(sink.finished, ArtifactKind::ALL);
     }
 
+    /// `bundle`'s content as a bundle of format 1 (before artifacts had targets), signed with
+    /// `key`: the manifest without targets and encodings, entries named `<kind>.zst`.
+    fn classic(bundle: &[u8], key: &SigningKey) -> Vec<u8> {
+        let mut manifest = peek_manifest(bundle).unwrap();
+        manifest.format = crate::bundle::CLASSIC_FORMAT;
+        let mut entries = Entries::new(bundle);
+        let mut artifacts = Vec::new();
+        entries.expect(MANIFEST_ENTRY, |_| Ok(())).unwrap();
+        entries.expect(SIGNATURE_ENTRY, |_| Ok(())).unwrap();
+        for artifact in &mut manifest.artifacts {
+            let size = entries.expect(&artifact.entry(), |_| Ok(())).unwrap();
+            let mut bytes = vec![0u8; size as usize];
+            entries.read_exact(&mut bytes).unwrap();
+            (artifact.target, artifact.encoding) = (None, None);
+            artifacts.push((format!("{}.zst", artifact.kind), bytes));
+        }
+        let text = serde_json::to_vec_pretty(&manifest).unwrap();
+        let signature = key.sign(&text);
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut append = |name: &str, data: &[u8]| {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            tar.append_data(&mut header, name, data).unwrap();
+        };
+        append(MANIFEST_ENTRY, &text);
+        append(SIGNATURE_ENTRY, &signature);
+        for (name, bytes) in &artifacts {
+            append(name, bytes);
+        }
+        tar.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_bundle_of_the_classic_format_reads_as_before() {
+        let (bytes, key) = bundle();
+        let old = classic(&bytes, &key);
+        assert!(String::from_utf8_lossy(&old).contains("\"format\": 1,"));
+        let mut sink = Collect::default();
+        let manifest = read(&old[..], &[key.public()], &mut sink).unwrap();
+        assert_eq!(sink.finished, ArtifactKind::ALL);
+        let mut new = Collect::default();
+        read(&bytes[..], &[key.public()], &mut new).unwrap();
+        assert_eq!(sink.bytes, new.bytes);
+        let targets: Vec<String> =
+            manifest.artifacts.iter().map(|a| a.target().to_string()).collect();
+        assert_eq!(targets, ["boot:vmlinuz", "boot:initramfs.zst", "slot:root"]);
+    }
+
     #[test]
     fn an_unknown_key_is_refused_before_the_manifest_is_believed() {
         let (bytes, _) = bundle();
@@ -191,10 +240,10 @@ mod tests {
             fn accept(&mut self, m: &Manifest) -> Result<(), String> {
                 Err(format!("{} is for {}", m.version, m.arch))
             }
-            fn chunk(&mut self, _: ArtifactKind, _: &[u8]) -> Result<(), String> {
+            fn chunk(&mut self, _: &Artifact, _: &[u8]) -> Result<(), String> {
                 panic!("no chunk after a refusal")
             }
-            fn finish(&mut self, _: ArtifactKind) -> Result<(), String> {
+            fn finish(&mut self, _: &Artifact) -> Result<(), String> {
                 panic!("no finish after a refusal")
             }
         }
@@ -215,11 +264,11 @@ mod tests {
         };
         assert!(broken(&|m| m.version = "two".into()).contains("not semver"));
         assert!(broken(&|m| m.min_version = "9.0.0".into()).contains("above version"));
-        assert!(broken(&|m| m.artifacts.swap(0, 1)).contains("in that order"));
+        assert_eq!(broken(&|m| m.artifacts.truncate(2)), "artifacts: no rootfs");
         assert!(broken(&|m| m.artifacts[2].chunks.pop().map(drop).unwrap_or(()))
             .contains("chunk hashes"));
         assert!(broken(&|m| m.boards = vec!["../x".into()]).contains("not a board name"));
-        assert!(broken(&|m| m.format = 2).contains("format 2"));
+        assert!(broken(&|m| m.format = 3).contains("format 3"));
         assert!(broken(&|m| m.kernel_args = vec!["a b".into()]).contains("one printable word"));
     }
 

@@ -28,7 +28,7 @@ pub fn bundle(key: &SigningKey, version: &str, arch: Arch, rootfs: &[u8]) -> Vec
     let artifacts: Vec<ArtifactInput> = contents
         .iter()
         .zip(&compressed)
-        .map(|((kind, content), compressed)| ArtifactInput { kind: *kind, content, compressed })
+        .map(|((kind, content), compressed)| ArtifactInput::of_kind(*kind, content, compressed))
         .collect();
     let info = BundleInfo {
         version,

@@ -5,19 +5,28 @@ use std::io::Write;
 use sha2::{Digest, Sha256};
 
 use super::{
-    hex, Artifact, ArtifactKind, BundleError, Manifest, SigningKey, CHUNK_BYTES, FORMAT,
-    MANIFEST_ENTRY, SIGNATURE_ENTRY,
+    hex, Artifact, ArtifactKind, BundleError, Encoding, Manifest, SigningKey, Target, CHUNK_BYTES,
+    FORMAT, MANIFEST_ENTRY, SIGNATURE_ENTRY,
 };
 use crate::arch::Arch;
 
 /// One artifact to put in a bundle.
 pub struct ArtifactInput<'a> {
-    /// Which one.
+    /// What it is.
     pub kind: ArtifactKind,
+    /// Where it goes.
+    pub target: Target,
     /// Its content.
     pub content: &'a [u8],
     /// The same, zstd-compressed (the caller compresses; this crate does not link zstd).
     pub compressed: &'a [u8],
+}
+
+impl<'a> ArtifactInput<'a> {
+    /// An artifact of `kind` at its kind's own target ([`ArtifactKind::target`]).
+    pub fn of_kind(kind: ArtifactKind, content: &'a [u8], compressed: &'a [u8]) -> Self {
+        ArtifactInput { kind, target: kind.target(), content, compressed }
+    }
 }
 
 /// The fields of a manifest a build decides.
@@ -36,7 +45,7 @@ pub struct BundleInfo<'a> {
     pub kernel_args: Vec<String>,
 }
 
-/// Writes a bundle of `artifacts` (kernel, initramfs, rootfs) signed with `key` to `out`;
+/// Writes a bundle (format [`FORMAT`]) of `artifacts` (at least kernel, initramfs, rootfs) signed with `key` to `out`;
 /// returns its manifest. Every entry is dated `build_time`, so equal inputs give equal bytes.
 pub fn write(
     out: impl Write,
@@ -56,6 +65,8 @@ pub fn write(
             .iter()
             .map(|a| Artifact {
                 kind: a.kind,
+                target: Some(a.target.clone()),
+                encoding: Some(Encoding::Zstd),
                 size: a.content.len() as u64,
                 sha256: hex(&Sha256::digest(a.content)),
                 compressed_size: a.compressed.len() as u64,
@@ -81,8 +92,8 @@ pub fn write(
     };
     append(MANIFEST_ENTRY, &manifest_bytes)?;
     append(SIGNATURE_ENTRY, &signature)?;
-    for artifact in artifacts {
-        append(&artifact.kind.entry(), artifact.compressed)?;
+    for (artifact, input) in manifest.artifacts.iter().zip(artifacts) {
+        append(&artifact.entry(), input.compressed)?;
     }
     tar.into_inner()?.flush()?;
     Ok(manifest)

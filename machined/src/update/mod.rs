@@ -377,7 +377,7 @@ impl Updater {
         let root = slots.root(slot);
         let mut device =
             OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
-        let spool = spooled(&self.spool, ArtifactKind::Rootfs);
+        let spool = spooled(&self.spool, &rootfs.target());
         let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
         let length = copy(&mut file, &mut device, &mut written).map_err(io_error(format!(
             "copying {} into {}",
@@ -397,7 +397,7 @@ impl Updater {
         for (kind, path) in
             [(ArtifactKind::Kernel, &entry.linux), (ArtifactKind::Initramfs, &entry.initrd)]
         {
-            let spool = spooled(&self.spool, kind);
+            let spool = spooled(&self.spool, &kind.target());
             let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
             let length =
                 slots.esp.write_file(path, &mut file, &mut written).map_err(io_error(path))?;

@@ -9,7 +9,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
-use cairn_api::bundle::{hex, Artifact, ArtifactKind, ArtifactSink, Manifest};
+use cairn_api::bundle::{hex, Artifact, ArtifactKind, ArtifactSink, Manifest, Target};
 use sha2::{Digest, Sha256};
 
 /// What this node accepts.
@@ -80,9 +80,9 @@ pub fn artifact(manifest: &Manifest, kind: ArtifactKind) -> &Artifact {
     manifest.artifacts.iter().find(|a| a.kind == kind).expect("a checked manifest has every kind")
 }
 
-/// The spool file of `kind` in `dir`.
-pub fn spooled(dir: &Path, kind: ArtifactKind) -> PathBuf {
-    dir.join(kind.name())
+/// The spool file of the artifact for `target` in `dir` (`boot-vmlinuz`, `slot-root`).
+pub fn spooled(dir: &Path, target: &Target) -> PathBuf {
+    dir.join(target.to_string().replace(':', "-"))
 }
 
 /// A file being written with its length and SHA-256, never past `limit` bytes.
@@ -143,7 +143,7 @@ pub struct Receiver<'a> {
     dir: PathBuf,
     policy: &'a Policy,
     manifest: Option<Manifest>,
-    current: Option<(ArtifactKind, Decoding)>,
+    current: Option<Decoding>,
     received: u64,
     progress: &'a mut dyn FnMut(&Manifest, u64),
 }
@@ -157,10 +157,6 @@ impl<'a> Receiver<'a> {
     ) -> Self {
         Receiver { dir, policy, manifest: None, current: None, received: 0, progress }
     }
-
-    fn manifest(&self) -> &Manifest {
-        self.manifest.as_ref().expect("artifacts come after the manifest")
-    }
 }
 
 impl ArtifactSink for Receiver<'_> {
@@ -171,17 +167,18 @@ impl ArtifactSink for Receiver<'_> {
         Ok(())
     }
 
-    fn chunk(&mut self, kind: ArtifactKind, bytes: &[u8]) -> Result<(), String> {
+    fn chunk(&mut self, artifact: &Artifact, bytes: &[u8]) -> Result<(), String> {
+        let kind = artifact.kind;
         if self.current.is_none() {
-            let path = spooled(&self.dir, kind);
+            let path = spooled(&self.dir, &artifact.target());
             let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let limit = artifact(self.manifest(), kind).size;
+            let limit = artifact.size;
             let writer = HashingWriter::new(BufWriter::with_capacity(1 << 20, file), limit);
             let decoder = zstd::stream::write::Decoder::new(writer)
                 .map_err(|e| format!("{kind}: zstd: {e}"))?;
-            self.current = Some((kind, decoder));
+            self.current = Some(decoder);
         }
-        let (_, decoder) = self.current.as_mut().expect("set above");
+        let decoder = self.current.as_mut().expect("set above");
         decoder.write_all(bytes).map_err(|e| format!("{kind}: decompressing: {e}"))?;
         self.received += bytes.len() as u64;
         let manifest = self.manifest.as_ref().expect("artifacts come after the manifest");
@@ -189,15 +186,16 @@ impl ArtifactSink for Receiver<'_> {
         Ok(())
     }
 
-    fn finish(&mut self, kind: ArtifactKind) -> Result<(), String> {
-        let (_, mut decoder) = self
+    fn finish(&mut self, artifact: &Artifact) -> Result<(), String> {
+        let kind = artifact.kind;
+        let mut decoder = self
             .current
             .take()
             .ok_or_else(|| format!("{kind}: no bytes (an empty artifact is not a system)"))?;
         decoder.flush().map_err(|e| format!("{kind}: decompressing: {e}"))?;
         let (buffered, written, sha256) = decoder.into_inner().finish();
         buffered.into_inner().map_err(|e| format!("{kind}: {}", e.error()))?;
-        check_written(artifact(self.manifest(), kind), written, &sha256)
+        check_written(artifact, written, &sha256)
     }
 }
 
@@ -243,8 +241,8 @@ mod tests {
         let (dir, result, seen) = receive(&bytes, &key, &policy());
         let manifest = result.unwrap();
         assert_eq!(seen, manifest.artifacts.iter().map(|a| a.compressed_size).sum::<u64>());
-        assert_eq!(std::fs::read(spooled(dir.path(), ArtifactKind::Rootfs)).unwrap(), rootfs);
-        assert_eq!(std::fs::read(spooled(dir.path(), ArtifactKind::Kernel)).unwrap(), b"kernel");
+        assert_eq!(std::fs::read(dir.path().join("slot-root")).unwrap(), rootfs);
+        assert_eq!(std::fs::read(dir.path().join("boot-vmlinuz")).unwrap(), b"kernel");
     }
 
     #[test]
@@ -285,6 +283,8 @@ mod tests {
         assert_eq!((inner.as_slice(), written), (&b"abcd"[..], 4));
         let artifact = Artifact {
             kind: ArtifactKind::Kernel,
+            target: None,
+            encoding: None,
             size: 4,
             sha256: sha256.clone(),
             compressed_size: 1,
