@@ -69,12 +69,18 @@ pub fn other(slot: Slot) -> Slot {
     }
 }
 
-/// The architecture machined was built for.
-pub fn running_arch() -> Arch {
-    match std::env::consts::ARCH {
-        "aarch64" => Arch::Arm64,
-        "arm" => Arch::Armv7,
-        _ => Arch::X86_64,
+/// The architecture machined was built for, if it is one bundles are made for.
+pub fn running_arch() -> Option<Arch> {
+    arch_named(std::env::consts::ARCH)
+}
+
+/// The architecture Rust calls `name` (`std::env::consts::ARCH`).
+fn arch_named(name: &str) -> Option<Arch> {
+    match name {
+        "x86_64" => Some(Arch::X86_64),
+        "aarch64" => Some(Arch::Arm64),
+        "arm" => Some(Arch::Armv7),
+        _ => None,
     }
 }
 
@@ -292,8 +298,14 @@ impl Updater {
         let root = slots.root(slot);
         std::fs::create_dir_all(&self.spool).map_err(io_error(self.spool.display()))?;
         let result = (|| -> Result<Manifest, UpdateError> {
+            let arch = running_arch().ok_or_else(|| {
+                UpdateError::Unavailable(format!(
+                    "machined was built for {}, an architecture no bundle is made for",
+                    std::env::consts::ARCH
+                ))
+            })?;
             let policy = Policy {
-                arch: running_arch(),
+                arch,
                 board: self.release.board.clone(),
                 running,
                 force,
