@@ -1,10 +1,12 @@
-//! Booting: which stage this machined is, and stage 1 (the initramfs's `/init`).
+//! Booting: which stage this machined is, stage 1 (the initramfs's `/init`), and boot
+//! control (which slot the bootloader boots).
 //!
 //! The kernel runs `/init` from the initramfs as PID 1: that is stage 1, which reaches the
 //! slot's root filesystem and hands over to `/usr/sbin/machined` on it (stage 2, still PID 1).
 //! Any other start is machined as an ordinary process.
 
 pub mod cmdline;
+pub mod control;
 pub mod modules;
 pub mod partitions;
 pub mod stage1;

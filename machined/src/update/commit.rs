@@ -1,19 +1,18 @@
 //! `boot-check`: decides whether this boot's slot is good. When the slot was booted on
 //! trial (its entry has a try counter), it waits until the node is healthy and blesses the
-//! slot; if the health deadline passes first, it marks the slot bad and reboots, and
-//! systemd-boot boots the other slot. At every boot it also settles the last update's
+//! slot; if the health deadline passes first, it gives the slot up and reboots, and the
+//! bootloader boots the other slot. At every boot it also settles the last update's
 //! record: a node that came back on the slot it left says so, and why. Runs only as PID 1.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_api::disk::entry_name::{EntryName, TryCounter};
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::ContainerStatus;
 
-use super::esp::{BootState, FoundEntry};
 use super::record::{self, UpdateState};
 use super::{Slots, Updater};
+use crate::boot::control::BootState;
 use crate::machine::{Machine, PowerAction};
 use crate::service::{Service, ServiceContext};
 
@@ -51,16 +50,16 @@ impl Service for BootCheck {
                     return Ok(());
                 }
             };
-            let state = slots.esp.boot_state()?;
+            let state = slots.control.state()?;
             settle_record(updater, slots, &state);
-            let Some(entry) = state.entry(slots.booted).cloned() else {
+            let Some(entry) = state.slot(slots.booted).entry.clone() else {
                 ctx.log(format!("slot {} has no boot entry: nothing to bless", slots.booted));
                 ctx.ready();
                 ctx.stop.cancelled().await;
                 return Ok(());
             };
-            let Some(counter) = entry.name.counter else {
-                ctx.log(format!("slot {} is blessed ({})", slots.booted, entry.file));
+            let Some(counter) = entry.counter else {
+                ctx.log(format!("slot {} is blessed ({})", slots.booted, entry.name));
                 ctx.ready();
                 ctx.stop.cancelled().await;
                 return Ok(());
@@ -72,7 +71,7 @@ impl Service for BootCheck {
             ctx.log(format!(
                 "slot {} is on trial ({}, boot {} of {}): it has {}s to become healthy",
                 slots.booted,
-                entry.file,
+                entry.name,
                 counter.done + 1,
                 counter.done + counter.left + 1,
                 deadline.as_secs()
@@ -83,7 +82,7 @@ impl Service for BootCheck {
             loop {
                 match health(&self.machine) {
                     Ok(()) => {
-                        bless(updater, slots, &entry)?;
+                        bless(updater, slots)?;
                         ctx.log(format!("healthy: slot {} is blessed", slots.booted));
                         ctx.ready();
                         break;
@@ -98,7 +97,7 @@ impl Service for BootCheck {
                 if tokio::time::Instant::now() >= until {
                     let reason = format!("not healthy within {}s: {problem}", deadline.as_secs());
                     ctx.log(format!("{reason}; slot {} is given up", slots.booted));
-                    give_up(updater, slots, &entry, counter, &reason)?;
+                    give_up(updater, slots, &reason)?;
                     self.machine.power(PowerAction::Reboot);
                     break;
                 }
@@ -175,8 +174,8 @@ fn has_started(status: &ContainerStatus) -> bool {
 }
 
 /// Blesses the booted slot: its entry loses the counter; the update succeeded.
-fn bless(updater: &Updater, slots: &Slots, entry: &FoundEntry) -> anyhow::Result<()> {
-    slots.esp.rename_entry(&entry.file, &EntryName::blessed(slots.booted))?;
+fn bless(updater: &Updater, slots: &Slots) -> anyhow::Result<()> {
+    slots.control.bless(slots.booted)?;
     if let Some(mut last) = updater.record().load() {
         if last.state == UpdateState::Pending && last.slot == slots.booted {
             last.state = UpdateState::Succeeded;
@@ -188,25 +187,15 @@ fn bless(updater: &Updater, slots: &Slots, entry: &FoundEntry) -> anyhow::Result
 }
 
 /// Gives the booted slot up: the reason goes on record for the slot that boots next, and the
-/// entry is marked bad, so systemd-boot does not try it again (as `systemd-bless-boot bad`).
-fn give_up(
-    updater: &Updater,
-    slots: &Slots,
-    entry: &FoundEntry,
-    counter: TryCounter,
-    reason: &str,
-) -> anyhow::Result<()> {
+/// bootloader does not try the slot again.
+fn give_up(updater: &Updater, slots: &Slots, reason: &str) -> anyhow::Result<()> {
     if let Some(mut last) = updater.record().load() {
         if last.state == UpdateState::Pending && last.slot == slots.booted {
             last.reason = reason.to_string();
             updater.record().save(&last)?;
         }
     }
-    let bad = EntryName {
-        slot: slots.booted,
-        counter: Some(TryCounter { left: 0, done: counter.done + 1 }),
-    };
-    slots.esp.rename_entry(&entry.file, &bad)?;
+    slots.control.give_up(slots.booted)?;
     Ok(())
 }
 
@@ -219,11 +208,11 @@ fn settle_record(updater: &Updater, slots: &Slots, state: &BootState) {
     }
     if last.reason.is_empty() {
         let target = last.slot;
-        last.reason = match state.entry(target) {
-            Some(found) if found.name.is_exhausted() => format!(
+        last.reason = match &state.slot(target).entry {
+            Some(entry) if entry.is_given_up() => format!(
                 "slot {target} did not come up: its {} boot tries ran out before machined \
                  could check it (kernel or early boot failure)",
-                found.name.counter.map_or(0, |c| c.done)
+                entry.counter.map_or(0, |c| c.done)
             ),
             _ => format!("slot {target} was not booted"),
         };

@@ -2,42 +2,45 @@
 //! a slot for the next boot, and what the node knows of its slots and its last update.
 //!
 //! - [`receive`]: the bundle checked against this node and verified whole, into a spool.
-//! - [`esp`]: the slots' boot entries and files on the ESP.
+//! - [`slot_writer`]: the slots' root filesystems, written.
 //! - [`record`]: the last update's outcome, on STATE.
 //! - [`commit`]: after a boot on trial, bless the slot once healthy, or give it up.
 //! - [`watchdog`]: the hardware watchdog, fed while machined runs.
 //!
 //! An install goes: signature, manifest checks, the whole bundle received and verified
-//! ([`receive`]); then the slot's entry removed, its ROOT partition and ESP files copied
-//! from the spool and synced; then one rename makes the slot the next boot's with a try
-//! counter ([`esp::Esp::choose_slot`]). The copy checks lengths but does not hash again:
+//! ([`receive`]); then the slot retired from the bootloader's choice, its root
+//! ([`slot_writer`]) and boot files copied from the spool and synced; then one step of the
+//! [`BootControl`] makes the slot the next boot's with a try counter (for systemd-boot, one
+//! rename). The copy checks lengths but does not hash again:
 //! every spooled byte was hashed on its way in moments before, a second pass would read the
 //! page cache's copy of the same bytes, and it took most of the write's time.
 //!
-//! A power cut before that rename boots the old slot; after it, systemd-boot's counter and
+//! A power cut before that step boots the old slot; after it, the bootloader's counter and
 //! machined's health deadline bring the old slot back if the new one does not come up. While
 //! the booted slot is on trial, the other slot is its fallback and takes no update.
 
 pub mod commit;
-pub mod esp;
 pub mod receive;
 pub mod record;
+pub mod slot_writer;
 pub mod watchdog;
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use cairn_api::arch::Arch;
-use cairn_api::bundle::{self, Artifact, ArtifactKind, BundleError, Manifest, TrustedKey};
-use cairn_api::disk::boot_entry::{slot_dir, version_path, BootEntry};
+use cairn_api::bundle::{self, Artifact, ArtifactKind, BundleError, Manifest, Target, TrustedKey};
 use cairn_api::image::{Slot, ESP_LABEL, UPDATE_KEYS_PATH};
 
+use crate::boot::control::esp::FatEsp;
+use crate::boot::control::systemd_boot::SystemdBoot;
+use crate::boot::control::{BootControl, BootControlError, SlotSystem};
 use crate::layout::{under, NodeLayout};
-use esp::Esp;
 use receive::{artifact, spooled, Policy, Receiver};
 use record::{RecordFile, UpdateRecord, UpdateState};
+use slot_writer::{RootPartitions, SlotWriter};
 
 /// Boots a new slot gets to come up before systemd-boot gives it up.
 pub const TRIES: u32 = 3;
@@ -55,6 +58,14 @@ pub enum UpdateError {
     /// Reading or writing the disk failed.
     #[error("{0}")]
     Io(String),
+}
+
+/// Boot control's failures are the disk's: the same variant, for callers that tell only
+/// "refused" from "failed".
+impl From<BootControlError> for UpdateError {
+    fn from(e: BootControlError) -> Self {
+        UpdateError::Io(e.to_string())
+    }
 }
 
 fn io_error(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> UpdateError {
@@ -111,35 +122,32 @@ impl Release {
     }
 }
 
-/// Where the slots are.
+/// The slots: what boots them, where their roots are written, and the one booted.
 pub struct Slots {
-    /// The ESP.
-    pub esp: Esp,
-    /// ROOT-A and ROOT-B.
-    pub roots: [PathBuf; 2],
+    /// The bootloader's choice of slot, and the slots' boot files.
+    pub control: Arc<dyn BootControl>,
+    /// The slots' roots.
+    pub roots: Arc<dyn SlotWriter>,
     /// The slot booted.
     pub booted: Slot,
 }
 
 impl Slots {
-    /// The slots of the disk machined booted from, found by label under `sys_class_block`.
+    /// The slots of the disk machined booted from, found by label under `sys_class_block`:
+    /// systemd-boot on the ESP, ROOT-A and ROOT-B.
     pub fn find(sys_class_block: &Path, booted: Slot) -> Result<Slots, String> {
         let find = |label: &str| {
             crate::boot::partitions::find_by_label(sys_class_block, label)
                 .ok_or_else(|| format!("no partition labelled {label}"))
         };
         Ok(Slots {
-            esp: Esp::new(find(ESP_LABEL)?),
-            roots: [find(Slot::A.root_label())?, find(Slot::B.root_label())?],
+            control: Arc::new(SystemdBoot::new(FatEsp::new(find(ESP_LABEL)?))),
+            roots: Arc::new(RootPartitions::new([
+                find(Slot::A.root_label())?,
+                find(Slot::B.root_label())?,
+            ])),
             booted,
         })
-    }
-
-    fn root(&self, slot: Slot) -> &Path {
-        match slot {
-            Slot::A => &self.roots[0],
-            Slot::B => &self.roots[1],
-        }
     }
 }
 
@@ -204,11 +212,12 @@ pub struct Updater {
 impl Updater {
     /// The updater of the node laid out as `layout`, with its slots (or why it has none).
     pub fn new(layout: &NodeLayout, slots: Result<Slots, String>) -> Updater {
-        let other_version = slots.as_ref().ok().and_then(|s| {
-            s.esp.slot_version(other(s.booted)).unwrap_or_else(|e| {
+        let other_version = slots.as_ref().ok().and_then(|s| match s.control.state() {
+            Ok(state) => state.slot(other(s.booted)).version.clone(),
+            Err(e) => {
                 tracing::warn!("{e}");
                 None
-            })
+            }
         });
         Updater {
             slots,
@@ -295,7 +304,6 @@ impl Updater {
         let running = semver::Version::parse(&self.release.version).map_err(|e| {
             UpdateError::Unavailable(format!("the running version {:?}: {e}", self.release.version))
         })?;
-        let root = slots.root(slot);
         std::fs::create_dir_all(&self.spool).map_err(io_error(self.spool.display()))?;
         let result = (|| -> Result<Manifest, UpdateError> {
             let arch = running_arch().ok_or_else(|| {
@@ -309,7 +317,7 @@ impl Updater {
                 board: self.release.board.clone(),
                 running,
                 force,
-                root_bytes: device_size(root)?,
+                root_bytes: slots.roots.capacity(slot).map_err(io_error("the slot's root"))?,
                 free_bytes: free_bytes(&self.spool)?,
             };
             let mut report = |manifest: &Manifest, done: u64| {
@@ -336,9 +344,9 @@ impl Updater {
     /// install would leave no proven system to come back to. A slot whose entry is gone or
     /// given up is no fallback, and may be written.
     fn check_fallback_kept(&self, slots: &Slots, slot: Slot) -> Result<(), UpdateError> {
-        let state = slots.esp.boot_state().map_err(io_error("the ESP"))?;
-        let on_trial = state.entry(slots.booted).is_some_and(|e| e.name.counter.is_some());
-        let fallback = state.entry(slot).is_some_and(|e| !e.name.is_exhausted());
+        let state = slots.control.state()?;
+        let on_trial = state.slot(slots.booted).entry.as_ref().is_some_and(|e| e.counter.is_some());
+        let fallback = state.slot(slot).entry.as_ref().is_some_and(|e| !e.is_given_up());
         match on_trial && fallback {
             true => Err(UpdateError::Unavailable(format!(
                 "slot {} is on trial and slot {slot} holds the system to fall back to: \
@@ -382,54 +390,34 @@ impl Updater {
         };
         // From here the slot's old system is gone: no entry may point at it.
         *self.other_version() = None;
-        slots.esp.retire_slot(slot).map_err(io_error("retiring the slot's entry"))?;
+        slots.control.retire(slot)?;
 
         let started = std::time::Instant::now();
         let rootfs = artifact(manifest, ArtifactKind::Rootfs);
-        let root = slots.root(slot);
-        let mut device =
-            OpenOptions::new().write(true).open(root).map_err(io_error(root.display()))?;
-        let spool = spooled(&self.spool, &rootfs.target());
+        let spool = spooled(&self.spool, &Target::SlotRoot);
         let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
-        let length = copy(&mut file, &mut device, &mut written).map_err(io_error(format!(
-            "copying {} into {}",
-            spool.display(),
-            root.display()
-        )))?;
-        device.sync_all().map_err(io_error(root.display()))?;
+        let length = slots
+            .roots
+            .write(slot, &mut file, &mut written)
+            .map_err(io_error(format!("copying {} into slot {slot}", spool.display())))?;
         check_copied(rootfs, length)?;
         let seconds = started.elapsed().as_secs_f64();
         tracing::info!(
-            "wrote {length} bytes to {} in {seconds:.2} s ({:.1} MB/s)",
-            root.display(),
+            "wrote {length} bytes to slot {slot}'s root in {seconds:.2} s ({:.1} MB/s)",
             length as f64 / seconds.max(1e-6) / 1e6
         );
 
-        let entry = BootEntry::for_slot(slot, &manifest.version, 0, &manifest.kernel_args);
-        for (kind, path) in
-            [(ArtifactKind::Kernel, &entry.linux), (ArtifactKind::Initramfs, &entry.initrd)]
-        {
-            let spool = spooled(&self.spool, &kind.target());
+        for boot_file in &manifest.artifacts {
+            let Target::Boot(name) = boot_file.target() else { continue };
+            let spool = spooled(&self.spool, &boot_file.target());
             let mut file = File::open(&spool).map_err(io_error(spool.display()))?;
-            let length =
-                slots.esp.write_file(path, &mut file, &mut written).map_err(io_error(path))?;
-            check_copied(artifact(manifest, kind), length)?;
+            let length = slots.control.install_file(slot, &name, &mut file, &mut written)?;
+            check_copied(boot_file, length)?;
         }
-        let version_file = version_path(slot);
-        slots
-            .esp
-            .write_file(
-                &version_file,
-                &mut format!("{}\n", manifest.version).as_bytes(),
-                &mut |_| {},
-            )
-            .map_err(io_error(&version_file))?;
+        let system = SlotSystem { version: &manifest.version, kernel_args: &manifest.kernel_args };
+        let name = slots.control.choose(slot, system, TRIES)?;
         *self.other_version() = Some(manifest.version.clone());
-        let name = slots
-            .esp
-            .choose_slot(slot, &manifest.version, &manifest.kernel_args, TRIES)
-            .map_err(io_error("writing the boot entry"))?;
-        tracing::info!("{} {} is the next boot's: {name}", slot_dir(slot), manifest.version);
+        tracing::info!("slot {slot} ({}) is the next boot's: {name}", manifest.version);
         Ok(())
     }
 
@@ -440,23 +428,17 @@ impl Updater {
         })?;
         let slots = self.slots()?;
         let slot = other(slots.booted);
-        let esp_error = io_error("the ESP");
-        let version = slots.esp.slot_version(slot).map_err(esp_error)?.ok_or_else(|| {
+        let state = slots.control.state()?;
+        let target = state.slot(slot);
+        let version = target.version.clone().ok_or_else(|| {
             UpdateError::Unavailable(format!("slot {slot} holds no system to roll back to"))
         })?;
-        let state = slots.esp.boot_state().map_err(io_error("the ESP"))?;
         // The entry keeps the kernel arguments its system was installed with.
-        let kernel_args = state
-            .entry(slot)
-            .and_then(|found| slots.esp.entry_options(&found.file).ok())
-            .map(|options| options.split_whitespace().skip(1).map(String::from).collect::<Vec<_>>())
-            .ok_or_else(|| {
-                UpdateError::Unavailable(format!("slot {slot} has no boot entry to roll back to"))
-            })?;
-        slots
-            .esp
-            .choose_slot(slot, &version, &kernel_args, TRIES)
-            .map_err(io_error("writing the boot entry"))?;
+        let entry = target.entry.as_ref().ok_or_else(|| {
+            UpdateError::Unavailable(format!("slot {slot} has no boot entry to roll back to"))
+        })?;
+        let system = SlotSystem { version: &version, kernel_args: &entry.kernel_args };
+        slots.control.choose(slot, system, TRIES)?;
         self.save_pending(slot, &version)?;
         Ok(Chosen { slot, version })
     }
@@ -478,7 +460,7 @@ impl Updater {
 
 /// Copies `from` into `to` a piece at a time, telling `written` of each piece's length;
 /// the bytes copied. (Not `io::copy`: the progress wants the pieces.)
-fn copy(
+pub(crate) fn copy(
     from: &mut dyn Read,
     to: &mut dyn Write,
     written: &mut dyn FnMut(usize),
@@ -505,11 +487,6 @@ fn check_copied(artifact: &Artifact, copied: u64) -> Result<(), UpdateError> {
             artifact.kind, artifact.size
         ))),
     }
-}
-
-/// The size of a block device (or file).
-fn device_size(path: &Path) -> Result<u64, UpdateError> {
-    File::open(path).and_then(|mut f| f.seek(SeekFrom::End(0))).map_err(io_error(path.display()))
 }
 
 /// The bytes free at `dir` (machined writes as root, so the reserved blocks count).

@@ -1,22 +1,27 @@
-//! The updater on a node made of files: an ESP image, two ROOT files, a root directory.
+//! The updater on a node made of an ESP image, two roots in memory and a root directory.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use cairn_api::arch::Arch;
 use cairn_api::bundle::testing::{self, bundle, key, Rng};
 use cairn_api::bundle::SigningKey;
-use cairn_api::disk::boot_entry::{version_path, BootEntry};
+use cairn_api::disk::boot_entry::{generation_of, BootEntry};
 use cairn_api::image::Slot;
 use sha2::{Digest, Sha256};
 
-use super::esp::{format_for_tests, Esp};
 use super::record::UpdateState;
+use super::slot_writer::MemorySlots;
 use super::{Phase, Slots, UpdateError, Updater};
+use crate::boot::control::esp::{format_for_tests, Change, EspFiles, FatEsp};
+use crate::boot::control::systemd_boot::SystemdBoot;
+use crate::boot::control::BootState;
 use crate::layout::NodeLayout;
 
 /// A node running 0.2.0 from slot A, trusting `trusted`.
 struct Node {
     dir: tempfile::TempDir,
+    roots: Arc<MemorySlots>,
     updater: Updater,
 }
 
@@ -34,24 +39,36 @@ impl Node {
         std::fs::create_dir_all(root.join("var")).unwrap();
         std::fs::create_dir_all(root.join("system/state")).unwrap();
         format_for_tests(&dir.path().join("esp.img"), 40 << 20);
-        let esp = Esp::new(dir.path().join("esp.img"));
         let entry = BootEntry::for_slot(Slot::A, "0.2.0", 1, &[]);
-        esp.write_file("/loader/entries/cairn-a.conf", &mut entry.render().as_bytes(), &mut |_| {})
+        FatEsp::new(dir.path().join("esp.img"))
+            .apply(&[
+                Change::Write { path: "/loader/entries/cairn-a.conf".into(), text: entry.render() },
+                Change::Write { path: "/cairn/a/version".into(), text: "0.2.0\n".into() },
+            ])
             .unwrap();
-        esp.write_file(&version_path(Slot::A), &mut &b"0.2.0\n"[..], &mut |_| {}).unwrap();
-        let roots: [PathBuf; 2] = [dir.path().join("root-a"), dir.path().join("root-b")];
-        std::fs::write(&roots[0], vec![1u8; 1 << 20]).unwrap();
-        std::fs::write(&roots[1], vec![0u8; 1 << 20]).unwrap();
-        let slots = Slots { esp, roots, booted: Slot::A };
-        let updater = Updater::new(&NodeLayout::new(&root), Ok(slots));
-        Node { dir, updater }
+        let roots = Arc::new(MemorySlots::new(vec![1u8; 1 << 20], vec![0u8; 1 << 20]));
+        let node =
+            Node { dir, roots, updater: Updater::new(&NodeLayout::new(&root), Err(String::new())) };
+        node.booted(Slot::A)
+    }
+
+    /// The node's updater when booted from `slot`.
+    fn booted(self, slot: Slot) -> Node {
+        let slots = Slots {
+            control: Arc::new(SystemdBoot::new(FatEsp::new(self.path("esp.img")))),
+            roots: self.roots.clone(),
+            booted: slot,
+        };
+        let updater = Updater::new(&NodeLayout::new(self.path("root")), Ok(slots));
+        Node { updater, ..self }
     }
 
     /// Hashes of everything the node boots from.
     fn disks(&self) -> Vec<String> {
-        ["esp.img", "root-a", "root-b"]
+        let esp = std::fs::read(self.path("esp.img")).unwrap();
+        [esp, self.roots.root(Slot::A), self.roots.root(Slot::B)]
             .iter()
-            .map(|f| cairn_api::bundle::hex(&Sha256::digest(std::fs::read(self.path(f)).unwrap())))
+            .map(|bytes| cairn_api::bundle::hex(&Sha256::digest(bytes)))
             .collect()
     }
 
@@ -65,22 +82,30 @@ impl Node {
 
     /// The node after a reboot into `slot`, which runs `version`.
     fn rebooted(self, slot: Slot, version: &str) -> Node {
-        let root = self.path("root");
         let release = format!("ID=cairn\nVERSION_ID={version}\nVARIANT_ID=generic-x86_64\n");
-        std::fs::write(root.join("etc/os-release"), release).unwrap();
-        let roots = [self.path("root-a"), self.path("root-b")];
-        let slots = Slots { esp: Esp::new(self.path("esp.img")), roots, booted: slot };
-        let updater = Updater::new(&NodeLayout::new(&root), Ok(slots));
-        Node { dir: self.dir, updater }
+        std::fs::write(self.path("root/etc/os-release"), release).unwrap();
+        self.booted(slot)
     }
 
-    fn esp(&self) -> &Esp {
-        &self.updater.slots().unwrap().esp
+    /// What the bootloader knows.
+    fn state(&self) -> BootState {
+        self.updater.slots().unwrap().control.state().unwrap()
     }
-}
 
-fn starts_with(path: &Path, bytes: &[u8]) -> bool {
-    std::fs::read(path).unwrap().starts_with(bytes)
+    /// What systemd-boot does when it boots an entry: renames it.
+    fn boot_renames(&self, from: &str, to: &str) {
+        let (dir, from, to) = ("/loader/entries".into(), from.into(), to.into());
+        FatEsp::new(self.path("esp.img")).apply(&[Change::Rename { dir, from, to }]).unwrap();
+    }
+
+    /// The text of the ESP file at `path`.
+    fn esp_file(&self, path: &str) -> Option<String> {
+        FatEsp::new(self.path("esp.img")).read_file(path).unwrap()
+    }
+
+    fn root_starts_with(&self, slot: Slot, bytes: &[u8]) -> bool {
+        self.roots.root(slot).starts_with(bytes)
+    }
 }
 
 #[test]
@@ -96,14 +121,20 @@ fn an_install_writes_the_other_slot_and_puts_it_on_trial() {
         })
         .unwrap();
     assert_eq!((chosen.slot, chosen.version.as_str()), (Slot::B, "0.3.0"));
-    assert!(starts_with(&node.path("root-b"), &rootfs));
-    assert!(starts_with(&node.path("root-a"), &[1u8; 1000]));
-    let state = node.esp().boot_state().unwrap();
-    assert_eq!(state.next_boot(), Some(Slot::B));
-    let b = state.entry(Slot::B).unwrap();
-    assert_eq!((b.file.as_str(), b.generation), ("cairn-b+3.conf", 2));
-    assert_eq!(node.esp().entry_options(&b.file).unwrap(), "cairn.slot=b console=ttyS0");
-    assert_eq!(node.esp().slot_version(Slot::B).unwrap().as_deref(), Some("0.3.0"));
+    assert!(node.root_starts_with(Slot::B, &rootfs));
+    assert!(node.root_starts_with(Slot::A, &[1u8; 1000]));
+    let state = node.state();
+    assert_eq!(state.next_boot, Some(Slot::B));
+    assert_eq!(state.b.entry.unwrap().name, "cairn-b+3.conf");
+    let entry = node.esp_file("/loader/entries/cairn-b+3.conf").unwrap();
+    assert_eq!(
+        entry,
+        "title Cairn 0.3.0 (slot B)\nsort-key cairn\nversion 2\nlinux /cairn/b/vmlinuz\n\
+         initrd /cairn/b/initramfs.zst\noptions cairn.slot=b console=ttyS0\n"
+    );
+    assert_eq!(node.esp_file("/cairn/b/version").as_deref(), Some("0.3.0\n"));
+    assert_eq!(node.esp_file("/cairn/b/vmlinuz").as_deref(), Some("kernel"));
+    assert_eq!(node.esp_file("/cairn/b/initramfs.zst").as_deref(), Some("initramfs"));
     // Received first, then written, each to its end.
     let last = |phase| phases.iter().rev().find(|p| p.0 == phase).copied().unwrap();
     assert_eq!(phases[0].0, Phase::Receiving);
@@ -155,17 +186,17 @@ fn a_slot_on_trial_keeps_its_fallback_until_blessed() {
     node.install(&bundle(&key, "0.3.0", Arch::X86_64, b"root 0.3.0"), false).unwrap();
     // systemd-boot counted the boot into B down: B runs on trial, A is the fallback.
     let node = node.rebooted(Slot::B, "0.3.0");
-    node.esp().rename_entry("cairn-b+3.conf", &"cairn-b+2-1.conf".parse().unwrap()).unwrap();
+    node.boot_renames("cairn-b+3.conf", "cairn-b+2-1.conf");
     let before = node.disks();
     let error = node.install(&bundle(&key, "0.4.0", Arch::X86_64, b"root 0.4.0"), false);
     let error = error.unwrap_err().to_string();
     assert!(error.starts_with("slot B is on trial and slot A holds the system"), "{error}");
     assert_eq!(node.disks(), before);
     // Blessed, B is the proven system and A may take the next update.
-    node.esp().rename_entry("cairn-b+2-1.conf", &"cairn-b.conf".parse().unwrap()).unwrap();
+    node.boot_renames("cairn-b+2-1.conf", "cairn-b.conf");
     let chosen = node.install(&bundle(&key, "0.4.0", Arch::X86_64, b"root 0.4.0"), false);
     assert_eq!(chosen.unwrap().slot, Slot::A);
-    assert!(starts_with(&node.path("root-a"), b"root 0.4.0"));
+    assert!(node.root_starts_with(Slot::A, b"root 0.4.0"));
 }
 
 #[test]
@@ -176,14 +207,16 @@ fn rollback_needs_a_system_in_the_other_slot() {
     assert_eq!(error, "slot B holds no system to roll back to");
     node.install(&bundle(&key, "0.3.0", Arch::X86_64, b"root"), false).unwrap();
     // Installed, then given up by systemd-boot: choosing it again gives it fresh tries.
-    node.esp().rename_entry("cairn-b+3.conf", &"cairn-b+0-3.conf".parse().unwrap()).unwrap();
-    assert_eq!(node.esp().boot_state().unwrap().next_boot(), Some(Slot::A));
+    node.boot_renames("cairn-b+3.conf", "cairn-b+0-3.conf");
+    assert_eq!(node.state().next_boot, Some(Slot::A));
     let chosen = node.updater.rollback().unwrap();
     assert_eq!((chosen.slot, chosen.version.as_str()), (Slot::B, "0.3.0"));
-    let state = node.esp().boot_state().unwrap();
-    assert_eq!(state.next_boot(), Some(Slot::B));
-    assert_eq!(state.entry(Slot::B).unwrap().file, "cairn-b+3.conf");
-    assert_eq!(node.esp().entry_options("cairn-b+3.conf").unwrap(), "cairn.slot=b console=ttyS0");
+    let state = node.state();
+    assert_eq!(state.next_boot, Some(Slot::B));
+    assert_eq!(state.b.entry.unwrap().name, "cairn-b+3.conf");
+    let entry = node.esp_file("/loader/entries/cairn-b+3.conf").unwrap();
+    assert!(entry.ends_with("options cairn.slot=b console=ttyS0\n"), "{entry}");
+    assert_eq!(generation_of(&entry), Some(3));
 }
 
 #[test]

@@ -1,0 +1,134 @@
+//! Boot control (DESIGN §2): which slot the bootloader boots next, and how many tries it
+//! gets, behind one seam, [`BootControl`], for the updater, the boot check, rollback and
+//! `Version`.
+//!
+//! - [`systemd_boot`]: Boot Loader Spec entries on the ESP, with systemd-boot's try
+//!   counters in their names (UEFI machines).
+//! - [`esp`]: the ESP's FAT filesystem, behind a small trait.
+//!
+//! U-Boot (a boot script's environment file on the boot partition) is another
+//! implementation of the same trait. A node with no slots (PXE: the initramfs carries its
+//! root, upgrades are the server's business) has no boot control: its updater has no slots
+//! and says why.
+//!
+//! As in Bottlerocket's signpost, an implementation reads the bootloader's state into a
+//! value whose verbs change nothing on disk, then writes it in one commit step.
+
+pub mod esp;
+pub mod systemd_boot;
+
+use std::io::{self, Read};
+
+use cairn_api::disk::entry_name::TryCounter;
+use cairn_api::image::Slot;
+
+/// Boot control failed; what the bootloader boots is as it was before the failed step.
+#[derive(Debug, thiserror::Error)]
+pub enum BootControlError {
+    /// Reading or writing the bootloader's files failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// The slot has no boot entry to act on.
+    #[error("slot {0} has no boot entry")]
+    NoEntry(Slot),
+}
+
+impl BootControlError {
+    /// An error of `what`, for `map_err`.
+    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BootControlError {
+        let what = what.into();
+        move |source| BootControlError::Io { what, source }
+    }
+}
+
+/// How the bootloader will boot a slot: its entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotEntry {
+    /// Where the bootloader keeps it, for messages (`cairn-b+2-1.conf`).
+    pub name: String,
+    /// The try counter while the slot is on trial; `None` once blessed.
+    pub counter: Option<TryCounter>,
+    /// The kernel arguments it boots with after the slot's own.
+    pub kernel_args: Vec<String>,
+}
+
+impl SlotEntry {
+    /// Whether the slot is on trial with no tries left: the bootloader boots the other slot.
+    pub fn is_given_up(&self) -> bool {
+        self.counter.is_some_and(|counter| counter.left == 0)
+    }
+}
+
+/// What the bootloader knows of one slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotState {
+    /// The version of the system it holds, if it holds one.
+    pub version: Option<String>,
+    /// Its entry, if the bootloader may boot it.
+    pub entry: Option<SlotEntry>,
+}
+
+/// What the bootloader knows of the slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootState {
+    /// Slot A.
+    pub a: SlotState,
+    /// Slot B.
+    pub b: SlotState,
+    /// The slot the bootloader boots next, if any.
+    pub next_boot: Option<Slot>,
+}
+
+impl BootState {
+    /// The state of `slot`.
+    pub fn slot(&self, slot: Slot) -> &SlotState {
+        match slot {
+            Slot::A => &self.a,
+            Slot::B => &self.b,
+        }
+    }
+}
+
+/// The system a slot holds, as its boot entry names it.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotSystem<'a> {
+    /// Its version (semver).
+    pub version: &'a str,
+    /// The kernel arguments after the slot's own.
+    pub kernel_args: &'a [String],
+}
+
+/// Which slot boots, and the slots' boot files.
+pub trait BootControl: Send + Sync {
+    /// What the bootloader knows of the slots.
+    fn state(&self) -> Result<BootState, BootControlError>;
+    /// Takes `slot` out of the bootloader's choice, and forgets its system, so its files
+    /// can be rewritten.
+    fn retire(&self, slot: Slot) -> Result<(), BootControlError>;
+    /// Writes the boot file `name` of `slot` (`vmlinuz`, `initramfs.zst`) with what
+    /// `content` yields; `written` hears of each piece. Returns the bytes written.
+    fn install_file(
+        &self,
+        slot: Slot,
+        name: &str,
+        content: &mut dyn Read,
+        written: &mut dyn FnMut(usize),
+    ) -> Result<u64, BootControlError>;
+    /// Makes `slot`, holding `system`, the next boot's, with `tries` boots to come up
+    /// healthy. Returns how the bootloader names its entry.
+    fn choose(
+        &self,
+        slot: Slot,
+        system: SlotSystem<'_>,
+        tries: u32,
+    ) -> Result<String, BootControlError>;
+    /// Ends `slot`'s trial: it stays the one booted.
+    fn bless(&self, slot: Slot) -> Result<(), BootControlError>;
+    /// Ends `slot`'s trial as a failure: the bootloader boots the other slot.
+    fn give_up(&self, slot: Slot) -> Result<(), BootControlError>;
+}
