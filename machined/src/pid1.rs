@@ -3,8 +3,7 @@
 
 use nix::mount::{mount, MsFlags};
 
-use cairn_api::image::Slot;
-
+use crate::boot::root_source::RootSource;
 use crate::facts::Volumes;
 use crate::power::{KernelPower, Power};
 use crate::storage::{self, Prepared};
@@ -37,13 +36,13 @@ pub fn prepare() -> Volumes {
         }
         Err(errno) => tracing::error!("uname: {errno}"),
     }
-    let slot = crate::boot::cmdline::current_slot();
+    let root = RootSource::current();
     tracing::info!(
-        "machined {} stage 2 (PID 1) on slot {}",
+        "machined {} stage 2 (PID 1) on {}",
         env!("CARGO_PKG_VERSION"),
-        slot.map_or("?".to_string(), |s| s.to_string())
+        root.map_or("slot ?".to_string(), |r| r.to_string())
     );
-    match storage::prepare(slot.unwrap_or(Slot::A)) {
+    match storage::prepare(root) {
         Ok(Prepared::Mounted) => return Volumes { state: true, ephemeral: true },
         Ok(Prepared::RebootNeeded) => {
             tracing::info!("rebooting so the kernel reads the new partition table");

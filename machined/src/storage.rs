@@ -13,10 +13,11 @@ use std::process::Command;
 use cairn_api::disk::partition_table::{
     self, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
-use cairn_api::image::{Slot, EPHEMERAL_LABEL, STATE_LABEL};
+use cairn_api::image::{EPHEMERAL_LABEL, STATE_LABEL};
 use nix::mount::{mount, MsFlags};
 
 use crate::boot::partitions::find_by_label;
+use crate::boot::root_source::RootSource;
 
 /// STATE's size: configs and keys are small; flash is not.
 const STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -31,6 +32,12 @@ pub enum StorageError {
     /// The root partition is not on a disk we can find.
     #[error("cannot find the disk holding {0}")]
     NoDisk(String),
+    /// The kernel command line names no root, so no disk to create them on.
+    #[error(
+        "the kernel command line names no root ({}=a|b): no disk to create STATE and EPHEMERAL on",
+        cairn_api::image::SLOT_ARG
+    )]
+    NoRoot,
     /// Editing the partition table failed.
     #[error(transparent)]
     PartitionTable(#[from] PartitionTableError),
@@ -71,13 +78,14 @@ pub enum Prepared {
     RebootNeeded,
 }
 
-/// Makes sure STATE and EPHEMERAL exist, are formatted and are mounted.
-pub fn prepare(slot: Slot) -> Result<Prepared, StorageError> {
+/// Makes sure STATE and EPHEMERAL exist, are formatted and are mounted. On a first boot
+/// they are created on the disk of `root`, the root the kernel command line names.
+pub fn prepare(root: Option<RootSource>) -> Result<Prepared, StorageError> {
     let sys = Path::new(SYS_CLASS_BLOCK);
     let (Some(state), Some(ephemeral)) =
         (find_by_label(sys, STATE_LABEL), find_by_label(sys, EPHEMERAL_LABEL))
     else {
-        let root = slot.root_label();
+        let root = root.ok_or(StorageError::NoRoot)?.partition_label();
         let root_device =
             find_by_label(sys, root).ok_or_else(|| StorageError::NoDisk(root.into()))?;
         let disk = disk_of(&root_device).ok_or_else(|| StorageError::NoDisk(root.into()))?;

@@ -9,6 +9,7 @@ pub mod cmdline;
 pub mod control;
 pub mod modules;
 pub mod partitions;
+pub mod root_source;
 pub mod stage1;
 
 /// Which machined this is.

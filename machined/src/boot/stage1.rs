@@ -1,6 +1,6 @@
 //! Stage 1: `/init` in the initramfs. Mounts the kernel's filesystems, loads the modules
-//! that reach the disk, finds the slot's root partition by label, mounts it read-only and
-//! hands over to machined on it. A failure reboots after a pause, so the bootloader's try
+//! that reach the disk, finds the root the kernel command line names ([`RootSource`]: the
+//! slot's root partition, by label), mounts it read-only and hands over to machined on it. A failure reboots after a pause, so the bootloader's try
 //! counter can fall back to the other slot.
 
 use std::convert::Infallible;
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use cairn_api::image::MACHINED_PATH;
 use nix::mount::{mount, MsFlags};
 
-use super::{cmdline, modules, partitions};
+use super::root_source::RootSource;
+use super::{modules, partitions};
 use crate::kmsg_log::Kmsg;
 
 /// Where the root filesystem is mounted before the switch.
@@ -52,6 +53,23 @@ pub enum Stage1Error {
         /// What failed.
         source: std::io::Error,
     },
+}
+
+/// Mounts the root filesystem `source` names on [`NEW_ROOT`], read-only.
+fn mount_root(source: RootSource) -> Result<(), Stage1Error> {
+    let label = source.partition_label();
+    let deadline = Instant::now() + ROOT_WAIT;
+    let device = loop {
+        if let Some(device) = partitions::find_by_label(Path::new("/sys/class/block"), label) {
+            break device;
+        }
+        if Instant::now() > deadline {
+            return Err(Stage1Error::NoRoot(label));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    console(&format!("{source}: root {label} is {}", device.display()));
+    mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)
 }
 
 /// Runs stage 1; never returns.
@@ -107,20 +125,8 @@ fn boot() -> Result<Infallible, Stage1Error> {
 
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|source| Stage1Error::Io { path: "/proc/cmdline".into(), source })?;
-    let slot = cmdline::slot(&cmdline).ok_or(Stage1Error::NoSlot)?;
-    let label = slot.root_label();
-    let deadline = Instant::now() + ROOT_WAIT;
-    let device = loop {
-        if let Some(device) = partitions::find_by_label(Path::new("/sys/class/block"), label) {
-            break device;
-        }
-        if Instant::now() > deadline {
-            return Err(Stage1Error::NoRoot(label));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    console(&format!("slot {slot}: root {label} is {}", device.display()));
-    mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)?;
+    let source = RootSource::from_cmdline(&cmdline).ok_or(Stage1Error::NoSlot)?;
+    mount_root(source)?;
 
     // The kernel filesystems move along; then the new root becomes / (switch_root).
     for fs in ["/dev", "/proc", "/sys", "/run"] {
