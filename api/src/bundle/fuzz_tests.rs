@@ -3,7 +3,7 @@
 //! stream left intact, success), never a panic, and nothing may be passed on past a damaged
 //! chunk.
 
-use super::testing::{bundle, key, Rng};
+use super::testing::{bundle, key, tar_of, Rng};
 use super::{read, Artifact, ArtifactSink, Manifest, CHUNK_BYTES};
 use crate::arch::Arch;
 
@@ -95,18 +95,13 @@ fn signed_manifests_that_say_anything_are_refused_cleanly() {
         "{".repeat(10_000),
     ];
     for (i, manifest) in hostile.iter().enumerate() {
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut append = |name: &str, data: &[u8]| {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(data.len() as u64);
-            header.set_cksum();
-            tar.append_data(&mut header, name, data).unwrap();
-        };
-        append("manifest", manifest.as_bytes());
-        append("manifest.sig", &key.sign(manifest.as_bytes()));
         let junk: Vec<u8> = (0..rng.below(2000)).map(|_| rng.next_u64() as u8).collect();
-        append("kernel.zst", &junk);
-        let stream = tar.into_inner().unwrap();
+        let signature = key.sign(manifest.as_bytes());
+        let stream = tar_of(&[
+            ("manifest", manifest.as_bytes()),
+            ("manifest.sig", &signature),
+            ("kernel.zst", &junk),
+        ]);
         let error = read(&stream[..], &trusted, &mut Count::default()).unwrap_err();
         assert!(error.to_string().starts_with("manifest:"), "case {i}: {error}");
     }

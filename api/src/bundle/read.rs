@@ -177,19 +177,10 @@ mod tests {
         }
         let text = serde_json::to_vec_pretty(&manifest).unwrap();
         let signature = key.sign(&text);
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut append = |name: &str, data: &[u8]| {
-            let mut header = tar::Header::new_ustar();
-            header.set_size(data.len() as u64);
-            header.set_cksum();
-            tar.append_data(&mut header, name, data).unwrap();
-        };
-        append(MANIFEST_ENTRY, &text);
-        append(SIGNATURE_ENTRY, &signature);
-        for (name, bytes) in &artifacts {
-            append(name, bytes);
-        }
-        tar.into_inner().unwrap()
+        let mut entries: Vec<(&str, &[u8])> =
+            vec![(MANIFEST_ENTRY, &text), (SIGNATURE_ENTRY, &signature)];
+        entries.extend(artifacts.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+        testing::tar_of(&entries)
     }
 
     #[test]

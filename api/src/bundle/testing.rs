@@ -43,6 +43,19 @@ pub fn bundle(key: &SigningKey, version: &str, arch: Arch, rootfs: &[u8]) -> Vec
     out
 }
 
+/// A tar stream of `entries` (name, data), plain files as in a bundle: for bundles made by
+/// hand, of a format or a shape [`write`] does not make.
+pub fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *data).expect("writing into memory");
+    }
+    tar.into_inner().expect("writing into memory")
+}
+
 /// xorshift64*: reproducible randomness without a dependency. Its bytes are what zstd
 /// cannot compress, so a rootfs of them spans as many bundle chunks as it is long.
 pub struct Rng(pub u64);
