@@ -18,6 +18,16 @@ use crate::boot::control::systemd_boot::SystemdBoot;
 use crate::boot::control::BootState;
 use crate::layout::NodeLayout;
 
+/// The updater of the node in `dir` with `roots`, booted from `slot`.
+fn updater(dir: &std::path::Path, roots: &Arc<MemorySlots>, slot: Slot) -> Updater {
+    let slots = Slots {
+        control: Arc::new(SystemdBoot::new(FatEsp::new(dir.join("esp.img")))),
+        roots: roots.clone(),
+        booted: slot,
+    };
+    Updater::new(&NodeLayout::new(dir.join("root")), Ok(slots))
+}
+
 /// A node running 0.2.0 from slot A, trusting `trusted`.
 struct Node {
     dir: tempfile::TempDir,
@@ -47,20 +57,8 @@ impl Node {
             ])
             .unwrap();
         let roots = Arc::new(MemorySlots::new(vec![1u8; 1 << 20], vec![0u8; 1 << 20]));
-        let node =
-            Node { dir, roots, updater: Updater::new(&NodeLayout::new(&root), Err(String::new())) };
-        node.booted(Slot::A)
-    }
-
-    /// The node's updater when booted from `slot`.
-    fn booted(self, slot: Slot) -> Node {
-        let slots = Slots {
-            control: Arc::new(SystemdBoot::new(FatEsp::new(self.path("esp.img")))),
-            roots: self.roots.clone(),
-            booted: slot,
-        };
-        let updater = Updater::new(&NodeLayout::new(self.path("root")), Ok(slots));
-        Node { updater, ..self }
+        let updater = updater(dir.path(), &roots, Slot::A);
+        Node { dir, roots, updater }
     }
 
     /// Hashes of everything the node boots from.
@@ -84,7 +82,8 @@ impl Node {
     fn rebooted(self, slot: Slot, version: &str) -> Node {
         let release = format!("ID=cairn\nVERSION_ID={version}\nVARIANT_ID=generic-x86_64\n");
         std::fs::write(self.path("root/etc/os-release"), release).unwrap();
-        self.booted(slot)
+        let updater = updater(self.dir.path(), &self.roots, slot);
+        Node { updater, ..self }
     }
 
     /// What the bootloader knows.
