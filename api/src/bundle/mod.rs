@@ -18,9 +18,11 @@
 //! system has at least a kernel (`boot:vmlinuz`), an initramfs (`boot:initramfs.zst`) and a
 //! rootfs (`slot:root`).
 //!
-//! Format 1 ([`CLASSIC_FORMAT`]), written before artifacts had targets, is still read: its
-//! artifacts are exactly `kernel`, `initramfs`, `rootfs` in that order, with no `target` or
-//! `encoding` (their kinds' targets, zstd), in entries named `<kind>.zst`.
+//! Format 1 ([`CLASSIC_FORMAT`]) is the form of a bundle whose artifacts are exactly `kernel`,
+//! `initramfs`, `rootfs` in that order, with no `target` or `encoding` (their kinds' targets,
+//! zstd), in entries named `<kind>.zst`. Every release reads it, so a writer uses it whenever
+//! the artifacts fit it, and nodes of older releases can update to the bundle; format 2
+//! ([`FORMAT`]) is for every other list.
 //!
 //! Every entry is a plain file (type `0`) with a name that fits its header: a reader refuses
 //! GNU long names, PAX headers and every other type before reading their data.
@@ -45,9 +47,9 @@ pub use manifest::{Artifact, ArtifactKind, Encoding, Manifest, SigningKey, Targe
 pub use read::{peek_manifest, read, ArtifactSink};
 pub use write::{write, ArtifactInput, BundleInfo};
 
-/// The manifest format this code writes, and reads: artifacts with targets and encodings.
+/// The manifest format with targets and encodings, written when the artifacts need it.
 pub const FORMAT: u32 = 2;
-/// The first manifest format, still read: kernel, initramfs and rootfs, by kind alone.
+/// The first manifest format: kernel, initramfs and rootfs, by kind alone.
 pub const CLASSIC_FORMAT: u32 = 1;
 /// The manifest's entry name.
 pub const MANIFEST_ENTRY: &str = "manifest";

@@ -159,44 +159,72 @@ mod tests {
         assert_eq!(sink.finished, ArtifactKind::ALL);
     }
 
-    /// `bundle`'s content as a bundle of format 1 (before artifacts had targets), signed with
-    /// `key`: the manifest without targets and encodings, entries named `<kind>.zst`.
-    fn classic(bundle: &[u8], key: &SigningKey) -> Vec<u8> {
+    /// `manifest` in format 2: every artifact with its kind's target and zstd.
+    fn targeted(manifest: &mut Manifest) {
+        manifest.format = crate::bundle::FORMAT;
+        for artifact in &mut manifest.artifacts {
+            artifact.target = Some(artifact.kind.target());
+            artifact.encoding = Some(crate::bundle::Encoding::Zstd);
+        }
+    }
+
+    /// `bundle`'s content as a bundle of format 2, signed with `key`: the manifest with
+    /// targets and encodings, entries named after the targets, the rootfs first.
+    fn in_format_2(bundle: &[u8], key: &SigningKey) -> Vec<u8> {
         let mut manifest = peek_manifest(bundle).unwrap();
-        manifest.format = crate::bundle::CLASSIC_FORMAT;
         let mut entries = Entries::new(bundle);
         let mut artifacts = Vec::new();
         entries.expect(MANIFEST_ENTRY, |_| Ok(())).unwrap();
         entries.expect(SIGNATURE_ENTRY, |_| Ok(())).unwrap();
-        for artifact in &mut manifest.artifacts {
+        for artifact in &manifest.artifacts {
             let size = entries.expect(&artifact.entry(), |_| Ok(())).unwrap();
             let mut bytes = vec![0u8; size as usize];
             entries.read_exact(&mut bytes).unwrap();
-            (artifact.target, artifact.encoding) = (None, None);
-            artifacts.push((format!("{}.zst", artifact.kind), bytes));
+            artifacts.push(bytes);
         }
+        targeted(&mut manifest);
+        manifest.artifacts.rotate_right(1);
+        artifacts.rotate_right(1);
+        let names: Vec<String> = manifest.artifacts.iter().map(Artifact::entry).collect();
         let text = serde_json::to_vec_pretty(&manifest).unwrap();
         let signature = key.sign(&text);
         let mut entries: Vec<(&str, &[u8])> =
             vec![(MANIFEST_ENTRY, &text), (SIGNATURE_ENTRY, &signature)];
-        entries.extend(artifacts.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())));
+        entries.extend(names.iter().map(String::as_str).zip(artifacts.iter().map(Vec::as_slice)));
         testing::tar_of(&entries)
     }
 
     #[test]
-    fn a_bundle_of_the_classic_format_reads_as_before() {
+    fn a_system_of_kernel_initramfs_and_rootfs_is_written_in_the_classic_format() {
+        let (bytes, _) = bundle();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\"format\": 1,") && !text.contains("\"target\""), "{text}");
+        let manifest = peek_manifest(&bytes[..]).unwrap();
+        let entries: Vec<String> = manifest.artifacts.iter().map(Artifact::entry).collect();
+        assert_eq!(entries, ["kernel.zst", "initramfs.zst", "rootfs.zst"]);
+    }
+
+    #[test]
+    fn a_bundle_of_format_2_reads_as_the_classic_one() {
         let (bytes, key) = bundle();
-        let old = classic(&bytes, &key);
-        assert!(String::from_utf8_lossy(&old).contains("\"format\": 1,"));
+        let new = in_format_2(&bytes, &key);
+        assert!(String::from_utf8_lossy(&new).contains("\"format\": 2,"));
         let mut sink = Collect::default();
-        let manifest = read(&old[..], &[key.public()], &mut sink).unwrap();
-        assert_eq!(sink.finished, ArtifactKind::ALL);
-        let mut new = Collect::default();
-        read(&bytes[..], &[key.public()], &mut new).unwrap();
-        assert_eq!(sink.bytes, new.bytes);
+        let manifest = read(&new[..], &[key.public()], &mut sink).unwrap();
+        assert_eq!(
+            sink.finished,
+            [ArtifactKind::Rootfs, ArtifactKind::Kernel, ArtifactKind::Initramfs]
+        );
+        let mut classic = Collect::default();
+        read(&bytes[..], &[key.public()], &mut classic).unwrap();
+        let sorted = |mut bytes: Vec<(ArtifactKind, usize)>| {
+            bytes.sort_by_key(|(kind, _)| kind.name());
+            bytes
+        };
+        assert_eq!(sorted(sink.bytes), sorted(classic.bytes));
         let targets: Vec<String> =
             manifest.artifacts.iter().map(|a| a.target().to_string()).collect();
-        assert_eq!(targets, ["boot:vmlinuz", "boot:initramfs.zst", "slot:root"]);
+        assert_eq!(targets, ["slot:root", "boot:vmlinuz", "boot:initramfs.zst"]);
     }
 
     #[test]
@@ -255,7 +283,15 @@ mod tests {
         };
         assert!(broken(&|m| m.version = "two".into()).contains("not semver"));
         assert!(broken(&|m| m.min_version = "9.0.0".into()).contains("above version"));
-        assert_eq!(broken(&|m| m.artifacts.truncate(2)), "artifacts: no rootfs");
+        assert!(broken(&|m| m.artifacts.truncate(2))
+            .contains("artifacts must be kernel, initramfs, rootfs in that order"));
+        assert_eq!(
+            broken(&|m| {
+                targeted(m);
+                m.artifacts.truncate(2)
+            }),
+            "artifacts: no rootfs"
+        );
         assert!(broken(&|m| m.artifacts[2].chunks.pop().map(drop).unwrap_or(()))
             .contains("chunk hashes"));
         assert!(broken(&|m| m.boards = vec!["../x".into()]).contains("not a board name"));

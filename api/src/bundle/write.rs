@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     hex, Artifact, ArtifactKind, BundleError, Encoding, Manifest, SigningKey, Target, CHUNK_BYTES,
-    FORMAT, MANIFEST_ENTRY, SIGNATURE_ENTRY,
+    CLASSIC_FORMAT, FORMAT, MANIFEST_ENTRY, SIGNATURE_ENTRY,
 };
 use crate::arch::Arch;
 
@@ -45,16 +45,22 @@ pub struct BundleInfo<'a> {
     pub kernel_args: Vec<String>,
 }
 
-/// Writes a bundle (format [`FORMAT`]) of `artifacts` (at least kernel, initramfs, rootfs) signed with `key` to `out`;
+/// Writes a bundle of `artifacts` (at least kernel, initramfs, rootfs) signed with `key` to `out`;
 /// returns its manifest. Every entry is dated `build_time`, so equal inputs give equal bytes.
+///
+/// A bundle that is exactly kernel, initramfs and rootfs at their kinds' targets is written in
+/// [`CLASSIC_FORMAT`], which nodes of every release read, so they can update to it; any other
+/// list needs [`FORMAT`].
 pub fn write(
     out: impl Write,
     info: BundleInfo<'_>,
     artifacts: &[ArtifactInput<'_>],
     key: &SigningKey,
 ) -> Result<Manifest, BundleError> {
+    let classic = artifacts.iter().map(|a| a.kind).eq(ArtifactKind::ALL)
+        && artifacts.iter().all(|a| a.target == a.kind.target());
     let manifest = Manifest {
-        format: FORMAT,
+        format: if classic { CLASSIC_FORMAT } else { FORMAT },
         version: info.version.into(),
         arch: info.arch,
         boards: info.boards,
@@ -65,8 +71,8 @@ pub fn write(
             .iter()
             .map(|a| Artifact {
                 kind: a.kind,
-                target: Some(a.target.clone()),
-                encoding: Some(Encoding::Zstd),
+                target: (!classic).then(|| a.target.clone()),
+                encoding: (!classic).then_some(Encoding::Zstd),
                 size: a.content.len() as u64,
                 sha256: hex(&Sha256::digest(a.content)),
                 compressed_size: a.compressed.len() as u64,
