@@ -3,6 +3,8 @@
 //! - [`machine`]: the gRPC API served by machined and called by `ctl`
 //!   (`proto/cairn/machine/v1alpha1/machine.proto`, compiled at build time with protox).
 //! - [`arch`]: the architectures Cairn runs on.
+//! - `board` (feature `board`): a board as a description (`overlays/<board>/board.toml`),
+//!   read by image-builder, the qemu crate and the tests.
 //! - [`config`]: the machine config: versioned, strict YAML, validated with path-qualified errors.
 //! - `disk` (feature `disk`): the GPT and the Boot Loader Spec entries that image-builder
 //!   writes and machined grows, tries and blesses.
@@ -13,6 +15,8 @@
 //! - [`timestamp`]: how times are written in logs.
 
 pub mod arch;
+#[cfg(feature = "board")]
+pub mod board;
 pub mod bootstrap;
 pub mod bundle;
 pub mod config;

@@ -1,5 +1,6 @@
-//! GPT disk images for UEFI machines (DESIGN §3): a protective MBR, a GPT, and three
-//! partitions on 1 MiB boundaries:
+//! The disk step: GPT disk images for UEFI machines (DESIGN §3), laid out as a board's
+//! `[disk]` says: a protective MBR, a GPT, and three partitions on 1 MiB boundaries
+//! (labels as generic-x86_64 has them):
 //!
 //! | # | label    | type                           | content                          |
 //! |---|----------|--------------------------------|----------------------------------|
@@ -20,26 +21,30 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cairn_api::arch::Arch;
-// The table format and the labels machined looks for: one definition, in the contract crate.
+use cairn_api::board::{Disk, PartitionTable};
+// The table format: one definition, in the contract crate (the labels come from the board).
 use cairn_api::disk::partition_table::{
     self, PartitionKind, PartitionTableError, PlacedPartition, Uuid, ALIGNMENT_BYTES,
     BACKUP_GPT_BYTES, SECTOR_BYTES,
 };
-use cairn_api::image::{ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
 use sha2::{Digest, Sha256};
 
 use crate::tree::{FileTree, Node};
 
-/// The FAT volume label of the ESP, space-padded to FAT's 11 bytes.
-const ESP_VOLUME_LABEL: [u8; 11] = *b"EFI        ";
+/// The length of a FAT volume label, space-padded.
+const FAT_LABEL_BYTES: usize = 11;
 /// FAT32 needs at least 65525 clusters; this leaves room for the FATs themselves.
 const FAT32_MIN_CLUSTERS: u64 = 67_000;
 
-/// The sizes of a disk image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The sizes and labels of a disk image.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskLayout {
     /// The architecture, which sets the root partitions' type GUID.
     pub arch: Arch,
+    /// The ESP's label, of the partition and of its FAT volume (at most 11 ASCII bytes).
+    pub esp_label: String,
+    /// The labels of root slots A and B.
+    pub root_labels: [String; 2],
     /// The whole image, in bytes (a multiple of [`SECTOR_BYTES`]).
     pub size_bytes: u64,
     /// The ESP, in bytes (a multiple of [`ALIGNMENT_BYTES`]; FAT32 needs at least ~33 MiB).
@@ -50,9 +55,9 @@ pub struct DiskLayout {
 
 /// Where one partition of a [`DiskLayout`] lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionSpan {
+pub struct PartitionSpan<'a> {
     /// Its GPT label.
-    pub label: &'static str,
+    pub label: &'a str,
     /// Its first byte in the image.
     pub offset: u64,
     /// Its size in bytes.
@@ -60,29 +65,33 @@ pub struct PartitionSpan {
 }
 
 impl DiskLayout {
-    /// The usual layout: a 2 GiB image with a 256 MiB ESP and two 512 MiB root slots,
-    /// leaving ~1.2 GiB (before growing to the medium) for STATE and EPHEMERAL.
-    pub fn new(arch: Arch) -> Self {
-        const MIB: u64 = 1024 * 1024;
-        DiskLayout {
-            arch,
-            size_bytes: 2048 * MIB,
-            esp_bytes: 256 * MIB,
-            root_slot_bytes: 512 * MIB,
+    /// The layout a board's `[disk]` describes, for its architecture.
+    pub fn for_board(arch: Arch, disk: &Disk) -> Self {
+        match disk.table {
+            PartitionTable::Gpt => DiskLayout {
+                arch,
+                esp_label: disk.boot_label.clone(),
+                root_labels: disk.root_labels.clone(),
+                size_bytes: disk.size_bytes(),
+                esp_bytes: disk.boot_bytes(),
+                root_slot_bytes: disk.root_slot_bytes(),
+            },
         }
     }
 
     /// The ESP, ROOT-A and ROOT-B, in this order, after checking that the sizes are aligned
     /// and that they and the backup GPT fit in the image.
-    pub fn partitions(&self) -> Result<[PartitionSpan; 3], DiskError> {
+    pub fn partitions(&self) -> Result<[PartitionSpan<'_>; 3], DiskError> {
         check_multiple("size_bytes", self.size_bytes, SECTOR_BYTES)?;
         check_multiple("esp_bytes", self.esp_bytes, ALIGNMENT_BYTES)?;
         check_multiple("root_slot_bytes", self.root_slot_bytes, ALIGNMENT_BYTES)?;
-        let esp = PartitionSpan { label: ESP_LABEL, offset: ALIGNMENT_BYTES, size: self.esp_bytes };
+        let [a_label, b_label] = &self.root_labels;
+        let esp =
+            PartitionSpan { label: &self.esp_label, offset: ALIGNMENT_BYTES, size: self.esp_bytes };
         let root_a =
-            PartitionSpan { label: ROOT_A_LABEL, offset: end(&esp), size: self.root_slot_bytes };
+            PartitionSpan { label: a_label, offset: end(&esp), size: self.root_slot_bytes };
         let root_b =
-            PartitionSpan { label: ROOT_B_LABEL, offset: end(&root_a), size: self.root_slot_bytes };
+            PartitionSpan { label: b_label, offset: end(&root_a), size: self.root_slot_bytes };
         let needed = end(&root_b) + BACKUP_GPT_BYTES;
         if needed > self.size_bytes {
             return Err(DiskError::TooSmall { size_bytes: self.size_bytes, needed });
@@ -134,6 +143,9 @@ pub enum DiskError {
     /// The partition table could not be written.
     #[error(transparent)]
     PartitionTable(#[from] PartitionTableError),
+    /// The ESP's label cannot be a FAT volume label.
+    #[error("disk layout: the ESP label {0:?} is no FAT volume label (at most 11 ASCII bytes)")]
+    EspLabel(String),
     /// The ESP is too small for FAT32.
     #[error("the {0}-byte ESP is too small for FAT32: make esp_bytes at least 33 MiB")]
     EspTooSmall(u64),
@@ -173,6 +185,7 @@ pub fn write(
     if root_bytes > root_a_span.size {
         return Err(DiskError::RootTooLarge { bytes: root_bytes, slot_bytes: root_a_span.size });
     }
+    let volume_label = fat_volume_label(&layout.esp_label)?;
     let identity = image_identity(layout, esp, root_a, mtime);
     let io_error = |source| DiskError::Io { path: path.to_path_buf(), source };
 
@@ -186,29 +199,48 @@ pub fn write(
     // Extending an empty file leaves a hole: unwritten regions cost no space.
     file.set_len(layout.size_bytes).map_err(io_error)?;
 
-    let placed = |span: &PartitionSpan, kind| PlacedPartition {
-        label: span.label,
-        kind,
-        guid: derived_guid(&identity, span.label),
-        offset: span.offset,
-        size: span.size,
-    };
     let root = PartitionKind::Root(layout.arch);
     let partitions = [
-        placed(&esp_span, PartitionKind::EfiSystem),
-        placed(&root_a_span, root),
-        placed(&root_b_span, root),
+        placed(esp_span, PartitionKind::EfiSystem, &identity),
+        placed(root_a_span, root, &identity),
+        placed(root_b_span, root, &identity),
     ];
     partition_table::write_new(path, derived_guid(&identity, "disk"), &partitions)?;
-    write_esp(&mut file, &esp_span, esp, mtime, &identity)?;
+    write_esp(&mut file, &esp_span, volume_label, esp, mtime, &identity)?;
     file.seek(SeekFrom::Start(root_a_span.offset)).map_err(io_error)?;
     file.write_all(root_a).map_err(io_error)?;
     Ok(())
 }
 
+/// `span` in the partition table, holding `kind`, its GUID derived from the image identity.
+fn placed<'a>(
+    span: PartitionSpan<'a>,
+    kind: PartitionKind,
+    identity: &[u8; 32],
+) -> PlacedPartition<'a> {
+    PlacedPartition {
+        label: span.label,
+        kind,
+        guid: derived_guid(identity, span.label),
+        offset: span.offset,
+        size: span.size,
+    }
+}
+
 /// The first byte after a partition.
 fn end(span: &PartitionSpan) -> u64 {
     span.offset + span.size
+}
+
+/// `label` space-padded to FAT's 11 bytes.
+fn fat_volume_label(label: &str) -> Result<[u8; FAT_LABEL_BYTES], DiskError> {
+    let bytes = label.as_bytes();
+    if !label.is_ascii() || bytes.len() > FAT_LABEL_BYTES {
+        return Err(DiskError::EspLabel(label.into()));
+    }
+    let mut padded = [b' '; FAT_LABEL_BYTES];
+    padded[..bytes.len()].copy_from_slice(bytes);
+    Ok(padded)
 }
 
 /// Refuses a zero `value` or one that is not a multiple of `multiple`.
@@ -261,6 +293,7 @@ fn derived_guid(identity: &[u8; 32], purpose: &str) -> Uuid {
 fn write_esp(
     file: &mut File,
     span: &PartitionSpan,
+    volume_label: [u8; FAT_LABEL_BYTES],
     esp: &FileTree,
     mtime: u32,
     identity: &[u8; 32],
@@ -277,7 +310,7 @@ fn write_esp(
         .fat_type(fatfs::FatType::Fat32)
         .bytes_per_cluster(cluster)
         .volume_id(u32::from_le_bytes([a, b, c, d]))
-        .volume_label(ESP_VOLUME_LABEL);
+        .volume_label(volume_label);
     let region = Region::new(file, span).map_err(esp_error)?;
     fatfs::format_volume(region, options).map_err(esp_error)?;
 
@@ -553,6 +586,8 @@ mod tests {
     fn small_layout() -> DiskLayout {
         DiskLayout {
             arch: Arch::X86_64,
+            esp_label: "EFI".into(),
+            root_labels: ["ROOT-A".into(), "ROOT-B".into()],
             size_bytes: 200 * MIB,
             esp_bytes: 64 * MIB,
             root_slot_bytes: 32 * MIB,
@@ -582,11 +617,21 @@ mod tests {
 
     #[test]
     fn default_layout_fits() {
-        let spans = DiskLayout::new(Arch::Arm64).partitions().unwrap();
+        let disk = Disk {
+            table: PartitionTable::Gpt,
+            size_mib: 2048,
+            boot_label: "BOOT".into(),
+            boot_size_mib: 256,
+            root_labels: ["R-A".into(), "R-B".into()],
+            root_size_mib: 512,
+        };
+        let layout = DiskLayout::for_board(Arch::Arm64, &disk);
+        let spans = layout.partitions().unwrap();
         assert_eq!(
-            spans.map(|s| (s.offset / MIB, s.size / MIB)),
-            [(1, 256), (257, 512), (769, 512)]
+            spans.map(|s| (s.label, s.offset / MIB, s.size / MIB)),
+            [("BOOT", 1, 256), ("R-A", 257, 512), ("R-B", 769, 512)]
         );
+        assert_eq!(layout.size_bytes, 2048 * MIB);
     }
 
     #[test]
@@ -608,6 +653,14 @@ mod tests {
         ));
         let layout = DiskLayout { root_slot_bytes: 0, ..small_layout() };
         assert!(matches!(layout.partitions(), Err(DiskError::Misaligned { .. })));
+    }
+
+    #[test]
+    fn fat_volume_labels_are_padded_ascii() {
+        assert_eq!(&fat_volume_label("EFI").unwrap(), b"EFI        ");
+        assert_eq!(&fat_volume_label("BOOTPART123").unwrap(), b"BOOTPART123");
+        assert!(matches!(fat_volume_label("BOOTPART1234"), Err(DiskError::EspLabel(_))));
+        assert!(matches!(fat_volume_label("BÖÖT"), Err(DiskError::EspLabel(_))));
     }
 
     #[test]
@@ -712,7 +765,7 @@ mod tests {
             .open(dir.path().join("fat"))
             .unwrap();
         file.set_len(40 * MIB).unwrap();
-        let span = PartitionSpan { label: ESP_LABEL, offset: 0, size: 40 * MIB };
+        let span = PartitionSpan { label: "EFI", offset: 0, size: 40 * MIB };
         let options = fatfs::FormatVolumeOptions::new().fat_type(fatfs::FatType::Fat32);
         fatfs::format_volume(Region::new(&mut file, &span).unwrap(), options).unwrap();
         let fs =

@@ -3,7 +3,8 @@
 //! - [`tree`]: a file tree in memory, the common input of every image format.
 //! - [`apt`]: Debian packages through the host's apt, with an isolated state per
 //!   architecture (the host's dpkg state is never touched; apt verifies signatures).
-//! - [`board`]: boards (`overlays/<board>/board.toml`) and profiles, as data.
+//! - [`profile`]: profiles, the packages and files every image carries, as data (boards
+//!   are `cairn_api::board`).
 //! - [`packages`]: the package set of a build, resolved, locked and downloaded.
 //! - [`lockfile`]: the versions and SHA-256s a build used, and will use again.
 //! - [`deb`]: unpacking `.deb` files.
@@ -16,11 +17,11 @@
 //! - [`busybox`]: the files of the busybox container image, applets read from the binary.
 //! - [`preload`]: the container images every image carries (pause, busybox, listed archives).
 //! - [`signing`]: the key pair update bundles are signed with, and offline bundle checks.
-//! - [`disk`]: GPT disk images with an ESP (FAT32) and root slots.
-//! - [`image`]: all of the above, assembled into a bootable disk image and a report.
+//! - [`disk`]: GPT disk images with a boot partition (FAT32) and root slots.
+//! - [`image`]: all of the above, assembled step by step into a bootable disk image, an
+//!   update bundle and a report.
 
 pub mod apt;
-pub mod board;
 pub mod busybox;
 pub mod deb;
 pub mod disk;
@@ -32,6 +33,7 @@ pub mod machined;
 pub mod oci;
 pub mod packages;
 pub mod preload;
+pub mod profile;
 pub mod rootfs;
 pub mod signing;
 pub mod squashfs;

@@ -4,13 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cairn_api::board::Board;
 use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, DEBIAN_KEYRING};
-use image_builder::board::{Board, Profile};
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
 use image_builder::packages::{self, LockMode, PackageSet};
+use image_builder::profile::Profile;
 use image_builder::signing;
 
 /// Files carry this time when SOURCE_DATE_EPOCH is unset: 1980-01-01, the FAT epoch.

@@ -6,9 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::apt::{self, AptError, AptState, PackageRecord};
-use crate::board::{Board, Profile};
+use cairn_api::board::Board;
+
 use crate::deb::{self, DebError};
 use crate::lockfile::{Lock, LockChange, LockedPackage};
+use crate::profile::Profile;
 
 /// The package set could not be resolved or fetched.
 #[derive(Debug, thiserror::Error)]

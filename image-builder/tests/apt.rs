@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use cairn_api::arch::Arch;
+use cairn_api::board::Board;
 use image_builder::apt::{sha256_file, AptError, AptState, DEBIAN_KEYRING};
-use image_builder::board::{Board, Bootloader, Profile};
 use image_builder::deb::unpack_into;
 use image_builder::lockfile::Lock;
 use image_builder::packages::{self, LockMode, PackagesError};
+use image_builder::profile::Profile;
 use image_builder::tree::{FileTree, Node};
 
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
@@ -37,14 +38,11 @@ fn isolated_apt_fetches_verifies_unpacks_and_honours_the_lock() {
     assert!(matches!(apt.show("no-such-package-cairn", None), Err(AptError::NotFound(_))));
 
     // A lock that disagrees with the archive stops the build before anything is fetched.
+    let overlays = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
     let board = Board {
         name: "test".into(),
-        arch: Arch::X86_64,
-        bootloader: Bootloader::SystemdBoot,
-        kernel: "linux-image-amd64".into(),
         packages: vec![],
-        kernel_args: vec![],
-        images: vec![],
+        ..Board::load(&overlays, "generic-x86_64").unwrap()
     };
     let profile = Profile {
         suite: "trixie".into(),

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn_api::arch::Arch;
+use cairn_api::board::Board;
 use image_builder::apt::{sha256_file, AptState};
-use image_builder::board::{Board, Bootloader, Profile};
 use image_builder::lockfile::Lock;
 use image_builder::packages::{self, LockMode, PackagesError, Resolved};
+use image_builder::profile::Profile;
 
 const SUITE: &str = "trixie";
 
@@ -125,14 +126,12 @@ fn build_deb(path: &Path, name: &str, version: &str, depends: &str) {
 }
 
 fn board() -> Board {
+    let overlays = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
     Board {
         name: "test".into(),
-        arch: Arch::X86_64,
-        bootloader: Bootloader::SystemdBoot,
         kernel: "linux-image-test".into(),
         packages: vec![],
-        kernel_args: vec![],
-        images: vec![],
+        ..Board::load(&overlays, "generic-x86_64").unwrap()
     }
 }
 

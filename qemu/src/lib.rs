@@ -1,10 +1,13 @@
-//! Booting Cairn images under QEMU, as a user would: `qemu-system-x86_64 -M q35` with OVMF
-//! as pflash, the image as a virtio disk, user networking with the API port forwarded to a
-//! free loopback port, and the serial console captured to a file that tests search for
-//! markers. Software emulation (TCG) only: KVM guests hang on this project's machines.
+//! Booting Cairn images under QEMU, as a user would, the way the board's `[qemu]`
+//! description says (for generic-x86_64: `qemu-system-x86_64 -M q35` with OVMF as pflash,
+//! the image as a virtio disk, a virtio network card, an i6300esb watchdog): user networking
+//! with the API port forwarded to a free loopback port, and the first serial port captured
+//! to a file that tests search for markers. Software emulation (TCG) only: KVM guests hang
+//! on this project's machines.
 //!
-//! A VM stops gracefully through QMP (`system_powerdown`: the ACPI power button, which
-//! machined answers with a clean power-off) or hard, by killing QEMU, for fault tests.
+//! A VM stops gracefully as the board powers off (the ACPI power button, pressed over QMP
+//! with `system_powerdown`, which machined answers with a clean power-off) or hard, by
+//! killing QEMU, for fault tests.
 
 pub mod qmp;
 
@@ -18,13 +21,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_api::arch::Arch;
+use cairn_api::board::{Board, PowerOff, Qemu};
 use nix::sys::signal::{SigSet, Signal};
-
-/// The UEFI firmware Debian's `ovmf` package installs.
-const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
-/// The firmware's variable store template; each VM gets a copy.
-const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 
 /// A VM could not be started or did not behave.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +35,9 @@ pub enum QemuError {
         /// What failed.
         source: io::Error,
     },
-    /// Not supported yet.
-    #[error("booting {0} images is not supported yet (x86_64 only)")]
-    Arch(Arch),
+    /// The board's description has no `[qemu]`.
+    #[error("board {0} has no [qemu] description: QEMU cannot boot it")]
+    NotEmulated(String),
     /// A marker did not appear on the console in time.
     #[error("{marker:?} did not appear on the console within {timeout:?}; console tail:\n{tail}")]
     Timeout {
@@ -75,8 +73,8 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> QemuError {
 pub struct VmConfig {
     /// The disk image (used in place: copy it first to keep the original).
     pub image: PathBuf,
-    /// The image's architecture.
-    pub arch: Arch,
+    /// The board the image is for: its `[qemu]` description says how to boot it.
+    pub board: Board,
     /// Guest memory.
     pub memory_mib: u32,
     /// Where the console log and the firmware variables go.
@@ -104,6 +102,8 @@ pub struct Vm {
     exit: Option<ExitStatus>,
     console: PathBuf,
     qmp_socket: PathBuf,
+    /// How the guest is asked to power off.
+    power_off: PowerOff,
     /// `127.0.0.1:PORT`, forwarded to the guest's API port.
     pub api_address: String,
     /// `127.0.0.1:PORT` forwarded to each of [`VmConfig::forwards`], by guest port.
@@ -113,68 +113,52 @@ pub struct Vm {
 impl Vm {
     /// Starts QEMU (it boots the firmware, then the image's bootloader).
     pub fn start(config: &VmConfig) -> Result<Vm, QemuError> {
-        if config.arch != Arch::X86_64 {
-            return Err(QemuError::Arch(config.arch));
-        }
+        let qemu = config
+            .board
+            .qemu
+            .as_ref()
+            .ok_or_else(|| QemuError::NotEmulated(config.board.name.clone()))?;
         fs::create_dir_all(&config.work_dir)
             .map_err(io_error(format!("creating {}", config.work_dir.display())))?;
-        let vars = config.work_dir.join("OVMF_VARS.fd");
-        fs::copy(OVMF_VARS, &vars)
-            .map_err(io_error(format!("copying {OVMF_VARS} (install the ovmf package)")))?;
-        let console = config.work_dir.join("console.log");
-        let qmp_socket = config.work_dir.join("qmp.sock");
-        let _ = fs::remove_file(&qmp_socket);
+        let firmware = &qemu.firmware;
+        let paths = VmPaths {
+            vars: config.work_dir.join("vars.fd"),
+            console: config.work_dir.join("console.log"),
+            qmp_socket: config.work_dir.join("qmp.sock"),
+        };
+        fs::copy(&firmware.vars, &paths.vars).map_err(io_error(format!(
+            "copying {} (install the {} package)",
+            firmware.vars.display(),
+            firmware.package
+        )))?;
+        let _ = fs::remove_file(&paths.qmp_socket);
         let port = free_port().map_err(io_error("finding a free port"))?;
-        let api_port = cairn_api::API_PORT;
-        let mut netdev = format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:{api_port}");
-        let mut forwarded = std::collections::BTreeMap::new();
+        let mut forwarded = Vec::new();
         for &guest in &config.forwards {
-            let host = free_port().map_err(io_error("finding a free port"))?;
-            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
-            forwarded.insert(guest, format!("127.0.0.1:{host}"));
+            forwarded.push((guest, free_port().map_err(io_error("finding a free port"))?));
         }
-        if config.offline {
-            netdev.push_str(",restrict=on");
-        }
-        let mut qemu = Command::new("qemu-system-x86_64");
+        let mut command = Command::new(&qemu.binary);
         if config.own_process_group {
-            qemu.process_group(0);
+            command.process_group(0);
         }
-        let child = qemu
-            .args([
-                "-M",
-                "q35",
-                "-m",
-                &config.memory_mib.to_string(),
-                "-smp",
-                "2",
-                "-nographic",
-                "-no-user-config",
-            ])
-            .args(["-accel", "tcg"])
-            .args(["-rtc", &format!("base={}", config.rtc_base.as_deref().unwrap_or("utc"))])
-            .args(["-drive", &format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}")])
-            .args(["-drive", &format!("if=pflash,format=raw,file={}", vars.display())])
-            .args(["-drive", &format!("file={},format=raw,if=virtio", config.image.display())])
-            .args(["-netdev", &netdev])
-            .args(["-device", "virtio-net-pci,netdev=net0"])
-            // A hardware watchdog, as a PC has; when machined stops feeding it, it resets
-            // the machine (QEMU's default watchdog action).
-            .args(["-device", "i6300esb"])
-            .args(["-serial", &format!("file:{}", console.display()), "-monitor", "none"])
-            .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_socket.display())])
+        let child = command
+            .args(arguments(config, qemu, &paths, port, &forwarded))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(io_error("starting qemu-system-x86_64 (install qemu-system-x86)"))?;
+            .map_err(io_error(format!("starting {} (install {})", qemu.binary, qemu.package)))?;
         Ok(Vm {
             child: Some(child),
             exit: None,
-            console,
-            qmp_socket,
+            console: paths.console,
+            qmp_socket: paths.qmp_socket,
+            power_off: qemu.power_off,
             api_address: format!("127.0.0.1:{port}"),
-            forwarded,
+            forwarded: forwarded
+                .into_iter()
+                .map(|(guest, host)| (guest, format!("127.0.0.1:{host}")))
+                .collect(),
         })
     }
 
@@ -232,19 +216,26 @@ impl Vm {
         Ok(None)
     }
 
-    /// Presses the power button (ACPI) and waits for the guest to power off; kills QEMU if it
-    /// has not within `timeout`.
+    /// Asks the guest to power off as the board does and waits until it has; kills QEMU if
+    /// it has not within `timeout`.
     pub fn stop(&mut self, timeout: Duration) -> Result<ExitStatus, QemuError> {
         if let Some(status) = self.try_exit()? {
             return Ok(status);
         }
-        self.press_power_button()?;
+        self.request_power_off()?;
         match self.wait_exit(timeout)? {
             Some(status) => Ok(status),
             None => {
                 self.power_off_hard()?;
                 Err(QemuError::StopTimeout(timeout))
             }
+        }
+    }
+
+    /// Asks the guest to power off as the board's `[qemu] power_off` says; returns at once.
+    pub fn request_power_off(&self) -> Result<(), QemuError> {
+        match self.power_off {
+            PowerOff::AcpiPowerButton => self.press_power_button(),
         }
     }
 
@@ -300,6 +291,74 @@ pub fn watch_interrupts() -> nix::Result<Arc<AtomicUsize>> {
     Ok(count)
 }
 
+/// The files of one VM in its work directory.
+struct VmPaths {
+    /// The writable copy of the firmware's variable store.
+    vars: PathBuf,
+    /// The first serial port's output.
+    console: PathBuf,
+    /// The QMP socket.
+    qmp_socket: PathBuf,
+}
+
+/// QEMU's command line for `config` booting as `qemu` describes, the API forwarded from
+/// host port `api_port` and each (guest, host) port of `forwarded`.
+fn arguments(
+    config: &VmConfig,
+    qemu: &Qemu,
+    paths: &VmPaths,
+    api_port: u16,
+    forwarded: &[(u16, u16)],
+) -> Vec<String> {
+    let mut netdev =
+        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{api_port}-:{}", cairn_api::API_PORT);
+    for (guest, host) in forwarded {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    if config.offline {
+        netdev.push_str(",restrict=on");
+    }
+    let mut args: Vec<String> = vec!["-M".into(), qemu.machine.clone()];
+    if let Some(cpu) = &qemu.cpu {
+        args.extend(["-cpu".into(), cpu.clone()]);
+    }
+    args.extend([
+        "-m".into(),
+        config.memory_mib.to_string(),
+        "-smp".into(),
+        qemu.cpus.to_string(),
+        "-nographic".into(),
+        "-no-user-config".into(),
+        "-accel".into(),
+        "tcg".into(),
+        "-rtc".into(),
+        format!("base={}", config.rtc_base.as_deref().unwrap_or("utc")),
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={}", qemu.firmware.code.display()),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", paths.vars.display()),
+        "-drive".into(),
+        format!("file={},format=raw,if={}", config.image.display(), qemu.disk.qemu_name()),
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        format!("{},netdev=net0", qemu.network),
+    ]);
+    if let Some(watchdog) = &qemu.watchdog {
+        // When machined stops feeding it, it resets the machine (QEMU's default action).
+        args.extend(["-device".into(), watchdog.clone()]);
+    }
+    args.extend([
+        "-serial".into(),
+        format!("file:{}", paths.console.display()),
+        "-monitor".into(),
+        "none".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", paths.qmp_socket.display()),
+    ]);
+    args
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -321,19 +380,64 @@ mod tests {
         assert!(t.starts_with("line 60") && t.ends_with("line 99"));
     }
 
-    #[test]
-    fn only_x86_64_for_now() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = VmConfig {
-            image: dir.path().join("x.raw"),
-            arch: Arch::Arm64,
+    fn generic_x86_64() -> Board {
+        let overlays = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
+        Board::load(&overlays, "generic-x86_64").unwrap()
+    }
+
+    fn config(board: Board, dir: &Path) -> VmConfig {
+        VmConfig {
+            image: dir.join("x.raw"),
+            board,
             memory_mib: 512,
-            work_dir: dir.path().into(),
+            work_dir: dir.into(),
             own_process_group: false,
             rtc_base: None,
-            forwards: Vec::new(),
-            offline: false,
+            forwards: vec![8080],
+            offline: true,
+        }
+    }
+
+    #[test]
+    fn the_command_line_follows_the_board() {
+        let dir = Path::new("/w");
+        let config = config(generic_x86_64(), dir);
+        let paths = VmPaths {
+            vars: dir.join("vars.fd"),
+            console: dir.join("console.log"),
+            qmp_socket: dir.join("qmp.sock"),
         };
-        assert!(matches!(Vm::start(&config), Err(QemuError::Arch(Arch::Arm64))));
+        let forwarded = [(8080, 4000)];
+        let qemu = config.board.qemu.as_ref().unwrap();
+        let args = arguments(&config, qemu, &paths, 3000, &forwarded).join(" ");
+        assert_eq!(
+            args,
+            "-M q35 -m 512 -smp 2 -nographic -no-user-config -accel tcg -rtc base=utc \
+             -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+             -drive if=pflash,format=raw,file=/w/vars.fd -drive file=/w/x.raw,format=raw,if=virtio \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:3000-:50000,\
+             hostfwd=tcp:127.0.0.1:4000-:8080,restrict=on -device virtio-net-pci,netdev=net0 \
+             -device i6300esb -serial file:/w/console.log -monitor none \
+             -qmp unix:/w/qmp.sock,server=on,wait=off"
+        );
+
+        let mut board = generic_x86_64();
+        let described = board.qemu.as_mut().unwrap();
+        described.cpu = Some("max".into());
+        described.watchdog = None;
+        let config = VmConfig { rtc_base: Some("2000-01-01".into()), ..config };
+        let args = arguments(&config, described, &paths, 3000, &forwarded).join(" ");
+        assert!(args.starts_with("-M q35 -cpu max -m 512 "), "{args}");
+        assert!(args.contains(" -rtc base=2000-01-01 ") && !args.contains("i6300esb"), "{args}");
+    }
+
+    #[test]
+    fn a_board_without_qemu_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let board = Board { qemu: None, ..generic_x86_64() };
+        assert!(matches!(
+            Vm::start(&config(board, dir.path())),
+            Err(QemuError::NotEmulated(name)) if name == "generic-x86_64"
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! `cairn-qemu run --image FILE`: boots a Cairn image under QEMU and follows its console.
+//! `cairn-qemu run --image FILE --board NAME`: boots a Cairn image under QEMU as its board's
+//! description says, and follows its console.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cairn_api::arch::Arch;
+use cairn_api::board::Board;
 use cairn_qemu::{Vm, VmConfig};
 use clap::{Parser, Subcommand};
 
@@ -26,9 +27,12 @@ enum Command {
         /// The disk image; it is used in place.
         #[arg(long)]
         image: PathBuf,
-        /// Its architecture.
-        #[arg(long, default_value = "x86_64")]
-        arch: Arch,
+        /// The board it is for, a folder of --overlays.
+        #[arg(long, default_value = "generic-x86_64")]
+        board: String,
+        /// Where the boards are.
+        #[arg(long, default_value = "overlays")]
+        overlays: PathBuf,
         /// Guest memory in MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u32,
@@ -42,7 +46,14 @@ enum Command {
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn main() -> ExitCode {
-    let Command::Run { image, arch, memory, work_dir } = Cli::parse().command;
+    let Command::Run { image, board, overlays, memory, work_dir } = Cli::parse().command;
+    let board = match Board::load(&overlays, &board) {
+        Ok(board) => board,
+        Err(e) => {
+            eprintln!("cairn-qemu: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let interrupts = match cairn_qemu::watch_interrupts() {
         Ok(count) => count,
         Err(errno) => {
@@ -52,7 +63,7 @@ fn main() -> ExitCode {
     };
     let config = VmConfig {
         image,
-        arch,
+        board,
         memory_mib: memory,
         work_dir,
         own_process_group: true,
@@ -80,7 +91,7 @@ fn main() -> ExitCode {
         if interrupted == 1 && stopping_since.is_none() {
             stopping_since = Some(Instant::now());
             eprintln!("cairn-qemu: pressing the power button (Ctrl-C again kills QEMU)");
-            if let Err(e) = vm.press_power_button() {
+            if let Err(e) = vm.request_power_off() {
                 eprintln!("cairn-qemu: {e}");
             }
         }

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cairn_api::arch::Arch;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, http_get, Cluster};
 
@@ -41,7 +40,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::OpenOptions::new().write(true).open(&disk)?.set_len(4 << 30)?;
     let mut vm = Vm::start(&VmConfig {
         image: disk,
-        arch: Arch::X86_64,
+        board: cairn_tests::board("generic-x86_64"),
         memory_mib: 1024,
         work_dir: dir.join("vm"),
         own_process_group: true,

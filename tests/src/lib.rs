@@ -75,6 +75,12 @@ pub fn build_image(
     std::fs::read_to_string(output.join("report.toml")).expect("report.toml")
 }
 
+/// The board `name`, as the workspace's `overlays/` describes it.
+pub fn board(name: &str) -> cairn_api::board::Board {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    cairn_api::board::Board::load(&workspace.join("overlays"), name).expect("board description")
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("binding port 0").port()

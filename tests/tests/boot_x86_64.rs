@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use boot_x86_64::pods::{self, HOSTNET_PORT, MIRRORED_REGISTRY, WEB_HOST_PORT};
 use boot_x86_64::updates::{self, Bundles};
-use cairn_api::arch::Arch;
 use cairn_api::bundle::testing;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::disk::file_in_image;
@@ -110,7 +109,7 @@ fn x86_64_image_is_reproducible_and_boots_to_the_api() {
     std::fs::OpenOptions::new().write(true).open(&disk).unwrap().set_len(4 << 30).unwrap();
     let vm_config = VmConfig {
         image: disk,
-        arch: Arch::X86_64,
+        board: cairn_tests::board("generic-x86_64"),
         memory_mib: 1024,
         work_dir: vm_dir.path().join("vm"),
         own_process_group: false,

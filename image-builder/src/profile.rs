@@ -1,5 +1,5 @@
-//! Boards (`overlays/<board>/board.toml`) and profiles (`image-builder/profiles/*.toml`):
-//! the data that says what an image contains.
+//! Profiles (`image-builder/profiles/*.toml`): the packages every image of a board carries
+//! besides the board's own (boards are [`cairn_api::board`]).
 //!
 //! A profile names Debian packages, the only files taken from them, and symbolic links
 //! made on the root filesystem:
@@ -32,9 +32,9 @@ use std::path::{Component, Path, PathBuf};
 use cairn_api::arch::Arch;
 use serde::Deserialize;
 
-/// A board or profile file could not be used.
+/// A profile could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum BoardError {
+pub enum ProfileError {
     /// Reading failed.
     #[error("{path}: {source}")]
     Io {
@@ -76,39 +76,6 @@ pub fn multiarch(arch: Arch) -> &'static str {
     }
 }
 
-/// A board overlay's `board.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Board {
-    /// Its name: the folder it was loaded from (update bundles name the boards they fit).
-    #[serde(skip)]
-    pub name: String,
-    /// The CPU architecture.
-    pub arch: Arch,
-    /// How the board boots a slot.
-    pub bootloader: Bootloader,
-    /// The kernel metapackage, e.g. `linux-image-amd64`.
-    pub kernel: String,
-    /// Packages this board needs beside the profile's (bootloader, firmware).
-    #[serde(default)]
-    pub packages: Vec<String>,
-    /// Kernel command-line arguments.
-    #[serde(default)]
-    pub kernel_args: Vec<String>,
-    /// OCI image-layout archives to carry (see [`crate::preload`]), relative to the board's
-    /// folder in the file; [`Board::load`] makes them relative to where it was loaded from.
-    #[serde(default)]
-    pub images: Vec<PathBuf>,
-}
-
-/// The bootloader that chooses and counts slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Bootloader {
-    /// UEFI machines: systemd-boot, one Boot Loader Spec entry per slot.
-    SystemdBoot,
-}
-
 /// A profile: the packages every image carries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,29 +99,14 @@ pub struct Profile {
     pub links: BTreeMap<String, String>,
 }
 
-fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BoardError> {
-    let text =
-        fs::read_to_string(path).map_err(|source| BoardError::Io { path: path.into(), source })?;
-    toml::from_str(&text)
-        .map_err(|e| BoardError::Parse { path: path.into(), message: e.to_string() })
-}
-
-impl Board {
-    /// Reads `overlays_dir/<name>/board.toml`.
-    pub fn load(overlays_dir: &Path, name: &str) -> Result<Board, BoardError> {
-        let dir = overlays_dir.join(name);
-        let mut board: Board = load(&dir.join("board.toml"))?;
-        board.name = name.to_string();
-        board.images = board.images.iter().map(|image| dir.join(image)).collect();
-        Ok(board)
-    }
-}
-
 impl Profile {
     /// Reads a profile file and checks its paths.
-    pub fn load(path: &Path) -> Result<Profile, BoardError> {
-        let mut profile: Profile = load(path)?;
-        profile.check().map_err(|(field, message)| BoardError::Invalid {
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = fs::read_to_string(path)
+            .map_err(|source| ProfileError::Io { path: path.into(), source })?;
+        let mut profile: Profile = toml::from_str(&text)
+            .map_err(|e| ProfileError::Parse { path: path.into(), message: e.to_string() })?;
+        profile.check().map_err(|(field, message)| ProfileError::Invalid {
             path: path.into(),
             field,
             message,
@@ -229,9 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_boards_and_profiles_load() {
-        let board = Board::load(&workspace().join("overlays"), "generic-x86_64").unwrap();
-        assert_eq!(board.arch, Arch::X86_64);
+    fn the_shipped_profile_loads() {
         let profile =
             Profile::load(&workspace().join("image-builder/profiles/default.toml")).unwrap();
         assert!(profile.packages.contains(&"containerd".to_string()));
@@ -240,18 +190,6 @@ mod tests {
     #[test]
     fn image_archives_are_found_beside_their_file() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("b")).unwrap();
-        fs::write(
-            dir.path().join("b/board.toml"),
-            "arch = \"x86_64\"\nbootloader = \"systemd-boot\"\nkernel = \"k\"\n\
-             images = [\"images/app.tar\", \"/abs/other.tar\"]\n",
-        )
-        .unwrap();
-        let board = Board::load(dir.path(), "b").unwrap();
-        assert_eq!(
-            board.images,
-            [dir.path().join("b/images/app.tar"), PathBuf::from("/abs/other.tar")]
-        );
         let profile_path = dir.path().join("profiles/p.toml");
         fs::create_dir_all(profile_path.parent().unwrap()).unwrap();
         fs::write(
@@ -332,18 +270,5 @@ mod tests {
                 assert!(files.iter().any(|f| Path::new(f) == resolved), "{link} -> {target}");
             }
         }
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_naming_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(dir.path().join("b")).unwrap();
-        fs::write(
-            dir.path().join("b/board.toml"),
-            "arch = \"x86_64\"\nbootloader = \"systemd-boot\"\nkernel = \"k\"\nkernal_args = []\n",
-        )
-        .unwrap();
-        let err = Board::load(dir.path(), "b").unwrap_err().to_string();
-        assert!(err.contains("b/board.toml") && err.contains("kernal_args"), "{err}");
     }
 }
