@@ -3,7 +3,18 @@
 //! shared library is there; pause is the only file of its container image), in one cargo
 //! invocation, or taken prebuilt; either way checked to be static executables for that
 //! architecture.
+//!
+//! Panic messages carry source paths, and the image must be the same from any checkout, so
+//! paths are remapped: cargo's registry to `/cargo`, the target directory to
+//! `/cairn/target` (in `RUSTFLAGS`, which key every crate's build and do not depend on the
+//! checkout), and the workspace to `/cairn`, for the workspace's own crates only. That last
+//! one differs between checkouts, so it does not go into `RUSTFLAGS` (cargo would rebuild
+//! every dependency for a clone at a new path): cargo runs image-builder itself as the
+//! workspace's rustc wrapper (`RUSTC_WORKSPACE_WRAPPER`), which adds it (see
+//! [`run_as_rustc_wrapper`]). The workspace's crates are rebuilt for each checkout anyway:
+//! their sources are somewhere else.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +25,10 @@ use crate::executable::{self, ExecutableError};
 
 /// The workspace package that holds machined and pause.
 const PACKAGE: &str = "machined";
+
+/// Set (to a `--remap-path-prefix=...` flag) when cargo runs image-builder as the workspace's
+/// rustc wrapper: the flag it adds to rustc's arguments.
+const WRAPPER_FLAG_VARIABLE: &str = "CAIRN_RUSTC_WRAPPER_FLAG";
 
 /// A program of the machined package that images carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +86,9 @@ pub enum MachinedError {
         /// Why.
         source: std::io::Error,
     },
+    /// image-builder's own executable, which cargo runs as rustc wrapper, is not known.
+    #[error("finding image-builder's own executable (cargo runs it as rustc wrapper): {0}")]
+    OwnExecutable(std::io::Error),
     /// cargo ran and failed.
     #[error(
         "building machined and pause for {target} failed ({status}); cargo's errors are above"
@@ -115,13 +133,19 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
         |source| MachinedError::Cargo { workspace: workspace.display().to_string(), source };
     let workspace = workspace.canonicalize().map_err(cargo_error)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let wrapper = std::env::current_exe().map_err(MachinedError::OwnExecutable)?;
     let mut child = Command::new(cargo)
         .current_dir(&workspace)
         .args(["build", "--release", "--locked", "-p", PACKAGE, "--target", target])
         .args(Program::ALL.iter().flat_map(|program| ["--bin", program.name()]))
         .args(["--message-format", "json-render-diagnostics"])
         // With --target, these reach only the target's crates, not build scripts.
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags(&workspace).join("\x1f"))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            rustflags(cargo_home().as_deref(), &target_dir(&workspace)).join("\x1f"),
+        )
+        .env("RUSTC_WORKSPACE_WRAPPER", wrapper)
+        .env(WRAPPER_FLAG_VARIABLE, workspace_remap(&workspace))
         .stdout(Stdio::piped())
         .spawn()
         .map_err(cargo_error)?;
@@ -146,28 +170,62 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     })
 }
 
-/// Static linking, and source paths that do not depend on where the workspace, cargo's
-/// registry and the target directory are: panic messages carry them, and the image must be
-/// the same from any checkout.
-fn rustflags(workspace: &Path) -> Vec<String> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    let mut flags = vec![
-        "-Ctarget-feature=+crt-static".to_string(),
-        format!("--remap-path-prefix={}=/cairn", workspace.display()),
-    ];
+/// Static linking, and source paths that depend neither on the checkout nor on where cargo's
+/// registry (`cargo_home`) and `target_dir` are. Nothing here names the workspace unless the
+/// target directory lies inside it (as cargo's default `target/` does; a new checkout has a
+/// new one).
+fn rustflags(cargo_home: Option<&Path>, target_dir: &Path) -> Vec<String> {
+    let mut flags = vec!["-Ctarget-feature=+crt-static".to_string()];
     if let Some(cargo_home) = cargo_home {
         flags.push(format!("--remap-path-prefix={}=/cargo", cargo_home.display()));
     }
     // Generated code is included from the target directory; wherever it is, it reads as the
-    // default one. (rustc applies the last matching prefix.)
-    if let Some(target_dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        // As cargo takes it: relative to the workspace, links not resolved.
-        let target_dir = workspace.join(target_dir);
-        flags.push(format!("--remap-path-prefix={}=/cairn/target", target_dir.display()));
-    }
+    // default one. (rustc applies the last matching prefix: this one wins over the
+    // workspace's, which the wrapper puts before every other argument.)
+    flags.push(format!("--remap-path-prefix={}=/cairn/target", target_dir.display()));
     flags
+}
+
+/// cargo's home, as cargo finds it.
+fn cargo_home() -> Option<PathBuf> {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+}
+
+/// The target directory, as cargo takes it: `CARGO_TARGET_DIR` relative to the workspace,
+/// links not resolved, else the workspace's `target/`.
+fn target_dir(workspace: &Path) -> PathBuf {
+    workspace.join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()))
+}
+
+/// The flag that maps the workspace's sources to `/cairn`, for the workspace's own crates.
+fn workspace_remap(workspace: &Path) -> OsString {
+    let mut flag = OsString::from("--remap-path-prefix=");
+    flag.push(workspace);
+    flag.push("=/cairn");
+    flag
+}
+
+/// When cargo runs image-builder as the workspace's rustc wrapper (during [`build`]), runs
+/// rustc with the workspace's remap flag added and never returns, but with the error of
+/// starting rustc; otherwise returns None at once. `main` calls it first.
+pub fn run_as_rustc_wrapper() -> Option<std::io::Error> {
+    use std::os::unix::process::CommandExt;
+    let flag = std::env::var_os(WRAPPER_FLAG_VARIABLE)?;
+    let (rustc, args) = wrapped_rustc(std::env::args_os().skip(1), flag)?;
+    Some(Command::new(rustc).args(args).exec())
+}
+
+/// rustc and its arguments as the wrapper runs them, from the wrapper's own arguments (rustc
+/// first, as cargo passes them): the flag goes first, so that flags given later (the target
+/// directory's remap in `RUSTFLAGS`) win over it. None without a rustc.
+fn wrapped_rustc(
+    mut wrapper_args: impl Iterator<Item = OsString>,
+    flag: OsString,
+) -> Option<(OsString, Vec<OsString>)> {
+    let rustc = wrapper_args.next()?;
+    Some((rustc, std::iter::once(flag).chain(wrapper_args).collect()))
 }
 
 /// The program and executable in one of cargo's JSON messages, if it is one of ours.
@@ -220,6 +278,42 @@ mod tests {
         let other = r#"{"reason":"compiler-artifact","target":{"name":"ctl","kind":["bin"]},"executable":"/t/ctl"}"#;
         assert_eq!(executable_in(other), None);
         assert_eq!(executable_in(r#"{"reason":"build-finished","success":true}"#), None);
+    }
+
+    #[test]
+    fn the_wrapper_puts_the_workspace_remap_before_cargo_and_rustflags_arguments() {
+        let args =
+            ["/bin/rustc", "--crate-name", "machined", "--remap-path-prefix=/t=/cairn/target"];
+        let (rustc, args) = wrapped_rustc(
+            args.into_iter().map(OsString::from),
+            workspace_remap(Path::new("/src/cairn")),
+        )
+        .unwrap();
+        assert_eq!(rustc, "/bin/rustc");
+        assert_eq!(
+            args,
+            [
+                "--remap-path-prefix=/src/cairn=/cairn",
+                "--crate-name",
+                "machined",
+                "--remap-path-prefix=/t=/cairn/target"
+            ]
+        );
+        assert_eq!(wrapped_rustc(std::iter::empty(), "--x".into()), None);
+    }
+
+    #[test]
+    fn rustflags_name_the_registry_and_target_directory_but_not_the_workspace() {
+        let flags = rustflags(Some(Path::new("/root/.cargo")), Path::new("/cache/target"));
+        assert_eq!(
+            flags,
+            [
+                "-Ctarget-feature=+crt-static",
+                "--remap-path-prefix=/root/.cargo=/cargo",
+                "--remap-path-prefix=/cache/target=/cairn/target"
+            ]
+        );
+        assert_eq!(rustflags(None, Path::new("/t")).len(), 2);
     }
 
     #[test]

@@ -142,6 +142,11 @@ fn default_cache() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // While it builds machined, cargo runs image-builder as the workspace's rustc wrapper.
+    if let Some(error) = image_builder::machined::run_as_rustc_wrapper() {
+        eprintln!("image-builder: running rustc: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,6 +6,7 @@ pub mod attack;
 pub mod disk;
 pub mod registry;
 pub mod sntp;
+pub mod timing;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -33,6 +33,7 @@ use cairn_tests::{
 
 #[test]
 fn x86_64_image_is_reproducible_and_boots_to_the_api() {
+    let _timing = cairn_tests::timing::Scenario::start("generic-x86_64/whole-suite");
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
     // Built with a bootstrap token: the node takes its first config only from who knows it.

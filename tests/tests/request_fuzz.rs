@@ -27,6 +27,7 @@ use ctl::ctlconfig::CtlConfig;
 use futures_util::StreamExt;
 use prost::bytes::{Buf, BufMut};
 use prost::Message;
+use protox::prost_reflect;
 use rustls::ClientConfig;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -52,9 +53,11 @@ const LONG: usize = 100 * 1024;
 const OVERSIZED: usize = 1024 * 1024 + 128 * 1024;
 /// machined's resident memory must stay below this, throughout.
 const RSS_LIMIT_KIB: u64 = 200 * 1024;
-/// The API's contract: the RPCs fuzzed are the ones it declares.
-const PROTO: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../api/proto/cairn/machine/v1alpha1/machine.proto");
+/// The API's contract: the RPCs fuzzed are the ones it declares (its descriptors, compiled
+/// by protox as the api crate's build compiles them).
+const PROTO_INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/proto");
+/// The machine API's `.proto`, below [`PROTO_INCLUDE`].
+const PROTO_FILE: &str = "cairn/machine/v1alpha1/machine.proto";
 
 /// What must not be sent to an RPC, so that the node under test keeps running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +132,7 @@ enum Mode {
 #[test]
 fn the_fuzz_table_covers_every_rpc_of_the_proto() {
     let api = Api::load();
-    // The parser reads what the fuzzing relies on.
+    // The descriptors say what the fuzzing relies on.
     let streams: Vec<&str> = api.rpcs.iter().filter(|(_, s)| *s).map(|(r, _)| r.name).collect();
     assert_eq!(streams, ["Logs", "Dmesg", "Events", "List", "Read", "ContainerLogs", "Upgrade"]);
     let list = &api.requests["List"];
@@ -668,12 +671,18 @@ enum Kind {
 }
 
 impl Api {
-    /// Reads the proto; panics when its RPCs and [`RPCS`] differ.
+    /// Compiles the proto; panics when its RPCs and [`RPCS`] differ.
     fn load() -> Api {
-        let text = std::fs::read_to_string(PROTO).unwrap_or_else(|e| panic!("{PROTO}: {e}"));
-        let proto = parse_proto(&text);
-        let declared: BTreeSet<&str> = proto.rpcs.iter().map(|(n, _, _)| n.as_str()).collect();
-        let listed: BTreeSet<&str> = RPCS.iter().map(|r| r.name).collect();
+        let pool = protox::Compiler::new([PROTO_INCLUDE])
+            .and_then(|mut compiler| Ok(compiler.open_file(PROTO_FILE)?.descriptor_pool()))
+            .unwrap_or_else(|e| panic!("{PROTO_FILE}: {e}"));
+        let file = pool.get_file_by_name(PROTO_FILE).expect("the compiled file");
+        let services: Vec<_> = file.services().collect();
+        let [service] = &services[..] else {
+            panic!("{PROTO_FILE} declares {} services, not one", services.len())
+        };
+        let declared: BTreeSet<String> = service.methods().map(|m| m.name().to_string()).collect();
+        let listed: BTreeSet<String> = RPCS.iter().map(|r| r.name.to_string()).collect();
         let new: Vec<_> = declared.difference(&listed).collect();
         let gone: Vec<_> = listed.difference(&declared).collect();
         assert!(
@@ -683,91 +692,45 @@ impl Api {
         );
         let mut rpcs = Vec::new();
         let mut requests = HashMap::new();
-        for (name, request, streaming) in &proto.rpcs {
-            let rpc = RPCS.iter().find(|r| r.name == name).expect("listed");
-            let fields = proto
-                .messages
-                .get(request)
-                .unwrap_or_else(|| panic!("{name}: request {request} is not in the proto"));
-            rpcs.push((rpc, *streaming));
-            requests.insert(rpc.name, fields.clone());
-        }
-        Api { prefix: format!("/{}.{}/", proto.package, proto.service), rpcs, requests }
-    }
-}
-
-struct Proto {
-    package: String,
-    service: String,
-    /// Name, request type, server-streaming.
-    rpcs: Vec<(String, String, bool)>,
-    messages: HashMap<String, Vec<Field>>,
-}
-
-/// A parser for this proto's plain style: one declaration a line, no nesting, no options.
-fn parse_proto(text: &str) -> Proto {
-    let mut proto = Proto {
-        package: String::new(),
-        service: String::new(),
-        rpcs: Vec::new(),
-        messages: HashMap::new(),
-    };
-    let first_word = |s: &str| {
-        s.split(|c: char| !c.is_alphanumeric() && c != '_' && c != '.')
-            .next()
-            .unwrap_or_default()
-            .to_string()
-    };
-    let lines: Vec<&str> =
-        text.lines().map(|l| l.split("//").next().unwrap_or_default().trim()).collect();
-    // Enums first: a field's type may be one declared further down.
-    let enums: BTreeSet<String> =
-        lines.iter().filter_map(|l| l.strip_prefix("enum ")).map(first_word).collect();
-    let mut message: Option<String> = None;
-    for line in lines {
-        if let Some(rest) = line.strip_prefix("package ") {
-            proto.package = rest.trim_end_matches(';').trim().to_string();
-        } else if let Some(rest) = line.strip_prefix("service ") {
-            proto.service = first_word(rest);
-        } else if let Some(rest) = line.strip_prefix("rpc ") {
-            let (name, rest) = rest.split_once('(').expect("rpc NAME(");
-            let (request, rest) = rest.split_once(')').expect("rpc NAME(REQUEST)");
-            // A client stream is fuzzed with one message, as a unary request.
-            let request = request.trim().trim_start_matches("stream ");
-            let returns = rest.split_once("returns").expect("rpc ... returns").1.trim();
-            let streaming = returns.trim_start_matches('(').trim_start().starts_with("stream ");
-            proto.rpcs.push((name.trim().into(), request.trim().into(), streaming));
-        } else if let Some(rest) = line.strip_prefix("message ") {
-            let name = first_word(rest);
-            proto.messages.insert(name.clone(), Vec::new());
-            message = (!line.ends_with('}')).then_some(name);
-        } else if line.starts_with('}') {
-            message = None;
-        } else if let (Some(message), Some((declaration, number))) =
-            (&message, line.split_once('='))
-        {
-            let words: Vec<&str> = declaration
-                .split_whitespace()
-                .filter(|w| *w != "repeated" && *w != "optional")
+        for method in service.methods() {
+            let rpc = RPCS.iter().find(|r| r.name == method.name()).expect("listed");
+            let fields = method
+                .input()
+                .fields()
+                .map(|field| Field {
+                    name: field.name().to_string(),
+                    number: field.number().into(),
+                    kind: Kind::of(&field.kind()),
+                })
                 .collect();
-            let [kind, name] = words[..] else { panic!("unexpected field line {line:?}") };
-            let kind = match kind {
-                "string" => Kind::String,
-                "bytes" => Kind::Bytes,
-                "bool" => Kind::Bool,
-                "int32" | "int64" | "uint32" | "uint64" | "sint32" | "sint64" => Kind::Varint,
-                "double" | "fixed64" | "sfixed64" => Kind::Fixed64,
-                "float" | "fixed32" | "sfixed32" => Kind::Fixed32,
-                other if enums.contains(other) => Kind::Varint,
-                _ => Kind::Message,
-            };
-            let number = number.trim().trim_end_matches(';').trim().parse().expect("field number");
-            let field = Field { name: name.to_string(), number, kind };
-            proto.messages.get_mut(message).expect("declared").push(field);
+            // A client stream is fuzzed with one message, as a unary request.
+            rpcs.push((rpc, method.is_server_streaming()));
+            requests.insert(rpc.name, fields);
+        }
+        Api { prefix: format!("/{}/", service.full_name()), rpcs, requests }
+    }
+}
+
+impl Kind {
+    /// How a field of this protobuf type goes on the wire.
+    fn of(kind: &prost_reflect::Kind) -> Kind {
+        use prost_reflect::Kind as Proto;
+        match kind {
+            Proto::String => Kind::String,
+            Proto::Bytes => Kind::Bytes,
+            Proto::Bool => Kind::Bool,
+            Proto::Int32
+            | Proto::Int64
+            | Proto::Uint32
+            | Proto::Uint64
+            | Proto::Sint32
+            | Proto::Sint64
+            | Proto::Enum(_) => Kind::Varint,
+            Proto::Double | Proto::Fixed64 | Proto::Sfixed64 => Kind::Fixed64,
+            Proto::Float | Proto::Fixed32 | Proto::Sfixed32 => Kind::Fixed32,
+            Proto::Message(_) => Kind::Message,
         }
     }
-    assert!(!proto.package.is_empty() && !proto.service.is_empty(), "no package or service");
-    proto
 }
 
 // ---------------------------------------------------------------------------------------
