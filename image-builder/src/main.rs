@@ -264,8 +264,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .as_ref()
                     .map(|key| UpdateSigning { key, min_version: &min_version }),
             };
-            let scratch = packages.cache.join("scratch");
-            let report = image::build(&inputs, &output, &scratch)?;
+            // A scratch directory of this build's own: builds sharing a cache may run at once.
+            let scratch = tempfile::Builder::new()
+                .prefix("scratch-")
+                .tempdir_in(&packages.cache)
+                .with_context(|| {
+                format!("creating a scratch directory in {}", packages.cache.display())
+            })?;
+            let report = image::build(&inputs, &output, scratch.path())?;
             println!(
                 "kernel {}: initramfs {} bytes ({} modules), rootfs {} bytes ({} modules)",
                 report.kernel,
