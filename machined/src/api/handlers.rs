@@ -640,30 +640,7 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::ContainerLogs)?;
         let place = self.file_stream_place(&request)?;
         let request = request.into_inner();
-        let record = self.node.pod(&request.pod)?;
-        let names: Vec<&String> = record.logs.keys().collect();
-        let container = match (request.container.as_str(), names.as_slice()) {
-            ("", [only]) => (*only).clone(),
-            ("", _) => {
-                return Err(Status::invalid_argument(format!(
-                    "pod {} has containers {}: name one (POD/CONTAINER)",
-                    request.pod,
-                    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
-                )))
-            }
-            (name, _) => name.to_string(),
-        };
-        let logs = record.logs.get(&container).ok_or_else(|| {
-            Status::not_found(format!("pod {} has no container {container:?}", request.pod))
-        })?;
-        let path = if request.previous { &logs.previous } else { &logs.current };
-        let path = path.clone().ok_or_else(|| {
-            let which = if request.previous { "a previous run" } else { "run yet" };
-            Status::not_found(format!(
-                "container {container} of pod {} has no {which}",
-                request.pod
-            ))
-        })?;
+        let path = self.node.container_log(&request.pod, &request.container, request.previous)?;
         let (lines_tx, mut lines) = mpsc::channel(64);
         let reader = tokio::spawn(crate::kubelet::logs::send(
             path.clone(),

@@ -22,7 +22,10 @@ impl From<NodeError> for Status {
             NodeError::NoConfig { .. } | NodeError::NoPod(_) | NodeError::PodBeingRemoved(_) => {
                 Status::not_found(e.to_string())
             }
-            NodeError::NoLogs(_) => Status::not_found(e.to_string()),
+            NodeError::NoLogs(_) | NodeError::NoContainer { .. } | NodeError::NoRun { .. } => {
+                Status::not_found(e.to_string())
+            }
+            NodeError::ContainerNotNamed { .. } => Status::invalid_argument(e.to_string()),
             NodeError::NoKubelet => Status::failed_precondition(e.to_string()),
             NodeError::FellBehind(_) => Status::data_loss(e.to_string()),
             NodeError::KernelLog(_) => Status::unavailable(e.to_string()),

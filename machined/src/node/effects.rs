@@ -82,3 +82,83 @@ impl EffectReports {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use futures_util::future::BoxFuture;
+
+    use crate::events::EventBus;
+    use crate::facts::Facts;
+    use crate::logs::LogBook;
+    use crate::service::{Service, ServiceContext};
+
+    /// A service that puts configs into effect and does nothing else.
+    struct Applier;
+
+    impl Service for Applier {
+        fn id(&self) -> &'static str {
+            "applier"
+        }
+
+        fn puts_config_into_effect(&self) -> bool {
+            true
+        }
+
+        fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
+            Box::pin(async move {
+                ctx.ready();
+                ctx.stop.cancelled().await;
+                Ok(())
+            })
+        }
+    }
+
+    /// Reports from a running [`Applier`], with `config` running.
+    async fn reports(config: &Arc<MachineConfig>) -> (Arc<EffectReports>, Arc<Facts>) {
+        let facts = Facts::new(Some(config.clone()));
+        let events = Arc::new(EventBus::default());
+        let supervisor =
+            Arc::new(Supervisor::new(facts.clone(), events, Arc::new(LogBook::default())));
+        supervisor.start_all(vec![Arc::new(Applier)]).unwrap();
+        while supervisor.config_consumers().0.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (EffectReports::new(supervisor, facts.config.subscribe()), facts)
+    }
+
+    fn config() -> Arc<MachineConfig> {
+        // Parsed without validation: only the config's identity matters here.
+        let yaml = "version: v1alpha1\nmachine:\n  clientCa: {crt: x}\n  nodeCa: {crt: y}\n";
+        Arc::new(serde_yaml::from_str(yaml).unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_apply_hears_what_the_services_could_not_do() {
+        let config = config();
+        let (reports, _facts) = reports(&config).await;
+        reports.report("applier", &config, vec!["sysctl x: no such key".into()]);
+        let problems = reports.of(&config, Duration::from_secs(15)).await;
+        assert_eq!(problems, ["applier: sysctl x: no such key"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_service_that_does_not_report_in_time_is_named() {
+        let config = config();
+        let (reports, _facts) = reports(&config).await;
+        let problems = reports.of(&config, Duration::from_secs(15)).await;
+        assert_eq!(
+            problems,
+            ["applier: still putting the config into effect after 15s; see ctl logs applier"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_replaced_meanwhile_has_nothing_to_say() {
+        let config = config();
+        let (reports, facts) = reports(&config).await;
+        facts.config.send_replace(Some(self::config()));
+        assert!(reports.of(&config, Duration::from_secs(15)).await.is_empty());
+    }
+}

@@ -73,6 +73,32 @@ pub enum NodeError {
     /// The pod is on its way out.
     #[error("pod {0:?} is being removed")]
     PodBeingRemoved(String),
+    /// A pod of several containers was asked for its log without naming one.
+    #[error("pod {pod} has containers {containers}: name one (POD/CONTAINER)")]
+    ContainerNotNamed {
+        /// The pod as asked for.
+        pod: String,
+        /// Its containers, comma-separated.
+        containers: String,
+    },
+    /// The pod has no container of that name.
+    #[error("pod {pod} has no container {container:?}")]
+    NoContainer {
+        /// The pod as asked for.
+        pod: String,
+        /// The container asked for.
+        container: String,
+    },
+    /// The container has no run of the kind asked for.
+    #[error("container {container} of pod {pod} has no {}", if *.previous { "a previous run" } else { "run yet" })]
+    NoRun {
+        /// The pod as asked for.
+        pod: String,
+        /// The container.
+        container: String,
+        /// Whether the previous run was asked for.
+        previous: bool,
+    },
     /// No log of that id is kept.
     #[error("no logs for {0:?}")]
     NoLogs(String),
