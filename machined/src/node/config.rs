@@ -454,3 +454,97 @@ fn describe(action: Action) -> String {
         Action::Try(timeout) => format!("apply it on trial for {}s", timeout.as_secs()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use crate::config_store::tests::config_yaml;
+    use crate::logs::LogBook;
+    use crate::power::Power;
+    use crate::service::Supervisor;
+
+    /// Power that must not be used.
+    struct NoPower;
+
+    impl Power for NoPower {
+        fn reboot(&self) -> anyhow::Result<()> {
+            panic!("no reboot expected")
+        }
+
+        fn power_off(&self) -> anyhow::Result<()> {
+            panic!("no power-off expected")
+        }
+    }
+
+    /// The configuration of a node under `root` that starts with `stored`.
+    fn configuration(root: &std::path::Path, stored: Stored) -> (Arc<Configuration>, Arc<Facts>) {
+        let layout = NodeLayout::new(root);
+        let (facts, events) = (Facts::new(None), Arc::new(EventBus::default()));
+        let logs = Arc::new(LogBook::default());
+        let supervisor = Arc::new(Supervisor::new(facts.clone(), events.clone(), logs.clone()));
+        let power = PowerControl::new(
+            events.clone(),
+            supervisor,
+            logs,
+            layout.log_dir(),
+            Box::new(NoPower),
+        );
+        let configuration = Configuration::new(
+            &layout,
+            stored,
+            facts.clone(),
+            events,
+            power,
+            BootstrapTrust::FirstComer,
+        )
+        .unwrap();
+        (configuration, facts)
+    }
+
+    fn hostname(facts: &Facts) -> Option<String> {
+        facts.config.borrow().as_ref().and_then(|c| c.machine.hostname.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_on_trial_gives_way_to_the_previous_one_when_its_time_is_up() {
+        let root = tempfile::tempdir().unwrap();
+        let first = MachineConfig::from_yaml(config_yaml("  hostname: first\n").as_bytes());
+        let stored = Stored::Config(Arc::new(first.unwrap()));
+        let (configuration, facts) = configuration(root.path(), stored);
+        let trial = config_yaml("  hostname: trial\n");
+        let outcome = configuration
+            .apply(trial.as_bytes(), ApplyMode::Try(Duration::from_secs(30)), false, false)
+            .unwrap();
+        assert_eq!(outcome.plan.action, Action::Try(Duration::from_secs(30)));
+        assert!(outcome.running.is_some(), "a trial runs live");
+        assert_eq!(hostname(&facts).as_deref(), Some("trial"));
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(hostname(&facts).as_deref(), Some("first"));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (configuration, facts) = configuration(root.path(), Stored::Nothing);
+        let yaml = config_yaml("  hostname: node\n");
+        let outcome = configuration.apply(yaml.as_bytes(), ApplyMode::Auto, true, true).unwrap();
+        assert!(outcome.summary.starts_with("dry run: would "), "{}", outcome.summary);
+        assert!(facts.config.borrow().is_none());
+        assert_eq!(configuration.mode(), NodeMode::Maintenance);
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_first_config_loses_to_one_that_came_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let (configuration, facts) = configuration(root.path(), Stored::Nothing);
+        let yaml = config_yaml("  hostname: node\n");
+        configuration.apply(yaml.as_bytes(), ApplyMode::Auto, false, true).unwrap();
+        assert_eq!(configuration.mode(), NodeMode::Configured);
+        assert_eq!(hostname(&facts).as_deref(), Some("node"));
+        let again = configuration.apply(yaml.as_bytes(), ApplyMode::Auto, false, true);
+        assert!(matches!(again, Err(ApplyError::AlreadyConfigured)), "{again:?}");
+    }
+}
