@@ -326,7 +326,7 @@ fn save_config(path: &Path, config: &MachineConfig) -> Result<(), StoreError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
@@ -343,7 +343,7 @@ mod tests {
     }
 
     /// A valid config's YAML, with `extra` appended under `machine`.
-    fn config_yaml(extra: &str) -> String {
+    pub(crate) fn config_yaml(extra: &str) -> String {
         let ((client, _), (node, node_key)) = (ca_pem(), ca_pem());
         format!(
             "version: v1alpha1\nmachine:\n  clientCa:\n    crt: |\n{}  nodeCa:\n    crt: |\n{}    key: |\n{}{extra}",

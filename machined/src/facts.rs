@@ -1,9 +1,9 @@
 //! Typed facts about the node, each on a watch channel: what services depend on and react
-//! to, instead of reaching into [`crate::machine::Machine`] or asking the kernel themselves.
+//! to, instead of reaching into a hub of the node's state or asking the kernel themselves.
 //!
-//! One writer publishes each fact (the machine its config, the `addresses` service the
-//! node's addresses, the boot its volumes, the `time` service the clock's state); any number
-//! of readers watch them. A service that needs a fact before it starts says so with
+//! One writer publishes each fact ([`crate::node::config::Configuration`] the running
+//! config, the `addresses` service the node's addresses, the boot its volumes, the `time`
+//! service the clock's state); any number of readers watch them. A service that needs a fact before it starts says so with
 //! [`crate::service::Dependency::Fact`].
 
 use std::net::IpAddr;

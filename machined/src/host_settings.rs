@@ -76,7 +76,7 @@ impl HostSettings {
 }
 
 fn set_hostname(name: &str) -> nix::Result<&'static str> {
-    if crate::machine::kernel_hostname() == name {
+    if crate::node::config::kernel_hostname() == name {
         return Ok("unchanged");
     }
     nix::unistd::sethostname(name)?;

@@ -17,6 +17,9 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::kmsg_log::Kmsg;
 use crate::ring::Ring;
 
+/// A service's log file on EPHEMERAL is rotated past this size (one old generation kept).
+pub const LOG_FILE_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Lines kept per source.
 const LINES_PER_SOURCE: usize = 5000;
 
@@ -56,6 +59,14 @@ impl LogBook {
         let unix_micros =
             SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         self.ring(id).push(LogLine { unix_micros, message: message.into() });
+    }
+
+    /// [`LogBook::flush_to`] with files of at most [`LOG_FILE_MAX_BYTES`]; a failure is
+    /// logged, not returned: the rings keep the lines for the next try.
+    pub fn flush_to_disk(&self, dir: &Path) {
+        if let Err(e) = self.flush_to(dir, LOG_FILE_MAX_BYTES) {
+            tracing::warn!("flushing logs to {}: {e}", dir.display());
+        }
     }
 
     /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed. A file

@@ -11,18 +11,21 @@ use crate::boot::{self, Stage};
 use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
 use crate::config_store::{ConfigStore, Stored};
-use crate::events::EventKind;
-use crate::facts::{Clock, Volumes};
+use crate::events::{EventBus, EventKind};
+use crate::facts::{Clock, Facts, Volumes};
 use crate::host_settings::HostSettings;
 use crate::kmsg_log::Kmsg;
 use crate::kubelet::Kubelet;
 use crate::layout::NodeLayout;
 use crate::logs::LogBook;
-use crate::machine::{Machine, PowerAction};
+use crate::node::config::Configuration;
+use crate::node::effects::EffectReports;
+use crate::node::power::{PowerAction, PowerControl};
+use crate::node::{Node, NodeParts};
 use crate::pid1;
 use crate::power::{KernelPower, Power, ProcessPower};
 use crate::reaper::Reaper;
-use crate::service::Service;
+use crate::service::{Service, Supervisor};
 use crate::services::addresses::AddressWatch;
 use crate::services::containerd;
 use crate::services::logflush::LogFlush;
@@ -129,34 +132,87 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
     };
     let updater = Arc::new(Updater::new(&layout, slots));
-    let machine = Machine::new(layout, stored, logs, power, bootstrap, updater)?;
-    machine.events().publish(EventKind::Power, "machined started");
-    machine.facts().volumes.send_replace(volumes);
-    machine.facts().clock.send_replace(clock);
-    let host = HostSettings::new(machine.layout().var_dir(), stage == Stage::Root);
+    let facts = Facts::new(None);
+    let events = Arc::new(EventBus::default());
+    let supervisor = Arc::new(Supervisor::new(facts.clone(), events.clone(), logs.clone()));
+    let power = PowerControl::new(
+        events.clone(),
+        supervisor.clone(),
+        logs.clone(),
+        layout.log_dir(),
+        power,
+    );
+    let configuration = Configuration::new(
+        &layout,
+        stored,
+        facts.clone(),
+        events.clone(),
+        power.clone(),
+        bootstrap,
+    )?;
+    let effects = EffectReports::new(supervisor.clone(), facts.config.subscribe());
+    events.publish(EventKind::Power, "machined started");
+    facts.volumes.send_replace(volumes);
+    facts.clock.send_replace(clock);
+    // The kubelet runs only as PID 1, where containerd does.
+    let kubelet = (stage == Stage::Root).then(|| {
+        Arc::new(Kubelet::new(
+            layout.clone(),
+            facts.config.subscribe(),
+            power.clone(),
+            reaper.clone(),
+        ))
+    });
+    let host = HostSettings::new(layout.var_dir(), stage == Stage::Root);
     let mut services: Vec<Arc<dyn Service>> = vec![
-        Arc::new(Apid::new(machine.clone(), options.listen)),
-        Arc::new(LogFlush::new(machine.clone(), options.log_flush_interval)),
-        Arc::new(Settings::new(machine.clone(), host)),
-        Arc::new(AddressWatch::new(machine.facts().clone())),
-        Arc::new(ServingCert::new(machine.clone())),
+        Arc::new(LogFlush::new(logs.clone(), layout.log_dir(), options.log_flush_interval)),
+        Arc::new(Settings::new(facts.clone(), effects.clone(), events.clone(), host)),
+        Arc::new(AddressWatch::new(facts.clone())),
+        Arc::new(ServingCert::new(configuration.clone(), facts.clone())),
     ];
-    if stage == Stage::Root {
-        services.push(Arc::new(Network::new(machine.clone())));
-        services.push(Arc::new(PowerButton::new(machine.clone())));
-        services.push(Arc::new(TimeSync::new(machine.clone(), image_floor)));
+    // PID 1's services (it alone runs a kubelet).
+    if let Some(kubelet) = &kubelet {
+        services.push(Arc::new(Network::new(facts.clone(), effects.clone())));
+        services.push(Arc::new(PowerButton::new(power.clone())));
+        services.push(Arc::new(TimeSync::new(
+            facts.clone(),
+            image_floor,
+            layout.time_floor_path(),
+        )));
         services.push(Arc::new(Watchdog));
-        services.push(Arc::new(BootCheck::new(machine.clone())));
-        services.push(Arc::new(containerd::service(machine.clone(), reaper.clone())));
-        let kubelet = Arc::new(Kubelet::new(machine.clone(), reaper.clone()));
-        machine.set_kubelet(kubelet.clone());
-        services.push(kubelet);
+        services.push(Arc::new(BootCheck::new(
+            updater.clone(),
+            facts.config.subscribe(),
+            supervisor.clone(),
+            Some(kubelet.clone()),
+            power.clone(),
+        )));
+        services.push(Arc::new(containerd::service(
+            layout.root().to_path_buf(),
+            facts.config.subscribe(),
+            reaper.clone(),
+        )));
+        services.push(kubelet.clone());
     }
-    machine.supervisor().start_all(services)?;
+    let node = Node::new(NodeParts {
+        configuration,
+        effects,
+        power: power.clone(),
+        updater,
+        kubelet,
+        supervisor: supervisor.clone(),
+        events,
+        logs,
+        facts,
+        layout,
+    });
+    // The API first, as ever: `ctl services` lists them in this order.
+    services.insert(0, Arc::new(Apid::new(node, options.listen)));
+    supervisor.start_all(services)?;
 
     let action = power_signal(stage).await?;
     tracing::info!("{action:?} requested by a signal");
-    machine.power(action);
+    power.request(action);
     std::future::pending::<()>().await;
     Ok(())
 }

@@ -33,7 +33,7 @@ use tonic::Status;
 use crate::api::auth::{authorize, Call};
 use crate::api::budget::{ByteBudget, Reservation};
 use crate::api::connection::{ConnectionInfo, OpenRequest};
-use crate::machine::NodeMode;
+use crate::node::config::NodeMode;
 
 /// The path prefix of the API's methods.
 const SERVICE_PATH: &str = "/cairn.machine.v1alpha1.MachineService/";

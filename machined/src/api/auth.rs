@@ -5,7 +5,7 @@ use cairn_api::role::Role;
 use rustls::pki_types::CertificateDer;
 use tonic::Status;
 
-use crate::machine::NodeMode;
+use crate::node::config::NodeMode;
 
 /// An API call, for authorization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

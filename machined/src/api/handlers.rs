@@ -1,4 +1,4 @@
-//! The `MachineService` handlers: authorize, convert, call the machine, convert back.
+//! The `MachineService` handlers: authorize, convert, call the node's use-case, convert back.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -7,37 +7,31 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_api::machine::{self as pb, machine_service_server::MachineService};
-use cairn_api::role::Role;
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::api::auth::{authorize, Call, Caller};
 use crate::api::connection::ConnectionInfo;
-use crate::api::kernel_log::KernelLog;
 use crate::api::places::{Place, Pool};
+use crate::api::status::read_error;
 use crate::api::upgrade;
 use crate::apply::{Action, ApplyMode};
-use crate::events::{unix_millis, EventKind};
+use crate::events::unix_millis;
 use crate::facts::Clock;
 use crate::inspect;
-use crate::inspect::files::ReadError;
-use crate::kubelet::manifests::{self, ManifestError};
-use crate::kubelet::{Kubelet, PodRecord};
-use crate::machine::{ApplyError, Machine, NodeMode, PowerAction};
+use crate::node::apply::ApplyRequest;
+use crate::node::config::NodeMode;
+use crate::node::follow::{self, FollowRequest};
+use crate::node::power::PowerAction;
+use crate::node::Node;
 use crate::ring::{Ring, Sequenced};
-use crate::service::SupervisorError;
 use crate::update::record::{UpdateRecord, UpdateState};
 
 /// Try timeout when the client sets none, as in Talos.
 const DEFAULT_TRY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long parsing, validating and storing a config may take.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long an apply waits for the services to put a live change into effect, so its reply
-/// can say what failed.
-const EFFECT_WAIT: Duration = Duration::from_secs(15);
 /// Bytes per `Read` chunk.
 const READ_CHUNK: usize = 64 * 1024;
 /// Entries one `List` returns at most.
@@ -63,15 +57,14 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The API's handlers.
 pub struct MachineApi {
-    machine: Arc<Machine>,
+    node: Arc<Node>,
     file_streams: Pool,
     ring_streams: Pool,
-    kernel_log: tokio::sync::OnceCell<Arc<KernelLog>>,
 }
 
 impl MachineApi {
-    /// Handlers for `machine`.
-    pub fn new(machine: Arc<Machine>) -> Self {
+    /// Handlers for `node`.
+    pub fn new(node: Arc<Node>) -> Self {
         let file_streams = Pool::new(
             FILE_STREAMS,
             FILE_STREAMS_PER_NETWORK,
@@ -79,7 +72,7 @@ impl MachineApi {
         );
         let ring_streams =
             Pool::new(RING_STREAMS, RING_STREAMS_PER_NETWORK, "log, kernel log and event streams");
-        MachineApi { machine, file_streams, ring_streams, kernel_log: Default::default() }
+        MachineApi { node, file_streams, ring_streams }
     }
 
     /// A place among the `Read`s, `List`s and `ContainerLogs` under way, or a refusal when
@@ -93,42 +86,18 @@ impl MachineApi {
         place(&self.ring_streams, request)
     }
 
-    /// The kernel log, read from its first call on.
-    async fn kernel_log(&self) -> Result<&Arc<KernelLog>, Status> {
-        self.kernel_log
-            .get_or_try_init(KernelLog::start)
-            .await
-            .map_err(|e| Status::unavailable(format!("/dev/kmsg: {e}")))
-    }
-
     /// What `caller` may read and list: everything for those who see secrets.
     fn file_scope(&self, caller: Caller) -> inspect::files::Scope {
         if caller.sees_secrets() {
             inspect::files::Scope::Everything
         } else {
-            inspect::files::Scope::Only(self.machine.layout().readable_places())
+            inspect::files::Scope::Only(self.node.layout().readable_places())
         }
     }
 
     fn authorize<T>(&self, request: &Request<T>, call: Call) -> Result<Caller, Status> {
         let certs = connection(request).and_then(|c| c.tls.peer_certs());
-        authorize(self.machine.mode(), certs.as_deref().map(Vec::as_slice), call)
-    }
-
-    /// The kubelet, or why there is none.
-    fn kubelet(&self) -> Result<&Arc<Kubelet>, Status> {
-        self.machine.kubelet().ok_or_else(|| {
-            Status::failed_precondition(
-                "this machined runs no kubelet (it does only as a node's PID 1, with containerd)",
-            )
-        })
-    }
-
-    /// The pod `name` names, or NotFound.
-    fn pod(&self, name: &str) -> Result<PodRecord, Status> {
-        self.kubelet()?
-            .find(name)
-            .ok_or_else(|| Status::not_found(format!("no pod {name:?} runs on this node")))
+        authorize(self.node.configuration().mode(), certs.as_deref().map(Vec::as_slice), call)
     }
 }
 
@@ -176,47 +145,10 @@ where
     Box::pin(ReceiverStream::new(rx))
 }
 
-/// Sends a ring's history, then (with `follow`) its new records until the client leaves.
-async fn send_ring<T: Clone, U>(
-    history: Vec<Sequenced<T>>,
-    mut follow: Option<broadcast::Receiver<Sequenced<T>>>,
-    tx: mpsc::Sender<Result<U, Status>>,
-    convert: impl Fn(Sequenced<T>) -> U,
-) {
-    for record in history {
-        if tx.send(Ok(convert(record))).await.is_err() {
-            return;
-        }
-    }
-    let Some(rx) = follow.as_mut() else { return };
-    loop {
-        let record = tokio::select! {
-            record = rx.recv() => record,
-            _ = tx.closed() => return,
-        };
-        match record {
-            Ok(record) => {
-                if tx.send(Ok(convert(record))).await.is_err() {
-                    return;
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                let _ = tx
-                    .send(Err(Status::data_loss(format!("follower fell {n} records behind"))))
-                    .await;
-                return;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Streams the last `tail` records of `ring` (all when negative), then with `follow` its new
-/// ones until the client leaves, holding `place` meanwhile.
+/// Streams what `request` asks for of `ring`, holding `place` meanwhile.
 fn ring_stream<T, U>(
     ring: &Ring<T>,
-    tail_records: i32,
-    follow: bool,
+    request: FollowRequest,
     place: Place,
     convert: impl Fn(Sequenced<T>) -> U + Send + 'static,
 ) -> ResponseStream<U>
@@ -224,38 +156,16 @@ where
     T: Clone + Send + 'static,
     U: Send + 'static,
 {
-    let (history, follow) = if follow {
-        let (history, rx) = ring.follow(tail(tail_records));
-        (history, Some(rx))
-    } else {
-        (ring.snapshot(tail(tail_records)), None)
-    };
+    let followed = follow::take(ring, request);
     stream(|tx| async move {
         let _place = place;
-        send_ring(history, follow, tx, convert).await
+        follow::send(followed, tx, convert).await
     })
 }
 
+/// What a `tail` field asks for: negative is everything.
 fn tail(n: i32) -> Option<usize> {
     usize::try_from(n).ok()
-}
-
-fn apply_error_status(e: ApplyError) -> Status {
-    match e {
-        ApplyError::Invalid(e) => Status::invalid_argument(format!("invalid config: {e}")),
-        ApplyError::Plan(e) => Status::failed_precondition(e.to_string()),
-        ApplyError::Pki(e) => Status::invalid_argument(e.to_string()),
-        ApplyError::Tls(e) => Status::invalid_argument(e.to_string()),
-        ApplyError::Store(e) => Status::internal(e.to_string()),
-        ApplyError::AlreadyConfigured => Status::permission_denied(e.to_string()),
-    }
-}
-
-fn supervisor_status(e: SupervisorError) -> Status {
-    match e {
-        SupervisorError::UnknownService(_) => Status::not_found(e.to_string()),
-        _ => Status::failed_precondition(e.to_string()),
-    }
 }
 
 #[tonic::async_trait]
@@ -265,28 +175,24 @@ impl MachineService for MachineApi {
         request: Request<pb::VersionRequest>,
     ) -> Result<Response<pb::VersionResponse>, Status> {
         self.authorize(&request, Call::Version)?;
-        let uname =
-            nix::sys::utsname::uname().map_err(|e| Status::internal(format!("uname: {e}")))?;
-        let updater = self.machine.updater().clone();
-        let status = tokio::task::spawn_blocking(move || updater.status())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let version = self.node.version().await?;
+        let slots = version.slots;
         Ok(Response::new(pb::VersionResponse {
-            version: self.machine.updater().release().version.clone(),
+            version: version.version,
             arch: std::env::consts::ARCH.to_string(),
-            kernel: uname.release().to_string_lossy().into_owned(),
-            hostname: self.machine.hostname(),
-            mode: match self.machine.mode() {
+            kernel: version.kernel,
+            hostname: version.hostname,
+            mode: match version.mode {
                 NodeMode::Maintenance => pb::NodeMode::Maintenance,
                 NodeMode::Configured => pb::NodeMode::Configured,
                 NodeMode::Recovery { .. } => pb::NodeMode::Recovery,
             } as i32,
             // An ordinary process was booted from no slot.
-            slot: status.booted.map_or("none".to_string(), |slot| slot.to_string()),
+            slot: slots.booted.map_or("none".to_string(), |slot| slot.to_string()),
             pid1: std::process::id() == 1,
-            other_slot_version: status.other_version.unwrap_or_default(),
-            last_update: status.last.map(outcome),
-            recovery_reason: self.machine.recovery_reason().unwrap_or_default().to_string(),
+            other_slot_version: slots.other_version.unwrap_or_default(),
+            last_update: slots.last.map(outcome),
+            recovery_reason: version.recovery_reason.unwrap_or_default(),
         }))
     }
 
@@ -300,7 +206,8 @@ impl MachineService for MachineApi {
             ));
         }
         let node_proof = self
-            .machine
+            .node
+            .configuration()
             .bootstrap_trust()
             .answer(channel_binding(&request), &request.get_ref().client_proof)
             .map_err(Status::permission_denied)?;
@@ -316,9 +223,10 @@ impl MachineService for MachineApi {
         // trust admits) or recovery mode (only with the token).
         let first_config_only = caller == Caller::Anonymous;
         if first_config_only {
-            let (trust, binding) = (self.machine.bootstrap_trust(), channel_binding(&request));
+            let configuration = self.node.configuration();
+            let (trust, binding) = (configuration.bootstrap_trust(), channel_binding(&request));
             let proof = &request.get_ref().bootstrap_proof;
-            match self.machine.mode() {
+            match configuration.mode() {
                 NodeMode::Recovery { .. } => trust.admits_in_recovery(binding, proof),
                 _ => trust.admits(binding, proof),
             }
@@ -336,31 +244,13 @@ impl MachineService for MachineApi {
                 s => Duration::from_secs(s.into()),
             }),
         };
-        // Parsing and planning run off the async workers, under a deadline: the YAML comes
-        // from the network (from anyone, in maintenance mode).
-        let machine = self.machine.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            machine.apply(&request.data, mode, request.dry_run, first_config_only)
-        });
-        let outcome = tokio::time::timeout(APPLY_TIMEOUT, work)
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "the config was not processed within {}s",
-                    APPLY_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(apply_error_status)?;
-        let problems = match &outcome.running {
-            Some(config) => self.machine.effects_of(config, EFFECT_WAIT).await,
-            None => Vec::new(),
-        };
+        let apply = ApplyRequest { mode, dry_run: request.dry_run, first_config_only };
+        let report = self.node.apply_config(request.data, apply).await?;
         Ok(Response::new(pb::ApplyConfigurationResponse {
-            problems,
-            summary: outcome.summary,
-            changes: outcome.plan.changes,
-            mode: match outcome.plan.action {
+            problems: report.problems,
+            summary: report.summary,
+            changes: report.plan.changes,
+            mode: match report.plan.action {
                 Action::Live => pb::ApplyMode::NoReboot,
                 Action::Reboot => pb::ApplyMode::Reboot,
                 Action::Stage => pb::ApplyMode::Staged,
@@ -375,16 +265,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::GetConfigurationResponse>, Status> {
         let caller = self.authorize(&request, Call::GetConfiguration)?;
         let staged = request.into_inner().staged;
-        let config =
-            self.machine.config(staged).map_err(|e| Status::internal(e.to_string()))?.ok_or_else(
-                || {
-                    Status::not_found(if staged {
-                        "no config is staged"
-                    } else {
-                        "the node has no config"
-                    })
-                },
-            )?;
+        let config = self.node.config(staged)?;
         let redacted = !caller.sees_secrets();
         let yaml = if redacted { config.redacted().to_yaml() } else { config.to_yaml() };
         Ok(Response::new(pb::GetConfigurationResponse { data: yaml.into_bytes(), redacted }))
@@ -395,7 +276,7 @@ impl MachineService for MachineApi {
         request: Request<pb::RebootRequest>,
     ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Reboot)?;
-        self.machine.power(PowerAction::Reboot);
+        self.node.power(PowerAction::Reboot);
         Ok(Response::new(pb::PowerResponse { message: "rebooting".into() }))
     }
 
@@ -404,7 +285,7 @@ impl MachineService for MachineApi {
         request: Request<pb::ShutdownRequest>,
     ) -> Result<Response<pb::PowerResponse>, Status> {
         self.authorize(&request, Call::Shutdown)?;
-        self.machine.power(PowerAction::PowerOff);
+        self.node.power(PowerAction::PowerOff);
         Ok(Response::new(pb::PowerResponse { message: "shutting down".into() }))
     }
 
@@ -414,9 +295,8 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceListResponse>, Status> {
         self.authorize(&request, Call::ServiceList)?;
         let services = self
-            .machine
-            .supervisor()
-            .list()
+            .node
+            .services()
             .into_iter()
             .map(|s| pb::ServiceInfo {
                 id: s.id.to_string(),
@@ -446,7 +326,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStart)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().start(&id).map_err(supervisor_status)?;
+        self.node.start_service(&id)?;
         Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} started") }))
     }
 
@@ -456,7 +336,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceStop)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().stop(&id).await.map_err(supervisor_status)?;
+        self.node.stop_service(&id).await?;
         Ok(Response::new(pb::ServiceActionResponse { message: format!("service {id:?} stopped") }))
     }
 
@@ -466,7 +346,7 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::ServiceActionResponse>, Status> {
         self.authorize(&request, Call::ServiceRestart)?;
         let id = request.into_inner().id;
-        self.machine.supervisor().restart(&id).map_err(supervisor_status)?;
+        self.node.restart_service(&id)?;
         Ok(Response::new(pb::ServiceActionResponse {
             message: format!("service {id:?} is restarting"),
         }))
@@ -481,13 +361,11 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::Logs)?;
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
-        let ring = self
-            .machine
-            .logs()
-            .existing(&request.id)
-            .ok_or_else(|| Status::not_found(format!("no logs for {:?}", request.id)))?;
-        Ok(Response::new(ring_stream(&ring, request.tail_lines, request.follow, place, |r| {
-            pb::LogEntry { unix_micros: r.item.unix_micros, message: r.item.message }
+        let ring = self.node.log(&request.id)?;
+        let follow = FollowRequest { tail: tail(request.tail_lines), follow: request.follow };
+        Ok(Response::new(ring_stream(&ring, follow, place, |r| pb::LogEntry {
+            unix_micros: r.item.unix_micros,
+            message: r.item.message,
         })))
     }
 
@@ -500,15 +378,14 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::Dmesg)?;
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
-        let ring = self.kernel_log().await?.ring();
-        Ok(Response::new(ring_stream(ring, request.tail, request.follow, place, |r| {
-            pb::KernelLogEntry {
-                facility: r.item.facility,
-                priority: r.item.priority,
-                sequence: r.item.sequence,
-                boot_micros: r.item.boot_micros,
-                message: r.item.message,
-            }
+        let ring = self.node.kernel_log().await?.ring();
+        let follow = FollowRequest { tail: tail(request.tail), follow: request.follow };
+        Ok(Response::new(ring_stream(ring, follow, place, |r| pb::KernelLogEntry {
+            facility: r.item.facility,
+            priority: r.item.priority,
+            sequence: r.item.sequence,
+            boot_micros: r.item.boot_micros,
+            message: r.item.message,
         })))
     }
 
@@ -521,8 +398,9 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::Events)?;
         let place = self.ring_stream_place(&request)?;
         let request = request.into_inner();
-        let ring = self.machine.events().ring();
-        Ok(Response::new(ring_stream(ring, request.tail, request.follow, place, |r| pb::Event {
+        let ring = self.node.events().ring();
+        let follow = FollowRequest { tail: tail(request.tail), follow: request.follow };
+        Ok(Response::new(ring_stream(ring, follow, place, |r| pb::Event {
             id: r.seq,
             unix_millis: r.item.unix_millis,
             kind: r.item.kind.as_str().to_string(),
@@ -535,15 +413,11 @@ impl MachineService for MachineApi {
         request: Request<pb::TimeRequest>,
     ) -> Result<Response<pb::TimeResponse>, Status> {
         self.authorize(&request, Call::Time)?;
-        let config = self.machine.config(false).map_err(|e| Status::internal(e.to_string()))?;
-        let mut response = pb::TimeResponse {
-            unix_millis: unix_millis(),
-            servers: crate::services::time::servers(config.as_deref()),
-            ..Default::default()
-        };
+        let (clock, servers) = self.node.time();
+        let mut response =
+            pb::TimeResponse { unix_millis: unix_millis(), servers, ..Default::default() };
         let millis =
             |time: SystemTime| time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let clock = self.machine.facts().clock.borrow().clone();
         response.raised_to_floor_unix_millis = clock.raised_to_floor().map_or(0, millis);
         response.state = match clock {
             Clock::Unsynchronised { last_error, .. } => {
@@ -685,7 +559,7 @@ impl MachineService for MachineApi {
                     tx.blocking_send(item).is_ok() && go_on
                 });
             if let Err(e) = listed {
-                let _ = tx.blocking_send(Err(read_error_status(e)));
+                let _ = tx.blocking_send(Err(read_error(e)));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -705,7 +579,7 @@ impl MachineService for MachineApi {
             tokio::task::spawn_blocking(move || inspect::files::open_regular(&path, &scope))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(read_error_status)?;
+                .map_err(read_error)?;
         let mut file = tokio::fs::File::from_std(file);
         Ok(Response::new(stream_buffering(READ_CHUNKS_BUFFERED, |tx| async move {
             let _permit = permit;
@@ -730,8 +604,8 @@ impl MachineService for MachineApi {
     ) -> Result<Response<pb::PodsResponse>, Status> {
         let caller = self.authorize(&request, Call::Pods)?;
         let pods = self
-            .kubelet()?
-            .pods()
+            .node
+            .pods()?
             .into_iter()
             .map(|mut record| {
                 if !caller.sees_secrets() {
@@ -753,12 +627,7 @@ impl MachineService for MachineApi {
         request: Request<pb::PodRequest>,
     ) -> Result<Response<pb::PodActionResponse>, Status> {
         self.authorize(&request, Call::PodRestart)?;
-        let name = request.into_inner().name;
-        let key = self.pod(&name)?.key;
-        if !self.kubelet()?.restart(&key) {
-            return Err(Status::not_found(format!("pod {name:?} is being removed")));
-        }
-        self.machine.events().publish(EventKind::Service, format!("pod {key}: restart requested"));
+        self.node.restart_pod(&request.into_inner().name)?;
         Ok(Response::new(pb::PodActionResponse {}))
     }
 
@@ -771,30 +640,7 @@ impl MachineService for MachineApi {
         self.authorize(&request, Call::ContainerLogs)?;
         let place = self.file_stream_place(&request)?;
         let request = request.into_inner();
-        let record = self.pod(&request.pod)?;
-        let names: Vec<&String> = record.logs.keys().collect();
-        let container = match (request.container.as_str(), names.as_slice()) {
-            ("", [only]) => (*only).clone(),
-            ("", _) => {
-                return Err(Status::invalid_argument(format!(
-                    "pod {} has containers {}: name one (POD/CONTAINER)",
-                    request.pod,
-                    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
-                )))
-            }
-            (name, _) => name.to_string(),
-        };
-        let logs = record.logs.get(&container).ok_or_else(|| {
-            Status::not_found(format!("pod {} has no container {container:?}", request.pod))
-        })?;
-        let path = if request.previous { &logs.previous } else { &logs.current };
-        let path = path.clone().ok_or_else(|| {
-            let which = if request.previous { "a previous run" } else { "run yet" };
-            Status::not_found(format!(
-                "container {container} of pod {} has no {which}",
-                request.pod
-            ))
-        })?;
+        let path = self.node.container_log(&request.pod, &request.container, request.previous)?;
         let (lines_tx, mut lines) = mpsc::channel(64);
         let reader = tokio::spawn(crate::kubelet::logs::send(
             path.clone(),
@@ -821,11 +667,7 @@ impl MachineService for MachineApi {
         request: Request<pb::ManifestApplyRequest>,
     ) -> Result<Response<pb::ManifestResponse>, Status> {
         self.authorize(&request, Call::ManifestApply)?;
-        let manifest = request.into_inner().manifest;
-        let config = self.machine.config(false).map_err(|e| Status::internal(e.to_string()))?;
-        let dir = self.machine.layout().manifest_dir();
-        let pod = manifests::write(&dir, &manifest, config.as_deref()).map_err(manifest_status)?;
-        self.machine.events().publish(EventKind::Config, format!("manifest of pod {pod} stored"));
+        let pod = self.node.apply_manifest(&request.into_inner().manifest)?;
         Ok(Response::new(pb::ManifestResponse { pod }))
     }
 
@@ -834,10 +676,7 @@ impl MachineService for MachineApi {
         request: Request<pb::PodRequest>,
     ) -> Result<Response<pb::ManifestResponse>, Status> {
         self.authorize(&request, Call::ManifestDelete)?;
-        let name = request.into_inner().name;
-        let dir = self.machine.layout().manifest_dir();
-        let pod = manifests::remove(&dir, &name).map_err(manifest_status)?;
-        self.machine.events().publish(EventKind::Config, format!("manifest of pod {pod} removed"));
+        let pod = self.node.delete_manifest(&request.into_inner().name)?;
         Ok(Response::new(pb::ManifestResponse { pod }))
     }
 
@@ -861,11 +700,10 @@ impl MachineService for MachineApi {
             }
         };
         // Refused before the client sends the whole bundle.
-        self.machine.updater().slots().map_err(upgrade::status)?;
-        self.machine.events().publish(EventKind::Power, "upgrade started");
-        let machine = self.machine.clone();
+        self.node.begin_upgrade()?;
+        let node = self.node.clone();
         Ok(Response::new(stream(move |tx| {
-            upgrade::run(machine, incoming, UPGRADE_STALL_TIMEOUT, options, tx)
+            upgrade::run(node, incoming, UPGRADE_STALL_TIMEOUT, options, tx)
         })))
     }
 
@@ -874,19 +712,7 @@ impl MachineService for MachineApi {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         self.authorize(&request, Call::Rollback)?;
-        let stage = request.into_inner().stage;
-        let updater = self.machine.updater().clone();
-        let chosen = tokio::task::spawn_blocking(move || updater.rollback())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(upgrade::status)?;
-        self.machine.events().publish(
-            EventKind::Power,
-            format!("rollback to slot {} ({}) chosen", chosen.slot, chosen.version),
-        );
-        if !stage {
-            self.machine.power(PowerAction::Reboot);
-        }
+        let chosen = self.node.rollback(request.into_inner().stage).await?;
         Ok(Response::new(pb::RollbackResponse {
             slot: chosen.slot.to_string(),
             version: chosen.version,
@@ -908,29 +734,6 @@ fn outcome(record: UpdateRecord) -> pb::UpdateOutcome {
         reason: record.reason,
         started_at: record.started_at,
         finished_at: record.finished_at,
-    }
-}
-
-fn manifest_status(e: ManifestError) -> Status {
-    match e {
-        ManifestError::Invalid(_) | ManifestError::BadName(_) => {
-            Status::invalid_argument(e.to_string())
-        }
-        ManifestError::InConfig(_) => Status::failed_precondition(e.to_string()),
-        ManifestError::NotFound(_) => Status::not_found(e.to_string()),
-        ManifestError::Io { .. } => Status::internal(e.to_string()),
-    }
-}
-
-fn read_error_status(e: ReadError) -> Status {
-    match e {
-        ReadError::Io { .. } => Status::not_found(e.to_string()),
-        ReadError::NotRegular { .. } | ReadError::Consuming { .. } => {
-            Status::invalid_argument(e.to_string())
-        }
-        ReadError::NotReadable { .. } => {
-            Status::permission_denied(format!("{e}: reading or listing it needs {}", Role::Admin))
-        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! The gRPC edge: the TLS listener, who may call what, and the handlers that turn requests
-//! into calls on [`crate::machine::Machine`].
+//! into calls on the node's use-cases ([`crate::node::Node`]).
 
 pub mod admission;
 pub mod auth;
@@ -7,7 +7,7 @@ pub mod budget;
 pub mod connection;
 pub mod handlers;
 pub mod handshakes;
-pub mod kernel_log;
 pub mod places;
 pub mod server;
+pub mod status;
 pub mod upgrade;

@@ -1,5 +1,5 @@
 //! `apid`: the API server as a supervised service. It terminates TLS itself, with whatever
-//! settings the machine holds at each new connection, so applying a config switches the
+//! settings the node's configuration holds at each new connection, so applying a config switches the
 //! node from maintenance TLS to mutual TLS without a restart.
 
 use std::net::SocketAddr;
@@ -20,7 +20,8 @@ use crate::api::admission::{Admission, AdmissionLayer, LARGE_MESSAGE_BYTES};
 use crate::api::connection::{Connection, ConnectionLimits};
 use crate::api::handlers::MachineApi;
 use crate::facts::Fact;
-use crate::machine::{Machine, NodeMode};
+use crate::node::config::{Configuration, NodeMode};
+use crate::node::Node;
 use crate::service::{Dependency, Service, ServiceContext};
 
 /// The header that carries an error reply's message.
@@ -59,14 +60,14 @@ const TIME_WAIT: Duration = Duration::from_secs(10);
 
 /// The API server.
 pub struct Apid {
-    machine: Arc<Machine>,
+    node: Arc<Node>,
     listen: SocketAddr,
 }
 
 impl Apid {
-    /// The API server of `machine`, on `listen`.
-    pub fn new(machine: Arc<Machine>, listen: SocketAddr) -> Self {
-        Apid { machine, listen }
+    /// The API server of `node`, on `listen`.
+    pub fn new(node: Arc<Node>, listen: SocketAddr) -> Self {
+        Apid { node, listen }
     }
 }
 
@@ -84,7 +85,7 @@ impl Service for Apid {
     /// certificates issued after it. Never long: the API is how an operator fixes the time
     /// settings, and an air-gapped node has no server to wait for.
     fn dependencies(&self) -> Vec<Dependency> {
-        match self.machine.mode() {
+        match self.node.configuration().mode() {
             NodeMode::Configured | NodeMode::Recovery { .. } => {
                 vec![Dependency::Fact(Fact::TimeTrusted, Some(TIME_WAIT))]
             }
@@ -98,19 +99,28 @@ impl Service for Apid {
                 .await
                 .with_context(|| format!("binding {}", self.listen))?;
             let (tx, rx) = mpsc::channel::<Result<Connection, std::io::Error>>(64);
-            let machine = self.machine.clone();
-            let admission = Admission::new(Arc::new(move || machine.mode()));
+            let configuration = self.node.configuration().clone();
+            let admission = Admission::new(Arc::new(move || configuration.mode()));
             let limits = ConnectionLimits::default();
             let returner = tokio::spawn(return_memory(admission.clone(), limits.clone()));
             // The accept loop owns the listener and ends at the stop signal, so a restarted
             // apid can bind the port again even while old streams drain.
-            let acceptor =
-                tokio::spawn(accept_loop(listener, self.machine.clone(), limits, tx, ctx.clone()));
-            ctx.log(format!("API listening on {} ({:?} mode)", self.listen, self.machine.mode()));
+            let acceptor = tokio::spawn(accept_loop(
+                listener,
+                self.node.configuration().clone(),
+                limits,
+                tx,
+                ctx.clone(),
+            ));
+            ctx.log(format!(
+                "API listening on {} ({:?} mode)",
+                self.listen,
+                self.node.configuration().mode()
+            ));
             tracing::info!("API listening on {}", self.listen);
             ctx.ready();
             // Admission bounds each call's messages; tonic's own limit is the largest of them.
-            let service = MachineServiceServer::new(MachineApi::new(self.machine.clone()))
+            let service = MachineServiceServer::new(MachineApi::new(self.node.clone()))
                 .max_decoding_message_size(LARGE_MESSAGE_BYTES);
             let serve = tonic::transport::Server::builder()
                 .layer(MapResponseLayer::new(clip_status_message))
@@ -140,12 +150,12 @@ impl Service for Apid {
 
 async fn accept_loop(
     listener: TcpListener,
-    machine: Arc<Machine>,
+    configuration: Arc<Configuration>,
     limits: ConnectionLimits,
     connections: mpsc::Sender<Result<Connection, std::io::Error>>,
     ctx: ServiceContext,
 ) {
-    let tls = machine.tls();
+    let tls = configuration.tls();
     let handshake_failures = RateLimitedLog::new(HANDSHAKE_LOG_INTERVAL);
     loop {
         let accepted = tokio::select! {
@@ -175,7 +185,7 @@ async fn accept_loop(
         let acceptor = TlsAcceptor::from(tls.borrow().clone());
         let connections = connections.clone();
         let ctx = ctx.clone();
-        let config = machine.watch_config();
+        let config = configuration.watch_config();
         let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
             let handshake_result = tokio::select! {

@@ -1,5 +1,5 @@
-//! The `Upgrade` call: the client's stream of bundle bytes fed to the (blocking) updater,
-//! and its progress streamed back, phase by phase.
+//! The `Upgrade` call's transport: the client's stream of bundle bytes read as the source of
+//! the upgrade use-case ([`Node::upgrade`]), and its steps streamed back as progress messages.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -9,21 +9,13 @@ use cairn_api::machine::{self as pb, upgrade_request::Part};
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use crate::machine::{Machine, PowerAction};
-use crate::update::{Chosen, Phase, Progress, UpdateError};
+use crate::node::upgrade::{UpgradeOptions, UpgradeStep};
+use crate::node::Node;
+use crate::update::Phase;
 
 /// Chunks in flight between the client's stream and the updater: enough to keep both busy,
 /// few enough that a slow disk slows the client down rather than filling memory.
 const CHUNKS_IN_FLIGHT: usize = 8;
-
-/// The gRPC status of an update error.
-pub fn status(e: UpdateError) -> Status {
-    match e {
-        UpdateError::Bundle(_) => Status::invalid_argument(e.to_string()),
-        UpdateError::Unavailable(_) => Status::failed_precondition(e.to_string()),
-        UpdateError::Io(_) => Status::internal(e.to_string()),
-    }
-}
 
 /// The error of an upgrade whose client stopped sending.
 pub fn stalled() -> Status {
@@ -86,25 +78,36 @@ async fn forward(
     }
 }
 
-/// The progress message of `progress`.
-fn message(progress: &Progress) -> pb::UpgradeProgress {
-    let phase = match progress.phase {
-        Phase::Receiving => pb::UpgradePhase::Receiving,
-        Phase::Writing => pb::UpgradePhase::Writing,
-    };
-    pb::UpgradeProgress {
-        phase: phase as i32,
-        done_bytes: progress.done,
-        total_bytes: progress.total,
-        version: progress.version.clone(),
-        slot: progress.slot.to_string(),
+impl From<UpgradeStep> for pb::UpgradeProgress {
+    fn from(step: UpgradeStep) -> pb::UpgradeProgress {
+        let done = |phase: pb::UpgradePhase, chosen: crate::update::Chosen| pb::UpgradeProgress {
+            phase: phase as i32,
+            done_bytes: 0,
+            total_bytes: 0,
+            version: chosen.version,
+            slot: chosen.slot.to_string(),
+        };
+        match step {
+            UpgradeStep::Progress(progress) => pb::UpgradeProgress {
+                phase: match progress.phase {
+                    Phase::Receiving => pb::UpgradePhase::Receiving,
+                    Phase::Writing => pb::UpgradePhase::Writing,
+                } as i32,
+                done_bytes: progress.done,
+                total_bytes: progress.total,
+                version: progress.version,
+                slot: progress.slot.to_string(),
+            },
+            UpgradeStep::Staged(chosen) => done(pb::UpgradePhase::Staged, chosen),
+            UpgradeStep::Rebooting(chosen) => done(pb::UpgradePhase::Rebooting, chosen),
+        }
     }
 }
 
-/// Installs the bundle `incoming` carries (after its options message) and reports on `tx`;
-/// reboots into it unless `options.stage`.
+/// Runs the upgrade with the bundle `incoming` carries (after its options message) and
+/// reports on `tx`.
 pub async fn run(
-    machine: Arc<Machine>,
+    node: Arc<Node>,
     incoming: Streaming<pb::UpgradeRequest>,
     stall: Duration,
     options: pb::UpgradeOptions,
@@ -112,55 +115,10 @@ pub async fn run(
 ) {
     let (chunks_tx, chunks) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let forwarding = tokio::spawn(forward(incoming, stall, chunks_tx));
-    let keys = match machine.config(false) {
-        Ok(config) => config.map(|c| c.machine.update.trusted_keys.clone()).unwrap_or_default(),
-        Err(e) => {
-            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-            return;
-        }
-    };
-    let progress_tx = tx.clone();
-    let updater = machine.updater().clone();
-    let installed = tokio::task::spawn_blocking(move || {
-        let reader = ChunkReader { chunks, current: Vec::new(), offset: 0 };
-        // One message per phase change and per percent: progress, not a flood.
-        let mut last: Option<(i32, u64)> = None;
-        let mut report = |progress: Progress| {
-            let message = message(&progress);
-            let percent = message.done_bytes * 100 / message.total_bytes.max(1);
-            if last != Some((message.phase, percent)) {
-                last = Some((message.phase, percent));
-                let _ = progress_tx.blocking_send(Ok(message));
-            }
-        };
-        updater.install(reader, &keys, options.force, &mut report)
-    })
-    .await;
+    let source = ChunkReader { chunks, current: Vec::new(), offset: 0 };
+    let options = UpgradeOptions { force: options.force, stage: options.stage };
+    node.upgrade(source, options, tx).await;
     forwarding.abort();
-    let Chosen { slot, version } = match installed {
-        Ok(Ok(chosen)) => chosen,
-        Ok(Err(e)) => {
-            tracing::warn!("upgrade: {e}");
-            let _ = tx.send(Err(status(e))).await;
-            return;
-        }
-        Err(e) => {
-            let _ = tx.send(Err(Status::internal(format!("the updater failed: {e}")))).await;
-            return;
-        }
-    };
-    let done = |phase: pb::UpgradePhase| pb::UpgradeProgress {
-        phase: phase as i32,
-        done_bytes: 0,
-        total_bytes: 0,
-        version: version.clone(),
-        slot: slot.to_string(),
-    };
-    let _ = tx.send(Ok(done(pb::UpgradePhase::Staged))).await;
-    if !options.stage {
-        let _ = tx.send(Ok(done(pb::UpgradePhase::Rebooting))).await;
-        machine.power(PowerAction::Reboot);
-    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::future::{select_all, BoxFuture};
 use k8s_openapi::api::core::v1::Pod;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,8 +36,8 @@ use cairn_api::config::pod::DEFAULT_NAMESPACE;
 use cairn_api::config::MachineConfig;
 
 use crate::cri::{v1, Cri};
-use crate::layout::under;
-use crate::machine::Machine;
+use crate::layout::{under, NodeLayout};
+use crate::node::power::PowerControl;
 use crate::reaper::Reaper;
 use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
@@ -87,16 +87,32 @@ struct RunningPod {
 
 /// The kubelet service.
 pub struct Kubelet {
-    machine: Arc<Machine>,
+    layout: NodeLayout,
+    config: watch::Receiver<Option<Arc<MachineConfig>>>,
+    power: Arc<PowerControl>,
     reaper: Arc<Reaper>,
     registry: Registry,
     restarts: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl Kubelet {
-    /// The kubelet of `machine`; `reaper` runs `ctr`.
-    pub fn new(machine: Arc<Machine>, reaper: Arc<Reaper>) -> Kubelet {
-        Kubelet { machine, reaper, registry: Registry::default(), restarts: Mutex::default() }
+    /// The kubelet of the node laid out as `layout`, running the pods of the running config
+    /// `config` carries and of its manifest directory; `power` tells whether the node is going
+    /// down (the pods then stop); `reaper` runs `ctr`.
+    pub fn new(
+        layout: NodeLayout,
+        config: watch::Receiver<Option<Arc<MachineConfig>>>,
+        power: Arc<PowerControl>,
+        reaper: Arc<Reaper>,
+    ) -> Kubelet {
+        Kubelet {
+            layout,
+            config,
+            power,
+            reaper,
+            registry: Registry::default(),
+            restarts: Mutex::default(),
+        }
     }
 
     /// The pods it runs, by `namespace/name`, with their status.
@@ -250,7 +266,7 @@ impl Kubelet {
             "CRI: {} {} (API {})",
             version.runtime_name, version.runtime_version, version.runtime_api_version
         ));
-        let root = self.machine.layout().root().to_path_buf();
+        let root = self.layout.root().to_path_buf();
         let images_dir = under(&root, cairn_api::image::IMAGES_DIR);
         for line in
             images::import_archives(&self.reaper, Path::new(CTR), containerd::SOCKET, &images_dir)
@@ -263,9 +279,12 @@ impl Kubelet {
         let mut registries = None;
         ctx.ready();
 
+        // Changes from here on: the first pass reads the config as it is.
+        let mut config_feed = self.config.clone();
+        config_feed.mark_unchanged();
         let mut sources: Vec<Box<dyn PodSource>> = vec![
-            Box::new(ConfigPods::new(self.machine.watch_config())),
-            Box::new(ManifestDir::new(self.machine.layout().manifest_dir())),
+            Box::new(ConfigPods::new(config_feed)),
+            Box::new(ManifestDir::new(self.layout.manifest_dir())),
         ];
         let detach = CancellationToken::new();
         let shutdown = CancellationToken::new();
@@ -273,7 +292,7 @@ impl Kubelet {
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
         loop {
             // The config's network settings: the pod subnet, the registry mirrors.
-            let config = self.machine.watch_config().borrow().clone();
+            let config = self.config.borrow().clone();
             let wanted_subnet = Self::pod_subnet(config.as_deref());
             if subnet != Some(wanted_subnet) {
                 cni::write(&cni_dir, wanted_subnet)?;
@@ -301,7 +320,7 @@ impl Kubelet {
         }
         // At a reboot or power-off the pods stop, each given its grace (up to a limit); else
         // they keep running and the next kubelet adopts them.
-        if self.machine.powering_down() {
+        if self.power.powering_down() {
             ctx.log("stopping the pods: the node is going down");
             shutdown.cancel();
         } else {

@@ -49,7 +49,7 @@ pub trait Service: Send + Sync + 'static {
     }
 
     /// Whether it puts configs into effect and reports what it could not
-    /// ([`crate::machine::Machine::report_effect`]); an apply waits for its report.
+    /// ([`crate::node::effects::EffectReports::report`]); an apply waits for its report.
     fn puts_config_into_effect(&self) -> bool {
         false
     }

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use cairn_api::config::{MachineConfig, Registries};
 use cairn_api::image::PAUSE_IMAGE;
+use tokio::sync::watch;
 
 use crate::facts::Fact;
 use crate::layout::under;
-use crate::machine::Machine;
 use crate::reaper::Reaper;
 use crate::service::{Dependency, HealthCheck, ProcessService};
 
@@ -41,11 +41,15 @@ const HOSTS_DIR: &str = "/run/cairn/containerd/certs.d";
 const HOSTS_DIR_MODE: u32 = 0o700;
 const HOSTS_FILE_MODE: u32 = 0o600;
 
-/// The containerd service of `machine`.
-pub fn service(machine: Arc<Machine>, reaper: Arc<Reaper>) -> ProcessService {
-    let root = machine.layout().root().to_path_buf();
+/// The containerd service of the node under `root`, with its files made from the running
+/// config `config` carries at each start; `reaper` reaps it.
+pub fn service(
+    root: PathBuf,
+    config: watch::Receiver<Option<Arc<MachineConfig>>>,
+    reaper: Arc<Reaper>,
+) -> ProcessService {
     let command = Box::new(move || {
-        let config = machine.config(false)?;
+        let config = config.borrow().clone();
         let path = write_config(&root, config.as_deref())?;
         let mut command = Command::new(root.join("usr/bin/containerd"));
         command.arg("--config").arg(path).env_clear().env("PATH", "/usr/bin:/usr/sbin");

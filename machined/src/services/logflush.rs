@@ -1,24 +1,26 @@
 //! `logflush`: appends the in-memory logs to `/var/log` now and then, rarely, because SD
 //! cards wear. Reboot and shutdown flush too.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::machine::Machine;
+use crate::logs::LogBook;
 use crate::service::{Service, ServiceContext};
 
 /// Flushes logs every `interval`.
 pub struct LogFlush {
-    machine: Arc<Machine>,
+    logs: Arc<LogBook>,
+    dir: PathBuf,
     interval: Duration,
 }
 
 impl LogFlush {
-    /// A flusher for `machine`'s logs.
-    pub fn new(machine: Arc<Machine>, interval: Duration) -> Self {
-        LogFlush { machine, interval }
+    /// A flusher of `logs` into `dir`.
+    pub fn new(logs: Arc<LogBook>, dir: PathBuf, interval: Duration) -> Self {
+        LogFlush { logs, dir, interval }
     }
 }
 
@@ -33,10 +35,10 @@ impl Service for LogFlush {
             loop {
                 tokio::select! {
                     _ = ctx.stop.cancelled() => break,
-                    _ = tokio::time::sleep(self.interval) => self.machine.flush_logs(),
+                    _ = tokio::time::sleep(self.interval) => self.logs.flush_to_disk(&self.dir),
                 }
             }
-            self.machine.flush_logs();
+            self.logs.flush_to_disk(&self.dir);
             Ok(())
         })
     }

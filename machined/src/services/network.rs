@@ -6,21 +6,23 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::machine::Machine;
+use crate::facts::Facts;
 use crate::network::plan::Plan;
 use crate::network::reconcile::NetworkState;
 use crate::network::{self};
+use crate::node::effects::EffectReports;
 use crate::service::{self, Service, ServiceContext};
 
 /// The network service.
 pub struct Network {
-    machine: Arc<Machine>,
+    facts: Arc<Facts>,
+    effects: Arc<EffectReports>,
 }
 
 impl Network {
-    /// Configures the network as `machine`'s config says.
-    pub fn new(machine: Arc<Machine>) -> Self {
-        Network { machine }
+    /// Configures the network as the running config of `facts` says, reporting to `effects`.
+    pub fn new(facts: Arc<Facts>, effects: Arc<EffectReports>) -> Self {
+        Network { facts, effects }
     }
 }
 
@@ -36,7 +38,7 @@ impl Service for Network {
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let handle = network::connect()?;
-            let mut config = self.machine.watch_config();
+            let mut config = self.facts.config.subscribe();
             let mut state = NetworkState::default();
             let mut named = false;
             loop {
@@ -49,7 +51,7 @@ impl Service for Network {
                             ctx.log(format!("PROBLEM: {problem}"));
                         }
                         if let Some(current) = &current {
-                            self.machine.report_effect(self.id(), current, problems);
+                            self.effects.report(self.id(), current, problems);
                         }
                         tokio::select! {
                             _ = ctx.stop.cancelled() => return Ok(()),
@@ -71,7 +73,7 @@ impl Service for Network {
                     ctx.log(format!("PROBLEM: {problem}"));
                 }
                 if let Some(current) = &current {
-                    self.machine.report_effect(self.id(), current, report.problems);
+                    self.effects.report(self.id(), current, report.problems);
                 }
                 if let (false, Some(mac)) = (named, report.primary_mac) {
                     name_host(&mac);
@@ -92,7 +94,7 @@ impl Service for Network {
 /// Gives a node that has no host name `cairn-` and the last three bytes of its MAC, so nodes
 /// on one network tell apart (the machine config's hostname, when applied, wins).
 fn name_host(mac: &[u8; 6]) {
-    let current = crate::machine::kernel_hostname();
+    let current = crate::node::config::kernel_hostname();
     if current.is_empty() || current == "(none)" || current == "localhost" {
         let name = format!("cairn-{:02x}{:02x}{:02x}", mac[3], mac[4], mac[5]);
         match nix::unistd::sethostname(&name) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::machine::{Machine, PowerAction};
+use crate::node::power::{PowerAction, PowerControl};
 use crate::service::{Service, ServiceContext};
 
 /// Input devices, as sysfs lists them.
@@ -23,13 +23,13 @@ const EVENT_LEN: usize = TIME_LEN + 8;
 
 /// The power-button service.
 pub struct PowerButton {
-    machine: Arc<Machine>,
+    power: Arc<PowerControl>,
 }
 
 impl PowerButton {
-    /// Powers `machine` off when the button is pressed.
-    pub fn new(machine: Arc<Machine>) -> Self {
-        PowerButton { machine }
+    /// Powers the node off through `power` when the button is pressed.
+    pub fn new(power: Arc<PowerControl>) -> Self {
+        PowerButton { power }
     }
 }
 
@@ -68,7 +68,7 @@ impl Service for PowerButton {
                 Some(device) = pressed.recv() => {
                     ctx.log(format!("power key pressed on {}", device.display()));
                     tracing::info!("power key pressed: powering off");
-                    self.machine.power(PowerAction::PowerOff);
+                    self.power.request(PowerAction::PowerOff);
                     ctx.stop.cancelled().await;
                     Ok(())
                 }

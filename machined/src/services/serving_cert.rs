@@ -13,7 +13,8 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use crate::facts::Fact;
-use crate::machine::{Machine, Reissue};
+use crate::facts::Facts;
+use crate::node::config::{Configuration, Reissue};
 use crate::service::{Dependency, Service, ServiceContext};
 
 /// How often the names are checked without a change of the facts.
@@ -21,17 +22,19 @@ const RECHECK: Duration = Duration::from_secs(30);
 
 /// The serving-certificate service.
 pub struct ServingCert {
-    machine: Arc<Machine>,
+    configuration: Arc<Configuration>,
+    facts: Arc<Facts>,
 }
 
 impl ServingCert {
-    /// Follows `machine`'s addresses, host name and clock.
-    pub fn new(machine: Arc<Machine>) -> Self {
-        ServingCert { machine }
+    /// Re-issues the serving certificate of `configuration` as the addresses, host name and
+    /// clock of `facts` change.
+    pub fn new(configuration: Arc<Configuration>, facts: Arc<Facts>) -> Self {
+        ServingCert { configuration, facts }
     }
 
     fn follow(&self, ctx: &ServiceContext, when: Reissue) {
-        match self.machine.follow_serving_names(when) {
+        match self.configuration.follow_serving_names(when) {
             Ok(true) => ctx.log("serving certificate re-issued"),
             Ok(false) => {}
             Err(e) => ctx.log(format!("re-issuing the serving certificate: {e}")),
@@ -50,9 +53,9 @@ impl Service for ServingCert {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let facts = self.machine.facts();
+            let facts = &self.facts;
             let (mut addresses, mut clock) = (facts.addresses.subscribe(), facts.clock.subscribe());
-            let mut config = self.machine.watch_config();
+            let mut config = facts.config.subscribe();
             ctx.ready();
             // A certificate issued before the clock was trusted carries dates from the wrong
             // time: issued again once it can be trusted, here (at start) or when it changes.

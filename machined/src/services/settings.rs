@@ -5,21 +5,30 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::events::EventKind;
+use crate::events::{EventBus, EventKind};
+use crate::facts::Facts;
 use crate::host_settings::HostSettings;
-use crate::machine::Machine;
+use crate::node::effects::EffectReports;
 use crate::service::{Service, ServiceContext};
 
 /// The settings service.
 pub struct Settings {
-    machine: Arc<Machine>,
+    facts: Arc<Facts>,
+    effects: Arc<EffectReports>,
+    events: Arc<EventBus>,
     host: HostSettings,
 }
 
 impl Settings {
-    /// Applies `machine`'s config with `host`.
-    pub fn new(machine: Arc<Machine>, host: HostSettings) -> Self {
-        Settings { machine, host }
+    /// Applies the running config of `facts` with `host`, reporting to `effects` and, when
+    /// a setting fails, to `events`.
+    pub fn new(
+        facts: Arc<Facts>,
+        effects: Arc<EffectReports>,
+        events: Arc<EventBus>,
+        host: HostSettings,
+    ) -> Self {
+        Settings { facts, effects, events, host }
     }
 }
 
@@ -34,7 +43,7 @@ impl Service for Settings {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let mut config = self.machine.watch_config();
+            let mut config = self.facts.config.subscribe();
             ctx.ready();
             loop {
                 let current = config.borrow_and_update().clone();
@@ -52,9 +61,9 @@ impl Service for Settings {
                         }
                     }
                     let failed = problems.len();
-                    self.machine.report_effect(self.id(), &current, problems);
+                    self.effects.report(self.id(), &current, problems);
                     if failed > 0 {
-                        self.machine.events().publish(
+                        self.events.publish(
                             EventKind::Config,
                             format!(
                                 "{failed} setting(s) could not be applied; see ctl logs settings"

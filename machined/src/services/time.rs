@@ -11,14 +11,14 @@
 //!
 //! [`RECORD_INTERVAL`]: crate::time::floor::RECORD_INTERVAL
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cairn_api::config::MachineConfig;
 use futures_util::future::BoxFuture;
 
-use crate::facts::Clock;
-use crate::machine::Machine;
+use crate::facts::{Clock, Facts};
 use crate::service::{self, Service, ServiceContext};
 use crate::time::clock::SystemClock;
 use crate::time::floor::Floor;
@@ -42,19 +42,19 @@ pub fn servers(config: Option<&MachineConfig>) -> Vec<String> {
 
 /// The time service.
 pub struct TimeSync {
-    machine: Arc<Machine>,
+    facts: Arc<Facts>,
     /// Held across restarts of the service: a restart is not a first sync, which one server
     /// alone may make.
     synchroniser: tokio::sync::Mutex<Synchroniser<SystemClock>>,
 }
 
 impl TimeSync {
-    /// Keeps the clock of `machine`'s node, never below `image_floor`.
-    pub fn new(machine: Arc<Machine>, image_floor: Option<Floor>) -> Self {
-        let floor_path = machine.layout().time_floor_path();
+    /// Keeps the clock as the running config of `facts` says, never below `image_floor`,
+    /// keeping the last good time in `floor_path`; publishes it as the clock fact.
+    pub fn new(facts: Arc<Facts>, image_floor: Option<Floor>, floor_path: PathBuf) -> Self {
         let synchroniser =
             Synchroniser::new(SystemClock, image_floor, floor_path, sntp::DEFAULT_TIMEOUT);
-        TimeSync { machine, synchroniser: tokio::sync::Mutex::new(synchroniser) }
+        TimeSync { facts, synchroniser: tokio::sync::Mutex::new(synchroniser) }
     }
 
     /// The clock fact after `synced`, from the fact before it (`previous`); `None` when
@@ -79,9 +79,9 @@ impl Service for TimeSync {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let facts = self.machine.facts().clone();
+            let facts = self.facts.clone();
             let mut synchroniser = self.synchroniser.lock().await;
-            let mut config = self.machine.watch_config();
+            let mut config = facts.config.subscribe();
             let mut retry = RETRY_START;
             ctx.ready();
             loop {

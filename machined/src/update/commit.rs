@@ -7,14 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_api::config::MachineConfig;
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::core::v1::ContainerStatus;
+use tokio::sync::watch;
 
 use super::record::{self, UpdateState};
 use super::{Slots, Updater};
 use crate::boot::control::BootState;
-use crate::machine::{Machine, PowerAction};
-use crate::service::{Service, ServiceContext};
+use crate::kubelet::Kubelet;
+use crate::node::power::{PowerAction, PowerControl};
+use crate::service::{Service, ServiceContext, Supervisor};
 
 /// How often health is checked while on trial.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3);
@@ -24,13 +27,25 @@ const VITAL_SERVICES: [&str; 3] = ["apid", "containerd", "kubelet"];
 
 /// The boot-check service.
 pub struct BootCheck {
-    machine: Arc<Machine>,
+    updater: Arc<Updater>,
+    config: watch::Receiver<Option<Arc<MachineConfig>>>,
+    supervisor: Arc<Supervisor>,
+    kubelet: Option<Arc<Kubelet>>,
+    power: Arc<PowerControl>,
 }
 
 impl BootCheck {
-    /// Checks the boot of `machine`, whose updater knows its slots.
-    pub fn new(machine: Arc<Machine>) -> Self {
-        BootCheck { machine }
+    /// Checks the boot of the slots `updater` knows: healthy is `supervisor`'s vital
+    /// services up and the pods of the running config (`config`) started by `kubelet`; a
+    /// slot given up reboots through `power`.
+    pub fn new(
+        updater: Arc<Updater>,
+        config: watch::Receiver<Option<Arc<MachineConfig>>>,
+        supervisor: Arc<Supervisor>,
+        kubelet: Option<Arc<Kubelet>>,
+        power: Arc<PowerControl>,
+    ) -> Self {
+        BootCheck { updater, config, supervisor, kubelet, power }
     }
 }
 
@@ -41,7 +56,7 @@ impl Service for BootCheck {
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
-            let updater = self.machine.updater();
+            let updater = &self.updater;
             updater.clear_spool();
             let slots = match updater.slots() {
                 Ok(slots) => slots,
@@ -64,7 +79,7 @@ impl Service for BootCheck {
                 ctx.stop.cancelled().await;
                 return Ok(());
             };
-            let config = self.machine.config(false).ok().flatten();
+            let config = self.config.borrow().clone();
             let deadline = config
                 .map(|c| c.machine.update.health_deadline())
                 .unwrap_or_else(|| cairn_api::config::Update::default().health_deadline());
@@ -80,7 +95,7 @@ impl Service for BootCheck {
             let until = tokio::time::Instant::now() + deadline;
             let mut problem = String::new();
             loop {
-                match health(&self.machine) {
+                match health(&self) {
                     Ok(()) => {
                         bless(updater, slots)?;
                         ctx.log(format!("healthy: slot {} is blessed", slots.booted));
@@ -98,7 +113,7 @@ impl Service for BootCheck {
                     let reason = format!("not healthy within {}s: {problem}", deadline.as_secs());
                     ctx.log(format!("{reason}; slot {} is given up", slots.booted));
                     give_up(updater, slots, &reason)?;
-                    self.machine.power(PowerAction::Reboot);
+                    self.power.request(PowerAction::Reboot);
                     break;
                 }
                 tokio::select! {
@@ -115,8 +130,8 @@ impl Service for BootCheck {
 /// Whether the node is healthy: the vital services it has are up and every pod of the
 /// config has started each of its containers at least once (a pod that starts and then
 /// crashes is its own business, not the system's). The error says what is not.
-fn health(machine: &Machine) -> Result<(), String> {
-    let services = machine.supervisor().list();
+fn health(check: &BootCheck) -> Result<(), String> {
+    let services = check.supervisor.list();
     for id in VITAL_SERVICES {
         if let Some(service) = services.iter().find(|s| s.id == id) {
             if !service.state.is_up() {
@@ -124,14 +139,11 @@ fn health(machine: &Machine) -> Result<(), String> {
             }
         }
     }
-    let wanted = match machine.config(false) {
-        Ok(Some(config)) => config.machine.pods.len(),
-        _ => 0,
-    };
+    let wanted = check.config.borrow().as_ref().map_or(0, |config| config.machine.pods.len());
     if wanted == 0 {
         return Ok(());
     }
-    let Some(kubelet) = machine.kubelet() else {
+    let Some(kubelet) = &check.kubelet else {
         return Err("the kubelet has not started".into());
     };
     let pods: Vec<_> = kubelet.pods().into_iter().filter(|p| p.source == "config").collect();

@@ -1,9 +1,8 @@
-//! The machine: its configuration (running, staged, on trial), its mode, and the actions an
-//! operator can take. The API calls into this; nothing here knows about gRPC.
+//! Apply config, try, revert: the node's configuration (running, staged, on trial), its
+//! mode, and the serving certificate that follows both. Nothing here knows about gRPC.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cairn_api::config::{ConfigError, MachineConfig};
 use tokio::sync::watch;
@@ -15,17 +14,9 @@ use crate::config_store::{ConfigStore, Damage, LastKnownTrust, StoreError, Store
 use crate::events::{EventBus, EventKind};
 use crate::facts::Facts;
 use crate::layout::NodeLayout;
-use crate::logs::LogBook;
+use crate::node::power::{PowerAction, PowerControl};
 use crate::pki::{self, PkiError};
-use crate::power::Power;
-use crate::service::Supervisor;
 use crate::tls::{self, TlsError};
-use crate::update::Updater;
-
-/// How long machined waits before a reboot or power-off, so the reply reaches the caller.
-const POWER_GRACE: Duration = Duration::from_millis(300);
-/// A service's log file on EPHEMERAL is rotated past this size (one old generation kept).
-const LOG_FILE_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Whether the node has a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +45,6 @@ pub struct ApplyOutcome {
     pub running: Option<Arc<MachineConfig>>,
 }
 
-/// What a service could not put into effect of a config.
-struct Effect {
-    service: &'static str,
-    config: Arc<MachineConfig>,
-    problems: Vec<String>,
-}
-
 /// Why a config could not be applied; in every case the node is unchanged.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -86,16 +70,7 @@ pub enum ApplyError {
     AlreadyConfigured,
 }
 
-/// Reboot or power-off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PowerAction {
-    /// Restart.
-    Reboot,
-    /// Turn off.
-    PowerOff,
-}
-
-/// When [`Machine::follow_serving_names`] issues a new certificate.
+/// When [`Configuration::follow_serving_names`] issues a new certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reissue {
     /// When the names have changed.
@@ -121,43 +96,35 @@ struct ServerTls {
     names: Vec<String>,
 }
 
-/// The node's state and the operations on it.
-pub struct Machine {
-    layout: NodeLayout,
+/// The node's configuration and the operations on it.
+pub struct Configuration {
     store: ConfigStore,
     state: Mutex<ConfigState>,
     tls: watch::Sender<Arc<rustls::ServerConfig>>,
     /// The node's facts; the running config among them (none: maintenance mode) changes
     /// only with `state` held.
     facts: Arc<Facts>,
-    /// The latest [`Effect`] of each service that puts configs into effect.
-    effects: watch::Sender<Vec<Effect>>,
     events: Arc<EventBus>,
-    logs: Arc<LogBook>,
-    supervisor: Arc<Supervisor>,
-    power: Box<dyn Power>,
+    /// Reboots the node when a config needs it.
+    power: Arc<PowerControl>,
     bootstrap: BootstrapTrust,
     /// Set when the node started with a config that does not load (recovery mode until a
     /// config is applied).
     recovery: Option<Damage>,
-    /// The kubelet, once started (only as PID 1, where containerd runs).
-    kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
-    updater: Arc<Updater>,
-    /// Set once a reboot or power-off has begun: services stopping then stop for good.
-    powering_down: std::sync::atomic::AtomicBool,
 }
 
-impl Machine {
-    /// A machine with what STATE held at start: a running config (configured), nothing
-    /// (maintenance mode), or a config that does not load (recovery mode).
+impl Configuration {
+    /// The configuration of a node with what STATE held at start: a running config
+    /// (configured), nothing (maintenance mode), or a config that does not load (recovery
+    /// mode). The running config is published in `facts`.
     pub fn new(
-        layout: NodeLayout,
+        layout: &NodeLayout,
         stored: Stored,
-        logs: Arc<LogBook>,
-        power: Box<dyn Power>,
+        facts: Arc<Facts>,
+        events: Arc<EventBus>,
+        power: Arc<PowerControl>,
         bootstrap: BootstrapTrust,
-        updater: Arc<Updater>,
-    ) -> Result<Arc<Machine>, ApplyError> {
+    ) -> Result<Arc<Configuration>, ApplyError> {
         let (running, recovery) = match stored {
             Stored::Nothing => (None, None),
             Stored::Config(config) => (Some(config), None),
@@ -166,12 +133,9 @@ impl Machine {
         let ServerTls { config: tls, names } =
             server_tls(running.as_deref(), recovery.as_ref(), &[])?;
         let tls = watch::channel(tls).0;
-        let facts = Facts::new(running);
-        let events = Arc::new(EventBus::default());
-        let supervisor = Arc::new(Supervisor::new(facts.clone(), events.clone(), logs.clone()));
-        Ok(Arc::new(Machine {
+        facts.config.send_replace(running);
+        Ok(Arc::new(Configuration {
             store: ConfigStore::new(layout.clone()),
-            layout,
             state: Mutex::new(ConfigState {
                 trial: None,
                 serving_names: names,
@@ -179,37 +143,11 @@ impl Machine {
             }),
             tls,
             facts,
-            effects: watch::channel(Vec::new()).0,
             events,
-            logs,
-            supervisor,
             power,
             bootstrap,
             recovery,
-            kubelet: std::sync::OnceLock::new(),
-            updater,
-            powering_down: std::sync::atomic::AtomicBool::new(false),
         }))
-    }
-
-    /// Whether a reboot or power-off has begun.
-    pub fn powering_down(&self) -> bool {
-        self.powering_down.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Records the kubelet, for the API.
-    pub fn set_kubelet(&self, kubelet: Arc<crate::kubelet::Kubelet>) {
-        let _ = self.kubelet.set(kubelet);
-    }
-
-    /// The kubelet, if this machined runs one.
-    pub fn kubelet(&self) -> Option<&Arc<crate::kubelet::Kubelet>> {
-        self.kubelet.get()
-    }
-
-    /// The updater: the slots, updates and rollbacks.
-    pub fn updater(&self) -> &Arc<Updater> {
-        &self.updater
     }
 
     /// The node's mode.
@@ -294,7 +232,7 @@ impl Machine {
                 } else {
                     self.events.publish(EventKind::Config, "config stored; rebooting to apply it");
                     drop(state);
-                    self.power(PowerAction::Reboot);
+                    self.power.request(PowerAction::Reboot);
                     format!("stored ({changes} change(s)); rebooting")
                 }
             }
@@ -312,10 +250,10 @@ impl Machine {
                     }
                     None => previous,
                 };
-                let machine = self.clone();
+                let configuration = self.clone();
                 let revert = tokio::spawn(async move {
                     tokio::time::sleep(timeout).await;
-                    machine.end_trial();
+                    configuration.end_trial();
                 });
                 state.trial = Some((previous, revert.abort_handle()));
                 self.activate(
@@ -331,56 +269,6 @@ impl Machine {
             }
         };
         Ok(ApplyOutcome { summary, plan, running: live })
-    }
-
-    /// Records what `service` could not put into effect of `config` (nothing: all of it).
-    pub fn report_effect(
-        &self,
-        service: &'static str,
-        config: &Arc<MachineConfig>,
-        problems: Vec<String>,
-    ) {
-        self.effects.send_modify(|effects| {
-            effects.retain(|e| e.service != service);
-            effects.push(Effect { service, config: config.clone(), problems });
-        });
-    }
-
-    /// Waits (at most `limit`) until every service that puts configs into effect and runs
-    /// has reported on `config`; returns their problems as `SERVICE: what`, a line for each
-    /// such service that is not running, and one for each that did not report in time. A
-    /// config replaced meanwhile (a later apply, a `try` that ended) has nothing more to say.
-    pub async fn effects_of(&self, config: &Arc<MachineConfig>, limit: Duration) -> Vec<String> {
-        let (running, down) = self.supervisor.config_consumers();
-        let reported = |effects: &Vec<Effect>, service: &str| {
-            effects.iter().any(|e| e.service == service && Arc::ptr_eq(&e.config, config))
-        };
-        let mut effects = self.effects.subscribe();
-        let mut current = self.facts.config.subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(limit) => {}
-            _ = effects.wait_for(|effects| running.iter().all(|s| reported(effects, s))) => {}
-            _ = current.wait_for(|c| !c.as_ref().is_some_and(|c| Arc::ptr_eq(c, config))) => {
-                return Vec::new();
-            }
-        }
-        let effects = effects.borrow();
-        let mut problems: Vec<String> = down
-            .into_iter()
-            .map(|(service, why)| format!("{service}: not running ({why}); see ctl services"))
-            .collect();
-        for service in running {
-            match effects.iter().find(|e| e.service == service) {
-                Some(e) if Arc::ptr_eq(&e.config, config) => {
-                    problems.extend(e.problems.iter().map(|p| format!("{service}: {p}")))
-                }
-                _ => problems.push(format!(
-                    "{service}: still putting the config into effect after {}s; see ctl logs {service}",
-                    limit.as_secs()
-                )),
-            }
-        }
-        problems
     }
 
     /// Returns to the config that ran before a `try`; called by the trial's revert task.
@@ -458,36 +346,6 @@ impl Machine {
         server_tls(config, self.recovery.as_ref(), &self.facts.addresses.borrow().addresses)
     }
 
-    /// Reboots or powers off after a short grace, stopping services and flushing logs first.
-    pub fn power(self: &Arc<Self>, action: PowerAction) {
-        let what = match action {
-            PowerAction::Reboot => "reboot",
-            PowerAction::PowerOff => "power-off",
-        };
-        self.events.publish(EventKind::Power, format!("{what} requested"));
-        self.powering_down.store(true, std::sync::atomic::Ordering::SeqCst);
-        let machine = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(POWER_GRACE).await;
-            machine.supervisor.stop_all().await;
-            machine.flush_logs();
-            let result = match action {
-                PowerAction::Reboot => machine.power.reboot(),
-                PowerAction::PowerOff => machine.power.power_off(),
-            };
-            if let Err(e) = result {
-                tracing::error!("{what} failed: {e:#}");
-            }
-        });
-    }
-
-    /// Appends in-memory logs to `/var/log`.
-    pub fn flush_logs(&self) {
-        if let Err(e) = self.logs.flush_to(&self.layout.log_dir(), LOG_FILE_MAX_BYTES) {
-            tracing::warn!("flushing logs to {}: {e}", self.layout.log_dir().display());
-        }
-    }
-
     /// The API's current TLS settings; they change when the config does.
     pub fn tls(&self) -> watch::Receiver<Arc<rustls::ServerConfig>> {
         self.tls.subscribe()
@@ -496,31 +354,6 @@ impl Machine {
     /// The running config, now and whenever it changes (none: maintenance mode).
     pub fn watch_config(&self) -> watch::Receiver<Option<Arc<MachineConfig>>> {
         self.facts.config.subscribe()
-    }
-
-    /// The node's facts.
-    pub fn facts(&self) -> &Arc<Facts> {
-        &self.facts
-    }
-
-    /// The node's paths.
-    pub fn layout(&self) -> &NodeLayout {
-        &self.layout
-    }
-
-    /// The event history.
-    pub fn events(&self) -> &EventBus {
-        &self.events
-    }
-
-    /// The log rings.
-    pub fn logs(&self) -> &Arc<LogBook> {
-        &self.logs
-    }
-
-    /// The service supervisor.
-    pub fn supervisor(&self) -> &Arc<Supervisor> {
-        &self.supervisor
     }
 }
 
@@ -619,5 +452,99 @@ fn describe(action: Action) -> String {
         Action::Reboot => "store it and reboot".into(),
         Action::Stage => "stage it for the next boot".into(),
         Action::Try(timeout) => format!("apply it on trial for {}s", timeout.as_secs()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Duration;
+
+    use crate::config_store::tests::config_yaml;
+    use crate::logs::LogBook;
+    use crate::power::Power;
+    use crate::service::Supervisor;
+
+    /// Power that must not be used.
+    struct NoPower;
+
+    impl Power for NoPower {
+        fn reboot(&self) -> anyhow::Result<()> {
+            panic!("no reboot expected")
+        }
+
+        fn power_off(&self) -> anyhow::Result<()> {
+            panic!("no power-off expected")
+        }
+    }
+
+    /// The configuration of a node under `root` that starts with `stored`.
+    fn configuration(root: &std::path::Path, stored: Stored) -> (Arc<Configuration>, Arc<Facts>) {
+        let layout = NodeLayout::new(root);
+        let (facts, events) = (Facts::new(None), Arc::new(EventBus::default()));
+        let logs = Arc::new(LogBook::default());
+        let supervisor = Arc::new(Supervisor::new(facts.clone(), events.clone(), logs.clone()));
+        let power = PowerControl::new(
+            events.clone(),
+            supervisor,
+            logs,
+            layout.log_dir(),
+            Box::new(NoPower),
+        );
+        let configuration = Configuration::new(
+            &layout,
+            stored,
+            facts.clone(),
+            events,
+            power,
+            BootstrapTrust::FirstComer,
+        )
+        .unwrap();
+        (configuration, facts)
+    }
+
+    fn hostname(facts: &Facts) -> Option<String> {
+        facts.config.borrow().as_ref().and_then(|c| c.machine.hostname.clone())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_config_on_trial_gives_way_to_the_previous_one_when_its_time_is_up() {
+        let root = tempfile::tempdir().unwrap();
+        let first = MachineConfig::from_yaml(config_yaml("  hostname: first\n").as_bytes());
+        let stored = Stored::Config(Arc::new(first.unwrap()));
+        let (configuration, facts) = configuration(root.path(), stored);
+        let trial = config_yaml("  hostname: trial\n");
+        let outcome = configuration
+            .apply(trial.as_bytes(), ApplyMode::Try(Duration::from_secs(30)), false, false)
+            .unwrap();
+        assert_eq!(outcome.plan.action, Action::Try(Duration::from_secs(30)));
+        assert!(outcome.running.is_some(), "a trial runs live");
+        assert_eq!(hostname(&facts).as_deref(), Some("trial"));
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        assert_eq!(hostname(&facts).as_deref(), Some("first"));
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_changes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (configuration, facts) = configuration(root.path(), Stored::Nothing);
+        let yaml = config_yaml("  hostname: node\n");
+        let outcome = configuration.apply(yaml.as_bytes(), ApplyMode::Auto, true, true).unwrap();
+        assert!(outcome.summary.starts_with("dry run: would "), "{}", outcome.summary);
+        assert!(facts.config.borrow().is_none());
+        assert_eq!(configuration.mode(), NodeMode::Maintenance);
+    }
+
+    #[tokio::test]
+    async fn an_anonymous_first_config_loses_to_one_that_came_meanwhile() {
+        let root = tempfile::tempdir().unwrap();
+        let (configuration, facts) = configuration(root.path(), Stored::Nothing);
+        let yaml = config_yaml("  hostname: node\n");
+        configuration.apply(yaml.as_bytes(), ApplyMode::Auto, false, true).unwrap();
+        assert_eq!(configuration.mode(), NodeMode::Configured);
+        assert_eq!(hostname(&facts).as_deref(), Some("node"));
+        let again = configuration.apply(yaml.as_bytes(), ApplyMode::Auto, false, true);
+        assert!(matches!(again, Err(ApplyError::AlreadyConfigured)), "{again:?}");
     }
 }
