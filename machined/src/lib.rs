@@ -5,36 +5,48 @@
 //! (`machined --root DIR --listen ADDR`). Everything that is not about being PID 1 works the
 //! same in both: the configuration store, the API, roles, the service runtime
 //! ([`service`]), the facts services depend on ([`facts`]) and the logs.
+//!
+//! The modules below go from the edge inwards: the API calls the node's use-cases, which
+//! drive the layers under them.
 
+// The edge.
+// The gRPC API: TLS listener, admission, roles, conversion.
 pub mod api;
-pub mod apply;
-pub mod beneath;
-pub mod boot;
-pub mod bootstrap_trust;
+// Command-line options.
 pub mod cli;
-pub mod config_store;
-pub mod cri;
-pub mod durable;
-pub mod events;
-pub mod facts;
-pub mod host_settings;
+
+// Use-cases.
+// Read-only views for operators without a shell: resources, disks, mounts, files.
 pub mod inspect;
-pub mod kmsg_log;
-pub mod kubelet;
-pub mod layout;
-pub mod logs;
-pub mod memory;
-pub mod network;
+// What an operator can ask of a node: apply, upgrade, roll back, power, manifests, follows.
 pub mod node;
-pub mod pid1;
-pub mod pki;
-pub mod power;
-pub mod reaper;
-pub mod ring;
-pub mod runtime;
-pub mod service;
-pub mod services;
-pub mod storage;
+
+// Layers.
+// Stage 1, boot control, the root, STATE and EPHEMERAL, PID 1's mounts.
+pub mod boot;
+// The machine config: stored, compared, put into effect on the host.
+pub mod config;
+// The node's certificates, the API's TLS, bootstrap trust.
+pub mod identity;
+// Network: links, DHCP, addresses, routes, resolvers.
+pub mod network;
+// The clock: SNTP, the time floor.
 pub mod time;
-pub mod tls;
+// A/B updates: receive a bundle, install it in the other slot, bless or roll back.
 pub mod update;
+// The embedded kubelet and its CRI client.
+pub mod workloads;
+
+// The runtime underneath.
+// Typed facts on watch channels.
+pub mod facts;
+// Where things are kept, and durable writes.
+pub mod files;
+// Service logs, machined's kernel-log lines, events.
+pub mod logs;
+// The service runtime: order, restarts, status.
+pub mod service;
+// The services machined runs itself (containerd, network, time, settings...).
+pub mod services;
+// machined as a process: start-up, reaping, power, memory.
+pub mod system;

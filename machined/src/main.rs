@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let options = machined::cli::Options::parse();
-    match machined::runtime::run(options) {
+    match machined::system::runtime::run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("machined: {e:#}");

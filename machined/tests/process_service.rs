@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use machined::facts::Facts;
 use machined::logs::LogBook;
-use machined::reaper::Reaper;
 use machined::service::{ProcessService, Service, ServiceState, ServiceStatus, Supervisor};
+use machined::system::reaper::Reaper;
 
 fn shell(script: &'static str) -> machined::service::CommandFactory {
     Box::new(move || {

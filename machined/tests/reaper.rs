@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use machined::reaper::Reaper;
+use machined::system::reaper::Reaper;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 
 #[tokio::test]

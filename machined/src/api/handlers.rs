@@ -18,16 +18,16 @@ use crate::api::connection::ConnectionInfo;
 use crate::api::places::{Place, Pool};
 use crate::api::status::read_error;
 use crate::api::upgrade;
-use crate::apply::{Action, ApplyMode};
-use crate::events::unix_millis;
+use crate::config::apply::{Action, ApplyMode};
 use crate::facts::Clock;
 use crate::inspect;
+use crate::logs::events::unix_millis;
+use crate::logs::ring::{Ring, Sequenced};
 use crate::node::apply::ApplyRequest;
 use crate::node::config::NodeMode;
 use crate::node::follow::{self, FollowRequest};
 use crate::node::power::PowerAction;
 use crate::node::Node;
-use crate::ring::{Ring, Sequenced};
 use crate::update::record::{UpdateRecord, UpdateState};
 
 /// Try timeout when the client sets none, as in Talos.
@@ -642,7 +642,7 @@ impl MachineService for MachineApi {
         let request = request.into_inner();
         let path = self.node.container_log(&request.pod, &request.container, request.previous)?;
         let (lines_tx, mut lines) = mpsc::channel(64);
-        let reader = tokio::spawn(crate::kubelet::logs::send(
+        let reader = tokio::spawn(crate::workloads::kubelet::logs::send(
             path.clone(),
             tail(request.tail_lines),
             request.follow,

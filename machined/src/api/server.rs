@@ -226,7 +226,7 @@ async fn return_memory(admission: Arc<Admission>, limits: ConnectionLimits) {
         let burst = lent >= MEMORY_RETURN_AFTER_BYTES || closed >= MEMORY_RETURN_AFTER_CONNECTIONS;
         if burst && admission.held() == 0 {
             (lent, closed) = (0, 0);
-            let _ = tokio::task::spawn_blocking(crate::memory::return_free_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::system::memory::return_free_memory).await;
         }
     }
 }

@@ -5,11 +5,11 @@ use cairn_api::role::Role;
 use tonic::Status;
 
 use crate::inspect::files::ReadError;
-use crate::kubelet::manifests::ManifestError;
 use crate::node::config::ApplyError;
 use crate::node::NodeError;
 use crate::service::SupervisorError;
 use crate::update::UpdateError;
+use crate::workloads::kubelet::manifests::ManifestError;
 
 impl From<NodeError> for Status {
     fn from(e: NodeError) -> Status {

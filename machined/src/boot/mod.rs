@@ -1,5 +1,5 @@
-//! Booting: which stage this machined is, stage 1 (the initramfs's `/init`), and boot
-//! control (which slot the bootloader boots).
+//! Booting: which stage this machined is, stage 1 (the initramfs's `/init`), boot control
+//! (which slot the bootloader boots), and what stage 2 does only as PID 1.
 //!
 //! The kernel runs `/init` from the initramfs as PID 1: that is stage 1, which reaches the
 //! slot's root filesystem and hands over to `/usr/sbin/machined` on it (stage 2, still PID 1).
@@ -9,8 +9,10 @@ pub mod cmdline;
 pub mod control;
 pub mod modules;
 pub mod partitions;
+pub mod pid1;
 pub mod root_source;
 pub mod stage1;
+pub mod storage;
 
 /// Which machined this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use nix::mount::{mount, MsFlags};
 
 use super::root_source::RootSource;
 use super::{modules, partitions};
-use crate::kmsg_log::Kmsg;
+use crate::logs::kmsg::Kmsg;
 
 /// Where the root filesystem is mounted before the switch.
 const NEW_ROOT: &str = "/newroot";

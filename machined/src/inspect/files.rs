@@ -191,7 +191,7 @@ impl ReadablePlaces {
         let image = IMAGE_PLACES
             .iter()
             .map(|(place, _)| {
-                let place = crate::layout::under(root, place);
+                let place = crate::files::layout::under(root, place);
                 canonical_dir(&place).unwrap_or(place)
             })
             .collect();

@@ -162,7 +162,7 @@ pub async fn acquire(link: &str, mac: [u8; 6]) -> Result<Lease, DhcpError> {
     // Different per boot and link; no need for cryptographic randomness.
     let xid = std::process::id()
         ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]])
-        ^ (crate::events::unix_millis() as u32);
+        ^ (crate::logs::events::unix_millis() as u32);
     let offer =
         exchange(&socket, &encode(MessageType::Discover, xid, mac, None), xid, MessageType::Offer)
             .await

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::dhcp::{self, Lease};
 use super::plan::{LinkPlan, LinkSelector, Plan};
 use super::{NetworkError, RESOLV_CONF};
-use crate::durable;
+use crate::files::durable;
 
 /// How long a link may take to report a carrier.
 const CARRIER_WAIT: Duration = Duration::from_secs(10);

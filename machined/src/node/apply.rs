@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::apply::{ApplyMode, Plan};
+use crate::config::apply::{ApplyMode, Plan};
 
 use super::{blocking, Node, NodeError};
 

@@ -8,15 +8,15 @@ use cairn_api::config::{ConfigError, MachineConfig};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::apply::{self, Action, ApplyMode, Plan, PlanError};
-use crate::bootstrap_trust::BootstrapTrust;
-use crate::config_store::{ConfigStore, Damage, LastKnownTrust, StoreError, Stored};
-use crate::events::{EventBus, EventKind};
+use crate::config::apply::{self, Action, ApplyMode, Plan, PlanError};
+use crate::config::store::{ConfigStore, Damage, LastKnownTrust, StoreError, Stored};
 use crate::facts::Facts;
-use crate::layout::NodeLayout;
+use crate::files::layout::NodeLayout;
+use crate::identity::bootstrap_trust::BootstrapTrust;
+use crate::identity::pki::{self, PkiError};
+use crate::identity::tls::{self, TlsError};
+use crate::logs::events::{EventBus, EventKind};
 use crate::node::power::{PowerAction, PowerControl};
-use crate::pki::{self, PkiError};
-use crate::tls::{self, TlsError};
 
 /// Whether the node has a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -461,10 +461,10 @@ mod tests {
 
     use std::time::Duration;
 
-    use crate::config_store::tests::config_yaml;
+    use crate::config::store::tests::config_yaml;
     use crate::logs::LogBook;
-    use crate::power::Power;
     use crate::service::Supervisor;
+    use crate::system::power::Power;
 
     /// Power that must not be used.
     struct NoPower;

@@ -89,8 +89,8 @@ mod tests {
 
     use futures_util::future::BoxFuture;
 
-    use crate::events::EventBus;
     use crate::facts::Facts;
+    use crate::logs::events::EventBus;
     use crate::logs::LogBook;
     use crate::service::{Service, ServiceContext};
 

@@ -3,7 +3,7 @@
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::ring::{Ring, Sequenced};
+use crate::logs::ring::{Ring, Sequenced};
 
 use super::NodeError;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::inspect::kmsg::{KernelRecord, Kmsg};
-use crate::ring::Ring;
+use crate::logs::ring::Ring;
 
 /// Records kept: more than a boot logs (the kernel itself keeps 128–256 KiB of text, about
 /// two thousand records, with Debian's kernels).

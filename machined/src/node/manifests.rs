@@ -1,6 +1,6 @@
 //! Pod manifests written to and removed from STATE's manifest directory, each an event.
 
-use crate::events::EventKind;
+use crate::logs::events::EventKind;
 
 use super::{Node, NodeError};
 
@@ -10,14 +10,15 @@ impl Node {
     pub fn apply_manifest(&self, yaml: &[u8]) -> Result<String, NodeError> {
         let config = self.configuration().config(false)?;
         let dir = self.layout().manifest_dir();
-        let pod = crate::kubelet::manifests::write(&dir, yaml, config.as_deref())?;
+        let pod = crate::workloads::kubelet::manifests::write(&dir, yaml, config.as_deref())?;
         self.events().publish(EventKind::Config, format!("manifest of pod {pod} stored"));
         Ok(pod)
     }
 
     /// Removes the manifest of pod `name`; returns the pod's `namespace/name`.
     pub fn delete_manifest(&self, name: &str) -> Result<String, NodeError> {
-        let pod = crate::kubelet::manifests::remove(&self.layout().manifest_dir(), name)?;
+        let pod =
+            crate::workloads::kubelet::manifests::remove(&self.layout().manifest_dir(), name)?;
         self.events().publish(EventKind::Config, format!("manifest of pod {pod} removed"));
         Ok(pod)
     }

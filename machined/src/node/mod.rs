@@ -20,16 +20,16 @@ use std::sync::Arc;
 
 use cairn_api::config::MachineConfig;
 
-use crate::config_store::StoreError;
-use crate::events::EventBus;
+use crate::config::store::StoreError;
 use crate::facts::{Clock, Facts};
-use crate::kubelet::manifests::ManifestError;
-use crate::kubelet::Kubelet;
-use crate::layout::NodeLayout;
+use crate::files::layout::NodeLayout;
+use crate::logs::events::EventBus;
+use crate::logs::ring::Ring;
 use crate::logs::{LogBook, LogLine};
-use crate::ring::Ring;
 use crate::service::{ServiceStatus, Supervisor, SupervisorError};
 use crate::update::{UpdateError, Updater};
+use crate::workloads::kubelet::manifests::ManifestError;
+use crate::workloads::kubelet::Kubelet;
 
 use self::config::{ApplyError, Configuration};
 use self::effects::EffectReports;

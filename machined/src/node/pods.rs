@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::events::EventKind;
-use crate::kubelet::{Kubelet, PodRecord};
+use crate::logs::events::EventKind;
+use crate::workloads::kubelet::{Kubelet, PodRecord};
 
 use super::{Node, NodeError};
 
@@ -79,7 +79,7 @@ fn log_file(
 mod tests {
     use super::*;
 
-    use crate::kubelet::ContainerLogs;
+    use crate::workloads::kubelet::ContainerLogs;
 
     fn record(containers: &[(&str, Option<&str>, Option<&str>)]) -> PodRecord {
         let logs = containers

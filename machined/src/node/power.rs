@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::events::{EventBus, EventKind};
+use crate::logs::events::{EventBus, EventKind};
 use crate::logs::LogBook;
-use crate::power::Power;
 use crate::service::Supervisor;
+use crate::system::power::Power;
 
 /// How long machined waits before a reboot or power-off, so the reply reaches the caller.
 const POWER_GRACE: Duration = Duration::from_millis(300);

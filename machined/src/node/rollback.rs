@@ -1,7 +1,7 @@
 //! Rollback: the other slot chosen for the next boot, an event, then (unless staged) a
 //! reboot into it.
 
-use crate::events::EventKind;
+use crate::logs::events::EventKind;
 use crate::update::Chosen;
 
 use super::power::PowerAction;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::events::EventKind;
+use crate::logs::events::EventKind;
 use crate::update::{Chosen, Phase, Progress};
 
 use super::power::PowerAction;

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{Dependency, HealthCheck, Service, ServiceContext};
-use crate::reaper::Reaper;
+use crate::system::reaper::Reaper;
 
 /// The longest line kept from a process's output; a longer one is cut into pieces, so a
 /// process printing without newlines cannot make machined buffer without end.

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::Status;
 use super::{Dependency, Health, Service, ServiceContext, ServiceState, ServiceStatus};
-use crate::events::{unix_millis, EventBus, EventKind};
 use crate::facts::Facts;
+use crate::logs::events::{unix_millis, EventBus, EventKind};
 use crate::logs::LogBook;
 
 /// First delay before restarting a failed service; doubles per failure.

@@ -22,9 +22,9 @@ use cairn_api::image::PAUSE_IMAGE;
 use tokio::sync::watch;
 
 use crate::facts::Fact;
-use crate::layout::under;
-use crate::reaper::Reaper;
+use crate::files::layout::under;
 use crate::service::{Dependency, HealthCheck, ProcessService};
+use crate::system::reaper::Reaper;
 
 /// containerd's gRPC socket (CRI included).
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
@@ -78,7 +78,7 @@ fn write_config(root: &Path, config: Option<&MachineConfig>) -> anyhow::Result<P
     std::fs::create_dir_all(under(root, CNI_CONF_DIR))?;
     write_hosts(root, config)?;
     let path = under(root, CONFIG_DIR).join("config.toml");
-    crate::durable::write_atomically(&path, render().as_bytes(), 0o644)?;
+    crate::files::durable::write_atomically(&path, render().as_bytes(), 0o644)?;
     Ok(path)
 }
 
@@ -146,7 +146,7 @@ fn write_hosts_in(dir: &Path, config: Option<&MachineConfig>) -> anyhow::Result<
         let name = if registry == Registries::ANY { "_default" } else { registry.as_str() };
         let registry_dir = dir.join(name);
         private_dir(&registry_dir)?;
-        crate::durable::write_atomically(
+        crate::files::durable::write_atomically(
             &registry_dir.join("hosts.toml"),
             hosts_toml(&mirror.endpoints).as_bytes(),
             HOSTS_FILE_MODE,

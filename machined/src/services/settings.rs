@@ -1,13 +1,13 @@
 //! `settings`: puts the running config's host name, sysctls and files into effect at start
-//! and whenever the config changes (see [`crate::host_settings`]).
+//! and whenever the config changes (see [`crate::config::host_settings`]).
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::events::{EventBus, EventKind};
+use crate::config::host_settings::HostSettings;
 use crate::facts::Facts;
-use crate::host_settings::HostSettings;
+use crate::logs::events::{EventBus, EventKind};
 use crate::node::effects::EffectReports;
 use crate::service::{Service, ServiceContext};
 

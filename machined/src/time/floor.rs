@@ -14,8 +14,8 @@
 //!
 //! Both files hold decimal seconds since 1970 (UTC) and a newline, e.g. `1767225600\n`.
 //!
-//! [`NodeLayout::time_floor_path`]: crate::layout::NodeLayout::time_floor_path
-//! [`NodeLayout::image_time_floor_path`]: crate::layout::NodeLayout::image_time_floor_path
+//! [`NodeLayout::time_floor_path`]: crate::files::layout::NodeLayout::time_floor_path
+//! [`NodeLayout::image_time_floor_path`]: crate::files::layout::NodeLayout::image_time_floor_path
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ impl Floor {
 
 /// Records `time` (to the second, rounded down, so it stays a floor) at `path`, atomically.
 pub fn record(path: &Path, time: ConfirmedTime) -> Result<(), FloorError> {
-    crate::durable::write_atomically(path, encode(time.time()).as_bytes(), 0o644)
+    crate::files::durable::write_atomically(path, encode(time.time()).as_bytes(), 0o644)
         .map_err(|source| FloorError::Write { path: path.into(), source })
 }
 

@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use super::record::{self, UpdateState};
 use super::{Slots, Updater};
 use crate::boot::control::BootState;
-use crate::kubelet::Kubelet;
 use crate::node::power::{PowerAction, PowerControl};
 use crate::service::{Service, ServiceContext, Supervisor};
+use crate::workloads::kubelet::Kubelet;
 
 /// How often health is checked while on trial.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3);

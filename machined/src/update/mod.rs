@@ -37,7 +37,7 @@ use cairn_api::image::{Slot, ESP_LABEL, UPDATE_KEYS_PATH};
 use crate::boot::control::esp::FatEsp;
 use crate::boot::control::systemd_boot::SystemdBoot;
 use crate::boot::control::{BootControl, BootControlError, SlotSystem};
-use crate::layout::{under, NodeLayout};
+use crate::files::layout::{under, NodeLayout};
 use receive::{artifact, spooled, Policy, Receiver};
 use record::{RecordFile, UpdateRecord, UpdateState};
 use slot_writer::{RootPartitions, SlotWriter};

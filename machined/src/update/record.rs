@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use cairn_api::image::Slot;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::write_atomically;
+use crate::files::durable::write_atomically;
 
 /// Where an update stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

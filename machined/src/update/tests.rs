@@ -16,7 +16,7 @@ use super::{Phase, Slots, UpdateError, Updater};
 use crate::boot::control::esp::{format_for_tests, Change, EspFiles, FatEsp};
 use crate::boot::control::systemd_boot::SystemdBoot;
 use crate::boot::control::BootState;
-use crate::layout::NodeLayout;
+use crate::files::layout::NodeLayout;
 
 /// The updater of the node in `dir` with `roots`, booted from `slot`.
 fn updater(dir: &std::path::Path, roots: &Arc<MemorySlots>, slot: Slot) -> Updater {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use cairn_api::config::{shape, ConfigError, MachineConfig};
 
-use crate::durable;
-use crate::layout::NodeLayout;
+use crate::files::durable;
+use crate::files::layout::NodeLayout;
 
 /// A config file could not be read or written.
 #[derive(Debug, thiserror::Error)]

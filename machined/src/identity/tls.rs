@@ -10,7 +10,7 @@ use rustls::pki_types::{pem::PemObject, CertificateDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::pki::ServingIdentity;
+use crate::identity::pki::ServingIdentity;
 
 /// The TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]

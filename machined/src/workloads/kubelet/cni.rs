@@ -39,7 +39,7 @@ pub fn conflist(subnet: Ipv4Net) -> String {
 /// Writes the conflist into `dir` (containerd's CNI config directory).
 pub fn write(dir: &Path, subnet: Ipv4Net) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    crate::durable::write_atomically(&dir.join(CONFLIST), conflist(subnet).as_bytes(), 0o644)
+    crate::files::durable::write_atomically(&dir.join(CONFLIST), conflist(subnet).as_bytes(), 0o644)
 }
 
 #[cfg(test)]

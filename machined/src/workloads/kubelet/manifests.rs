@@ -68,7 +68,7 @@ pub fn write(
         return Err(ManifestError::InConfig(key));
     }
     let path = file_of(dir, &key);
-    crate::durable::write_atomically(&path, yaml, 0o600)
+    crate::files::durable::write_atomically(&path, yaml, 0o600)
         .map_err(|source| ManifestError::Io { path, source })?;
     Ok(key)
 }
@@ -87,7 +87,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<String, ManifestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::source::{ManifestDir, PodSource};
+    use crate::workloads::kubelet::source::{ManifestDir, PodSource};
 
     const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: apps}\nspec: {containers: [{name: c, image: i}]}\n";
 

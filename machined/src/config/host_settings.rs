@@ -15,8 +15,8 @@ use cairn_api::config::{FileOp, Machine, MachineFile};
 
 use nix::fcntl::OFlag;
 
-use crate::beneath::BeneathDir;
-use crate::durable;
+use crate::files::beneath::BeneathDir;
+use crate::files::durable;
 
 /// Where the kernel's parameters are.
 const PROC_SYS: &str = "/proc/sys";

@@ -35,12 +35,12 @@ use tokio_util::sync::CancellationToken;
 use cairn_api::config::pod::DEFAULT_NAMESPACE;
 use cairn_api::config::MachineConfig;
 
-use crate::cri::{v1, Cri};
-use crate::layout::{under, NodeLayout};
+use crate::files::layout::{under, NodeLayout};
 use crate::node::power::PowerControl;
-use crate::reaper::Reaper;
 use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
+use crate::system::reaper::Reaper;
+use crate::workloads::cri::{v1, Cri};
 
 use source::{ConfigPods, DesiredPod, ManifestDir, PodSource};
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::chrono::DateTime;
 use tokio::sync::mpsc;
 
-use crate::cri::{v1, Cri};
+use crate::workloads::cri::{v1, Cri};
 
 /// The size at which a container's log file is rotated.
 pub const MAX_LOG_BYTES: u64 = 10 * 1024 * 1024;

@@ -1,5 +1,10 @@
 //! Logs: one in-memory ring per source (machined itself, each service), followed by
-//! `ctl logs -f`, and appended to `/var/log/<id>.log` now and then ([`LogBook::flush_to`]).
+//! `ctl logs -f`, and appended to `/var/log/<id>.log` now and then ([`LogBook::flush_to`]);
+//! machined's lines in the kernel's log; and the node's events.
+
+pub mod events;
+pub mod kmsg;
+pub mod ring;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::OpenOptions;
@@ -14,8 +19,8 @@ use tracing_subscriber::fmt::{self, MakeWriter};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::kmsg_log::Kmsg;
-use crate::ring::Ring;
+use crate::logs::kmsg::Kmsg;
+use crate::logs::ring::Ring;
 
 /// A service's log file on EPHEMERAL is rotated past this size (one old generation kept).
 pub const LOG_FILE_MAX_BYTES: u64 = 4 * 1024 * 1024;

@@ -4,9 +4,9 @@
 use nix::mount::{mount, MsFlags};
 
 use crate::boot::root_source::RootSource;
+use crate::boot::storage::{self, Prepared};
 use crate::facts::Volumes;
-use crate::power::{KernelPower, Power};
-use crate::storage::{self, Prepared};
+use crate::system::power::{KernelPower, Power};
 
 /// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and EPHEMERAL, and loads modules; returns
 /// the volumes mounted. Errors are logged, not fatal: the API must come up so an operator

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::ring::Ring;
+use crate::logs::ring::Ring;
 
 /// What an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

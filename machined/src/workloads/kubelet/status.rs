@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::{DateTime, Utc};
 
-use crate::cri::v1;
+use crate::workloads::cri::v1;
 
 /// What the worker knows of one container of the pod.
 #[derive(Debug, Clone, Default)]

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cri::{self, v1, Cri};
+use crate::workloads::cri::{self, v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
 use super::probe::{Probes, Target};

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
-use crate::cri::v1;
+use crate::workloads::cri::v1;
 
 use super::source::DesiredPod;
 use super::volumes::PodVolumes;
@@ -242,7 +242,7 @@ pub fn container_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::volumes::RecordingMounter;
+    use crate::workloads::kubelet::volumes::RecordingMounter;
 
     fn desired(yaml: &str) -> DesiredPod {
         DesiredPod::new("config", serde_yaml::from_str(yaml).unwrap()).unwrap()

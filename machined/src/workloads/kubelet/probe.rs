@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::cri::{self, v1, Cri};
+use crate::workloads::cri::{self, v1, Cri};
 
 /// What a probe is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Container;
 
-use crate::cri::{self, v1, Cri};
-use crate::reaper::Reaper;
+use crate::system::reaper::Reaper;
+use crate::workloads::cri::{self, v1, Cri};
 
 /// The longest a pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);

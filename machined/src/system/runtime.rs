@@ -7,24 +7,21 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::server::Apid;
+use crate::boot::pid1;
 use crate::boot::{self, Stage};
-use crate::bootstrap_trust::BootstrapTrust;
 use crate::cli::Options;
-use crate::config_store::{ConfigStore, Stored};
-use crate::events::{EventBus, EventKind};
+use crate::config::host_settings::HostSettings;
+use crate::config::store::{ConfigStore, Stored};
 use crate::facts::{Clock, Facts, Volumes};
-use crate::host_settings::HostSettings;
-use crate::kmsg_log::Kmsg;
-use crate::kubelet::Kubelet;
-use crate::layout::NodeLayout;
+use crate::files::layout::NodeLayout;
+use crate::identity::bootstrap_trust::BootstrapTrust;
+use crate::logs::events::{EventBus, EventKind};
+use crate::logs::kmsg::Kmsg;
 use crate::logs::LogBook;
 use crate::node::config::Configuration;
 use crate::node::effects::EffectReports;
 use crate::node::power::{PowerAction, PowerControl};
 use crate::node::{Node, NodeParts};
-use crate::pid1;
-use crate::power::{KernelPower, Power, ProcessPower};
-use crate::reaper::Reaper;
 use crate::service::{Service, Supervisor};
 use crate::services::addresses::AddressWatch;
 use crate::services::containerd;
@@ -34,11 +31,14 @@ use crate::services::power_button::PowerButton;
 use crate::services::serving_cert::ServingCert;
 use crate::services::settings::Settings;
 use crate::services::time::TimeSync;
+use crate::system::power::{KernelPower, Power, ProcessPower};
+use crate::system::reaper::Reaper;
 use crate::time::clock::SystemClock;
 use crate::time::floor::{self, Floor};
 use crate::update::commit::BootCheck;
 use crate::update::watchdog::Watchdog;
 use crate::update::{Slots, Updater};
+use crate::workloads::kubelet::Kubelet;
 
 /// Runs machined until it is told to stop (as PID 1: forever).
 pub fn run(options: Options) -> anyhow::Result<()> {
