@@ -8,8 +8,9 @@
 //! overlays), as many VMs at once as the host's cores allow. Each scenario prints its
 //! duration (`scenario generic-x86_64/pods: 93.2 s`).
 //!
-//! Needs qemu-system-x86, qemu-utils and ovmf (`.ci/run` installs them) and the Debian
-//! archive (the packages are cached in $CAIRN_CACHE, or target/cairn-cache).
+//! Needs qemu-system-x86 and ovmf (`.ci/run` installs them), the host's `qemu-img`
+//! (qemu-utils) and the Debian archive (the packages are cached in $CAIRN_CACHE, or
+//! target/cairn-cache).
 
 mod boot {
     pub mod images;

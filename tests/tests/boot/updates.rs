@@ -155,9 +155,11 @@ fn start(configured: &ConfiguredNode, dir: &Path, read_from_host: bool) -> NodeV
         configured.start(dir, PowerOn::Offline)
     };
     let (admin, n) = (configured.admin(), node.address());
-    let log = |service: &str| ctl(Some(&admin), &["-n", &n, "logs", service]).ok().stdout;
-    assert!(log("watchdog").contains("armed"), "{}", log("watchdog"));
-    assert!(log("boot-check").contains("slot A is blessed"), "{}", log("boot-check"));
+    let log = |service: &str| ctl(Some(&admin), &["-n", &n, "logs", service]).stdout;
+    for (service, says) in [("watchdog", "armed"), ("boot-check", "slot A is blessed")] {
+        let said = eventually(Duration::from_secs(30), || log(service).contains(says));
+        assert!(said, "{service}: {}", log(service));
+    }
     assert_runs(&admin, &n, IMAGE_VERSION, "A", "");
     node
 }
