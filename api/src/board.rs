@@ -350,11 +350,16 @@ impl DiskInterface {
         }
     }
 
+    /// The guest's device of the first disk.
+    pub fn disk_device(self) -> &'static str {
+        match self {
+            DiskInterface::Virtio => "/dev/vda",
+        }
+    }
+
     /// The guest's device of partition `number` (from 1) of the first disk.
     pub fn partition_device(self, number: u32) -> String {
-        match self {
-            DiskInterface::Virtio => format!("/dev/vda{number}"),
-        }
+        format!("{}{number}", self.disk_device())
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cairn_qemu::{Vm, VmConfig};
+use cairn_tests::boards::{PowerOn, GENERIC_X86_64};
+use cairn_tests::disk::NodeDisk;
 use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, http_get, Cluster};
 
 /// The pod's port on the node; QEMU forwards a free port of the host to it.
@@ -34,20 +36,12 @@ fn main() -> anyhow::Result<()> {
     let dir = bin_dir().parent().expect("target dir").join("demo");
     std::fs::create_dir_all(&dir)?;
     println!("building the image (the first build downloads ~160 MB of Debian packages)...");
-    print!("{}", build_image(&dir, None, None, &[]));
-    let disk = dir.join("disk.raw");
-    std::fs::copy(dir.join("cairn-x86_64.raw"), &disk)?;
-    std::fs::OpenOptions::new().write(true).open(&disk)?.set_len(4 << 30)?;
-    let mut vm = Vm::start(&VmConfig {
-        image: disk,
-        board: cairn_tests::board("generic-x86_64"),
-        memory_mib: 1024,
-        work_dir: dir.join("vm"),
-        own_process_group: true,
-        rtc_base: None,
-        forwards: vec![HOST_PORT],
-        offline: false,
-    })?;
+    let board = &GENERIC_X86_64;
+    print!("{}", build_image(board, &dir, None, None, &[]));
+    let disk = NodeDisk::copy(&dir.join(board.image()), &dir.join("disk.raw"), board.disk_bytes)?;
+    let vm_dir = dir.join("vm");
+    let vm_config = board.vm_config(disk.qemu_image(), &vm_dir, &[HOST_PORT], PowerOn::Online);
+    let mut vm = Vm::start(&VmConfig { own_process_group: true, ..vm_config })?;
     println!(
         "booting under QEMU (software emulation: about a minute); console: {}",
         vm.console_path().display()

@@ -1,11 +1,77 @@
-//! Looking into a Cairn disk image from the host: its partitions by GPT label, and files of
-//! its root filesystem.
+//! Cairn disks from the host: copies and qcow2 overlays for VMs to start from, their
+//! partitions by GPT label, and files of an image's root filesystem.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
+
+/// A disk a VM starts from, made from an image or a configured node's disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeDisk {
+    /// A whole raw disk of its own.
+    Raw(PathBuf),
+    /// A qcow2 file holding only what differs from a raw base, which must not change while
+    /// the overlay is in use.
+    Overlay(PathBuf),
+}
+
+impl NodeDisk {
+    /// A sparse copy of the raw disk `from` at `path`, grown to `bytes` if it is smaller (as
+    /// a user's disk is bigger than the image).
+    pub fn copy(from: &Path, path: &Path, bytes: u64) -> anyhow::Result<NodeDisk> {
+        run(Command::new("cp").arg("--sparse=always").arg(from).arg(path))?;
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        if file.metadata()?.len() < bytes {
+            file.set_len(bytes)?;
+        }
+        Ok(NodeDisk::Raw(path.to_path_buf()))
+    }
+
+    /// A qcow2 overlay at `path` over the raw disk `base`.
+    pub fn overlay(base: &Path, path: &Path) -> anyhow::Result<NodeDisk> {
+        let base = base.canonicalize().with_context(|| format!("{}", base.display()))?;
+        run(Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&base)
+            .arg(path))?;
+        Ok(NodeDisk::Overlay(path.to_path_buf()))
+    }
+
+    /// The raw disk, which the host can read while a VM writes it (QEMU writes a raw disk
+    /// through the host's page cache; an overlay's mapping stays in QEMU until a flush).
+    pub fn raw(&self) -> Option<&Path> {
+        match self {
+            NodeDisk::Raw(path) => Some(path),
+            NodeDisk::Overlay(_) => None,
+        }
+    }
+
+    /// The image as `cairn_qemu` takes it. It opens every image with `format=raw`; an overlay
+    /// goes in as QEMU's `json:` pseudo-protocol, a raw view of a qcow2 node (commas doubled,
+    /// as QEMU's option syntax wants).
+    pub fn qemu_image(&self) -> PathBuf {
+        match self {
+            NodeDisk::Raw(path) => path.clone(),
+            NodeDisk::Overlay(path) => {
+                let file = serde_json::json!({"driver": "file", "filename": path});
+                let node = serde_json::json!({"file": {"driver": "qcow2", "file": file}});
+                PathBuf::from(format!("json:{}", node.to_string().replace(',', ",,")))
+            }
+        }
+    }
+}
+
+/// Runs a host tool; fails with its error output.
+fn run(command: &mut Command) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
 
 /// The byte offset and length of the partition labelled `label`.
 pub fn partition(disk: &Path, label: &str) -> anyhow::Result<(u64, u64)> {
@@ -47,4 +113,42 @@ pub fn file_in_image(disk: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
         }
     }
     bail!("{}: no file {path} in ROOT-A", disk.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlay_goes_to_qemu_as_a_raw_view_of_a_qcow2_node() {
+        let overlay = NodeDisk::Overlay("/tmp/a,b/disk.qcow2".into());
+        assert_eq!(
+            overlay.qemu_image(),
+            Path::new(concat!(
+                r#"json:{"file":{"driver":"qcow2",,"file":{"driver":"file",,"#,
+                r#""filename":"/tmp/a,,b/disk.qcow2"}}}"#
+            ))
+        );
+        assert_eq!(overlay.raw(), None);
+        let raw = NodeDisk::Raw("/tmp/disk.raw".into());
+        assert_eq!(
+            (raw.qemu_image(), raw.raw()),
+            ("/tmp/disk.raw".into(), Some(Path::new("/tmp/disk.raw")))
+        );
+    }
+
+    #[test]
+    fn a_copy_is_grown_and_an_overlay_reads_through_to_its_base() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.raw");
+        std::fs::write(&base, vec![7u8; 4096]).unwrap();
+        let copy = NodeDisk::copy(&base, &dir.path().join("copy.raw"), 1 << 20).unwrap();
+        let copied = std::fs::read(copy.raw().unwrap()).unwrap();
+        assert_eq!((copied.len(), &copied[..4096]), (1 << 20, &[7u8; 4096][..]));
+        let overlay = NodeDisk::overlay(&base, &dir.path().join("o.qcow2")).unwrap();
+        let NodeDisk::Overlay(path) = &overlay else { panic!("{overlay:?}") };
+        let info = Command::new("qemu-img").arg("info").arg(path).output().unwrap();
+        let info = String::from_utf8_lossy(&info.stdout);
+        assert!(info.contains("file format: qcow2") && info.contains("base.raw"), "{info}");
+    }
 }

@@ -3,10 +3,14 @@
 //! as an operator would. (QEMU-booted images join these scenarios when images exist.)
 
 pub mod attack;
+pub mod boards;
 pub mod disk;
+pub mod image_cache;
 pub mod registry;
+pub mod scenario;
 pub mod sntp;
 pub mod timing;
+pub mod vm_slots;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -41,25 +45,30 @@ pub fn bin_dir() -> &'static Path {
 /// Files in test images carry this time (SOURCE_DATE_EPOCH).
 pub const SOURCE_DATE_EPOCH: &str = "1767225600";
 
-/// Builds the generic-x86_64 image into `output` with image-builder, which builds machined
-/// from this workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache), with a
-/// bootstrap token baked in and an update bundle signed with `signing_key` when given, and
-/// image-builder's `extra_args` (`--version`, `--extra-kernel-args`); returns the build
-/// report.
+/// The workspace's root.
+pub fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace")
+}
+
+/// Builds `board`'s image into `output` with image-builder, which builds machined from this
+/// workspace (packages cached in $CAIRN_CACHE, or target/cairn-cache), with a bootstrap token
+/// baked in and an update bundle signed with `signing_key` when given, and image-builder's
+/// `extra_args` (`--version`, `--extra-kernel-args`); returns the build report.
 pub fn build_image(
+    board: &boards::Board,
     output: &Path,
     bootstrap_token: Option<&Path>,
     signing_key: Option<&Path>,
     extra_args: &[&str],
 ) -> String {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    let workspace = workspace();
     let cache = std::env::var_os("CAIRN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| bin_dir().parent().expect("target dir").join("cairn-cache"));
     let mut build = Command::new(bin_dir().join("image-builder"));
     build
         .current_dir(workspace)
-        .args(["build", "--board", "generic-x86_64", "--cache"])
+        .args(["build", "--board", board.name, "--cache"])
         .arg(&cache)
         .arg("--output")
         .arg(output)

@@ -15,10 +15,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Starts `docker-registry` (from the `docker-registry` package) on a free port.
-    pub fn start() -> anyhow::Result<Registry> {
+    /// Starts `docker-registry` (from the `docker-registry` package) on `port` (one a node's
+    /// config already names).
+    pub fn start_on(port: u16) -> anyhow::Result<Registry> {
         let storage = tempfile::tempdir()?;
-        let port = crate::free_port();
         let config = storage.path().join("config.yml");
         std::fs::write(
             &config,

@@ -1,13 +1,20 @@
-//! The pod scenarios of the x86_64 boot test: pods added by `apply-config` with no reboot,
-//! reached over HTTP through a hostPort, killed, crash-looping, failing liveness, over their
-//! memory limit, refused when they ask for what the kubelet does not do, removed, and back
-//! after a reboot with the network cut.
+//! The pod scenario, on a copy of the configured node (which runs `web`): pods added by
+//! `apply-config` with no reboot, reached over HTTP through a hostPort, killed,
+//! crash-looping, failing liveness, over their memory limit, on the node's network, pulled
+//! through a mirror, refused when they ask for what the kubelet does not do, run from a
+//! stored manifest, removed and restarted. (The power scenarios bring `web` back after a
+//! reboot and with the network cut.)
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cairn_tests::boards::PowerOn;
+use cairn_tests::disk::file_in_image;
+use cairn_tests::registry::Registry;
 use cairn_tests::{ctl, eventually, http_get};
 use serde_json::Value;
+
+use super::node::ConfiguredNode;
 
 /// The pod's port on the node (forwarded by QEMU from the host).
 pub const WEB_HOST_PORT: u16 = 8080;
@@ -247,32 +254,37 @@ fn apply(admin: &Path, n: &str, config: &Path) -> cairn_tests::CtlRun {
     ctl(Some(admin), &["-n", n, "apply-config", "-f", config.to_str().unwrap()])
 }
 
-/// Runs the pod scenarios on a configured node whose config is `base` (written to files in
+/// Runs the pod scenario on a copy of the configured node, with the host's registry (holding
+/// the image's own busybox under another name) at the port its config mirrors.
+pub fn scenario(configured: &ConfiguredNode) {
+    let dir = configured.scenario_dir();
+    let admin = configured.admin();
+    let reader = configured.cluster.client("os:reader");
+    let registry = Registry::start_on(configured.registry_port).unwrap();
+    let busybox = dir.path().join("busybox.tar");
+    let raw = configured.image.join(configured.board.image());
+    std::fs::write(&busybox, file_in_image(&raw, "/usr/share/cairn/images/busybox.tar").unwrap())
+        .unwrap();
+    registry.push(&busybox, "cairn/busybox:v1").unwrap();
+    let node = configured.start(dir.path(), PowerOn::Online);
+    let (web, hostnet) = (node.forwarded(WEB_HOST_PORT), node.forwarded(HOSTNET_PORT));
+    let n = node.address();
+    checks(&admin, &reader, &n, dir.path(), &configured.config, &web, &hostnet);
+}
+
+/// Runs the pod checks on a configured node whose config is `base` (written to files in
 /// `dir`); `web` and `hostnet` are the host's forwards of ports 8080 and 8081. Leaves `web`
 /// running alone.
-pub fn scenarios(
-    admin: &Path,
-    reader: &Path,
-    n: &str,
-    dir: &Path,
-    base: &str,
-    web: &str,
-    hostnet: &str,
-) {
+fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &str, hostnet: &str) {
     let write = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
-    // Added by apply-config, no reboot.
+    // Added by apply-config, no reboot, beside `web`.
     let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}")));
-    let applied = Instant::now();
     apply(admin, n, &all).ok();
-    let first_answer = wait_web(admin, n, web, Duration::from_secs(180));
-    println!(
-        "apply-config to the web pod's first HTTP answer: {:.1?}",
-        applied.elapsed().max(first_answer)
-    );
+    wait_web(admin, n, web, Duration::from_secs(180));
     let web_pod = wait_pod(admin, n, "web", Duration::from_secs(60), ready);
     let ip = web_pod["status"]["podIP"].as_str().unwrap_or_default();
     assert!(ip.starts_with("10.244.0."), "{web_pod}");

@@ -1,0 +1,71 @@
+//! The power scenarios, each on a copy of the configured node: a reboot (it comes back
+//! configured, its pod running, its certificate naming its DHCP address), the ACPI power
+//! button then a start with the RTC in 2000 (like a board without one: it starts at its
+//! time floor, syncs, and ctl connects), and a power cut (QEMU killed) then a start with no
+//! network at all (still configured, its pod running again).
+
+use std::time::{Duration, Instant};
+
+use cairn_tests::boards::PowerOn;
+use cairn_tests::{ctl, eventually, serving_cert_names};
+
+use super::node::{assert_config_in_effect, assert_time_from, ConfiguredNode};
+use super::pods::{self, WEB_HOST_PORT};
+
+/// A reboot brings it back with its config and its pod.
+pub fn reboot(configured: &ConfiguredNode) {
+    let dir = configured.scenario_dir();
+    let admin = configured.admin();
+    let mut node = configured.start(dir.path(), PowerOn::Online);
+    let n = node.address();
+    let before = node.vm.console().len();
+    let rebooted = Instant::now();
+    ctl(Some(&admin), &["-n", &n, "reboot"]).ok();
+    node.wait_configured(before, &admin, "a reboot");
+    println!("ctl reboot to the API answering, configured: {:.1?}", rebooted.elapsed());
+    assert_config_in_effect(&admin, &n);
+    pods::wait_web(&admin, &n, &node.forwarded(WEB_HOST_PORT), Duration::from_secs(180));
+    // The certificate was issued at boot, before the addresses were up; it follows them.
+    let names = || serving_cert_names(&n).unwrap();
+    assert!(
+        eventually(Duration::from_secs(60), || names().iter().any(|name| name == "10.0.2.15")),
+        "the serving certificate does not name the node's address: {:?}",
+        names()
+    );
+}
+
+/// The power button (ACPI, through QMP) powers it off cleanly; on again with the RTC far
+/// behind, like a board without one (QEMU's PC RTC cannot start in 1970: the kernel reads its
+/// two-digit year 70 as 2070), the node starts at the time floor it recorded on STATE (not
+/// in 2000, where every certificate is invalid), syncs with the host's server, and ctl
+/// connects.
+pub fn power_button_and_clock(configured: &ConfiguredNode) {
+    let dir = configured.scenario_dir();
+    let admin = configured.admin();
+    let mut node = configured.start(dir.path(), PowerOn::Online);
+    let pressed = Instant::now();
+    let status = node.vm.stop(Duration::from_secs(120)).unwrap();
+    println!("power button to QEMU exit: {:.1?}", pressed.elapsed());
+    assert!(status.success(), "QEMU: {status}");
+    let console = node.vm.console();
+    assert!(console.contains("power key pressed"), "{console}");
+    let behind = PowerOn::ClockAt("2000-01-01");
+    node.power_on(behind, &admin, "a clean power-off, with the RTC in 2000");
+    let time = assert_time_from(&admin, &node.address(), &configured.time_server_at);
+    assert_ne!(time["raised_to_floor"], "", "the clock was not raised to a floor: {time}");
+}
+
+/// A power cut (QEMU killed) loses nothing: the node comes back configured and, with no
+/// network at all (no DHCP, no time server, no registry), runs its pod again.
+pub fn power_cut(configured: &ConfiguredNode) {
+    let dir = configured.scenario_dir();
+    let admin = configured.admin();
+    let mut node = configured.start(dir.path(), PowerOn::Online);
+    node.vm.power_off_hard().unwrap();
+    let powered = Instant::now();
+    node.power_on(PowerOn::Offline, &admin, "a power cut, offline");
+    let n = node.address();
+    pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
+    println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
+    pods::wait_web(&admin, &n, &node.forwarded(WEB_HOST_PORT), Duration::from_secs(30));
+}
