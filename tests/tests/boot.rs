@@ -33,7 +33,7 @@ macro_rules! qemu_scenarios {
             use super::boot::updates::{self, Bundles};
             use super::boot::{images, pods, power};
 
-            const BOARD: &Board = &$board;
+            static BOARD: &Board = &$board;
 
             /// The board's configured node, made by the first scenario that needs it.
             fn configured() -> &'static ConfiguredNode {
