@@ -101,11 +101,6 @@ impl Board {
         self.disk_interface().partition_device(number)
     }
 
-    /// The guest's virtual CPUs: what a VM costs the host.
-    pub fn vm_cpus(&self) -> usize {
-        self.qemu().cpus as usize
-    }
-
     /// How to boot this board from `image` (a path as `cairn_qemu` takes it), with the
     /// console and firmware files in `work_dir` and the guest's TCP `forwards`.
     pub fn vm_config(

@@ -7,7 +7,7 @@ use crate::vm_slots;
 
 /// Runs `body` as the scenario `name` of `board`, once a VM slot is free.
 pub fn run<T>(board: &Board, name: &str, body: impl FnOnce() -> T) -> T {
-    let _slot = vm_slots::shared(board.vm_cpus()).acquire();
+    let _slot = vm_slots::shared().acquire();
     timed(board, name, body)
 }
 
