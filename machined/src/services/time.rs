@@ -7,7 +7,8 @@
 //! fact's `last_error`. A correction that would set the clock below the image's time floor
 //! is refused: that floor cannot be ahead of true time, so such a server is wrong. Confirmed
 //! times are recorded on STATE (at most once per [`RECORD_INTERVAL`], to spare SD
-//! cards), the floor the next boot starts from.
+//! cards), the floor the next boot starts from. A failed sync is retried with a growing
+//! delay, and at once when the node's addresses change.
 //!
 //! [`RECORD_INTERVAL`]: crate::time::floor::RECORD_INTERVAL
 
@@ -82,10 +83,14 @@ impl Service for TimeSync {
             let facts = self.facts.clone();
             let mut synchroniser = self.synchroniser.lock().await;
             let mut config = facts.config.subscribe();
+            let mut addresses = facts.addresses.subscribe();
             let mut retry = RETRY_START;
             ctx.ready();
             loop {
                 let current = config.borrow_and_update().clone();
+                // Only an address change after this attempt is news.
+                addresses.borrow_and_update();
+                let mut failed = false;
                 let wait = if current.as_ref().is_some_and(|c| c.machine.time.disabled) {
                     facts.clock.send_replace(Clock::Disabled);
                     None
@@ -127,6 +132,7 @@ impl Service for TimeSync {
                             ));
                             // A clock synchronised before stays trusted through a failure.
                             note_error(&facts.clock, Some(why));
+                            failed = true;
                             let wait = retry;
                             retry = (retry * 2).min(RETRY_MAX);
                             Some(wait)
@@ -136,6 +142,13 @@ impl Service for TimeSync {
                 tokio::select! {
                     _ = ctx.stop.cancelled() => return Ok(()),
                     changed = config.changed() => changed?,
+                    // A failed sync is tried again as soon as the node's addresses or routes
+                    // change (DHCP answered): a clock left at its floor must not wait out a
+                    // backoff meant for an unreachable server.
+                    changed = addresses.changed(), if failed => {
+                        changed?;
+                        retry = RETRY_START;
+                    }
                     _ = service::until(wait.map(|wait| tokio::time::Instant::now() + wait)) => {}
                 }
             }
