@@ -93,8 +93,6 @@ pub enum Fact {
     StateVolume,
     /// EPHEMERAL is mounted.
     EphemeralVolume,
-    /// The clock can be trusted ([`Clock::is_trusted`]).
-    TimeTrusted,
 }
 
 impl Fact {
@@ -105,7 +103,6 @@ impl Fact {
             Fact::Addresses => "addresses",
             Fact::StateVolume => "STATE",
             Fact::EphemeralVolume => "EPHEMERAL",
-            Fact::TimeTrusted => "time sync",
         }
     }
 }
@@ -144,7 +141,6 @@ impl Facts {
             Fact::Addresses => self.addresses.borrow().known,
             Fact::StateVolume => self.volumes.borrow().state,
             Fact::EphemeralVolume => self.volumes.borrow().ephemeral,
-            Fact::TimeTrusted => self.clock.borrow().is_trusted(),
         }
     }
 
@@ -160,7 +156,6 @@ impl Facts {
                 Fact::EphemeralVolume => {
                     drop(self.volumes.subscribe().wait_for(|v| v.ephemeral).await)
                 }
-                Fact::TimeTrusted => drop(self.clock.subscribe().wait_for(Clock::is_trusted).await),
             }
         };
         match limit {
@@ -181,11 +176,11 @@ mod tests {
         assert!(!facts.wait(Fact::EphemeralVolume, Some(Duration::from_secs(5))).await);
         let waiting = {
             let facts = facts.clone();
-            tokio::spawn(async move { facts.wait(Fact::TimeTrusted, None).await })
+            tokio::spawn(async move { facts.wait(Fact::Addresses, None).await })
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished());
-        facts.clock.send_replace(Clock::Host);
+        facts.addresses.send_modify(|a| a.known = true);
         assert!(waiting.await.unwrap());
         facts.volumes.send_modify(|v| v.ephemeral = true);
         assert!(facts.wait(Fact::EphemeralVolume, None).await);

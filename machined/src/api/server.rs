@@ -19,10 +19,9 @@ use tower::util::MapResponseLayer;
 use crate::api::admission::{Admission, AdmissionLayer, LARGE_MESSAGE_BYTES};
 use crate::api::connection::{Connection, ConnectionLimits};
 use crate::api::handlers::MachineApi;
-use crate::facts::Fact;
-use crate::node::config::{Configuration, NodeMode};
+use crate::node::config::Configuration;
 use crate::node::Node;
-use crate::service::{Dependency, Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// The header that carries an error reply's message.
 const GRPC_MESSAGE: &str = "grpc-message";
@@ -55,9 +54,6 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// headers, and above 64 KiB hyper closes the whole connection.
 const MAX_STATUS_MESSAGE_BYTES: usize = 4096;
 
-/// How long a configured node's API waits for the clock to be synchronised.
-const TIME_WAIT: Duration = Duration::from_secs(10);
-
 /// The API server.
 pub struct Apid {
     node: Arc<Node>,
@@ -78,19 +74,6 @@ impl Service for Apid {
 
     fn stoppable(&self) -> bool {
         false
-    }
-
-    /// In configured mode clients' certificates are checked against the clock: give it a
-    /// moment to be synchronised, so a board that booted at its time floor does not refuse
-    /// certificates issued after it. Never long: the API is how an operator fixes the time
-    /// settings, and an air-gapped node has no server to wait for.
-    fn dependencies(&self) -> Vec<Dependency> {
-        match self.node.configuration().mode() {
-            NodeMode::Configured | NodeMode::Recovery { .. } => {
-                vec![Dependency::Fact(Fact::TimeTrusted, Some(TIME_WAIT))]
-            }
-            NodeMode::Maintenance => Vec::new(),
-        }
     }
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {

@@ -14,7 +14,7 @@ use crate::facts::Facts;
 use crate::files::layout::NodeLayout;
 use crate::identity::bootstrap_trust::BootstrapTrust;
 use crate::identity::pki::{self, PkiError};
-use crate::identity::tls::{self, TlsError};
+use crate::identity::tls::{self, ClockTrust, TlsError};
 use crate::logs::events::{EventBus, EventKind};
 use crate::node::power::{PowerAction, PowerControl};
 
@@ -111,6 +111,8 @@ pub struct Configuration {
     /// Set when the node started with a config that does not load (recovery mode until a
     /// config is applied).
     recovery: Option<Damage>,
+    /// Whether the clock is trusted, which client certificates are checked against.
+    clock: ClockTrust,
 }
 
 impl Configuration {
@@ -130,8 +132,10 @@ impl Configuration {
             Stored::Config(config) => (Some(config), None),
             Stored::Damaged(damage) => (None, Some(damage)),
         };
+        let clock_fact = facts.clock.subscribe();
+        let clock: ClockTrust = Arc::new(move || clock_fact.borrow().is_trusted());
         let ServerTls { config: tls, names } =
-            server_tls(running.as_deref(), recovery.as_ref(), &[])?;
+            server_tls(running.as_deref(), recovery.as_ref(), &[], &clock)?;
         let tls = watch::channel(tls).0;
         facts.config.send_replace(running);
         Ok(Arc::new(Configuration {
@@ -147,6 +151,7 @@ impl Configuration {
             power,
             bootstrap,
             recovery,
+            clock,
         }))
     }
 
@@ -329,7 +334,7 @@ impl Configuration {
         if names == state.serving_names && !redate {
             return Ok(false);
         }
-        let tls = server_tls(config.as_deref(), self.recovery.as_ref(), &addresses)?;
+        let tls = server_tls(config.as_deref(), self.recovery.as_ref(), &addresses, &self.clock)?;
         self.events.publish(
             EventKind::Config,
             format!("serving certificate re-issued for {}", tls.names.join(", ")),
@@ -343,7 +348,8 @@ impl Configuration {
     /// The TLS settings for `config` (none: maintenance or recovery mode) at the node's
     /// current addresses.
     fn server_tls(&self, config: Option<&MachineConfig>) -> Result<ServerTls, ApplyError> {
-        server_tls(config, self.recovery.as_ref(), &self.facts.addresses.borrow().addresses)
+        let addresses = self.facts.addresses.borrow().addresses.clone();
+        server_tls(config, self.recovery.as_ref(), &addresses, &self.clock)
     }
 
     /// The API's current TLS settings; they change when the config does.
@@ -371,11 +377,12 @@ fn server_tls(
     config: Option<&MachineConfig>,
     recovery: Option<&Damage>,
     addresses: &[IpAddr],
+    clock: &ClockTrust,
 ) -> Result<ServerTls, ApplyError> {
     match (config, recovery) {
-        (Some(config), _) => configured_tls(config, serving_names(config, addresses)),
-        (None, Some(damage)) => recovery_tls(damage.trust.as_ref(), addresses),
-        (None, None) => self_signed_tls("maintenance mode", addresses, None),
+        (Some(config), _) => configured_tls(config, serving_names(config, addresses), clock),
+        (None, Some(damage)) => recovery_tls(damage.trust.as_ref(), addresses, clock),
+        (None, None) => self_signed_tls("maintenance mode", addresses, None, clock),
     }
 }
 
@@ -385,6 +392,7 @@ fn self_signed_tls(
     mode: &str,
     addresses: &[IpAddr],
     client_ca: Option<&str>,
+    clock: &ClockTrust,
 ) -> Result<ServerTls, ApplyError> {
     let identity = pki::maintenance_identity(&pki::node_names(&kernel_hostname(), addresses, &[]))?;
     // The console is the one channel an operator trusts before the node is
@@ -394,7 +402,7 @@ fn self_signed_tls(
         "{mode}: API certificate fingerprint {fingerprint} (ctl apply-config --insecure --fingerprint {fingerprint})"
     );
     let config = match client_ca {
-        Some(ca) => tls::recovery(ca, identity)?,
+        Some(ca) => tls::recovery(ca, identity, clock)?,
         None => tls::maintenance(identity)?,
     };
     Ok(ServerTls { config, names: Vec::new() })
@@ -408,37 +416,42 @@ fn self_signed_tls(
 fn recovery_tls(
     trust: Option<&LastKnownTrust>,
     addresses: &[IpAddr],
+    clock: &ClockTrust,
 ) -> Result<ServerTls, ApplyError> {
     let Some(trust) = trust else {
-        return self_signed_tls("recovery mode", addresses, None);
+        return self_signed_tls("recovery mode", addresses, None, clock);
     };
     let names = pki::node_names(&kernel_hostname(), addresses, &[]);
     let served = trust.node_ca.as_ref().map(|(crt, key)| {
         let identity = pki::issue_serving(crt, key, &names)?;
-        Ok::<_, ApplyError>(tls::recovery(&trust.client_ca, identity)?)
+        Ok::<_, ApplyError>(tls::recovery(&trust.client_ca, identity, clock)?)
     });
     match served {
         Some(Ok(config)) => return Ok(ServerTls { config, names }),
         Some(Err(e)) => tracing::error!("recovery mode: the last known CAs cannot serve ({e})"),
         None => tracing::warn!("recovery mode: no last known node CA to serve with"),
     }
-    match self_signed_tls("recovery mode", addresses, Some(&trust.client_ca)) {
+    match self_signed_tls("recovery mode", addresses, Some(&trust.client_ca), clock) {
         Err(ApplyError::Tls(e)) => {
             tracing::error!(
                 "recovery mode: the last known client CA is unusable ({e}): only a client proving the bootstrap token can give this node a config"
             );
-            self_signed_tls("recovery mode", addresses, None)
+            self_signed_tls("recovery mode", addresses, None, clock)
         }
         other => other,
     }
 }
 
 /// Mutual TLS for `config`, serving a certificate for `names` from its node CA.
-fn configured_tls(config: &MachineConfig, names: Vec<String>) -> Result<ServerTls, ApplyError> {
+fn configured_tls(
+    config: &MachineConfig,
+    names: Vec<String>,
+    clock: &ClockTrust,
+) -> Result<ServerTls, ApplyError> {
     let node_ca = &config.machine.node_ca;
     let key = node_ca.key.as_deref().expect("validation requires machine.nodeCa.key");
     let identity = pki::issue_serving(&node_ca.crt, key, &names)?;
-    Ok(ServerTls { config: tls::mutual(&config.machine.client_ca.crt, identity)?, names })
+    Ok(ServerTls { config: tls::mutual(&config.machine.client_ca.crt, identity, clock)?, names })
 }
 
 /// The kernel's host name (empty when it has none readable).

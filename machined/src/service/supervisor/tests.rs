@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use futures_util::future::BoxFuture;
 
 use super::*;
-use crate::facts::{Clock, Fact};
+use crate::facts::Fact;
 
 /// A service made to order: it takes `up_after` to come up, fails its first `failures`
 /// runs, leaves readiness to a health check when it has one, and notes when it stops.
@@ -147,7 +147,7 @@ async fn a_fact_with_a_limit_is_waited_for_that_long_only() {
     let sup = supervisor(facts.clone());
     let limit = Some(Duration::from_secs(10));
     sup.start_all(vec![
-        Arc::new(Fake::new("clocked", vec![Dependency::Fact(Fact::TimeTrusted, limit)], &stopped)),
+        Arc::new(Fake::new("addressed", vec![Dependency::Fact(Fact::Addresses, limit)], &stopped)),
         Arc::new(Fake::new(
             "on-var",
             vec![Dependency::Fact(Fact::EphemeralVolume, None)],
@@ -156,12 +156,11 @@ async fn a_fact_with_a_limit_is_waited_for_that_long_only() {
     ])
     .unwrap();
     settle(Duration::from_secs(5)).await;
-    assert_eq!(status(&sup, "clocked").waiting_for.as_deref(), Some("time sync"));
+    assert_eq!(status(&sup, "addressed").waiting_for.as_deref(), Some("addresses"));
     settle(Duration::from_secs(6)).await;
-    assert_eq!(status(&sup, "clocked").state, ServiceState::Ready);
+    assert_eq!(status(&sup, "addressed").state, ServiceState::Ready);
     assert_eq!(status(&sup, "on-var").state, ServiceState::Waiting);
     facts.volumes.send_modify(|v| v.ephemeral = true);
-    facts.clock.send_replace(Clock::Host);
     settle(Duration::from_secs(1)).await;
     assert_eq!(status(&sup, "on-var").state, ServiceState::Ready);
 }
