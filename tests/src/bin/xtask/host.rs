@@ -30,6 +30,17 @@ pub enum HostError {
         /// The packages, space-separated.
         packages: String,
     },
+    /// Packages must come from bookworm-backports, which apt does not know, and apt's
+    /// sources name no Debian mirror to add it from.
+    #[error(
+        "{packages} come from {suite}, and apt's sources name no Debian mirror to add it from: add {suite} to apt's sources, or install them from it yourself"
+    )]
+    NoMirror {
+        /// The packages, space-separated.
+        packages: String,
+        /// The suite.
+        suite: &'static str,
+    },
     /// A command could not be started.
     #[error("could not start `{command}`: {source}")]
     Spawn {

@@ -3,7 +3,7 @@
 //! needed for.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use cairn_api::board::Board;
 
@@ -146,11 +146,9 @@ pub fn install_actions(
     };
     let (host, backports) = (names(Suite::Host), names(Suite::Backports));
     if !backports.is_empty() && !sources::has_suite(lists, BACKPORTS) {
-        let mirror = mirror.ok_or_else(|| HostError::Missing {
-            what: format!("a Debian mirror in apt's sources (to add {BACKPORTS} from)"),
-            why: format!("{} come from {BACKPORTS}", backports.join(" ")),
-            package: backports.join(" "),
-            hint: format!(" from {BACKPORTS}"),
+        let mirror = mirror.ok_or_else(|| HostError::NoMirror {
+            packages: backports.join(" "),
+            suite: BACKPORTS,
         })?;
         actions.push(Action {
             why: format!(
@@ -192,58 +190,57 @@ pub fn apt_update() -> Invocation {
 /// Returns whether apt's lists were updated.
 pub fn ensure(host: &mut impl Host, needs: &[Need]) -> Result<bool, HostError> {
     let has_apt = host.has_program("apt-get") && host.has_program("dpkg-query");
-    let mut updated = false;
-    if has_apt {
-        let answer = host.stdout(&dpkg_query(needs))?;
-        let missing = missing(needs, &installed(&answer));
-        if missing.is_empty() {
-            println!("all {} packages are installed; apt is not needed", needs.len());
-        } else {
-            let root = host.is_root();
-            let packages: Vec<&str> = missing.iter().map(|n| n.package.as_str()).collect();
-            if !root && !host.has_program("sudo") {
-                return Err(HostError::NoRoot { packages: packages.join(" ") });
-            }
-            for need in &missing {
-                println!("missing: {} ({})", need.package, need.why);
-            }
-            let lists = sources::read_all(host);
-            let mirror = sources::mirror(&lists);
-            for action in install_actions(&missing, &lists, mirror.as_deref(), root)? {
-                let asking = if root { "" } else { " (as root, through sudo)" };
-                println!("{}{asking}:\n  $ {}", action.why, action.invocation);
-                host.run(&action.invocation)?;
-            }
-            updated = true;
-        }
-    }
+    let updated = has_apt && install_missing(host, needs)?;
     let hint = if has_apt {
         ""
     } else {
         " (xtask installs with apt-get and dpkg, which this host lacks: package apt)"
     };
-    for need in needs {
-        let found = match &need.provides {
-            Some(Provides::Program(program)) => {
-                host.has_program(program).then_some(()).ok_or(program.as_str())
-            }
-            Some(Provides::File(path)) => host.has_file(path).then_some(()).ok_or(path_str(path)),
-            None => Ok(()),
-        };
-        if let Err(what) = found {
-            return Err(HostError::Missing {
-                what: what.to_string(),
-                why: need.why.to_string(),
-                package: need.package.clone(),
-                hint: hint.to_string(),
-            });
-        }
+    match needs.iter().find_map(|need| Some((need, need.provides.as_ref()?.lacking(host)?))) {
+        Some((need, what)) => Err(HostError::Missing {
+            what,
+            why: need.why.to_string(),
+            package: need.package.clone(),
+            hint: hint.to_string(),
+        }),
+        None => Ok(updated),
     }
-    Ok(updated)
 }
 
-fn path_str(path: &Path) -> &str {
-    path.to_str().unwrap_or("a file")
+/// Installs those of `needs` dpkg does not have, as root; returns whether there were any.
+fn install_missing(host: &mut impl Host, needs: &[Need]) -> Result<bool, HostError> {
+    let answer = host.stdout(&dpkg_query(needs))?;
+    let missing = missing(needs, &installed(&answer));
+    if missing.is_empty() {
+        println!("all {} packages are installed; apt is not needed", needs.len());
+        return Ok(false);
+    }
+    let root = host.is_root();
+    if !root && !host.has_program("sudo") {
+        let packages: Vec<&str> = missing.iter().map(|n| n.package.as_str()).collect();
+        return Err(HostError::NoRoot { packages: packages.join(" ") });
+    }
+    for need in &missing {
+        println!("missing: {} ({})", need.package, need.why);
+    }
+    let lists = sources::read_all(host);
+    let mirror = sources::mirror(&lists);
+    let asking = if root { "" } else { " (as root, through sudo)" };
+    for action in install_actions(&missing, &lists, mirror.as_deref(), root)? {
+        println!("{}{asking}:\n  $ {}", action.why, action.invocation);
+        host.run(&action.invocation)?;
+    }
+    Ok(true)
+}
+
+impl Provides {
+    /// Its name when `host` lacks it.
+    fn lacking(&self, host: &impl Host) -> Option<String> {
+        match self {
+            Provides::Program(program) => (!host.has_program(program)).then(|| program.clone()),
+            Provides::File(path) => (!host.has_file(path)).then(|| path.display().to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -336,10 +333,9 @@ mod tests {
         let needs = demo(&board());
         let missing: Vec<&Need> = needs.iter().filter(|n| n.package == "ovmf").collect();
         let error = install_actions(&missing, &[], None, true).unwrap_err().to_string();
-        assert!(error.starts_with("a Debian mirror in apt's sources"), "{error}");
-        assert!(
-            error.contains("install the Debian package ovmf from bookworm-backports"),
-            "{error}"
+        assert_eq!(
+            error,
+            "ovmf come from bookworm-backports, and apt's sources name no Debian mirror to add it from: add bookworm-backports to apt's sources, or install them from it yourself"
         );
     }
 
