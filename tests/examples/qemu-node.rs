@@ -34,11 +34,11 @@ const POD: &str = r#"  pods:
 fn main() -> anyhow::Result<()> {
     // Ctrl-C powers the node off cleanly (through its power button) instead of killing QEMU.
     let interrupts = cairn_qemu::watch_interrupts()?;
-    let dir = bin_dir().parent().expect("target dir").join("demo");
-    std::fs::create_dir_all(&dir)?;
     let mut steps = Steps::new();
     steps.start("build the image");
-    println!("(the first build downloads ~160 MB of Debian packages)");
+    println!("(machined, ctl and image-builder first; the first build downloads ~160 MB of Debian packages)");
+    let dir = bin_dir().parent().expect("target dir").join("demo");
+    std::fs::create_dir_all(&dir)?;
     let board = &GENERIC_X86_64;
     print!("{}", build_image(board, &dir, None, None, &[]));
     let disk = NodeDisk::copy(&dir.join(board.image()), &dir.join("disk.raw"), board.disk_bytes)?;

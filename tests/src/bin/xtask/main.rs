@@ -60,6 +60,12 @@ fn run(command: Xtask) -> Result<(), HostError> {
     match command {
         Xtask::Demo => Err(demo::run(&mut host, board, &cargo, workspace)),
         Xtask::Test { cache } => {
+            // Ctrl-C stops the running check (it is in the terminal's process group too); xtask
+            // lives on to print where the time went, as .ci/run's exit trap did.
+            let _interrupts = cairn_qemu::watch_interrupts().map_err(|errno| HostError::Io {
+                what: "watching for Ctrl-C".into(),
+                source: errno.into(),
+            })?;
             let cache = cache.unwrap_or_else(|| {
                 let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
                 target.unwrap_or_else(|| workspace.join("target")).join("xtask")
