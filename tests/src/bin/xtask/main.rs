@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::host::{HostError, System};
 
@@ -60,12 +61,16 @@ fn run(command: Xtask) -> Result<(), HostError> {
     match command {
         Xtask::Demo => Err(demo::run(&mut host, board, &cargo, workspace)),
         Xtask::Test { cache } => {
-            // Ctrl-C stops the running check (it is in the terminal's process group too); xtask
-            // lives on to print where the time went, as .ci/run's exit trap did.
-            let _interrupts = cairn_qemu::watch_interrupts().map_err(|errno| HostError::Io {
-                what: "watching for Ctrl-C".into(),
-                source: errno.into(),
-            })?;
+            // Ctrl-C reaches the running check too (the terminal's process group) and stops it;
+            // xtask only notes it (a handler, which children do not inherit), so it lives on to
+            // print where the time went, as .ci/run's exit trap did.
+            let interrupts = || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let signal = runtime.block_on(async { signal(SignalKind::interrupt()) })?;
+                std::io::Result::Ok((runtime, signal))
+            };
+            let _interrupts = interrupts()
+                .map_err(|source| HostError::Io { what: "watching for Ctrl-C".into(), source })?;
             let cache = cache.unwrap_or_else(|| {
                 let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
                 target.unwrap_or_else(|| workspace.join("target")).join("xtask")
