@@ -1,9 +1,10 @@
 //! Printing results: aligned columns with a NODE column, or JSON, or YAML. Every command
 //! turns its results into JSON objects (keys in column order); one renderer prints them all.
 //! In tables, a key ending in `_bytes` is shown in binary units under its name without the
-//! suffix.
+//! suffix. Times are RFC 3339, UTC, to the second, in every format.
 
 use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 use tabwriter::TabWriter;
@@ -89,6 +90,11 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// A time as RFC 3339 UTC, to the second: `2026-12-06T06:30:00Z`.
+pub fn timestamp(unix_millis: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_millis)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +104,12 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(20 * 1024 * 1024 * 1024), "20.0 GiB");
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_to_the_second() {
+        assert_eq!(timestamp(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The demo: builds the x86_64 image, boots it under QEMU (q35, OVMF, TCG), configures the
 //! node with ctl (a pod serving HTTP on hostPort 8080 among it), talks to it over mTLS, fetches
-//! the pod's page from the host, then leaves it running for you.
-//! `cargo run -p cairn-tests --example qemu-node` (needs qemu-system-x86 and ovmf; `.ci/run`
-//! shows how to install them).
+//! the pod's page from the host, then leaves it running for you. Each phase prints the time
+//! it took. `cargo xtask demo` installs what it needs (qemu-system-x86, ovmf) and runs it;
+//! `cargo run -p cairn-tests --example qemu-node` runs it alone.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use cairn_qemu::{Vm, VmConfig};
 use cairn_tests::boards::{PowerOn, GENERIC_X86_64};
 use cairn_tests::disk::NodeDisk;
+use cairn_tests::steps::Steps;
 use cairn_tests::{bin_dir, build_image, ctl, eventually, fingerprint_in, http_get, Cluster};
 
 /// The pod's port on the node; QEMU forwards a free port of the host to it.
@@ -33,14 +34,17 @@ const POD: &str = r#"  pods:
 fn main() -> anyhow::Result<()> {
     // Ctrl-C powers the node off cleanly (through its power button) instead of killing QEMU.
     let interrupts = cairn_qemu::watch_interrupts()?;
+    let mut steps = Steps::new();
+    steps.start("build the image");
+    println!("(machined, ctl and image-builder first; the first build downloads ~160 MB of Debian packages)");
     let dir = bin_dir().parent().expect("target dir").join("demo");
     std::fs::create_dir_all(&dir)?;
-    println!("building the image (the first build downloads ~160 MB of Debian packages)...");
     let board = &GENERIC_X86_64;
     print!("{}", build_image(board, &dir, None, None, &[]));
     let disk = NodeDisk::copy(&dir.join(board.image()), &dir.join("disk.raw"), board.disk_bytes)?;
     let vm_dir = dir.join("vm");
     let vm_config = board.vm_config(disk.qemu_image(), &vm_dir, &[HOST_PORT], PowerOn::Online);
+    steps.start("boot to the API");
     let mut vm = Vm::start(&VmConfig { own_process_group: true, ..vm_config })?;
     println!(
         "booting under QEMU (software emulation: about a minute); console: {}",
@@ -54,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         println!("\n$ ctl --insecure -n {n} {}", args[0]);
         print!("{}", ctl(None, &["--insecure", "-n", &n, args[0]]).stdout);
     }
+    steps.start("configure the node");
     let cluster = Cluster::generate("demo")?;
     let config = cluster.node_config_with("node.yaml", |text| text + POD);
     // The console printed the maintenance certificate's fingerprint: pin it, as an operator
@@ -75,10 +80,12 @@ fn main() -> anyhow::Result<()> {
         print!("{}", ctl(Some(&admin), &["-n", &n, args[0]]).stdout);
     }
     let web = vm.forwarded[&HOST_PORT].clone();
-    println!("\nwaiting for the pod (the node imports its images and starts the sandbox)...");
+    steps.start("the pod answers");
+    println!("(the node imports its images and starts the sandbox)");
     let answered = eventually(Duration::from_secs(300), || {
         http_get(&web, "/").is_some_and(|(code, _)| code == 200)
     });
+    steps.finish(!answered);
     println!("\n$ ctl -n {n} pods");
     print!("{}", ctl(Some(&admin), &["-n", &n, "pods"]).stdout);
     match http_get(&web, "/") {
@@ -87,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             "\nthe pod did not answer at {web}; see `ctl logs kubelet` and `ctl pods -o yaml`"
         ),
     }
+    print!("{}", steps.summary(false));
     println!(
         "\nThe node is configured and speaks mTLS only. Try, in another terminal:\n\n  export CTLCONFIG={}\n  {bin}/ctl -n {n} logs machined\n  {bin}/ctl -n {n} pods -o yaml\n  {bin}/ctl -n {n} logs hello\n  curl http://{web}/\n\nPress Ctrl-C to power the node off.",
         admin.display(),

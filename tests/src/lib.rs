@@ -9,6 +9,7 @@ pub mod image_cache;
 pub mod registry;
 pub mod scenario;
 pub mod sntp;
+pub mod steps;
 pub mod timing;
 pub mod vm_slots;
 

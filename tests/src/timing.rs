@@ -2,8 +2,8 @@
 //!
 //! libtest keeps the output of passing tests to itself (`println!` and `eprintln!` alike),
 //! so [`Scenario`] writes its line straight to the process's stderr, where `cargo test`
-//! shows it, and appends it to the file `CAIRN_TIMINGS` names, if set: `.ci/run` sets it and
-//! prints the file in its summary.
+//! shows it, and appends it to the file `CAIRN_TIMINGS` names, if set: `cargo xtask test` sets
+//! it and prints the file in its summary.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

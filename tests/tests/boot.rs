@@ -8,7 +8,7 @@
 //! overlays), as many VMs at once as the host's cores allow. Each scenario prints its
 //! duration (`scenario generic-x86_64/pods: 93.2 s`).
 //!
-//! Needs qemu-system-x86 and ovmf (`.ci/run` installs them), the host's `qemu-img`
+//! Needs qemu-system-x86 and ovmf (`cargo xtask test` installs them), the host's `qemu-img`
 //! (qemu-utils) and the Debian archive (the packages are cached in $CAIRN_CACHE, or
 //! target/cairn-cache).
 

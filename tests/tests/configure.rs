@@ -73,6 +73,15 @@ fn maintenance_apply_then_mutual_tls_and_state_survives_restart() {
             .ok()
             .stdout;
     assert!(listing.contains("system/state/config.yaml"), "{listing}");
+    // Times as people read them, RFC 3339 UTC, in a table and in JSON alike.
+    let today = format!("{}T", time::OffsetDateTime::now_utc().date());
+    let config_row = listing.lines().find(|l| l.contains("system/state/config.yaml")).unwrap();
+    assert!(config_row.split_whitespace().any(|w| w.starts_with(&today)), "{config_row}");
+    let state = node.root().join("system/state");
+    let json = ctl(Some(&admin), &["-n", &n, "-o", "json", "ls", state.to_str().unwrap()]).ok();
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&json.stdout).unwrap();
+    let modified = entries[0]["modified"].as_str().unwrap_or_default();
+    assert!(modified.starts_with(&today) && modified.ends_with('Z'), "{}", json.stdout);
 }
 
 #[test]

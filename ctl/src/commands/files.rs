@@ -7,6 +7,7 @@ use cairn_api::machine as pb;
 use serde_json::json;
 
 use super::{report, row, Session};
+use crate::output::timestamp;
 
 pub(super) async fn list(session: &Session, path: &str, depth: i32) -> anyhow::Result<ExitCode> {
     let results = session
@@ -32,7 +33,7 @@ pub(super) async fn list(session: &Session, path: &str, depth: i32) -> anyhow::R
                     (false, true) => format!("{} -> {}", e.path, e.link_target),
                     (true, true) => e.path,
                 };
-                row(node, json!({"mode": mode_string(e.mode), "size": e.size, "modified": e.modified_unix, "name": name}))
+                row(node, json!({"mode": mode_string(e.mode), "size": e.size, "modified": timestamp(e.modified_unix.saturating_mul(1000)), "name": name}))
             })
             .collect()
     })

@@ -9,6 +9,7 @@ use serde_json::json;
 use super::follow::{outcome_json, outcome_summary};
 use super::{report, row, Session};
 use crate::cli::OutputFormat;
+use crate::output::timestamp;
 
 pub(super) async fn version(session: &Session) -> anyhow::Result<ExitCode> {
     let results = session
@@ -163,11 +164,6 @@ pub(super) async fn time(session: &Session) -> anyhow::Result<ExitCode> {
             }),
         )]
     })
-}
-
-/// A time as RFC 3339 UTC, to the second.
-fn timestamp(unix_millis: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(unix_millis)).to_string()
 }
 
 /// How long ago a time was, to the second: "3m 12s".
