@@ -6,6 +6,7 @@ pub mod attack;
 pub mod boards;
 pub mod disk;
 pub mod image_cache;
+pub mod pods;
 pub mod registry;
 pub mod scenario;
 pub mod sntp;
