@@ -469,15 +469,19 @@ mod tests {
         }
     }
 
+    fn paths_in(dir: &Path) -> VmPaths {
+        VmPaths {
+            vars: dir.join("vars.fd"),
+            console: dir.join("console.log"),
+            qmp_socket: dir.join("qmp.sock"),
+        }
+    }
+
     #[test]
     fn the_command_line_follows_the_board() {
         let dir = Path::new("/w");
         let config = config(generic_x86_64(), dir);
-        let paths = VmPaths {
-            vars: dir.join("vars.fd"),
-            console: dir.join("console.log"),
-            qmp_socket: dir.join("qmp.sock"),
-        };
+        let paths = paths_in(dir);
         let forwarded = [(8080, 4000)];
         let qemu = config.board.qemu.as_ref().unwrap();
         let args = arguments(&config, qemu, Boot::Image, &paths, 3000, &forwarded).join(" ");
@@ -506,11 +510,7 @@ mod tests {
     fn a_direct_kernel_boots_on_the_same_machine_without_firmware_disk_or_network() {
         let dir = Path::new("/w");
         let config = config(generic_x86_64(), dir);
-        let paths = VmPaths {
-            vars: dir.join("vars.fd"),
-            console: dir.join("console.log"),
-            qmp_socket: dir.join("qmp.sock"),
-        };
+        let paths = paths_in(dir);
         let kernel = DirectKernel {
             kernel: "/k/vmlinuz".into(),
             initramfs: "/k/initrd".into(),
