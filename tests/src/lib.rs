@@ -4,7 +4,9 @@
 
 pub mod attack;
 pub mod boards;
+pub mod boot_figures;
 pub mod disk;
+pub mod floor;
 pub mod image_cache;
 pub mod pods;
 pub mod registry;
