@@ -1,6 +1,7 @@
-//! machined and pause for the image: the two programs of the workspace's machined package,
-//! built for the board's architecture, release and static (machined runs as `/init` before any
-//! shared library is there; pause is the only file of its container image), in one cargo
+//! machined and pause for the image, and the boot bench's trivial init: the programs of the
+//! workspace's machined package, built for the board's architecture, release and static
+//! (machined runs as `/init` before any shared library is there; pause is the only file of
+//! its container image; trivial-init stands in for machined as `/init`), in one cargo
 //! invocation, or taken prebuilt; either way checked to be static executables for that
 //! architecture.
 //!
@@ -23,7 +24,7 @@ use cairn_api::arch::Arch;
 
 use crate::executable::{self, ExecutableError};
 
-/// The workspace package that holds machined and pause.
+/// The workspace package that holds machined, pause and trivial-init.
 const PACKAGE: &str = "machined";
 
 /// Set (to a `--remap-path-prefix=...` flag) when cargo runs image-builder as the workspace's
@@ -37,17 +38,20 @@ pub enum Program {
     Machined,
     /// PID 1 of pod sandboxes, the only file of `localhost/pause:latest`.
     Pause,
+    /// The boot bench's floor: an `/init` that prints a marker and powers off.
+    TrivialInit,
 }
 
 impl Program {
     /// Every program, in the order cargo is asked for them.
-    pub const ALL: [Program; 2] = [Program::Machined, Program::Pause];
+    pub const ALL: [Program; 3] = [Program::Machined, Program::Pause, Program::TrivialInit];
 
     /// The binary's name in the package (`--bin NAME`).
     pub fn name(self) -> &'static str {
         match self {
             Program::Machined => "machined",
             Program::Pause => "pause",
+            Program::TrivialInit => "trivial-init",
         }
     }
 
@@ -56,6 +60,7 @@ impl Program {
         match self {
             Program::Machined => "machined runs as /init before any library is there",
             Program::Pause => "pause is the only file of its container image",
+            Program::TrivialInit => "trivial-init runs as /init before any library is there",
         }
     }
 }
@@ -73,9 +78,11 @@ pub struct Programs {
     pub machined: PathBuf,
     /// pause.
     pub pause: PathBuf,
+    /// trivial-init (not part of images: the boot bench boots it).
+    pub trivial_init: PathBuf,
 }
 
-/// machined or pause could not be built or is unfit for the image.
+/// machined, pause or trivial-init could not be built or is unfit for the image.
 #[derive(Debug, thiserror::Error)]
 pub enum MachinedError {
     /// cargo could not be run.
@@ -91,7 +98,8 @@ pub enum MachinedError {
     OwnExecutable(std::io::Error),
     /// cargo ran and failed.
     #[error(
-        "building machined and pause for {target} failed ({status}); cargo's errors are above"
+        "building machined, pause and trivial-init for {target} failed ({status}); cargo's \
+         errors are above"
     )]
     Build {
         /// The Rust target.
@@ -125,7 +133,7 @@ pub enum MachinedError {
     },
 }
 
-/// Builds machined and pause from `workspace` for `arch` with one cargo invocation (`$CARGO`,
+/// Builds machined, pause and trivial-init from `workspace` for `arch` with one cargo invocation (`$CARGO`,
 /// else `cargo` on the PATH); returns the executables' paths. cargo's progress goes to stderr.
 pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     let target = arch.rust_target();
@@ -150,12 +158,13 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
         .spawn()
         .map_err(cargo_error)?;
     let messages = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let (mut machined, mut pause) = (None, None);
+    let (mut machined, mut pause, mut trivial_init) = (None, None, None);
     for line in messages.lines() {
         let line = line.map_err(cargo_error)?;
         match executable_in(&line) {
             Some((Program::Machined, path)) => machined = Some(path),
             Some((Program::Pause, path)) => pause = Some(path),
+            Some((Program::TrivialInit, path)) => trivial_init = Some(path),
             None => {}
         }
     }
@@ -167,6 +176,7 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     Ok(Programs {
         machined: machined.ok_or_else(|| missing(Program::Machined))?,
         pause: pause.ok_or_else(|| missing(Program::Pause))?,
+        trivial_init: trivial_init.ok_or_else(|| missing(Program::TrivialInit))?,
     })
 }
 
@@ -265,7 +275,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_both_executables_in_cargo_messages() {
+    fn finds_every_executable_in_cargo_messages() {
         let machined = r#"{"reason":"compiler-artifact","target":{"name":"machined","kind":["bin"]},"executable":"/t/release/machined"}"#;
         assert_eq!(
             executable_in(machined),
@@ -273,6 +283,11 @@ mod tests {
         );
         let pause = r#"{"reason":"compiler-artifact","target":{"name":"pause","kind":["bin"]},"executable":"/t/release/pause"}"#;
         assert_eq!(executable_in(pause), Some((Program::Pause, PathBuf::from("/t/release/pause"))));
+        let init = r#"{"reason":"compiler-artifact","target":{"name":"trivial-init","kind":["bin"]},"executable":"/t/release/trivial-init"}"#;
+        assert_eq!(
+            executable_in(init),
+            Some((Program::TrivialInit, PathBuf::from("/t/release/trivial-init")))
+        );
         let library = r#"{"reason":"compiler-artifact","target":{"name":"machined","kind":["lib"]},"executable":null}"#;
         assert_eq!(executable_in(library), None);
         let other = r#"{"reason":"compiler-artifact","target":{"name":"ctl","kind":["bin"]},"executable":"/t/ctl"}"#;

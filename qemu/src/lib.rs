@@ -5,6 +5,10 @@
 //! to a file that tests search for markers. Software emulation (TCG) only: KVM guests hang
 //! on this project's machines.
 //!
+//! For comparison, [`Vm::start_kernel`] boots a kernel and initramfs directly, as QEMU's
+//! `-kernel` does, on the same machine, CPUs and memory, without firmware, disk or network:
+//! the floor a boot of the image can be measured against.
+//!
 //! A VM stops gracefully as the board powers off (the ACPI power button, pressed over QMP
 //! with `system_powerdown`, which machined answers with a clean power-off) or hard, by
 //! killing QEMU, for fault tests.
@@ -94,6 +98,27 @@ pub struct VmConfig {
     pub offline: bool,
 }
 
+/// A kernel booted directly (`-kernel`, `-initrd`, `-append`), with no firmware of the
+/// board's, no disk and no network.
+#[derive(Debug, Clone)]
+pub struct DirectKernel {
+    /// The kernel image.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initramfs: PathBuf,
+    /// The kernel command line.
+    pub command_line: String,
+}
+
+/// What QEMU boots.
+#[derive(Debug, Clone, Copy)]
+enum Boot<'a> {
+    /// The board's firmware, then the image on the disk.
+    Image,
+    /// A kernel, directly.
+    Kernel(&'a DirectKernel),
+}
+
 /// A running VM.
 #[derive(Debug)]
 pub struct Vm {
@@ -113,6 +138,17 @@ pub struct Vm {
 impl Vm {
     /// Starts QEMU (it boots the firmware, then the image's bootloader).
     pub fn start(config: &VmConfig) -> Result<Vm, QemuError> {
+        Vm::launch(config, Boot::Image)
+    }
+
+    /// Starts QEMU on `config`'s machine, CPUs and memory booting `kernel` directly: no
+    /// firmware (QEMU's own BIOS loads it), no disk (`config.image` is not used), no network;
+    /// a reboot or power-off of the guest ends QEMU.
+    pub fn start_kernel(config: &VmConfig, kernel: &DirectKernel) -> Result<Vm, QemuError> {
+        Vm::launch(config, Boot::Kernel(kernel))
+    }
+
+    fn launch(config: &VmConfig, boot: Boot<'_>) -> Result<Vm, QemuError> {
         let qemu = config
             .board
             .qemu
@@ -126,11 +162,13 @@ impl Vm {
             console: config.work_dir.join("console.log"),
             qmp_socket: config.work_dir.join("qmp.sock"),
         };
-        fs::copy(&firmware.vars, &paths.vars).map_err(io_error(format!(
-            "copying {} (install the {} package)",
-            firmware.vars.display(),
-            firmware.package
-        )))?;
+        if let Boot::Image = boot {
+            fs::copy(&firmware.vars, &paths.vars).map_err(io_error(format!(
+                "copying {} (install the {} package)",
+                firmware.vars.display(),
+                firmware.package
+            )))?;
+        }
         let _ = fs::remove_file(&paths.qmp_socket);
         let port = free_port().map_err(io_error("finding a free port"))?;
         let mut forwarded = Vec::new();
@@ -142,7 +180,7 @@ impl Vm {
             command.process_group(0);
         }
         let child = command
-            .args(arguments(config, qemu, &paths, port, &forwarded))
+            .args(arguments(config, qemu, boot, &paths, port, &forwarded))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -301,23 +339,43 @@ struct VmPaths {
     qmp_socket: PathBuf,
 }
 
-/// QEMU's command line for `config` booting as `qemu` describes, the API forwarded from
-/// host port `api_port` and each (guest, host) port of `forwarded`.
+/// QEMU's command line for `config` booting `boot` on the machine `qemu` describes: for the
+/// image, with the API forwarded from host port `api_port` and each (guest, host) port of
+/// `forwarded`.
 fn arguments(
     config: &VmConfig,
     qemu: &Qemu,
+    boot: Boot<'_>,
     paths: &VmPaths,
     api_port: u16,
     forwarded: &[(u16, u16)],
 ) -> Vec<String> {
-    let mut netdev =
-        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{api_port}-:{}", cairn_api::API_PORT);
-    for (guest, host) in forwarded {
-        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    let mut args = machine_arguments(config, qemu);
+    match boot {
+        Boot::Image => args.extend(image_arguments(config, qemu, paths, api_port, forwarded)),
+        Boot::Kernel(kernel) => args.extend([
+            "-kernel".into(),
+            kernel.kernel.display().to_string(),
+            "-initrd".into(),
+            kernel.initramfs.display().to_string(),
+            "-append".into(),
+            kernel.command_line.clone(),
+            "-no-reboot".into(),
+        ]),
     }
-    if config.offline {
-        netdev.push_str(",restrict=on");
-    }
+    args.extend([
+        "-serial".into(),
+        format!("file:{}", paths.console.display()),
+        "-monitor".into(),
+        "none".into(),
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", paths.qmp_socket.display()),
+    ]);
+    args
+}
+
+/// The machine, CPUs, memory, clock and accelerator: the same whatever boots.
+fn machine_arguments(config: &VmConfig, qemu: &Qemu) -> Vec<String> {
     let mut args: Vec<String> = vec!["-M".into(), qemu.machine.clone()];
     if let Some(cpu) = &qemu.cpu {
         args.extend(["-cpu".into(), cpu.clone()]);
@@ -333,6 +391,27 @@ fn arguments(
         "tcg".into(),
         "-rtc".into(),
         format!("base={}", config.rtc_base.as_deref().unwrap_or("utc")),
+    ]);
+    args
+}
+
+/// The board's firmware, the image as its disk, its network card and its watchdog.
+fn image_arguments(
+    config: &VmConfig,
+    qemu: &Qemu,
+    paths: &VmPaths,
+    api_port: u16,
+    forwarded: &[(u16, u16)],
+) -> Vec<String> {
+    let mut netdev =
+        format!("user,id=net0,hostfwd=tcp:127.0.0.1:{api_port}-:{}", cairn_api::API_PORT);
+    for (guest, host) in forwarded {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    if config.offline {
+        netdev.push_str(",restrict=on");
+    }
+    let mut args: Vec<String> = vec![
         "-drive".into(),
         format!("if=pflash,format=raw,readonly=on,file={}", qemu.firmware.code.display()),
         "-drive".into(),
@@ -343,19 +422,11 @@ fn arguments(
         netdev,
         "-device".into(),
         format!("{},netdev=net0", qemu.network),
-    ]);
+    ];
     if let Some(watchdog) = &qemu.watchdog {
         // When machined stops feeding it, it resets the machine (QEMU's default action).
         args.extend(["-device".into(), watchdog.clone()]);
     }
-    args.extend([
-        "-serial".into(),
-        format!("file:{}", paths.console.display()),
-        "-monitor".into(),
-        "none".into(),
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", paths.qmp_socket.display()),
-    ]);
     args
 }
 
@@ -398,18 +469,22 @@ mod tests {
         }
     }
 
+    fn paths_in(dir: &Path) -> VmPaths {
+        VmPaths {
+            vars: dir.join("vars.fd"),
+            console: dir.join("console.log"),
+            qmp_socket: dir.join("qmp.sock"),
+        }
+    }
+
     #[test]
     fn the_command_line_follows_the_board() {
         let dir = Path::new("/w");
         let config = config(generic_x86_64(), dir);
-        let paths = VmPaths {
-            vars: dir.join("vars.fd"),
-            console: dir.join("console.log"),
-            qmp_socket: dir.join("qmp.sock"),
-        };
+        let paths = paths_in(dir);
         let forwarded = [(8080, 4000)];
         let qemu = config.board.qemu.as_ref().unwrap();
-        let args = arguments(&config, qemu, &paths, 3000, &forwarded).join(" ");
+        let args = arguments(&config, qemu, Boot::Image, &paths, 3000, &forwarded).join(" ");
         assert_eq!(
             args,
             "-M q35 -m 512 -smp 2 -nographic -no-user-config -accel tcg -rtc base=utc \
@@ -426,9 +501,33 @@ mod tests {
         described.cpu = Some("max".into());
         described.watchdog = None;
         let config = VmConfig { rtc_base: Some("2000-01-01".into()), ..config };
-        let args = arguments(&config, described, &paths, 3000, &forwarded).join(" ");
+        let args = arguments(&config, described, Boot::Image, &paths, 3000, &forwarded).join(" ");
         assert!(args.starts_with("-M q35 -cpu max -m 512 "), "{args}");
         assert!(args.contains(" -rtc base=2000-01-01 ") && !args.contains("i6300esb"), "{args}");
+    }
+
+    #[test]
+    fn a_direct_kernel_boots_on_the_same_machine_without_firmware_disk_or_network() {
+        let dir = Path::new("/w");
+        let config = config(generic_x86_64(), dir);
+        let paths = paths_in(dir);
+        let kernel = DirectKernel {
+            kernel: "/k/vmlinuz".into(),
+            initramfs: "/k/initrd".into(),
+            command_line: "console=ttyS0 quiet".into(),
+        };
+        let qemu = config.board.qemu.as_ref().unwrap();
+        let args = arguments(&config, qemu, Boot::Kernel(&kernel), &paths, 3000, &[]);
+        assert_eq!(
+            args.join(" "),
+            "-M q35 -m 512 -smp 2 -nographic -no-user-config -accel tcg -rtc base=utc \
+             -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 quiet -no-reboot \
+             -serial file:/w/console.log -monitor none -qmp unix:/w/qmp.sock,server=on,wait=off"
+        );
+        assert_eq!(
+            args[args.iter().position(|a| a == "-append").unwrap() + 1],
+            "console=ttyS0 quiet"
+        );
     }
 
     #[test]

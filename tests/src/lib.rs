@@ -4,8 +4,11 @@
 
 pub mod attack;
 pub mod boards;
+pub mod boot_figures;
 pub mod disk;
+pub mod floor;
 pub mod image_cache;
+pub mod pods;
 pub mod registry;
 pub mod scenario;
 pub mod sntp;

@@ -22,34 +22,7 @@ pub const WEB_HOST_PORT: u16 = 8080;
 /// The value of `web`'s one environment variable: shown to admins, hidden from readers.
 const WEB_ENV_VALUE: &str = "s3cret-for-admins";
 
-/// `web` serves HTTP on hostPort 8080 from an emptyDir; `GET /cgi-bin/crash` kills its
-/// server, so its container ends. Its environment holds a secret ([`WEB_ENV_VALUE`]).
-pub const WEB_POD: &str = r#"
-    - apiVersion: v1
-      kind: Pod
-      metadata: {name: web, labels: {app: web}}
-      spec:
-        volumes: [{name: www, emptyDir: {}}]
-        containers:
-          - name: httpd
-            image: localhost/busybox:latest
-            command: [sh, -c]
-            args:
-              - |
-                mkdir -p /www/cgi-bin
-                echo hello from a cairn pod > /www/index.html
-                echo '#!/bin/sh' > /www/cgi-bin/crash
-                echo 'echo Content-Type: text/plain; echo; echo bye; killall httpd' >> /www/cgi-bin/crash
-                chmod +x /www/cgi-bin/crash
-                echo serving
-                httpd -f -p 80 -h /www &
-                wait
-            env: [{name: WEB_TOKEN, value: s3cret-for-admins}]
-            ports: [{containerPort: 80, hostPort: 8080}]
-            volumeMounts: [{name: www, mountPath: /www}]
-            resources: {limits: {memory: 64Mi, cpu: 250m}}
-            readinessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 2}
-"#;
+pub use cairn_tests::pods::{pods, ready, with_pods, WEB_POD};
 
 /// Pods that fail in the ways the kubelet must handle.
 const FAILING_PODS: &str = r#"
@@ -137,17 +110,6 @@ const UNSUPPORTED_POD: &str = r#"
         containers: [{name: main, image: localhost/busybox:latest}]
 "#;
 
-/// The node's config with `pods` (YAML list items) under `machine.pods`.
-pub fn with_pods(config: &str, pods: &str) -> String {
-    format!("{}  pods:{pods}", config)
-}
-
-/// `ctl pods -o json`: the pods as Kubernetes objects.
-pub fn pods(admin: &Path, n: &str) -> Vec<Value> {
-    let run = ctl(Some(admin), &["-n", n, "-o", "json", "pods"]);
-    serde_json::from_str(&run.stdout).unwrap_or_default()
-}
-
 fn pod<'a>(pods: &'a [Value], name: &str) -> Option<&'a Value> {
     pods.iter().find(|p| p["metadata"]["name"] == name)
 }
@@ -181,13 +143,6 @@ pub fn wait_pod(
         ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout
     );
     pod(&last, name).unwrap().clone()
-}
-
-/// Whether the pod is Ready.
-pub fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }
 
 /// Waits until the pod's page answers at `web` (the host's forward of hostPort 8080);

@@ -1,0 +1,271 @@
+//! Boot times side by side in one run, as figures (issue 19's goals beside them, PASS or
+//! MISS, never an assertion): the image's own kernel, initramfs and command line with a
+//! trivial `/init` booted directly (the floor), against Cairn's second boot to the
+//! maintenance API, a configured node's boot to its mTLS API and to its pods Ready, and a
+//! fresh disk's first boot to the API, each from QEMU's start, on the board's machine.
+//!
+//! `cargo bench -p cairn-tests --bench boot`; `CAIRN_BENCH_RUNS` sets the runs of each (3).
+//! Needs what the QEMU suite needs (qemu-system-x86, ovmf, qemu-utils, the Debian archive).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use cairn_api::image::Slot;
+use cairn_qemu::{DirectKernel, Vm};
+use cairn_tests::boards::{Board, PowerOn, GENERIC_X86_64};
+use cairn_tests::boot_figures::{kernel_starts, Figures, Measure, Run};
+use cairn_tests::disk::NodeDisk;
+use cairn_tests::floor::{self, BootFiles};
+use cairn_tests::image_cache::{self, ImageRequest};
+use cairn_tests::pods::{self, WEB_POD};
+use cairn_tests::sntp::{Server, ServerClock};
+use cairn_tests::{bin_dir, ctl, fingerprint_in, Cluster};
+
+/// The variable that sets how many times each boot runs.
+const RUNS_VARIABLE: &str = "CAIRN_BENCH_RUNS";
+
+/// What machined prints once its API listens (then `ctl` is tried).
+const API_LISTENING: &str = "API listening on 0.0.0.0:50000";
+
+/// The pods the configured node runs: the QEMU suite's `web`, from the image's own busybox.
+const CONFIGURED_PODS: [&str; 1] = ["web"];
+
+/// Longest wait for any one boot: a failed run, not a hung bench.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn main() -> ExitCode {
+    // cargo runs this program as the workspace's rustc wrapper while it builds trivial-init.
+    if let Some(e) = image_builder::machined::run_as_rustc_wrapper() {
+        eprintln!("running rustc: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("boot bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let board = &GENERIC_X86_64;
+    let runs: usize = match std::env::var(RUNS_VARIABLE) {
+        Ok(value) => value.parse().with_context(|| format!("{RUNS_VARIABLE}={value:?}"))?,
+        Err(_) => 3,
+    };
+    let request = ImageRequest { board, bootstrap_token: None, signing_key: None, extra_args: &[] };
+    let build = image_cache::cached_build(&request)?;
+    let image = build.join(board.image());
+    let work = tempfile::tempdir_in(bin_dir().parent().context("the target dir")?)?;
+    let boot_files = BootFiles::read(&image, &board.description().disk.boot_label, Slot::A)?;
+    let init = floor::trivial_init(board.arch())?;
+    let kernel = boot_files.write_with_init(&init, &work.path().join("floor"))?;
+    let time_server = Server::start("127.0.0.1:0".parse()?, ServerClock::Ahead(Duration::ZERO))?;
+    let cluster = Cluster::generate("bench")?;
+
+    let mut figures = Figures::default();
+    let mut configured: Option<PathBuf> = None;
+    for i in 0..runs {
+        let dir = work.path().join(format!("run-{i}"));
+        eprintln!("boot bench: run {} of {runs}", i + 1);
+        record(&mut figures, Measure::TrivialInit, floor_boot(board, &kernel, &dir));
+        let disk = NodeDisk::copy(&image, &dir.join("disk.raw"), board.disk_bytes)?;
+        let first = boot_to_maintenance(board, &disk, &dir.join("first-boot"), Measure::FirstBoot);
+        record(
+            &mut figures,
+            Measure::FirstBoot,
+            first.map(|(run, mut vm)| {
+                power_off(&mut vm);
+                run
+            }),
+        );
+        let second =
+            boot_to_maintenance(board, &disk, &dir.join("second"), Measure::MaintenanceApi);
+        let mut second_vm = None;
+        record(
+            &mut figures,
+            Measure::MaintenanceApi,
+            second.map(|(run, vm)| {
+                second_vm = Some(vm);
+                run
+            }),
+        );
+        if let Some(mut vm) = second_vm {
+            if configured.is_none() {
+                // The node every configured boot starts from: this disk, configured.
+                let server = format!("10.0.2.2:{}", time_server.address().port());
+                match configure(&mut vm, &cluster, &server) {
+                    Ok(()) => {
+                        let kept = work.path().join("configured.raw");
+                        std::fs::rename(disk.raw().context("a raw disk")?, &kept)?;
+                        configured = Some(kept);
+                    }
+                    Err(e) => eprintln!("boot bench: configuring the node: {e:#}"),
+                }
+            } else {
+                power_off(&mut vm);
+            }
+        }
+        match &configured {
+            Some(configured) => {
+                let (api, ready) = configured_boot(board, configured, &cluster.admin(), &dir);
+                record(&mut figures, Measure::ConfiguredApi, api);
+                record(&mut figures, Measure::PodsReady, ready);
+            }
+            None => {
+                eprintln!("boot bench: no configured node, so no configured boots");
+                figures.record_failure(Measure::ConfiguredApi);
+                figures.record_failure(Measure::PodsReady);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let machine = board.description().qemu.as_ref().context("[qemu]")?;
+    println!(
+        "Boot times of {} under TCG (QEMU -M {}, {} vCPUs, {} MiB), wall time from QEMU's \
+         start, {runs} run(s) each:\n",
+        board.name, machine.machine, machine.cpus, board.memory_mib
+    );
+    println!("{}", figures.table());
+    Ok(())
+}
+
+/// Adds a run, or a failure (said on stderr).
+fn record(figures: &mut Figures, measure: Measure, run: anyhow::Result<Run>) {
+    match run {
+        Ok(run) => figures.record(measure, run),
+        Err(e) => {
+            eprintln!("boot bench: {}: {e:#}", measure.label());
+            figures.record_failure(measure);
+        }
+    }
+}
+
+/// The floor: `kernel` with trivial-init, until its marker is on the console.
+fn floor_boot(board: &Board, kernel: &DirectKernel, dir: &Path) -> anyhow::Result<Run> {
+    let config = board.vm_config(PathBuf::new(), &dir.join("floor"), &[], PowerOn::Offline);
+    let started = Instant::now();
+    let mut vm = Vm::start_kernel(&config, kernel)?;
+    vm.wait_for(floor::MARKER, 0, BOOT_TIMEOUT)?;
+    let run = Run { took: started.elapsed(), kernel_starts: kernel_starts(&vm.console()) };
+    if vm.wait_exit(Duration::from_secs(30))?.is_none() {
+        eprintln!("boot bench: the trivial init did not power off; QEMU is killed");
+    }
+    Ok(run)
+}
+
+/// Powers the node off with its power button, as a user would before booting it again.
+fn power_off(vm: &mut Vm) {
+    if let Err(e) = vm.stop(Duration::from_secs(60)) {
+        eprintln!("boot bench: powering off: {e}");
+    }
+}
+
+/// Boots `disk` until `ctl version` answers in maintenance mode; returns the run and the VM.
+fn boot_to_maintenance(
+    board: &Board,
+    disk: &NodeDisk,
+    dir: &Path,
+    measure: Measure,
+) -> anyhow::Result<(Run, Vm)> {
+    let config = board.vm_config(disk.qemu_image(), dir, &[], PowerOn::Online);
+    let started = Instant::now();
+    let mut vm = Vm::start(&config)?;
+    let run = wait_api(&mut vm, started, None, "maintenance")
+        .with_context(|| format!("{}; console:\n{}", measure.label(), vm.console()))?;
+    Ok((run, vm))
+}
+
+/// Waits for the API's marker on `vm`'s console, then until `ctl version` (with `ctlconfig`,
+/// else `--insecure`) answers with `mode` in it; the run counts from `started`.
+fn wait_api(
+    vm: &mut Vm,
+    started: Instant,
+    ctlconfig: Option<&Path>,
+    mode: &str,
+) -> anyhow::Result<Run> {
+    vm.wait_for(API_LISTENING, 0, BOOT_TIMEOUT)?;
+    let n = vm.api_address.clone();
+    let args: &[&str] = match ctlconfig {
+        Some(_) => &["-n", &n, "version"],
+        None => &["--insecure", "-n", &n, "version"],
+    };
+    poll(started, Duration::from_millis(100), || {
+        let run = ctl(ctlconfig, args);
+        run.success && run.stdout.contains(mode)
+    })
+    .with_context(|| format!("ctl version did not answer {mode:?}"))?;
+    Ok(Run { took: started.elapsed(), kernel_starts: kernel_starts(&vm.console()) })
+}
+
+/// Calls `check` every `every` until it holds, up to [`BOOT_TIMEOUT`] after `started`.
+fn poll(started: Instant, every: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+    while started.elapsed() < BOOT_TIMEOUT {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+    bail!("not within {BOOT_TIMEOUT:?}")
+}
+
+/// Applies the first config to the node in maintenance mode on `vm` (pinned to the
+/// fingerprint on its console): time from `time_server`, the `web` pod. Waits for the pods,
+/// then shuts the node down.
+fn configure(vm: &mut Vm, cluster: &Cluster, time_server: &str) -> anyhow::Result<()> {
+    let config = cluster.node_config_with("bench.yaml", |text| {
+        let text = text + &format!("  time: {{servers: [\"{time_server}\"]}}\n");
+        pods::with_pods(&text, WEB_POD)
+    });
+    let n = vm.api_address.clone();
+    let fingerprint = fingerprint_in(&vm.console()).context("no fingerprint on the console")?;
+    let config = config.to_str().context("a UTF-8 path")?;
+    let pin = ["--insecure", "--fingerprint", &fingerprint, "-n", &n];
+    let applied = ctl(None, &[&pin[..], &["apply-config", "-f", config]].concat());
+    anyhow::ensure!(applied.success, "apply-config failed: {}", applied.stderr);
+    let admin = cluster.admin();
+    poll(Instant::now(), Duration::from_millis(500), || {
+        pods::all_ready(&pods::pods(&admin, &n), &CONFIGURED_PODS)
+    })
+    .with_context(|| format!("the pods did not get Ready; console:\n{}", vm.console()))?;
+    let shutdown = ctl(Some(&admin), &["-n", &n, "shutdown"]);
+    anyhow::ensure!(shutdown.success, "ctl shutdown failed: {}", shutdown.stderr);
+    vm.wait_exit(Duration::from_secs(120))?.context("QEMU did not exit after the shutdown")?;
+    Ok(())
+}
+
+/// Boots an overlay of the configured disk until the mTLS API answers, configured, then
+/// until every configured pod is Ready.
+fn configured_boot(
+    board: &Board,
+    configured: &Path,
+    admin: &Path,
+    dir: &Path,
+) -> (anyhow::Result<Run>, anyhow::Result<Run>) {
+    let boot = || -> anyhow::Result<(Vm, Instant, Run)> {
+        let disk = NodeDisk::overlay(configured, &dir.join("configured.qcow2"))?;
+        let config =
+            board.vm_config(disk.qemu_image(), &dir.join("configured"), &[], PowerOn::Online);
+        let started = Instant::now();
+        let mut vm = Vm::start(&config)?;
+        let run = wait_api(&mut vm, started, Some(admin), "configured")
+            .with_context(|| format!("console:\n{}", vm.console()))?;
+        Ok((vm, started, run))
+    };
+    let (vm, started, api) = match boot() {
+        Ok(booted) => booted,
+        Err(e) => return (Err(e), Err(anyhow::anyhow!("no API, so no pods"))),
+    };
+    let n = vm.api_address.clone();
+    let ready = poll(started, Duration::from_millis(500), || {
+        pods::all_ready(&pods::pods(admin, &n), &CONFIGURED_PODS)
+    })
+    .map(|()| Run { took: started.elapsed(), kernel_starts: kernel_starts(&vm.console()) })
+    .with_context(|| {
+        format!("{:?} not Ready: {}", CONFIGURED_PODS, ctl(Some(admin), &["-n", &n, "pods"]).stdout)
+    });
+    (Ok(api), ready)
+}
