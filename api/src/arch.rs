@@ -40,6 +40,17 @@ impl Arch {
         }
     }
 
+    /// The architecture this program was built for: on a node, the node's (`None` on one
+    /// Cairn does not run on).
+    pub fn built_for() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Arm64),
+            "arm" => Some(Arch::Armv7),
+            _ => None,
+        }
+    }
+
     /// Rust's target triple.
     pub fn rust_target(self) -> &'static str {
         match self {

@@ -11,6 +11,8 @@
 //! - [`bundle`]: signed update bundles, written by image-builder and read by machined's
 //!   updater (and by `ctl upgrade`, to show what it sends).
 //! - [`image`]: what images and machined agree on (labels, paths).
+//! - [`oci`]: OCI image-layout archives (the images baked into an OS image): their types and
+//!   a checking reader, for image-builder and machined's import.
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
 
@@ -23,6 +25,7 @@ pub mod config;
 #[cfg(feature = "disk")]
 pub mod disk;
 pub mod image;
+pub mod oci;
 pub mod role;
 pub mod text;
 pub mod timestamp;

@@ -203,8 +203,8 @@ fn listed(path: &Path, arch: Arch) -> Result<Archive, PreloadError> {
         .map_err(|source| PreloadError::Read { path: path.to_path_buf(), source })?;
     let mut images = Vec::new();
     for image in inspect::inspect(path, &bytes)? {
-        if !image.platforms.iter().any(|p| p.runs_on(arch)) {
-            let platforms: Vec<String> = image.platforms.iter().map(ToString::to_string).collect();
+        if !image.platforms().any(|p| p.runs_on(arch)) {
+            let platforms: Vec<String> = image.platforms().map(ToString::to_string).collect();
             return Err(PreloadError::WrongPlatform {
                 path: path.to_path_buf(),
                 name: image.name,

@@ -210,7 +210,7 @@ mod tests {
         fs::write(
             &path,
             "suite = \"trixie\"\npackages = []\n\
-             files = [\"/usr/lib/{multiarch}/xtables/libxt_tcp.so\", \"/usr/bin/ctr\"]\n\
+             files = [\"/usr/lib/{multiarch}/xtables/libxt_tcp.so\", \"/usr/bin/containerd\"]\n\
              [links]\n\"/usr/sbin/iptables\" = \"xtables-nft-multi\"\n\
              \"/usr/lib/{multiarch}/libx.so\" = \"/usr/lib/{multiarch}/libx.so.1\"\n",
         )
@@ -218,7 +218,7 @@ mod tests {
         let profile = Profile::load(&path).unwrap();
         assert_eq!(
             profile.files_for(Arch::Armv7),
-            ["/usr/lib/arm-linux-gnueabihf/xtables/libxt_tcp.so", "/usr/bin/ctr"]
+            ["/usr/lib/arm-linux-gnueabihf/xtables/libxt_tcp.so", "/usr/bin/containerd"]
         );
         let links = profile.links_for(Arch::Arm64);
         assert_eq!(
@@ -237,7 +237,7 @@ mod tests {
         let path = dir.path().join("p.toml");
         let head = "suite = \"trixie\"\npackages = []\n";
         for (body, field, why) in [
-            ("files = [\"usr/bin/ctr\"]\n", "files: \"usr/bin/ctr\"", "absolute"),
+            ("files = [\"usr/bin/runc\"]\n", "files: \"usr/bin/runc\"", "absolute"),
             ("files = [\"/usr/lib/{triplet}/x\"]\n", "files: ", "unknown placeholder"),
             ("files = [\"/usr/../etc/x\"]\n", "files: ", "'..'"),
             (

@@ -28,6 +28,8 @@ use crate::system::reaper::Reaper;
 
 /// containerd's gRPC socket (CRI included).
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
+/// The CRI plugin's snapshotter: where the images' layers are unpacked for containers.
+pub const SNAPSHOTTER: &str = "overlayfs";
 /// Where the CNI plugins are.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 /// The CNI network configs (the kubelet writes them; `/run`: made from the config at boot).
@@ -98,7 +100,7 @@ state = "/run/containerd"
   sandbox_image = "{PAUSE_IMAGE}"
 
 [{cri}.containerd]
-  snapshotter = "overlayfs"
+  snapshotter = "{SNAPSHOTTER}"
   default_runtime_name = "runc"
 
 [{cri}.containerd.runtimes.runc]

@@ -155,14 +155,8 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     facts.volumes.send_replace(volumes);
     facts.clock.send_replace(clock);
     // The kubelet runs only as PID 1, where containerd does.
-    let kubelet = (stage == Stage::Root).then(|| {
-        Arc::new(Kubelet::new(
-            layout.clone(),
-            facts.config.subscribe(),
-            power.clone(),
-            reaper.clone(),
-        ))
-    });
+    let kubelet = (stage == Stage::Root)
+        .then(|| Arc::new(Kubelet::new(layout.clone(), facts.config.subscribe(), power.clone())));
     let host = HostSettings::new(layout.var_dir(), stage == Stage::Root);
     let mut services: Vec<Arc<dyn Service>> = vec![
         Arc::new(LogFlush::new(logs.clone(), layout.log_dir(), options.log_flush_interval)),

@@ -1,4 +1,5 @@
-//! Workloads: the embedded kubelet and its CRI client to containerd.
+//! Workloads: the embedded kubelet, its CRI client to containerd and their connection.
 
+pub mod channel;
 pub mod cri;
 pub mod kubelet;

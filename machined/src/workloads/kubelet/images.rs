@@ -1,19 +1,15 @@
-//! Images: the OCI archives baked into the OS image are imported into containerd at the
-//! kubelet's start, before any pod, so a node runs its pods with no registry reachable; other
-//! images are pulled through CRI (with the mirrors of `machine.registries`).
+//! Images: those baked into the OS image are there before any pod (see [`super::import`]);
+//! others are pulled through CRI (with the mirrors of `machine.registries`).
 //!
 //! Pull policies follow Kubernetes, with one change for nodes that may be offline for good:
 //! when an `Always` pull fails and the image is already on the node, the local copy runs (the
 //! upstream kubelet would leave the pod in ImagePullBackOff until the registry is back).
 //! `localhost/` images exist only as baked-in archives: they are never pulled.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Container;
 
-use crate::system::reaper::Reaper;
 use crate::workloads::cri::{self, v1, Cri};
 
 /// The longest a pull may take.
@@ -26,55 +22,6 @@ pub struct ImageError {
     pub reason: &'static str,
     /// What failed.
     pub message: String,
-}
-
-/// Imports every `*.tar` OCI archive in `dir` into containerd's `k8s.io` namespace (the CRI
-/// plugin's), with containerd's own `ctr`; returns a line per archive for the log.
-pub async fn import_archives(
-    reaper: &Reaper,
-    ctr: &Path,
-    socket: &str,
-    dir: &Path,
-) -> anyhow::Result<Vec<String>> {
-    let mut archives: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
-        .collect();
-    archives.sort();
-    let mut lines = Vec::new();
-    for archive in archives {
-        let started = std::time::Instant::now();
-        let mut command = Command::new(ctr);
-        command
-            .args(["--address", socket, "--namespace", "k8s.io", "images", "import"])
-            .arg(&archive)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut spawned = reaper.spawn(&mut command)?;
-        let stderr = spawned.child.stderr.take().expect("stderr is piped");
-        let errors = tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
-            text
-        });
-        let status = spawned.exit.await?;
-        let errors = errors.await.unwrap_or_default();
-        if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
-            anyhow::bail!(
-                "{}: ctr import ended with {status:?}: {}",
-                archive.display(),
-                errors.trim()
-            );
-        }
-        lines.push(format!(
-            "imported {} in {} ms",
-            archive.display(),
-            started.elapsed().as_millis()
-        ));
-    }
-    Ok(lines)
 }
 
 /// The image reference of `container`, as written (containerd normalizes it).

@@ -11,6 +11,7 @@
 mod backoff;
 mod cni;
 mod images;
+mod import;
 pub mod logs;
 pub mod manifests;
 mod probe;
@@ -39,13 +40,10 @@ use crate::files::layout::{under, NodeLayout};
 use crate::node::power::PowerControl;
 use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
-use crate::system::reaper::Reaper;
 use crate::workloads::cri::{v1, Cri};
 
 use source::{ConfigPods, DesiredPod, ManifestDir, PodSource};
 
-/// containerd's own CLI, used to import the baked-in images.
-const CTR: &str = "/usr/bin/ctr";
 /// How often the kubelet looks for sandboxes nobody wants.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
@@ -90,7 +88,6 @@ pub struct Kubelet {
     layout: NodeLayout,
     config: watch::Receiver<Option<Arc<MachineConfig>>>,
     power: Arc<PowerControl>,
-    reaper: Arc<Reaper>,
     registry: Registry,
     restarts: Mutex<HashMap<String, Arc<Notify>>>,
 }
@@ -98,21 +95,13 @@ pub struct Kubelet {
 impl Kubelet {
     /// The kubelet of the node laid out as `layout`, running the pods of the running config
     /// `config` carries and of its manifest directory; `power` tells whether the node is going
-    /// down (the pods then stop); `reaper` runs `ctr`.
+    /// down (the pods then stop).
     pub fn new(
         layout: NodeLayout,
         config: watch::Receiver<Option<Arc<MachineConfig>>>,
         power: Arc<PowerControl>,
-        reaper: Arc<Reaper>,
     ) -> Kubelet {
-        Kubelet {
-            layout,
-            config,
-            power,
-            reaper,
-            registry: Registry::default(),
-            restarts: Mutex::default(),
-        }
+        Kubelet { layout, config, power, registry: Registry::default(), restarts: Mutex::default() }
     }
 
     /// The pods it runs, by `namespace/name`, with their status.
@@ -267,13 +256,12 @@ impl Kubelet {
             version.runtime_name, version.runtime_version, version.runtime_api_version
         ));
         let root = self.layout.root().to_path_buf();
-        let images_dir = under(&root, cairn_api::image::IMAGES_DIR);
-        for line in
-            images::import_archives(&self.reaper, Path::new(CTR), containerd::SOCKET, &images_dir)
-                .await?
-        {
+        let images_dir = under(&root, import::IMAGES_DIR);
+        let started = std::time::Instant::now();
+        for line in import::import_archives(containerd::SOCKET, &images_dir).await? {
             ctx.log(line);
         }
+        ctx.log(format!("baked-in images imported in {} ms", started.elapsed().as_millis()));
         let cni_dir = under(&root, containerd::CNI_CONF_DIR);
         let mut subnet = None;
         let mut registries = None;

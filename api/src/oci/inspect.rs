@@ -1,7 +1,8 @@
-//! Reading an OCI image-layout archive made elsewhere (`skopeo copy ... oci-archive:FILE`,
-//! `docker save`, `podman save --format oci-archive`, or [`write`](super::write)), and checking
-//! it before it goes into an image: the layout file, every blob against its digest, every
-//! descriptor's blob present with its size, and each image's name and platforms.
+//! Reading an OCI image-layout archive (`skopeo copy ... oci-archive:FILE`, `docker save`,
+//! `podman save --format oci-archive`, or image-builder's `oci::write`) and checking it: the
+//! layout file, every blob against its digest, every descriptor's blob present with its size,
+//! each image's name, platforms and layers. image-builder checks an archive made elsewhere
+//! before it goes into an image; machined reads each baked-in archive to import it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -41,6 +42,15 @@ pub enum InspectError {
     },
 }
 
+/// A whole archive: its images and every blob it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The images `index.json` names, in its order.
+    pub images: Vec<ArchivedImage>,
+    /// The blobs, by digest (each checked against it).
+    pub blobs: BTreeMap<Digest, Vec<u8>>,
+}
+
 /// One image an archive's `index.json` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedImage {
@@ -49,23 +59,58 @@ pub struct ArchivedImage {
     pub name: String,
     /// Its descriptor in `index.json` (a manifest, or an index of per-platform manifests).
     pub descriptor: Descriptor,
-    /// The platforms the archive holds it for.
-    pub platforms: Vec<Platform>,
+    /// The manifests the archive holds it by, one per platform.
+    pub manifests: Vec<PlatformManifest>,
 }
 
-/// The platform fields of an image config.
+impl ArchivedImage {
+    /// The platforms the archive holds it for.
+    pub fn platforms(&self) -> impl Iterator<Item = &Platform> {
+        self.manifests.iter().map(|m| &m.platform)
+    }
+}
+
+/// An image for one platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformManifest {
+    /// The manifest's descriptor.
+    pub descriptor: Descriptor,
+    /// The manifest: config and layers.
+    pub manifest: Manifest,
+    /// The platform its config names.
+    pub platform: Platform,
+    /// The digests of its layers uncompressed (the config's `rootfs.diff_ids`), lowest first,
+    /// one per layer.
+    pub diff_ids: Vec<Digest>,
+}
+
+/// The fields of an image config read here.
 #[derive(Deserialize)]
-struct ConfigPlatform {
+struct Config {
     architecture: String,
     os: String,
     #[serde(default)]
     variant: Option<String>,
+    #[serde(default)]
+    rootfs: RootFs,
+}
+
+/// An image config's `rootfs`.
+#[derive(Deserialize, Default)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
 }
 
 /// Reads `data`, the archive at `path` (named in errors), and returns its images.
 pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectError> {
+    read(path, data).map(|layout| layout.images)
+}
+
+/// Reads `data`, the archive at `path` (named in errors), and returns its images and blobs.
+pub fn read(path: &Path, data: &[u8]) -> Result<Layout, InspectError> {
     let invalid = |reason: String| InspectError::Invalid { path: path.to_path_buf(), reason };
-    let files =
+    let mut files =
         regular_files(data).map_err(|source| InspectError::Io { path: path.into(), source })?;
 
     let layout = files.get("oci-layout").ok_or_else(|| {
@@ -77,10 +122,10 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
     })?;
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Layout {
+    struct LayoutFile {
         image_layout_version: String,
     }
-    let layout: Layout =
+    let layout: LayoutFile =
         serde_json::from_slice(layout).map_err(|e| invalid(format!("oci-layout: {e}")))?;
     if !layout.image_layout_version.starts_with("1.") {
         return Err(invalid(format!(
@@ -88,18 +133,19 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
             layout.image_layout_version
         )));
     }
+    let index = files.remove("index.json").ok_or_else(|| invalid("no index.json".into()))?;
 
     let mut blobs = BTreeMap::new();
-    for (name, content) in &files {
+    for (name, content) in files {
         let Some(rest) = name.strip_prefix("blobs/") else { continue };
         let digest = rest
             .strip_prefix("sha256/")
             .and_then(|hex| Digest::parse(&format!("sha256:{hex}")))
             .ok_or_else(|| invalid(format!("{name}: only sha256 blobs are read")))?;
-        if Digest::of(content) != digest {
+        if Digest::of(&content) != digest {
             return Err(invalid(format!("{name}: content does not match its digest (corrupt)")));
         }
-        blobs.insert(digest, content.as_slice());
+        blobs.insert(digest, content);
     }
     let blob = |descriptor: &Descriptor, what: &str| -> Result<&[u8], InspectError> {
         let data = blobs.get(&descriptor.digest).ok_or_else(|| {
@@ -119,8 +165,7 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
         serde_json::from_slice(data).map_err(|e| invalid(format!("{what}: {e}")))
     };
 
-    let index = files.get("index.json").ok_or_else(|| invalid("no index.json".into()))?;
-    let index: Index = serde_json::from_value(parse(index, "index.json")?)
+    let index: Index = serde_json::from_value(parse(&index, "index.json")?)
         .map_err(|e| invalid(format!("index.json: {e}")))?;
     if index.manifests.is_empty() {
         return Err(invalid("index.json lists no image".into()));
@@ -140,7 +185,7 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
             })?;
         let data = blob(descriptor, &what)?;
         let media_type = descriptor.media_type.as_str();
-        let manifests: Vec<(Descriptor, String)> = if MANIFEST_TYPES.contains(&media_type) {
+        let candidates: Vec<(Descriptor, String)> = if MANIFEST_TYPES.contains(&media_type) {
             vec![(descriptor.clone(), what.clone())]
         } else if INDEX_TYPES.contains(&media_type) {
             let nested: Index = serde_json::from_value(parse(data, &what)?)
@@ -155,8 +200,8 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
         } else {
             return Err(invalid(format!("{what}: media type {media_type:?} is no image")));
         };
-        let mut platforms = Vec::new();
-        for (manifest_descriptor, what) in manifests {
+        let mut manifests = Vec::new();
+        for (manifest_descriptor, what) in candidates {
             let manifest: Manifest =
                 serde_json::from_value(parse(blob(&manifest_descriptor, &what)?, &what)?)
                     .map_err(|e| invalid(format!("{what}: {e}")))?;
@@ -165,24 +210,36 @@ pub fn inspect(path: &Path, data: &[u8]) -> Result<Vec<ArchivedImage>, InspectEr
             for (j, layer) in manifest.layers.iter().enumerate() {
                 blob(layer, &format!("{what} layers[{j}]"))?;
             }
-            let config: ConfigPlatform = serde_json::from_value(parse(config, &config_what)?)
+            let config: Config = serde_json::from_value(parse(config, &config_what)?)
                 .map_err(|e| invalid(format!("{config_what}: {e}")))?;
-            platforms.push(Platform {
-                architecture: config.architecture,
-                os: config.os,
-                variant: config.variant,
+            if config.rootfs.diff_ids.len() != manifest.layers.len() {
+                return Err(invalid(format!(
+                    "{config_what}: rootfs.diff_ids has {} entries for {} layers",
+                    config.rootfs.diff_ids.len(),
+                    manifest.layers.len()
+                )));
+            }
+            manifests.push(PlatformManifest {
+                descriptor: manifest_descriptor,
+                manifest,
+                platform: Platform {
+                    architecture: config.architecture,
+                    os: config.os,
+                    variant: config.variant,
+                },
+                diff_ids: config.rootfs.diff_ids,
             });
         }
-        if platforms.is_empty() {
+        if manifests.is_empty() {
             return Err(invalid(format!("{what} ({name}): the archive holds no platform of it")));
         }
-        images.push(ArchivedImage { name, descriptor: descriptor.clone(), platforms });
+        images.push(ArchivedImage { name, descriptor: descriptor.clone(), manifests });
     }
-    Ok(images)
+    Ok(Layout { images, blobs })
 }
 
 /// The archive's regular files by path (without a leading `./`).
-fn regular_files(data: &[u8]) -> io::Result<BTreeMap<String, Vec<u8>>> {
+pub fn regular_files(data: &[u8]) -> io::Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
     let mut archive = tar::Archive::new(data);
     for entry in archive.entries()? {
@@ -197,106 +254,4 @@ fn regular_files(data: &[u8]) -> io::Result<BTreeMap<String, Vec<u8>>> {
         files.insert(path, content);
     }
     Ok(files)
-}
-
-#[cfg(test)]
-mod tests {
-    use cairn_api::arch::Arch;
-
-    use super::super::write::one_file_image;
-    use super::super::ImageName;
-    use super::*;
-
-    fn archive(arch: Arch) -> (ImageName, Vec<u8>, Descriptor) {
-        let name = "registry.example/app:v1";
-        let archive = one_file_image(name, arch);
-        (ImageName::parse(name).unwrap(), archive.bytes, archive.manifest)
-    }
-
-    /// `data` with its regular files changed by `edit` (path, content → new content; `None`
-    /// drops the file).
-    fn rewrite(data: &[u8], edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) -> Vec<u8> {
-        let mut out = tar::Builder::new(Vec::new());
-        for (path, content) in regular_files(data).unwrap() {
-            if let Some(content) = edit(&path, content) {
-                let mut header = tar::Header::new_ustar();
-                header.set_mode(0o644);
-                header.set_size(content.len() as u64);
-                out.append_data(&mut header, format!("./{path}"), content.as_slice()).unwrap();
-            }
-        }
-        out.into_inner().unwrap()
-    }
-
-    #[test]
-    fn reads_back_what_write_wrote() {
-        for arch in [Arch::X86_64, Arch::Armv7] {
-            let (name, data, manifest) = archive(arch);
-            let images = inspect(Path::new("app.tar"), &data).unwrap();
-            assert_eq!(images.len(), 1);
-            assert_eq!(images[0].name, name.as_str());
-            assert_eq!(images[0].descriptor, manifest);
-            assert_eq!(images[0].platforms, [Platform::of(arch)]);
-        }
-    }
-
-    #[test]
-    fn names_what_is_wrong_and_where() {
-        let (_, data, manifest) = archive(Arch::X86_64);
-        let error = |data: &[u8]| inspect(Path::new("x/app.tar"), data).unwrap_err().to_string();
-
-        let no_layout = rewrite(&data, |p, c| (p != "oci-layout").then_some(c));
-        assert!(
-            error(&no_layout).starts_with("x/app.tar: no oci-layout file"),
-            "{}",
-            error(&no_layout)
-        );
-
-        let manifest_path = manifest.digest.blob_path();
-        let corrupt = rewrite(&data, |p, mut c| {
-            if p == manifest_path {
-                c.push(b' ');
-            }
-            Some(c)
-        });
-        let message = error(&corrupt);
-        assert!(
-            message.contains(&manifest_path) && message.contains("does not match"),
-            "{message}"
-        );
-
-        let missing = rewrite(&data, |p, c| (p != manifest_path).then_some(c));
-        let message = error(&missing);
-        assert!(
-            message.contains("manifests[0]") && message.contains("is not in the archive"),
-            "{message}"
-        );
-
-        let unnamed = rewrite(&data, |p, c| {
-            Some(if p == "index.json" {
-                String::from_utf8(c).unwrap().replace("annotations", "x-annotations").into_bytes()
-            } else {
-                c
-            })
-        });
-        let message = error(&unnamed);
-        assert!(message.contains("manifests[0]: no name"), "{message}");
-    }
-
-    #[test]
-    fn a_name_from_the_oci_annotation_alone_is_enough() {
-        let (_, data, _) = archive(Arch::Arm64);
-        let oci_only = rewrite(&data, |p, c| {
-            Some(if p == "index.json" {
-                let text = String::from_utf8(c).unwrap();
-                text.replace(r#""io.containerd.image.name":"registry.example/app:v1","#, "")
-                    .into_bytes()
-            } else {
-                c
-            })
-        });
-        let images = inspect(Path::new("app.tar"), &oci_only).unwrap();
-        assert_eq!(images[0].name, "registry.example/app:v1");
-        assert!(!images[0].descriptor.annotations.contains_key(CONTAINERD_NAME_ANNOTATION));
-    }
 }
