@@ -49,18 +49,8 @@ pub async fn import_archives(
             .args(["--address", socket, "--namespace", "k8s.io", "images", "import"])
             .arg(&archive)
             .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut spawned = reaper.spawn(&mut command)?;
-        let stderr = spawned.child.stderr.take().expect("stderr is piped");
-        let errors = tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text);
-            text
-        });
-        let status = spawned.exit.await?;
-        let errors = errors.await.unwrap_or_default();
+            .stdin(Stdio::null());
+        let (status, errors) = reaper.output(&mut command).await?;
         if !matches!(status, nix::sys::wait::WaitStatus::Exited(_, 0)) {
             anyhow::bail!(
                 "{}: ctr import ended with {status:?}: {}",
