@@ -43,4 +43,12 @@ async fn the_starter_gets_its_childs_status_and_orphans_are_reaped() {
         let status = tokio::time::timeout(Duration::from_secs(10), spawned.exit).await.unwrap();
         assert_eq!(status.unwrap(), WaitStatus::Exited(pid, i as i32));
     }
+
+    // A command run to its end gives its status and its standard error, not its output.
+    let (status, errors) = reaper
+        .output(Command::new("sh").args(["-c", "echo out; echo 'no such disk' >&2; exit 5"]))
+        .await
+        .unwrap();
+    assert!(matches!(status, WaitStatus::Exited(_, 5)), "{status:?}");
+    assert_eq!(errors, "no such disk\n");
 }

@@ -90,6 +90,20 @@ pub enum AppendedSize {
     Rest,
 }
 
+/// A partition [`append`] added, where it lies: what the kernel is told of a partition added
+/// to a disk in use (BLKPG takes bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedPartition {
+    /// Its number in the table (from 1), which its device node is named after (`vda4`).
+    pub number: u32,
+    /// Its GPT label.
+    pub label: String,
+    /// Its first byte.
+    pub offset: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// A partition table could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum PartitionTableError {
@@ -203,11 +217,11 @@ pub fn write_new(
 /// on an [`ALIGNMENT_BYTES`] boundary. The backup GPT moves to the end of the disk and the
 /// protective MBR grows to cover it (its boot code and disk signature are kept); everything
 /// is synced before this returns. Refuses a label the table already has, so a table that
-/// was already grown is not grown twice.
+/// was already grown is not grown twice. Returns the partitions added, in order.
 pub fn append(
     disk: &Path,
     partitions: &[AppendedPartition<'_>],
-) -> Result<(), PartitionTableError> {
+) -> Result<Vec<AddedPartition>, PartitionTableError> {
     let mut table = GptConfig::new()
         .writable(true)
         .logical_block_size(LogicalBlockSize::Lb512)
@@ -220,6 +234,7 @@ pub fn append(
     let mut next_free = used(&entries).map(|p| p.last_lba + 1).max().unwrap_or(first_usable);
     let next_number = entries.keys().max().copied().unwrap_or(0) + 1;
     let alignment = ALIGNMENT_BYTES / SECTOR_BYTES;
+    let mut added = Vec::with_capacity(partitions.len());
     for (number, appended) in (next_number..).zip(partitions) {
         let label = appended.label;
         if find_by_label(&entries, label).is_some() {
@@ -245,13 +260,20 @@ pub fn append(
             });
         }
         entries.insert(number, entry(label, appended.kind, appended.guid, first, last));
+        added.push(AddedPartition {
+            number,
+            label: label.into(),
+            offset: first * SECTOR_BYTES,
+            size: (last + 1 - first) * SECTOR_BYTES,
+        });
         next_free = last + 1;
     }
     table.update_partitions(entries).map_err(gpt_error(disk))?;
     let mut file = table.write().map_err(gpt_error(disk))?;
     let sectors = protective_sectors(&mut file).map_err(io_error(disk))?;
     ProtectiveMBR::with_lb_size(sectors).update_conservative(&mut file).map_err(mbr_error(disk))?;
-    file.sync_all().map_err(io_error(disk))
+    file.sync_all().map_err(io_error(disk))?;
+    Ok(added)
 }
 
 /// The used partition labelled `label`.
@@ -465,7 +487,21 @@ mod tests {
             size: AppendedSize::Rest,
             ..state
         };
-        append(&disk, &[state, ephemeral]).unwrap();
+        let added = append(&disk, &[state, ephemeral]).unwrap();
+        let ephemeral_end = 256 * MIB - BACKUP_GPT_BYTES;
+        let added_at = |number, label: &str, offset, size| AddedPartition {
+            number,
+            label: label.into(),
+            offset,
+            size,
+        };
+        assert_eq!(
+            added,
+            [
+                added_at(4, STATE_LABEL, 17 * MIB, 64 * MIB),
+                added_at(5, EPHEMERAL_LABEL, 81 * MIB, ephemeral_end - 81 * MIB),
+            ]
+        );
 
         let table = summary(&disk);
         assert_eq!(table.len(), 5);
@@ -474,7 +510,6 @@ mod tests {
             (STATE_LABEL.into(), partition_types::LINUX_FS, 17 * MIB, 81 * MIB, guid(0x57))
         );
         // EPHEMERAL reaches the backup GPT at the end.
-        let ephemeral_end = 256 * MIB - BACKUP_GPT_BYTES;
         assert_eq!(
             table[4],
             (

@@ -5,6 +5,7 @@
 //! slot's root filesystem and hands over to `/usr/sbin/machined` on it (stage 2, still PID 1).
 //! Any other start is machined as an ordinary process.
 
+pub mod blkpg;
 pub mod cmdline;
 pub mod control;
 pub mod modules;

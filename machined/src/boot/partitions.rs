@@ -1,5 +1,5 @@
-//! Finding partitions by GPT label, through sysfs (`PARTNAME=` in each block device's
-//! `uevent`), as the kernel reports them: no udev, no blkid.
+//! Finding partitions through sysfs, as the kernel reports them (no udev, no blkid): by GPT
+//! label (`PARTNAME=` in each block device's `uevent`), or by number on their disk.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,17 @@ pub fn find_by_label(sys_class_block: &Path, label: &str) -> Option<PathBuf> {
     entries.into_iter().find_map(|dir| {
         let uevent = fs::read_to_string(dir.join("uevent")).ok()?;
         device_with_label(&uevent, label)
+    })
+}
+
+/// The device node of partition `number` of `disk` (`/dev/vda`), if the kernel has it: how a
+/// partition added while the disk is in use is found, as the kernel then knows no label.
+pub fn find_by_number(sys_class_block: &Path, disk: &Path, number: u32) -> Option<PathBuf> {
+    let number = number.to_string();
+    fs::read_dir(sys_class_block.join(disk.file_name()?)).ok()?.find_map(|entry| {
+        let entry = entry.ok()?;
+        let partition = fs::read_to_string(entry.path().join("partition")).ok()?;
+        (partition.trim() == number).then(|| Path::new("/dev").join(entry.file_name()))
     })
 }
 
@@ -47,5 +58,21 @@ mod tests {
         assert_eq!(find_by_label(sys.path(), "ROOT-A"), Some(PathBuf::from("/dev/vda2")));
         assert_eq!(find_by_label(sys.path(), "ROOT-B"), None);
         assert_eq!(find_by_label(&sys.path().join("missing"), "ROOT-A"), None);
+    }
+
+    #[test]
+    fn finds_partitions_by_number_on_their_disk() {
+        let sys = tempfile::tempdir().unwrap();
+        let disk = sys.path().join("nvme0n1");
+        for (name, number) in [("nvme0n1p1", "1\n"), ("nvme0n1p12", "12\n")] {
+            fs::create_dir_all(disk.join(name)).unwrap();
+            fs::write(disk.join(name).join("partition"), number).unwrap();
+        }
+        fs::create_dir_all(disk.join("queue")).unwrap();
+        let dev = Path::new("/dev/nvme0n1");
+        assert_eq!(find_by_number(sys.path(), dev, 12), Some(PathBuf::from("/dev/nvme0n1p12")));
+        assert_eq!(find_by_number(sys.path(), dev, 1), Some(PathBuf::from("/dev/nvme0n1p1")));
+        assert_eq!(find_by_number(sys.path(), dev, 2), None);
+        assert_eq!(find_by_number(sys.path(), Path::new("/dev/vda"), 1), None);
     }
 }

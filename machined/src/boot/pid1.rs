@@ -1,18 +1,30 @@
 //! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
 //! did not bring, the root filesystem's modules, and the data volumes.
 
+use std::sync::Arc;
+
 use nix::mount::{mount, MsFlags};
 
+use crate::boot::blkpg::Blkpg;
 use crate::boot::root_source::RootSource;
-use crate::boot::storage::{self, Prepared};
-use crate::facts::Volumes;
-use crate::system::power::{KernelPower, Power};
+use crate::boot::storage::{self, Volume};
+use crate::facts::{Facts, Volumes};
+use crate::system::reaper::Reaper;
 
-/// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and EPHEMERAL, and loads modules; returns
-/// the volumes mounted. Errors are logged, not fatal: the API must come up so an operator
-/// can see what is wrong. Runs before the reaper starts: mke2fs is waited for by std, which
-/// the reaper would race.
-pub fn prepare() -> Volumes {
+/// What stage 2 prepared before the API starts.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// The volumes mounted.
+    pub volumes: Volumes,
+    /// EPHEMERAL when it must be formatted first ([`format_in_background`]): a large one
+    /// takes long, and nothing on the way to the API needs it.
+    pub unformatted: Option<Volume>,
+}
+
+/// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and (unless it must be formatted first)
+/// EPHEMERAL, and loads modules. Errors are logged, not fatal: the API must come up so an
+/// operator can see what is wrong. mke2fs runs through `reaper`, which must be running.
+pub async fn prepare(reaper: &Reaper) -> Prepared {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (source, target, fstype, flags) in [
         ("tmpfs", "/tmp", "tmpfs", nosuid_nodev),
@@ -42,17 +54,38 @@ pub fn prepare() -> Volumes {
         env!("CARGO_PKG_VERSION"),
         root.map_or("slot ?".to_string(), |r| r.to_string())
     );
-    match storage::prepare(root) {
-        Ok(Prepared::Mounted) => return Volumes { state: true, ephemeral: true },
-        Ok(Prepared::RebootNeeded) => {
-            tracing::info!("rebooting so the kernel reads the new partition table");
-            if let Err(e) = KernelPower.reboot() {
-                tracing::error!("reboot: {e:#}");
-            }
-        }
+    let data = match storage::find_or_create(root, &Blkpg) {
+        Ok(data) => data,
         Err(e) => {
-            tracing::error!("storage: {e}; the node cannot keep a config until this is fixed")
+            tracing::error!("storage: {e}; the node cannot keep a config until this is fixed");
+            return Prepared::default();
         }
+    };
+    let state = mounted(data.state.prepare(reaper).await, "the node cannot keep a config");
+    let ephemeral = match data.ephemeral.is_formatted() {
+        Ok(false) => {
+            let volumes = Volumes { state, ephemeral: false };
+            return Prepared { volumes, unformatted: Some(data.ephemeral) };
+        }
+        Ok(true) => data.ephemeral.prepare(reaper).await,
+        Err(e) => Err(e),
+    };
+    let volumes = Volumes { state, ephemeral: mounted(ephemeral, CONTAINERS_WAIT) };
+    Prepared { volumes, unformatted: None }
+}
+
+/// Formats and mounts EPHEMERAL, then publishes it in `facts`: what needs `/var`
+/// (containerd, the log flusher, files from the config, updates) waits for that.
+pub async fn format_in_background(ephemeral: Volume, reaper: Arc<Reaper>, facts: Arc<Facts>) {
+    if mounted(ephemeral.prepare(&reaper).await, CONTAINERS_WAIT) {
+        facts.volumes.send_modify(|volumes| volumes.ephemeral = true);
     }
-    Volumes::default()
+}
+
+/// What a node without EPHEMERAL lacks.
+const CONTAINERS_WAIT: &str = "containerd and pods wait for EPHEMERAL";
+
+/// Whether a volume was mounted; logs why not, and what the node lacks for it.
+fn mounted(result: Result<(), storage::StorageError>, lacking: &str) -> bool {
+    result.inspect_err(|e| tracing::error!("storage: {e}; {lacking} until this is fixed")).is_ok()
 }

@@ -3,21 +3,26 @@
 //!
 //! Creating them rewrites the GPT of the boot disk, moving its backup header to the end of
 //! the medium (the image was smaller). The kernel will not re-read the table of a disk in
-//! use, so machined reboots once after creating them; formatting happens on the next boot.
+//! use, so machined tells it about each new partition ([`crate::boot::blkpg`]), waits for
+//! their device nodes and goes on in the same boot: a first boot starts the kernel once.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use cairn_api::disk::partition_table::{
-    self, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
+    self, AddedPartition, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
 use cairn_api::image::{EPHEMERAL_LABEL, STATE_LABEL};
 use nix::mount::{mount, MsFlags};
+use nix::sys::wait::WaitStatus;
 
-use crate::boot::partitions::find_by_label;
+use crate::boot::blkpg::KernelPartitions;
+use crate::boot::partitions::{find_by_label, find_by_number};
 use crate::boot::root_source::RootSource;
+use crate::system::reaper::Reaper;
 
 /// STATE's size: configs and keys are small; flash is not.
 const STATE_BYTES: u64 = 64 * 1024 * 1024;
@@ -25,6 +30,9 @@ const STATE_BYTES: u64 = 64 * 1024 * 1024;
 const SYS_CLASS_BLOCK: &str = "/sys/class/block";
 /// A fresh random GUID on every read.
 const KERNEL_RANDOM_UUID: &str = "/proc/sys/kernel/random/uuid";
+/// How long a partition the kernel was told about may take to get its device node
+/// (devtmpfs makes it as the kernel adds the partition: this is a bound, not a delay).
+const DEVICE_NODE_LIMIT: Duration = Duration::from_secs(10);
 
 /// STATE or EPHEMERAL could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,38 @@ pub enum StorageError {
     /// Editing the partition table failed.
     #[error(transparent)]
     PartitionTable(#[from] PartitionTableError),
+    /// The kernel refused a partition written to the table: it is there for the next boot,
+    /// not for this one.
+    #[error(
+        "{disk}: the kernel refused partition {number} ({label}, {size} bytes at byte {offset}): \
+         {source}; it is in the partition table, and the next boot will see it"
+    )]
+    KernelRefused {
+        /// The disk.
+        disk: PathBuf,
+        /// The partition's number.
+        number: u32,
+        /// Its label.
+        label: String,
+        /// Its first byte.
+        offset: u64,
+        /// Its size.
+        size: u64,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+    /// A partition the kernel took has no device node.
+    #[error("{disk}: partition {number} ({label}) has no device node after {limit:?}")]
+    NoDeviceNode {
+        /// The disk.
+        disk: PathBuf,
+        /// The partition's number.
+        number: u32,
+        /// Its label.
+        label: String,
+        /// How long it was waited for.
+        limit: Duration,
+    },
     /// mke2fs failed.
     #[error("formatting {device}: {reason}")]
     Format {
@@ -69,50 +109,101 @@ pub enum StorageError {
     },
 }
 
-/// What preparing storage did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Prepared {
-    /// Both are mounted.
-    Mounted,
-    /// The partitions were just created: reboot so the kernel sees them.
-    RebootNeeded,
+/// A data volume: its partition, and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The partition's device node.
+    pub device: PathBuf,
+    /// Its label (STATE, EPHEMERAL), which its file system gets too.
+    pub label: &'static str,
+    /// Its mount point.
+    pub target: &'static str,
+    /// Created by this boot: whatever it holds is a former user's, to be formatted over.
+    pub fresh: bool,
 }
 
-/// Makes sure STATE and EPHEMERAL exist, are formatted and are mounted. On a first boot
-/// they are created on the disk of `root`, the root the kernel command line names.
-pub fn prepare(root: Option<RootSource>) -> Result<Prepared, StorageError> {
+/// STATE and EPHEMERAL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataVolumes {
+    /// Config, identity: small.
+    pub state: Volume,
+    /// `/var`: the rest of the disk.
+    pub ephemeral: Volume,
+}
+
+impl DataVolumes {
+    fn on(state: PathBuf, ephemeral: PathBuf, fresh: bool) -> DataVolumes {
+        let volume = |device, label, target| Volume { device, label, target, fresh };
+        DataVolumes {
+            state: volume(state, STATE_LABEL, "/system/state"),
+            ephemeral: volume(ephemeral, EPHEMERAL_LABEL, "/var"),
+        }
+    }
+}
+
+/// Finds STATE and EPHEMERAL. On a first boot they are created on the disk of `root`, the
+/// root the kernel command line names, and made known to `kernel`.
+pub fn find_or_create(
+    root: Option<RootSource>,
+    kernel: &dyn KernelPartitions,
+) -> Result<DataVolumes, StorageError> {
     let sys = Path::new(SYS_CLASS_BLOCK);
-    let (Some(state), Some(ephemeral)) =
+    if let (Some(state), Some(ephemeral)) =
         (find_by_label(sys, STATE_LABEL), find_by_label(sys, EPHEMERAL_LABEL))
-    else {
-        let root = root.ok_or(StorageError::NoRoot)?.partition_label();
-        let root_device =
-            find_by_label(sys, root).ok_or_else(|| StorageError::NoDisk(root.into()))?;
-        let disk = disk_of(&root_device).ok_or_else(|| StorageError::NoDisk(root.into()))?;
-        create_partitions(&disk)?;
-        return Ok(Prepared::RebootNeeded);
-    };
-    for (device, label, target) in
-        [(&state, STATE_LABEL, "/system/state"), (&ephemeral, EPHEMERAL_LABEL, "/var")]
     {
-        if !has_ext4(device)? {
-            format(device, label)?;
+        return Ok(DataVolumes::on(state, ephemeral, false));
+    }
+    let root = root.ok_or(StorageError::NoRoot)?.partition_label();
+    let root_device = find_by_label(sys, root).ok_or_else(|| StorageError::NoDisk(root.into()))?;
+    let disk = disk_of(&root_device).ok_or_else(|| StorageError::NoDisk(root.into()))?;
+    let added = create_partitions(&disk, kernel)?;
+    // A partition added by BLKPG has no label in sysfs: its number finds its device node.
+    let nodes = added
+        .iter()
+        .map(|partition| {
+            let found = wait_for(DEVICE_NODE_LIMIT, || {
+                find_by_number(sys, &disk, partition.number).filter(|node| node.exists())
+            });
+            found.ok_or_else(|| StorageError::NoDeviceNode {
+                disk: disk.clone(),
+                number: partition.number,
+                label: partition.label.clone(),
+                limit: DEVICE_NODE_LIMIT,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let [state, ephemeral] = <[PathBuf; 2]>::try_from(nodes)
+        .expect("append adds exactly the two partitions it is given");
+    Ok(DataVolumes::on(state, ephemeral, true))
+}
+
+impl Volume {
+    /// Whether it holds its file system already; if not, [`Volume::prepare`] formats it,
+    /// which takes long for a large one.
+    pub fn is_formatted(&self) -> Result<bool, StorageError> {
+        Ok(!self.fresh && has_ext4(&self.device)?)
+    }
+
+    /// Formats it (ext4) unless it holds its file system, then mounts it on its target.
+    pub async fn prepare(&self, reaper: &Reaper) -> Result<(), StorageError> {
+        if !self.is_formatted()? {
+            format(&self.device, self.label, reaper).await?;
         }
         mount(
-            Some(device.as_path()),
-            target,
+            Some(self.device.as_path()),
+            self.target,
             Some("ext4"),
             MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
             None::<&str>,
         )
         .map_err(|errno| StorageError::Mount {
-            device: device.clone(),
-            target: target.into(),
+            device: self.device.clone(),
+            target: self.target.into(),
             errno,
         })?;
-        tracing::info!("{label} ({}) mounted on {target}", device.display());
+        tracing::info!("{} ({}) mounted on {}", self.label, self.device.display(), self.target);
+        Ok(())
     }
-    Ok(Prepared::Mounted)
 }
 
 /// `/dev/vda` for `/dev/vda2`: the partition's parent in sysfs.
@@ -123,15 +214,18 @@ fn disk_of(partition: &Path) -> Option<PathBuf> {
 }
 
 /// Adds STATE (fixed size) and EPHEMERAL (the rest) after the last partition, moving the
-/// backup GPT to the end of the medium.
-fn create_partitions(disk: &Path) -> Result<(), StorageError> {
+/// backup GPT to the end of the medium, and makes each known to `kernel`.
+fn create_partitions(
+    disk: &Path,
+    kernel: &dyn KernelPartitions,
+) -> Result<Vec<AddedPartition>, StorageError> {
     let partition = |label, guid, size| AppendedPartition {
         label,
         kind: PartitionKind::LinuxFilesystem,
         guid,
         size,
     };
-    partition_table::append(
+    let added = partition_table::append(
         disk,
         &[
             partition(STATE_LABEL, random_guid()?, AppendedSize::Bytes(STATE_BYTES)),
@@ -139,7 +233,29 @@ fn create_partitions(disk: &Path) -> Result<(), StorageError> {
         ],
     )?;
     tracing::info!("{}: created {STATE_LABEL} and {EPHEMERAL_LABEL}", disk.display());
-    Ok(())
+    for partition in &added {
+        kernel.add(disk, partition).map_err(|source| StorageError::KernelRefused {
+            disk: disk.into(),
+            number: partition.number,
+            label: partition.label.clone(),
+            offset: partition.offset,
+            size: partition.size,
+            source,
+        })?;
+    }
+    Ok(added)
+}
+
+/// Polls `found` until it gives something, or `limit` has passed.
+fn wait_for<T>(limit: Duration, mut found: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let result = found();
+        if result.is_some() || Instant::now() >= deadline {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// A random GUID from the kernel. Not getrandom(2): early in a VM's boot it can block until
@@ -152,6 +268,7 @@ fn random_guid() -> Result<Uuid, StorageError> {
 }
 
 /// Whether the device starts with an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
+/// mke2fs writes it last, so a format cut short by a power loss is done again.
 fn has_ext4(device: &Path) -> Result<bool, StorageError> {
     let io_error = |source| StorageError::Io { path: device.into(), source };
     let mut file = File::open(device).map_err(io_error)?;
@@ -161,23 +278,146 @@ fn has_ext4(device: &Path) -> Result<bool, StorageError> {
     Ok(magic == [0x53, 0xEF])
 }
 
-fn format(device: &Path, label: &str) -> Result<(), StorageError> {
-    let output = Command::new("/usr/sbin/mke2fs")
-        .args(["-q", "-F", "-t", "ext4", "-L", label])
-        .arg(device)
-        .output()
-        .map_err(|e| StorageError::Format { device: device.into(), reason: e.to_string() })?;
-    if !output.status.success() {
-        let reason = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        return Err(StorageError::Format { device: device.into(), reason });
+/// Runs mke2fs through the reaper (PID 1's, which would otherwise race for its status).
+async fn format(device: &Path, label: &str, reaper: &Reaper) -> Result<(), StorageError> {
+    let failed = |reason: String| StorageError::Format { device: device.into(), reason };
+    let started = Instant::now();
+    let mut command = Command::new("/usr/sbin/mke2fs");
+    command.args(["-q", "-F", "-t", "ext4", "-L", label]).arg(device).stdin(Stdio::null());
+    let (status, errors) = reaper.output(&mut command).await.map_err(|e| failed(e.to_string()))?;
+    if !matches!(status, WaitStatus::Exited(_, 0)) {
+        return Err(failed(format!("mke2fs ended with {status:?}: {}", errors.trim())));
     }
-    tracing::info!("formatted {} as ext4 ({label})", device.display());
+    tracing::info!(
+        "formatted {} as ext4 ({label}) in {} ms",
+        device.display(),
+        started.elapsed().as_millis()
+    );
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::fs::OpenOptions;
+
+    use cairn_api::disk::partition_table::{PlacedPartition, BACKUP_GPT_BYTES};
+
     use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    /// A kernel that records what it is told, and refuses partition `refuse`.
+    #[derive(Default)]
+    struct FakeKernel {
+        told: RefCell<Vec<(PathBuf, u32, u64, u64)>>,
+        refuse: Option<u32>,
+    }
+
+    impl KernelPartitions for FakeKernel {
+        fn add(&self, disk: &Path, partition: &AddedPartition) -> std::io::Result<()> {
+            if self.refuse == Some(partition.number) {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::EBUSY));
+            }
+            let told = (disk.into(), partition.number, partition.offset, partition.size);
+            self.told.borrow_mut().push(told);
+            Ok(())
+        }
+    }
+
+    /// An image with an ESP and ROOT-A, "flashed" to a 256 MiB medium.
+    fn flashed_image(dir: &Path) -> PathBuf {
+        let disk = dir.join("disk.raw");
+        let grow = |bytes| {
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&disk)
+                .unwrap()
+                .set_len(bytes)
+                .unwrap()
+        };
+        grow(32 * MIB);
+        let partition = |label, offset: u64| PlacedPartition {
+            label,
+            kind: PartitionKind::LinuxFilesystem,
+            guid: Uuid::from_u128(offset.into()),
+            offset,
+            size: 8 * MIB,
+        };
+        let image = [partition("EFI", MIB), partition("ROOT-A", 9 * MIB)];
+        partition_table::write_new(&disk, Uuid::from_u128(1), &image).unwrap();
+        grow(256 * MIB);
+        disk
+    }
+
+    #[test]
+    fn the_kernel_is_told_each_new_partition_in_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = flashed_image(dir.path());
+        let kernel = FakeKernel::default();
+        let added = create_partitions(&disk, &kernel).unwrap();
+        let labels: Vec<&str> = added.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, [STATE_LABEL, EPHEMERAL_LABEL]);
+        // STATE after ROOT-A on the next MiB; EPHEMERAL up to the backup GPT.
+        let ephemeral_bytes = 256 * MIB - BACKUP_GPT_BYTES - (17 * MIB + STATE_BYTES);
+        assert_eq!(
+            *kernel.told.borrow(),
+            [
+                (disk.clone(), 3, 17 * MIB, STATE_BYTES),
+                (disk.clone(), 4, 17 * MIB + STATE_BYTES, ephemeral_bytes),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_the_partition_and_keeps_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = flashed_image(dir.path());
+        let kernel = FakeKernel { refuse: Some(4), ..FakeKernel::default() };
+        let error = create_partitions(&disk, &kernel).unwrap_err();
+        assert!(matches!(error, StorageError::KernelRefused { number: 4, .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("the kernel refused partition 4 (EPHEMERAL"), "{message}");
+        assert!(message.contains("the next boot will see it"), "{message}");
+        assert_eq!(kernel.told.borrow().len(), 1, "STATE was told before");
+        // The table has them: a second attempt finds the labels taken, not a fresh disk.
+        let again = create_partitions(&disk, &FakeKernel::default()).unwrap_err();
+        assert!(matches!(
+            again,
+            StorageError::PartitionTable(PartitionTableError::LabelTaken { .. })
+        ));
+    }
+
+    #[test]
+    fn waiting_ends_when_found_or_at_the_limit() {
+        let mut polls = 0;
+        assert_eq!(
+            wait_for(Duration::from_secs(10), || {
+                polls += 1;
+                (polls == 3).then_some(polls)
+            }),
+            Some(3)
+        );
+        let started = Instant::now();
+        assert_eq!(wait_for(Duration::from_millis(50), || None::<()>), None);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_fresh_partition_is_formatted_over_what_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = dir.path().join("vda5");
+        let mut bytes = vec![0u8; 4096];
+        bytes[1080..1082].copy_from_slice(&[0x53, 0xEF]);
+        std::fs::write(&device, &bytes).unwrap();
+        let volumes = DataVolumes::on(dir.path().join("vda4"), device.clone(), true);
+        assert!(!volumes.ephemeral.is_formatted().unwrap(), "a former user's ext4");
+        let volumes = DataVolumes::on(dir.path().join("vda4"), device, false);
+        assert!(volumes.ephemeral.is_formatted().unwrap(), "this node's, from a boot before");
+        assert!(volumes.state.is_formatted().is_err(), "no such device");
+    }
 
     #[test]
     fn ext4_magic_is_recognised() {

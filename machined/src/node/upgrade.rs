@@ -3,14 +3,20 @@
 
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::facts::Fact;
 use crate::logs::events::EventKind;
-use crate::update::{Chosen, Phase, Progress};
+use crate::update::{Chosen, Phase, Progress, UpdateError};
 
 use super::power::PowerAction;
 use super::{blocking, Node, NodeError};
+
+/// How long an upgrade waits for EPHEMERAL to be mounted (formatting a large one on a
+/// first boot takes a while).
+const EPHEMERAL_WAIT: Duration = Duration::from_secs(120);
 
 /// How an upgrade goes.
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,6 +90,13 @@ impl Node {
             .config(false)?
             .map(|c| c.machine.update.trusted_keys.clone())
             .unwrap_or_default();
+        // The bundle is received on EPHEMERAL, which a first boot may still be formatting.
+        if !self.parts.facts.wait(Fact::EphemeralVolume, Some(EPHEMERAL_WAIT)).await {
+            return Err(NodeError::Update(UpdateError::Unavailable(
+                "EPHEMERAL (/var) is not mounted: no room to receive the bundle; see ctl logs"
+                    .into(),
+            )));
+        }
         let updater = self.parts.updater.clone();
         blocking(move || {
             let mut throttle = ProgressThrottle::default();

@@ -1,5 +1,6 @@
 //! `logflush`: appends the in-memory logs to `/var/log` now and then, rarely, because SD
-//! cards wear. Reboot and shutdown flush too.
+//! cards wear. Reboot and shutdown flush too. It starts once EPHEMERAL is mounted (on a
+//! first boot, after it is formatted); until then the rings keep every line.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,8 +8,9 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
+use crate::facts::Fact;
 use crate::logs::LogBook;
-use crate::service::{Service, ServiceContext};
+use crate::service::{Dependency, Service, ServiceContext};
 
 /// Flushes logs every `interval`.
 pub struct LogFlush {
@@ -27,6 +29,10 @@ impl LogFlush {
 impl Service for LogFlush {
     fn id(&self) -> &'static str {
         "logflush"
+    }
+
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Fact(Fact::EphemeralVolume, None)]
     }
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::config::host_settings::HostSettings;
-use crate::facts::Facts;
+use crate::facts::{Fact, Facts};
 use crate::logs::events::{EventBus, EventKind};
 use crate::node::effects::EffectReports;
 use crate::service::{Service, ServiceContext};
@@ -48,6 +48,15 @@ impl Service for Settings {
             loop {
                 let current = config.borrow_and_update().clone();
                 if let Some(current) = current {
+                    // Files go under `/var`, which a first boot may still be formatting.
+                    if !current.machine.files.is_empty() && !self.facts.holds(Fact::EphemeralVolume)
+                    {
+                        ctx.log("files wait for EPHEMERAL (/var) to be mounted");
+                        tokio::select! {
+                            _ = ctx.stop.cancelled() => return Ok(()),
+                            _ = self.facts.wait(Fact::EphemeralVolume, None) => {}
+                        }
+                    }
                     let outcomes = self.host.apply(&current.machine);
                     let mut problems = Vec::new();
                     for outcome in outcomes {

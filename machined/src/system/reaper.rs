@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +50,23 @@ impl Reaper {
         let (tx, exit) = oneshot::channel();
         waiting.insert(Pid::from_raw(child.id() as i32), tx);
         Ok(Spawned { child, exit })
+    }
+
+    /// Runs `command` to its end with its standard output discarded; returns its exit
+    /// status and what it wrote to its standard error.
+    pub async fn output(&self, command: &mut Command) -> io::Result<(WaitStatus, String)> {
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut spawned = self.spawn(command)?;
+        let stderr = spawned.child.stderr.take().expect("stderr is piped");
+        let errors = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            let _ = io::Read::read_to_string(&mut io::BufReader::new(stderr), &mut text);
+            text
+        });
+        let status = spawned.exit.await.map_err(|_| {
+            io::Error::new(io::ErrorKind::BrokenPipe, "the reaper stopped before the child exited")
+        })?;
+        Ok((status, errors.await.unwrap_or_default()))
     }
 
     /// How many children nobody waited for were reaped.

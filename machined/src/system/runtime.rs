@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::server::Apid;
-use crate::boot::pid1;
+use crate::boot::pid1::{self, Prepared};
 use crate::boot::{self, Stage};
 use crate::cli::Options;
 use crate::config::host_settings::HostSettings;
@@ -81,14 +81,17 @@ fn raise_open_file_limit(stage: Stage) {
 
 async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Result<()> {
     raise_open_file_limit(stage);
-    let (power, volumes): (Box<dyn Power>, _) = match stage {
-        Stage::Root => (Box::new(KernelPower), pid1::prepare()),
-        // Under a root directory, its `state` and `var` stand for the volumes.
-        _ => (Box::new(ProcessPower), Volumes { state: true, ephemeral: true }),
-    };
     // Exit statuses go to whoever started the process; as PID 1, orphans are reaped too.
     let reaper = Reaper::new();
     tokio::spawn(reaper.clone().run());
+    let (power, prepared): (Box<dyn Power>, _) = match stage {
+        Stage::Root => (Box::new(KernelPower), pid1::prepare(&reaper).await),
+        // Under a root directory, its `state` and `var` stand for the volumes.
+        _ => (
+            Box::new(ProcessPower),
+            Prepared { volumes: Volumes { state: true, ephemeral: true }, unformatted: None },
+        ),
+    };
     let layout = NodeLayout::new(&options.root);
     // Before any certificate is issued or checked: a board without RTC starts in 1970.
     let (image_floor, clock) = match stage {
@@ -152,7 +155,10 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     )?;
     let effects = EffectReports::new(supervisor.clone(), facts.config.subscribe());
     events.publish(EventKind::Power, "machined started");
-    facts.volumes.send_replace(volumes);
+    facts.volumes.send_replace(prepared.volumes);
+    if let Some(ephemeral) = prepared.unformatted {
+        tokio::spawn(pid1::format_in_background(ephemeral, reaper.clone(), facts.clone()));
+    }
     facts.clock.send_replace(clock);
     // The kubelet runs only as PID 1, where containerd does.
     let kubelet = (stage == Stage::Root)
