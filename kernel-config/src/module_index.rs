@@ -1,9 +1,9 @@
 //! A kernel's module tree (`lib/modules/<release>`), resolving module names into files in
-//! the order they must be loaded.
+//! the order they must be loaded, each with its device aliases.
 //!
-//! Debian's kernel packages ship no `modules.dep` (their postinst runs depmod), so the
-//! dependencies are read from each module's `.modinfo` ELF section (`depends=` and
-//! `softdep=pre:`), decompressing `.ko.xz` files as needed.
+//! Debian's kernel packages ship no `modules.dep` or `modules.alias` (their postinst runs
+//! depmod), so the dependencies (`depends=` and `softdep=pre:`) and aliases (`alias=`) are
+//! read from each module's `.modinfo` ELF section, decompressing `.ko.xz` files as needed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
