@@ -2,8 +2,8 @@
 //! to, instead of reaching into a hub of the node's state or asking the kernel themselves.
 //!
 //! One writer publishes each fact ([`crate::node::config::Configuration`] the running
-//! config, the `addresses` service the node's addresses, the boot its volumes, the `time`
-//! service the clock's state); any number of readers watch them. A service that needs a fact before it starts says so with
+//! config, the `addresses` service the node's addresses, the boot its volumes and the
+//! services' kernel modules, the `time` service the clock's state); any number of readers watch them. A service that needs a fact before it starts says so with
 //! [`crate::service::Dependency::Fact`].
 
 use std::net::IpAddr;
@@ -95,6 +95,9 @@ pub enum Fact {
     EphemeralVolume,
     /// The clock can be trusted ([`Clock::is_trusted`]).
     TimeTrusted,
+    /// The kernel modules the services need with no device asking for them (overlay,
+    /// bridge, netfilter) are loaded.
+    ServiceModules,
 }
 
 impl Fact {
@@ -106,6 +109,7 @@ impl Fact {
             Fact::StateVolume => "STATE",
             Fact::EphemeralVolume => "EPHEMERAL",
             Fact::TimeTrusted => "time sync",
+            Fact::ServiceModules => "kernel modules",
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct Facts {
     pub volumes: watch::Sender<Volumes>,
     /// The clock.
     pub clock: watch::Sender<Clock>,
+    /// Whether the modules the services need are loaded ([`Fact::ServiceModules`]).
+    pub service_modules: watch::Sender<bool>,
 }
 
 impl Facts {
@@ -134,6 +140,7 @@ impl Facts {
                 last_error: None,
             })
             .0,
+            service_modules: watch::channel(false).0,
         })
     }
 
@@ -145,6 +152,7 @@ impl Facts {
             Fact::StateVolume => self.volumes.borrow().state,
             Fact::EphemeralVolume => self.volumes.borrow().ephemeral,
             Fact::TimeTrusted => self.clock.borrow().is_trusted(),
+            Fact::ServiceModules => *self.service_modules.borrow(),
         }
     }
 
@@ -161,6 +169,9 @@ impl Facts {
                     drop(self.volumes.subscribe().wait_for(|v| v.ephemeral).await)
                 }
                 Fact::TimeTrusted => drop(self.clock.subscribe().wait_for(Clock::is_trusted).await),
+                Fact::ServiceModules => {
+                    drop(self.service_modules.subscribe().wait_for(|loaded| *loaded).await)
+                }
             }
         };
         match limit {

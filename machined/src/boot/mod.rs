@@ -6,6 +6,7 @@
 //! Any other start is machined as an ordinary process.
 
 pub mod cmdline;
+pub mod coldplug;
 pub mod control;
 pub mod modules;
 pub mod partitions;
@@ -13,6 +14,7 @@ pub mod pid1;
 pub mod root_source;
 pub mod stage1;
 pub mod storage;
+pub mod uevents;
 
 /// Which machined this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::config::host_settings::HostSettings;
-use crate::facts::Facts;
+use crate::facts::{Fact, Facts};
 use crate::logs::events::{EventBus, EventKind};
 use crate::node::effects::EffectReports;
-use crate::service::{Service, ServiceContext};
+use crate::service::{Dependency, Service, ServiceContext};
 
 /// The settings service.
 pub struct Settings {
@@ -39,6 +39,12 @@ impl Service for Settings {
 
     fn puts_config_into_effect(&self) -> bool {
         true
+    }
+
+    /// Sysctls of modules no device loads (`net.bridge.*`, `net.netfilter.*`) exist only
+    /// once they are in.
+    fn dependencies(&self) -> Vec<Dependency> {
+        vec![Dependency::Fact(Fact::ServiceModules, None)]
     }
 
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {

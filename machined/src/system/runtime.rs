@@ -81,10 +81,11 @@ fn raise_open_file_limit(stage: Stage) {
 
 async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Result<()> {
     raise_open_file_limit(stage);
-    let (power, volumes): (Box<dyn Power>, _) = match stage {
+    let (power, (volumes, modules)): (Box<dyn Power>, _) = match stage {
         Stage::Root => (Box::new(KernelPower), pid1::prepare()),
-        // Under a root directory, its `state` and `var` stand for the volumes.
-        _ => (Box::new(ProcessPower), Volumes { state: true, ephemeral: true }),
+        // Under a root directory, its `state` and `var` stand for the volumes; the host
+        // keeps the kernel's modules.
+        _ => (Box::new(ProcessPower), (Volumes { state: true, ephemeral: true }, None)),
     };
     // Exit statuses go to whoever started the process; as PID 1, orphans are reaped too.
     let reaper = Reaper::new();
@@ -154,6 +155,17 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     events.publish(EventKind::Power, "machined started");
     facts.volumes.send_replace(volumes);
     facts.clock.send_replace(clock);
+    // The services' modules load beside the API; the services that need them wait.
+    match modules {
+        Some(modules) => {
+            let facts = facts.clone();
+            tokio::task::spawn_blocking(move || {
+                pid1::load_service_modules(&modules);
+                facts.service_modules.send_replace(true);
+            });
+        }
+        None => drop(facts.service_modules.send_replace(true)),
+    }
     // The kubelet runs only as PID 1, where containerd does.
     let kubelet = (stage == Stage::Root).then(|| {
         Arc::new(Kubelet::new(
