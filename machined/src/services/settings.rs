@@ -9,7 +9,7 @@ use crate::config::host_settings::HostSettings;
 use crate::facts::{Fact, Facts};
 use crate::logs::events::{EventBus, EventKind};
 use crate::node::effects::EffectReports;
-use crate::service::{Dependency, Service, ServiceContext};
+use crate::service::{Service, ServiceContext};
 
 /// The settings service.
 pub struct Settings {
@@ -41,12 +41,6 @@ impl Service for Settings {
         true
     }
 
-    /// Sysctls of modules no device loads (`net.bridge.*`, `net.netfilter.*`) exist only
-    /// once they are in.
-    fn dependencies(&self) -> Vec<Dependency> {
-        vec![Dependency::Fact(Fact::ServiceModules, None)]
-    }
-
     fn run(self: Arc<Self>, ctx: ServiceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let mut config = self.facts.config.subscribe();
@@ -54,6 +48,13 @@ impl Service for Settings {
             loop {
                 let current = config.borrow_and_update().clone();
                 if let Some(current) = current {
+                    // Sysctls of modules no device loads (`net.bridge.*`, `net.netfilter.*`)
+                    // exist only once they are in. Waited for here, not as a dependency: an
+                    // apply must find this service running, to hear its report.
+                    tokio::select! {
+                        _ = ctx.stop.cancelled() => return Ok(()),
+                        _ = self.facts.wait(Fact::ServiceModules, None) => {}
+                    }
                     let outcomes = self.host.apply(&current.machine);
                     let mut problems = Vec::new();
                     for outcome in outcomes {
