@@ -1,5 +1,7 @@
 //! What images and machined agree on: partition labels, where machined lives, the module
-//! load list and the kernel command-line key for the slot.
+//! table ([`module_table`]) and the kernel command-line key for the slot.
+
+pub mod module_table;
 
 /// GPT label of the boot partition (ESP).
 pub const ESP_LABEL: &str = "EFI";
@@ -25,8 +27,10 @@ pub const PAUSE_IMAGE: &str = "localhost/pause:latest";
 /// The public keys an image trusts to sign update bundles: base64 of their 32 bytes, one a
 /// line (image-builder's `--signing-key` puts its public half here).
 pub const UPDATE_KEYS_PATH: &str = "/usr/lib/cairn/update-keys";
-/// The file in `/usr/lib/modules/<release>/` listing the modules to load, in order.
-pub const MODULE_LOAD_LIST: &str = "modules.cairn";
+/// The file in `/usr/lib/modules/<release>/` (of the initramfs and of the root filesystem)
+/// that lists the modules that tree carries, their dependencies and aliases, and when each
+/// loads: the format is [`module_table`]'s.
+pub const MODULE_TABLE: &str = "modules.cairn-table";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).
 pub const SLOT_ARG: &str = "cairn.slot";
 

@@ -1,9 +1,9 @@
 //! A kernel's module tree (`lib/modules/<release>`), resolving module names into files in
-//! the order they must be loaded.
+//! the order they must be loaded, each with its device aliases.
 //!
-//! Debian's kernel packages ship no `modules.dep` (their postinst runs depmod), so the
-//! dependencies are read from each module's `.modinfo` ELF section (`depends=` and
-//! `softdep=pre:`), decompressing `.ko.xz` files as needed.
+//! Debian's kernel packages ship no `modules.dep` or `modules.alias` (their postinst runs
+//! depmod), so the dependencies (`depends=` and `softdep=pre:`) and aliases (`alias=`) are
+//! read from each module's `.modinfo` ELF section, decompressing `.ko.xz` files as needed.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -19,6 +19,11 @@ pub struct ModuleFile {
     pub name: String,
     /// Its path relative to the module tree, e.g. `kernel/fs/squashfs/squashfs.ko.xz`.
     pub path: PathBuf,
+    /// The modules of the tree to load before it (`depends=`, and the `softdep=pre:` ones
+    /// the tree has), built-in ones left out.
+    pub depends: Vec<String>,
+    /// Its `alias=` entries: the modalias globs of the devices it drives.
+    pub aliases: Vec<String>,
 }
 
 /// Resolving failed.
@@ -139,7 +144,18 @@ impl ModuleIndex {
         }
         path.pop();
         done.insert(name.to_string());
-        order.push(ModuleFile { name: name.to_string(), path: file.clone() });
+        let depends = info
+            .depends
+            .into_iter()
+            .chain(info.soft_pre)
+            .filter(|d| self.files.contains_key(d) && !self.builtin.contains(d))
+            .collect();
+        order.push(ModuleFile {
+            name: name.to_string(),
+            path: file.clone(),
+            depends,
+            aliases: info.aliases,
+        });
         Ok(())
     }
 
@@ -165,11 +181,12 @@ impl ModuleIndex {
     }
 }
 
-/// The parts of a module's modinfo that order loading.
+/// The parts of a module's modinfo that order loading and match devices.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ModInfo {
     depends: Vec<String>,
     soft_pre: Vec<String>,
+    aliases: Vec<String>,
 }
 
 impl ModInfo {
@@ -177,7 +194,9 @@ impl ModInfo {
     fn parse(data: &[u8]) -> ModInfo {
         let mut info = ModInfo::default();
         for entry in data.split(|b| *b == 0).filter_map(|e| std::str::from_utf8(e).ok()) {
-            if let Some(list) = entry.strip_prefix("depends=") {
+            if let Some(alias) = entry.strip_prefix("alias=") {
+                info.aliases.push(alias.to_string());
+            } else if let Some(list) = entry.strip_prefix("depends=") {
                 info.depends.extend(list.split(',').filter(|d| !d.is_empty()).map(normalize));
             } else if let Some(soft) = entry.strip_prefix("softdep=") {
                 // "pre: a b post: c": the modules before "post:" load first.
@@ -222,7 +241,7 @@ mod tests {
         module(
             d,
             "kernel/drivers/block/virtio_blk.ko",
-            &["license=GPL", "depends=virtio_ring,virtio"],
+            &["license=GPL", "alias=virtio:d00000002v*", "depends=virtio_ring,virtio"],
         );
         module(d, "kernel/drivers/virtio/virtio_ring.ko", &["depends="]);
         module(
@@ -239,13 +258,14 @@ mod tests {
         )
         .unwrap();
         let index = ModuleIndex::scan(d).unwrap();
-        let order: Vec<String> = index
-            .resolve(&["virtio-blk", "ext4", "virtio_ring"])
-            .unwrap()
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
+        let resolved = index.resolve(&["virtio-blk", "ext4", "virtio_ring"]).unwrap();
+        let order: Vec<&str> = resolved.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(order, ["virtio_ring", "virtio_blk", "mbcache", "jbd2", "ext4"]);
+        // Built-in and absent dependencies are not the tree's to load.
+        assert_eq!(resolved[1].depends, ["virtio_ring"]);
+        assert_eq!(resolved[1].aliases, ["virtio:d00000002v*"]);
+        assert_eq!(resolved[3].depends, Vec::<String>::new());
+        assert_eq!(resolved[4].depends, ["mbcache", "jbd2"]);
         assert!(matches!(index.resolve(&["nope"]), Err(ModuleError::Missing(n)) if n == "nope"));
     }
 
@@ -260,8 +280,11 @@ mod tests {
 
     #[test]
     fn parses_modinfo_strings() {
-        let info = ModInfo::parse(b"license=GPL\0depends=a,b-c\0softdep=pre: x y post: z\0\0");
+        let info = ModInfo::parse(
+            b"license=GPL\0alias=pci:v00008086d*\0depends=a,b-c\0softdep=pre: x y post: z\0\0",
+        );
         assert_eq!(info.depends, ["a", "b_c"]);
         assert_eq!(info.soft_pre, ["x", "y"]);
+        assert_eq!(info.aliases, ["pci:v00008086d*"]);
     }
 }

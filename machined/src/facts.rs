@@ -2,8 +2,8 @@
 //! to, instead of reaching into a hub of the node's state or asking the kernel themselves.
 //!
 //! One writer publishes each fact ([`crate::node::config::Configuration`] the running
-//! config, the `addresses` service the node's addresses, the boot its volumes, the `time`
-//! service the clock's state); any number of readers watch them. A service that needs a fact before it starts says so with
+//! config, the `addresses` service the node's addresses, the boot its volumes and the
+//! services' kernel modules, the `time` service the clock's state); any number of readers watch them. A service that needs a fact before it starts says so with
 //! [`crate::service::Dependency::Fact`].
 
 use std::net::IpAddr;
@@ -93,6 +93,9 @@ pub enum Fact {
     StateVolume,
     /// EPHEMERAL is mounted.
     EphemeralVolume,
+    /// The kernel modules the services need with no device asking for them (overlay,
+    /// bridge, netfilter) are loaded.
+    ServiceModules,
 }
 
 impl Fact {
@@ -103,6 +106,7 @@ impl Fact {
             Fact::Addresses => "addresses",
             Fact::StateVolume => "STATE",
             Fact::EphemeralVolume => "EPHEMERAL",
+            Fact::ServiceModules => "kernel modules",
         }
     }
 }
@@ -117,6 +121,8 @@ pub struct Facts {
     pub volumes: watch::Sender<Volumes>,
     /// The clock.
     pub clock: watch::Sender<Clock>,
+    /// Whether the modules the services need are loaded ([`Fact::ServiceModules`]).
+    pub service_modules: watch::Sender<bool>,
 }
 
 impl Facts {
@@ -131,6 +137,7 @@ impl Facts {
                 last_error: None,
             })
             .0,
+            service_modules: watch::channel(false).0,
         })
     }
 
@@ -141,6 +148,7 @@ impl Facts {
             Fact::Addresses => self.addresses.borrow().known,
             Fact::StateVolume => self.volumes.borrow().state,
             Fact::EphemeralVolume => self.volumes.borrow().ephemeral,
+            Fact::ServiceModules => *self.service_modules.borrow(),
         }
     }
 
@@ -155,6 +163,9 @@ impl Facts {
                 Fact::StateVolume => drop(self.volumes.subscribe().wait_for(|v| v.state).await),
                 Fact::EphemeralVolume => {
                     drop(self.volumes.subscribe().wait_for(|v| v.ephemeral).await)
+                }
+                Fact::ServiceModules => {
+                    drop(self.service_modules.subscribe().wait_for(|loaded| *loaded).await)
                 }
             }
         };

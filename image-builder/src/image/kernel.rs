@@ -1,11 +1,13 @@
 //! The kernel step: the kernel package unpacked, its config checked against Cairn's
 //! requirements, and the modules the initramfs and the root filesystem carry resolved in
-//! load order.
+//! load order, with the module table ([`cairn_api::image::module_table`]) that lets machined
+//! load them by the devices present.
 
 use std::path::Path;
 
 use cairn_api::arch::Arch;
-use cairn_api::image::MODULE_LOAD_LIST;
+use cairn_api::image::module_table::{LoadWhen, ModuleAlias, ModuleTable, TableModule};
+use cairn_api::image::MODULE_TABLE;
 use kernel_config::kconfig::KernelConfig;
 use kernel_config::module_index::{ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
@@ -26,6 +28,10 @@ pub struct Kernel {
     pub initramfs_modules: Vec<ModuleFile>,
     /// The modules the root filesystem carries, in order.
     pub rootfs_modules: Vec<ModuleFile>,
+    /// The modules that load at boot with no device asking for them.
+    boot_modules: Vec<String>,
+    /// The modules that load for the services with no device asking for them.
+    services_modules: Vec<String>,
 }
 
 impl Kernel {
@@ -55,7 +61,14 @@ impl Kernel {
         let index = ModuleIndex::scan(&modules_dir)?;
         let initramfs_modules = index.resolve(&module_sets::names(ModuleSet::Initramfs, arch))?;
         let rootfs_modules = index.resolve(&module_sets::names(ModuleSet::Rootfs, arch))?;
-        Ok(Kernel { files, release, initramfs_modules, rootfs_modules })
+        Ok(Kernel {
+            files,
+            release,
+            initramfs_modules,
+            rootfs_modules,
+            boot_modules: module_sets::names(ModuleSet::Boot, arch),
+            services_modules: module_sets::names(ModuleSet::Services, arch),
+        })
     }
 
     /// The kernel image (`/boot/vmlinuz-<release>`).
@@ -66,14 +79,13 @@ impl Kernel {
         }
     }
 
-    /// Copies `modules` into `tree` and writes their load order next to them.
+    /// Copies `modules` into `tree` and writes their table next to them.
     pub fn add_modules(
         &self,
         tree: &mut FileTree,
         modules: &[ModuleFile],
     ) -> Result<(), ImageError> {
         let modules_root = modules_root(&self.release);
-        let mut order = String::new();
         for module in modules {
             let path = Path::new(&modules_root).join(&module.path);
             let node = self
@@ -82,10 +94,39 @@ impl Kernel {
                 .cloned()
                 .ok_or_else(|| ImageError::Kernel(format!("{} vanished", path.display())))?;
             tree.insert(&path, node)?;
-            order.push_str(&format!("{}\n", module.path.display()));
         }
-        tree.file(format!("{modules_root}/{MODULE_LOAD_LIST}"), 0o644, order)?;
+        let table = module_table(modules, &self.boot_modules, &self.services_modules);
+        tree.file(format!("{modules_root}/{MODULE_TABLE}"), 0o644, table.render())?;
         Ok(())
+    }
+}
+
+/// The table of `modules` (in load order): each loads at boot, for the services, or when a
+/// device asks for it, as the `boot` and `services` names say.
+fn module_table(modules: &[ModuleFile], boot: &[String], services: &[String]) -> ModuleTable {
+    let when = |name: &String| match (boot.contains(name), services.contains(name)) {
+        (true, _) => LoadWhen::Boot,
+        (false, true) => LoadWhen::Services,
+        (false, false) => LoadWhen::Device,
+    };
+    ModuleTable {
+        modules: modules
+            .iter()
+            .map(|m| TableModule {
+                name: m.name.clone(),
+                path: m.path.clone(),
+                when: when(&m.name),
+                depends: m.depends.clone(),
+            })
+            .collect(),
+        aliases: modules
+            .iter()
+            .flat_map(|m| {
+                m.aliases
+                    .iter()
+                    .map(|pattern| ModuleAlias { pattern: pattern.clone(), module: m.name.clone() })
+            })
+            .collect(),
     }
 }
 
@@ -109,6 +150,33 @@ fn kernel_release(kernel: &FileTree) -> Result<String, ImageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_says_when_each_module_loads_and_lists_its_aliases() {
+        let module = |name: &str, depends: &[&str], aliases: &[&str]| ModuleFile {
+            name: name.into(),
+            path: format!("kernel/{name}.ko.xz").into(),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        let modules = [
+            module("jbd2", &[], &[]),
+            module("ext4", &["jbd2"], &["fs-ext4"]),
+            module("bridge", &[], &[]),
+            module("e1000e", &[], &["pci:v00008086d000010D3sv*sd*bc*sc*i*"]),
+        ];
+        let table = module_table(&modules, &["ext4".into()], &["bridge".into()]);
+        assert_eq!(
+            table.render(),
+            "# module\tNAME\tPATH\tWHEN\tDEPENDS / alias\tPATTERN\tNAME\n\
+             module\tjbd2\tkernel/jbd2.ko.xz\tdevice\t\n\
+             module\text4\tkernel/ext4.ko.xz\tboot\tjbd2\n\
+             module\tbridge\tkernel/bridge.ko.xz\tservices\t\n\
+             module\te1000e\tkernel/e1000e.ko.xz\tdevice\t\n\
+             alias\tfs-ext4\text4\n\
+             alias\tpci:v00008086d000010D3sv*sd*bc*sc*i*\te1000e\n"
+        );
+    }
 
     #[test]
     fn the_release_is_that_of_the_one_kernel() {

@@ -7,6 +7,7 @@
 
 pub mod blkpg;
 pub mod cmdline;
+pub mod coldplug;
 pub mod control;
 pub mod modules;
 pub mod partitions;
@@ -14,6 +15,7 @@ pub mod pid1;
 pub mod root_source;
 pub mod stage1;
 pub mod storage;
+pub mod uevents;
 
 /// Which machined this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Loading the kernel modules an image lists ([`cairn_api::image::MODULE_LOAD_LIST`], written
-//! by image-builder next to the modules, in dependency order).
+//! Loading one kernel module from a file (`finit_module`), behind [`ModuleLoader`] so
+//! [`super::coldplug`]'s planning runs in unit tests.
 
 use std::fs::File;
 use std::io;
@@ -15,7 +15,7 @@ const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
 /// A module could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleLoadError {
-    /// The list or a module could not be read.
+    /// A module could not be read.
     #[error("{path}: {source}")]
     Io {
         /// The file.
@@ -31,51 +31,45 @@ pub enum ModuleLoadError {
         /// Why.
         errno: Errno,
     },
+    /// A module it depends on did not load.
+    #[error("{module}: not loaded, as {dependency} (which it needs) did not load")]
+    DependencyFailed {
+        /// The module.
+        module: String,
+        /// The dependency that failed.
+        dependency: String,
+    },
 }
 
-/// The module paths of a load list, in order.
-pub fn parse_list(text: &str) -> Vec<PathBuf> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(PathBuf::from)
-        .collect()
+/// Puts modules into the kernel.
+pub trait ModuleLoader: Sync {
+    /// Whether the module `name` is in the kernel already (loaded by stage 1, or by hand).
+    fn is_loaded(&self, name: &str) -> bool;
+    /// Loads the module file at `path`; one already loaded is no error.
+    fn load(&self, path: &Path) -> Result<(), ModuleLoadError>;
 }
 
-/// Loads every module of the load list in `dir`, in order, going on past failures (one
-/// missing driver must not cost the rest); a module already loaded is fine. Returns how many
-/// loaded and what failed.
-pub fn load_listed(dir: &Path) -> Result<(usize, Vec<ModuleLoadError>), ModuleLoadError> {
-    let list = dir.join(cairn_api::image::MODULE_LOAD_LIST);
-    let text = std::fs::read_to_string(&list)
-        .map_err(|source| ModuleLoadError::Io { path: list, source })?;
-    let modules = parse_list(&text);
-    let failures: Vec<ModuleLoadError> =
-        modules.iter().filter_map(|relative| load(&dir.join(relative)).err()).collect();
-    Ok((modules.len() - failures.len(), failures))
-}
+/// The running kernel.
+pub struct KernelModules;
 
-fn load(path: &Path) -> Result<(), ModuleLoadError> {
-    let file =
-        File::open(path).map_err(|source| ModuleLoadError::Io { path: path.into(), source })?;
-    let compressed = path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
-    let flags = match compressed {
-        true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
-        false => ModuleInitFlags::empty(),
-    };
-    match finit_module(&file, c"", flags) {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(errno) => Err(ModuleLoadError::Refused { path: path.into(), errno }),
+impl ModuleLoader for KernelModules {
+    fn is_loaded(&self, name: &str) -> bool {
+        // Only loadable modules have an initstate; a built-in one with parameters has a
+        // directory too.
+        Path::new("/sys/module").join(name).join("initstate").exists()
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_lists() {
-        let list = parse_list("kernel/a.ko.xz\n\n# comment\nkernel/b.ko\n");
-        assert_eq!(list, [PathBuf::from("kernel/a.ko.xz"), PathBuf::from("kernel/b.ko")]);
+    fn load(&self, path: &Path) -> Result<(), ModuleLoadError> {
+        let file =
+            File::open(path).map_err(|source| ModuleLoadError::Io { path: path.into(), source })?;
+        let compressed = path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
+        let flags = match compressed {
+            true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
+            false => ModuleInitFlags::empty(),
+        };
+        match finit_module(&file, c"", flags) {
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(errno) => Err(ModuleLoadError::Refused { path: path.into(), errno }),
+        }
     }
 }

@@ -1,29 +1,40 @@
 //! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
-//! did not bring, the root filesystem's modules, and the data volumes.
+//! did not bring, the root filesystem's modules (coldplug, then uevents; the services'
+//! modules are left to [`load_service_modules`], off the API's path), and the data volumes.
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
+use cairn_api::image::module_table::LoadWhen;
 use nix::mount::{mount, MsFlags};
 
 use crate::boot::blkpg::Blkpg;
+use crate::boot::coldplug::{self, Coldplug, Loaded};
 use crate::boot::root_source::RootSource;
 use crate::boot::storage::{self, Volume};
+use crate::boot::uevents::UeventSocket;
 use crate::facts::{Facts, Volumes};
 use crate::system::reaper::Reaper;
 
 /// What stage 2 prepared before the API starts.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Prepared {
     /// The volumes mounted.
     pub volumes: Volumes,
     /// EPHEMERAL when it must be formatted first ([`format_in_background`]): a large one
     /// takes long, and nothing on the way to the API needs it.
     pub unformatted: Option<Volume>,
+    /// The root filesystem's modules, for [`load_service_modules`] (none: they could not be
+    /// read).
+    pub modules: Option<Arc<Coldplug>>,
 }
 
 /// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and (unless it must be formatted first)
-/// EPHEMERAL, and loads modules. Errors are logged, not fatal: the API must come up so an
-/// operator can see what is wrong. mke2fs runs through `reaper`, which must be running.
+/// EPHEMERAL, and loads the modules the devices present and the boot ask for (those of
+/// devices that appear later load as their uevents come). Errors are logged, not fatal: the
+/// API must come up so an operator can see what is wrong. mke2fs runs through `reaper`,
+/// which must be running.
 pub async fn prepare(reaper: &Reaper) -> Prepared {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (source, target, fstype, flags) in [
@@ -34,20 +45,7 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
             tracing::error!("mounting {fstype} on {target}: {errno}");
         }
     }
-    // The root filesystem's modules: network drivers, netfilter, overlay, ext4...
-    match nix::sys::utsname::uname() {
-        Ok(uname) => {
-            let dir = std::path::Path::new("/usr/lib/modules").join(uname.release());
-            match crate::boot::modules::load_listed(&dir) {
-                Ok((count, failures)) => {
-                    tracing::info!("loaded {count} modules");
-                    failures.iter().for_each(|f| tracing::error!("module: {f}"));
-                }
-                Err(e) => tracing::error!("loading modules: {e}"),
-            }
-        }
-        Err(errno) => tracing::error!("uname: {errno}"),
-    }
+    let modules = coldplug_root_modules();
     let root = RootSource::current();
     tracing::info!(
         "machined {} stage 2 (PID 1) on {}",
@@ -58,20 +56,20 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
         Ok(data) => data,
         Err(e) => {
             tracing::error!("storage: {e}; the node cannot keep a config until this is fixed");
-            return Prepared::default();
+            return Prepared { modules, ..Prepared::default() };
         }
     };
     let state = mounted(data.state.prepare(reaper).await, "the node cannot keep a config");
     let ephemeral = match data.ephemeral.is_formatted() {
         Ok(false) => {
             let volumes = Volumes { state, ephemeral: false };
-            return Prepared { volumes, unformatted: Some(data.ephemeral) };
+            return Prepared { volumes, unformatted: Some(data.ephemeral), modules };
         }
         Ok(true) => data.ephemeral.prepare(reaper).await,
         Err(e) => Err(e),
     };
     let volumes = Volumes { state, ephemeral: mounted(ephemeral, CONTAINERS_WAIT) };
-    Prepared { volumes, unformatted: None }
+    Prepared { volumes, unformatted: None, modules }
 }
 
 /// Formats and mounts EPHEMERAL, then publishes it in `facts`: what needs `/var`
@@ -88,4 +86,81 @@ const CONTAINERS_WAIT: &str = "containerd and pods wait for EPHEMERAL";
 /// Whether a volume was mounted; logs why not, and what the node lacks for it.
 fn mounted(result: Result<(), storage::StorageError>, lacking: &str) -> bool {
     result.inspect_err(|e| tracing::error!("storage: {e}; {lacking} until this is fixed")).is_ok()
+}
+
+/// Loads the root filesystem's modules the boot and the devices present ask for, and starts
+/// a thread that loads those of the devices that appear later; returns the modules.
+fn coldplug_root_modules() -> Option<Arc<Coldplug>> {
+    let release = nix::sys::utsname::uname()
+        .inspect_err(|errno| tracing::error!("uname: {errno}"))
+        .ok()?
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release))
+        .inspect_err(|e| tracing::error!("no modules will load: {e}"))
+        .ok()?;
+    let modules = Arc::new(modules);
+    // Subscribed before the devices are read, so none falls between the two.
+    let uevents = UeventSocket::open(None)
+        .inspect_err(|e| tracing::error!("devices that appear from now on get no modules: {e}"))
+        .ok();
+    let started = Instant::now();
+    let boot = modules.load_when(LoadWhen::Boot);
+    let devices = coldplug::device_modaliases(Path::new("/sys/devices"));
+    let for_devices = modules.load_for_devices(&devices);
+    tracing::info!(
+        "coldplug: loaded {} modules for the boot and {} for {} devices in {} ms",
+        boot.count,
+        for_devices.count,
+        devices.len(),
+        started.elapsed().as_millis()
+    );
+    log_failures(&boot);
+    log_failures(&for_devices);
+    if let Some(uevents) = uevents {
+        let modules = modules.clone();
+        let spawned = std::thread::Builder::new()
+            .name("uevents".into())
+            .spawn(move || follow_uevents(&modules, &uevents));
+        if let Err(e) = spawned {
+            tracing::error!("devices that appear from now on get no modules: {e}");
+        }
+    }
+    Some(modules)
+}
+
+/// Loads the modules of each device the kernel adds, for as long as the socket works.
+fn follow_uevents(modules: &Coldplug, uevents: &UeventSocket) {
+    loop {
+        let modaliases = match uevents.next_modaliases(Path::new("/sys/devices")) {
+            Ok(modaliases) => modaliases,
+            Err(e) => {
+                tracing::error!("devices that appear from now on get no modules: {e}");
+                return;
+            }
+        };
+        let loaded = modules.load_for_devices(&modaliases);
+        if loaded.count > 0 {
+            tracing::info!("loaded {} modules for {}", loaded.count, modaliases.join(", "));
+        }
+        log_failures(&loaded);
+    }
+}
+
+/// Loads the modules the services need with no device asking (overlay, bridge,
+/// netfilter...): beside the API, not before it. Blocks until they are in.
+pub fn load_service_modules(modules: &Coldplug) {
+    let started = Instant::now();
+    let loaded = modules.load_when(LoadWhen::Services);
+    tracing::info!(
+        "loaded {} modules for the services in {} ms",
+        loaded.count,
+        started.elapsed().as_millis()
+    );
+    log_failures(&loaded);
+}
+
+fn log_failures(loaded: &Loaded) {
+    loaded.failures.iter().for_each(|f| tracing::error!("module: {f}"));
 }

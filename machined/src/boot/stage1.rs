@@ -1,24 +1,31 @@
 //! Stage 1: `/init` in the initramfs. Mounts the kernel's filesystems, loads the modules
-//! that reach the disk, finds the root the kernel command line names ([`RootSource`]: the
-//! slot's root partition, by label), mounts it read-only and hands over to machined on it. A failure reboots after a pause, so the bootloader's try
-//! counter can fall back to the other slot.
+//! that reach the disk (coldplug: those the devices present ask for, then those of the
+//! devices that appear behind them, from uevents, until the root shows), finds the root the
+//! kernel command line names ([`RootSource`]: the slot's root partition, by label), mounts it
+//! read-only and hands over to machined on it. A failure reboots after a pause, so the
+//! bootloader's try counter can fall back to the other slot.
 
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cairn_api::image::module_table::LoadWhen;
 use cairn_api::image::MACHINED_PATH;
 use nix::mount::{mount, MsFlags};
 
+use super::coldplug::{self, Coldplug, Loaded};
+use super::partitions;
 use super::root_source::RootSource;
-use super::{modules, partitions};
+use super::uevents::{UeventError, UeventSocket};
 use crate::logs::kmsg::Kmsg;
 
 /// Where the root filesystem is mounted before the switch.
 const NEW_ROOT: &str = "/newroot";
 /// How long to wait for the root partition to appear (disk drivers probe asynchronously).
 const ROOT_WAIT: Duration = Duration::from_secs(30);
+/// How long to wait for a uevent before looking for the root again.
+const UEVENT_WAIT: Duration = Duration::from_millis(50);
 /// How long a fatal error stays on the console before the reboot.
 const FATAL_PAUSE: Duration = Duration::from_secs(10);
 
@@ -33,9 +40,12 @@ pub enum Stage1Error {
         /// Why.
         errno: nix::errno::Errno,
     },
-    /// Modules could not be loaded.
+    /// The module table could not be read.
     #[error(transparent)]
-    Modules(#[from] modules::ModuleLoadError),
+    Modules(#[from] coldplug::ColdplugError),
+    /// The kernel's uevents could not be heard.
+    #[error(transparent)]
+    Uevents(#[from] UeventError),
     /// No slot on the command line.
     #[error("no {}=a|b on the kernel command line", cairn_api::image::SLOT_ARG)]
     NoSlot,
@@ -55,8 +65,13 @@ pub enum Stage1Error {
     },
 }
 
-/// Mounts the root filesystem `source` names on [`NEW_ROOT`], read-only.
-fn mount_root(source: RootSource) -> Result<(), Stage1Error> {
+/// Mounts the root filesystem `source` names on [`NEW_ROOT`], read-only; until its partition
+/// shows, loads the modules of the devices that appear (`uevents`).
+fn mount_root(
+    source: RootSource,
+    modules: &Coldplug,
+    uevents: &UeventSocket,
+) -> Result<(), Stage1Error> {
     let label = source.partition_label();
     let deadline = Instant::now() + ROOT_WAIT;
     let device = loop {
@@ -66,7 +81,8 @@ fn mount_root(source: RootSource) -> Result<(), Stage1Error> {
         if Instant::now() > deadline {
             return Err(Stage1Error::NoRoot(label));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        let modaliases = uevents.next_modaliases(Path::new("/sys/devices"))?;
+        report(&modules.load_for_devices(&modaliases), "for a new device");
     };
     console(&format!("{source}: root {label} is {}", device.display()));
     mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)
@@ -84,6 +100,16 @@ pub fn run() -> ! {
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Says what a round of loading did, if anything.
+fn report(loaded: &Loaded, what: &str) {
+    if loaded.count > 0 {
+        console(&format!("loaded {} modules {what}", loaded.count));
+    }
+    for failure in &loaded.failures {
+        console(&format!("module: {failure}"));
     }
 }
 
@@ -116,17 +142,17 @@ fn boot() -> Result<Infallible, Stage1Error> {
         .release()
         .to_string_lossy()
         .into_owned();
-    let modules_dir = Path::new("/usr/lib/modules").join(&release);
-    let (count, failures) = modules::load_listed(&modules_dir)?;
-    console(&format!("loaded {count} modules for {release}"));
-    for failure in failures {
-        console(&format!("module: {failure}"));
-    }
+    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release))?;
+    // Subscribed before the devices are read, so none falls between the two.
+    let uevents = UeventSocket::open(Some(UEVENT_WAIT))?;
+    report(&modules.load_when(LoadWhen::Boot), &format!("for {release}"));
+    let devices = coldplug::device_modaliases(Path::new("/sys/devices"));
+    report(&modules.load_for_devices(&devices), &format!("for {} devices", devices.len()));
 
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|source| Stage1Error::Io { path: "/proc/cmdline".into(), source })?;
     let source = RootSource::from_cmdline(&cmdline).ok_or(Stage1Error::NoSlot)?;
-    mount_root(source)?;
+    mount_root(source, &modules, &uevents)?;
 
     // The kernel filesystems move along; then the new root becomes / (switch_root).
     for fs in ["/dev", "/proc", "/sys", "/run"] {

@@ -60,7 +60,11 @@ pub fn service(
     ProcessService::new(
         "containerd",
         reaper,
-        vec![Dependency::Fact(Fact::EphemeralVolume, None)],
+        vec![
+            Dependency::Fact(Fact::EphemeralVolume, None),
+            // overlay for its snapshots; bridge and netfilter for the pods' CNI network.
+            Dependency::Fact(Fact::ServiceModules, None),
+        ],
         command,
     )
     .with_health(Box::new(|| -> HealthCheck {

@@ -48,6 +48,13 @@ impl Service for Settings {
             loop {
                 let current = config.borrow_and_update().clone();
                 if let Some(current) = current {
+                    // Sysctls of modules no device loads (`net.bridge.*`, `net.netfilter.*`)
+                    // exist only once they are in. Waited for here, not as a dependency: an
+                    // apply must find this service running, to hear its report.
+                    tokio::select! {
+                        _ = ctx.stop.cancelled() => return Ok(()),
+                        _ = self.facts.wait(Fact::ServiceModules, None) => {}
+                    }
                     // Files go under `/var`, which a first boot may still be formatting.
                     if !current.machine.files.is_empty() && !self.facts.holds(Fact::EphemeralVolume)
                     {

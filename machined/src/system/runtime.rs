@@ -86,10 +86,15 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     tokio::spawn(reaper.clone().run());
     let (power, prepared): (Box<dyn Power>, _) = match stage {
         Stage::Root => (Box::new(KernelPower), pid1::prepare(&reaper).await),
-        // Under a root directory, its `state` and `var` stand for the volumes.
+        // Under a root directory, its `state` and `var` stand for the volumes; the host
+        // keeps the kernel's modules.
         _ => (
             Box::new(ProcessPower),
-            Prepared { volumes: Volumes { state: true, ephemeral: true }, unformatted: None },
+            Prepared {
+                volumes: Volumes { state: true, ephemeral: true },
+                unformatted: None,
+                modules: None,
+            },
         ),
     };
     let layout = NodeLayout::new(&options.root);
@@ -160,6 +165,17 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         tokio::spawn(pid1::format_in_background(ephemeral, reaper.clone(), facts.clone()));
     }
     facts.clock.send_replace(clock);
+    // The services' modules load beside the API; the services that need them wait.
+    match prepared.modules {
+        Some(modules) => {
+            let facts = facts.clone();
+            tokio::task::spawn_blocking(move || {
+                pid1::load_service_modules(&modules);
+                facts.service_modules.send_replace(true);
+            });
+        }
+        None => drop(facts.service_modules.send_replace(true)),
+    }
     // The kubelet runs only as PID 1, where containerd does.
     let kubelet = (stage == Stage::Root)
         .then(|| Arc::new(Kubelet::new(layout.clone(), facts.config.subscribe(), power.clone())));
