@@ -7,6 +7,7 @@
 
 pub mod cmdline;
 pub mod control;
+pub mod flash_wear;
 pub mod modules;
 pub mod partitions;
 pub mod pid1;

@@ -1,8 +1,11 @@
 //! What machined does only as PID 1 on the root filesystem (stage 2): the mounts stage 1
 //! did not bring, the root filesystem's modules, and the data volumes.
 
+use std::path::Path;
+
 use nix::mount::{mount, MsFlags};
 
+use crate::boot::flash_wear;
 use crate::boot::root_source::RootSource;
 use crate::boot::storage::{self, Prepared};
 use crate::facts::Volumes;
@@ -42,6 +45,10 @@ pub fn prepare() -> Volumes {
         env!("CARGO_PKG_VERSION"),
         root.map_or("slot ?".to_string(), |r| r.to_string())
     );
+    // Before the volumes see their first write; a config's sysctls may change it later.
+    if let Err(e) = flash_wear::delay_write_back(Path::new("/proc/sys")) {
+        tracing::error!("{e}");
+    }
     match storage::prepare(root) {
         Ok(Prepared::Mounted) => return Volumes { state: true, ephemeral: true },
         Ok(Prepared::RebootNeeded) => {

@@ -4,6 +4,7 @@
 //! Creating them rewrites the GPT of the boot disk, moving its backup header to the end of
 //! the medium (the image was smaller). The kernel will not re-read the table of a disk in
 //! use, so machined reboots once after creating them; formatting happens on the next boot.
+//! How they are mounted to spare flash is [`flash_wear`]'s business.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -14,8 +15,9 @@ use cairn_api::disk::partition_table::{
     self, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
 use cairn_api::image::{EPHEMERAL_LABEL, STATE_LABEL};
-use nix::mount::{mount, MsFlags};
+use nix::mount::mount;
 
+use crate::boot::flash_wear;
 use crate::boot::partitions::find_by_label;
 use crate::boot::root_source::RootSource;
 
@@ -102,8 +104,8 @@ pub fn prepare(root: Option<RootSource>) -> Result<Prepared, StorageError> {
             Some(device.as_path()),
             target,
             Some("ext4"),
-            MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-            None::<&str>,
+            flash_wear::VOLUME_FLAGS,
+            Some(flash_wear::volume_options().as_str()),
         )
         .map_err(|errno| StorageError::Mount {
             device: device.clone(),
