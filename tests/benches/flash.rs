@@ -33,7 +33,7 @@ const WINDOW: Duration = Duration::from_secs(600);
 /// How long the node idles after its one-time writes before the window opens.
 const SETTLE: Duration = Duration::from_secs(60);
 /// The longest wait for ext4's lazy inode-table init to end.
-const LAZY_INIT_LIMIT: Duration = Duration::from_secs(900);
+const LAZY_INIT_LIMIT: Duration = Duration::from_secs(300);
 /// `ctl` calls run at once when reading every process's files.
 const READERS: usize = 6;
 
