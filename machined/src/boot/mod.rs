@@ -9,6 +9,7 @@ pub mod blkpg;
 pub mod cmdline;
 pub mod coldplug;
 pub mod control;
+pub mod flash_wear;
 pub mod modules;
 pub mod partitions;
 pub mod pid1;

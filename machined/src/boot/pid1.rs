@@ -11,6 +11,7 @@ use nix::mount::{mount, MsFlags};
 
 use crate::boot::blkpg::Blkpg;
 use crate::boot::coldplug::{self, Coldplug, Loaded};
+use crate::boot::flash_wear;
 use crate::boot::root_source::RootSource;
 use crate::boot::storage::{self, Volume};
 use crate::boot::uevents::UeventSocket;
@@ -52,6 +53,10 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
         env!("CARGO_PKG_VERSION"),
         root.map_or("slot ?".to_string(), |r| r.to_string())
     );
+    // Before the volumes see their first write; a config's sysctls may change it later.
+    if let Err(e) = flash_wear::delay_write_back(Path::new("/proc/sys")) {
+        tracing::error!("{e}");
+    }
     let data = match storage::find_or_create(root, &Blkpg) {
         Ok(data) => data,
         Err(e) => {

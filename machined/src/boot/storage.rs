@@ -5,6 +5,7 @@
 //! the medium (the image was smaller). The kernel will not re-read the table of a disk in
 //! use, so machined tells it about each new partition ([`crate::boot::blkpg`]), waits for
 //! their device nodes and goes on in the same boot: a first boot starts the kernel once.
+//! How they are mounted to spare flash is [`flash_wear`]'s business.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -16,10 +17,11 @@ use cairn_api::disk::partition_table::{
     self, AddedPartition, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
 use cairn_api::image::{EPHEMERAL_LABEL, STATE_LABEL};
-use nix::mount::{mount, MsFlags};
+use nix::mount::mount;
 use nix::sys::wait::WaitStatus;
 
 use crate::boot::blkpg::KernelPartitions;
+use crate::boot::flash_wear;
 use crate::boot::partitions::{find_by_label, find_by_number};
 use crate::boot::root_source::RootSource;
 use crate::system::reaper::Reaper;
@@ -193,8 +195,8 @@ impl Volume {
             Some(self.device.as_path()),
             self.target,
             Some("ext4"),
-            MsFlags::MS_NOATIME | MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-            None::<&str>,
+            flash_wear::VOLUME_FLAGS,
+            Some(flash_wear::volume_options().as_str()),
         )
         .map_err(|errno| StorageError::Mount {
             device: self.device.clone(),
