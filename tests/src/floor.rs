@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use cairn_api::arch::Arch;
-use cairn_api::disk::boot_entry::ENTRIES_DIR;
+use cairn_api::disk::boot_entry::{entry_field, ENTRIES_DIR};
 use cairn_api::disk::entry_name::EntryName;
 use cairn_api::image::Slot;
 use cairn_qemu::DirectKernel;
@@ -88,14 +88,6 @@ impl BootFiles {
     }
 }
 
-/// The value of `key` in the text of a Boot Loader Spec type #1 entry (`key value` lines).
-fn entry_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().find_map(|line| {
-        let (k, value) = line.trim().split_once(char::is_whitespace)?;
-        (k == key).then(|| value.trim())
-    })
-}
-
 /// trivial-init, built static for `arch` with machined and pause, as image-builder builds
 /// them, and checked to be a static executable for `arch`. cargo runs the calling program as
 /// the workspace's rustc wrapper: its `main` must first call
@@ -108,17 +100,6 @@ pub fn trivial_init(arch: Arch) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entry_fields_are_read_by_key() {
-        let entry = "title Cairn 0.1.0 (slot A)\nversion 1\nlinux /cairn/a/vmlinuz\n\
-                     initrd /cairn/a/initramfs.zst\noptions cairn.slot=a console=ttyS0,115200\n";
-        assert_eq!(entry_field(entry, "linux"), Some("/cairn/a/vmlinuz"));
-        assert_eq!(entry_field(entry, "initrd"), Some("/cairn/a/initramfs.zst"));
-        assert_eq!(entry_field(entry, "options"), Some("cairn.slot=a console=ttyS0,115200"));
-        assert_eq!(entry_field(entry, "devicetree"), None);
-        assert_eq!(entry_field("linuxx /k\n", "linux"), None);
-    }
 
     #[test]
     fn the_init_goes_in_a_second_archive_after_the_whole_first() {

@@ -95,15 +95,32 @@ impl BootEntry {
 /// The generation of an entry file's `text` (its `version` line); `None` when it has none,
 /// which sorts it after every entry that has one.
 pub fn generation_of(text: &str) -> Option<u64> {
+    entry_field(text, "version")?.parse().ok()
+}
+
+/// The value of `key` in an entry file's `text` (Boot Loader Spec type #1: `key value`
+/// lines), trimmed; the first such line counts.
+pub fn entry_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|line| {
-        let (key, value) = line.trim().split_once(char::is_whitespace)?;
-        (key == "version").then(|| value.trim().parse().ok()).flatten()
+        let (k, value) = line.trim().split_once(char::is_whitespace)?;
+        (k == key).then(|| value.trim())
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_fields_are_read_by_key() {
+        let entry = "title Cairn 0.1.0 (slot A)\nversion 1\nlinux /cairn/a/vmlinuz\n\
+                     initrd /cairn/a/initramfs.zst\noptions cairn.slot=a console=ttyS0,115200\n";
+        assert_eq!(entry_field(entry, "linux"), Some("/cairn/a/vmlinuz"));
+        assert_eq!(entry_field(entry, "initrd"), Some("/cairn/a/initramfs.zst"));
+        assert_eq!(entry_field(entry, "options"), Some("cairn.slot=a console=ttyS0,115200"));
+        assert_eq!(entry_field(entry, "devicetree"), None);
+        assert_eq!(entry_field("linuxx /k\n", "linux"), None);
+    }
 
     #[test]
     fn loader_conf_text() {

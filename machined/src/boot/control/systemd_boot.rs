@@ -10,7 +10,9 @@
 
 use std::io::Read;
 
-use cairn_api::disk::boot_entry::{generation_of, slot_dir, version_path, BootEntry, ENTRIES_DIR};
+use cairn_api::disk::boot_entry::{
+    entry_field, generation_of, slot_dir, version_path, BootEntry, ENTRIES_DIR,
+};
 use cairn_api::disk::entry_name::{EntryName, TryCounter};
 use cairn_api::image::Slot;
 
@@ -35,7 +37,7 @@ impl FoundEntry {
     fn parse(file: &str, text: &str) -> Option<FoundEntry> {
         let name: EntryName = file.parse().ok()?;
         let own = name.slot.kernel_arg();
-        let options = text.lines().find_map(|l| l.trim().strip_prefix("options "));
+        let options = entry_field(text, "options");
         let kernel_args = options
             .unwrap_or_default()
             .split_whitespace()
