@@ -99,7 +99,7 @@ pub struct VmConfig {
 }
 
 /// A kernel booted directly (`-kernel`, `-initrd`, `-append`), with no firmware of the
-/// board's, no disk and no network.
+/// board's, but the same disk, network and watchdog as an image boot.
 #[derive(Debug, Clone)]
 pub struct DirectKernel {
     /// The kernel image.
@@ -141,9 +141,9 @@ impl Vm {
         Vm::launch(config, Boot::Image)
     }
 
-    /// Starts QEMU on `config`'s machine, CPUs and memory booting `kernel` directly: no
-    /// firmware (QEMU's own BIOS loads it), no disk (`config.image` is not used), no network;
-    /// a reboot or power-off of the guest ends QEMU.
+    /// Starts QEMU on `config`'s machine, CPUs, memory, disk and network booting `kernel`
+    /// directly: no firmware of the board's (QEMU's own BIOS loads it), so no bootloader
+    /// either; a reboot or power-off of the guest ends QEMU.
     pub fn start_kernel(config: &VmConfig, kernel: &DirectKernel) -> Result<Vm, QemuError> {
         Vm::launch(config, Boot::Kernel(kernel))
     }
@@ -352,7 +352,7 @@ fn arguments(
 ) -> Vec<String> {
     let mut args = machine_arguments(config, qemu);
     match boot {
-        Boot::Image => args.extend(image_arguments(config, qemu, paths, api_port, forwarded)),
+        Boot::Image => args.extend(firmware_arguments(qemu, paths)),
         Boot::Kernel(kernel) => args.extend([
             "-kernel".into(),
             kernel.kernel.display().to_string(),
@@ -363,6 +363,7 @@ fn arguments(
             "-no-reboot".into(),
         ]),
     }
+    args.extend(device_arguments(config, qemu, api_port, forwarded));
     args.extend([
         "-serial".into(),
         format!("file:{}", paths.console.display()),
@@ -395,11 +396,20 @@ fn machine_arguments(config: &VmConfig, qemu: &Qemu) -> Vec<String> {
     args
 }
 
-/// The board's firmware, the image as its disk, its network card and its watchdog.
-fn image_arguments(
+/// The board's firmware (code, and a copy of its variables).
+fn firmware_arguments(qemu: &Qemu, paths: &VmPaths) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("if=pflash,format=raw,readonly=on,file={}", qemu.firmware.code.display()),
+        "-drive".into(),
+        format!("if=pflash,format=raw,file={}", paths.vars.display()),
+    ]
+}
+
+/// The image as the board's disk, its network card and its watchdog.
+fn device_arguments(
     config: &VmConfig,
     qemu: &Qemu,
-    paths: &VmPaths,
     api_port: u16,
     forwarded: &[(u16, u16)],
 ) -> Vec<String> {
@@ -412,10 +422,6 @@ fn image_arguments(
         netdev.push_str(",restrict=on");
     }
     let mut args: Vec<String> = vec![
-        "-drive".into(),
-        format!("if=pflash,format=raw,readonly=on,file={}", qemu.firmware.code.display()),
-        "-drive".into(),
-        format!("if=pflash,format=raw,file={}", paths.vars.display()),
         "-drive".into(),
         format!("file={},format=raw,if={}", config.image.display(), qemu.disk.qemu_name()),
         "-netdev".into(),
@@ -507,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_kernel_boots_on_the_same_machine_without_firmware_disk_or_network() {
+    fn a_direct_kernel_boots_on_the_same_machine_and_devices_without_firmware() {
         let dir = Path::new("/w");
         let config = config(generic_x86_64(), dir);
         let paths = paths_in(dir);
@@ -522,6 +528,9 @@ mod tests {
             args.join(" "),
             "-M q35 -m 512 -smp 2 -nographic -no-user-config -accel tcg -rtc base=utc \
              -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 quiet -no-reboot \
+             -drive file=/w/x.raw,format=raw,if=virtio \
+             -netdev user,id=net0,hostfwd=tcp:127.0.0.1:3000-:50000,restrict=on \
+             -device virtio-net-pci,netdev=net0 -device i6300esb \
              -serial file:/w/console.log -monitor none -qmp unix:/w/qmp.sock,server=on,wait=off"
         );
         assert_eq!(

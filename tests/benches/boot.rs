@@ -1,8 +1,11 @@
 //! Boot times side by side in one run, as figures (issue 19's goals beside them, PASS or
 //! MISS, never an assertion): the image's own kernel, initramfs and command line with a
-//! trivial `/init` booted directly (the floor), against Cairn's second boot to the
-//! maintenance API, a configured node's boot to its mTLS API and to its pods Ready, and a
-//! fresh disk's first boot to the API, each from QEMU's start, on the board's machine.
+//! trivial `/init` (the floor), against Cairn's second boot to the maintenance API, a
+//! configured node's boot to its mTLS API and to its pods Ready, and a fresh disk's first
+//! boot to the API, each from QEMU's start, on the board's machine with the same disk and
+//! network. Like for like, QEMU loads the kernel directly in all of them, as the bootloader
+//! would; one more row boots as a user's VM does, through OVMF and systemd-boot, to show
+//! what the firmware adds.
 //!
 //! `cargo bench -p cairn-tests --bench boot`; `CAIRN_BENCH_RUNS` sets the runs of each (3).
 //! Needs what the QEMU suite needs (qemu-system-x86, ovmf, qemu-utils, the Debian archive).
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use cairn_api::image::Slot;
-use cairn_qemu::{DirectKernel, Vm};
+use cairn_qemu::{DirectKernel, Vm, VmConfig};
 use cairn_tests::boards::{Board, PowerOn, GENERIC_X86_64};
 use cairn_tests::boot_figures::{kernel_starts, Figures, Measure, Run};
 use cairn_tests::disk::NodeDisk;
@@ -62,7 +65,8 @@ fn run() -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(bin_dir().parent().context("the target dir")?)?;
     let boot_files = BootFiles::read(&image, &board.description().disk.boot_label, Slot::A)?;
     let init = floor::trivial_init(board.arch())?;
-    let kernel = boot_files.write_with_init(&init, &work.path().join("floor"))?;
+    let floor = boot_files.write_with_init(&init, &work.path().join("floor"))?;
+    let cairn = boot_files.write(&work.path().join("cairn"))?;
     let time_server = Server::start("127.0.0.1:0".parse()?, ServerClock::Ahead(Duration::ZERO))?;
     let cluster = Cluster::generate("bench")?;
 
@@ -71,29 +75,24 @@ fn run() -> anyhow::Result<()> {
     for i in 0..runs {
         let dir = work.path().join(format!("run-{i}"));
         eprintln!("boot bench: run {} of {runs}", i + 1);
-        record(&mut figures, Measure::TrivialInit, floor_boot(board, &kernel, &dir));
         let disk = NodeDisk::copy(&image, &dir.join("disk.raw"), board.disk_bytes)?;
-        let first = boot_to_maintenance(board, &disk, &dir.join("first-boot"), Measure::FirstBoot);
-        record(
-            &mut figures,
-            Measure::FirstBoot,
-            first.map(|(run, mut vm)| {
-                power_off(&mut vm);
-                run
-            }),
-        );
-        let second =
-            boot_to_maintenance(board, &disk, &dir.join("second"), Measure::MaintenanceApi);
-        let mut second_vm = None;
+        // The floor sees the same devices, the fresh disk among them: the kernel reads none.
+        record(&mut figures, Measure::TrivialInit, floor_boot(board, &floor, &disk, &dir));
+        let first = boot_to_maintenance(board, &disk, &dir.join("first"), Boot::Direct(&cairn));
+        record(&mut figures, Measure::FirstBoot, first.map(powered_off));
+        let through_firmware = boot_to_maintenance(board, &disk, &dir.join("fw"), Boot::Firmware);
+        record(&mut figures, Measure::FirmwareMaintenanceApi, through_firmware.map(powered_off));
+        let again = boot_to_maintenance(board, &disk, &dir.join("again"), Boot::Direct(&cairn));
+        let mut again_vm = None;
         record(
             &mut figures,
             Measure::MaintenanceApi,
-            second.map(|(run, vm)| {
-                second_vm = Some(vm);
+            again.map(|(run, vm)| {
+                again_vm = Some(vm);
                 run
             }),
         );
-        if let Some(mut vm) = second_vm {
+        if let Some(mut vm) = again_vm {
             if configured.is_none() {
                 // The node every configured boot starts from: this disk, configured.
                 let server = format!("10.0.2.2:{}", time_server.address().port());
@@ -111,7 +110,8 @@ fn run() -> anyhow::Result<()> {
         }
         match &configured {
             Some(configured) => {
-                let (api, ready) = configured_boot(board, configured, &cluster.admin(), &dir);
+                let (api, ready) =
+                    configured_boot(board, configured, &cairn, &cluster.admin(), &dir);
                 record(&mut figures, Measure::ConfiguredApi, api);
                 record(&mut figures, Measure::PodsReady, ready);
             }
@@ -126,7 +126,7 @@ fn run() -> anyhow::Result<()> {
     let machine = board.description().qemu.as_ref().context("[qemu]")?;
     println!(
         "Boot times of {} under TCG (QEMU -M {}, {} vCPUs, {} MiB), wall time from QEMU's \
-         start, {runs} run(s) each:\n",
+         start, {runs} run(s) each; the kernel booted directly by QEMU unless said:\n",
         board.name, machine.machine, machine.cpus, board.memory_mib
     );
     println!("{}", figures.table());
@@ -144,9 +144,32 @@ fn record(figures: &mut Figures, measure: Measure, run: anyhow::Result<Run>) {
     }
 }
 
+/// How a boot starts.
+#[derive(Clone, Copy)]
+enum Boot<'a> {
+    /// The board's firmware and bootloader, as a user's VM does.
+    Firmware,
+    /// QEMU loads the slot's kernel and initramfs with its command line itself, as the floor.
+    Direct(&'a DirectKernel),
+}
+
+impl Boot<'_> {
+    fn start(self, config: &VmConfig) -> anyhow::Result<Vm> {
+        Ok(match self {
+            Boot::Firmware => Vm::start(config)?,
+            Boot::Direct(kernel) => Vm::start_kernel(config, kernel)?,
+        })
+    }
+}
+
 /// The floor: `kernel` with trivial-init, until its marker is on the console.
-fn floor_boot(board: &Board, kernel: &DirectKernel, dir: &Path) -> anyhow::Result<Run> {
-    let config = board.vm_config(PathBuf::new(), &dir.join("floor"), &[], PowerOn::Offline);
+fn floor_boot(
+    board: &Board,
+    kernel: &DirectKernel,
+    disk: &NodeDisk,
+    dir: &Path,
+) -> anyhow::Result<Run> {
+    let config = board.vm_config(disk.qemu_image(), &dir.join("floor"), &[], PowerOn::Offline);
     let started = Instant::now();
     let mut vm = Vm::start_kernel(&config, kernel)?;
     vm.wait_for(floor::MARKER, 0, BOOT_TIMEOUT)?;
@@ -164,18 +187,24 @@ fn power_off(vm: &mut Vm) {
     }
 }
 
+/// A run whose VM is then powered off.
+fn powered_off((run, mut vm): (Run, Vm)) -> Run {
+    power_off(&mut vm);
+    run
+}
+
 /// Boots `disk` until `ctl version` answers in maintenance mode; returns the run and the VM.
 fn boot_to_maintenance(
     board: &Board,
     disk: &NodeDisk,
     dir: &Path,
-    measure: Measure,
+    boot: Boot<'_>,
 ) -> anyhow::Result<(Run, Vm)> {
     let config = board.vm_config(disk.qemu_image(), dir, &[], PowerOn::Online);
     let started = Instant::now();
-    let mut vm = Vm::start(&config)?;
+    let mut vm = boot.start(&config)?;
     let run = wait_api(&mut vm, started, None, "maintenance")
-        .with_context(|| format!("{}; console:\n{}", measure.label(), vm.console()))?;
+        .with_context(|| format!("console:\n{}", vm.console()))?;
     Ok((run, vm))
 }
 
@@ -242,6 +271,7 @@ fn configure(vm: &mut Vm, cluster: &Cluster, time_server: &str) -> anyhow::Resul
 fn configured_boot(
     board: &Board,
     configured: &Path,
+    kernel: &DirectKernel,
     admin: &Path,
     dir: &Path,
 ) -> (anyhow::Result<Run>, anyhow::Result<Run>) {
@@ -250,7 +280,7 @@ fn configured_boot(
         let config =
             board.vm_config(disk.qemu_image(), &dir.join("configured"), &[], PowerOn::Online);
         let started = Instant::now();
-        let mut vm = Vm::start(&config)?;
+        let mut vm = Vm::start_kernel(&config, kernel)?;
         let run = wait_api(&mut vm, started, Some(admin), "configured")
             .with_context(|| format!("console:\n{}", vm.console()))?;
         Ok((vm, started, run))

@@ -81,6 +81,28 @@ struct Snapshot {
     sectors: BTreeMap<String, u64>,
     /// The processes that write, by PID: user space and the kernel's ext4 threads.
     processes: BTreeMap<u32, Process>,
+    /// Each ext4 journal's commits so far, by its `/proc/fs/jbd2` name (`vda5-8`).
+    journals: BTreeMap<String, JournalCommits>,
+    /// Every file on STATE and EPHEMERAL: its size and modification time.
+    files: BTreeMap<String, (u64, String)>,
+}
+
+/// The first line of `/proc/fs/jbd2/DEV/info`: `12 transactions (9 requested), each up to ...`.
+/// A requested commit is one a process forced (fsync) before the commit interval ran out.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct JournalCommits {
+    transactions: u64,
+    requested: u64,
+}
+
+impl JournalCommits {
+    fn parse(info: &str) -> Option<JournalCommits> {
+        let mut words = info.split_whitespace();
+        let transactions = words.next()?.parse().ok()?;
+        (words.next()? == "transactions").then_some(())?;
+        let requested = words.next()?.strip_prefix('(')?.parse().ok()?;
+        Some(JournalCommits { transactions, requested })
+    }
 }
 
 /// Talks to the node with `ctl`.
@@ -148,6 +170,36 @@ impl NodeReader<'_> {
         Ok(found)
     }
 
+    fn journals(&self) -> anyhow::Result<BTreeMap<String, JournalCommits>> {
+        let run =
+            ctl(Some(self.admin), &["-n", self.address, "-o", "json", "ls", "/proc/fs/jbd2"]).ok();
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let path = row["name"].as_str()?;
+                let info = self.read(&format!("{path}/info"))?;
+                let name = path.rsplit('/').next()?.to_string();
+                Some((name, JournalCommits::parse(&info)?))
+            })
+            .collect())
+    }
+
+    /// Every file under the writable mounts, with its size and modification time.
+    fn files(&self) -> anyhow::Result<BTreeMap<String, (u64, String)>> {
+        let mut files = BTreeMap::new();
+        for dir in ["/var", "/system/state"] {
+            let args = ["-n", self.address, "-o", "json", "ls", "--depth", "-1", dir];
+            let rows: Vec<serde_json::Value> =
+                serde_json::from_str(&ctl(Some(self.admin), &args).ok().stdout)?;
+            files.extend(rows.iter().filter_map(|row| {
+                let entry = (row["size"].as_u64()?, row["modified"].as_str()?.to_string());
+                Some((row["name"].as_str()?.to_string(), entry))
+            }));
+        }
+        Ok(files)
+    }
+
     fn snapshot(&self) -> anyhow::Result<Snapshot> {
         let diskstats = self.read("/proc/diskstats").context("reading /proc/diskstats")?;
         let at = Instant::now();
@@ -160,7 +212,13 @@ impl NodeReader<'_> {
             })
             .filter(|(name, _): &(String, u64)| name.starts_with("vd"))
             .collect();
-        Ok(Snapshot { at, sectors, processes: self.processes()? })
+        Ok(Snapshot {
+            at,
+            sectors,
+            processes: self.processes()?,
+            journals: self.journals()?,
+            files: self.files()?,
+        })
     }
 }
 
@@ -199,6 +257,27 @@ fn report(start: &Snapshot, end: &Snapshot, labels: &BTreeMap<String, &str>) {
         attributed += bytes;
         let label = format!("{comm} ({count})");
         println!("{label:<28} {:>12} {:>10.3}", bytes / 1024, mib_per_hour(*bytes, window));
+    }
+    println!("\n{:<28} {:>12} {:>10}", "journal commits", "in window", "forced");
+    for (name, after) in &end.journals {
+        let before = start.journals.get(name).copied().unwrap_or_default();
+        let label = format!(
+            "{name} ({})",
+            labels.get(name.split('-').next().unwrap_or("")).unwrap_or(&"?")
+        );
+        println!(
+            "{label:<28} {:>12} {:>10}",
+            after.transactions - before.transactions,
+            after.requested - before.requested
+        );
+    }
+    println!("\nfiles changed in the window (size now, growth):");
+    for (name, (size, modified)) in &end.files {
+        let before = start.files.get(name);
+        if before.is_none_or(|(_, was)| was != modified) {
+            let growth = *size as i64 - before.map_or(0, |(size, _)| *size as i64);
+            println!("  {name} {size} {growth:+}");
+        }
     }
     let rest = disk_bytes.saturating_sub(attributed);
     println!(

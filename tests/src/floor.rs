@@ -1,7 +1,8 @@
 //! The boot bench's floor: a disk image's own kernel, initramfs and command line (slot A's,
 //! read from its boot partition) with `trivial-init` as `/init`, booted directly on the
 //! board's machine ([`cairn_qemu::Vm::start_kernel`]): what the kernel and any init cost,
-//! none of Cairn's.
+//! none of Cairn's. The same files without trivial-init boot Cairn the same way, so the two
+//! differ only by Cairn's own work.
 
 use std::io::{Cursor, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
@@ -76,14 +77,29 @@ impl BootFiles {
 
     /// Writes the kernel and the initramfs with `init` into `dir`; returns how to boot them.
     pub fn write_with_init(&self, init: &[u8], dir: &Path) -> anyhow::Result<DirectKernel> {
+        self.write_kernel(dir, "initramfs-trivial-init", &self.initramfs_with_init(init)?)
+    }
+
+    /// Writes the kernel and the slot's own initramfs into `dir`; returns how to boot them as
+    /// the bootloader would, without it.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<DirectKernel> {
+        self.write_kernel(dir, "initramfs", &self.initramfs)
+    }
+
+    fn write_kernel(
+        &self,
+        dir: &Path,
+        name: &str,
+        initramfs: &[u8],
+    ) -> anyhow::Result<DirectKernel> {
         std::fs::create_dir_all(dir)?;
         let kernel = DirectKernel {
             kernel: dir.join("vmlinuz"),
-            initramfs: dir.join("initramfs-trivial-init"),
+            initramfs: dir.join(name),
             command_line: self.command_line.clone(),
         };
         std::fs::write(&kernel.kernel, &self.kernel)?;
-        std::fs::write(&kernel.initramfs, self.initramfs_with_init(init)?)?;
+        std::fs::write(&kernel.initramfs, initramfs)?;
         Ok(kernel)
     }
 }
