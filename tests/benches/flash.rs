@@ -7,9 +7,10 @@
 //! like the QEMU suite).
 //!
 //! The steady state: one-time writes are over before the window opens: the first boot's
-//! formatting, the image import, the pods' start, and ext4's lazy inode-table init (its kernel
-//! thread, `ext4lazyinit`, exits when done: the bench waits for that), then one more
-//! [`SETTLE`]. The window ([`WINDOW`], or `CAIRN_FLASH_WINDOW_SECS`) spans several periods of
+//! formatting, the image import, the pods' start, ext4's lazy inode-table init (its kernel
+//! thread, `ext4lazyinit`, exits when done: the bench waits for that) and machined's first log
+//! flush, which creates the log files (the bench waits for `/var/log/machined.log`), then one
+//! more [`SETTLE`]. The window ([`WINDOW`], or `CAIRN_FLASH_WINDOW_SECS`) spans several periods of
 //! every periodic writer (the logger's line every 10 s, the log flush every minute, ext4's
 //! journal commit and the kernel's write-back of dirty pages, at most every 5 minutes), so it
 //! counts each of them a whole number of times or nearly: the figure is the rate of an idle
@@ -34,6 +35,8 @@ const WINDOW: Duration = Duration::from_secs(600);
 const SETTLE: Duration = Duration::from_secs(60);
 /// The longest wait for ext4's lazy inode-table init to end.
 const LAZY_INIT_LIMIT: Duration = Duration::from_secs(300);
+/// The longest wait for machined's first log flush (it flushes every 5 minutes).
+const FIRST_FLUSH_LIMIT: Duration = Duration::from_secs(420);
 /// `ctl` calls run at once when reading every process's files.
 const READERS: usize = 6;
 
@@ -341,6 +344,13 @@ fn main() -> anyhow::Result<()> {
         "ext4's lazy inode-table init {} after {:.0?} more",
         if done { "ended" } else { "still ran" },
         lazy_init.elapsed()
+    );
+    let first_flush = Instant::now();
+    let flushed = eventually(FIRST_FLUSH_LIMIT, || reader.read("/var/log/machined.log").is_some());
+    println!(
+        "machined's first log flush {} after {:.0?} more",
+        if flushed { "done" } else { "not done" },
+        first_flush.elapsed()
     );
     std::thread::sleep(SETTLE);
 
