@@ -98,8 +98,9 @@ impl ImageCache {
 }
 
 /// The generation of `workspace`'s image sources: a hash of every file under it but the
-/// `tests/` crate, hidden files and `excluded` (the target dirs), of image-builder's
-/// executable and of the compiler (`compiler` is `rustc -vV`'s answer).
+/// `tests/` crate, hidden files, Markdown (documentation: a README's edit must not cost an
+/// image build) and `excluded` (the target dirs), of image-builder's executable and of the
+/// compiler (`compiler` is `rustc -vV`'s answer).
 pub fn generation(
     workspace: &Path,
     excluded: &[&Path],
@@ -132,6 +133,7 @@ fn source_files(
         let name = entry.file_name();
         let relative = path.strip_prefix(workspace).unwrap_or(&path).to_path_buf();
         let skipped = name.to_string_lossy().starts_with('.')
+            || path.extension().is_some_and(|e| e == "md")
             || name == "target"
             || relative == Path::new("tests")
             || excluded.iter().any(|e| path.starts_with(e));
@@ -253,7 +255,13 @@ mod tests {
         write(&ws.join("target/debug/x"), "output");
         write(&target.join("x"), "output");
         write(&ws.join(".git/HEAD"), "ref");
-        assert_eq!(generation(), first, "tests, outputs and hidden files are not image sources");
+        write(&ws.join("README.md"), "docs");
+        write(&ws.join("overlays/README.md"), "docs");
+        assert_eq!(
+            generation(),
+            first,
+            "tests, outputs, hidden files and documentation are not image sources"
+        );
         write(&ws.join("machined/src/lib.rs"), "fn b() {}");
         let changed = generation();
         assert_ne!(changed, first, "a source changed");
