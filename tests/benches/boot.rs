@@ -75,6 +75,7 @@ fn run() -> anyhow::Result<()> {
     for i in 0..runs {
         let dir = work.path().join(format!("run-{i}"));
         eprintln!("boot bench: run {} of {runs}", i + 1);
+        std::fs::create_dir_all(&dir)?;
         let disk = NodeDisk::copy(&image, &dir.join("disk.raw"), board.disk_bytes)?;
         // The floor sees the same devices, the fresh disk among them: the kernel reads none.
         record(&mut figures, Measure::TrivialInit, floor_boot(board, &floor, &disk, &dir));
