@@ -58,6 +58,14 @@ impl Slot {
         }
     }
 
+    /// The other slot: the one an update writes, or a failed trial falls back to.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
     /// The slot a [`SLOT_ARG`] value names (`a` or `b`, in either case).
     pub fn from_kernel_arg(value: &str) -> Option<Slot> {
         match value {

@@ -11,7 +11,7 @@
 use std::io::Read;
 
 use cairn_api::disk::boot_entry::{
-    entry_field, generation_of, slot_dir, version_path, BootEntry, ENTRIES_DIR,
+    entry_field, generation_of, slot_dir, slot_kernel_args, version_path, BootEntry, ENTRIES_DIR,
 };
 use cairn_api::disk::entry_name::{EntryName, TryCounter};
 use cairn_api::image::Slot;
@@ -36,14 +36,8 @@ impl FoundEntry {
     /// The entry in `file`, whose text is `text`, if its name is a Cairn entry's.
     fn parse(file: &str, text: &str) -> Option<FoundEntry> {
         let name: EntryName = file.parse().ok()?;
-        let own = name.slot.kernel_arg();
-        let options = entry_field(text, "options");
-        let kernel_args = options
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|arg| *arg != own)
-            .map(String::from)
-            .collect();
+        let kernel_args =
+            slot_kernel_args(name.slot, entry_field(text, "options").unwrap_or_default());
         Some(FoundEntry {
             file: file.to_string(),
             name,
