@@ -58,6 +58,14 @@ impl Slot {
         }
     }
 
+    /// The slot's place in pairs of per-slot values: 0 for A, 1 for B.
+    pub fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
+        }
+    }
+
     /// The other slot: the one an update writes, or a failed trial falls back to.
     pub fn other(self) -> Slot {
         match self {

@@ -32,15 +32,8 @@ const TRIED: &str = "cairn_tried";
 
 /// The variable holding `slot`'s kernel command line, e.g. `cairn_bootargs_b`: its own
 /// argument first ([`slot_command_line`]); absent while the script may not boot the slot.
-fn command_line_variable(slot: Slot) -> String {
+pub fn command_line_variable(slot: Slot) -> String {
     format!("cairn_bootargs_{}", slot_name(slot))
-}
-
-fn index(slot: Slot) -> usize {
-    match slot {
-        Slot::A => 0,
-        Slot::B => 1,
-    }
 }
 
 /// The boot script's state, as one copy of the environment holds it.
@@ -60,18 +53,18 @@ impl ScriptState {
     /// A blessed `slot` booting with `kernel_args`, the other slot empty: a new image's.
     pub fn first(slot: Slot, kernel_args: &[String]) -> ScriptState {
         let mut state = ScriptState { generation: 1, slot, trial: None, kernel_args: [None, None] };
-        state.kernel_args[index(slot)] = Some(kernel_args.to_vec());
+        state.kernel_args[slot.index()] = Some(kernel_args.to_vec());
         state
     }
 
     /// The kernel arguments of `slot` after its own, if the script may boot it.
     pub fn kernel_args(&self, slot: Slot) -> Option<&[String]> {
-        self.kernel_args[index(slot)].as_deref()
+        self.kernel_args[slot.index()].as_deref()
     }
 
     /// Sets the kernel arguments of `slot`; `None` takes it out of the script's choice.
     pub fn set_kernel_args(&mut self, slot: Slot, kernel_args: Option<Vec<String>>) {
-        self.kernel_args[index(slot)] = kernel_args;
+        self.kernel_args[slot.index()] = kernel_args;
     }
 
     /// The slot the script boots next: [`Self::slot`], or the other once its tries ran out.
