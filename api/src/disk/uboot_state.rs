@@ -166,7 +166,7 @@ impl InForce {
         match newest {
             Some((copy, state)) => Ok(InForce { copy, state: state.clone() }),
             None => Err(NoCopyInForce {
-                reasons: read.map(|r| r.err().expect("neither copy is valid")),
+                reasons: read.map(|r| r.expect_err("neither copy is valid")),
             }),
         }
     }
