@@ -165,9 +165,9 @@ impl InForce {
         let newest = valid.rev().max_by_key(|(_, state)| state.generation);
         match newest {
             Some((copy, state)) => Ok(InForce { copy, state: state.clone() }),
-            None => Err(NoCopyInForce {
-                reasons: read.map(|r| r.expect_err("neither copy is valid")),
-            }),
+            None => {
+                Err(NoCopyInForce { reasons: read.map(|r| r.expect_err("neither copy is valid")) })
+            }
         }
     }
 

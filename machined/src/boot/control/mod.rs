@@ -8,9 +8,8 @@
 //!   U-Boot environment file in two copies on the boot partition (ARM boards).
 //! - [`esp`]: the boot partition's FAT filesystem, behind a small trait.
 //!
-//! A node with no slots (PXE: the initramfs carries its
-//! root, upgrades are the server's business) has no boot control: its updater has no slots
-//! and says why.
+//! A node with no slots (PXE: the initramfs carries its root, upgrades are the server's
+//! business) has no boot control: its updater has no slots and says why.
 //!
 //! As in Bottlerocket's signpost, an implementation reads the bootloader's state into a
 //! value whose verbs change nothing on disk, then writes it in one commit step.
