@@ -179,7 +179,7 @@ fn markers(console: &str) -> Vec<&str> {
 }
 
 /// B on trial with three tries, A its fallback: U-Boot counts B's boots in alternate
-/// copies, skips a torn copy, then boots A with no help.
+/// copies, skips a torn copy, then boots A with no help; a blessed slot boots uncounted.
 fn trial_counts_down_then_falls_back(machine: &Machine) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("disk.raw");
@@ -245,7 +245,24 @@ fn trial_counts_down_then_falls_back(machine: &Machine) {
     assert!(seen.contains(&"trial of b failed, booting a"), "{seen:?}");
     assert!(seen.contains(&"booting slot a: cairn.slot=a console=ttyAMA0"), "{seen:?}");
     assert_eq!(copies(&path).unwrap(), before);
-    assert_eq!(in_force(&path).unwrap().state.boots(), Slot::A);
+    let found = in_force(&path).unwrap();
+    assert_eq!(found.state.boots(), Slot::A);
+
+    // Boot 6: machined's next commit, A blessed with other arguments, in copy 0 at the next
+    // generation: U-Boot takes it and boots A with nothing to count or write.
+    let blessed = ScriptState {
+        slot: Slot::A,
+        trial: None,
+        kernel_args: [Some(vec!["quiet".into()]), found.state.kernel_args[1].clone()],
+        ..found.state.clone()
+    };
+    let (copy, bytes) = found.successor(&blessed).unwrap();
+    assert_eq!(copy, ENV_COPIES[0]);
+    write_fat_file(&path, BOOT_LABEL, copy, &bytes).unwrap();
+    let before = copies(&path).unwrap();
+    let console = boot(6, "cairn-boot: slot a did not start", false);
+    assert_eq!(markers(&console)[..2], ["slot a", "booting slot a: cairn.slot=a quiet"]);
+    assert_eq!(copies(&path).unwrap(), before);
 }
 
 #[test]
