@@ -34,6 +34,7 @@
 //! disk = "virtio"
 //! network = "virtio-net-pci"
 //! watchdog = "i6300esb"
+//! rng = "virtio-rng-pci"
 //! power_off = "acpi-power-button"
 //! [qemu.firmware]
 //! code = "/usr/share/OVMF/OVMF_CODE_4M.fd"
@@ -212,6 +213,9 @@ pub struct Qemu {
     /// A hardware watchdog's device model (`-device`), if the board has one.
     #[serde(default)]
     pub watchdog: Option<String>,
+    /// A hardware random number generator's device model (`-device`), if the board has one.
+    #[serde(default)]
+    pub rng: Option<String>,
     /// How the guest is asked to power off.
     pub power_off: PowerOff,
 }

@@ -1,13 +1,13 @@
 //! Booting Cairn images under QEMU, as a user would, the way the board's `[qemu]`
 //! description says (for generic-x86_64: `qemu-system-x86_64 -M q35` with OVMF as pflash,
-//! the image as a virtio disk, a virtio network card, an i6300esb watchdog): user networking
+//! the image as a virtio disk, a virtio network card, an i6300esb watchdog, a virtio RNG): user networking
 //! with the API port forwarded to a free loopback port, and the first serial port captured
 //! to a file that tests search for markers. Software emulation (TCG) only: KVM guests hang
 //! on this project's machines.
 //!
 //! For comparison, [`Vm::start_kernel`] boots a kernel and initramfs directly, as QEMU's
-//! `-kernel` does, on the same machine, CPUs and memory, without firmware, disk or network:
-//! the floor a boot of the image can be measured against.
+//! `-kernel` does, on the same machine, CPUs, memory and devices, without the firmware and
+//! bootloader: a trivial init booted so is the floor a boot of the image is measured against.
 //!
 //! A VM stops gracefully as the board powers off (the ACPI power button, pressed over QMP
 //! with `system_powerdown`, which machined answers with a clean power-off) or hard, by
@@ -433,6 +433,9 @@ fn device_arguments(
         // When machined stops feeding it, it resets the machine (QEMU's default action).
         args.extend(["-device".into(), watchdog.clone()]);
     }
+    if let Some(rng) = &qemu.rng {
+        args.extend(["-device".into(), rng.clone()]);
+    }
     args
 }
 
@@ -498,7 +501,7 @@ mod tests {
              -drive if=pflash,format=raw,file=/w/vars.fd -drive file=/w/x.raw,format=raw,if=virtio \
              -netdev user,id=net0,hostfwd=tcp:127.0.0.1:3000-:50000,\
              hostfwd=tcp:127.0.0.1:4000-:8080,restrict=on -device virtio-net-pci,netdev=net0 \
-             -device i6300esb -serial file:/w/console.log -monitor none \
+             -device i6300esb -device virtio-rng-pci -serial file:/w/console.log -monitor none \
              -qmp unix:/w/qmp.sock,server=on,wait=off"
         );
 
@@ -530,7 +533,7 @@ mod tests {
              -kernel /k/vmlinuz -initrd /k/initrd -append console=ttyS0 quiet -no-reboot \
              -drive file=/w/x.raw,format=raw,if=virtio \
              -netdev user,id=net0,hostfwd=tcp:127.0.0.1:3000-:50000,restrict=on \
-             -device virtio-net-pci,netdev=net0 -device i6300esb \
+             -device virtio-net-pci,netdev=net0 -device i6300esb -device virtio-rng-pci \
              -serial file:/w/console.log -monitor none -qmp unix:/w/qmp.sock,server=on,wait=off"
         );
         assert_eq!(

@@ -355,6 +355,17 @@ fn main() -> anyhow::Result<()> {
         format!("{}{}", state.trim_end_matches(|c: char| c.is_ascii_digit()), number + 1);
     let labels = BTreeMap::from([(state.to_string(), "STATE"), (ephemeral, "EPHEMERAL")]);
     report(&start, &end, &labels);
+    println!("\nthe newest lines of each log that grew (who is chatty):");
+    for (name, (size, _)) in end.files.iter().filter(|(name, _)| name.ends_with(".log")) {
+        if start.files.get(name).is_some_and(|(before, _)| before == size) {
+            continue;
+        }
+        let text = reader.read(name).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        for line in &lines[lines.len().saturating_sub(3)..] {
+            println!("  {name}: {}", line.chars().take(200).collect::<String>());
+        }
+    }
     let mounts = reader.read("/proc/mounts").unwrap_or_default();
     for line in mounts.lines().filter(|l| l.contains(" ext4 ")) {
         println!("mount: {line}");

@@ -7,7 +7,7 @@ pub mod kmsg;
 pub mod ring;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -76,11 +76,14 @@ impl LogBook {
 
     /// Appends the lines not yet written to `dir/<id>.log`, creating `dir` if needed. A file
     /// that would grow past `max_file_bytes` is first moved to `<id>.log.1` (replacing the one
-    /// before), so each log takes at most twice that on EPHEMERAL however chatty it is.
+    /// before), so each log takes at most twice that on EPHEMERAL however chatty it is. Then
+    /// syncs `dir`'s file system once: one journal commit for all the files (a sync per file
+    /// cost a commit each, ~75 KiB of an SD card's writes apiece).
     pub fn flush_to(&self, dir: &Path, max_file_bytes: u64) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let rings: Vec<_> = self.rings.lock().expect("log book lock").clone().into_iter().collect();
         let mut flushed = self.flushed.lock().expect("log flush lock");
+        let mut wrote = false;
         for (id, ring) in rings {
             let last = flushed.get(&id).copied().unwrap_or(0);
             let fresh = ring.since(last);
@@ -104,8 +107,11 @@ impl LogBook {
                 .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(&path)?;
             file.write_all(text.as_bytes())?;
-            file.sync_data()?;
             flushed.insert(id, newest);
+            wrote = true;
+        }
+        if wrote {
+            nix::unistd::syncfs(File::open(dir)?)?;
         }
         Ok(())
     }
