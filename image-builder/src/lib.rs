@@ -17,6 +17,7 @@
 //! - [`busybox`]: the files of the busybox container image, applets read from the binary.
 //! - [`preload`]: the container images every image carries (pause, busybox, listed archives).
 //! - [`signing`]: the key pair update bundles are signed with, and offline bundle checks.
+//! - [`uboot`]: the U-Boot boot script of ARM boards, as U-Boot's `source` reads it.
 //! - [`disk`]: GPT disk images with a boot partition (FAT32) and root slots.
 //! - [`image`]: all of the above, assembled step by step into a bootable disk image, an
 //!   update bundle and a report.
@@ -38,3 +39,4 @@ pub mod rootfs;
 pub mod signing;
 pub mod squashfs;
 pub mod tree;
+pub mod uboot;

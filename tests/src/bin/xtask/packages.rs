@@ -79,8 +79,8 @@ pub fn demo(board: &Board) -> Vec<Need> {
     needs
 }
 
-/// What the tests need: the demo's, and the tools of image-builder's tests and of the pull
-/// scenario.
+/// What the tests need: the demo's, and the tools of image-builder's tests, of the pull
+/// scenario and of the U-Boot test.
 pub fn tests(board: &Board) -> Vec<Need> {
     let program = |name: &str| Some(Provides::Program(name.to_string()));
     let mut needs = demo(board);
@@ -94,6 +94,24 @@ pub fn tests(board: &Board) -> Vec<Need> {
             "the registry pods pull from",
         ),
         Need::new("skopeo", Suite::Host, program("skopeo"), "puts an image in that registry"),
+        Need::new(
+            "qemu-system-arm",
+            Suite::Backports,
+            program("qemu-system-aarch64"),
+            "the U-Boot test boots QEMU's arm64 and armv7 virt boards",
+        ),
+        Need::new(
+            "u-boot-qemu",
+            Suite::Host,
+            Some(Provides::File("/usr/lib/u-boot/qemu_arm64/u-boot.bin".into())),
+            "the U-Boot test runs the boot script under Debian's U-Boot for QEMU",
+        ),
+        Need::new(
+            "u-boot-tools",
+            Suite::Host,
+            program("mkimage"),
+            "image-builder's test compares the boot script's image with mkimage's",
+        ),
     ]);
     needs
 }
@@ -272,6 +290,9 @@ mod tests {
         let tests = tests(&board());
         assert!(tests.starts_with(&needs));
         assert!(tests.iter().any(|n| n.package == "docker-registry"));
+        let arm = tests.iter().find(|n| n.package == "qemu-system-arm").unwrap();
+        assert_eq!(arm.suite, Suite::Backports);
+        assert!(tests.iter().any(|n| n.package == "u-boot-qemu" && n.suite == Suite::Host));
     }
 
     #[test]
