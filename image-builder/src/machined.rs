@@ -153,18 +153,16 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     let workspace = workspace.canonicalize().map_err(cargo_error)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let wrapper = std::env::current_exe().map_err(MachinedError::OwnExecutable)?;
-    let target_dir = toolchain.target_dir(&target_dir(&workspace));
     let mut child = Command::new(cargo)
         .current_dir(&workspace)
         .args(["build", "--release", "--locked", "-p", PACKAGE, "--target", target])
         .args(Program::ALL.iter().flat_map(|program| ["--bin", program.name()]))
         .args(["--message-format", "json-render-diagnostics"])
         .envs(toolchain.cargo_env())
-        .env("CARGO_TARGET_DIR", &target_dir)
         // With --target, these reach only the target's crates, not build scripts.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            rustflags(cargo_home().as_deref(), &target_dir).join("\x1f"),
+            rustflags(cargo_home().as_deref(), &target_dir(&workspace)).join("\x1f"),
         )
         .env("RUSTC_WORKSPACE_WRAPPER", wrapper)
         .env(WRAPPER_FLAG_VARIABLE, workspace_remap(&workspace))

@@ -9,10 +9,9 @@
 //! it (`libstd-rust-web-dev` and `libstd-rust-web-1.85`; DESIGN.md §8). `cargo xtask
 //! cross-toolchain` sets up both that directory and the cross gcc packages.
 //!
-//! That rustc writes into its own subdirectory of the target directory: cargo keys every
-//! artifact by the rustc that built it, so the two compilers share nothing (build scripts and
-//! proc macros included) and a subdirectory costs no rebuild; it keeps each one's files apart
-//! and lets a host build run beside a cross build (cargo locks a whole target directory).
+//! Both compilers share the target directory: cargo keys every artifact, build scripts and
+//! proc macros included, by the rustc that built it, so neither rebuilds the other's (measured:
+//! a host build after a cross build with Debian's rustc found all 169 units fresh).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -21,9 +20,6 @@ use cairn_api::arch::Arch;
 
 /// The variable that names an unpacked Debian rustc for cross builds.
 pub const CROSS_RUST_VARIABLE: &str = "CAIRN_CROSS_RUST";
-
-/// The subdirectory of cargo's target directory an unpacked rustc builds into.
-const UNPACKED_RUSTC_TARGET_SUBDIR: &str = "cross-rust";
 
 /// What choosing a toolchain asks of the host.
 pub trait ToolchainHost {
@@ -180,15 +176,6 @@ impl Toolchain {
             env.push((format!("AR_{cc_target}"), format!("{gnu}-ar").into()));
         }
         env
-    }
-
-    /// The target directory cargo builds in, given the one it would use: a subdirectory of
-    /// it for an unpacked rustc (see the module's documentation).
-    pub fn target_dir(&self, target_dir: &Path) -> PathBuf {
-        match self.rustc {
-            Rustc::Host => target_dir.to_path_buf(),
-            Rustc::Unpacked { .. } => target_dir.join(UNPACKED_RUSTC_TARGET_SUBDIR),
-        }
     }
 }
 
@@ -373,7 +360,6 @@ mod tests {
             Toolchain::select(Arch::X86_64, Ok(Arch::X86_64), &FakeHost::new()).unwrap();
         assert_eq!(toolchain.rustc(), &Rustc::Host);
         assert!(toolchain.cargo_env().is_empty());
-        assert_eq!(toolchain.target_dir(Path::new("/t")), Path::new("/t"));
     }
 
     #[test]
@@ -391,11 +377,10 @@ mod tests {
                 "AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar",
             ]
         );
-        assert_eq!(toolchain.target_dir(Path::new("/t")), Path::new("/t"));
     }
 
     #[test]
-    fn without_a_rustup_target_the_unpacked_rustc_builds_in_its_own_target_subdirectory() {
+    fn without_a_rustup_target_the_unpacked_rustc_builds_with_its_library_path() {
         let host = FakeHost::new().with_unpacked(&["armv7-unknown-linux-gnueabihf"]);
         let toolchain = Toolchain::select(Arch::Armv7, Ok(Arch::X86_64), &host).unwrap();
         assert_eq!(
@@ -408,7 +393,6 @@ mod tests {
                 "AR_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-ar",
             ]
         );
-        assert_eq!(toolchain.target_dir(Path::new("/t")), Path::new("/t/cross-rust"));
     }
 
     #[test]
