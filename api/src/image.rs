@@ -58,6 +58,22 @@ impl Slot {
         }
     }
 
+    /// The slot's place in pairs of per-slot values: 0 for A, 1 for B.
+    pub fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
+        }
+    }
+
+    /// The other slot: the one an update writes, or a failed trial falls back to.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
     /// The slot a [`SLOT_ARG`] value names (`a` or `b`, in either case).
     pub fn from_kernel_arg(value: &str) -> Option<Slot> {
         match value {

@@ -114,8 +114,9 @@ impl AptState {
         host_mirror_in(Path::new("/etc/apt"))
     }
 
-    /// apt options that confine it to this state.
-    fn options(&self) -> Vec<String> {
+    /// apt options (`-o NAME=VALUE` pairs) that confine `apt-get` and `apt-cache` to this
+    /// state, for callers that run apt themselves.
+    pub fn options(&self) -> Vec<String> {
         let d = self.dir.display();
         let arch = self.arch.debian();
         [

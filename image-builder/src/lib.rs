@@ -9,6 +9,8 @@
 //! - [`lockfile`]: the versions and SHA-256s a build used, and will use again.
 //! - [`deb`]: unpacking `.deb` files.
 //! - [`executable`]: the static-executable check every program without libraries passes.
+//! - [`toolchain`]: the compilers for a board's architecture (cross builds: a rustup target or
+//!   Debian's rustc 1.85, and Debian's cross gcc), or what is missing and how to get it.
 //! - [`machined`]: machined and pause built static for the board's architecture, and checked.
 //! - [`rootfs`]: the files taken from packages, with the libraries they need.
 //! - [`initramfs`]: deterministic newc cpio archives, zstd-compressed.
@@ -17,6 +19,7 @@
 //! - [`busybox`]: the files of the busybox container image, applets read from the binary.
 //! - [`preload`]: the container images every image carries (pause, busybox, listed archives).
 //! - [`signing`]: the key pair update bundles are signed with, and offline bundle checks.
+//! - [`uboot`]: the U-Boot boot script of ARM boards, as U-Boot's `source` reads it.
 //! - [`disk`]: GPT disk images with a boot partition (FAT32) and root slots.
 //! - [`image`]: all of the above, assembled step by step into a bootable disk image, an
 //!   update bundle and a report.
@@ -37,4 +40,6 @@ pub mod profile;
 pub mod rootfs;
 pub mod signing;
 pub mod squashfs;
+pub mod toolchain;
 pub mod tree;
+pub mod uboot;

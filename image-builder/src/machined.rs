@@ -14,6 +14,10 @@
 //! workspace's rustc wrapper (`RUSTC_WORKSPACE_WRAPPER`), which adds it (see
 //! [`run_as_rustc_wrapper`]). The workspace's crates are rebuilt for each checkout anyway:
 //! their sources are somewhere else.
+//!
+//! For another architecture than the host's, [`toolchain`](crate::toolchain) chooses the
+//! compilers (a rustup target, or Debian's rustc 1.85 named by `$CAIRN_CROSS_RUST`, and
+//! Debian's cross gcc) and says what is missing.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
@@ -23,6 +27,7 @@ use std::process::{Command, Stdio};
 use cairn_api::arch::Arch;
 
 use crate::executable::{self, ExecutableError};
+use crate::toolchain::{self, Toolchain, ToolchainError};
 
 /// The workspace package that holds machined, pause and trivial-init.
 const PACKAGE: &str = "machined";
@@ -93,6 +98,9 @@ pub enum MachinedError {
         /// Why.
         source: std::io::Error,
     },
+    /// No compilers for the architecture.
+    #[error(transparent)]
+    Toolchain(#[from] ToolchainError),
     /// image-builder's own executable, which cargo runs as rustc wrapper, is not known.
     #[error("finding image-builder's own executable (cargo runs it as rustc wrapper): {0}")]
     OwnExecutable(std::io::Error),
@@ -133,10 +141,13 @@ pub enum MachinedError {
     },
 }
 
-/// Builds machined, pause and trivial-init from `workspace` for `arch` with one cargo invocation (`$CARGO`,
-/// else `cargo` on the PATH); returns the executables' paths. cargo's progress goes to stderr.
+/// Builds machined, pause and trivial-init from `workspace` for `arch` with one cargo
+/// invocation (`$CARGO`, else `cargo` on the PATH) and the compilers
+/// [`Toolchain::select`] chooses on this machine; returns the executables' paths. cargo's
+/// progress goes to stderr.
 pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
     let target = arch.rust_target();
+    let toolchain = Toolchain::select(arch, toolchain::host_arch(), &toolchain::System)?;
     let cargo_error =
         |source| MachinedError::Cargo { workspace: workspace.display().to_string(), source };
     let workspace = workspace.canonicalize().map_err(cargo_error)?;
@@ -147,6 +158,7 @@ pub fn build(workspace: &Path, arch: Arch) -> Result<Programs, MachinedError> {
         .args(["build", "--release", "--locked", "-p", PACKAGE, "--target", target])
         .args(Program::ALL.iter().flat_map(|program| ["--bin", program.name()]))
         .args(["--message-format", "json-render-diagnostics"])
+        .envs(toolchain.cargo_env())
         // With --target, these reach only the target's crates, not build scripts.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",

@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cairn_api::arch::Arch;
 use cairn_api::board::Board;
 use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, DEBIAN_KEYRING};
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
+use image_builder::machined::{self, Program};
 use image_builder::packages::{self, LockMode, PackageSet};
 use image_builder::profile::Profile;
 use image_builder::signing;
@@ -32,6 +34,18 @@ enum Command {
     /// Build a board's disk image (`cairn-<arch>.raw`, `.raw.zst`, `report.toml`; with
     /// --signing-key also an update bundle).
     Build(Box<BuildArgs>),
+    /// Build machined, pause and trivial-init for an architecture as `build` does (static,
+    /// release; for another architecture than the host's with a cross toolchain: a rustup
+    /// target, or $CAIRN_CROSS_RUST from `cargo xtask cross-toolchain`), check them and print
+    /// their paths and sizes.
+    Programs {
+        /// The architecture: x86_64, arm64 or armv7.
+        #[arg(long)]
+        arch: Arch,
+        /// The Cairn workspace they are built from.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        source: PathBuf,
+    },
     /// Make the ed25519 key pair update bundles are signed with: DIR/signing.key (private,
     /// mode 0600; an existing one is never replaced) and DIR/signing.pub (for
     /// `machine.update.trustedKeys`).
@@ -181,6 +195,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Programs { arch, source } => {
+            let built = machined::build(&source, arch)?;
+            for (program, path) in [
+                (Program::Machined, &built.machined),
+                (Program::Pause, &built.pause),
+                (Program::TrivialInit, &built.trivial_init),
+            ] {
+                let bytes = machined::load(path, program, arch)?.len();
+                println!("{} ({bytes} bytes, static {arch})", path.display());
+            }
+            Ok(())
+        }
         Command::Keygen { output } => {
             let public = signing::keygen(&output)?;
             println!(
@@ -239,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(machined), Some(pause)) => (machined, pause),
                 (machined, pause) => {
                     eprintln!("building machined and pause for {}", board.arch);
-                    let built = image_builder::machined::build(&source, board.arch)?;
+                    let built = machined::build(&source, board.arch)?;
                     (machined.unwrap_or(built.machined), pause.unwrap_or(built.pause))
                 }
             };

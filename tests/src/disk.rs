@@ -1,5 +1,6 @@
 //! Cairn disks from the host: copies and qcow2 overlays for VMs to start from, their
-//! partitions by GPT label, and files of an image's root filesystem.
+//! partitions by GPT label, files of an image's root filesystem and of its FAT boot
+//! partition.
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -113,6 +114,59 @@ pub fn file_in_image(disk: &Path, path: &str) -> anyhow::Result<Vec<u8>> {
         }
     }
     bail!("{}: no file {path} in ROOT-A", disk.display())
+}
+
+/// The file at `path` (from the root) of the FAT filesystem in the partition labelled
+/// `label`, if there is one.
+pub fn fat_file(disk: &Path, label: &str, path: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    with_fat(disk, label, false, |root| match root.open_file(path.trim_start_matches('/')) {
+        Ok(mut file) => {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)?;
+            Ok(Some(data))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    })
+}
+
+/// Replaces the content of the existing file at `path` of the FAT filesystem in the partition
+/// labelled `label` with `data`, as a bootloader or a torn write would leave it.
+pub fn write_fat_file(disk: &Path, label: &str, path: &str, data: &[u8]) -> anyhow::Result<()> {
+    with_fat(disk, label, true, |root| {
+        let mut file = root.open_file(path.trim_start_matches('/'))?;
+        file.truncate()?;
+        std::io::Write::write_all(&mut file, data)
+    })
+}
+
+/// Runs `work` on the root of the FAT filesystem in the partition labelled `label`, read
+/// into memory (no mount), and writes the partition back when `write`.
+fn with_fat<T>(
+    disk: &Path,
+    label: &str,
+    write: bool,
+    work: impl FnOnce(&fatfs::Dir<'_, &mut std::io::Cursor<Vec<u8>>>) -> std::io::Result<T>,
+) -> anyhow::Result<T> {
+    let (offset, length) = partition(disk, label)?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(write).open(disk)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    (&mut file).take(length).read_to_end(&mut bytes)?;
+    let mut volume = std::io::Cursor::new(bytes);
+    let result = {
+        let fs = fatfs::FileSystem::new(&mut volume, fatfs::FsOptions::new())
+            .with_context(|| format!("{}: {label} is not a FAT filesystem", disk.display()))?;
+        let result = work(&fs.root_dir()).with_context(|| format!("{}: {label}", disk.display()));
+        fs.unmount()?;
+        result?
+    };
+    if write {
+        file.seek(SeekFrom::Start(offset))?;
+        std::io::Write::write_all(&mut file, volume.get_ref())?;
+        file.sync_all()?;
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

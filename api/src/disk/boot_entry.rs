@@ -30,6 +30,21 @@ pub fn version_path(slot: Slot) -> String {
     format!("{}/version", slot_dir(slot))
 }
 
+/// The kernel command line of `slot`: the argument naming it ([`Slot::kernel_arg`]), then
+/// `kernel_args`.
+pub fn slot_command_line(slot: Slot, kernel_args: &[String]) -> String {
+    std::iter::once(slot.kernel_arg())
+        .chain(kernel_args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The kernel arguments of `slot`'s `command_line` after its own.
+pub fn slot_kernel_args(slot: Slot, command_line: &str) -> Vec<String> {
+    let own = slot.kernel_arg();
+    command_line.split_whitespace().filter(|arg| *arg != own).map(String::from).collect()
+}
+
 /// `loader.conf`: which entry systemd-boot boots, and whether it waits in its menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoaderConf {
@@ -68,10 +83,7 @@ impl BootEntry {
     /// ([`Slot::kernel_arg`]) followed by `kernel_args`.
     pub fn for_slot(slot: Slot, version: &str, generation: u64, kernel_args: &[String]) -> Self {
         let dir = slot_dir(slot);
-        let options = std::iter::once(slot.kernel_arg())
-            .chain(kernel_args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let options = slot_command_line(slot, kernel_args);
         BootEntry {
             slot,
             title: format!("Cairn {version} (slot {slot})"),

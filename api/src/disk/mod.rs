@@ -7,12 +7,17 @@
 //! - [`boot_entry`]: the Boot Loader Spec files systemd-boot reads (`loader.conf`, one
 //!   entry per slot).
 //! - [`entry_name`]: an entry's file name, which carries systemd-boot's try counter.
+//! - [`uboot_env`]: U-Boot's binary environment file format.
+//! - [`uboot_state`]: what the U-Boot boot script keeps in two such files on the boot
+//!   partition: the slot to boot, its trial, each slot's command line.
 //!
 //! Behind the `disk` feature: `ctl` has no disks to edit and does not build the GPT code.
 
 pub mod boot_entry;
 pub mod entry_name;
 pub mod partition_table;
+pub mod uboot_env;
+pub mod uboot_state;
 
 use crate::image::Slot;
 

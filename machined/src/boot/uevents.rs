@@ -92,11 +92,8 @@ impl UeventSocket {
             tracing::warn!("uevent socket: a {RECEIVE_BUFFER}-byte buffer: {errno}");
         }
         if let Some(timeout) = timeout {
-            let timeout = TimeVal::new(
-                timeout.as_secs().try_into().unwrap_or(i64::MAX),
-                timeout.subsec_micros().into(),
-            );
-            setsockopt(&fd, sockopt::ReceiveTimeout, &timeout).map_err(fail("timeout"))?;
+            setsockopt(&fd, sockopt::ReceiveTimeout, &receive_timeout(timeout))
+                .map_err(fail("timeout"))?;
         }
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, KERNEL_GROUP)).map_err(fail("bind"))?;
         Ok(UeventSocket { fd })
@@ -132,9 +129,26 @@ impl UeventSocket {
     }
 }
 
+/// `timeout` as `SO_RCVTIMEO` takes it, its seconds capped at what `time_t` holds.
+// time_t and suseconds_t are 64 bits here and 32 on armv7, where the conversions can fail.
+#[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+fn receive_timeout(timeout: Duration) -> TimeVal {
+    let seconds = timeout.as_secs().try_into().unwrap_or(nix::libc::time_t::MAX);
+    let micros = timeout.subsec_micros().try_into().expect("below a million: fits 32 bits");
+    TimeVal::new(seconds, micros)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn receive_timeouts_keep_microseconds_and_cap_seconds_at_time_t() {
+        let timeout = receive_timeout(Duration::from_micros(2_500_001));
+        assert_eq!((timeout.tv_sec(), timeout.tv_usec()), (2, 500_001));
+        let forever = receive_timeout(Duration::new(u64::MAX, 999_999_999));
+        assert_eq!((forever.tv_sec(), forever.tv_usec()), (nix::libc::time_t::MAX, 999_999));
+    }
 
     #[test]
     fn parses_kernel_uevents() {

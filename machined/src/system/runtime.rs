@@ -66,7 +66,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 
 /// Open files PID 1 may hold: every API connection, log file and watched device is one, and
 /// the kernel's default of 1024 let 1000 idle connections lock the operator out.
-const OPEN_FILES: u64 = 65_536;
+/// (`rlim_t`: 64 bits here, 32 on armv7.)
+const OPEN_FILES: nix::libc::rlim_t = 65_536;
 
 /// Raises the open-file limit to [`OPEN_FILES`] (as PID 1, which may raise the hard limit) or
 /// to the hard limit (as an ordinary process).

@@ -74,10 +74,7 @@ fn io_error(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> UpdateErr
 
 /// The other slot.
 pub fn other(slot: Slot) -> Slot {
-    match slot {
-        Slot::A => Slot::B,
-        Slot::B => Slot::A,
-    }
+    slot.other()
 }
 
 /// The architecture machined was built for, if it is one bundles are made for.

@@ -44,8 +44,19 @@ pub trait EspFiles: Send + Sync {
         dir: &str,
         wanted: &dyn Fn(&str) -> bool,
     ) -> io::Result<Vec<(String, String)>>;
+    /// The bytes of the file at `path`, if there is one.
+    fn read_bytes(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
     /// The text of the file at `path`, if there is one.
-    fn read_file(&self, path: &str) -> io::Result<Option<String>>;
+    fn read_file(&self, path: &str) -> io::Result<Option<String>> {
+        let bytes = self.read_bytes(path)?;
+        bytes
+            .map(|bytes| {
+                String::from_utf8(bytes).map_err(|_| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("{path} is not UTF-8 text"))
+                })
+            })
+            .transpose()
+    }
     /// Writes the file at `path` with what `content` yields, creating its directories;
     /// `written` is told of each piece's length. Returns the bytes written.
     fn write_file(
@@ -113,12 +124,12 @@ impl EspFiles for FatEsp {
         })
     }
 
-    fn read_file(&self, path: &str) -> io::Result<Option<String>> {
+    fn read_bytes(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
         self.with_root(|root| match root.open_file(relative(path)) {
             Ok(mut file) => {
-                let mut text = String::new();
-                file.read_to_string(&mut text)?;
-                Ok(Some(text))
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)?;
+                Ok(Some(bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -241,8 +252,8 @@ impl EspFiles for MemoryEsp {
             .collect())
     }
 
-    fn read_file(&self, path: &str) -> io::Result<Option<String>> {
-        Ok(self.text(path))
+    fn read_bytes(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        Ok(self.files.lock().unwrap().get(path).cloned())
     }
 
     fn write_file(
@@ -309,6 +320,11 @@ mod tests {
         .unwrap();
         assert_eq!(esp.read_file("/cairn/b/version").unwrap().as_deref(), Some("0.2.0\n"));
         assert_eq!(esp.read_file("/cairn/a/version").unwrap(), None);
+        assert_eq!(esp.read_bytes("/cairn/b/vmlinuz").unwrap(), Some(content.clone()));
+        esp.write_file("/cairn/env.0", &mut &[0xff, 0][..], &mut |_| {}).unwrap();
+        assert_eq!(esp.read_bytes("/cairn/env.0").unwrap(), Some(vec![0xff, 0]));
+        let error = esp.read_file("/cairn/env.0").unwrap_err().to_string();
+        assert!(error.ends_with("/cairn/env.0 is not UTF-8 text"), "{error}");
         let entries = esp.read_dir("/loader/entries", &|n| n.ends_with(".conf")).unwrap();
         assert_eq!(entries, [("cairn-b+3.conf".to_string(), "title B\n".to_string())]);
         // Rewriting a file shortens it; removing it removes it.

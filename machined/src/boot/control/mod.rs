@@ -4,23 +4,27 @@
 //!
 //! - [`systemd_boot`]: Boot Loader Spec entries on the ESP, with systemd-boot's try
 //!   counters in their names (UEFI machines).
-//! - [`esp`]: the ESP's FAT filesystem, behind a small trait.
+//! - [`uboot`]: Cairn's U-Boot boot script, whose state (slot, trial, command lines) is a
+//!   U-Boot environment file in two copies on the boot partition (ARM boards).
+//! - [`esp`]: the boot partition's FAT filesystem, behind a small trait.
 //!
-//! U-Boot (a boot script's environment file on the boot partition) is another
-//! implementation of the same trait. A node with no slots (PXE: the initramfs carries its
-//! root, upgrades are the server's business) has no boot control: its updater has no slots
-//! and says why.
+//! A node with no slots (PXE: the initramfs carries its root, upgrades are the server's
+//! business) has no boot control: its updater has no slots and says why.
 //!
 //! As in Bottlerocket's signpost, an implementation reads the bootloader's state into a
 //! value whose verbs change nothing on disk, then writes it in one commit step.
 
 pub mod esp;
 pub mod systemd_boot;
+pub mod uboot;
 
 use std::io::{self, Read};
 
+use cairn_api::disk::boot_entry::{slot_dir, version_path};
 use cairn_api::disk::entry_name::TryCounter;
 use cairn_api::image::Slot;
+
+use esp::EspFiles;
 
 /// Boot control failed; what the bootloader boots is as it was before the failed step.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +40,14 @@ pub enum BootControlError {
     /// The slot has no boot entry to act on.
     #[error("slot {0} has no boot entry")]
     NoEntry(Slot),
+    /// The bootloader's state is not in its format, or cannot be written in it.
+    #[error("{what}: {reason}")]
+    Invalid {
+        /// What was being read or written.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl BootControlError {
@@ -131,4 +143,27 @@ pub trait BootControl: Send + Sync {
     fn bless(&self, slot: Slot) -> Result<(), BootControlError>;
     /// Ends `slot`'s trial as a failure: the bootloader boots the other slot.
     fn give_up(&self, slot: Slot) -> Result<(), BootControlError>;
+}
+
+/// The versions in the slots' version files, A then B (`None` for a missing or empty one).
+fn read_versions(files: &dyn EspFiles) -> Result<[Option<String>; 2], BootControlError> {
+    let mut versions = [None, None];
+    for slot in [Slot::A, Slot::B] {
+        let path = version_path(slot);
+        let text = files.read_file(&path).map_err(BootControlError::io(path))?;
+        versions[slot.index()] = text.map(|t| t.trim().to_string()).filter(|v| !v.is_empty());
+    }
+    Ok(versions)
+}
+
+/// Writes the boot file `name` of `slot` under [`slot_dir`], as [`BootControl::install_file`].
+fn install_slot_file(
+    files: &dyn EspFiles,
+    slot: Slot,
+    name: &str,
+    content: &mut dyn Read,
+    written: &mut dyn FnMut(usize),
+) -> Result<u64, BootControlError> {
+    let path = format!("{}/{name}", slot_dir(slot));
+    files.write_file(&path, content, written).map_err(BootControlError::io(path))
 }

@@ -11,13 +11,16 @@
 use std::io::Read;
 
 use cairn_api::disk::boot_entry::{
-    entry_field, generation_of, slot_dir, version_path, BootEntry, ENTRIES_DIR,
+    entry_field, generation_of, slot_kernel_args, version_path, BootEntry, ENTRIES_DIR,
 };
 use cairn_api::disk::entry_name::{EntryName, TryCounter};
 use cairn_api::image::Slot;
 
 use super::esp::{Change, EspFiles};
-use super::{BootControl, BootControlError, BootState, SlotEntry, SlotState, SlotSystem};
+use super::{
+    install_slot_file, read_versions, BootControl, BootControlError, BootState, SlotEntry,
+    SlotState, SlotSystem,
+};
 
 /// A slot's boot entry as found on the ESP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +39,8 @@ impl FoundEntry {
     /// The entry in `file`, whose text is `text`, if its name is a Cairn entry's.
     fn parse(file: &str, text: &str) -> Option<FoundEntry> {
         let name: EntryName = file.parse().ok()?;
-        let own = name.slot.kernel_arg();
-        let options = entry_field(text, "options");
-        let kernel_args = options
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|arg| *arg != own)
-            .map(String::from)
-            .collect();
+        let kernel_args =
+            slot_kernel_args(name.slot, entry_field(text, "options").unwrap_or_default());
         Some(FoundEntry {
             file: file.to_string(),
             name,
@@ -64,13 +61,6 @@ pub struct EspState {
     changes: Vec<Change>,
 }
 
-fn index(slot: Slot) -> usize {
-    match slot {
-        Slot::A => 0,
-        Slot::B => 1,
-    }
-}
-
 /// The path of entry file `file`.
 fn entry_path(file: &str) -> String {
     format!("{ENTRIES_DIR}/{file}")
@@ -83,12 +73,7 @@ impl EspState {
             .read_dir(ENTRIES_DIR, &|name| name.parse::<EntryName>().is_ok())
             .map_err(BootControlError::io("reading the boot entries"))?;
         let entries = found.iter().filter_map(|(file, text)| FoundEntry::parse(file, text));
-        let mut versions = [None, None];
-        for slot in [Slot::A, Slot::B] {
-            let path = version_path(slot);
-            let text = files.read_file(&path).map_err(BootControlError::io(path))?;
-            versions[index(slot)] = text.map(|t| t.trim().to_string()).filter(|v| !v.is_empty());
-        }
+        let versions = read_versions(files)?;
         Ok(EspState { entries: entries.collect(), versions, changes: Vec::new() })
     }
 
@@ -114,7 +99,7 @@ impl EspState {
     /// The state as boot control reports it.
     pub fn boot_state(&self) -> BootState {
         let slot = |slot: Slot| SlotState {
-            version: self.versions[index(slot)].clone(),
+            version: self.versions[slot.index()].clone(),
             entry: self.entry(slot).map(|found| SlotEntry {
                 name: found.file.clone(),
                 counter: found.name.counter,
@@ -136,7 +121,7 @@ impl EspState {
         }
         self.entries.retain(|e| e.name.slot != slot);
         self.changes.push(Change::Remove(version_path(slot)));
-        self.versions[index(slot)] = None;
+        self.versions[slot.index()] = None;
     }
 
     /// Makes `slot`, holding `system`, the next boot's with `tries` boots: its version file,
@@ -168,7 +153,7 @@ impl EspState {
             generation,
             kernel_args: system.kernel_args.to_vec(),
         });
-        self.versions[index(slot)] = Some(system.version.to_string());
+        self.versions[slot.index()] = Some(system.version.to_string());
         name
     }
 
@@ -256,8 +241,7 @@ impl<F: EspFiles> BootControl for SystemdBoot<F> {
         content: &mut dyn Read,
         written: &mut dyn FnMut(usize),
     ) -> Result<u64, BootControlError> {
-        let path = format!("{}/{name}", slot_dir(slot));
-        self.files.write_file(&path, content, written).map_err(BootControlError::io(path))
+        install_slot_file(&self.files, slot, name, content, written)
     }
 
     fn choose(

@@ -1,6 +1,7 @@
-//! `cargo xtask test`: what CI runs, as timed steps — the host's packages, Debian's rustc
-//! 1.85, formatting, lints, the build with rustc 1.85, every test — then where the time went,
-//! the QEMU scenarios' times included.
+//! `cargo xtask test`: what CI runs, as timed steps — the host's packages (the cross gcc
+//! among them), Debian's rustc 1.85 with the arm std for cross builds, formatting, lints, the
+//! build with rustc 1.85, every test — then where the time went, the QEMU scenarios' times
+//! included.
 
 use std::path::PathBuf;
 
@@ -63,9 +64,10 @@ fn run_steps(
 ) -> Result<(), HostError> {
     steps.start("host packages");
     let apt_updated = packages::ensure(host, &packages::tests(board))?;
-    steps.start("Debian rustc 1.85");
+    steps.start("Debian rustc 1.85 and the arm std");
     let rust = Rust185::in_cache(&setup.cache);
     rust.ensure(host, apt_updated)?;
+    rust.ensure_cross(host)?;
     host.run(&rust.version())?;
     for (step, command) in checks(setup, &rust) {
         steps.start(step);
@@ -140,7 +142,12 @@ mod tests {
         let needs = packages::tests(&board);
         let mut host = FakeHost::warm(&needs);
         let setup = setup();
-        host.files.insert(Rust185::in_cache(&setup.cache).rustc(), String::new());
+        let rust = Rust185::in_cache(&setup.cache);
+        host.files.insert(rust.rustc(), String::new());
+        for arch in crate::rust185::CROSS {
+            let std = image_builder::toolchain::unpacked_std_dir(rust.root(), arch.rust_target());
+            host.files.insert(std.join("libstd-f7c1952303da7ec4.rlib"), String::new());
+        }
         run(&mut host, &board, &setup).unwrap();
         let ran: Vec<&str> = host
             .ran

@@ -57,6 +57,9 @@ pub enum HostError {
         /// Its exit status.
         status: std::process::ExitStatus,
     },
+    /// Preparing an isolated apt state failed.
+    #[error(transparent)]
+    Apt(#[from] image_builder::apt::AptError),
     /// Something else failed on the way: the place and why.
     #[error("{what}: {source}")]
     Io {

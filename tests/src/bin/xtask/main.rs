@@ -3,6 +3,7 @@
 //! tests need and runs every check CI runs, then prints where the time went.
 
 mod checks;
+mod cross;
 mod demo;
 mod host;
 mod packages;
@@ -32,6 +33,14 @@ enum Xtask {
         #[arg(long, value_name = "DIR")]
         cache: Option<PathBuf>,
     },
+    /// Installs the cross gcc for arm64 and armv7, and unpacks Debian's rustc 1.85 with the
+    /// std of both into the cache; prints the CAIRN_CROSS_RUST line that points image-builder
+    /// at it (for hosts whose rustc has no rustup target for them).
+    CrossToolchain {
+        /// Where the toolchain goes [default: the target dir's `xtask/`, as for `test`].
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +62,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// The target directory's `xtask/`.
+fn default_cache(workspace: &std::path::Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
+    target.unwrap_or_else(|| workspace.join("target")).join("xtask")
+}
+
 fn run(command: Xtask) -> Result<(), HostError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let workspace = cairn_tests::workspace();
@@ -60,6 +75,11 @@ fn run(command: Xtask) -> Result<(), HostError> {
     let mut host = System;
     match command {
         Xtask::Demo => Err(demo::run(&mut host, board, &cargo, workspace)),
+        Xtask::CrossToolchain { cache } => {
+            let cache = cache.unwrap_or_else(|| default_cache(workspace));
+            println!("{}", cross::run(&mut host, &cache)?);
+            Ok(())
+        }
         Xtask::Test { cache } => {
             // Ctrl-C reaches the running check too (the terminal's process group) and stops it;
             // xtask only notes it (a handler, which children do not inherit), so it lives on to
@@ -71,10 +91,7 @@ fn run(command: Xtask) -> Result<(), HostError> {
             };
             let _interrupts = interrupts()
                 .map_err(|source| HostError::Io { what: "watching for Ctrl-C".into(), source })?;
-            let cache = cache.unwrap_or_else(|| {
-                let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from);
-                target.unwrap_or_else(|| workspace.join("target")).join("xtask")
-            });
+            let cache = cache.unwrap_or_else(|| default_cache(workspace));
             let timings =
                 tempfile::Builder::new().prefix("cairn-timings.").tempfile().map_err(|source| {
                     HostError::Io {

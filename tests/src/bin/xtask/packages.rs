@@ -6,8 +6,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use cairn_api::board::Board;
+use image_builder::toolchain;
 
 use crate::host::{Host, HostError, Invocation};
+use crate::rust185::CROSS;
 use crate::sources::{self, BACKPORTS};
 
 /// Where apt takes a package from.
@@ -79,11 +81,34 @@ pub fn demo(board: &Board) -> Vec<Need> {
     needs
 }
 
-/// What the tests need: the demo's, and the tools of image-builder's tests and of the pull
-/// scenario.
+/// What cross builds of machined need besides Debian's rustc: for each of [`CROSS`], the
+/// cross gcc (linker, and compiler of ring's and zstd's C) and the C library to link
+/// statically (a Recommends of the gcc, which apt here does not install).
+pub fn cross() -> Vec<Need> {
+    CROSS
+        .into_iter()
+        .flat_map(|arch| {
+            let gnu = toolchain::gnu_triple(arch);
+            let libc = format!("libc6-dev-{}-cross", arch.debian());
+            [
+                Need::new(
+                    &format!("gcc-{gnu}"),
+                    Suite::Host,
+                    Some(Provides::Program(format!("{gnu}-gcc"))),
+                    "links cross-built machined and compiles ring and zstd's C",
+                ),
+                Need::new(&libc, Suite::Host, None, "the C library cross builds link statically"),
+            ]
+        })
+        .collect()
+}
+
+/// What the tests need: the demo's, the cross builds', and the tools of image-builder's tests,
+/// of the pull scenario and of the U-Boot test.
 pub fn tests(board: &Board) -> Vec<Need> {
     let program = |name: &str| Some(Provides::Program(name.to_string()));
     let mut needs = demo(board);
+    needs.extend(cross());
     needs.extend([
         Need::new("gpg", Suite::Host, program("gpg"), "image-builder's tests sign a mirror"),
         Need::new("gpg-agent", Suite::Host, None, "gpg signs through it"),
@@ -94,6 +119,24 @@ pub fn tests(board: &Board) -> Vec<Need> {
             "the registry pods pull from",
         ),
         Need::new("skopeo", Suite::Host, program("skopeo"), "puts an image in that registry"),
+        Need::new(
+            "qemu-system-arm",
+            Suite::Backports,
+            program("qemu-system-aarch64"),
+            "the U-Boot test boots QEMU's arm64 and armv7 virt boards",
+        ),
+        Need::new(
+            "u-boot-qemu",
+            Suite::Host,
+            Some(Provides::File("/usr/lib/u-boot/qemu_arm64/u-boot.bin".into())),
+            "the U-Boot test runs the boot script under Debian's U-Boot for QEMU",
+        ),
+        Need::new(
+            "u-boot-tools",
+            Suite::Host,
+            program("mkimage"),
+            "image-builder's test compares the boot script's image with mkimage's",
+        ),
     ]);
     needs
 }
@@ -272,6 +315,9 @@ mod tests {
         let tests = tests(&board());
         assert!(tests.starts_with(&needs));
         assert!(tests.iter().any(|n| n.package == "docker-registry"));
+        let arm = tests.iter().find(|n| n.package == "qemu-system-arm").unwrap();
+        assert_eq!(arm.suite, Suite::Backports);
+        assert!(tests.iter().any(|n| n.package == "u-boot-qemu" && n.suite == Suite::Host));
     }
 
     #[test]
