@@ -11,14 +11,16 @@
 //! A node with no slots (PXE: the initramfs carries its root, upgrades are the server's
 //! business) has no boot control: its updater has no slots and says why.
 //!
-//! As in Bottlerocket's signpost, an implementation reads the bootloader's state into a
-//! value whose verbs change nothing on disk, then writes it in one commit step.
+//! As in Bottlerocket's signpost, each reads the bootloader's state into a value whose verbs
+//! change nothing on disk ([`BootloaderState`]), then writes it in one commit step; one
+//! [`OnBootPartition`] makes either a [`BootControl`].
 
 pub mod esp;
 pub mod systemd_boot;
 pub mod uboot;
 
 use std::io::{self, Read};
+use std::marker::PhantomData;
 
 use cairn_api::disk::boot_entry::{slot_dir, version_path};
 use cairn_api::disk::entry_name::TryCounter;
@@ -166,4 +168,89 @@ fn install_slot_file(
 ) -> Result<u64, BootControlError> {
     let path = format!("{}/{name}", slot_dir(slot));
     files.write_file(&path, content, written).map_err(BootControlError::io(path))
+}
+
+/// A bootloader's state, as its files on the boot partition say: read once, changed by verbs
+/// that touch no disk, written in one [`commit`](BootloaderState::commit) (Bottlerocket's
+/// signpost does the same).
+pub trait BootloaderState: Sized {
+    /// Reads the state from the boot partition's `files`.
+    fn read(files: &dyn EspFiles) -> Result<Self, BootControlError>;
+    /// The state as boot control reports it.
+    fn boot_state(&self) -> BootState;
+    /// Takes `slot` out of the bootloader's choice and forgets its system.
+    fn retire(&mut self, slot: Slot);
+    /// Makes `slot`, holding `system`, the next boot's with `tries` boots; returns how the
+    /// bootloader names its entry.
+    fn choose(&mut self, slot: Slot, system: SlotSystem<'_>, tries: u32) -> String;
+    /// Ends `slot`'s trial: it stays the one booted.
+    fn mark_successful(&mut self, slot: Slot) -> Result<(), BootControlError>;
+    /// Ends `slot`'s trial as a failure: the other slot boots.
+    fn give_up(&mut self, slot: Slot) -> Result<(), BootControlError>;
+    /// Makes the changes on `files`.
+    fn commit(self, files: &dyn EspFiles) -> Result<(), BootControlError>;
+}
+
+/// Boot control by a bootloader whose state `S` is files on the boot partition `files`.
+pub struct OnBootPartition<S, F> {
+    files: F,
+    bootloader: PhantomData<fn() -> S>,
+}
+
+impl<S: BootloaderState, F: EspFiles> OnBootPartition<S, F> {
+    /// Boot control on the boot partition's `files`.
+    pub fn new(files: F) -> Self {
+        OnBootPartition { files, bootloader: PhantomData }
+    }
+
+    /// Reads the state, runs `verb` on it and commits it.
+    fn change<T>(
+        &self,
+        verb: impl FnOnce(&mut S) -> Result<T, BootControlError>,
+    ) -> Result<T, BootControlError> {
+        let mut state = S::read(&self.files)?;
+        let result = verb(&mut state)?;
+        state.commit(&self.files)?;
+        Ok(result)
+    }
+}
+
+impl<S: BootloaderState, F: EspFiles> BootControl for OnBootPartition<S, F> {
+    fn state(&self) -> Result<BootState, BootControlError> {
+        Ok(S::read(&self.files)?.boot_state())
+    }
+
+    fn retire(&self, slot: Slot) -> Result<(), BootControlError> {
+        self.change(|state| {
+            state.retire(slot);
+            Ok(())
+        })
+    }
+
+    fn install_file(
+        &self,
+        slot: Slot,
+        name: &str,
+        content: &mut dyn Read,
+        written: &mut dyn FnMut(usize),
+    ) -> Result<u64, BootControlError> {
+        install_slot_file(&self.files, slot, name, content, written)
+    }
+
+    fn choose(
+        &self,
+        slot: Slot,
+        system: SlotSystem<'_>,
+        tries: u32,
+    ) -> Result<String, BootControlError> {
+        self.change(|state| Ok(state.choose(slot, system, tries)))
+    }
+
+    fn bless(&self, slot: Slot) -> Result<(), BootControlError> {
+        self.change(|state| state.mark_successful(slot))
+    }
+
+    fn give_up(&self, slot: Slot) -> Result<(), BootControlError> {
+        self.change(|state| state.give_up(slot))
+    }
 }

@@ -8,8 +8,6 @@
 //! makes them, in one mount. Choosing a slot writes its entry under a name systemd-boot
 //! skips, then renames it to its counted name: the one step systemd-boot sees.
 
-use std::io::Read;
-
 use cairn_api::disk::boot_entry::{
     entry_field, generation_of, slot_kernel_args, version_path, BootEntry, ENTRIES_DIR,
 };
@@ -18,7 +16,7 @@ use cairn_api::image::Slot;
 
 use super::esp::{Change, EspFiles};
 use super::{
-    install_slot_file, read_versions, BootControl, BootControlError, BootState, SlotEntry,
+    read_versions, BootControlError, BootState, BootloaderState, OnBootPartition, SlotEntry,
     SlotState, SlotSystem,
 };
 
@@ -67,16 +65,6 @@ fn entry_path(file: &str) -> String {
 }
 
 impl EspState {
-    /// Reads the entries and version files.
-    pub fn read(files: &dyn EspFiles) -> Result<EspState, BootControlError> {
-        let found = files
-            .read_dir(ENTRIES_DIR, &|name| name.parse::<EntryName>().is_ok())
-            .map_err(BootControlError::io("reading the boot entries"))?;
-        let entries = found.iter().filter_map(|(file, text)| FoundEntry::parse(file, text));
-        let versions = read_versions(files)?;
-        Ok(EspState { entries: entries.collect(), versions, changes: Vec::new() })
-    }
-
     /// The entry of `slot`, if it has one (the newest, should a crash have left two).
     fn entry(&self, slot: Slot) -> Option<&FoundEntry> {
         self.entries.iter().filter(|e| e.name.slot == slot).max_by_key(|e| e.generation)
@@ -96,8 +84,45 @@ impl EspState {
             .map(|e| e.name.slot)
     }
 
+    /// The changes queued, in order.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Renames `slot`'s entry to `name`. Does not write to the disk.
+    fn rename(&mut self, slot: Slot, name: EntryName) -> Result<(), BootControlError> {
+        let generation = self.entry(slot).ok_or(BootControlError::NoEntry(slot))?.generation;
+        let found = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name.slot == slot && e.generation == generation)
+            .expect("found above");
+        if found.name == name && found.file == name.to_string() {
+            return Ok(());
+        }
+        self.changes.push(Change::Rename {
+            dir: ENTRIES_DIR.into(),
+            from: found.file.clone(),
+            to: name.to_string(),
+        });
+        (found.file, found.name) = (name.to_string(), name);
+        Ok(())
+    }
+}
+
+impl BootloaderState for EspState {
+    /// Reads the entries and version files.
+    fn read(files: &dyn EspFiles) -> Result<Self, BootControlError> {
+        let found = files
+            .read_dir(ENTRIES_DIR, &|name| name.parse::<EntryName>().is_ok())
+            .map_err(BootControlError::io("reading the boot entries"))?;
+        let entries = found.iter().filter_map(|(file, text)| FoundEntry::parse(file, text));
+        let versions = read_versions(files)?;
+        Ok(EspState { entries: entries.collect(), versions, changes: Vec::new() })
+    }
+
     /// The state as boot control reports it.
-    pub fn boot_state(&self) -> BootState {
+    fn boot_state(&self) -> BootState {
         let slot = |slot: Slot| SlotState {
             version: self.versions[slot.index()].clone(),
             entry: self.entry(slot).map(|found| SlotEntry {
@@ -109,13 +134,8 @@ impl EspState {
         BootState { a: slot(Slot::A), b: slot(Slot::B), next_boot: self.next_boot() }
     }
 
-    /// The changes queued, in order.
-    pub fn changes(&self) -> &[Change] {
-        &self.changes
-    }
-
     /// Removes `slot`'s entries and version file. Does not write to the disk.
-    pub fn retire(&mut self, slot: Slot) {
+    fn retire(&mut self, slot: Slot) {
         for found in self.entries.iter().filter(|e| e.name.slot == slot) {
             self.changes.push(Change::Remove(entry_path(&found.file)));
         }
@@ -128,7 +148,7 @@ impl EspState {
     /// then its entry after every other one, under a temporary name (not `.conf`:
     /// systemd-boot skips it), then its old entries removed and the new one renamed to its
     /// counted name. Returns that name. Does not write to the disk.
-    pub fn choose(&mut self, slot: Slot, system: SlotSystem<'_>, tries: u32) -> EntryName {
+    fn choose(&mut self, slot: Slot, system: SlotSystem<'_>, tries: u32) -> String {
         let generation = self.next_generation();
         let entry = BootEntry::for_slot(slot, system.version, generation, system.kernel_args);
         let temporary = format!("{}.new", slot.to_string().to_lowercase());
@@ -154,44 +174,24 @@ impl EspState {
             kernel_args: system.kernel_args.to_vec(),
         });
         self.versions[slot.index()] = Some(system.version.to_string());
-        name
-    }
-
-    /// Renames `slot`'s entry to `name`. Does not write to the disk.
-    fn rename(&mut self, slot: Slot, name: EntryName) -> Result<(), BootControlError> {
-        let generation = self.entry(slot).ok_or(BootControlError::NoEntry(slot))?.generation;
-        let found = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name.slot == slot && e.generation == generation)
-            .expect("found above");
-        if found.name == name && found.file == name.to_string() {
-            return Ok(());
-        }
-        self.changes.push(Change::Rename {
-            dir: ENTRIES_DIR.into(),
-            from: found.file.clone(),
-            to: name.to_string(),
-        });
-        (found.file, found.name) = (name.to_string(), name);
-        Ok(())
+        name.to_string()
     }
 
     /// Blesses `slot`: its entry loses the counter, as `systemd-bless-boot good` does.
     /// Does not write to the disk.
-    pub fn mark_successful(&mut self, slot: Slot) -> Result<(), BootControlError> {
+    fn mark_successful(&mut self, slot: Slot) -> Result<(), BootControlError> {
         self.rename(slot, EntryName::blessed(slot))
     }
 
     /// Gives `slot` up: its entry counts one more try and none left, so systemd-boot does not
     /// try it again (as `systemd-bless-boot bad`). Does not write to the disk.
-    pub fn give_up(&mut self, slot: Slot) -> Result<(), BootControlError> {
+    fn give_up(&mut self, slot: Slot) -> Result<(), BootControlError> {
         let done = self.entry(slot).and_then(|e| e.name.counter).map_or(0, |c| c.done);
         self.rename(slot, EntryName { slot, counter: Some(TryCounter { left: 0, done: done + 1 }) })
     }
 
     /// Makes the queued changes on `files`, in one step.
-    pub fn commit(self, files: &dyn EspFiles) -> Result<(), BootControlError> {
+    fn commit(self, files: &dyn EspFiles) -> Result<(), BootControlError> {
         if self.changes.is_empty() {
             return Ok(());
         }
@@ -200,71 +200,12 @@ impl EspState {
 }
 
 /// systemd-boot's boot control, on the ESP's files.
-pub struct SystemdBoot<F> {
-    files: F,
-}
-
-impl<F: EspFiles> SystemdBoot<F> {
-    /// Boot control on the ESP `files`.
-    pub fn new(files: F) -> Self {
-        SystemdBoot { files }
-    }
-
-    /// Reads the state, runs `verb` on it and commits it.
-    fn change<T>(
-        &self,
-        verb: impl FnOnce(&mut EspState) -> Result<T, BootControlError>,
-    ) -> Result<T, BootControlError> {
-        let mut state = EspState::read(&self.files)?;
-        let result = verb(&mut state)?;
-        state.commit(&self.files)?;
-        Ok(result)
-    }
-}
-
-impl<F: EspFiles> BootControl for SystemdBoot<F> {
-    fn state(&self) -> Result<BootState, BootControlError> {
-        Ok(EspState::read(&self.files)?.boot_state())
-    }
-
-    fn retire(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|state| {
-            state.retire(slot);
-            Ok(())
-        })
-    }
-
-    fn install_file(
-        &self,
-        slot: Slot,
-        name: &str,
-        content: &mut dyn Read,
-        written: &mut dyn FnMut(usize),
-    ) -> Result<u64, BootControlError> {
-        install_slot_file(&self.files, slot, name, content, written)
-    }
-
-    fn choose(
-        &self,
-        slot: Slot,
-        system: SlotSystem<'_>,
-        tries: u32,
-    ) -> Result<String, BootControlError> {
-        self.change(|state| Ok(state.choose(slot, system, tries).to_string()))
-    }
-
-    fn bless(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|state| state.mark_successful(slot))
-    }
-
-    fn give_up(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|state| state.give_up(slot))
-    }
-}
+pub type SystemdBoot<F> = OnBootPartition<EspState, F>;
 
 #[cfg(test)]
 mod tests {
     use super::super::esp::MemoryEsp;
+    use super::super::BootControl;
     use super::*;
 
     const A_BLESSED: &str = "title Cairn 0.1.0 (slot A)\nsort-key cairn\nversion 1\n\

@@ -9,8 +9,6 @@
 //! copy not in force, with the next generation: the one step the script sees whole, as a torn
 //! copy is not valid and leaves the other in force.
 
-use std::io::Read;
-
 use cairn_api::disk::boot_entry::version_path;
 use cairn_api::disk::entry_name::TryCounter;
 use cairn_api::disk::uboot_state::{command_line_variable, InForce, ScriptState, ENV_COPIES};
@@ -18,7 +16,7 @@ use cairn_api::image::Slot;
 
 use super::esp::{Change, EspFiles};
 use super::{
-    install_slot_file, read_versions, BootControl, BootControlError, BootState, SlotEntry,
+    read_versions, BootControlError, BootState, BootloaderState, OnBootPartition, SlotEntry,
     SlotState, SlotSystem,
 };
 
@@ -36,8 +34,41 @@ pub struct ScriptEnv {
 }
 
 impl ScriptEnv {
+    /// The copy in force once the changes are committed.
+    fn copy_in_force(&self) -> &'static str {
+        match self.state == self.in_force.state {
+            true => ENV_COPIES[self.in_force.copy],
+            false => ENV_COPIES[1 - self.in_force.copy],
+        }
+    }
+
+    /// How messages name `slot`'s entry: its command line's variable and copy.
+    fn entry_name(&self, slot: Slot) -> String {
+        format!("{} in {}", command_line_variable(slot), self.copy_in_force())
+    }
+
+    /// The version files' changes queued, in order.
+    pub fn version_changes(&self) -> &[Change] {
+        &self.version_changes
+    }
+
+    /// The script's state as the verbs left it.
+    pub fn state(&self) -> &ScriptState {
+        &self.state
+    }
+
+    /// Fails unless the script may boot `slot`.
+    fn check_entry(&self, slot: Slot) -> Result<(), BootControlError> {
+        match self.state.kernel_args(slot) {
+            Some(_) => Ok(()),
+            None => Err(BootControlError::NoEntry(slot)),
+        }
+    }
+}
+
+impl BootloaderState for ScriptEnv {
     /// Reads both copies of the environment and the version files.
-    pub fn read(files: &dyn EspFiles) -> Result<ScriptEnv, BootControlError> {
+    fn read(files: &dyn EspFiles) -> Result<Self, BootControlError> {
         let mut copies = [None, None];
         for (copy, path) in copies.iter_mut().zip(ENV_COPIES) {
             *copy = files.read_bytes(path).map_err(BootControlError::io(path))?;
@@ -57,21 +88,8 @@ impl ScriptEnv {
         })
     }
 
-    /// The copy in force once the changes are committed.
-    fn copy_in_force(&self) -> &'static str {
-        match self.state == self.in_force.state {
-            true => ENV_COPIES[self.in_force.copy],
-            false => ENV_COPIES[1 - self.in_force.copy],
-        }
-    }
-
-    /// How messages name `slot`'s entry: its command line's variable and copy.
-    fn entry_name(&self, slot: Slot) -> String {
-        format!("{} in {}", command_line_variable(slot), self.copy_in_force())
-    }
-
     /// The state as boot control reports it.
-    pub fn boot_state(&self) -> BootState {
+    fn boot_state(&self) -> BootState {
         let slot = |slot: Slot| SlotState {
             version: self.versions[slot.index()].clone(),
             entry: self.state.kernel_args(slot).map(|args| SlotEntry {
@@ -84,19 +102,9 @@ impl ScriptEnv {
         BootState { a: slot(Slot::A), b: slot(Slot::B), next_boot }
     }
 
-    /// The version files' changes queued, in order.
-    pub fn version_changes(&self) -> &[Change] {
-        &self.version_changes
-    }
-
-    /// The script's state as the verbs left it.
-    pub fn state(&self) -> &ScriptState {
-        &self.state
-    }
-
     /// Takes `slot` out of the script's choice (the other slot boots, blessed, if `slot` was
     /// the one to boot) and removes its version file. Does not write to the disk.
-    pub fn retire(&mut self, slot: Slot) {
+    fn retire(&mut self, slot: Slot) {
         self.state.set_kernel_args(slot, None);
         if self.state.slot == slot {
             self.state.slot = slot.other();
@@ -108,7 +116,7 @@ impl ScriptEnv {
 
     /// Makes `slot`, holding `system`, the one the script boots, on trial with `tries` boots:
     /// its version file, then the state. Returns its entry's name. Does not write to the disk.
-    pub fn choose(&mut self, slot: Slot, system: SlotSystem<'_>, tries: u32) -> String {
+    fn choose(&mut self, slot: Slot, system: SlotSystem<'_>, tries: u32) -> String {
         self.version_changes.push(Change::Write {
             path: version_path(slot),
             text: format!("{}\n", system.version),
@@ -120,17 +128,9 @@ impl ScriptEnv {
         self.entry_name(slot)
     }
 
-    /// Fails unless the script may boot `slot`.
-    fn check_entry(&self, slot: Slot) -> Result<(), BootControlError> {
-        match self.state.kernel_args(slot) {
-            Some(_) => Ok(()),
-            None => Err(BootControlError::NoEntry(slot)),
-        }
-    }
-
     /// Blesses `slot`: if it is on trial, the trial ends and the script keeps booting it.
     /// Does not write to the disk.
-    pub fn mark_successful(&mut self, slot: Slot) -> Result<(), BootControlError> {
+    fn mark_successful(&mut self, slot: Slot) -> Result<(), BootControlError> {
         self.check_entry(slot)?;
         if self.state.slot == slot {
             self.state.trial = None;
@@ -140,7 +140,7 @@ impl ScriptEnv {
 
     /// Gives `slot` up: a trial of it with one more try counted and none left, so the script
     /// boots the other slot (as a trial whose tries ran out). Does not write to the disk.
-    pub fn give_up(&mut self, slot: Slot) -> Result<(), BootControlError> {
+    fn give_up(&mut self, slot: Slot) -> Result<(), BootControlError> {
         self.check_entry(slot)?;
         let done = match self.state.trial {
             Some(trial) if self.state.slot == slot => trial.done,
@@ -153,7 +153,7 @@ impl ScriptEnv {
 
     /// Makes the queued changes on `files`: the version files, then the state in the copy not
     /// in force, if it changed.
-    pub fn commit(self, files: &dyn EspFiles) -> Result<(), BootControlError> {
+    fn commit(self, files: &dyn EspFiles) -> Result<(), BootControlError> {
         if !self.version_changes.is_empty() {
             files
                 .apply(&self.version_changes)
@@ -175,71 +175,12 @@ impl ScriptEnv {
 }
 
 /// Boot control by the U-Boot script, on the boot partition's files.
-pub struct UBoot<F> {
-    files: F,
-}
-
-impl<F: EspFiles> UBoot<F> {
-    /// Boot control on the boot partition `files`.
-    pub fn new(files: F) -> Self {
-        UBoot { files }
-    }
-
-    /// Reads the state, runs `verb` on it and commits it.
-    fn change<T>(
-        &self,
-        verb: impl FnOnce(&mut ScriptEnv) -> Result<T, BootControlError>,
-    ) -> Result<T, BootControlError> {
-        let mut env = ScriptEnv::read(&self.files)?;
-        let result = verb(&mut env)?;
-        env.commit(&self.files)?;
-        Ok(result)
-    }
-}
-
-impl<F: EspFiles> BootControl for UBoot<F> {
-    fn state(&self) -> Result<BootState, BootControlError> {
-        Ok(ScriptEnv::read(&self.files)?.boot_state())
-    }
-
-    fn retire(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|env| {
-            env.retire(slot);
-            Ok(())
-        })
-    }
-
-    fn install_file(
-        &self,
-        slot: Slot,
-        name: &str,
-        content: &mut dyn Read,
-        written: &mut dyn FnMut(usize),
-    ) -> Result<u64, BootControlError> {
-        install_slot_file(&self.files, slot, name, content, written)
-    }
-
-    fn choose(
-        &self,
-        slot: Slot,
-        system: SlotSystem<'_>,
-        tries: u32,
-    ) -> Result<String, BootControlError> {
-        self.change(|env| Ok(env.choose(slot, system, tries)))
-    }
-
-    fn bless(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|env| env.mark_successful(slot))
-    }
-
-    fn give_up(&self, slot: Slot) -> Result<(), BootControlError> {
-        self.change(|env| env.give_up(slot))
-    }
-}
+pub type UBoot<F> = OnBootPartition<ScriptEnv, F>;
 
 #[cfg(test)]
 mod tests {
     use super::super::esp::{format_for_tests, FatEsp, MemoryEsp};
+    use super::super::BootControl;
     use super::*;
 
     /// The boot partition as an image leaves it: A blessed at generation 1 in copy 0,
