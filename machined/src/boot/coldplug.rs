@@ -10,7 +10,7 @@ use std::sync::{Condvar, Mutex};
 use cairn_api::image::module_table::{LoadWhen, ModuleTable, ModuleTableError, TableModule};
 use cairn_api::image::MODULE_TABLE;
 
-use super::modules::{KernelModules, ModuleLoadError, ModuleLoader, Probe};
+use super::modules::{KernelModules, ModuleLoadError, ModuleLoader};
 
 /// The module table could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +65,14 @@ pub struct Coldplug<L: ModuleLoader = KernelModules> {
 }
 
 impl Coldplug<KernelModules> {
-    /// The table in `dir` (a `/usr/lib/modules/<release>`), for the running kernel, whose
-    /// drivers probe as `probe` says.
-    pub fn open(dir: &Path, probe: Probe) -> Result<Self, ColdplugError> {
+    /// The table in `dir` (a `/usr/lib/modules/<release>`), for the running kernel.
+    pub fn open(dir: &Path) -> Result<Self, ColdplugError> {
         let path = dir.join(MODULE_TABLE);
         let text = std::fs::read_to_string(&path)
             .map_err(|source| ColdplugError::Io { path: path.clone(), source })?;
         let table =
             ModuleTable::parse(&text).map_err(|source| ColdplugError::Table { path, source })?;
-        Ok(Coldplug::new(dir, table, KernelModules { probe }))
+        Ok(Coldplug::new(dir, table, KernelModules))
     }
 }
 

@@ -49,24 +49,8 @@ pub trait ModuleLoader: Sync {
     fn load(&self, path: &Path) -> Result<(), ModuleLoadError>;
 }
 
-/// When a driver's devices are probed, relative to its module's load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probe {
-    /// Before the load returns: the devices are there after it. The kernel then also waits
-    /// for every probe still running in the background, whoever started it
-    /// (`async_synchronize_full`): ahci scanning six empty SATA links holds up the load of
-    /// virtio_blk beside it.
-    Waited,
-    /// In the background (the module parameter every module takes, `async_probe`): the load
-    /// returns at once; whoever needs a device watches for it (uevents).
-    Background,
-}
-
 /// The running kernel.
-pub struct KernelModules {
-    /// How the modules loaded probe their devices.
-    pub probe: Probe,
-}
+pub struct KernelModules;
 
 impl ModuleLoader for KernelModules {
     fn is_loaded(&self, name: &str) -> bool {
@@ -83,11 +67,7 @@ impl ModuleLoader for KernelModules {
             true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
             false => ModuleInitFlags::empty(),
         };
-        let parameters = match self.probe {
-            Probe::Waited => c"",
-            Probe::Background => c"async_probe",
-        };
-        match finit_module(&file, parameters, flags) {
+        match finit_module(&file, c"", flags) {
             Ok(()) | Err(Errno::EEXIST) => Ok(()),
             Err(errno) => Err(ModuleLoadError::Refused { path: path.into(), errno }),
         }

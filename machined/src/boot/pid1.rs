@@ -12,7 +12,6 @@ use nix::mount::{mount, MsFlags};
 use crate::boot::blkpg::Blkpg;
 use crate::boot::coldplug::{self, Coldplug, Loaded};
 use crate::boot::flash_wear;
-use crate::boot::modules::Probe;
 use crate::boot::root_source::RootSource;
 use crate::boot::storage::{self, Volume};
 use crate::boot::uevents::UeventSocket;
@@ -103,8 +102,7 @@ fn coldplug_root_modules() -> Option<Arc<Coldplug>> {
         .release()
         .to_string_lossy()
         .into_owned();
-    // Waited: the services look for their devices once (the power key, the watchdog).
-    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release), Probe::Waited)
+    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release))
         .inspect_err(|e| tracing::error!("no modules will load: {e}"))
         .ok()?;
     let modules = Arc::new(modules);

@@ -15,7 +15,6 @@ use cairn_api::image::MACHINED_PATH;
 use nix::mount::{mount, MsFlags};
 
 use super::coldplug::{self, Coldplug, Loaded};
-use super::modules::Probe;
 use super::partitions;
 use super::root_source::RootSource;
 use super::uevents::{UeventError, UeventSocket};
@@ -143,9 +142,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
         .release()
         .to_string_lossy()
         .into_owned();
-    // In the background: the root is waited for by its uevents anyway, and a controller with
-    // nothing on it must not hold it up (ahci's empty links cost ~1 s under TCG).
-    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release), Probe::Background)?;
+    let modules = Coldplug::open(&Path::new("/usr/lib/modules").join(&release))?;
     // Subscribed before the devices are read, so none falls between the two.
     let uevents = UeventSocket::open(Some(UEVENT_WAIT))?;
     report(&modules.load_when(LoadWhen::Boot), &format!("for {release}"));
