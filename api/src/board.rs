@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::arch::Arch;
+pub use crate::image::Bootloader;
 use crate::image::{Slot, ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL};
 
 /// The file a board's folder holds its description in.
@@ -159,14 +160,6 @@ pub struct Boot {
     pub files: Vec<BootFile>,
 }
 
-/// The bootloader that chooses and counts slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Bootloader {
-    /// UEFI machines: systemd-boot, one Boot Loader Spec entry per slot.
-    SystemdBoot,
-}
-
 /// One file of a package copied onto the boot partition.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -220,15 +213,17 @@ pub struct Qemu {
     pub power_off: PowerOff,
 }
 
-/// UEFI firmware as two pflash drives: the code, read-only, and a copy of the variable
-/// store's template per VM.
+/// The firmware: UEFI as two pflash drives (the code, read-only, and a copy of the variable
+/// store's template per VM), or, with no variable store, a ROM image loaded with `-bios`
+/// (U-Boot, which keeps no state of its own: Cairn's is on the disk).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firmware {
     /// The firmware code.
     pub code: PathBuf,
-    /// The variable store's template.
-    pub vars: PathBuf,
+    /// The variable store's template; `None` for firmware loaded with `-bios`.
+    #[serde(default)]
+    pub vars: Option<PathBuf>,
     /// The Debian package that installs both (named when they are missing).
     pub package: String,
 }
@@ -247,6 +242,9 @@ pub enum DiskInterface {
 pub enum PowerOff {
     /// The ACPI power button, pressed over QMP (`system_powerdown`).
     AcpiPowerButton,
+    /// A power key wired to a GPIO line, as on QEMU's `virt` board (a `gpio-keys` device in
+    /// its device tree), also pressed over QMP (`system_powerdown`).
+    GpioPowerKey,
 }
 
 /// 1 MiB.
@@ -444,6 +442,17 @@ package = "ovmf"
         assert_eq!(board.disk.size_bytes(), 2048 * MIB);
         assert_eq!(board.qemu_root_device(Slot::A).as_deref(), Some("/dev/vda2"));
         assert_eq!(board.qemu.unwrap().machine, "q35");
+    }
+
+    #[test]
+    fn the_arm_boards_boot_through_u_boot_with_no_variable_store() {
+        for (name, arch) in [("qemu-arm64", Arch::Arm64), ("qemu-armv7", Arch::Armv7)] {
+            let board = Board::load(&workspace().join("overlays"), name).unwrap();
+            assert_eq!((board.arch, board.boot.bootloader), (arch, Bootloader::UBoot));
+            assert_eq!(board.kernel_args(), ["console=ttyAMA0,115200"]);
+            let qemu = board.qemu.unwrap();
+            assert_eq!((qemu.firmware.vars, qemu.power_off), (None, PowerOff::GpioPowerKey));
+        }
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub const BOOTSTRAP_TOKEN_PATH: &str = "/etc/cairn/bootstrap-token";
 /// date of the newest package in the image. Decimal seconds since 1970 (UTC) and a newline,
 /// e.g. `1767225600\n`; machined raises a clock below it (a Raspberry Pi boots in 1970).
 pub const TIME_FLOOR_PATH: &str = "/usr/lib/cairn/time-floor";
+/// Where image-builder records the bootloader that boots the image's slots: its name in
+/// `board.toml` ([`crate::board::Bootloader::name`]) and a newline, e.g. `u-boot\n`. machined
+/// reads it to know how to choose and count slots; an image without it boots through
+/// systemd-boot (the only bootloader before boards had others).
+pub const BOOTLOADER_PATH: &str = "/usr/lib/cairn/bootloader";
 /// Where the OCI archives baked into an image live; the kubelet imports each into containerd
 /// at boot, so pods run with no registry reachable.
 pub const IMAGES_DIR: &str = "/usr/share/cairn/images";
@@ -38,6 +43,32 @@ pub const SLOT_ARG: &str = "cairn.slot";
 pub const STATE_LABEL: &str = "STATE";
 /// GPT label of EPHEMERAL (`/var`), created on first boot over the rest of the disk.
 pub const EPHEMERAL_LABEL: &str = "EPHEMERAL";
+
+/// The bootloader that chooses and counts slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootloader {
+    /// UEFI machines: systemd-boot, one Boot Loader Spec entry per slot.
+    SystemdBoot,
+    /// ARM boards: U-Boot's distro boot runs Cairn's boot script (`/boot.scr`), which keeps
+    /// the slot and the trial's count in its own environment files on the boot partition.
+    UBoot,
+}
+
+impl Bootloader {
+    /// Its name in `board.toml` and in an image's [`BOOTLOADER_PATH`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Bootloader::SystemdBoot => "systemd-boot",
+            Bootloader::UBoot => "u-boot",
+        }
+    }
+
+    /// The bootloader `name` names.
+    pub fn from_name(name: &str) -> Option<Bootloader> {
+        [Bootloader::SystemdBoot, Bootloader::UBoot].into_iter().find(|b| b.name() == name)
+    }
+}
 
 /// A root slot: A/B updates write the one not running and boot it on trial. Serialized as
 /// `"A"` or `"B"`.

@@ -162,10 +162,10 @@ impl Vm {
             console: config.work_dir.join("console.log"),
             qmp_socket: config.work_dir.join("qmp.sock"),
         };
-        if let Boot::Image = boot {
-            fs::copy(&firmware.vars, &paths.vars).map_err(io_error(format!(
+        if let (Boot::Image, Some(vars)) = (boot, &firmware.vars) {
+            fs::copy(vars, &paths.vars).map_err(io_error(format!(
                 "copying {} (install the {} package)",
-                firmware.vars.display(),
+                vars.display(),
                 firmware.package
             )))?;
         }
@@ -273,11 +273,11 @@ impl Vm {
     /// Asks the guest to power off as the board's `[qemu] power_off` says; returns at once.
     pub fn request_power_off(&self) -> Result<(), QemuError> {
         match self.power_off {
-            PowerOff::AcpiPowerButton => self.press_power_button(),
+            PowerOff::AcpiPowerButton | PowerOff::GpioPowerKey => self.press_power_button(),
         }
     }
 
-    /// Presses the guest's ACPI power button; returns at once.
+    /// Presses the guest's power button (ACPI, or the board's GPIO power key); returns at once.
     pub fn press_power_button(&self) -> Result<(), QemuError> {
         qmp::Qmp::connect(&self.qmp_socket)
             .and_then(|mut qmp| qmp.execute("system_powerdown"))
@@ -396,14 +396,18 @@ fn machine_arguments(config: &VmConfig, qemu: &Qemu) -> Vec<String> {
     args
 }
 
-/// The board's firmware (code, and a copy of its variables).
+/// The board's firmware: UEFI's code and a copy of its variables as pflash, or a ROM image.
 fn firmware_arguments(qemu: &Qemu, paths: &VmPaths) -> Vec<String> {
-    vec![
-        "-drive".into(),
-        format!("if=pflash,format=raw,readonly=on,file={}", qemu.firmware.code.display()),
-        "-drive".into(),
-        format!("if=pflash,format=raw,file={}", paths.vars.display()),
-    ]
+    let code = qemu.firmware.code.display();
+    match qemu.firmware.vars {
+        Some(_) => vec![
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={code}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", paths.vars.display()),
+        ],
+        None => vec!["-bios".into(), code.to_string()],
+    }
 }
 
 /// The image as the board's disk, its network card and its watchdog.

@@ -36,6 +36,24 @@ pub static GENERIC_X86_64: Board = Board {
     description: OnceLock::new(),
 };
 
+/// QEMU's 64-bit ARM `virt` board: U-Boot, a virtio disk.
+pub static QEMU_ARM64: Board = Board {
+    name: "qemu-arm64",
+    disk_bytes: 4 << 30,
+    memory_mib: 1024,
+    kernel_series: "6.12",
+    description: OnceLock::new(),
+};
+
+/// QEMU's 32-bit ARM `virt` board: U-Boot, a virtio disk.
+pub static QEMU_ARMV7: Board = Board {
+    name: "qemu-armv7",
+    disk_bytes: 4 << 30,
+    memory_mib: 1024,
+    kernel_series: "6.12",
+    description: OnceLock::new(),
+};
+
 /// How a VM is powered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerOn {

@@ -51,6 +51,9 @@ pub enum ImageError {
     /// The kernel package is not as expected.
     #[error("kernel package: {0}")]
     Kernel(String),
+    /// The boot partition's bootloader files could not be made.
+    #[error("boot partition: {0}")]
+    BootPartition(String),
     /// The kernel lacks what Cairn needs.
     #[error("the kernel does not meet Cairn's requirements:\n  {}", .0.join("\n  "))]
     UnfitKernel(Vec<String>),
@@ -153,7 +156,7 @@ pub fn build(
         initramfs: &initramfs,
         kernel_args: &kernel_args,
     };
-    let boot_partition = boot_files::build(&board.boot, &pool, &slot_a)?;
+    let boot_partition = boot_files::build(arch, &board.boot, &pool, &slot_a)?;
 
     let raw = output.join(format!("cairn-{arch}.raw"));
     let layout = DiskLayout::for_board(arch, &board.disk);

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use cairn_api::arch::Arch;
-use cairn_api::image::{BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, TIME_FLOOR_PATH, UPDATE_KEYS_PATH};
+use cairn_api::image::{
+    BOOTLOADER_PATH, BOOTSTRAP_TOKEN_PATH, MACHINED_PATH, TIME_FLOOR_PATH, UPDATE_KEYS_PATH,
+};
 
 use super::kernel::Kernel;
 use super::outputs::PreloadedImage;
@@ -60,6 +62,8 @@ pub fn build(
     root.file(MACHINED_PATH, 0o755, machined)?;
     let time_floor = time_floor(inputs)?;
     root.file(TIME_FLOOR_PATH, 0o644, format!("{time_floor}\n"))?;
+    let bootloader = inputs.board.boot.bootloader.name();
+    root.file(BOOTLOADER_PATH, 0o644, format!("{bootloader}\n"))?;
     if let Some(token) = inputs.bootstrap_token {
         root.file(BOOTSTRAP_TOKEN_PATH, 0o400, token.expose().as_bytes().to_vec())?;
     }

@@ -4,16 +4,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use cairn_api::image::BOOTLOADER_PATH;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::server::Apid;
+use crate::boot::control;
 use crate::boot::pid1::{self, Prepared};
 use crate::boot::{self, Stage};
 use crate::cli::Options;
 use crate::config::host_settings::HostSettings;
 use crate::config::store::{ConfigStore, Stored};
 use crate::facts::{Clock, Facts, Volumes};
-use crate::files::layout::NodeLayout;
+use crate::files::layout::{under, NodeLayout};
 use crate::identity::bootstrap_trust::BootstrapTrust;
 use crate::logs::events::{EventBus, EventKind};
 use crate::logs::kmsg::Kmsg;
@@ -136,7 +138,10 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
         }
     }
     let slots = match (stage, crate::boot::cmdline::current_slot()) {
-        (Stage::Root, Some(slot)) => Slots::find(Path::new("/sys/class/block"), slot),
+        (Stage::Root, Some(slot)) => {
+            control::image_bootloader(&under(layout.root(), BOOTLOADER_PATH))
+                .and_then(|bootloader| Slots::find(Path::new("/sys/class/block"), bootloader, slot))
+        }
         (Stage::Root, None) => Err("the kernel command line names no slot".to_string()),
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
     };

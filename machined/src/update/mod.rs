@@ -32,17 +32,15 @@ use std::sync::{Arc, Mutex};
 
 use cairn_api::arch::Arch;
 use cairn_api::bundle::{self, Artifact, ArtifactKind, BundleError, Manifest, Target, TrustedKey};
-use cairn_api::image::{Slot, ESP_LABEL, UPDATE_KEYS_PATH};
+use cairn_api::image::{Bootloader, Slot, ESP_LABEL, UPDATE_KEYS_PATH};
 
-use crate::boot::control::esp::FatEsp;
-use crate::boot::control::systemd_boot::SystemdBoot;
-use crate::boot::control::{BootControl, BootControlError, SlotSystem};
+use crate::boot::control::{self, BootControl, BootControlError, SlotSystem};
 use crate::files::layout::{under, NodeLayout};
 use receive::{artifact, spooled, Policy, Receiver};
 use record::{RecordFile, UpdateRecord, UpdateState};
 use slot_writer::{RootPartitions, SlotWriter};
 
-/// Boots a new slot gets to come up before systemd-boot gives it up.
+/// Boots a new slot gets to come up before the bootloader gives it up.
 pub const TRIES: u32 = 3;
 
 /// Why an update or rollback was not made. Nothing the node boots has changed.
@@ -131,14 +129,18 @@ pub struct Slots {
 
 impl Slots {
     /// The slots of the disk machined booted from, found by label under `sys_class_block`:
-    /// systemd-boot on the ESP, ROOT-A and ROOT-B.
-    pub fn find(sys_class_block: &Path, booted: Slot) -> Result<Slots, String> {
+    /// `bootloader`'s state on the boot partition, ROOT-A and ROOT-B.
+    pub fn find(
+        sys_class_block: &Path,
+        bootloader: Bootloader,
+        booted: Slot,
+    ) -> Result<Slots, String> {
         let find = |label: &str| {
             crate::boot::partitions::find_by_label(sys_class_block, label)
                 .ok_or_else(|| format!("no partition labelled {label}"))
         };
         Ok(Slots {
-            control: Arc::new(SystemdBoot::new(FatEsp::new(find(ESP_LABEL)?))),
+            control: control::on_boot_partition(bootloader, find(ESP_LABEL)?),
             roots: Arc::new(RootPartitions::new([
                 find(Slot::A.root_label())?,
                 find(Slot::B.root_label())?,

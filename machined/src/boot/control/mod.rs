@@ -21,12 +21,36 @@ pub mod uboot;
 
 use std::io::{self, Read};
 use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cairn_api::disk::boot_entry::{slot_dir, version_path};
 use cairn_api::disk::entry_name::TryCounter;
-use cairn_api::image::Slot;
+use cairn_api::image::{Bootloader, Slot};
 
-use esp::EspFiles;
+use esp::{EspFiles, FatEsp};
+use systemd_boot::SystemdBoot;
+use uboot::UBoot;
+
+/// Boot control by `bootloader` on the boot partition at `device`.
+pub fn on_boot_partition(bootloader: Bootloader, device: PathBuf) -> Arc<dyn BootControl> {
+    match bootloader {
+        Bootloader::SystemdBoot => Arc::new(SystemdBoot::new(FatEsp::new(device))),
+        Bootloader::UBoot => Arc::new(UBoot::new(FatEsp::new(device))),
+    }
+}
+
+/// The bootloader the image names at `path` ([`cairn_api::image::BOOTLOADER_PATH`]):
+/// systemd-boot when it names none, as images did before boards had other bootloaders.
+pub fn image_bootloader(path: &Path) -> Result<Bootloader, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Bootloader::from_name(text.trim()).ok_or_else(|| {
+            format!("{}: {:?} names no bootloader machined knows", path.display(), text.trim())
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Bootloader::SystemdBoot),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
 
 /// Boot control failed; what the bootloader boots is as it was before the failed step.
 #[derive(Debug, thiserror::Error)]
@@ -252,5 +276,25 @@ impl<S: BootloaderState, F: EspFiles> BootControl for OnBootPartition<S, F> {
 
     fn give_up(&self, slot: Slot) -> Result<(), BootControlError> {
         self.change(|state| state.give_up(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_image_names_its_bootloader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootloader");
+        // Images from before boards had other bootloaders name none.
+        assert_eq!(image_bootloader(&path), Ok(Bootloader::SystemdBoot));
+        std::fs::write(&path, "u-boot\n").unwrap();
+        assert_eq!(image_bootloader(&path), Ok(Bootloader::UBoot));
+        std::fs::write(&path, "systemd-boot\n").unwrap();
+        assert_eq!(image_bootloader(&path), Ok(Bootloader::SystemdBoot));
+        std::fs::write(&path, "grub\n").unwrap();
+        let err = image_bootloader(&path).unwrap_err();
+        assert!(err.contains("bootloader") && err.contains("\"grub\""), "{err}");
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use cairn_api::board::Board;
 use cairn_tests::steps::Steps;
 use cairn_tests::timing::TIMINGS_VARIABLE;
+use image_builder::toolchain::CROSS_RUST_VARIABLE;
 
 use crate::host::{Host, HostError, Invocation};
 use crate::packages;
@@ -42,7 +43,9 @@ fn checks(setup: &Setup, rust: &Rust185) -> Vec<(&'static str, Invocation)> {
         (
             "tests (the README's test command)",
             cargo(&["test", "--workspace", "--locked"])
-                .env(TIMINGS_VARIABLE, setup.timings.display().to_string()),
+                .env(TIMINGS_VARIABLE, setup.timings.display().to_string())
+                // The ARM boards' images need machined cross-built by that rustc.
+                .env(CROSS_RUST_VARIABLE, rust.root().display().to_string()),
         ),
     ]
 }
@@ -121,7 +124,7 @@ mod tests {
                 ),
                 (
                     "tests (the README's test command)",
-                    "CAIRN_TIMINGS=/tmp/timings cargo test --workspace --locked".into()
+                    "CAIRN_TIMINGS=/tmp/timings CAIRN_CROSS_RUST=/c/rust-1.85 cargo test --workspace --locked".into()
                 ),
             ]
         );
