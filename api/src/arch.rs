@@ -90,6 +90,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tests_run_on_an_architecture_cairn_has() {
+        let built_for = Arch::built_for().expect("an architecture Cairn has");
+        assert_eq!(built_for.rust_target().split('-').next(), Some(std::env::consts::ARCH));
+    }
+
+    #[test]
     fn names_round_trip() {
         for arch in Arch::ALL {
             assert_eq!(arch.name().parse::<Arch>().unwrap(), arch);

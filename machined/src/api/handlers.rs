@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cairn_api::arch::Arch;
 use cairn_api::machine::{self as pb, machine_service_server::MachineService};
 use futures_util::Stream;
 use tokio::io::AsyncReadExt;
@@ -179,7 +180,8 @@ impl MachineService for MachineApi {
         let slots = version.slots;
         Ok(Response::new(pb::VersionResponse {
             version: version.version,
-            arch: std::env::consts::ARCH.to_string(),
+            // Cairn's name for it (`arm64`, as bundles and boards say), not Rust's (`aarch64`).
+            arch: Arch::built_for().map_or(std::env::consts::ARCH, Arch::name).to_string(),
             kernel: version.kernel,
             hostname: version.hostname,
             mode: match version.mode {

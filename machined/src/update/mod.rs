@@ -75,21 +75,6 @@ pub fn other(slot: Slot) -> Slot {
     slot.other()
 }
 
-/// The architecture machined was built for, if it is one bundles are made for.
-pub fn running_arch() -> Option<Arch> {
-    arch_named(std::env::consts::ARCH)
-}
-
-/// The architecture Rust calls `name` (`std::env::consts::ARCH`).
-fn arch_named(name: &str) -> Option<Arch> {
-    match name {
-        "x86_64" => Some(Arch::X86_64),
-        "aarch64" => Some(Arch::Arm64),
-        "arm" => Some(Arch::Armv7),
-        _ => None,
-    }
-}
-
 /// What `/etc/os-release` says of the running system.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Release {
@@ -305,7 +290,7 @@ impl Updater {
         })?;
         std::fs::create_dir_all(&self.spool).map_err(io_error(self.spool.display()))?;
         let result = (|| -> Result<Manifest, UpdateError> {
-            let arch = running_arch().ok_or_else(|| {
+            let arch = Arch::built_for().ok_or_else(|| {
                 UpdateError::Unavailable(format!(
                     "machined was built for {}, an architecture no bundle is made for",
                     std::env::consts::ARCH

@@ -226,12 +226,3 @@ fn a_node_without_slots_says_why() {
     assert_eq!(error.to_string(), "this node cannot switch slots: no slots here");
     assert_eq!(updater.status().booted, None);
 }
-
-#[test]
-fn only_the_architectures_bundles_name_are_running_ones() {
-    assert_eq!(super::arch_named("x86_64"), Some(Arch::X86_64));
-    assert_eq!(super::arch_named("aarch64"), Some(Arch::Arm64));
-    assert_eq!(super::arch_named("arm"), Some(Arch::Armv7));
-    assert_eq!(super::arch_named("riscv64"), None);
-    assert!(super::running_arch().is_some(), "the tests run on an architecture Cairn has");
-}
