@@ -301,6 +301,11 @@ impl Board {
                 return Err((field, format!("{mib} MiB is not a usable size")));
             }
         }
+        if self.boot.bootloader == Bootloader::UBoot && self.arch == Arch::X86_64 {
+            let why =
+                "Cairn's U-Boot script boots arm64 and armv7 boards; x86_64 boots systemd-boot";
+            return Err(("boot.bootloader", why.to_string()));
+        }
         for file in &self.boot.files {
             for path in std::iter::once(&file.from).chain(&file.to) {
                 if !path.starts_with('/') {
@@ -503,6 +508,7 @@ package = "ovmf"
             ("root_size_mib = 512", "root_size_mib = 17592186044416", "disk.root_size_mib"),
             ("to = [\"/EFI", "to = [\"EFI", "boot.files"),
             ("serial = \"ttyS0\"", "serial = \"tty0\"", "console.serial"),
+            ("bootloader = \"systemd-boot\"", "bootloader = \"u-boot\"", "boot.bootloader"),
             ("kernel = [\"tty0\", \"ttyS0,115200\"]", "kernel = []", "console.serial"),
         ] {
             let (_dir, board) = load(&GOOD.replacen(from, to, 1));
