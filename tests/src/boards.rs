@@ -78,6 +78,11 @@ impl Board {
         qemu.unwrap_or_else(|| panic!("{}: board.toml has no [qemu]", self.name))
     }
 
+    /// Whether QEMU gives it a hardware watchdog (machined arms it).
+    pub fn has_watchdog(&self) -> bool {
+        self.qemu().watchdog.is_some()
+    }
+
     /// The image's architecture.
     pub fn arch(&self) -> Arch {
         self.description().arch

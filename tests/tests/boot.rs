@@ -8,9 +8,11 @@
 //! overlays), as many VMs at once as the host's cores allow. Each scenario prints its
 //! duration (`scenario generic-x86_64/pods: 93.2 s`).
 //!
-//! Needs qemu-system-x86 and ovmf (`cargo xtask test` installs them), the host's `qemu-img`
-//! (qemu-utils) and the Debian archive (the packages are cached in $CAIRN_CACHE, or
-//! target/cairn-cache).
+//! Needs qemu-system-x86 and ovmf, qemu-system-arm and u-boot-qemu for the ARM boards
+//! (`cargo xtask test` installs them), the host's `qemu-img` (qemu-utils), a cross toolchain
+//! for the ARM boards' machined (`$CAIRN_CROSS_RUST`, as `cargo xtask cross-toolchain`
+//! prints, or rustup's targets) and the Debian archive (the packages are cached in
+//! $CAIRN_CACHE, or target/cairn-cache).
 
 mod boot {
     pub mod images;

@@ -6,7 +6,8 @@
 //!
 //! The slots' kernels are dummies: `booti`/`bootz` refuse them, and a trial that does not
 //! start resets (QEMU runs with `-no-reboot`, so a reset ends it: one QEMU run per boot).
-//! The real kernels boot with the boards (issue 20).
+//! Real kernels boot through the same script in the QEMU suite's `qemu_arm64` and `qemu_armv7`
+//! scenarios (tests/tests/boot.rs).
 //!
 //! Needs qemu-system-arm (both QEMU binaries) and u-boot-qemu (`cargo xtask test` installs
 //! them). TCG only.
