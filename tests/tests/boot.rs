@@ -140,9 +140,10 @@ macro_rules! scenario {
 
 // Every scenario on the PC. The ARM boards, emulated instruction by instruction (and their
 // machined cross-built), run what their issue asks of them within CI's budget: the first boot
-// (maintenance API, config over mTLS, the web pod), A -> B with the pod serving on its
-// hostPort, and a kernel that panics rolled back by U-Boot's counter. The rest is board-
-// independent machined code the PC's scenarios cover.
+// (maintenance API, config over mTLS, the web pod), a bundle for the wrong architecture
+// refused, A -> B with the pod serving on its hostPort, a kernel that panics rolled back by
+// U-Boot's counter, and (arm64) an unhealthy system given up by machined through U-Boot's
+// environment. The rest is board-independent machined code the PC's scenarios cover.
 qemu_scenarios! {
     generic_x86_64 => cairn_tests::boards::GENERIC_X86_64: [
         reproducible_image, first_boot, reboot, power_button_and_clock, power_cut, pods,
@@ -150,9 +151,9 @@ qemu_scenarios! {
         update_power_cut_while_writing,
     ],
     qemu_arm64 => cairn_tests::boards::QEMU_ARM64: [
-        first_boot, update_a_to_b_and_back, update_bad_kernel,
+        first_boot, update_refused, update_a_to_b_and_back, update_bad_kernel, update_unhealthy,
     ],
     qemu_armv7 => cairn_tests::boards::QEMU_ARMV7: [
-        first_boot, update_a_to_b_and_back, update_bad_kernel,
+        first_boot, update_refused, update_a_to_b_and_back, update_bad_kernel,
     ],
 }
