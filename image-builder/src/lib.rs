@@ -21,6 +21,8 @@
 //! - [`signing`]: the key pair update bundles are signed with, and offline bundle checks.
 //! - [`uboot`]: the U-Boot boot script of ARM boards, as U-Boot's `source` reads it.
 //! - [`disk`]: GPT disk images with a boot partition (FAT32) and root slots.
+//! - [`flash`]: an image written to an SD card, USB stick or file, refused where that would
+//!   be a mistake, and read back and compared.
 //! - [`image`]: all of the above, assembled step by step into a bootable disk image, an
 //!   update bundle and a report.
 
@@ -29,6 +31,7 @@ pub mod busybox;
 pub mod deb;
 pub mod disk;
 pub mod executable;
+pub mod flash;
 pub mod image;
 pub mod initramfs;
 pub mod lockfile;

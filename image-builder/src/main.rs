@@ -9,12 +9,14 @@ use cairn_api::board::Board;
 use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, DEBIAN_KEYRING};
+use image_builder::flash::{self, HostView, ImageFile, Phase, Target};
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
 use image_builder::machined::{self, Program};
 use image_builder::packages::{self, LockMode, PackageSet};
 use image_builder::profile::Profile;
 use image_builder::signing;
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 /// Files carry this time when SOURCE_DATE_EPOCH is unset: 1980-01-01, the FAT epoch.
 const DEFAULT_SOURCE_DATE_EPOCH: u32 = 315_532_800;
@@ -54,6 +56,11 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         output: PathBuf,
     },
+    /// Write a disk image (.raw, or .raw.zst decompressed on the fly) to a whole disk (an SD
+    /// card, a USB stick) or a file, then read it back and compare SHA-256s. Refuses a
+    /// partition, a disk in use (mounted, swap, device-mapper), the disk the host runs from,
+    /// and a disk smaller than the image, before writing anything; asks first unless --yes.
+    Flash(FlashArgs),
     /// Check an update bundle offline (signature, chunk hashes, decompressed sizes and
     /// SHA-256s) and print its manifest.
     Inspect {
@@ -102,6 +109,19 @@ struct BuildArgs {
     /// quirks), e.g. "console=ttyS1,115200".
     #[arg(long, value_name = "ARGS", default_value = "")]
     extra_kernel_args: String,
+}
+
+#[derive(Args)]
+struct FlashArgs {
+    /// The image: cairn-<arch>.raw.zst (or .raw) from `build`.
+    #[arg(long, value_name = "FILE")]
+    image: PathBuf,
+    /// The whole disk to overwrite (/dev/sdX, /dev/mmcblkN, /dev/loopN) or a file.
+    #[arg(long, value_name = "DEV")]
+    device: PathBuf,
+    /// Write without asking.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Args)]
@@ -220,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Flash(args) => flash(&args),
         Command::Inspect { bundle, key } => {
             let key = signing::load_public_key(&key)?;
             let manifest = signing::inspect(&bundle, &key)?;
@@ -357,6 +378,80 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
         println!("wrote {}", args.lock.display());
     }
     Ok((board, profile, resolved.set))
+}
+
+/// `flash`: every refusal first, then the question, then the write and the read-back, with a
+/// progress bar for each on a terminal.
+fn flash(args: &FlashArgs) -> anyhow::Result<()> {
+    let image = ImageFile::open(&args.image)?;
+    let target = Target::inspect(&args.device, &HostView::real())?;
+    flash::check_fits(&image, &args.device, &target)?;
+    let device = args.device.display();
+    if !args.yes {
+        let what = match &target {
+            Target::Disk { size, model, .. } => format!("{model} {}", HumanBytes(*size)),
+            Target::File => "a file".into(),
+        };
+        confirm(&format!(
+            "write {} ({}) to {device} ({}), replacing everything on it?",
+            args.image.display(),
+            HumanBytes(image.size),
+            what.trim()
+        ))?;
+    }
+    let mut bar: Option<(Phase, ProgressBar)> = None;
+    let flashed = flash::flash(&image, &args.device, &target, &mut |phase, done| {
+        if bar.as_ref().is_none_or(|(shown, _)| *shown != phase) {
+            if let Some((_, done)) = bar.take() {
+                done.finish();
+            }
+            let label = match phase {
+                Phase::Writing => "writing",
+                Phase::Verifying => "reading back",
+            };
+            bar = Some((phase, progress_bar(image.size, label)));
+        }
+        if let Some((_, bar)) = &bar {
+            bar.set_position(done);
+        }
+    })?;
+    if let Some((_, done)) = bar.take() {
+        done.finish();
+    }
+    let rate = |seconds: f64| HumanBytes((flashed.bytes as f64 / seconds.max(1e-3)) as u64);
+    let (written, verified) = (flashed.written_in.as_secs_f64(), flashed.verified_in.as_secs_f64());
+    println!(
+        "wrote {} to {device} in {written:.1} s ({}/s, synced)",
+        HumanBytes(flashed.bytes),
+        rate(written)
+    );
+    println!(
+        "read back in {verified:.1} s ({}/s): SHA-256 {} matches the image",
+        rate(verified),
+        flashed.sha256
+    );
+    Ok(())
+}
+
+/// A bar of `total` bytes; hidden when stderr is not a terminal.
+fn progress_bar(total: u64, label: &'static str) -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{msg:13} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {eta}",
+    )
+    .expect("a valid template")
+    .progress_chars("=> ");
+    ProgressBar::new(total).with_style(style).with_message(label)
+}
+
+/// Asks `question` on stderr and reads the answer from stdin: only "y" or "yes" goes on.
+fn confirm(question: &str) -> anyhow::Result<()> {
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).context("reading the answer")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => anyhow::bail!("not confirmed: nothing was written (answer y, or pass --yes)"),
+    }
 }
 
 #[cfg(test)]

@@ -163,10 +163,14 @@ pub fn write_report(report: &BuildReport, output: &Path) -> Result<(), ImageErro
     std::fs::write(&path, text).map_err(|source| ImageError::Io { path, source })
 }
 
-/// `.raw.zst`: single-threaded zstd, so the bytes are the same every time.
+/// `.raw.zst`: single-threaded zstd, so the bytes are the same every time, with the raw size
+/// in its header (what `flash` checks the device against before writing).
 fn compress(raw: &Path, zst: &Path) -> io::Result<()> {
-    let mut input = BufReader::new(File::open(raw)?);
+    let input = File::open(raw)?;
+    let size = input.metadata()?.len();
+    let mut input = BufReader::new(input);
     let mut encoder = zstd::Encoder::new(BufWriter::new(File::create(zst)?), 3)?;
+    encoder.set_pledged_src_size(Some(size))?;
     io::copy(&mut input, &mut encoder)?;
     encoder.finish()?.flush()
 }
