@@ -282,9 +282,20 @@ pub fn unhealthy(configured: &ConfiguredNode, bundles: &Bundles) {
         "ctl upgrade --wait to an unhealthy system, back on the old slot: {:.1?}",
         started.elapsed()
     );
-    let deadline = format!("not healthy within {HEALTH_DEADLINE_SECONDS}s");
-    assert!(run.stderr.contains(&deadline), "{}", run.stderr);
-    assert!(run.stderr.contains("pod default/web"), "{}", run.stderr);
+    // What the node found wrong at its deadline: the web pod, which gets no bridge network,
+    // once the boot got that far; on a host too busy for that (CI builds beside the VMs), a
+    // vital service or the kubelet still on its way. Either is the system not healthy.
+    let deadline = format!("not healthy within {HEALTH_DEADLINE_SECONDS}s: ");
+    let reason = run.stderr.split(&deadline).nth(1).unwrap_or_else(|| panic!("{}", run.stderr));
+    println!("the reason it gave: {}", reason.lines().next().unwrap_or_default());
+    let problems = [
+        "pod default/web: ",
+        "containerd is ",
+        "kubelet is ",
+        "the kubelet has not started",
+        "configured pods are known",
+    ];
+    assert!(problems.iter().any(|p| reason.contains(p)), "{}", run.stderr);
     assert_runs(admin, n, IMAGE_VERSION, "A", "0.3.1");
     pods::wait_web(admin, n, &node.forwarded(WEB_HOST_PORT), Duration::from_secs(180));
 
