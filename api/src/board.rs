@@ -147,6 +147,9 @@ pub struct Disk {
 pub enum PartitionTable {
     /// GUID partition table with a protective MBR (UEFI machines).
     Gpt,
+    /// GUID partition table with a hybrid MBR that also lists the boot partition, for
+    /// firmware that reads only an MBR (the Raspberry Pi's).
+    Hybrid,
 }
 
 /// `[boot]`: the bootloader and the files it needs on the boot partition.

@@ -24,7 +24,7 @@ use cairn_api::arch::Arch;
 use cairn_api::board::{Disk, PartitionTable};
 // The table format: one definition, in the contract crate (the labels come from the board).
 use cairn_api::disk::partition_table::{
-    self, PartitionKind, PartitionTableError, PlacedPartition, Uuid, ALIGNMENT_BYTES,
+    self, Mbr, PartitionKind, PartitionTableError, PlacedPartition, Uuid, ALIGNMENT_BYTES,
     BACKUP_GPT_BYTES, SECTOR_BYTES,
 };
 use sha2::{Digest, Sha256};
@@ -51,6 +51,8 @@ pub struct DiskLayout {
     pub esp_bytes: u64,
     /// Each root slot, in bytes (a multiple of [`ALIGNMENT_BYTES`]).
     pub root_slot_bytes: u64,
+    /// What LBA 0 holds: the protective MBR, or a hybrid one listing the ESP.
+    pub mbr: Mbr,
 }
 
 /// Where one partition of a [`DiskLayout`] lies.
@@ -67,15 +69,18 @@ pub struct PartitionSpan<'a> {
 impl DiskLayout {
     /// The layout a board's `[disk]` describes, for its architecture.
     pub fn for_board(arch: Arch, disk: &Disk) -> Self {
-        match disk.table {
-            PartitionTable::Gpt => DiskLayout {
-                arch,
-                esp_label: disk.boot_label.clone(),
-                root_labels: disk.root_labels.clone(),
-                size_bytes: disk.size_bytes(),
-                esp_bytes: disk.boot_bytes(),
-                root_slot_bytes: disk.root_slot_bytes(),
-            },
+        let mbr = match disk.table {
+            PartitionTable::Gpt => Mbr::Protective,
+            PartitionTable::Hybrid => Mbr::Hybrid,
+        };
+        DiskLayout {
+            arch,
+            esp_label: disk.boot_label.clone(),
+            root_labels: disk.root_labels.clone(),
+            size_bytes: disk.size_bytes(),
+            esp_bytes: disk.boot_bytes(),
+            root_slot_bytes: disk.root_slot_bytes(),
+            mbr,
         }
     }
 
@@ -205,7 +210,7 @@ pub fn write(
         placed(root_a_span, root, &identity),
         placed(root_b_span, root, &identity),
     ];
-    partition_table::write_new(path, derived_guid(&identity, "disk"), &partitions)?;
+    partition_table::write_new(path, derived_guid(&identity, "disk"), &partitions, layout.mbr)?;
     write_esp(&mut file, &esp_span, volume_label, esp, mtime, &identity)?;
     file.seek(SeekFrom::Start(root_a_span.offset)).map_err(io_error)?;
     file.write_all(root_a).map_err(io_error)?;
@@ -259,6 +264,10 @@ fn image_identity(layout: &DiskLayout, esp: &FileTree, root_a: &[u8], mtime: u32
     hash.update(layout.arch.name());
     for number in [layout.size_bytes, layout.esp_bytes, layout.root_slot_bytes, mtime.into()] {
         hash.update(number.to_le_bytes());
+    }
+    // Only a hybrid MBR is hashed: the images of the boards without one keep their GUIDs.
+    if layout.mbr == Mbr::Hybrid {
+        hash.update(b"hybrid mbr");
     }
     for (path, node) in esp.entries() {
         hash.update(path.as_os_str().as_bytes());
@@ -591,6 +600,7 @@ mod tests {
             size_bytes: 200 * MIB,
             esp_bytes: 64 * MIB,
             root_slot_bytes: 32 * MIB,
+            mbr: Mbr::Protective,
         }
     }
 
@@ -673,6 +683,22 @@ mod tests {
         assert_eq!(at(1_700_000_000), (2023, 11, 14, 22, 13, 20));
         assert_eq!(at(951_782_400), (2000, 2, 29, 0, 0, 0));
         assert_eq!(at(u32::MAX), (2106, 2, 7, 6, 28, 15));
+    }
+
+    #[test]
+    fn a_hybrid_image_lists_its_esp_in_the_mbr_beside_the_gpt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.raw");
+        let layout = DiskLayout { mbr: Mbr::Hybrid, ..small_layout() };
+        write(&path, &layout, &esp_tree(), &root_image(), 1_700_000_000).unwrap();
+        let lba0: [u8; 512] = read_at(&path, 0, 512).try_into().unwrap();
+        assert!(cairn_api::disk::hybrid_mbr::is_hybrid(&lba0));
+        // The ESP as FAT32 from 1 MiB, for its 64 MiB.
+        assert_eq!(lba0[446 + 4], 0x0c);
+        assert_eq!(u32::from_le_bytes(lba0[454..458].try_into().unwrap()), 2048);
+        assert_eq!(u32::from_le_bytes(lba0[458..462].try_into().unwrap()), 64 * 2048);
+        let gpt = GptConfig::new().only_valid_headers(true).open(&path).unwrap();
+        assert_eq!(gpt.partitions().len(), 3);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use cairn_api::arch::Arch;
 use cairn_api::disk::entry_name::TryCounter;
+use cairn_api::disk::partition_table::Mbr;
 use cairn_api::disk::uboot_env::UbootEnv;
 use cairn_api::disk::uboot_state::{InForce, ScriptState, ENV_COPIES};
 use cairn_api::image::Slot;
@@ -152,6 +153,8 @@ fn disk(path: &Path, arch: Arch, env: &ScriptState) -> anyhow::Result<()> {
         size_bytes: 44 * mib,
         esp_bytes: 40 * mib,
         root_slot_bytes: mib,
+        // The Raspberry Pi boards' MBR: U-Boot must find the GPT's boot partition through it.
+        mbr: Mbr::Hybrid,
     };
     image_builder::disk::write(path, &layout, &files, &[], 0)?;
     Ok(())

@@ -4,6 +4,8 @@
 //!
 //! - [`partition_table`]: the GPT: a fresh table for an image, partitions appended over
 //!   the rest of the medium, the protective MBR kept in step.
+//! - [`hybrid_mbr`]: the MBR of boards whose firmware reads only an MBR (the Raspberry Pi):
+//!   the boot partition in it beside the GPT's protection.
 //! - [`boot_entry`]: the Boot Loader Spec files systemd-boot reads (`loader.conf`, one
 //!   entry per slot).
 //! - [`entry_name`]: an entry's file name, which carries systemd-boot's try counter.
@@ -15,6 +17,7 @@
 
 pub mod boot_entry;
 pub mod entry_name;
+pub mod hybrid_mbr;
 pub mod partition_table;
 pub mod uboot_env;
 pub mod uboot_state;

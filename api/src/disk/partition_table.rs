@@ -5,11 +5,12 @@
 //! gives the same bytes. On a node's first boot machined appends STATE and EPHEMERAL after
 //! the last partition ([`append`]), sized to the medium the image was flashed to; that also
 //! moves the backup GPT to the medium's end and widens the protective MBR, both of which
-//! were written for the smaller image.
+//! were written for the smaller image. A board whose firmware reads only an MBR gets a
+//! hybrid one instead ([`Mbr::Hybrid`]), which growing leaves as it is.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use gpt::disk::LogicalBlockSize;
@@ -20,6 +21,7 @@ use gpt::GptConfig;
 /// Partition and disk GUIDs (the `uuid` crate's type, which the `gpt` crate takes).
 pub use uuid::Uuid;
 
+use super::hybrid_mbr;
 use crate::arch::Arch;
 
 /// The logical sector size of Cairn's partition tables.
@@ -51,6 +53,16 @@ impl PartitionKind {
             PartitionKind::LinuxFilesystem => partition_types::LINUX_FS,
         }
     }
+}
+
+/// What LBA 0 of a fresh table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mbr {
+    /// The protective MBR UEFI specifies: one GPT-protective partition over the disk.
+    Protective,
+    /// A hybrid MBR ([`hybrid_mbr`]): the first partition also as FAT32, for firmware that
+    /// reads only an MBR, then the GPT's protection.
+    Hybrid,
 }
 
 /// A partition of a fresh table, placed by the caller.
@@ -163,12 +175,12 @@ pub enum PartitionTableError {
 
 /// Writes a fresh GPT to `disk` (an image file or a device; its current size is the disk's
 /// size) holding `partitions`, numbered from 1 in the order given, which must also be their
-/// order on the disk; then a protective MBR covering the disk. The same arguments give the
-/// same bytes.
+/// order on the disk; then `mbr` in LBA 0. The same arguments give the same bytes.
 pub fn write_new(
     disk: &Path,
     disk_guid: Uuid,
     partitions: &[PlacedPartition<'_>],
+    mbr: Mbr,
 ) -> Result<(), PartitionTableError> {
     let mut file = open(disk)?;
     let mut table = GptConfig::new()
@@ -208,15 +220,33 @@ pub fn write_new(
     }
     table.update_partitions(entries).map_err(gpt_error(disk))?;
     table.write().map_err(gpt_error(disk))?;
-    let sectors = protective_sectors(&mut file).map_err(io_error(disk))?;
-    ProtectiveMBR::with_lb_size(sectors).overwrite_lba0(&mut file).map_err(mbr_error(disk))?;
+    match (mbr, partitions.first()) {
+        (Mbr::Hybrid, Some(boot)) => {
+            let sector = |bytes: u64| u32::try_from(bytes / SECTOR_BYTES).ok();
+            let (first, sectors) = sector(boot.offset).zip(sector(boot.size)).ok_or_else(|| {
+                misplaced(disk, boot.label, "lies beyond what an MBR can address".into())
+            })?;
+            let guid = disk_guid.as_bytes();
+            let signature = u32::from_le_bytes([guid[0], guid[1], guid[2], guid[3]]);
+            let lba0 = hybrid_mbr::render(first, sectors, signature);
+            file.seek(SeekFrom::Start(0)).map_err(io_error(disk))?;
+            file.write_all(&lba0).map_err(io_error(disk))?;
+        }
+        _ => {
+            let sectors = protective_sectors(&mut file).map_err(io_error(disk))?;
+            ProtectiveMBR::with_lb_size(sectors)
+                .overwrite_lba0(&mut file)
+                .map_err(mbr_error(disk))?;
+        }
+    }
     file.sync_all().map_err(io_error(disk))
 }
 
 /// Appends `partitions` after the last partition of `disk`'s GPT, in order, each starting
 /// on an [`ALIGNMENT_BYTES`] boundary. The backup GPT moves to the end of the disk and the
-/// protective MBR grows to cover it (its boot code and disk signature are kept); everything
-/// is synced before this returns. Refuses a label the table already has, so a table that
+/// protective MBR grows to cover it (its boot code and disk signature are kept; a hybrid MBR,
+/// which covers nothing past the boot partition, is left as it is); everything is synced
+/// before this returns. Refuses a label the table already has, so a table that
 /// was already grown is not grown twice. Returns the partitions added, in order.
 pub fn append(
     disk: &Path,
@@ -270,8 +300,15 @@ pub fn append(
     }
     table.update_partitions(entries).map_err(gpt_error(disk))?;
     let mut file = table.write().map_err(gpt_error(disk))?;
-    let sectors = protective_sectors(&mut file).map_err(io_error(disk))?;
-    ProtectiveMBR::with_lb_size(sectors).update_conservative(&mut file).map_err(mbr_error(disk))?;
+    let mut lba0 = [0u8; 512];
+    file.seek(SeekFrom::Start(0)).map_err(io_error(disk))?;
+    file.read_exact(&mut lba0).map_err(io_error(disk))?;
+    if !hybrid_mbr::is_hybrid(&lba0) {
+        let sectors = protective_sectors(&mut file).map_err(io_error(disk))?;
+        ProtectiveMBR::with_lb_size(sectors)
+            .update_conservative(&mut file)
+            .map_err(mbr_error(disk))?;
+    }
     file.sync_all().map_err(io_error(disk))?;
     Ok(added)
 }
@@ -332,7 +369,6 @@ fn mbr_error(disk: &Path) -> impl FnOnce(gpt::mbr::MBRError) -> PartitionTableEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
 
     use crate::image::{EPHEMERAL_LABEL, ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL, STATE_LABEL};
 
@@ -405,7 +441,7 @@ mod tests {
             placed("ARMV7", PartitionKind::Root(Arch::Armv7), 11, 1),
             placed("DATA", PartitionKind::LinuxFilesystem, 12, 4),
         ];
-        write_new(&disk, guid(0xD1), &partitions).unwrap();
+        write_new(&disk, guid(0xD1), &partitions, Mbr::Protective).unwrap();
 
         assert_eq!(*GptConfig::new().open(&disk).unwrap().guid(), guid(0xD1));
         let expected: Vec<_> = partitions
@@ -431,8 +467,8 @@ mod tests {
         // Whatever was in the first 34 sectors (protective MBR, primary GPT) is overwritten.
         std::fs::write(&second, vec![0xFF; 34 * 512]).unwrap();
         File::options().write(true).open(&second).unwrap().set_len(32 * MIB).unwrap();
-        write_new(&first, guid(1), &image_partitions()).unwrap();
-        write_new(&second, guid(1), &image_partitions()).unwrap();
+        write_new(&first, guid(1), &image_partitions(), Mbr::Protective).unwrap();
+        write_new(&second, guid(1), &image_partitions(), Mbr::Protective).unwrap();
         assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
     }
 
@@ -441,7 +477,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = blank_disk(&dir, "disk.raw", 32 * MIB);
         let [esp, root_a, _] = image_partitions();
-        let reason = |partitions: &[PlacedPartition]| match write_new(&disk, guid(1), partitions) {
+        let reason = |partitions: &[PlacedPartition]| match write_new(
+            &disk,
+            guid(1),
+            partitions,
+            Mbr::Protective,
+        ) {
             Err(PartitionTableError::Misplaced { label, reason, .. }) => {
                 format!("{label}: {reason}")
             }
@@ -463,7 +504,7 @@ mod tests {
         let into_the_backup = PlacedPartition { offset: 16 * MIB, size: 16 * MIB, ..root_a };
         assert!(reason(&[into_the_backup]).starts_with("ROOT-A: ends at sector 65535, after"));
 
-        let err = write_new(&disk, guid(1), &[odd]).unwrap_err().to_string();
+        let err = write_new(&disk, guid(1), &[odd], Mbr::Protective).unwrap_err().to_string();
         assert!(err.starts_with(&format!("{}: partition EFI: ", disk.display())), "{err}");
     }
 
@@ -472,7 +513,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // A 32 MiB image, then "flashed" to a 256 MiB medium.
         let disk = blank_disk(&dir, "disk.raw", 32 * MIB);
-        write_new(&disk, guid(1), &image_partitions()).unwrap();
+        write_new(&disk, guid(1), &image_partitions(), Mbr::Protective).unwrap();
         File::options().write(true).open(&disk).unwrap().set_len(256 * MIB).unwrap();
 
         let state = AppendedPartition {
@@ -542,7 +583,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = blank_disk(&dir, "disk.raw", 16 * MIB);
         let odd = PlacedPartition { size: MIB + 512, ..image_partitions()[0] };
-        write_new(&disk, guid(1), &[odd]).unwrap();
+        write_new(&disk, guid(1), &[odd], Mbr::Protective).unwrap();
         let mut with_boot_code = mbr(&disk);
         with_boot_code[..440].fill(0x90);
         File::options().write(true).open(&disk).unwrap().write_all(&with_boot_code).unwrap();
@@ -560,10 +601,32 @@ mod tests {
     }
 
     #[test]
+    fn a_hybrid_mbr_lists_the_boot_partition_and_survives_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = blank_disk(&dir, "disk.raw", 32 * MIB);
+        write_new(&disk, guid(0xD1), &image_partitions(), Mbr::Hybrid).unwrap();
+        let lba0 = mbr(&disk);
+        // ESP at 1 MiB, 8 MiB: FAT32 from sector 2048 for 16384 sectors; the signature is
+        // the disk GUID's first bytes.
+        assert_eq!(lba0, hybrid_mbr::render(2048, 16_384, 0xD1D1_D1D1));
+        File::options().write(true).open(&disk).unwrap().set_len(64 * MIB).unwrap();
+        let state = AppendedPartition {
+            label: STATE_LABEL,
+            kind: PartitionKind::LinuxFilesystem,
+            guid: guid(2),
+            size: AppendedSize::Rest,
+        };
+        append(&disk, &[state]).unwrap();
+        assert_eq!(mbr(&disk), lba0, "growing rewrote the hybrid MBR");
+        let labels: Vec<String> = summary(&disk).into_iter().map(|p| p.0).collect();
+        assert_eq!(labels, [ESP_LABEL, ROOT_A_LABEL, ROOT_B_LABEL, STATE_LABEL]);
+    }
+
+    #[test]
     fn appending_what_does_not_fit_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let disk = blank_disk(&dir, "disk.raw", 32 * MIB);
-        write_new(&disk, guid(1), &image_partitions()).unwrap();
+        write_new(&disk, guid(1), &image_partitions(), Mbr::Protective).unwrap();
         let big = |label, mib| AppendedPartition {
             label,
             kind: PartitionKind::LinuxFilesystem,
@@ -604,7 +667,7 @@ mod tests {
         assert!(matches!(err, PartitionTableError::Gpt { .. }), "{err}");
         assert!(err.to_string().starts_with(&format!("{}: partition table: ", disk.display())));
         let missing = dir.path().join("missing");
-        let err = write_new(&missing, guid(1), &[]).unwrap_err();
+        let err = write_new(&missing, guid(1), &[], Mbr::Protective).unwrap_err();
         assert!(matches!(err, PartitionTableError::Io { .. }), "{err}");
     }
 }

@@ -303,7 +303,7 @@ mod tests {
     use std::cell::RefCell;
     use std::fs::OpenOptions;
 
-    use cairn_api::disk::partition_table::{PlacedPartition, BACKUP_GPT_BYTES};
+    use cairn_api::disk::partition_table::{Mbr, PlacedPartition, BACKUP_GPT_BYTES};
 
     use super::*;
 
@@ -349,7 +349,7 @@ mod tests {
             size: 8 * MIB,
         };
         let image = [partition("EFI", MIB), partition("ROOT-A", 9 * MIB)];
-        partition_table::write_new(&disk, Uuid::from_u128(1), &image).unwrap();
+        partition_table::write_new(&disk, Uuid::from_u128(1), &image, Mbr::Protective).unwrap();
         grow(256 * MIB);
         disk
     }
