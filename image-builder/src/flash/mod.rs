@@ -227,11 +227,12 @@ fn write(
     let image_error =
         |source| WriteError::Image(FlashError::Image { path: image.path.clone(), source });
     let mut reader = image.reader().map_err(WriteError::Image)?;
-    let mut buffer = vec![0u8; CHUNK];
+    let mut buffer = Vec::with_capacity(CHUNK);
     let mut sha = Sha256::new();
     let (mut done, mut unsynced) = (0u64, 0u64);
     loop {
-        let n = fill(&mut reader, &mut buffer).map_err(image_error)?;
+        buffer.clear();
+        let n = (&mut reader).take(CHUNK as u64).read_to_end(&mut buffer).map_err(image_error)?;
         if n == 0 {
             break;
         }
@@ -275,20 +276,6 @@ fn hash(input: &mut File, size: u64, progress: &mut dyn FnMut(u64)) -> io::Resul
         progress(done);
     }
     Ok(format!("{:x}", sha.finalize()))
-}
-
-/// Reads until `buffer` is full or the input ends; the bytes read.
-fn fill(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buffer.len() {
-        match reader.read(&mut buffer[n..]) {
-            Ok(0) => break,
-            Ok(read) => n += read,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
