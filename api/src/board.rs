@@ -161,6 +161,16 @@ pub struct Boot {
     /// Files taken from the board's packages onto the boot partition.
     #[serde(default)]
     pub files: Vec<BootFile>,
+    /// Device trees of the kernel package, by their path under its device-tree directory
+    /// (`/usr/lib/linux-image-<release>/`), copied to the boot partition's root under their
+    /// file names, where the board's firmware looks for them.
+    #[serde(default)]
+    pub device_trees: Vec<String>,
+    /// Files of the board's folder (relative to it in the file; [`Board::load`] makes them
+    /// relative to where it was loaded from) copied to the boot partition's root, e.g. the
+    /// Raspberry Pi's `config.txt`.
+    #[serde(default)]
+    pub board_files: Vec<PathBuf>,
 }
 
 /// One file of a package copied onto the boot partition.
@@ -269,6 +279,7 @@ impl Board {
         })?;
         board.name = name.to_string();
         board.images = board.images.iter().map(|image| dir.join(image)).collect();
+        board.boot.board_files = board.boot.board_files.iter().map(|f| dir.join(f)).collect();
         Ok(board)
     }
 
@@ -314,6 +325,18 @@ impl Board {
                 if !path.starts_with('/') {
                     return Err(("boot.files", format!("{path:?} is not an absolute path")));
                 }
+            }
+        }
+        for tree in &self.boot.device_trees {
+            if tree.starts_with('/') || tree.split('/').any(|part| part == "..") {
+                let why = "is not a path under the kernel's device-tree directory";
+                return Err(("boot.device_trees", format!("{tree:?} {why}")));
+            }
+        }
+        for file in &self.boot.board_files {
+            if file.is_absolute() || file.components().count() != 1 {
+                let why = "is not the name of a file in the board's folder";
+                return Err(("boot.board_files", format!("{:?} {why}", file.display())));
             }
         }
         let last = self.console.kernel.last().map(|console| console_device(console));
@@ -406,6 +429,8 @@ root_size_mib = 512
 
 [boot]
 bootloader = "systemd-boot"
+device_trees = ["vendor/board.dtb"]
+board_files = ["config.txt"]
 [[boot.files]]
 from = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"
 to = ["/EFI/BOOT/BOOTX64.EFI"]
@@ -472,6 +497,8 @@ package = "ovmf"
             [dir.path().join("b/images/app.tar"), PathBuf::from("/abs/other.tar")]
         );
         assert_eq!(board.kernel_args(), ["console=tty0", "console=ttyS0,115200", "quiet"]);
+        assert_eq!(board.boot.board_files, [dir.path().join("b/config.txt")]);
+        assert_eq!(board.boot.device_trees, ["vendor/board.dtb"]);
         assert_eq!(board.disk.root_label(Slot::B), "ROOT-B");
         assert_eq!(board.disk.root_partition_number(Slot::B), 3);
         assert_eq!(board.qemu_root_device(Slot::B).as_deref(), Some("/dev/vda3"));
@@ -513,6 +540,10 @@ package = "ovmf"
             ("serial = \"ttyS0\"", "serial = \"tty0\"", "console.serial"),
             ("bootloader = \"systemd-boot\"", "bootloader = \"u-boot\"", "boot.bootloader"),
             ("kernel = [\"tty0\", \"ttyS0,115200\"]", "kernel = []", "console.serial"),
+            ("\"vendor/board.dtb\"", "\"/boot/board.dtb\"", "boot.device_trees"),
+            ("\"vendor/board.dtb\"", "\"../x.dtb\"", "boot.device_trees"),
+            ("[\"config.txt\"]", "[\"../config.txt\"]", "boot.board_files"),
+            ("[\"config.txt\"]", "[\"/etc/config.txt\"]", "boot.board_files"),
         ] {
             let (_dir, board) = load(&GOOD.replacen(from, to, 1));
             let err = board.unwrap_err();

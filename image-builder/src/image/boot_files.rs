@@ -1,7 +1,11 @@
 //! The boot files step: the boot partition's tree, as the board's `[boot]` describes it:
-//! the bootloader's files taken from the packages, the bootloader's configuration (systemd-
-//! boot's loader.conf and slot A's entry, or U-Boot's boot script and both copies of its
-//! environment), and slot A's kernel, initramfs and version.
+//! the bootloader's and firmware's files taken from the packages, the kernel's device trees
+//! and the board's own files (the Raspberry Pi's `config.txt`) the board names, the
+//! bootloader's configuration (systemd-boot's loader.conf and slot A's entry, or U-Boot's
+//! boot script and both copies of its environment), and slot A's kernel, initramfs and
+//! version.
+
+use std::path::Path;
 
 use cairn_api::arch::Arch;
 use cairn_api::board::{Boot, Bootloader};
@@ -29,15 +33,38 @@ pub struct SlotA<'a> {
     pub kernel_args: &'a [String],
 }
 
+/// Where the files `[boot]` names come from.
+pub struct BootSources<'a> {
+    /// The board's packages, unpacked: `[boot] files`.
+    pub packages: &'a FileTree,
+    /// The kernel's device trees by their path under its device-tree directory:
+    /// `[boot] device_trees`.
+    pub device_tree: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+}
+
 /// The boot partition of a fresh `arch` image booting slot A with `boot`'s bootloader, its
-/// files taken from `pool`.
+/// files taken from `sources` and the board's folder.
 pub fn build(
     arch: Arch,
     boot: &Boot,
-    pool: &FileTree,
+    sources: &BootSources<'_>,
     slot_a: &SlotA<'_>,
 ) -> Result<FileTree, ImageError> {
+    let pool = sources.packages;
     let mut tree = FileTree::new();
+    for path in &boot.device_trees {
+        let data = (sources.device_tree)(path).ok_or_else(|| {
+            ImageError::BootPartition(format!(
+                "the kernel package has no device tree {path} (boot.device_trees)"
+            ))
+        })?;
+        tree.file(format!("/{}", file_name(Path::new(path))), 0o644, data.to_vec())?;
+    }
+    for path in &boot.board_files {
+        let data =
+            std::fs::read(path).map_err(|source| ImageError::Io { path: path.clone(), source })?;
+        tree.file(format!("/{}", file_name(path)), 0o644, data)?;
+    }
     for file in &boot.files {
         let Some(Node::File { data, .. }) = pool.get(&file.from) else {
             return Err(ImageError::Rootfs(RootfsError::Missing {
@@ -77,6 +104,10 @@ pub fn build(
     Ok(tree)
 }
 
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap_or_default().to_string_lossy().into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,7 +120,17 @@ mod tests {
                 from: from.into(),
                 to: vec!["/EFI/BOOT/BOOTX64.EFI".into(), "/EFI/systemd/systemd-bootx64.efi".into()],
             }],
+            device_trees: vec![],
+            board_files: vec![],
         }
+    }
+
+    fn no_device_tree<'a>(_: &str) -> Option<&'a [u8]> {
+        None
+    }
+
+    fn from_packages(pool: &FileTree) -> BootSources<'_> {
+        BootSources { packages: pool, device_tree: &no_device_tree }
     }
 
     #[test]
@@ -101,7 +142,7 @@ mod tests {
         let tree = build(
             Arch::X86_64,
             &boot("/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
-            &pool,
+            &from_packages(&pool),
             &slot_a,
         )
         .unwrap();
@@ -124,10 +165,12 @@ mod tests {
 
     #[test]
     fn a_u_boot_partition_boots_slot_a_from_both_copies_of_its_environment() {
-        let boot = Boot { bootloader: Bootloader::UBoot, files: vec![] };
+        let boot = Boot { bootloader: Bootloader::UBoot, ..boot("/x") };
+        let boot = Boot { files: vec![], ..boot };
         let args = ["console=ttyAMA0,115200".to_string()];
         let slot_a = SlotA { version: "1.2.3", kernel: b"k", initramfs: b"i", kernel_args: &args };
-        let tree = build(Arch::Arm64, &boot, &FileTree::new(), &slot_a).unwrap();
+        let empty = FileTree::new();
+        let tree = build(Arch::Arm64, &boot, &from_packages(&empty), &slot_a).unwrap();
         let file = |path: &str| match tree.get(path) {
             Some(Node::File { data, .. }) => data.clone(),
             other => panic!("{path}: {other:?}"),
@@ -140,19 +183,48 @@ mod tests {
         assert_eq!(file("/cairn/a/vmlinuz"), b"k");
         assert!(tree.get(LOADER_CONF_PATH).is_none());
         // x86_64 boots through UEFI: no U-Boot script for it.
-        let err = build(Arch::X86_64, &boot, &FileTree::new(), &slot_a).unwrap_err();
+        let err = build(Arch::X86_64, &boot, &from_packages(&empty), &slot_a).unwrap_err();
         assert!(err.to_string().contains("boot partition"), "{err}");
     }
 
     #[test]
     fn a_boot_file_missing_from_the_packages_is_named() {
         let slot_a = SlotA { version: "1.2.3", kernel: b"k", initramfs: b"i", kernel_args: &[] };
-        let err =
-            build(Arch::X86_64, &boot("/usr/lib/x.efi"), &FileTree::new(), &slot_a).unwrap_err();
+        let empty = FileTree::new();
+        let err = build(Arch::X86_64, &boot("/usr/lib/x.efi"), &from_packages(&empty), &slot_a)
+            .unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("/usr/lib/x.efi") && message.contains("boot partition"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn device_trees_and_board_files_go_to_the_partition_s_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.txt");
+        std::fs::write(&config, "kernel=u-boot.bin\n").unwrap();
+        let boot = Boot {
+            bootloader: Bootloader::UBoot,
+            files: vec![],
+            device_trees: vec!["broadcom/bcm2837-rpi-3-b.dtb".into()],
+            board_files: vec![config],
+        };
+        let device_tree =
+            |path: &str| (path == "broadcom/bcm2837-rpi-3-b.dtb").then_some(&b"dtb"[..]);
+        let empty = FileTree::new();
+        let sources = BootSources { packages: &empty, device_tree: &device_tree };
+        let slot_a = SlotA { version: "1", kernel: b"k", initramfs: b"i", kernel_args: &[] };
+        let tree = build(Arch::Arm64, &boot, &sources, &slot_a).unwrap();
+        let file = |path: &str| match tree.get(path) {
+            Some(Node::File { data, .. }) => data.clone(),
+            other => panic!("{path}: {other:?}"),
+        };
+        assert_eq!(file("/bcm2837-rpi-3-b.dtb"), b"dtb");
+        assert_eq!(file("/config.txt"), b"kernel=u-boot.bin\n");
+        let missing = Boot { device_trees: vec!["broadcom/none.dtb".into()], ..boot };
+        let err = build(Arch::Arm64, &missing, &sources, &slot_a).unwrap_err().to_string();
+        assert!(err.contains("no device tree broadcom/none.dtb (boot.device_trees)"), "{err}");
     }
 }

@@ -20,7 +20,7 @@ use crate::tree::{FileTree, Node};
 
 /// The kernel of an image.
 pub struct Kernel {
-    /// The package's `/boot` and `/usr/lib/modules`.
+    /// The package's `/boot`, `/usr/lib/modules` and device trees (`/usr/lib/linux-image-*`).
     files: FileTree,
     /// Its release, e.g. `6.12.48+deb13-amd64`.
     pub release: String,
@@ -40,7 +40,10 @@ impl Kernel {
     pub fn load(package: &Fetched, arch: Arch, scratch: &Path) -> Result<Kernel, ImageError> {
         let mut files = FileTree::new();
         unpack_into(&package.deb, &mut files, |p| {
-            p.starts_with("/boot") || p.starts_with("/usr/lib/modules")
+            p.starts_with("/boot")
+                || p.starts_with("/usr/lib/modules")
+                || p.strip_prefix("/usr/lib")
+                    .is_ok_and(|dir| dir.to_string_lossy().starts_with("linux-image-"))
         })?;
         let release = kernel_release(&files)?;
         let config = match files.get(format!("/boot/config-{release}")) {
@@ -76,6 +79,15 @@ impl Kernel {
         match self.files.get(format!("/boot/vmlinuz-{}", self.release)) {
             Some(Node::File { data, .. }) => Ok(data),
             _ => Err(ImageError::Kernel(format!("no /boot/vmlinuz-{}", self.release))),
+        }
+    }
+
+    /// The device tree at `path` under the package's device-tree directory
+    /// (`/usr/lib/linux-image-<release>/`), e.g. `broadcom/bcm2837-rpi-3-b.dtb`.
+    pub fn device_tree(&self, path: &str) -> Option<&[u8]> {
+        match self.files.get(format!("/usr/lib/linux-image-{}/{path}", self.release)) {
+            Some(Node::File { data, .. }) => Some(data),
+            _ => None,
         }
     }
 

@@ -32,7 +32,7 @@ use crate::signing::SigningError;
 use crate::squashfs::SquashfsError;
 use crate::tree::TreeError;
 
-use boot_files::SlotA;
+use boot_files::{BootSources, SlotA};
 use kernel::Kernel;
 use outputs::SlotArtifacts;
 pub use outputs::{BuildReport, OutputFile, PackageUsed, PreloadedImage};
@@ -156,7 +156,9 @@ pub fn build(
         initramfs: &initramfs,
         kernel_args: &kernel_args,
     };
-    let boot_partition = boot_files::build(arch, &board.boot, &pool, &slot_a)?;
+    let device_tree = |path: &str| kernel.device_tree(path);
+    let sources = BootSources { packages: &pool, device_tree: &device_tree };
+    let boot_partition = boot_files::build(arch, &board.boot, &sources, &slot_a)?;
 
     let raw = output.join(format!("cairn-{arch}.raw"));
     let layout = DiskLayout::for_board(arch, &board.disk);
