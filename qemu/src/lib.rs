@@ -218,28 +218,8 @@ impl Vm {
         from: usize,
         timeout: Duration,
     ) -> Result<usize, QemuError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let console = self.console();
-            if let Some(at) = console.get(from..).and_then(|rest| rest.find(marker)) {
-                return Ok(from + at + marker.len());
-            }
-            if let Some(status) = self.try_exit()? {
-                return Err(QemuError::Exited {
-                    status,
-                    marker: marker.into(),
-                    tail: tail(&console),
-                });
-            }
-            if Instant::now() > deadline {
-                return Err(QemuError::Timeout {
-                    marker: marker.into(),
-                    timeout,
-                    tail: tail(&console),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let console = self.console.clone();
+        wait_for_marker(&console, marker, from, timeout, || self.try_exit())
     }
 
     /// Waits (bounded) for QEMU to exit by itself, as after a guest power-off.
@@ -448,6 +428,31 @@ fn free_port() -> io::Result<u16> {
 }
 
 /// The last 40 lines of a console, for error messages.
+/// Waits until `marker` appears in the console log `console` after byte `from`, for at most
+/// `timeout`, while `exited` says the emulator still runs; returns where the marker ends.
+pub fn wait_for_marker(
+    console: &Path,
+    marker: &str,
+    from: usize,
+    timeout: Duration,
+    mut exited: impl FnMut() -> Result<Option<ExitStatus>, QemuError>,
+) -> Result<usize, QemuError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned();
+        if let Some(at) = text.get(from..).and_then(|rest| rest.find(marker)) {
+            return Ok(from + at + marker.len());
+        }
+        if let Some(status) = exited()? {
+            return Err(QemuError::Exited { status, marker: marker.into(), tail: tail(&text) });
+        }
+        if Instant::now() > deadline {
+            return Err(QemuError::Timeout { marker: marker.into(), timeout, tail: tail(&text) });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn tail(console: &str) -> String {
     let lines: Vec<&str> = console.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")

@@ -54,6 +54,24 @@ pub static QEMU_ARMV7: Board = Board {
     description: OnceLock::new(),
 };
 
+/// The Raspberry Pi 3, 4, 400, CM3, CM4 and Zero 2 W in 64-bit: U-Boot, an SD card.
+pub static RPI_ARM64: Board = Board {
+    name: "rpi-arm64",
+    disk_bytes: 4 << 30,
+    memory_mib: 1024,
+    kernel_series: "6.12",
+    description: OnceLock::new(),
+};
+
+/// The Raspberry Pi 2 and 3 in 32-bit: U-Boot, an SD card.
+pub static RPI_ARMV7: Board = Board {
+    name: "rpi-armv7",
+    disk_bytes: 4 << 30,
+    memory_mib: 1024,
+    kernel_series: "6.12",
+    description: OnceLock::new(),
+};
+
 /// How a VM is powered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerOn {
