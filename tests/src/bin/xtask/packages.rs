@@ -103,7 +103,8 @@ pub fn cross() -> Vec<Need> {
         .collect()
 }
 
-/// What the tests need: the demo's, the cross builds', and the tools of image-builder's tests,
+/// What the tests need: the demo's, the cross builds', and the tools of image-builder's tests
+/// (mkimage; mkfs.ext4 for the flash test, whose losetup, mount and umount every Debian has),
 /// of the pull scenario and of the U-Boot test.
 pub fn tests(board: &Board) -> Vec<Need> {
     let program = |name: &str| Some(Provides::Program(name.to_string()));
@@ -136,6 +137,12 @@ pub fn tests(board: &Board) -> Vec<Need> {
             Suite::Host,
             program("mkimage"),
             "image-builder's test compares the boot script's image with mkimage's",
+        ),
+        Need::new(
+            "e2fsprogs",
+            Suite::Host,
+            program("mkfs.ext4"),
+            "the flash test refuses a loop device with a filesystem mounted",
         ),
     ]);
     needs
