@@ -7,7 +7,11 @@
 //!   version per suite, so point releases and security fixes drop the old ones), reports
 //!   each move and writes the lock;
 //! - `--locked` refuses any change (for release builds);
-//! - `--update-lock` takes the archive's current versions for everything.
+//! - `--update-lock` takes the archive's current versions for everything the build uses.
+//!
+//! Boards of one architecture share its entries and need not use the same packages (the
+//! Raspberry Pi's firmware is no QEMU board's): a build moves or adds the entries of the
+//! packages it uses and keeps the others, so building one board never unpins another's.
 //!
 //! A locked version whose SHA-256 differs from the archive's is always refused: that is
 //! tampering or a broken mirror, never a reason to move.
@@ -132,34 +136,36 @@ impl Lock {
         self.packages.iter().find(|p| p.name == name && p.arch == arch)
     }
 
-    /// This lock with `arch`'s entries replaced by `used`'s (other architectures kept).
-    pub fn with_arch_from(&self, arch: &str, used: &Lock) -> Lock {
-        let mut merged = Lock::new(&self.suite);
-        merged.packages = self.packages.iter().filter(|p| p.arch != arch).cloned().collect();
-        merged.packages.extend(used.packages.iter().filter(|p| p.arch == arch).cloned());
+    /// This lock with `used`'s entries for `arch` in place of its own for the same packages;
+    /// its other entries (other architectures, other boards' packages) kept.
+    pub fn with_used(&self, arch: &str, used: &Lock) -> Lock {
+        let mut merged = self.clone();
+        for entry in used.packages.iter().filter(|p| p.arch == arch) {
+            merged.packages.retain(|p| !(p.name == entry.name && p.arch == arch));
+            merged.packages.push(entry.clone());
+        }
         merged.sort();
         merged
     }
 
-    /// How `arch`'s entries differ from `self` to `new`, sorted by name.
-    pub fn changes_to(&self, new: &Lock, arch: &str) -> Vec<LockChange> {
-        let version_in = |lock: &Lock, name: &str| lock.find(name, arch).map(|p| p.version.clone());
-        let mut names: Vec<&str> = self
+    /// How the entries `used` has for `arch` differ from `self`'s, sorted by name.
+    pub fn changes_to(&self, used: &Lock, arch: &str) -> Vec<LockChange> {
+        let mut changes: Vec<LockChange> = used
             .packages
             .iter()
-            .chain(&new.packages)
             .filter(|p| p.arch == arch)
-            .map(|p| p.name.as_str())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let (from, to) = (version_in(self, name), version_in(new, name));
-                (from != to).then(|| LockChange { name: name.into(), arch: arch.into(), from, to })
+            .filter_map(|p| {
+                let from = self.find(&p.name, arch).map(|locked| locked.version.clone());
+                (from.as_deref() != Some(p.version.as_str())).then(|| LockChange {
+                    name: p.name.clone(),
+                    arch: arch.into(),
+                    from,
+                    to: p.version.clone(),
+                })
             })
-            .collect()
+            .collect();
+        changes.sort_by(|a, b| a.name.cmp(&b.name));
+        changes
     }
 
     /// Records what a build used.
@@ -183,15 +189,14 @@ pub struct LockChange {
     pub arch: String,
     /// The locked version; `None` when the package was not in the lock.
     pub from: Option<String>,
-    /// The version the build takes; `None` when it no longer uses the package.
-    pub to: Option<String>,
+    /// The version the build takes.
+    pub to: String,
 }
 
 impl std::fmt::Display for LockChange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let LockChange { name, arch, from, to } = self;
         let from = from.as_deref().unwrap_or("not in the lock");
-        let to = to.as_deref().unwrap_or("no longer used");
         write!(f, "{name} ({arch}): {from} → {to}")
     }
 }
@@ -231,11 +236,12 @@ mod tests {
     }
 
     #[test]
-    fn lists_changes_and_merges_one_architecture() {
+    fn lists_changes_and_merges_what_a_build_used() {
         let mut old = Lock::new("trixie");
         old.record(&record("kernel", "1"), "amd64");
         old.record(&record("runc", "1"), "amd64");
-        old.record(&record("gone", "1"), "amd64");
+        // Another board's package of the same architecture.
+        old.record(&record("firmware", "1"), "amd64");
         old.record(&record("runc", "1"), "arm64");
         let mut new = Lock::new("trixie");
         new.record(&record("kernel", "1"), "amd64");
@@ -243,19 +249,13 @@ mod tests {
         new.record(&record("added", "3"), "amd64");
         let changes: Vec<String> =
             old.changes_to(&new, "amd64").iter().map(ToString::to_string).collect();
-        assert_eq!(
-            changes,
-            [
-                "added (amd64): not in the lock → 3",
-                "gone (amd64): 1 → no longer used",
-                "runc (amd64): 1 → 2",
-            ]
-        );
-        assert!(old.changes_to(&new, "arm64").iter().all(|c| c.to.is_none()));
-        let merged = old.with_arch_from("amd64", &new);
+        assert_eq!(changes, ["added (amd64): not in the lock → 3", "runc (amd64): 1 → 2"]);
+        assert!(old.changes_to(&new, "arm64").is_empty());
+        let merged = old.with_used("amd64", &new);
         assert_eq!(merged.find("runc", "arm64").unwrap().version, "1");
         assert_eq!(merged.find("runc", "amd64").unwrap().version, "2");
-        assert!(merged.find("gone", "amd64").is_none());
+        assert_eq!(merged.find("firmware", "amd64").unwrap().version, "1");
+        assert_eq!(merged.find("added", "amd64").unwrap().version, "3");
         assert!(merged.changes_to(&new, "amd64").is_empty());
     }
 }

@@ -373,7 +373,7 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
         }
         let merged = on_disk
             .unwrap_or_else(|| Lock::new(&profile.suite))
-            .with_arch_from(board.arch.debian(), &resolved.lock);
+            .with_used(board.arch.debian(), &resolved.lock);
         merged.save(&args.lock)?;
         println!("wrote {}", args.lock.display());
     }
