@@ -48,6 +48,14 @@ pub enum ModuleError {
         /// Why.
         reason: String,
     },
+    /// A `.ko.xz` file does not decompress.
+    #[error("{path}: does not decompress: {reason}")]
+    Compression {
+        /// The module file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Modules that depend on each other.
     #[error("module dependency cycle through {0:?}")]
     Cycle(String),
@@ -164,14 +172,7 @@ impl ModuleIndex {
         let raw =
             fs::read(&path).map_err(|source| ModuleError::Io { path: path.clone(), source })?;
         let unreadable = |reason: String| ModuleError::Unreadable { path: path.clone(), reason };
-        let elf = if path.extension().is_some_and(|e| e == "xz") {
-            let mut out = Vec::new();
-            lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out)
-                .map_err(|e| unreadable(format!("xz: {e}")))?;
-            out
-        } else {
-            raw
-        };
+        let elf = uncompressed(&path, raw)?;
         let object = object::File::parse(elf.as_slice()).map_err(|e| unreadable(e.to_string()))?;
         let section = object
             .section_by_name(".modinfo")
@@ -179,6 +180,27 @@ impl ModuleIndex {
         let data = section.data().map_err(|e| unreadable(e.to_string()))?;
         Ok(ModInfo::parse(data))
     }
+}
+
+/// Where a module file is once uncompressed: `ext4.ko` for `ext4.ko.xz`.
+pub fn uncompressed_path(path: &Path) -> PathBuf {
+    match path.extension() {
+        Some(e) if e == "xz" => path.with_extension(""),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// The ELF module of the file at `path` whose bytes are `raw`: decompressed if it is a
+/// `.ko.xz`, else as it is.
+pub fn uncompressed(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>, ModuleError> {
+    if path.extension().is_none_or(|e| e != "xz") {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    lzma_rs::xz_decompress(&mut raw.as_slice(), &mut out).map_err(|e| {
+        ModuleError::Compression { path: path.to_path_buf(), reason: format!("xz: {e}") }
+    })?;
+    Ok(out)
 }
 
 /// The parts of a module's modinfo that order loading and match devices.
@@ -276,6 +298,18 @@ mod tests {
         module(dir.path(), "kernel/b.ko", &["depends=a"]);
         let index = ModuleIndex::scan(dir.path()).unwrap();
         assert!(matches!(index.resolve(&["a"]), Err(ModuleError::Cycle(_))));
+    }
+
+    #[test]
+    fn an_xz_module_is_given_uncompressed_under_its_plain_name() {
+        assert_eq!(uncompressed_path(Path::new("kernel/ext4.ko.xz")), Path::new("kernel/ext4.ko"));
+        assert_eq!(uncompressed_path(Path::new("kernel/ext4.ko")), Path::new("kernel/ext4.ko"));
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &b"\x7fELF module"[..], &mut xz).unwrap();
+        assert_eq!(uncompressed(Path::new("a.ko.xz"), xz).unwrap(), b"\x7fELF module");
+        assert_eq!(uncompressed(Path::new("a.ko"), b"plain".to_vec()).unwrap(), b"plain");
+        let error = uncompressed(Path::new("a.ko.xz"), b"not xz".to_vec()).unwrap_err();
+        assert!(error.to_string().starts_with("a.ko.xz: does not decompress: xz:"), "{error}");
     }
 
     #[test]

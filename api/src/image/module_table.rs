@@ -11,7 +11,7 @@
 //! ```
 //!
 //! - `module`: NAME as modprobe takes it (underscores); PATH relative to the table's
-//!   directory (e.g. `kernel/fs/squashfs/squashfs.ko.xz`); WHEN one of [`LoadWhen`]'s words;
+//!   directory (e.g. `kernel/fs/squashfs/squashfs.ko`); WHEN one of [`LoadWhen`]'s words;
 //!   DEPENDS the comma-separated names of the modules that must be loaded first (the
 //!   module's `depends=` and the `softdep=pre:` modules the tree carries), empty for none.
 //!   Module records come in load order: each after every module it depends on.
@@ -170,9 +170,9 @@ mod tests {
     use super::*;
 
     const TEXT: &str = "# module\tNAME\tPATH\tWHEN\tDEPENDS / alias\tPATTERN\tNAME\n\
-        module\tvirtio_ring\tkernel/drivers/virtio/virtio_ring.ko.xz\tdevice\t\n\
-        module\tvirtio_blk\tkernel/drivers/block/virtio_blk.ko.xz\tdevice\tvirtio_ring\n\
-        module\tsquashfs\tkernel/fs/squashfs/squashfs.ko.xz\tboot\t\n\
+        module\tvirtio_ring\tkernel/drivers/virtio/virtio_ring.ko\tdevice\t\n\
+        module\tvirtio_blk\tkernel/drivers/block/virtio_blk.ko\tdevice\tvirtio_ring\n\
+        module\tsquashfs\tkernel/fs/squashfs/squashfs.ko\tboot\t\n\
         alias\tvirtio:d00000002v*\tvirtio_blk\n";
 
     #[test]

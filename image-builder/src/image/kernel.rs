@@ -9,7 +9,7 @@ use cairn_api::arch::Arch;
 use cairn_api::image::module_table::{LoadWhen, ModuleAlias, ModuleTable, TableModule};
 use cairn_api::image::MODULE_TABLE;
 use kernel_config::kconfig::KernelConfig;
-use kernel_config::module_index::{ModuleFile, ModuleIndex};
+use kernel_config::module_index::{self, ModuleFile, ModuleIndex};
 use kernel_config::module_sets::{self, ModuleSet};
 use kernel_config::requirements;
 
@@ -91,7 +91,11 @@ impl Kernel {
         }
     }
 
-    /// Copies `modules` into `tree` and writes their table next to them.
+    /// Copies `modules` into `tree`, uncompressed, and writes their table next to them.
+    ///
+    /// Uncompressed: Debian's `.ko.xz` would have the kernel decompress each module as it
+    /// loads, which under emulation took most of a boot's module loading (about a second for
+    /// ext4's); the initramfs and the squashfs root are compressed as a whole anyway.
     pub fn add_modules(
         &self,
         tree: &mut FileTree,
@@ -100,12 +104,11 @@ impl Kernel {
         let modules_root = modules_root(&self.release);
         for module in modules {
             let path = Path::new(&modules_root).join(&module.path);
-            let node = self
-                .files
-                .get(&path)
-                .cloned()
-                .ok_or_else(|| ImageError::Kernel(format!("{} vanished", path.display())))?;
-            tree.insert(&path, node)?;
+            let Some(Node::File { mode, data }) = self.files.get(&path) else {
+                return Err(ImageError::Kernel(format!("{} vanished", path.display())));
+            };
+            let data = module_index::uncompressed(&path, data.clone())?;
+            tree.file(module_index::uncompressed_path(&path), *mode, data)?;
         }
         let table = module_table(modules, &self.boot_modules, &self.services_modules);
         tree.file(format!("{modules_root}/{MODULE_TABLE}"), 0o644, table.render())?;
@@ -126,7 +129,7 @@ fn module_table(modules: &[ModuleFile], boot: &[String], services: &[String]) ->
             .iter()
             .map(|m| TableModule {
                 name: m.name.clone(),
-                path: m.path.clone(),
+                path: module_index::uncompressed_path(&m.path),
                 when: when(&m.name),
                 depends: m.depends.clone(),
             })
@@ -164,7 +167,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_table_says_when_each_module_loads_and_lists_its_aliases() {
+    fn the_table_says_when_each_module_loads_from_its_uncompressed_file_and_lists_its_aliases() {
         let module = |name: &str, depends: &[&str], aliases: &[&str]| ModuleFile {
             name: name.into(),
             path: format!("kernel/{name}.ko.xz").into(),
@@ -181,10 +184,10 @@ mod tests {
         assert_eq!(
             table.render(),
             "# module\tNAME\tPATH\tWHEN\tDEPENDS / alias\tPATTERN\tNAME\n\
-             module\tjbd2\tkernel/jbd2.ko.xz\tdevice\t\n\
-             module\text4\tkernel/ext4.ko.xz\tboot\tjbd2\n\
-             module\tbridge\tkernel/bridge.ko.xz\tservices\t\n\
-             module\te1000e\tkernel/e1000e.ko.xz\tdevice\t\n\
+             module\tjbd2\tkernel/jbd2.ko\tdevice\t\n\
+             module\text4\tkernel/ext4.ko\tboot\tjbd2\n\
+             module\tbridge\tkernel/bridge.ko\tservices\t\n\
+             module\te1000e\tkernel/e1000e.ko\tdevice\t\n\
              alias\tfs-ext4\text4\n\
              alias\tpci:v00008086d000010D3sv*sd*bc*sc*i*\te1000e\n"
         );

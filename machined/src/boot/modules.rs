@@ -8,10 +8,6 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 
-/// `MODULE_INIT_COMPRESSED_FILE`: the kernel decompresses the `.ko.xz` itself (Linux 6.4+,
-/// CONFIG_MODULE_DECOMPRESS). nix does not name this flag yet.
-const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
-
 /// A module could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleLoadError {
@@ -62,12 +58,8 @@ impl ModuleLoader for KernelModules {
     fn load(&self, path: &Path) -> Result<(), ModuleLoadError> {
         let file =
             File::open(path).map_err(|source| ModuleLoadError::Io { path: path.into(), source })?;
-        let compressed = path.extension().is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
-        let flags = match compressed {
-            true => ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE),
-            false => ModuleInitFlags::empty(),
-        };
-        match finit_module(&file, c"", flags) {
+        // Images carry their modules uncompressed (image-builder's `Kernel::add_modules`).
+        match finit_module(&file, c"", ModuleInitFlags::empty()) {
             Ok(()) | Err(Errno::EEXIST) => Ok(()),
             Err(errno) => Err(ModuleLoadError::Refused { path: path.into(), errno }),
         }
