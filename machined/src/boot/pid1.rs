@@ -23,16 +23,16 @@ use crate::system::reaper::Reaper;
 pub struct Prepared {
     /// The volumes mounted.
     pub volumes: Volumes,
-    /// EPHEMERAL when it must be formatted first ([`format_in_background`]): a large one
-    /// takes long, and nothing on the way to the API needs it.
-    pub unformatted: Option<Volume>,
+    /// EPHEMERAL, to format if it must be and mount beside the API
+    /// ([`mount_in_background`]): nothing on the way to the API needs it, formatting a large
+    /// one takes long, and mounting one after a power cut replays its journal.
+    pub ephemeral: Option<Volume>,
     /// The root filesystem's modules, for [`load_service_modules`] (none: they could not be
     /// read).
     pub modules: Option<Arc<Coldplug>>,
 }
 
-/// Mounts `/tmp`, the cgroup v2 hierarchy, STATE and (unless it must be formatted first)
-/// EPHEMERAL, and loads the modules the devices present and the boot ask for (those of
+/// Mounts `/tmp`, the cgroup v2 hierarchy and STATE, finds EPHEMERAL, and loads the modules the devices present and the boot ask for (those of
 /// devices that appear later load as their uevents come). Errors are logged, not fatal: the
 /// API must come up so an operator can see what is wrong. mke2fs runs through `reaper`,
 /// which must be running.
@@ -65,21 +65,13 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
         }
     };
     let state = mounted(data.state.prepare(reaper).await, "the node cannot keep a config");
-    let ephemeral = match data.ephemeral.is_formatted() {
-        Ok(false) => {
-            let volumes = Volumes { state, ephemeral: false };
-            return Prepared { volumes, unformatted: Some(data.ephemeral), modules };
-        }
-        Ok(true) => data.ephemeral.prepare(reaper).await,
-        Err(e) => Err(e),
-    };
-    let volumes = Volumes { state, ephemeral: mounted(ephemeral, CONTAINERS_WAIT) };
-    Prepared { volumes, unformatted: None, modules }
+    let volumes = Volumes { state, ephemeral: false };
+    Prepared { volumes, ephemeral: Some(data.ephemeral), modules }
 }
 
-/// Formats and mounts EPHEMERAL, then publishes it in `facts`: what needs `/var`
-/// (containerd, the log flusher, files from the config, updates) waits for that.
-pub async fn format_in_background(ephemeral: Volume, reaper: Arc<Reaper>, facts: Arc<Facts>) {
+/// Formats EPHEMERAL if it must be and mounts it, then publishes it in `facts`: what needs
+/// `/var` (containerd, the log flusher, files from the config, updates) waits for that.
+pub async fn mount_in_background(ephemeral: Volume, reaper: Arc<Reaper>, facts: Arc<Facts>) {
     if mounted(ephemeral.prepare(&reaper).await, CONTAINERS_WAIT) {
         facts.volumes.send_modify(|volumes| volumes.ephemeral = true);
     }

@@ -124,6 +124,11 @@ pub struct Volume {
     pub fresh: bool,
 }
 
+/// Where STATE is mounted.
+pub const STATE_MOUNT: &str = "/system/state";
+/// Where EPHEMERAL is mounted.
+pub const EPHEMERAL_MOUNT: &str = "/var";
+
 /// STATE and EPHEMERAL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataVolumes {
@@ -137,8 +142,8 @@ impl DataVolumes {
     fn on(state: PathBuf, ephemeral: PathBuf, fresh: bool) -> DataVolumes {
         let volume = |device, label, target| Volume { device, label, target, fresh };
         DataVolumes {
-            state: volume(state, STATE_LABEL, "/system/state"),
-            ephemeral: volume(ephemeral, EPHEMERAL_LABEL, "/var"),
+            state: volume(state, STATE_LABEL, STATE_MOUNT),
+            ephemeral: volume(ephemeral, EPHEMERAL_LABEL, EPHEMERAL_MOUNT),
         }
     }
 }

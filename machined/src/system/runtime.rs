@@ -95,7 +95,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
             Box::new(ProcessPower),
             Prepared {
                 volumes: Volumes { state: true, ephemeral: true },
-                unformatted: None,
+                ephemeral: None,
                 modules: None,
             },
         ),
@@ -167,8 +167,8 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     let effects = EffectReports::new(supervisor.clone(), facts.config.subscribe());
     events.publish(EventKind::Power, "machined started");
     facts.volumes.send_replace(prepared.volumes);
-    if let Some(ephemeral) = prepared.unformatted {
-        tokio::spawn(pid1::format_in_background(ephemeral, reaper.clone(), facts.clone()));
+    if let Some(ephemeral) = prepared.ephemeral {
+        tokio::spawn(pid1::mount_in_background(ephemeral, reaper.clone(), facts.clone()));
     }
     facts.clock.send_replace(clock);
     // The services' modules load beside the API; the services that need them wait.
