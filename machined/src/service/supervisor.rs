@@ -24,8 +24,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 /// How long a stop waits for a service to end before abandoning its task.
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How often a service that is not ready yet is checked.
-const HEALTH_INTERVAL_STARTING: Duration = Duration::from_secs(1);
+/// How often a service that is not ready yet is checked: often, as what depends on it (the
+/// kubelet on containerd) waits until a check passes.
+const HEALTH_INTERVAL_STARTING: Duration = Duration::from_millis(250);
 /// How often a ready service is checked.
 const HEALTH_INTERVAL_READY: Duration = Duration::from_secs(5);
 /// A health check that takes longer has failed.

@@ -16,6 +16,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cairn_api::config::{MachineConfig, Registries};
 use cairn_api::image::PAUSE_IMAGE;
@@ -25,6 +26,7 @@ use crate::facts::Fact;
 use crate::files::layout::under;
 use crate::service::{Dependency, HealthCheck, ProcessService};
 use crate::system::reaper::Reaper;
+use crate::workloads::cri::{self, v1, Cri};
 
 /// containerd's gRPC socket (CRI included).
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
@@ -67,15 +69,23 @@ pub fn service(
         ],
         command,
     )
+    // Healthy once its CRI server answers, not when the socket first takes connections:
+    // containerd listens before its CRI plugin is initialized, and the kubelet's first call
+    // then failed ("server is not initialized yet") and waited out a restart delay.
     .with_health(Box::new(|| -> HealthCheck {
         Box::pin(async {
-            tokio::net::UnixStream::connect(SOCKET)
+            let mut cri = Cri::connect(SOCKET).await.map_err(|e| format!("{SOCKET}: {e}"))?;
+            cri.runtime
+                .version(cri::with_timeout(v1::VersionRequest::default(), CRI_CHECK_TIMEOUT))
                 .await
                 .map(drop)
-                .map_err(|e| format!("{SOCKET}: {e}"))
+                .map_err(|status| format!("CRI: {}", status.message()))
         })
     }))
 }
+
+/// How long the health check's CRI call may take.
+const CRI_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Writes containerd's config and the registries' `hosts.toml` files; returns the config's
 /// path.
