@@ -1,7 +1,8 @@
 //! Logs: one in-memory ring per source (machined itself, each service), followed by
 //! `ctl logs -f`, and appended to `/var/log/<id>.log` now and then ([`LogBook::flush_to`]);
-//! machined's lines in the kernel's log; and the node's events.
+//! machined's lines on the consoles and in the kernel's log; and the node's events.
 
+pub mod console;
 pub mod events;
 pub mod kmsg;
 pub mod ring;
@@ -19,6 +20,7 @@ use tracing_subscriber::fmt::{self, MakeWriter};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::logs::console::ConsoleOut;
 use crate::logs::kmsg::Kmsg;
 use crate::logs::ring::Ring;
 
@@ -116,16 +118,16 @@ impl LogBook {
         Ok(())
     }
 
-    /// Sends machined's own `tracing` output to its ring, to stderr (the console on a node)
-    /// and, on a node, to the kernel log.
-    pub fn install_tracing(self: &Arc<Self>, kernel_log: Option<Kmsg>) {
+    /// Sends machined's own `tracing` output to its ring, to `console` and, on a node, to the
+    /// kernel log.
+    pub fn install_tracing(self: &Arc<Self>, console: ConsoleOut, kernel_log: Option<Kmsg>) {
         let filter = tracing_subscriber::EnvFilter::try_from_env("MACHINED_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
         let _ = tracing_subscriber::registry()
             .with(filter)
             .with(plain_layer(RingSink(self.ring(MACHINED))))
             .with(kernel_log.map(plain_layer))
-            .with(fmt::layer().with_writer(io::stderr).with_target(false))
+            .with(fmt::layer().with_writer(SinkWriters(console)).with_target(false))
             .try_init();
     }
 }

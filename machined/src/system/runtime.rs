@@ -17,6 +17,7 @@ use crate::config::store::{ConfigStore, Stored};
 use crate::facts::{Clock, Facts, Volumes};
 use crate::files::layout::{under, NodeLayout};
 use crate::identity::bootstrap_trust::BootstrapTrust;
+use crate::logs::console::{ConsoleOut, ACTIVE_CONSOLES};
 use crate::logs::events::{EventBus, EventKind};
 use crate::logs::kmsg::Kmsg;
 use crate::logs::LogBook;
@@ -49,15 +50,20 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         boot::stage1::run();
     }
     let logs = Arc::new(LogBook::default());
-    let kmsg = match stage {
-        Stage::Root => Kmsg::open("machined")
-            .inspect_err(|e| {
-                eprintln!("machined: /dev/kmsg: {e}; the kernel log will not have machined's lines")
-            })
-            .ok(),
-        _ => None,
+    let (console, kmsg) = match stage {
+        Stage::Root => (
+            ConsoleOut::kernel_consoles(Path::new(ACTIVE_CONSOLES), Path::new("/dev")),
+            Kmsg::open("machined")
+                .inspect_err(|e| {
+                    eprintln!(
+                        "machined: /dev/kmsg: {e}; the kernel log will not have machined's lines"
+                    )
+                })
+                .ok(),
+        ),
+        _ => (ConsoleOut::Stderr, None),
     };
-    logs.install_tracing(kmsg);
+    logs.install_tracing(console, kmsg);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
