@@ -85,6 +85,7 @@ impl Service for TimeSync {
             let mut config = facts.config.subscribe();
             let mut addresses = facts.addresses.subscribe();
             let mut retry = RETRY_START;
+            let mut last_failure: Option<String> = None;
             ctx.ready();
             loop {
                 let current = config.borrow_and_update().clone();
@@ -123,13 +124,20 @@ impl Service for TimeSync {
                                 ctx.log(e.to_string());
                             }
                             retry = RETRY_START;
+                            last_failure = None;
                             Some(POLL)
                         }
                         Err(why) => {
-                            ctx.log(format!(
-                                "sync failed: {why}; next try in {}s",
-                                retry.as_secs()
-                            ));
+                            // An offline node fails the same way every minute: logged once
+                            // (each line reaches the flash), the clock fact keeps the latest.
+                            let reason = why.to_string();
+                            if last_failure.as_ref() != Some(&reason) {
+                                ctx.log(format!(
+                                    "sync failed: {reason}; retried every {}s at most, the same failure not logged again",
+                                    RETRY_MAX.as_secs()
+                                ));
+                                last_failure = Some(reason);
+                            }
                             // A clock synchronised before stays trusted through a failure.
                             note_error(&facts.clock, Some(why));
                             failed = true;
