@@ -83,12 +83,15 @@ impl Service for BootCheck {
             let deadline = config
                 .map(|c| c.machine.update.health_deadline())
                 .unwrap_or_else(|| cairn_api::config::Update::default().health_deadline());
+            // Both bootloaders count a try before they start the kernel.
+            let count = match counter.done {
+                0 => "a boot the bootloader did not count".to_string(),
+                done => format!("boot {done} of {}", done + counter.left),
+            };
             ctx.log(format!(
-                "slot {} is on trial ({}, boot {} of {}): it has {}s to become healthy",
+                "slot {} is on trial ({}, {count}): it has {}s to become healthy",
                 slots.booted,
                 entry.name,
-                counter.done + 1,
-                counter.done + counter.left + 1,
                 deadline.as_secs()
             ));
             ctx.running();
