@@ -7,7 +7,9 @@
 //! would; one more row boots as a user's VM does, through OVMF and systemd-boot, to show
 //! what the firmware adds.
 //!
-//! `cargo bench -p cairn-tests --bench boot`; `CAIRN_BENCH_RUNS` sets the runs of each (3).
+//! `cargo bench -p cairn-tests --bench boot`; `CAIRN_BENCH_RUNS` sets the runs of each (3);
+//! `CAIRN_BENCH_KEEP=DIR` keeps every boot's console (`DIR/run-N/<boot>/console.log`), to see
+//! where a boot's time went.
 //! Needs what the QEMU suite needs (qemu-system-x86, ovmf, qemu-utils, the Debian archive).
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ use cairn_tests::{bin_dir, ctl, fingerprint_in, Cluster};
 
 /// The variable that sets how many times each boot runs.
 const RUNS_VARIABLE: &str = "CAIRN_BENCH_RUNS";
+/// The variable that names a directory to keep the runs' consoles and disks in.
+const KEEP_VARIABLE: &str = "CAIRN_BENCH_KEEP";
 
 /// What machined prints once its API listens (then `ctl` is tried).
 const API_LISTENING: &str = "API listening on 0.0.0.0:50000";
@@ -62,18 +66,20 @@ fn run() -> anyhow::Result<()> {
     let request = ImageRequest { board, bootstrap_token: None, signing_key: None, extra_args: &[] };
     let build = image_cache::cached_build(&request)?;
     let image = build.join(board.image());
-    let work = tempfile::tempdir_in(bin_dir().parent().context("the target dir")?)?;
+    let scratch = tempfile::tempdir_in(bin_dir().parent().context("the target dir")?)?;
+    let keep_dir = std::env::var_os(KEEP_VARIABLE).map(PathBuf::from);
+    let work = keep_dir.as_deref().unwrap_or(scratch.path());
     let boot_files = BootFiles::read(&image, &board.description().disk.boot_label, Slot::A)?;
     let init = floor::trivial_init(board.arch())?;
-    let floor = boot_files.write_with_init(&init, &work.path().join("floor"))?;
-    let cairn = boot_files.write(&work.path().join("cairn"))?;
+    let floor = boot_files.write_with_init(&init, &work.join("floor"))?;
+    let cairn = boot_files.write(&work.join("cairn"))?;
     let time_server = Server::start("127.0.0.1:0".parse()?, ServerClock::Ahead(Duration::ZERO))?;
     let cluster = Cluster::generate("bench")?;
 
     let mut figures = Figures::default();
     let mut configured: Option<PathBuf> = None;
     for i in 0..runs {
-        let dir = work.path().join(format!("run-{i}"));
+        let dir = work.join(format!("run-{i}"));
         eprintln!("boot bench: run {} of {runs}", i + 1);
         std::fs::create_dir_all(&dir)?;
         let disk = NodeDisk::copy(&image, &dir.join("disk.raw"), board.disk_bytes)?;
@@ -99,7 +105,7 @@ fn run() -> anyhow::Result<()> {
                 let server = format!("10.0.2.2:{}", time_server.address().port());
                 match configure(&mut vm, &cluster, &server) {
                     Ok(()) => {
-                        let kept = work.path().join("configured.raw");
+                        let kept = work.join("configured.raw");
                         std::fs::rename(disk.raw().context("a raw disk")?, &kept)?;
                         configured = Some(kept);
                     }
@@ -122,7 +128,9 @@ fn run() -> anyhow::Result<()> {
                 figures.record_failure(Measure::PodsReady);
             }
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        if keep_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     let machine = board.description().qemu.as_ref().context("[qemu]")?;
     println!(
