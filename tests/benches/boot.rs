@@ -12,8 +12,9 @@
 //! where a boot's time went.
 //! Needs what the QEMU suite needs (qemu-system-x86, ovmf, qemu-utils, the Debian archive).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -26,7 +27,7 @@ use cairn_tests::floor::{self, BootFiles};
 use cairn_tests::image_cache::{self, ImageRequest};
 use cairn_tests::pods::{self, WEB_POD};
 use cairn_tests::sntp::{Server, ServerClock};
-use cairn_tests::{bin_dir, ctl, fingerprint_in, Cluster};
+use cairn_tests::{bin_dir, ctl, ctl_command, fingerprint_in, Cluster};
 
 /// The variable that sets how many times each boot runs.
 const RUNS_VARIABLE: &str = "CAIRN_BENCH_RUNS";
@@ -231,12 +232,34 @@ fn wait_api(
         Some(_) => &["-n", &n, "version"],
         None => &["--insecure", "-n", &n, "version"],
     };
-    poll(started, Duration::from_millis(100), || {
-        let run = ctl(ctlconfig, args);
-        run.success && run.stdout.contains(mode)
-    })
-    .with_context(|| format!("ctl version did not answer {mode:?}"))?;
+    poll(started, Duration::from_millis(100), || answers(ctlconfig, args, mode))
+        .with_context(|| format!("ctl version did not answer {mode:?}"))?;
     Ok(Run { took: started.elapsed(), kernel_starts: kernel_starts(&vm.console()) })
+}
+
+/// How long one `ctl version` of [`wait_api`] may take. A call made before the node has its
+/// address does not fail: QEMU's user network holds the connection and retries the guest with
+/// TCP's backoff (1 s, then 3 s...), so one early call would measure that backoff, not the node.
+const ATTEMPT_LIMIT: Duration = Duration::from_millis(500);
+
+/// Whether ctl with `args` prints `mode` within [`ATTEMPT_LIMIT`] (it is killed after that).
+fn answers(ctlconfig: Option<&Path>, args: &[&str], mode: &str) -> bool {
+    let mut command = ctl_command(ctlconfig, args);
+    let Ok(mut child) = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn() else {
+        return false;
+    };
+    let deadline = Instant::now() + ATTEMPT_LIMIT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stdout = String::new();
+            let read = child.stdout.take().map(|mut out| out.read_to_string(&mut stdout));
+            return status.success() && read.is_some_and(|r| r.is_ok()) && stdout.contains(mode);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 /// Calls `check` every `every` until it holds, up to [`BOOT_TIMEOUT`] after `started`.

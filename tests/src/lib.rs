@@ -274,20 +274,23 @@ impl CtlRun {
 
 /// Runs `ctl` with `args`, using the client config `ctlconfig` (if any).
 pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
-    let mut command = Command::new(bin_dir().join("ctl"));
-    command.args(args).stdin(Stdio::null()).env_remove("CTLCONFIG");
-    match ctlconfig {
-        Some(path) => command.env("CTLCONFIG", path),
-        // No config unless a test gives one: never the developer's own.
-        None => command.env("CTLCONFIG", "/nonexistent/ctlconfig"),
-    };
-    let Output { status, stdout, stderr } = command.output().expect("running ctl");
+    let Output { status, stdout, stderr } =
+        ctl_command(ctlconfig, args).output().expect("running ctl");
     CtlRun {
         success: status.success(),
         code: status.code(),
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
+}
+
+/// The command that runs ctl with `args` and `ctlconfig` (none: no config at all, never the
+/// developer's own), its input closed.
+pub fn ctl_command(ctlconfig: Option<&Path>, args: &[&str]) -> Command {
+    let mut command = Command::new(bin_dir().join("ctl"));
+    command.args(args).stdin(Stdio::null()).env_remove("CTLCONFIG");
+    command.env("CTLCONFIG", ctlconfig.unwrap_or(Path::new("/nonexistent/ctlconfig")));
+    command
 }
 
 /// Those of `services` that are not in state Ready on `node`, each with the state it is in
