@@ -73,7 +73,7 @@ mod sys {
 
 /// Freezes each data volume that is a mounted ext4; returns those frozen. Freezing checkpoints
 /// ext4's journal and marks the file system clean, so the next boot mounts it without a
-/// journal replay, which costs seconds under emulation and writes to the flash. (machined does
+/// journal replay, which reads and writes the flash before the volume is usable. (machined does
 /// not unmount them: containerd's and the pods' mounts may still hold them. A power cut still
 /// leaves a journal to replay, as ext4 is built for.)
 fn freeze_volumes() -> Vec<File> {
