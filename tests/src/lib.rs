@@ -288,7 +288,7 @@ pub fn ctl(ctlconfig: Option<&Path>, args: &[&str]) -> CtlRun {
 /// developer's own), its input closed.
 pub fn ctl_command(ctlconfig: Option<&Path>, args: &[&str]) -> Command {
     let mut command = Command::new(bin_dir().join("ctl"));
-    command.args(args).stdin(Stdio::null()).env_remove("CTLCONFIG");
+    command.args(args).stdin(Stdio::null());
     command.env("CTLCONFIG", ctlconfig.unwrap_or(Path::new("/nonexistent/ctlconfig")));
     command
 }

@@ -32,10 +32,10 @@ pub struct Prepared {
     pub modules: Option<Arc<Coldplug>>,
 }
 
-/// Mounts `/tmp`, the cgroup v2 hierarchy and STATE, finds EPHEMERAL, and loads the modules the devices present and the boot ask for (those of
-/// devices that appear later load as their uevents come). Errors are logged, not fatal: the
-/// API must come up so an operator can see what is wrong. mke2fs runs through `reaper`,
-/// which must be running.
+/// Mounts `/tmp`, the cgroup v2 hierarchy and STATE, finds EPHEMERAL, and loads the modules
+/// the devices present and the boot ask for (those of devices that appear later load as their
+/// uevents come). Errors are logged, not fatal: the API must come up so an operator can see
+/// what is wrong. mke2fs runs through `reaper`, which must be running.
 pub async fn prepare(reaper: &Reaper) -> Prepared {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for (source, target, fstype, flags) in [
