@@ -88,6 +88,10 @@ pub struct Worker {
     sandbox_retry_at: Option<Instant>,
     tracks: Vec<Track>,
     start_time: Option<Time>,
+    /// Sandboxes of earlier runs (a reboot, a containerd restart), removed once the new one
+    /// and its containers started: each removal tears a network down, which takes seconds
+    /// on a slow board and is not on the way to a running pod.
+    stale_sandboxes: Vec<String>,
 }
 
 impl Worker {
@@ -119,6 +123,7 @@ impl Worker {
             sandbox_retry_at: None,
             tracks,
             start_time: None,
+            stale_sandboxes: Vec::new(),
         }
     }
 
@@ -189,12 +194,19 @@ impl Worker {
         self.registry.lock().unwrap().insert(self.pod.key(), record);
     }
 
-    /// One look at the pod: sandbox first, then each container in order.
+    /// One look at the pod: sandbox first, then each container in order, then the
+    /// sandboxes of earlier runs.
     async fn sync(&mut self) -> anyhow::Result<()> {
-        self.ensure_sandbox().await?;
-        for index in 0..self.tracks.len() {
-            self.sync_container(index).await;
+        let sandbox = self.ensure_sandbox().await;
+        if sandbox.is_ok() {
+            for index in 0..self.tracks.len() {
+                self.sync_container(index).await;
+            }
         }
+        for id in std::mem::take(&mut self.stale_sandboxes) {
+            self.remove_sandbox(&id).await;
+        }
+        sandbox?;
         logs::rotate(
             &mut self.cri,
             &spec::log_directory(&self.pod),
@@ -264,7 +276,7 @@ impl Worker {
                     sandbox.id
                 ));
             } else {
-                self.remove_sandbox(&sandbox.id).await;
+                self.stale_sandboxes.push(sandbox.id.clone());
             }
         }
         if self.sandbox.is_some() {
