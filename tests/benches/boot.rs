@@ -8,8 +8,9 @@
 //! what the firmware adds.
 //!
 //! `cargo bench -p cairn-tests --bench boot`; `CAIRN_BENCH_RUNS` sets the runs of each (3);
-//! `CAIRN_BENCH_KEEP=DIR` keeps every boot's console (`DIR/run-N/<boot>/console.log`), to see
-//! where a boot's time went.
+//! `CAIRN_BENCH_KEEP=DIR` keeps every boot's console (`DIR/run-N/<boot>/console.log`), and
+//! the configured boot's kubelet and containerd logs beside its console
+//! (`DIR/run-N/configured/<service>.log`), to see where a boot's time went.
 //! Needs what the QEMU suite needs (qemu-system-x86, ovmf, qemu-utils, the Debian archive).
 
 use std::io::Read;
@@ -329,5 +330,10 @@ fn configured_boot(
     .with_context(|| {
         format!("{:?} not Ready: {}", CONFIGURED_PODS, ctl(Some(admin), &["-n", &n, "pods"]).stdout)
     });
+    // What the kubelet and containerd did meanwhile, with their times, beside the console.
+    for service in ["kubelet", "containerd"] {
+        let logs = ctl(Some(admin), &["-n", &n, "logs", service]).stdout;
+        let _ = std::fs::write(dir.join("configured").join(format!("{service}.log")), logs);
+    }
     (Ok(api), ready)
 }
