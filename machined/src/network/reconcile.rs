@@ -99,18 +99,13 @@ impl NetworkState {
     ) -> Result<Report, NetworkError> {
         let mut report = Report::default();
         let mut links = list(handle).await?;
-        for link in &links {
-            let up = handle.link().set(LinkUnspec::new_with_index(link.index).up().build());
-            if let Err(e) = up.execute().await {
-                report.problems.push(format!("{}: bringing it up: {e}", link.name));
-            }
-        }
+        bring_up(handle, &links, &mut report).await;
         let mut want_addresses = BTreeSet::new();
         let mut want_routes = BTreeSet::new();
         let mut dhcp_links = BTreeSet::new();
         let mut all_found = true;
         for link_plan in &plan.links {
-            let Some(link) = find(handle, &mut links, link_plan).await? else {
+            let Some(link) = find(handle, &mut links, link_plan, &mut report).await? else {
                 all_found = false;
                 report.problems.push(match &link_plan.link {
                     LinkSelector::Named(name) => format!("{name}: no such link"),
@@ -328,11 +323,24 @@ fn leased_network(
     });
 }
 
-/// Finds the planned link; for the first link with a carrier, waits for one.
+/// Brings `links` up (no carrier shows on a link that is down).
+async fn bring_up(handle: &Handle, links: &[Link], report: &mut Report) {
+    for link in links {
+        let up = handle.link().set(LinkUnspec::new_with_index(link.index).up().build());
+        if let Err(e) = up.execute().await {
+            report.problems.push(format!("{}: bringing it up: {e}", link.name));
+        }
+    }
+}
+
+/// Finds the planned link; for the first link with a carrier, waits for one, bringing up the
+/// links that appear meanwhile (a USB adapter found late, as a Raspberry Pi 3's own Ethernet
+/// is).
 async fn find(
     handle: &Handle,
     links: &mut Vec<Link>,
     plan: &LinkPlan,
+    report: &mut Report,
 ) -> Result<Option<Link>, NetworkError> {
     let deadline = Instant::now() + CARRIER_WAIT;
     loop {
@@ -346,7 +354,11 @@ async fn find(
             (None, LinkSelector::FirstWithCarrier) if Instant::now() > deadline => return Ok(None),
             (None, LinkSelector::FirstWithCarrier) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                let known: BTreeSet<u32> = links.iter().map(|l| l.index).collect();
                 *links = list(handle).await?;
+                let new: Vec<Link> =
+                    links.iter().filter(|l| !known.contains(&l.index)).cloned().collect();
+                bring_up(handle, &new, report).await;
             }
         }
     }
