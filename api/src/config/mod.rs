@@ -13,6 +13,7 @@
 //! Later schema versions get their own module; old versions stay readable.
 
 mod ca;
+mod float_quantities;
 pub mod pod;
 mod redact;
 mod schema;
@@ -64,6 +65,10 @@ impl MachineConfig {
     /// Parses and validates a config, within [`shape`]'s limits.
     pub fn from_yaml(bytes: &[u8]) -> Result<Self, ConfigError> {
         shape::check(bytes).map_err(|message| ConfigError::Parse { message })?;
+        // UTF-8, as the shape check found.
+        let text = String::from_utf8_lossy(bytes);
+        let text = float_quantities::quoted(&text, float_quantities::Pods::MachinePods);
+        let bytes = text.as_bytes();
         // serde_yaml's message already names the path and the line.
         let config: MachineConfig = serde_yaml::from_slice(bytes).map_err(|e| {
             let message = if has_single_ca(bytes) {

@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
-use super::shape;
 use super::validate::{is_dns_label, Checker, Problem};
+use super::{float_quantities, shape};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -180,6 +180,10 @@ const PROBE: Supported = Fields(
 /// as `machine.pods` are; problem paths start with `path` (the file name, say).
 pub fn decode_pod(bytes: &[u8], path: &str) -> Result<Pod, Vec<Problem>> {
     let decoded = shape::check(bytes).and_then(|()| {
+        // UTF-8, as the shape check found.
+        let text = String::from_utf8_lossy(bytes);
+        let bytes = float_quantities::quoted(&text, float_quantities::Pods::Document);
+        let bytes = bytes.as_bytes();
         // Read from the bytes rather than from a Value, serde_yaml's errors name the field and
         // the line.
         let pod: Pod = serde_yaml::from_slice(bytes).map_err(|e| e.to_string())?;

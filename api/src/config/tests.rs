@@ -120,6 +120,37 @@ fn pods_are_decoded_strictly_among_the_other_problems() {
 }
 
 #[test]
+fn unquoted_decimal_quantities_read_as_written_and_hide_no_other_problem() {
+    let pod = concat!(
+        "    - apiVersion: v1\n      kind: Pod\n      metadata: {name: web}\n      spec:\n",
+        "        containers:\n",
+        "          - name: web\n            image: busybox\n",
+        "            resources: {limits: {cpu: 0.15, memory: 1e9}, requests: {cpu: .1}}\n",
+    );
+    let yaml = config_yaml(&format!("  pods:\n{pod}"));
+    let config = MachineConfig::from_yaml(yaml.as_bytes()).unwrap();
+    let resources = config.machine.pods[0].spec.as_ref().unwrap().containers[0].resources.clone();
+    let limits = resources.unwrap().limits.unwrap();
+    assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("0.15", "1e9"));
+
+    // Beside other problems, those are what the error names: serde's with its line.
+    let misspelt = yaml.replace("image: busybox", "image: busybox\n            imagePullPolcy: x");
+    let problems = MachineConfig::from_yaml(misspelt.as_bytes()).unwrap_err().problems();
+    assert_eq!(problems, ["machine.pods[0].spec.containers[0].imagePullPolcy: unknown field"]);
+    let late = yaml.replace("image: busybox", "image: busybox\n            stdin: later");
+    let text = MachineConfig::from_yaml(late.as_bytes()).unwrap_err().to_string();
+    let line = late.lines().position(|l| l.contains("stdin")).unwrap() + 1;
+    assert!(text.contains("stdin: invalid type: string \"later\""), "{text}");
+    assert!(text.contains(&format!("line {line} ")), "{text}");
+
+    // A pod manifest of its own too.
+    let manifest: String = pod.lines().map(|l| format!("{}\n", &l[6..])).collect();
+    let decoded = pod::decode_pod(manifest.as_bytes(), "web.yaml").unwrap();
+    let limits = decoded.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits["cpu"].0, "0.15");
+}
+
+#[test]
 fn client_ca_is_certificates_only_and_node_ca_has_a_key() {
     let (client_crt, client_key) = ca_pem();
     let (second_crt, _) = ca_pem();
