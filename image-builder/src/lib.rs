@@ -46,3 +46,8 @@ pub mod squashfs;
 pub mod toolchain;
 pub mod tree;
 pub mod uboot;
+
+/// The last component of `path`, for messages and names taken from host paths ("" for none).
+pub(crate) fn file_name(path: &std::path::Path) -> String {
+    path.file_name().unwrap_or_default().to_string_lossy().into_owned()
+}

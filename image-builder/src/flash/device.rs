@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::FlashError;
+use crate::file_name;
 
 /// Where the kernel describes block devices and mounts.
 #[derive(Debug, Clone)]
@@ -223,10 +224,6 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     found.sort();
     found
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 fn read(path: &Path) -> Result<String, FlashError> {

@@ -17,6 +17,7 @@ use cairn_api::disk::uboot_state::{ScriptState, ENV_COPIES};
 use cairn_api::image::Slot;
 
 use super::ImageError;
+use crate::file_name;
 use crate::rootfs::RootfsError;
 use crate::tree::{FileTree, Node};
 use crate::uboot::{boot_script, BOOT_SCRIPT_PATH};
@@ -102,10 +103,6 @@ pub fn build(
     tree.file(&entry.initrd, 0o644, slot_a.initramfs.to_vec())?;
     tree.file(version_path(Slot::A), 0o644, format!("{}\n", slot_a.version))?;
     Ok(tree)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
