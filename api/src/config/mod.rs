@@ -17,6 +17,7 @@ mod float_quantities;
 pub mod pod;
 mod redact;
 mod schema;
+mod security_context;
 pub mod shape;
 mod validate;
 

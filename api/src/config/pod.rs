@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
 use super::validate::{is_dns_label, Checker, Problem};
-use super::{float_quantities, shape};
+use super::{float_quantities, security_context, shape};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -134,6 +134,8 @@ const CONTAINER: Supported = Fields(
                     ("runAsGroup", Whole),
                     ("privileged", Whole),
                     ("readOnlyRootFilesystem", Whole),
+                    ("allowPrivilegeEscalation", Whole),
+                    ("capabilities", Fields(&[("add", Whole), ("drop", Whole)], "")),
                 ],
                 "",
             ),
@@ -476,16 +478,7 @@ fn check_container<'a>(
         check_resources(c, resources, &format!("{path}.resources"));
     }
     if let Some(context) = &container.security_context {
-        let ids = [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)];
-        for (field, id) in ids {
-            if let Some(id) = id {
-                c.check(
-                    (0..=i64::from(i32::MAX)).contains(&id),
-                    format!("{path}.securityContext.{field}"),
-                    || format!("{id} is outside 0..2147483647"),
-                );
-            }
-        }
+        security_context::check(c, context, &format!("{path}.securityContext"));
     }
     for (field, probe) in [
         ("livenessProbe", &container.liveness_probe),
@@ -810,7 +803,13 @@ spec:
       resources:
         requests: {cpu: 100m, memory: 64Mi}
         limits: {cpu: 2, memory: "1e9"}
-      securityContext: {runAsUser: 1000, runAsGroup: 1000, privileged: false, readOnlyRootFilesystem: true}
+      securityContext:
+        runAsUser: 1000
+        runAsGroup: 1000
+        privileged: false
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
       livenessProbe:
         httpGet:
           path: /healthz
@@ -979,6 +978,28 @@ spec:
                 "web.yaml.spec.containers[1].name: \"web\" is used by another container of this pod",
                 "web.yaml.spec.containers[1].image: is required",
             ]
+        );
+    }
+
+    #[test]
+    fn security_contexts_are_checked_as_the_api_server_does() {
+        assert_eq!(
+            with("    securityContext: {capabilities: {add: [CAP_NET_RAW, SYS_ADMIN], drop: [SUPER]}}"),
+            [
+                "web.yaml.spec.containers[0].securityContext.capabilities.add[0]: \"CAP_NET_RAW\": write it without CAP_ (NET_RAW), as Kubernetes does",
+                "web.yaml.spec.containers[0].securityContext.capabilities.drop[0]: \"SUPER\" is no Linux capability (like NET_ADMIN, or ALL)",
+            ]
+        );
+        assert_eq!(
+            with("    securityContext: {allowPrivilegeEscalation: false, privileged: true, capabilities: {add: [sys_admin]}}"),
+            [
+                "web.yaml.spec.containers[0].securityContext.allowPrivilegeEscalation: false contradicts privileged: true",
+                "web.yaml.spec.containers[0].securityContext.allowPrivilegeEscalation: false contradicts capabilities.add: SYS_ADMIN",
+            ]
+        );
+        assert_eq!(
+            with("    securityContext: {runAsUser: -1}"),
+            ["web.yaml.spec.containers[0].securityContext.runAsUser: -1 is outside 0..2147483647"]
         );
     }
 

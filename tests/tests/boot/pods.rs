@@ -335,13 +335,20 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert_eq!(before, after, "a refused config changed the pods");
 
     // A manifest stored with `ctl pod apply` runs beside the config's pods; a batch pod
-    // completes, and goes with its manifest.
+    // completes, and goes with its manifest. It runs with one capability and no privilege
+    // escalation, and prints what the kernel says of that.
     let batch = write(
         "batch.yaml",
         concat!(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: batch}\n",
             "spec:\n  restartPolicy: Never\n",
-            "  containers: [{name: main, image: localhost/busybox:latest, command: [sh, -c, \"echo batch done\"]}]\n",
+            "  containers:\n",
+            "  - name: main\n",
+            "    image: localhost/busybox:latest\n",
+            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo batch done\"]\n",
+            "    securityContext:\n",
+            "      allowPrivilegeEscalation: false\n",
+            "      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}\n",
         )
         .to_string(),
     );
@@ -352,7 +359,11 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert_eq!(container(&done)["state"]["terminated"]["reason"], "Completed", "{done}");
     let table = ctl(Some(admin), &["-n", n, "pods"]).ok().stdout;
     assert!(table.lines().any(|l| l.contains("batch") && l.contains("Completed")), "{table}");
-    assert!(ctl(Some(admin), &["-n", n, "logs", "batch"]).ok().stdout.contains("batch done"));
+    let logs = ctl(Some(admin), &["-n", n, "logs", "batch"]).ok().stdout;
+    assert!(logs.contains("batch done"), "{logs}");
+    // CAP_NET_BIND_SERVICE (10) alone.
+    assert!(logs.contains("CapEff:\t0000000000000400"), "{logs}");
+    assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
 
     // Pods removed from the config go; web, unchanged, keeps running (same uid).

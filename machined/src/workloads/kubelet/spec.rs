@@ -232,6 +232,13 @@ pub fn container_config(
                 run_as_user: security.run_as_user.map(|value| v1::Int64Value { value }),
                 run_as_group: security.run_as_group.map(|value| v1::Int64Value { value }),
                 readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
+                capabilities: security.capabilities.map(|caps| v1::Capability {
+                    add_capabilities: caps.add.unwrap_or_default(),
+                    drop_capabilities: caps.drop.unwrap_or_default(),
+                    add_ambient_capabilities: Vec::new(),
+                }),
+                // As the kubelet: no_new_privs only when the pod asks for it.
+                no_new_privs: security.allow_privilege_escalation == Some(false),
                 ..Default::default()
             }),
         }),
@@ -260,7 +267,11 @@ mod tests {
             "    env: [{name: A, value: b}]\n",
             "    ports: [{containerPort: 80, hostPort: 8080}]\n",
             "    resources: {limits: {memory: 64Mi, cpu: 250m}, requests: {cpu: 100m}}\n",
-            "    securityContext: {runAsUser: 1000, readOnlyRootFilesystem: true}\n",
+            "    securityContext:\n",
+            "      runAsUser: 1000\n",
+            "      readOnlyRootFilesystem: true\n",
+            "      allowPrivilegeEscalation: false\n",
+            "      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}\n",
         ));
         let sandbox = sandbox_config(&pod, 0);
         assert_eq!(sandbox.port_mappings.len(), 1);
@@ -286,6 +297,10 @@ mod tests {
         let security = linux.security_context.unwrap();
         assert_eq!(security.run_as_user, Some(v1::Int64Value { value: 1000 }));
         assert!(security.readonly_rootfs);
+        assert!(security.no_new_privs);
+        let capabilities = security.capabilities.unwrap();
+        assert_eq!(capabilities.drop_capabilities, ["ALL"]);
+        assert_eq!(capabilities.add_capabilities, ["NET_BIND_SERVICE"]);
     }
 
     #[test]
