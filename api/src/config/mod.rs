@@ -14,8 +14,10 @@
 
 mod ca;
 mod float_quantities;
+mod labels;
 pub mod pod;
 mod redact;
+mod scheduling;
 mod schema;
 mod security_context;
 pub mod shape;

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
 use super::validate::{is_dns_label, Checker, Problem};
-use super::{float_quantities, security_context, shape};
+use super::{float_quantities, scheduling, security_context, shape};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -48,8 +48,7 @@ use Supported::{Each, Fields, Whole};
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
-/// `nodeSelector`, `affinity`, `tolerations`, `serviceAccountName`, `imagePullSecrets`,
-/// `dnsPolicy`, pod-level `securityContext`, volume sources other than hostPath and emptyDir,
+/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, pod-level `securityContext`, volume sources other than hostPath and emptyDir,
 /// `env[].valueFrom`, grpc probes, `stdin`/`tty`, resources other than cpu and memory; and, by
 /// value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
@@ -73,6 +72,45 @@ static SUPPORTED: Supported = Fields(
                     ("hostNetwork", Whole),
                     ("hostname", Whole),
                     ("terminationGracePeriodSeconds", Whole),
+                    // Read by the scheduler: the kubelet decides whether the pod fits this
+                    // node (machined's `placement`); what only ranks nodes is accepted.
+                    ("nodeName", Whole),
+                    ("nodeSelector", Whole),
+                    (
+                        "affinity",
+                        Fields(
+                            &[
+                                (
+                                    "nodeAffinity",
+                                    Fields(
+                                        &[
+                                            (
+                                                "requiredDuringSchedulingIgnoredDuringExecution",
+                                                Whole,
+                                            ),
+                                            (
+                                                "preferredDuringSchedulingIgnoredDuringExecution",
+                                                Whole,
+                                            ),
+                                        ],
+                                        "",
+                                    ),
+                                ),
+                                ("podAffinity", PREFERRED_ONLY),
+                                ("podAntiAffinity", PREFERRED_ONLY),
+                            ],
+                            "",
+                        ),
+                    ),
+                    ("tolerations", Whole),
+                    ("priorityClassName", Whole),
+                    ("priority", Whole),
+                    ("topologySpreadConstraints", Whole),
+                    ("schedulerName", Whole),
+                    // No API server issues tokens: accepted, and no token is mounted.
+                    ("serviceAccountName", Whole),
+                    ("serviceAccount", Whole),
+                    ("automountServiceAccountToken", Whole),
                     (
                         "volumes",
                         Each(&Fields(
@@ -93,6 +131,13 @@ static SUPPORTED: Supported = Fields(
         ),
     ],
     "",
+);
+
+/// Pod (anti-)affinity, in [`SUPPORTED`]: on a node of its own a pod has no other node to be
+/// placed on, so preferences are accepted; a requirement would need the other pods' places.
+const PREFERRED_ONLY: Supported = Fields(
+    &[("preferredDuringSchedulingIgnoredDuringExecution", Whole)],
+    "preferredDuringSchedulingIgnoredDuringExecution is",
 );
 
 /// A container, in [`SUPPORTED`].
@@ -359,6 +404,7 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
             format!("{seconds} is negative")
         });
     }
+    scheduling::check(c, spec, &path);
     let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or_default(), &path);
     let host_network = spec.host_network == Some(true);
     let mut names = HashSet::new();
@@ -941,11 +987,64 @@ spec:
         );
         refused("status: {phase: Running}", "web.yaml.status: not supported by Cairn's kubelet");
         refused(
-            "  nodeSelector: {}",
-            "web.yaml.spec.nodeSelector: not supported by Cairn's kubelet",
+            "  dnsPolicy: ClusterFirst",
+            "web.yaml.spec.dnsPolicy: not supported by Cairn's kubelet",
         );
         // Null is absent, as in Kubernetes.
-        assert_eq!(with("  nodeSelector: null"), Vec::<String>::new());
+        assert_eq!(with("  dnsPolicy: null"), Vec::<String>::new());
+        refused(
+            "  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: []}}",
+            "web.yaml.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution: not supported by Cairn's kubelet (preferredDuringSchedulingIgnoredDuringExecution is)",
+        );
+    }
+
+    #[test]
+    fn scheduling_fields_are_accepted_and_their_values_checked() {
+        let accepted = concat!(
+            "  nodeSelector: {kubernetes.io/os: linux}\n",
+            "  nodeName: cairn-1\n",
+            "  schedulerName: default-scheduler\n",
+            "  priorityClassName: system-node-critical\n",
+            "  tolerations: [{operator: Exists, effect: NoSchedule}]\n",
+            "  topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]\n",
+            "  serviceAccountName: metallb-speaker\n",
+            "  automountServiceAccountToken: false\n",
+            "  affinity:\n",
+            "    nodeAffinity:\n",
+            "      requiredDuringSchedulingIgnoredDuringExecution:\n",
+            "        nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}]}]\n",
+            "      preferredDuringSchedulingIgnoredDuringExecution:\n",
+            "        - {weight: 10, preference: {matchExpressions: [{key: zone, operator: Exists}]}}\n",
+            "    podAntiAffinity:\n",
+            "      preferredDuringSchedulingIgnoredDuringExecution:\n",
+            "        - {weight: 100, podAffinityTerm: {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}}\n",
+        );
+        assert_eq!(with(accepted), Vec::<String>::new());
+        let required = concat!(
+            "  affinity:\n",
+            "    nodeAffinity:\n",
+            "      requiredDuringSchedulingIgnoredDuringExecution:\n",
+            "        nodeSelectorTerms:\n",
+            "          - matchExpressions:\n",
+            "              - {key: a, operator: In}\n",
+            "              - {key: b, operator: Exists, values: [x]}\n",
+            "              - {key: c, operator: Gt, values: [many]}\n",
+            "              - {key: d, operator: Near, values: [x]}\n",
+            "            matchFields: [{key: metadata.labels, operator: Exists}]\n",
+        );
+        let path = "web.yaml.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]";
+        assert_eq!(
+            with(required),
+            [
+                format!("{path}.matchExpressions[0].values: needs at least one value with In and NotIn"),
+                format!("{path}.matchExpressions[1].values: must be empty with Exists and DoesNotExist"),
+                format!("{path}.matchExpressions[2].values: must be one integer with Gt and Lt"),
+                format!("{path}.matchExpressions[3].operator: \"Near\" is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"),
+                format!("{path}.matchFields[0].key: \"metadata.labels\" is not a field a node is selected by (metadata.name is)"),
+                format!("{path}.matchFields[0].operator: \"Exists\" is not In or NotIn, the operators of fields"),
+                format!("{path}.matchFields[0].values: must hold exactly one node name"),
+            ]
+        );
     }
 
     #[test]

@@ -218,6 +218,11 @@ pub struct Kubelet {
     /// from the new subnet; running pods keep theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_subnet: Option<String>,
+    /// Labels of this node beside those it has of itself (`kubernetes.io/os`, `.../arch`,
+    /// `.../hostname`): what pods' `nodeSelector` and node affinity are matched against. A pod
+    /// that does not match waits as Pending; a label added later lets it start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
 }
 
 impl Kubelet {

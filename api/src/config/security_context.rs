@@ -58,11 +58,9 @@ pub(super) fn check(c: &mut Checker, context: &SecurityContext, path: &str) {
     let ids = [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)];
     for (field, id) in ids {
         if let Some(id) = id {
-            c.check(
-                (0..=i64::from(i32::MAX)).contains(&id),
-                format!("{path}.{field}"),
-                || format!("{id} is outside 0..2147483647"),
-            );
+            c.check((0..=i64::from(i32::MAX)).contains(&id), format!("{path}.{field}"), || {
+                format!("{id} is outside 0..2147483647")
+            });
         }
     }
     let capabilities = context.capabilities.as_ref();

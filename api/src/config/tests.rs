@@ -63,6 +63,7 @@ fn every_value_problem_is_reported_with_its_path() {
         "    nameservers: [1.1.1.1, dns.example]\n",
         "  files: [{path: /etc/passwd, content: x}, {path: /var//etc/passwd, content: x}]\n",
         "  update: {trustedKeys: [abc], healthDeadlineSeconds: 5}\n",
+        "  kubelet: {nodeLabels: {zone: shed-3, kubernetes.io/arch: arm, \"bad key\": x}}\n",
         "  pods:\n",
         "    - apiVersion: v1\n",
         "      kind: Pod\n",
@@ -83,6 +84,8 @@ fn every_value_problem_is_reported_with_its_path() {
         "machine.files[1].path: \"/var//etc/passwd\" must be an absolute path under /var/",
         "machine.update.trustedKeys[0]: is not an ed25519 public key",
         "machine.update.healthDeadlineSeconds: 5 is not between 30 and 86400",
+        "machine.kubelet.nodeLabels.\"bad key\": \"bad key\" is no label key",
+        "machine.kubelet.nodeLabels.\"kubernetes.io/arch\": is a label the node sets of itself",
         "machine.pods[0].metadata.name: \"Web\" is not a DNS label",
         "machine.pods[0].spec.containers[0].image: is required",
     ];

@@ -42,6 +42,10 @@ impl fmt::Display for Problem {
 /// result).
 const MAX_LISTED_PROBLEMS: usize = 50;
 
+/// The labels under `kubernetes.io/` (and `beta.kubernetes.io/`) a node sets of itself, which
+/// `machine.kubelet.nodeLabels` may not set.
+const NODE_OWN_LABELS: [&str; 3] = ["os", "arch", "hostname"];
+
 /// The longest path or reason kept: reasons quote the refused value, and map keys in paths
 /// are the client's too.
 const MAX_REASON_CHARS: usize = 240;
@@ -159,6 +163,17 @@ impl MachineConfig {
                     )
                 },
             );
+        }
+        for (key, value) in &m.kubelet.node_labels {
+            let path = format!("machine.kubelet.nodeLabels.{key:?}");
+            let own = ["kubernetes.io/", "beta.kubernetes.io/"].iter().any(|prefix| {
+                key.strip_prefix(prefix).is_some_and(|k| NODE_OWN_LABELS.contains(&k))
+            });
+            c.check(!own, &path, || "is a label the node sets of itself".to_string());
+            let problems = [super::labels::key_problem(key), super::labels::value_problem(value)];
+            for problem in problems.into_iter().flatten() {
+                c.fail(&path, problem);
+            }
         }
         for (registry, mirror) in &m.registries.mirrors {
             if let Err(reason) = Registries::check_mirror_key(registry) {
@@ -308,7 +323,7 @@ pub(super) fn is_dns_label(label: &str) -> bool {
 }
 
 /// A DNS name of RFC 1123 labels joined by '.', at most 253 characters.
-fn is_dns_name(name: &str) -> bool {
+pub(super) fn is_dns_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_dns_label)
 }
 

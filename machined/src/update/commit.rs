@@ -17,7 +17,7 @@ use super::{Slots, Updater};
 use crate::boot::control::BootState;
 use crate::node::power::{PowerAction, PowerControl};
 use crate::service::{Service, ServiceContext, Supervisor};
-use crate::workloads::kubelet::Kubelet;
+use crate::workloads::kubelet::{Kubelet, PodRecord};
 
 /// How often health is checked while on trial.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3);
@@ -153,7 +153,8 @@ fn health(check: &BootCheck) -> Result<(), String> {
     if pods.len() < wanted {
         return Err(format!("{} of {wanted} configured pods are known", pods.len()));
     }
-    for record in &pods {
+    // A pod this node's labels do not admit waits whatever system runs: not the system's fault.
+    for record in pods.iter().filter(|p| !is_unscheduled(p)) {
         let statuses = record.pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
         let containers = record.pod.spec.as_ref().map_or(0, |s| s.containers.len());
         let started = statuses.map_or(0, |s| s.iter().filter(|c| has_started(c)).count());
@@ -178,6 +179,12 @@ fn health(check: &BootCheck) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Whether the kubelet holds the pod back as not for this node (PodScheduled false).
+fn is_unscheduled(record: &PodRecord) -> bool {
+    let conditions = record.pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.into_iter().flatten().any(|c| c.type_ == "PodScheduled" && c.status == "False")
 }
 
 /// Whether the container has run at all.

@@ -76,6 +76,17 @@ const FAILING_PODS: &str = r#"
             ports: [{containerPort: 8081, hostPort: 8081}]
 "#;
 
+/// A pod for nodes in another zone: this node's labels do not admit it, so it waits.
+const ELSEWHERE_POD: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: elsewhere}
+      spec:
+        nodeSelector: {kubernetes.io/os: linux, cairn.test/zone: moon}
+        containers:
+          - {name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}
+"#;
+
 /// The host-network pod's port on the node.
 pub const HOSTNET_PORT: u16 = 8081;
 
@@ -237,7 +248,8 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         path
     };
     // Added by apply-config, no reboot, beside `web`.
-    let all = write("pods.yaml", with_pods(base, &format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}")));
+    let every_pod = format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}{ELSEWHERE_POD}");
+    let all = write("pods.yaml", with_pods(base, &every_pod));
     apply(admin, n, &all).ok();
     wait_web(admin, n, web, Duration::from_secs(180));
     let web_pod = wait_pod(admin, n, "web", Duration::from_secs(60), ready);
@@ -294,6 +306,16 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         container(p)["state"]["terminated"]["reason"] == "OOMKilled"
     });
     assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
+    // Not for this node: Pending, with the scheduler's reason, and never started.
+    let elsewhere = wait_pod(admin, n, "elsewhere", Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Pending"
+    });
+    let scheduled = &elsewhere["status"]["conditions"][0];
+    assert_eq!(scheduled["type"], "PodScheduled", "{elsewhere}");
+    assert_eq!(scheduled["status"], "False", "{elsewhere}");
+    let reason = scheduled["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("didn't match Pod's node affinity/selector"), "{elsewhere}");
+    assert!(elsewhere["status"]["containerStatuses"].is_null(), "{elsewhere}");
     // Its user, group and read-only root, as it saw them.
     wait_pod(admin, n, "sleeper", Duration::from_secs(60), ready);
     let sleeper = ctl(Some(admin), &["-n", n, "logs", "sleeper"]).ok().stdout;
@@ -342,6 +364,10 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         concat!(
             "apiVersion: v1\nkind: Pod\nmetadata: {name: batch}\n",
             "spec:\n  restartPolicy: Never\n",
+            // What a scheduler reads, and this node admits.
+            "  nodeSelector: {kubernetes.io/os: linux}\n",
+            "  serviceAccountName: batch\n",
+            "  tolerations: [{operator: Exists}]\n",
             "  containers:\n",
             "  - name: main\n",
             "    image: localhost/busybox:latest\n",

@@ -14,6 +14,7 @@ mod images;
 mod import;
 pub mod logs;
 pub mod manifests;
+mod placement;
 mod probe;
 mod source;
 mod spec;
@@ -165,6 +166,59 @@ impl Kubelet {
         desired
     }
 
+    /// The node as the scheduler sees it, with the config's labels.
+    fn node(config: Option<&MachineConfig>) -> placement::Node {
+        let labels = config.map(|c| c.machine.kubelet.node_labels.clone()).unwrap_or_default();
+        let arch = cairn_api::arch::Arch::built_for()
+            .expect("machined runs on an architecture Cairn knows");
+        placement::Node::new(&crate::node::config::kernel_hostname(), arch, &labels)
+    }
+
+    /// Takes the pods that do not run yet and cannot run on `node` out of `desired`: each is
+    /// published as Pending with the scheduler's reason, and logged when that reason is new.
+    /// `waiting` holds the reasons of the pass before, by `namespace/name`; a pod that no
+    /// longer waits loses its Pending record (to its worker's, or to nothing).
+    fn hold_unplaceable(
+        &self,
+        desired: &mut BTreeMap<String, DesiredPod>,
+        running: &BTreeMap<String, RunningPod>,
+        node: &placement::Node,
+        waiting: &mut BTreeMap<String, (String, String)>,
+        ctx: &ServiceContext,
+    ) {
+        let mut now = BTreeMap::new();
+        desired.retain(|key, pod| {
+            if running.get(key).is_some_and(|r| r.uid == pod.uid) {
+                return true;
+            }
+            let Some(reason) = node.refuses(&pod.pod) else { return true };
+            if waiting.get(key) != Some(&(pod.uid.clone(), reason.clone())) {
+                ctx.log(format!("pod {key}: not scheduled on this node: {reason}"));
+            }
+            let mut record = pod.pod.clone();
+            record.metadata.namespace = Some(pod.namespace.clone());
+            record.metadata.uid = Some(pod.uid.clone());
+            record.status = Some(status::unscheduled(&reason));
+            let record = PodRecord {
+                key: key.clone(),
+                source: pod.source.clone(),
+                uid: pod.uid.clone(),
+                pod: record,
+                logs: BTreeMap::new(),
+            };
+            self.registry.lock().unwrap().insert(key.clone(), record);
+            now.insert(key.clone(), (pod.uid.clone(), reason));
+            false
+        });
+        let mut registry = self.registry.lock().unwrap();
+        for (key, (uid, _)) in waiting.iter() {
+            if !now.contains_key(key) && registry.get(key).is_some_and(|r| &r.uid == uid) {
+                registry.remove(key);
+            }
+        }
+        *waiting = now;
+    }
+
     /// Starts workers for new pods and stops those of pods that went or changed.
     fn reconcile(
         &self,
@@ -277,6 +331,7 @@ impl Kubelet {
         let detach = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let mut running = BTreeMap::new();
+        let mut waiting = BTreeMap::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
         loop {
             // The config's network settings: the pod subnet, the registry mirrors.
@@ -292,7 +347,9 @@ impl Kubelet {
                 containerd::write_hosts(&root, config.as_deref())?;
                 registries = Some(wanted);
             }
-            let desired = self.desired(&sources, &ctx);
+            let mut desired = self.desired(&sources, &ctx);
+            let node = Self::node(config.as_deref());
+            self.hold_unplaceable(&mut desired, &running, &node, &mut waiting, &ctx);
             self.reconcile(&cri, &desired, &mut running, (&detach, &shutdown), &ctx);
             let changed: Vec<BoxFuture<'_, ()>> = sources.iter_mut().map(|s| s.changed()).collect();
             tokio::select! {

@@ -129,6 +129,20 @@ fn exited(view: &ContainerView) -> Option<i32> {
         .map(|c| c.exit_code)
 }
 
+/// The status of a pod that cannot run on this node, as the scheduler leaves one it cannot
+/// place: Pending, not scheduled, with `reason`.
+pub fn unscheduled(reason: &str) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".into()),
+        conditions: Some(vec![PodCondition {
+            reason: Some("Unschedulable".into()),
+            message: Some(reason.into()),
+            ..condition("PodScheduled", false)
+        }]),
+        ..Default::default()
+    }
+}
+
 /// The pod's status: `sandbox_ready` once its sandbox runs, `ip` its address.
 pub fn pod_status(
     sandbox_ready: bool,

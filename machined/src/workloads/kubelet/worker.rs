@@ -136,6 +136,13 @@ impl Worker {
             self.pod.uid,
             self.pod.source
         ));
+        if let Some(account) = service_account(&self.pod.pod) {
+            (self.log)(format!(
+                "pod {}: no token of service account {account:?} is mounted: this node has no \
+                 API server to issue one",
+                self.pod.key()
+            ));
+        }
         self.publish();
         // The same failure every second (containerd restarting) is logged once.
         let mut last_error = None;
@@ -633,5 +640,17 @@ impl Worker {
         if registry.get(&self.pod.key()).is_some_and(|r| r.uid == self.pod.uid) {
             registry.remove(&self.pod.key());
         }
+    }
+}
+
+/// The service account whose token the pod would have mounted in a cluster: the one it names
+/// (or `default`, when it names none but asks for the token), unless it declines the token.
+fn service_account(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let named = spec.service_account_name.clone().or_else(|| spec.service_account.clone());
+    match spec.automount_service_account_token {
+        Some(false) => None,
+        Some(true) => Some(named.unwrap_or_else(|| "default".into())),
+        None => named,
     }
 }

@@ -1,0 +1,100 @@
+//! The fields of a pod that only a scheduler reads, checked as the API server checks them:
+//! the operators and values of the required node affinity, and its terms. Whether the pod
+//! fits this node is the kubelet's decision (machined's `placement`), against labels the
+//! config can change.
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec};
+
+use super::validate::Checker;
+
+/// Checks `spec`'s node affinity; problem paths start with `path` (`...spec`).
+pub(super) fn check(c: &mut Checker, spec: &PodSpec, path: &str) {
+    let node_affinity = spec.affinity.as_ref().and_then(|a| a.node_affinity.as_ref());
+    let path = format!("{path}.affinity.nodeAffinity");
+    if let Some(required) =
+        node_affinity.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+    {
+        let path = format!("{path}.requiredDuringSchedulingIgnoredDuringExecution");
+        let terms = &required.node_selector_terms;
+        c.check(!terms.is_empty(), format!("{path}.nodeSelectorTerms"), || {
+            "needs at least one term".to_string()
+        });
+        for (i, term) in terms.iter().enumerate() {
+            let at = format!("{path}.nodeSelectorTerms[{i}]");
+            requirements(
+                c,
+                term.match_expressions.as_deref(),
+                false,
+                &format!("{at}.matchExpressions"),
+            );
+            requirements(c, term.match_fields.as_deref(), true, &format!("{at}.matchFields"));
+        }
+    }
+    let preferred = node_affinity
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_deref());
+    for (i, term) in preferred.unwrap_or_default().iter().enumerate() {
+        let at = format!("{path}.preferredDuringSchedulingIgnoredDuringExecution[{i}]");
+        c.check((1..=100).contains(&term.weight), format!("{at}.weight"), || {
+            format!("{} is outside 1..100", term.weight)
+        });
+        let preference = &term.preference;
+        let at = format!("{at}.preference");
+        requirements(
+            c,
+            preference.match_expressions.as_deref(),
+            false,
+            &format!("{at}.matchExpressions"),
+        );
+        requirements(c, preference.match_fields.as_deref(), true, &format!("{at}.matchFields"));
+    }
+}
+
+/// Checks a term's requirements: on labels, or (`fields`) on `metadata.name`, which takes
+/// only `In` and `NotIn` with one value.
+fn requirements(
+    c: &mut Checker,
+    requirements: Option<&[NodeSelectorRequirement]>,
+    fields: bool,
+    path: &str,
+) {
+    for (i, requirement) in requirements.unwrap_or_default().iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let values = requirement.values.as_deref().unwrap_or_default();
+        let operator = requirement.operator.as_str();
+        if fields {
+            let key = &requirement.key;
+            c.check(key == "metadata.name", format!("{at}.key"), || {
+                format!("{key:?} is not a field a node is selected by (metadata.name is)")
+            });
+            c.check(matches!(operator, "In" | "NotIn"), format!("{at}.operator"), || {
+                format!("{operator:?} is not In or NotIn, the operators of fields")
+            });
+            c.check(values.len() == 1, format!("{at}.values"), || {
+                "must hold exactly one node name".to_string()
+            });
+            continue;
+        }
+        let problem = match operator {
+            "In" | "NotIn" if values.is_empty() => {
+                Some("needs at least one value with In and NotIn")
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                Some("must be empty with Exists and DoesNotExist")
+            }
+            "Gt" | "Lt" if values.len() != 1 || values[0].parse::<i64>().is_err() => {
+                Some("must be one integer with Gt and Lt")
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" | "Gt" | "Lt" => None,
+            _ => {
+                c.fail(
+                    format!("{at}.operator"),
+                    format!("{operator:?} is not one of In, NotIn, Exists, DoesNotExist, Gt, Lt"),
+                );
+                None
+            }
+        };
+        if let Some(problem) = problem {
+            c.fail(format!("{at}.values"), problem);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Whether a pod may run on this node, as the scheduler would decide for a cluster of one:
+//! `nodeName`, `nodeSelector` and the required node affinity, against the node's labels
+//! (`kubernetes.io/os`, `kubernetes.io/arch`, `kubernetes.io/hostname`, their old `beta.`
+//! forms, and the config's `machine.kubelet.nodeLabels`). The fields that only rank nodes
+//! (preferred affinities, priorities, spread constraints) choose nothing among one node, and
+//! this node has no taints for tolerations to tolerate. Like the scheduler, this is decided
+//! once, before the pod starts: a running pod is not evicted when the labels change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+
+use cairn_api::arch::Arch;
+use cairn_api::oci::Platform;
+
+/// What the scheduler knows of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Its name: the host name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// The node named `hostname`, of `arch`, with the config's `extra` labels.
+    pub fn new(hostname: &str, arch: Arch, extra: &BTreeMap<String, String>) -> Node {
+        let arch = Platform::of(arch).architecture;
+        let mut labels = extra.clone();
+        for prefix in ["kubernetes.io", "beta.kubernetes.io"] {
+            labels.insert(format!("{prefix}/os"), "linux".into());
+            labels.insert(format!("{prefix}/arch"), arch.clone());
+        }
+        labels.insert("kubernetes.io/hostname".into(), hostname.into());
+        Node { name: hostname.into(), labels }
+    }
+
+    /// Why `pod` cannot run here, in the scheduler's words; `None` when it can.
+    pub fn refuses(&self, pod: &Pod) -> Option<String> {
+        let spec = pod.spec.as_ref()?;
+        if let Some(bound) = spec.node_name.as_deref().filter(|name| *name != self.name) {
+            return Some(format!(
+                "the pod is bound to node {bound:?}; this node is {:?}",
+                self.name
+            ));
+        }
+        let selected = spec
+            .node_selector
+            .iter()
+            .flatten()
+            .all(|(key, value)| self.labels.get(key) == Some(value));
+        let terms = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+            .map(|selector| &selector.node_selector_terms);
+        // The terms are ORed; no required affinity at all is no constraint.
+        let affine = terms.is_none_or(|terms| terms.iter().any(|term| self.matches(term)));
+        (!selected || !affine).then(|| {
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector".into()
+        })
+    }
+
+    /// Whether a node selector term (its requirements ANDed) selects this node. A term with
+    /// no requirements selects nothing, as in Kubernetes.
+    fn matches(&self, term: &NodeSelectorTerm) -> bool {
+        let expressions = term.match_expressions.iter().flatten();
+        let fields = term.match_fields.iter().flatten();
+        let mut any = false;
+        for (requirement, value) in expressions
+            .map(|r| (r, self.labels.get(&r.key).map(String::as_str)))
+            .chain(fields.map(|r| (r, (r.key == "metadata.name").then_some(self.name.as_str()))))
+        {
+            any = true;
+            if !satisfies(requirement, value) {
+                return false;
+            }
+        }
+        any
+    }
+}
+
+/// Whether a label (or field) whose value here is `value` satisfies `requirement`.
+fn satisfies(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = requirement.values.as_deref().unwrap_or_default();
+    let number = |text: &str| text.parse::<i64>().ok();
+    let compare = |ordering: std::cmp::Ordering| {
+        let bound = values.first().and_then(|v| number(v));
+        matches!((value.and_then(number), bound), (Some(v), Some(b)) if v.cmp(&b) == ordering)
+    };
+    match requirement.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|allowed| allowed == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|refused| refused == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" => compare(std::cmp::Ordering::Greater),
+        "Lt" => compare(std::cmp::Ordering::Less),
+        // Validation refuses other operators; an unknown one selects nothing.
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> Node {
+        let extra = BTreeMap::from([("zone".to_string(), "shed-3".to_string())]);
+        Node::new("cairn-1", Arch::Arm64, &extra)
+    }
+
+    fn pod(spec: &str) -> Pod {
+        serde_yaml::from_str(&format!("metadata: {{name: p}}\nspec:\n  containers: []\n{spec}"))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_node_has_the_labels_kubernetes_gives_a_node() {
+        let labels = node().labels;
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["beta.kubernetes.io/arch"], "arm64");
+        assert_eq!(labels["kubernetes.io/hostname"], "cairn-1");
+        assert_eq!(labels["zone"], "shed-3");
+        assert_eq!(
+            Node::new("n", Arch::Armv7, &BTreeMap::new()).labels["kubernetes.io/arch"],
+            "arm"
+        );
+    }
+
+    #[test]
+    fn node_selectors_need_every_label() {
+        let node = node();
+        assert_eq!(node.refuses(&pod("")), None);
+        assert_eq!(
+            node.refuses(&pod("  nodeSelector: {kubernetes.io/os: linux, zone: shed-3}")),
+            None
+        );
+        let refused = node.refuses(&pod("  nodeSelector: {kubernetes.io/os: linux, gpu: \"yes\"}"));
+        assert_eq!(
+            refused.unwrap(),
+            "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector"
+        );
+        assert!(node.refuses(&pod("  nodeSelector: {kubernetes.io/arch: amd64}")).is_some());
+    }
+
+    #[test]
+    fn a_pod_bound_to_another_node_does_not_run() {
+        let node = node();
+        assert_eq!(node.refuses(&pod("  nodeName: cairn-1")), None);
+        assert_eq!(
+            node.refuses(&pod("  nodeName: other")).unwrap(),
+            "the pod is bound to node \"other\"; this node is \"cairn-1\""
+        );
+    }
+
+    fn required(terms: &str) -> Pod {
+        pod(&format!(
+            "  affinity: {{nodeAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {{nodeSelectorTerms: {terms}}}}}}}"
+        ))
+    }
+
+    #[test]
+    fn required_node_affinity_terms_are_ored_and_their_requirements_anded() {
+        let node = node();
+        let fits = |terms: &str| node.refuses(&required(terms)).is_none();
+        assert!(fits("[{matchExpressions: [{key: kubernetes.io/arch, operator: In, values: [amd64, arm64]}]}]"));
+        assert!(!fits(
+            "[{matchExpressions: [{key: kubernetes.io/arch, operator: NotIn, values: [arm64]}]}]"
+        ));
+        assert!(fits("[{matchExpressions: [{key: gpu, operator: NotIn, values: [a]}, {key: zone, operator: Exists}]}]"));
+        assert!(!fits("[{matchExpressions: [{key: zone, operator: DoesNotExist}]}]"));
+        assert!(fits("[{matchExpressions: [{key: gpu, operator: Exists}]}, {matchFields: [{key: metadata.name, operator: In, values: [cairn-1]}]}]"));
+        assert!(!fits(
+            "[{matchFields: [{key: metadata.name, operator: NotIn, values: [cairn-1]}]}]"
+        ));
+        // An empty term selects nothing.
+        assert!(!fits("[{}]"));
+    }
+
+    #[test]
+    fn gt_and_lt_compare_integers() {
+        let extra = BTreeMap::from([("cores".to_string(), "4".to_string())]);
+        let node = Node::new("n", Arch::X86_64, &extra);
+        let fits = |op: &str, value: &str| {
+            let terms = format!(
+                "[{{matchExpressions: [{{key: cores, operator: {op}, values: [\"{value}\"]}}]}}]"
+            );
+            node.refuses(&required(&terms)).is_none()
+        };
+        assert!(fits("Gt", "2") && !fits("Gt", "4") && fits("Lt", "10") && !fits("Lt", "4"));
+        assert!(!fits("Gt", "many"));
+    }
+}
