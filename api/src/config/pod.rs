@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
 use super::validate::{is_dns_label, Checker, Problem};
-use super::{float_quantities, scheduling, security_context, shape};
+use super::{env, float_quantities, scheduling, security_context, shape};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -48,9 +48,10 @@ use Supported::{Each, Fields, Whole};
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
-/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, pod-level `securityContext`, volume sources other than hostPath and emptyDir,
-/// `env[].valueFrom`, grpc probes, `stdin`/`tty`, resources other than cpu and memory; and, by
-/// value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
+/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, pod-level `securityContext`,
+/// volume sources other than hostPath and emptyDir, `env[].valueFrom` other than the pod's own
+/// fields and resources (ConfigMaps, Secrets), grpc probes, `stdin`/`tty`, resources other
+/// than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
 static SUPPORTED: Supported = Fields(
     &[
@@ -149,7 +150,39 @@ const CONTAINER: Supported = Fields(
         ("command", Whole),
         ("args", Whole),
         ("workingDir", Whole),
-        ("env", Each(&Fields(&[("name", Whole), ("value", Whole)], ""))),
+        (
+            "env",
+            Each(&Fields(
+                &[
+                    ("name", Whole),
+                    ("value", Whole),
+                    (
+                        "valueFrom",
+                        Fields(
+                            &[
+                                (
+                                    "fieldRef",
+                                    Fields(&[("fieldPath", Whole), ("apiVersion", Whole)], ""),
+                                ),
+                                (
+                                    "resourceFieldRef",
+                                    Fields(
+                                        &[
+                                            ("resource", Whole),
+                                            ("containerName", Whole),
+                                            ("divisor", Whole),
+                                        ],
+                                        "",
+                                    ),
+                                ),
+                            ],
+                            "fieldRef and resourceFieldRef are",
+                        ),
+                    ),
+                ],
+                "",
+            )),
+        ),
         (
             "ports",
             Each(&Fields(
@@ -416,7 +449,15 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         c.check(names.insert(name), format!("{at}.name"), || {
             format!("{name:?} is used by another container of this pod")
         });
-        check_container(c, container, &volumes, host_network, &mut host_ports, &at);
+        check_container(
+            c,
+            container,
+            &spec.containers,
+            &volumes,
+            host_network,
+            &mut host_ports,
+            &at,
+        );
     }
 }
 
@@ -490,6 +531,7 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
 fn check_container<'a>(
     c: &mut Checker,
     container: &'a Container,
+    containers: &[Container],
     volumes: &HashSet<&str>,
     host_network: bool,
     host_ports: &mut HashSet<(i32, &'a str)>,
@@ -510,14 +552,7 @@ fn check_container<'a>(
     if let Some(message_path) = &container.termination_message_path {
         check_absolute(c, message_path, format!("{path}.terminationMessagePath"));
     }
-    for (i, var) in container.env.iter().flatten().enumerate() {
-        let name = &var.name;
-        c.check(
-            !name.is_empty() && name.chars().all(|ch| ch.is_ascii_graphic() && ch != '='),
-            format!("{path}.env[{i}].name"),
-            || format!("{name:?} is not a variable name (printable characters but '=')"),
-        );
-    }
+    env::check(c, container, containers, path);
     let port_names = check_ports(c, container, host_network, host_ports, path);
     check_mounts(c, container, volumes, path);
     if let Some(resources) = &container.resources {
@@ -934,8 +969,8 @@ spec:
             "web.yaml.spec.volumes[1].configMap: not supported by Cairn's kubelet (hostPath and emptyDir are)",
         );
         refused(
-            "    env: [{name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}]",
-            "web.yaml.spec.containers[0].env[0].valueFrom: not supported by Cairn's kubelet",
+            "    env: [{name: CONFIG, valueFrom: {configMapKeyRef: {name: settings, key: a}}}]",
+            "web.yaml.spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported by Cairn's kubelet (fieldRef and resourceFieldRef are)",
         );
         refused(
             "    livenessProbe: {grpc: {port: 9000}}",
@@ -995,6 +1030,35 @@ spec:
         refused(
             "  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: []}}",
             "web.yaml.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution: not supported by Cairn's kubelet (preferredDuringSchedulingIgnoredDuringExecution is)",
+        );
+    }
+
+    #[test]
+    fn variables_from_the_pod_are_checked() {
+        let env = concat!(
+            "    env:\n",
+            "      - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
+            "      - {name: APP, valueFrom: {fieldRef: {apiVersion: v1, fieldPath: \"metadata.labels['app']\"}}}\n",
+            "      - {name: MEM, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n",
+            "      - {name: CPU, valueFrom: {resourceFieldRef: {containerName: web, resource: requests.cpu, divisor: 1m}}}\n",
+        );
+        assert_eq!(with(env), Vec::<String>::new());
+        let wrong = concat!(
+            "    env:\n",
+            "      - {name: A, value: x, valueFrom: {fieldRef: {fieldPath: status.phase}}}\n",
+            "      - {name: B, valueFrom: {resourceFieldRef: {containerName: db, resource: limits.gpu}}}\n",
+            "      - {name: C, valueFrom: {}}\n",
+        );
+        let at = "web.yaml.spec.containers[0].env";
+        assert_eq!(
+            with(wrong),
+            [
+                format!("{at}[0].valueFrom: and a non-empty value together: a variable has one source"),
+                format!("{at}[0].valueFrom.fieldRef.fieldPath: \"status.phase\" is not a field a variable can hold (metadata.name, namespace, uid, labels['KEY'], annotations['KEY'], spec.nodeName, serviceAccountName, status.hostIP(s), podIP(s))"),
+                format!("{at}[1].valueFrom.resourceFieldRef.resource: \"limits.gpu\" is not a resource Cairn's kubelet sets (limits.cpu, limits.memory, requests.cpu, requests.memory)"),
+                format!("{at}[1].valueFrom.resourceFieldRef.containerName: \"db\" names no container of this pod"),
+                format!("{at}[2].valueFrom: needs one of fieldRef and resourceFieldRef"),
+            ]
         );
     }
 

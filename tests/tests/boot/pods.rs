@@ -371,7 +371,10 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
             "  containers:\n",
             "  - name: main\n",
             "    image: localhost/busybox:latest\n",
-            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo batch done\"]\n",
+            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; echo batch done\"]\n",
+            "    env:\n",
+            "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
+            "    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n",
             "    securityContext:\n",
             "      allowPrivilegeEscalation: false\n",
             "      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}\n",
@@ -390,6 +393,8 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     // CAP_NET_BIND_SERVICE (10) alone.
     assert!(logs.contains("CapEff:\t0000000000000400"), "{logs}");
     assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
+    // The downward API: the node's name and the pod's address.
+    assert!(logs.contains("on qemu-node at 10.244.0."), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
 
     // Pods removed from the config go; web, unchanged, keeps running (same uid).

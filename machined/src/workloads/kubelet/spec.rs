@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
 
 use crate::workloads::cri::v1;
 
@@ -168,15 +168,92 @@ fn resources(container: &Container) -> Result<v1::LinuxContainerResources, Strin
     Ok(out)
 }
 
+/// What the downward API tells a container beyond its pod's object: where the pod runs.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// The pod's address (the node's, on the host network).
+    pub pod_ip: String,
+    /// The node's address on its default route.
+    pub host_ip: String,
+    /// The node's name.
+    pub node_name: String,
+    /// The node's CPUs, in millicores: a CPU limit where the container sets none.
+    pub cpu_millis: u64,
+    /// The node's memory, in bytes: a memory limit where the container sets none.
+    pub memory_bytes: u64,
+}
+
+/// The value of `var` of `container`: its own, or the pod's field or resource it names.
+fn env_value(
+    pod: &DesiredPod,
+    container: &Container,
+    var: &EnvVar,
+    placement: &Placement,
+) -> Result<String, String> {
+    use cairn_api::config::env::{PodField, ResourceField};
+    let Some(from) = &var.value_from else { return Ok(var.value.clone().unwrap_or_default()) };
+    if let Some(field) = &from.field_ref {
+        let metadata = &pod.pod.metadata;
+        let keyed = |map: &Option<std::collections::BTreeMap<String, String>>, key: &str| {
+            map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
+        };
+        return Ok(match PodField::parse(&field.field_path)? {
+            PodField::Name => pod.name.clone(),
+            PodField::Namespace => pod.namespace.clone(),
+            PodField::Uid => pod.uid.clone(),
+            PodField::Label(key) => keyed(&metadata.labels, &key),
+            PodField::Annotation(key) => keyed(&metadata.annotations, &key),
+            PodField::NodeName => placement.node_name.clone(),
+            PodField::ServiceAccountName => {
+                spec(&pod.pod).service_account_name.clone().unwrap_or_default()
+            }
+            PodField::HostIp => placement.host_ip.clone(),
+            PodField::PodIp => placement.pod_ip.clone(),
+        });
+    }
+    let Some(reference) = &from.resource_field_ref else {
+        return Err(format!("env {}: no source this kubelet reads", var.name));
+    };
+    let field = ResourceField::parse(&reference.resource)?;
+    let named = reference.container_name.as_deref().filter(|n| !n.is_empty());
+    let of = match named {
+        Some(name) => containers(&pod.pod)
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("env {}: no container {name:?}", var.name))?,
+        None => container,
+    };
+    let resources = of.resources.clone().unwrap_or_default();
+    let (limits, requests) =
+        (resources.limits.unwrap_or_default(), resources.requests.unwrap_or_default());
+    let kind = if field.cpu { "cpu" } else { "memory" };
+    // As the API server defaults them: a request is the limit where only a limit is set; a
+    // limit is the node's capacity where none is set.
+    let quantity = match field.limit {
+        true => limits.get(kind),
+        false => requests.get(kind).or_else(|| limits.get(kind)),
+    };
+    let amount = match (quantity, field.cpu) {
+        (Some(q), true) => cairn_api::config::pod::cpu_millis(q)?,
+        (Some(q), false) => cairn_api::config::pod::memory_bytes(q)?,
+        (None, _) if !field.limit => 0,
+        (None, true) => placement.cpu_millis,
+        (None, false) => placement.memory_bytes,
+    };
+    Ok(amount.div_ceil(field.unit(reference.divisor.as_ref())?).to_string())
+}
+
 /// The config of `container` in `pod`, attempt `attempt`; `image_ref` is the image as
 /// containerd knows it. The volumes it mounts are prepared in `volumes` (the pod's): a
 /// subPath is bound there from beneath its volume, and that bind is what the container gets.
+/// `placement` fills in the variables that name the pod's fields and resources.
 pub fn container_config(
     pod: &DesiredPod,
     container: &Container,
     attempt: u32,
     image_ref: &str,
     volumes: &PodVolumes<'_>,
+    placement: &Placement,
 ) -> Result<v1::ContainerConfig, String> {
     let declared = &spec(&pod.pod).volumes;
     let mut mounts = Vec::new();
@@ -216,11 +293,11 @@ pub fn container_config(
             .env
             .iter()
             .flatten()
-            .map(|e| v1::KeyValue {
-                key: e.name.clone(),
-                value: e.value.clone().unwrap_or_default(),
+            .map(|e| {
+                let value = env_value(pod, container, e, placement)?;
+                Ok(v1::KeyValue { key: e.name.clone(), value })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         mounts,
         labels,
         log_path: log_path(&container.name, attempt),
@@ -285,8 +362,15 @@ mod tests {
         assert!(sandbox.log_directory.starts_with("/var/log/pods/apps_web_"));
         let mounter = RecordingMounter::default();
         let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
-        let container =
-            container_config(&pod, &containers(&pod.pod)[0], 2, "sha256:abc", &volumes).unwrap();
+        let container = container_config(
+            &pod,
+            &containers(&pod.pod)[0],
+            2,
+            "sha256:abc",
+            &volumes,
+            &placement(),
+        )
+        .unwrap();
         assert_eq!(container.log_path, "httpd/2.log");
         assert_eq!(container.envs[0].key, "A");
         let linux = container.linux.unwrap();
@@ -301,6 +385,71 @@ mod tests {
         let capabilities = security.capabilities.unwrap();
         assert_eq!(capabilities.drop_capabilities, ["ALL"]);
         assert_eq!(capabilities.add_capabilities, ["NET_BIND_SERVICE"]);
+    }
+
+    fn placement() -> Placement {
+        Placement {
+            pod_ip: "10.244.0.7".into(),
+            host_ip: "192.0.2.10".into(),
+            node_name: "cairn-1".into(),
+            cpu_millis: 4000,
+            memory_bytes: 8 << 30,
+        }
+    }
+
+    #[test]
+    fn variables_get_the_pods_fields_and_resources() {
+        let pod = desired(concat!(
+            "metadata: {name: agent, namespace: edge, labels: {app: agent}}\n",
+            "spec:\n",
+            "  serviceAccountName: collector\n",
+            "  containers:\n",
+            "  - name: main\n",
+            "    image: busybox\n",
+            "    resources: {limits: {memory: 100Mi}, requests: {cpu: 250m}}\n",
+            "    env:\n",
+            "    - {name: PLAIN, value: v}\n",
+            "    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}\n",
+            "    - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}\n",
+            "    - {name: APP, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}\n",
+            "    - {name: NONE, valueFrom: {fieldRef: {fieldPath: \"metadata.annotations['x']\"}}}\n",
+            "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
+            "    - {name: SA, valueFrom: {fieldRef: {fieldPath: spec.serviceAccountName}}}\n",
+            "    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n",
+            "    - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}\n",
+            "    - {name: MEM_MI, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}\n",
+            "    - {name: CPU_LIMIT, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}\n",
+            "    - {name: CPU_REQ_M, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n",
+            "    - {name: CPU_REQ, valueFrom: {resourceFieldRef: {resource: requests.cpu}}}\n",
+            "    - {name: MEM_REQ, valueFrom: {resourceFieldRef: {resource: requests.memory}}}\n",
+        ));
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let main = &containers(&pod.pod)[0];
+        let config = container_config(&pod, main, 0, "sha256:abc", &volumes, &placement()).unwrap();
+        let env: Vec<(&str, &str)> =
+            config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(
+            env,
+            [
+                ("PLAIN", "v"),
+                ("POD", "agent"),
+                ("NS", "edge"),
+                ("APP", "agent"),
+                ("NONE", ""),
+                ("NODE", "cairn-1"),
+                ("SA", "collector"),
+                ("POD_IP", "10.244.0.7"),
+                ("HOST_IP", "192.0.2.10"),
+                ("MEM_MI", "100"),
+                // No CPU limit: the node's CPUs, rounded up as Kubernetes does.
+                ("CPU_LIMIT", "4"),
+                ("CPU_REQ_M", "250"),
+                ("CPU_REQ", "1"),
+                // A request defaults to the limit.
+                ("MEM_REQ", "104857600"),
+            ]
+        );
     }
 
     #[test]
@@ -331,7 +480,7 @@ mod tests {
         let mounter = RecordingMounter::default();
         let volumes = PodVolumes::new(base.path().to_path_buf(), &mounter);
         let web = &containers(&pod.pod)[0];
-        let config = container_config(&pod, web, 0, "sha256:abc", &volumes).unwrap();
+        let config = container_config(&pod, web, 0, "sha256:abc", &volumes, &placement()).unwrap();
         let mounts: Vec<(&str, &str, bool)> = config
             .mounts
             .iter()
@@ -356,7 +505,8 @@ mod tests {
         // A container of the pod replaces the directory with a link to the host's root.
         std::fs::remove_dir(scratch.join("site")).unwrap();
         std::os::unix::fs::symlink("/", scratch.join("site")).unwrap();
-        let error = container_config(&pod, web, 1, "sha256:abc", &volumes).unwrap_err();
+        let error =
+            container_config(&pod, web, 1, "sha256:abc", &volumes, &placement()).unwrap_err();
         assert_eq!(
             error,
             "volume \"scratch\", subPath \"site\": it leads out of the volume (through a \

@@ -554,7 +554,15 @@ impl Worker {
         let attempt = track.next_attempt;
         let config = {
             let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter);
-            spec::container_config(&self.pod, &container, attempt, &image, &volumes)
+            let pod_ip = self.sandbox.as_ref().and_then(|s| s.ip.clone());
+            spec::container_config(
+                &self.pod,
+                &container,
+                attempt,
+                &image,
+                &volumes,
+                &placement(pod_ip),
+            )
         };
         let config = match config {
             Ok(config) => config,
@@ -653,4 +661,27 @@ fn service_account(pod: &Pod) -> Option<String> {
         Some(true) => Some(named.unwrap_or_else(|| "default".into())),
         None => named,
     }
+}
+
+/// Where a pod runs, for the downward API: `pod_ip` is its sandbox's address (none on the
+/// host network, where the node's is the pod's).
+fn placement(pod_ip: Option<String>) -> spec::Placement {
+    use procfs::Current as _;
+    let host_ip = node_address().map(|ip| ip.to_string()).unwrap_or_default();
+    spec::Placement {
+        pod_ip: pod_ip.unwrap_or_else(|| host_ip.clone()),
+        host_ip,
+        node_name: crate::node::config::kernel_hostname(),
+        cpu_millis: std::thread::available_parallelism().map_or(1, |n| n.get() as u64) * 1000,
+        memory_bytes: procfs::Meminfo::current().map_or(0, |m| m.mem_total),
+    }
+}
+
+/// The node's address on its default route: the source the kernel picks for a packet out
+/// (a UDP socket's connect only looks the route up; nothing is sent). None with no route.
+fn node_address() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // An address of TEST-NET-1 (RFC 5737): routed by the default route, never a local one.
+    socket.connect("192.0.2.1:9").ok()?;
+    socket.local_addr().ok().map(|address| address.ip())
 }
