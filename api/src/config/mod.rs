@@ -20,7 +20,7 @@ pub mod pod;
 mod redact;
 mod scheduling;
 mod schema;
-mod security_context;
+pub mod security_context;
 pub mod shape;
 mod validate;
 

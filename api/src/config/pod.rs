@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Container, Pod, Probe, ResourceRequirements, Volume};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, ResourceRequirements, Volume};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
@@ -48,7 +48,7 @@ use Supported::{Each, Fields, Whole};
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
-/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, pod-level `securityContext`,
+/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, SELinux and AppArmor options,
 /// volume sources other than hostPath and emptyDir, `env[].valueFrom` other than the pod's own
 /// fields and resources (ConfigMaps, Secrets), grpc probes, `stdin`/`tty`, resources other
 /// than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
@@ -73,6 +73,24 @@ static SUPPORTED: Supported = Fields(
                     ("hostNetwork", Whole),
                     ("hostname", Whole),
                     ("terminationGracePeriodSeconds", Whole),
+                    (
+                        "securityContext",
+                        Fields(
+                            &[
+                                ("runAsUser", Whole),
+                                ("runAsGroup", Whole),
+                                ("runAsNonRoot", Whole),
+                                ("supplementalGroups", Whole),
+                                ("fsGroup", Whole),
+                                ("seccompProfile", SECCOMP),
+                                (
+                                    "sysctls",
+                                    Each(&Fields(&[("name", Whole), ("value", Whole)], "")),
+                                ),
+                            ],
+                            "",
+                        ),
+                    ),
                     // Read by the scheduler: the kubelet decides whether the pod fits this
                     // node (machined's `placement`); what only ranks nodes is accepted.
                     ("nodeName", Whole),
@@ -140,6 +158,9 @@ const PREFERRED_ONLY: Supported = Fields(
     &[("preferredDuringSchedulingIgnoredDuringExecution", Whole)],
     "preferredDuringSchedulingIgnoredDuringExecution is",
 );
+
+/// A seccomp profile of a pod or a container, in [`SUPPORTED`].
+const SECCOMP: Supported = Fields(&[("type", Whole), ("localhostProfile", Whole)], "");
 
 /// A container, in [`SUPPORTED`].
 const CONTAINER: Supported = Fields(
@@ -214,6 +235,8 @@ const CONTAINER: Supported = Fields(
                     ("readOnlyRootFilesystem", Whole),
                     ("allowPrivilegeEscalation", Whole),
                     ("capabilities", Fields(&[("add", Whole), ("drop", Whole)], "")),
+                    ("runAsNonRoot", Whole),
+                    ("seccompProfile", SECCOMP),
                 ],
                 "",
             ),
@@ -438,8 +461,11 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         });
     }
     scheduling::check(c, spec, &path);
+    if let Some(context) = &spec.security_context {
+        let host_network = spec.host_network == Some(true);
+        security_context::check_pod(c, context, host_network, &format!("{path}.securityContext"));
+    }
     let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or_default(), &path);
-    let host_network = spec.host_network == Some(true);
     let mut names = HashSet::new();
     let mut host_ports = HashSet::new();
     for (i, container) in spec.containers.iter().enumerate() {
@@ -449,15 +475,7 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         c.check(names.insert(name), format!("{at}.name"), || {
             format!("{name:?} is used by another container of this pod")
         });
-        check_container(
-            c,
-            container,
-            &spec.containers,
-            &volumes,
-            host_network,
-            &mut host_ports,
-            &at,
-        );
+        check_container(c, container, spec, &volumes, &mut host_ports, &at);
     }
 }
 
@@ -526,17 +544,17 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
     names
 }
 
-/// Checks one container. `host_ports` gathers the (port, protocol) pairs the pod takes on the
-/// host, which two containers cannot share.
+/// Checks one container of the pod `spec`. `host_ports` gathers the (port, protocol) pairs
+/// the pod takes on the host, which two containers cannot share.
 fn check_container<'a>(
     c: &mut Checker,
     container: &'a Container,
-    containers: &[Container],
+    spec: &PodSpec,
     volumes: &HashSet<&str>,
-    host_network: bool,
     host_ports: &mut HashSet<(i32, &'a str)>,
     path: &str,
 ) {
+    let host_network = spec.host_network == Some(true);
     c.check(
         container.image.as_deref().is_some_and(|image| !image.is_empty()),
         format!("{path}.image"),
@@ -552,7 +570,7 @@ fn check_container<'a>(
     if let Some(message_path) = &container.termination_message_path {
         check_absolute(c, message_path, format!("{path}.terminationMessagePath"));
     }
-    env::check(c, container, containers, path);
+    env::check(c, container, &spec.containers, path);
     let port_names = check_ports(c, container, host_network, host_ports, path);
     check_mounts(c, container, volumes, path);
     if let Some(resources) = &container.resources {
@@ -561,6 +579,9 @@ fn check_container<'a>(
     if let Some(context) = &container.security_context {
         security_context::check(c, context, &format!("{path}.securityContext"));
     }
+    let (pod_context, context) =
+        (spec.security_context.as_ref(), container.security_context.as_ref());
+    security_context::check_user(c, pod_context, context, path);
     for (field, probe) in [
         ("livenessProbe", &container.liveness_probe),
         ("readinessProbe", &container.readiness_probe),
@@ -1164,6 +1185,37 @@ spec:
             with("    securityContext: {runAsUser: -1}"),
             ["web.yaml.spec.containers[0].securityContext.runAsUser: -1 is outside 0..2147483647"]
         );
+        let pod_level = concat!(
+            "  securityContext:\n",
+            "    runAsUser: 0\n",
+            "    runAsNonRoot: true\n",
+            "    fsGroup: -2\n",
+            "    supplementalGroups: [10, 3000000000]\n",
+            "    seccompProfile: {type: Localhost, localhostProfile: ../etc/profile.json}\n",
+            "    sysctls: [{name: net.core.somaxconn, value: \"1024\"}, {name: vm.swappiness, value: \"1\"}]\n",
+            "  hostNetwork: true\n",
+        );
+        let at = "web.yaml.spec.securityContext";
+        assert_eq!(
+            with(pod_level),
+            [
+                format!("{at}.fsGroup: -2 is outside 0..2147483647"),
+                format!("{at}.supplementalGroups[1]: 3000000000 is outside 0..2147483647"),
+                format!("{at}.seccompProfile.localhostProfile: needs a path relative to /var/lib/kubelet/seccomp, without '..', with type Localhost"),
+                format!("{at}.sysctls[0].name: \"net.core.somaxconn\": the pod shares the node's network; set it in machine.sysctls"),
+                format!("{at}.sysctls[1].name: \"vm.swappiness\" is no sysctl of the pod's own namespaces (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*): set the node's in machine.sysctls"),
+                "web.yaml.spec.containers[0].securityContext: runAsNonRoot contradicts runAsUser: 0 (of the container, or its pod)".to_string(),
+            ]
+        );
+        let fine = concat!(
+            "    securityContext: {runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}\n",
+            "  securityContext:\n",
+            "    runAsUser: 0\n",
+            "    fsGroup: 2000\n",
+            "    seccompProfile: {type: Unconfined}\n",
+            "    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"0\"}]\n",
+        );
+        assert_eq!(with(fine), Vec::<String>::new());
     }
 
     #[test]

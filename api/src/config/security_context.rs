@@ -1,9 +1,10 @@
-//! A container's `securityContext`, checked as the API server and the runtime would have it:
-//! user and group IDs in range, capability names the kernel knows (written as Kubernetes
-//! writes them, without `CAP_`, since containerd adds the prefix), and no request for
-//! `allowPrivilegeEscalation: false` that privileges would contradict.
+//! A pod's and its containers' `securityContext`, checked as the API server and the runtime
+//! would have them: user and group IDs in range, capability names the kernel knows (written
+//! as Kubernetes writes them, without `CAP_`, since containerd adds the prefix), no request for
+//! `allowPrivilegeEscalation: false` that privileges would contradict, seccomp profiles the
+//! node can load, sysctls a pod's namespaces hold, and no `runAsNonRoot` beside user 0.
 
-use k8s_openapi::api::core::v1::SecurityContext;
+use k8s_openapi::api::core::v1::{PodSecurityContext, SeccompProfile, SecurityContext};
 
 use super::validate::Checker;
 
@@ -52,16 +53,107 @@ const CAPABILITIES: [&str; 41] = [
     "CHECKPOINT_RESTORE",
 ];
 
-/// Checks a container's security context; problem paths start with `path`
-/// (`...containers[0].securityContext`).
-pub(super) fn check(c: &mut Checker, context: &SecurityContext, path: &str) {
-    let ids = [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)];
+/// Where a `Localhost` seccomp profile is read from, as the kubelet's `--seccomp-profile-root`
+/// (`machine.files` can put profiles there).
+pub const SECCOMP_PROFILE_ROOT: &str = "/var/lib/kubelet/seccomp";
+
+/// The sysctls a pod's own namespaces hold (Kubernetes' namespaced sysctls): the network's,
+/// and IPC's.
+const NAMESPACED_SYSCTLS: [&str; 5] =
+    ["net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue."];
+
+/// Checks a pod's security context; `host_network` when it shares the node's network.
+/// Problem paths start with `path` (`...spec.securityContext`).
+pub(super) fn check_pod(
+    c: &mut Checker,
+    context: &PodSecurityContext,
+    host_network: bool,
+    path: &str,
+) {
+    check_ids(c, &[("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)], path);
+    check_ids(c, &[("fsGroup", context.fs_group)], path);
+    for (i, group) in context.supplemental_groups.iter().flatten().enumerate() {
+        check_ids(c, &[(&format!("supplementalGroups[{i}]"), Some(*group))], path);
+    }
+    if let Some(profile) = &context.seccomp_profile {
+        check_seccomp(c, profile, &format!("{path}.seccompProfile"));
+    }
+    for (i, sysctl) in context.sysctls.iter().flatten().enumerate() {
+        let (name, at) = (&sysctl.name, format!("{path}.sysctls[{i}].name"));
+        let namespaced = NAMESPACED_SYSCTLS.iter().any(|prefix| name.starts_with(prefix))
+            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || "._-/".contains(ch));
+        c.check(namespaced, &at, || {
+            format!(
+                "{name:?} is no sysctl of the pod's own namespaces (net.*, kernel.shm*, \
+                 kernel.msg*, kernel.sem, fs.mqueue.*): set the node's in machine.sysctls"
+            )
+        });
+        c.check(!(host_network && name.starts_with("net.")), at, || {
+            format!("{name:?}: the pod shares the node's network; set it in machine.sysctls")
+        });
+    }
+}
+
+/// Checks the user a container runs as: `runAsNonRoot` (the container's, else the pod's)
+/// beside user 0. With no user given, the image's is checked when the container starts.
+pub(super) fn check_user(
+    c: &mut Checker,
+    pod: Option<&PodSecurityContext>,
+    container: Option<&SecurityContext>,
+    path: &str,
+) {
+    let non_root =
+        container.and_then(|s| s.run_as_non_root).or(pod.and_then(|s| s.run_as_non_root));
+    let user = container.and_then(|s| s.run_as_user).or(pod.and_then(|s| s.run_as_user));
+    c.check(
+        !(non_root == Some(true) && user == Some(0)),
+        format!("{path}.securityContext"),
+        || "runAsNonRoot contradicts runAsUser: 0 (of the container, or its pod)".to_string(),
+    );
+}
+
+fn check_ids(c: &mut Checker, ids: &[(&str, Option<i64>)], path: &str) {
     for (field, id) in ids {
         if let Some(id) = id {
-            c.check((0..=i64::from(i32::MAX)).contains(&id), format!("{path}.{field}"), || {
+            c.check((0..=i64::from(i32::MAX)).contains(id), format!("{path}.{field}"), || {
                 format!("{id} is outside 0..2147483647")
             });
         }
+    }
+}
+
+fn check_seccomp(c: &mut Checker, profile: &SeccompProfile, path: &str) {
+    let kind = profile.type_.as_str();
+    let localhost = profile.localhost_profile.as_deref();
+    match kind {
+        "RuntimeDefault" | "Unconfined" => {
+            c.check(localhost.is_none(), format!("{path}.localhostProfile"), || {
+                format!("is only for type Localhost, not {kind}")
+            });
+        }
+        "Localhost" => {
+            let relative = localhost.is_some_and(|p| {
+                !p.is_empty() && !p.starts_with('/') && !p.split('/').any(|part| part == "..")
+            });
+            c.check(relative, format!("{path}.localhostProfile"), || {
+                format!(
+                    "needs a path relative to {SECCOMP_PROFILE_ROOT}, without '..', with type Localhost"
+                )
+            });
+        }
+        _ => c.fail(
+            format!("{path}.type"),
+            format!("{kind:?} is not one of RuntimeDefault, Unconfined, Localhost"),
+        ),
+    }
+}
+
+/// Checks a container's security context; problem paths start with `path`
+/// (`...containers[0].securityContext`).
+pub(super) fn check(c: &mut Checker, context: &SecurityContext, path: &str) {
+    check_ids(c, &[("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)], path);
+    if let Some(profile) = &context.seccomp_profile {
+        check_seccomp(c, profile, &format!("{path}.seccompProfile"));
     }
     let capabilities = context.capabilities.as_ref();
     let lists = [

@@ -58,11 +58,28 @@ const FAILING_PODS: &str = r#"
       metadata: {name: sleeper}
       spec:
         terminationGracePeriodSeconds: 2
+        securityContext:
+          runAsUser: 1000
+          runAsGroup: 2000
+          fsGroup: 3000
+          supplementalGroups: [4000]
+          seccompProfile: {type: RuntimeDefault}
+          sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: "80"}]
+        volumes: [{name: scratch, emptyDir: {}}]
         containers:
           - name: main
             image: localhost/busybox:latest
-            command: [sh, -c, "id; touch /probe; exec sleep 3600"]
-            securityContext: {runAsUser: 1000, runAsGroup: 2000, readOnlyRootFilesystem: true}
+            command:
+              - sh
+              - -c
+              - |
+                id; touch /probe
+                touch /scratch/made && echo "made in scratch, group $(stat -c %g /scratch/made)"
+                grep Seccomp: /proc/self/status
+                echo "unprivileged ports from $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)"
+                exec sleep 3600
+            volumeMounts: [{name: scratch, mountPath: /scratch}]
+            securityContext: {runAsNonRoot: true, readOnlyRootFilesystem: true}
     - apiVersion: v1
       kind: Pod
       metadata: {name: hostnet}
@@ -323,6 +340,13 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         sleeper.contains("uid=1000 gid=2000") && sleeper.contains("Read-only file system"),
         "{sleeper}"
     );
+    // The pod's security context: its fsGroup and supplemental groups joined, the fsGroup
+    // owning what is made in an emptyDir, seccomp filtering, the pod's sysctl.
+    let groups = sleeper.lines().find(|l| l.starts_with("uid=")).unwrap_or_default();
+    assert!(groups.contains("3000") && groups.contains("4000"), "{sleeper}");
+    assert!(sleeper.contains("made in scratch, group 3000"), "{sleeper}");
+    assert!(sleeper.contains("Seccomp:\t2"), "{sleeper}");
+    assert!(sleeper.contains("unprivileged ports from 80"), "{sleeper}");
     // On the node's network: reached at the node's port, no portmap involved.
     wait_pod(admin, n, "hostnet", Duration::from_secs(60), ready);
     let page = eventually(Duration::from_secs(30), || {

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
+};
 
 use crate::workloads::cri::v1;
 
@@ -121,6 +123,7 @@ pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
     } else {
         spec.hostname.clone().unwrap_or_else(|| pod.name.clone())
     };
+    let context = spec.security_context.clone().unwrap_or_default();
     v1::PodSandboxConfig {
         metadata: Some(v1::PodSandboxMetadata {
             name: pod.name.clone(),
@@ -138,11 +141,94 @@ pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
             security_context: Some(v1::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(&pod.pod)),
                 privileged,
+                run_as_user: context.run_as_user.map(|value| v1::Int64Value { value }),
+                run_as_group: context.run_as_group.map(|value| v1::Int64Value { value }),
+                supplemental_groups: supplemental_groups(&pod.pod),
+                seccomp: context.seccomp_profile.as_ref().map(security_profile),
                 ..Default::default()
             }),
+            sysctls: context
+                .sysctls
+                .iter()
+                .flatten()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect(),
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The groups every process of the pod joins: its `supplementalGroups` and its `fsGroup`.
+fn supplemental_groups(pod: &Pod) -> Vec<i64> {
+    let context = spec(pod).security_context.as_ref();
+    let mut groups: Vec<i64> =
+        context.and_then(|c| c.supplemental_groups.clone()).unwrap_or_default();
+    groups.extend(context.and_then(|c| c.fs_group));
+    groups.dedup();
+    groups
+}
+
+/// The pod's `fsGroup`, which owns its emptyDirs.
+pub fn fs_group(pod: &Pod) -> Option<u32> {
+    let group = spec(pod).security_context.as_ref()?.fs_group?;
+    u32::try_from(group).ok()
+}
+
+/// A seccomp profile as CRI takes it; a Localhost one is a file under the kubelet's
+/// profile root.
+fn security_profile(profile: &SeccompProfile) -> v1::SecurityProfile {
+    use cairn_api::config::security_context::SECCOMP_PROFILE_ROOT;
+    use v1::security_profile::ProfileType;
+    let (kind, localhost_ref) = match profile.type_.as_str() {
+        "Localhost" => (
+            ProfileType::Localhost,
+            format!(
+                "{SECCOMP_PROFILE_ROOT}/{}",
+                profile.localhost_profile.as_deref().unwrap_or_default()
+            ),
+        ),
+        "Unconfined" => (ProfileType::Unconfined, String::new()),
+        _ => (ProfileType::RuntimeDefault, String::new()),
+    };
+    v1::SecurityProfile { profile_type: kind.into(), localhost_ref }
+}
+
+/// The container's security setting `field`, else the pod's, as Kubernetes merges them.
+fn effective<T: Clone>(
+    pod: &Pod,
+    container: &Container,
+    of_container: impl Fn(&SecurityContext) -> Option<T>,
+    of_pod: impl Fn(&PodSecurityContext) -> Option<T>,
+) -> Option<T> {
+    container
+        .security_context
+        .as_ref()
+        .and_then(&of_container)
+        .or_else(|| spec(pod).security_context.as_ref().and_then(&of_pod))
+}
+
+/// Whether `container` asks to run as non-root with no user of its own (nor its pod's): then
+/// its image's user decides, which the kubelet must look up.
+pub fn needs_image_user(pod: &Pod, container: &Container) -> bool {
+    let non_root = effective(pod, container, |s| s.run_as_non_root, |s| s.run_as_non_root);
+    let user = effective(pod, container, |s| s.run_as_user, |s| s.run_as_user);
+    non_root == Some(true) && user.is_none()
+}
+
+/// Why a container that must run as non-root cannot start from an image whose user is
+/// `uid` (numeric) or `username` (the image config's `User`, when not numeric); as the
+/// upstream kubelet words it.
+pub fn image_user_problem(uid: Option<i64>, username: &str) -> Option<String> {
+    match (uid, username) {
+        (Some(0), _) | (None, "") => {
+            Some("container has runAsNonRoot and image will run as root".into())
+        }
+        (None, name) => Some(format!(
+            "container has runAsNonRoot and image has non-numeric user ({name}), cannot verify \
+             user is non-root"
+        )),
+        (Some(_), _) => None,
     }
 }
 
@@ -306,8 +392,24 @@ pub fn container_config(
             security_context: Some(v1::LinuxContainerSecurityContext {
                 privileged: security.privileged.unwrap_or(false),
                 namespace_options: Some(namespace_options(&pod.pod)),
-                run_as_user: security.run_as_user.map(|value| v1::Int64Value { value }),
-                run_as_group: security.run_as_group.map(|value| v1::Int64Value { value }),
+                run_as_user: effective(&pod.pod, container, |s| s.run_as_user, |s| s.run_as_user)
+                    .map(|value| v1::Int64Value { value }),
+                run_as_group: effective(
+                    &pod.pod,
+                    container,
+                    |s| s.run_as_group,
+                    |s| s.run_as_group,
+                )
+                .map(|value| v1::Int64Value { value }),
+                supplemental_groups: supplemental_groups(&pod.pod),
+                seccomp: effective(
+                    &pod.pod,
+                    container,
+                    |s| s.seccomp_profile.clone(),
+                    |s| s.seccomp_profile.clone(),
+                )
+                .as_ref()
+                .map(security_profile),
                 readonly_rootfs: security.read_only_root_filesystem.unwrap_or(false),
                 capabilities: security.capabilities.map(|caps| v1::Capability {
                     add_capabilities: caps.add.unwrap_or_default(),
@@ -449,6 +551,66 @@ mod tests {
                 // A request defaults to the limit.
                 ("MEM_REQ", "104857600"),
             ]
+        );
+    }
+
+    #[test]
+    fn the_pods_security_context_reaches_its_sandbox_and_containers() {
+        let pod = desired(concat!(
+            "metadata: {name: db}\n",
+            "spec:\n",
+            "  securityContext:\n",
+            "    runAsUser: 999\n",
+            "    runAsGroup: 999\n",
+            "    fsGroup: 2000\n",
+            "    supplementalGroups: [10]\n",
+            "    seccompProfile: {type: RuntimeDefault}\n",
+            "    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: \"0\"}]\n",
+            "  containers:\n",
+            "  - {name: main, image: busybox, securityContext: {runAsUser: 1000}}\n",
+            "  - name: tool\n",
+            "    image: busybox\n",
+            "    securityContext: {runAsNonRoot: true, seccompProfile: {type: Localhost, localhostProfile: p/audit.json}}\n",
+        ));
+        let sandbox = sandbox_config(&pod, 0).linux.unwrap();
+        assert_eq!(sandbox.sysctls["net.ipv4.ip_unprivileged_port_start"], "0");
+        let context = sandbox.security_context.unwrap();
+        assert_eq!(context.run_as_user, Some(v1::Int64Value { value: 999 }));
+        assert_eq!(context.supplemental_groups, [10, 2000]);
+        let runtime_default = i32::from(v1::security_profile::ProfileType::RuntimeDefault);
+        assert_eq!(context.seccomp.unwrap().profile_type, runtime_default);
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let security = |index: usize| {
+            let container = &containers(&pod.pod)[index];
+            let config = container_config(&pod, container, 0, "i", &volumes, &placement()).unwrap();
+            config.linux.unwrap().security_context.unwrap()
+        };
+        let main = security(0);
+        // The container's own user; the pod's group and groups.
+        assert_eq!(main.run_as_user, Some(v1::Int64Value { value: 1000 }));
+        assert_eq!(main.run_as_group, Some(v1::Int64Value { value: 999 }));
+        assert_eq!(main.supplemental_groups, [10, 2000]);
+        assert_eq!(main.seccomp.unwrap().profile_type, runtime_default);
+        let tool = security(1);
+        let profile = tool.seccomp.unwrap();
+        assert_eq!(profile.localhost_ref, "/var/lib/kubelet/seccomp/p/audit.json");
+        assert_eq!(fs_group(&pod.pod), Some(2000));
+        // runAsNonRoot with the pod's user: no need to ask the image.
+        assert!(!needs_image_user(&pod.pod, &containers(&pod.pod)[1]));
+    }
+
+    #[test]
+    fn run_as_non_root_is_checked_against_the_images_user() {
+        let pod = desired("metadata: {name: p}\nspec: {containers: [{name: c, image: i, securityContext: {runAsNonRoot: true}}]}");
+        assert!(needs_image_user(&pod.pod, &containers(&pod.pod)[0]));
+        assert_eq!(image_user_problem(Some(1000), ""), None);
+        let root = Some("container has runAsNonRoot and image will run as root".to_string());
+        assert_eq!(image_user_problem(Some(0), ""), root);
+        assert_eq!(image_user_problem(None, ""), root);
+        assert_eq!(
+            image_user_problem(None, "nginx").unwrap(),
+            "container has runAsNonRoot and image has non-numeric user (nginx), cannot verify user is non-root"
         );
     }
 

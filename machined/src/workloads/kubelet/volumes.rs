@@ -179,12 +179,20 @@ pub fn tmpfs_options(
 pub struct PodVolumes<'a> {
     dir: PathBuf,
     mounter: &'a dyn Mounter,
+    fs_group: Option<u32>,
 }
 
 impl<'a> PodVolumes<'a> {
     /// The volumes kept in `dir` (the pod's data directory), mounted by `mounter`.
     pub fn new(dir: PathBuf, mounter: &'a dyn Mounter) -> PodVolumes<'a> {
-        PodVolumes { dir, mounter }
+        PodVolumes { dir, mounter, fs_group: None }
+    }
+
+    /// The same volumes, whose emptyDirs belong to group `fs_group` (the pod's `fsGroup`):
+    /// group-writable, and what is made in them inherits the group (set-group-ID), as the
+    /// upstream kubelet sets a volume's ownership.
+    pub fn with_fs_group(self, fs_group: Option<u32>) -> PodVolumes<'a> {
+        PodVolumes { fs_group, ..self }
     }
 
     /// Where a subPath of `volume` mounted by `container` as its `index`th volumeMount is
@@ -207,6 +215,11 @@ impl<'a> PodVolumes<'a> {
             if !self.mounts_at(&dir)? {
                 self.mount(Mount::Tmpfs { target: dir.clone(), options })?;
             }
+        }
+        if let Some(group) = self.fs_group {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::os::unix::fs::lchown(&dir, None, Some(group)).map_err(io)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2777)).map_err(io)?;
         }
         Ok(dir)
     }
@@ -453,6 +466,22 @@ mod tests {
             options("{name: a, emptyDir: {medium: HugePages-2Mi}}"),
             Err("volume \"a\": medium \"HugePages-2Mi\" is not supported".into())
         );
+    }
+
+    #[test]
+    fn an_fs_group_owns_the_empty_dirs_and_not_host_paths() {
+        use std::os::unix::fs::MetadataExt as _;
+        let base = tempfile::tempdir().unwrap();
+        let host = base.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(base.path().join("pod"), &mounter).with_fs_group(Some(2000));
+        let dir = volumes.host_path(&volume("{name: scratch, emptyDir: {}}")).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+        let yaml = format!("{{name: data, hostPath: {{path: {}}}}}", host.display());
+        let host_meta = std::fs::metadata(volumes.host_path(&volume(&yaml)).unwrap()).unwrap();
+        assert_ne!(host_meta.gid(), 2000);
     }
 
     #[test]

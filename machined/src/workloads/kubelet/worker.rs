@@ -331,6 +331,21 @@ impl Worker {
         Ok(())
     }
 
+    /// Why `image` may not run a container that must not run as root; None when it may.
+    async fn image_user_problem(&mut self, image: &str) -> Option<String> {
+        let request = v1::ImageStatusRequest {
+            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+            verbose: false,
+        };
+        match self.cri.images.image_status(request).await {
+            Ok(status) => {
+                let image = status.into_inner().image.unwrap_or_default();
+                spec::image_user_problem(image.uid.map(|uid| uid.value), &image.username)
+            }
+            Err(e) => Some(format!("asking containerd for the user of {image}: {}", e.message())),
+        }
+    }
+
     async fn sandbox_ip(&mut self, id: &str) -> Option<String> {
         let status = self
             .cri
@@ -548,12 +563,21 @@ impl Worker {
                 return;
             }
         };
+        let user_problem = match spec::needs_image_user(&self.pod.pod, &container) {
+            true => self.image_user_problem(&image).await,
+            false => None,
+        };
         let track = &mut self.tracks[index];
         track.pull_backoff.reset();
         track.pull_retry_at = None;
+        if let Some(problem) = user_problem {
+            track.view.waiting = Some(("CreateContainerConfigError".into(), problem));
+            return;
+        }
         let attempt = track.next_attempt;
         let config = {
-            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter);
+            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
+                .with_fs_group(spec::fs_group(&self.pod.pod));
             let pod_ip = self.sandbox.as_ref().and_then(|s| s.ip.clone());
             spec::container_config(
                 &self.pod,
