@@ -13,6 +13,7 @@
 //! Later schema versions get their own module; old versions stay readable.
 
 mod ca;
+pub mod dns;
 pub mod env;
 mod float_quantities;
 mod labels;

@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
 use super::validate::{is_dns_label, Checker, Problem};
-use super::{env, float_quantities, scheduling, security_context, shape};
+use super::{dns, env, float_quantities, scheduling, security_context, shape};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -48,10 +48,11 @@ use Supported::{Each, Fields, Whole};
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
-/// required pod (anti-)affinity, `imagePullSecrets`, `dnsPolicy`, SELinux and AppArmor options,
-/// volume sources other than hostPath and emptyDir, `env[].valueFrom` other than the pod's own
-/// fields and resources (ConfigMaps, Secrets), grpc probes, `stdin`/`tty`, resources other
-/// than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory` (which makes it a tmpfs of that size)
+/// required pod (anti-)affinity, `imagePullSecrets`, `hostAliases`, SELinux and AppArmor
+/// options, volume sources other than hostPath and emptyDir, `env[].valueFrom` other than the
+/// pod's own fields and resources (ConfigMaps, Secrets), grpc probes, `stdin`/`tty`, resources
+/// other than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory`
+/// (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
 static SUPPORTED: Supported = Fields(
     &[
@@ -71,6 +72,26 @@ static SUPPORTED: Supported = Fields(
                     ("containers", Each(&CONTAINER)),
                     ("restartPolicy", Whole),
                     ("hostNetwork", Whole),
+                    ("hostPID", Whole),
+                    ("hostIPC", Whole),
+                    ("shareProcessNamespace", Whole),
+                    // No Services on a node of its own: no links to inject.
+                    ("enableServiceLinks", Whole),
+                    ("dnsPolicy", Whole),
+                    (
+                        "dnsConfig",
+                        Fields(
+                            &[
+                                ("nameservers", Whole),
+                                ("searches", Whole),
+                                (
+                                    "options",
+                                    Each(&Fields(&[("name", Whole), ("value", Whole)], "")),
+                                ),
+                            ],
+                            "",
+                        ),
+                    ),
                     ("hostname", Whole),
                     ("terminationGracePeriodSeconds", Whole),
                     (
@@ -461,6 +482,11 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         });
     }
     scheduling::check(c, spec, &path);
+    dns::check(c, spec, &path);
+    let both = spec.host_pid == Some(true) && spec.share_process_namespace == Some(true);
+    c.check(!both, format!("{path}.shareProcessNamespace"), || {
+        "and hostPID together: the pod shares the node's processes or its own".to_string()
+    });
     if let Some(context) = &spec.security_context {
         let host_network = spec.host_network == Some(true);
         security_context::check_pod(c, context, host_network, &format!("{path}.securityContext"));
@@ -1043,11 +1069,11 @@ spec:
         );
         refused("status: {phase: Running}", "web.yaml.status: not supported by Cairn's kubelet");
         refused(
-            "  dnsPolicy: ClusterFirst",
-            "web.yaml.spec.dnsPolicy: not supported by Cairn's kubelet",
+            "  hostAliases: [{ip: 127.0.0.1, hostnames: [db]}]",
+            "web.yaml.spec.hostAliases: not supported by Cairn's kubelet",
         );
         // Null is absent, as in Kubernetes.
-        assert_eq!(with("  dnsPolicy: null"), Vec::<String>::new());
+        assert_eq!(with("  hostAliases: null"), Vec::<String>::new());
         refused(
             "  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: []}}",
             "web.yaml.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution: not supported by Cairn's kubelet (preferredDuringSchedulingIgnoredDuringExecution is)",
@@ -1079,6 +1105,30 @@ spec:
                 format!("{at}[1].valueFrom.resourceFieldRef.resource: \"limits.gpu\" is not a resource Cairn's kubelet sets (limits.cpu, limits.memory, requests.cpu, requests.memory)"),
                 format!("{at}[1].valueFrom.resourceFieldRef.containerName: \"db\" names no container of this pod"),
                 format!("{at}[2].valueFrom: needs one of fieldRef and resourceFieldRef"),
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_and_namespaces_are_checked_as_the_api_server_does() {
+        let fine = "  dnsPolicy: None\n  dnsConfig: {nameservers: [192.0.2.53], searches: [lan], options: [{name: ndots, value: \"2\"}]}\n  hostPID: true\n  hostIPC: true\n  enableServiceLinks: false";
+        assert_eq!(with(fine), Vec::<String>::new());
+        let wrong = "  dnsPolicy: None\n  dnsConfig: {options: [{value: \"2\"}]}\n  hostPID: true\n  shareProcessNamespace: true";
+        assert_eq!(
+            with(wrong),
+            [
+                "web.yaml.spec.dnsConfig.nameservers: needs at least one nameserver with dnsPolicy None",
+                "web.yaml.spec.dnsConfig.options[0].name: is required",
+                "web.yaml.spec.shareProcessNamespace: and hostPID together: the pod shares the node's processes or its own",
+            ]
+        );
+        let many = "  dnsPolicy: Sometimes\n  dnsConfig: {nameservers: [1.1.1.1, 8.8.8.8, 9.9.9.9, dns.example]}";
+        assert_eq!(
+            with(many),
+            [
+                "web.yaml.spec.dnsPolicy: \"Sometimes\" is not one of ClusterFirst, ClusterFirstWithHostNet, Default, None",
+                "web.yaml.spec.dnsConfig.nameservers: has 4 entries; a resolver reads at most 3",
+                "web.yaml.spec.dnsConfig.nameservers[3]: \"dns.example\" is not an IP address",
             ]
         );
     }

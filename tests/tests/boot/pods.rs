@@ -392,10 +392,12 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
             "  nodeSelector: {kubernetes.io/os: linux}\n",
             "  serviceAccountName: batch\n",
             "  tolerations: [{operator: Exists}]\n",
+            // The node's resolvers, and more.
+            "  dnsConfig: {searches: [cairn.test], options: [{name: ndots, value: \"3\"}]}\n",
             "  containers:\n",
             "  - name: main\n",
             "    image: localhost/busybox:latest\n",
-            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; echo batch done\"]\n",
+            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; cat /etc/resolv.conf; echo batch done\"]\n",
             "    env:\n",
             "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
             "    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n",
@@ -419,6 +421,8 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert!(logs.contains("NoNewPrivs:\t1"), "{logs}");
     // The downward API: the node's name and the pod's address.
     assert!(logs.contains("on qemu-node at 10.244.0."), "{logs}");
+    assert!(logs.contains("nameserver 10.0.2.3") && logs.contains("cairn.test"), "{logs}");
+    assert!(logs.contains("ndots:3"), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
 
     // Pods removed from the config go; web, unchanged, keeps running (same uid).

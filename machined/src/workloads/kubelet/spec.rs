@@ -86,13 +86,63 @@ fn pod_labels(pod: &DesiredPod) -> HashMap<String, String> {
 
 /// The namespaces of the pod's containers: the pod's network and IPC, their own PIDs.
 fn namespace_options(pod: &Pod) -> v1::NamespaceOption {
-    let network = if host_network(pod) { v1::NamespaceMode::Node } else { v1::NamespaceMode::Pod };
+    use v1::NamespaceMode::{Container, Node, Pod as Shared};
+    let spec = spec(pod);
+    let node = |flag: Option<bool>, otherwise: v1::NamespaceMode| match flag {
+        Some(true) => Node,
+        _ => otherwise,
+    };
+    let pid = match spec.share_process_namespace {
+        Some(true) => Shared,
+        _ => Container,
+    };
     v1::NamespaceOption {
-        network: network.into(),
-        pid: v1::NamespaceMode::Container.into(),
-        ipc: v1::NamespaceMode::Pod.into(),
+        network: node(spec.host_network, Shared).into(),
+        pid: node(spec.host_pid, pid).into(),
+        ipc: node(spec.host_ipc, Shared).into(),
         ..Default::default()
     }
+}
+
+/// The resolver settings of `pod`'s sandbox; None leaves the node's (`node_resolv`, the text
+/// of its resolv.conf) as they are, which is what a pod gets with no `dnsConfig` and any
+/// policy but `None`: this node has no cluster DNS. With `None` the pod's `dnsConfig` is all;
+/// with another policy it adds to the node's (options replaced by name), as the upstream
+/// kubelet merges them.
+pub fn dns_config(pod: &Pod, node_resolv: &str) -> Option<v1::DnsConfig> {
+    use cairn_api::config::dns::{MAX_NAMESERVERS, MAX_SEARCHES};
+    let spec = spec(pod);
+    let pods = spec.dns_config.as_ref()?;
+    let option = |name: &str, value: Option<&str>| match value {
+        Some(value) => format!("{name}:{value}"),
+        None => name.to_string(),
+    };
+    let mut config = v1::DnsConfig::default();
+    if spec.dns_policy.as_deref() != Some("None") {
+        for line in node_resolv.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => config.servers.extend(words.next().map(String::from)),
+                Some("search" | "domain") => config.searches.extend(words.map(String::from)),
+                Some("options") => config.options.extend(words.map(String::from)),
+                _ => {}
+            }
+        }
+    }
+    config.servers.extend(pods.nameservers.iter().flatten().cloned());
+    config.searches.extend(pods.searches.iter().flatten().cloned());
+    for wanted in pods.options.iter().flatten() {
+        let name = wanted.name.clone().unwrap_or_default();
+        config.options.retain(|o| o.split(':').next() != Some(name.as_str()));
+        config.options.push(option(&name, wanted.value.as_deref()));
+    }
+    for list in [&mut config.servers, &mut config.searches] {
+        let mut seen = std::collections::HashSet::new();
+        list.retain(|entry| seen.insert(entry.clone()));
+    }
+    config.servers.truncate(MAX_NAMESERVERS);
+    config.searches.truncate(MAX_SEARCHES);
+    Some(config)
 }
 
 /// The sandbox of `pod`, attempt `attempt`.
@@ -612,6 +662,52 @@ mod tests {
             image_user_problem(None, "nginx").unwrap(),
             "container has runAsNonRoot and image has non-numeric user (nginx), cannot verify user is non-root"
         );
+    }
+
+    #[test]
+    fn dns_settings_replace_or_add_to_the_nodes() {
+        let node = "# written by machined\nnameserver 10.0.2.3\nnameserver 192.0.2.53\nsearch lan\noptions ndots:1 edns0\n";
+        let plain = desired("metadata: {name: p}\nspec: {dnsPolicy: ClusterFirst, containers: [{name: c, image: i}]}");
+        assert_eq!(dns_config(&plain.pod, node), None);
+        let own = desired(concat!(
+            "metadata: {name: p}\n",
+            "spec:\n",
+            "  dnsPolicy: None\n",
+            "  dnsConfig: {nameservers: [1.1.1.1], searches: [svc.example], options: [{name: ndots, value: \"5\"}]}\n",
+            "  containers: [{name: c, image: i}]\n",
+        ));
+        let config = dns_config(&own.pod, node).unwrap();
+        assert_eq!(
+            (config.servers, config.searches, config.options),
+            (
+                vec!["1.1.1.1".to_string()],
+                vec!["svc.example".to_string()],
+                vec!["ndots:5".to_string()],
+            )
+        );
+        let added = desired(concat!(
+            "metadata: {name: p}\n",
+            "spec:\n",
+            "  dnsConfig: {nameservers: [10.0.2.3, 1.1.1.1, 8.8.8.8], searches: [lan, extra], options: [{name: ndots, value: \"3\"}, {name: rotate}]}\n",
+            "  containers: [{name: c, image: i}]\n",
+        ));
+        let config = dns_config(&added.pod, node).unwrap();
+        assert_eq!(config.servers, ["10.0.2.3", "192.0.2.53", "1.1.1.1"]);
+        assert_eq!(config.searches, ["lan", "extra"]);
+        assert_eq!(config.options, ["edns0", "ndots:3", "rotate"]);
+    }
+
+    #[test]
+    fn host_namespaces_are_shared_as_asked() {
+        let pod = desired("metadata: {name: p}\nspec: {hostPID: true, hostIPC: true, containers: [{name: c, image: i}]}");
+        let options = namespace_options(&pod.pod);
+        let node = i32::from(v1::NamespaceMode::Node);
+        assert_eq!(
+            (options.pid, options.ipc, options.network),
+            (node, node, i32::from(v1::NamespaceMode::Pod))
+        );
+        let shared = desired("metadata: {name: p}\nspec: {shareProcessNamespace: true, containers: [{name: c, image: i}]}");
+        assert_eq!(namespace_options(&shared.pod).pid, i32::from(v1::NamespaceMode::Pod));
     }
 
     #[test]

@@ -296,7 +296,9 @@ impl Worker {
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(());
         }
-        let config = spec::sandbox_config(&self.pod, attempt);
+        let mut config = spec::sandbox_config(&self.pod, attempt);
+        let node_resolv = std::fs::read_to_string(crate::network::RESOLV_CONF).unwrap_or_default();
+        config.dns_config = spec::dns_config(&self.pod.pod, &node_resolv);
         std::fs::create_dir_all(&config.log_directory)?;
         let request =
             v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
