@@ -342,7 +342,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     );
     // The pod's security context: its fsGroup and supplemental groups joined, the fsGroup
     // owning what is made in an emptyDir, seccomp filtering, the pod's sysctl.
-    let groups = sleeper.lines().find(|l| l.starts_with("uid=")).unwrap_or_default();
+    let groups = sleeper.lines().find(|l| l.contains("uid=")).unwrap_or_default();
     assert!(groups.contains("3000") && groups.contains("4000"), "{sleeper}");
     assert!(sleeper.contains("made in scratch, group 3000"), "{sleeper}");
     assert!(sleeper.contains("Seccomp:\t2"), "{sleeper}");
