@@ -17,7 +17,10 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe, ResourceRequirements, Volume};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, HTTPGetAction, Pod, PodSpec, Probe, ResourceRequirements,
+    TCPSocketAction, Volume,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
@@ -264,6 +267,7 @@ const CONTAINER: Supported = Fields(
         ),
         ("livenessProbe", PROBE),
         ("readinessProbe", PROBE),
+        ("lifecycle", Fields(&[("postStart", HOOK), ("preStop", HOOK)], "")),
         ("startupProbe", PROBE),
         ("terminationMessagePath", Whole),
     ],
@@ -273,23 +277,34 @@ const CONTAINER: Supported = Fields(
 /// Resource requests or limits, in [`SUPPORTED`].
 const RESOURCES: Supported = Fields(&[("cpu", Whole), ("memory", Whole)], "cpu and memory are");
 
+/// An HTTP GET of a probe or a hook, in [`SUPPORTED`].
+const HTTP_GET: Supported = Fields(
+    &[
+        ("path", Whole),
+        ("port", Whole),
+        ("host", Whole),
+        ("scheme", Whole),
+        ("httpHeaders", Each(&Fields(&[("name", Whole), ("value", Whole)], ""))),
+    ],
+    "",
+);
+
+/// A postStart or preStop hook, in [`SUPPORTED`].
+const HOOK: Supported = Fields(
+    &[
+        ("exec", Fields(&[("command", Whole)], "")),
+        ("httpGet", HTTP_GET),
+        ("tcpSocket", Fields(&[("port", Whole), ("host", Whole)], "")),
+        ("sleep", Fields(&[("seconds", Whole)], "")),
+    ],
+    "",
+);
+
 /// A liveness, readiness or startup probe, in [`SUPPORTED`].
 const PROBE: Supported = Fields(
     &[
         ("exec", Fields(&[("command", Whole)], "")),
-        (
-            "httpGet",
-            Fields(
-                &[
-                    ("path", Whole),
-                    ("port", Whole),
-                    ("host", Whole),
-                    ("scheme", Whole),
-                    ("httpHeaders", Each(&Fields(&[("name", Whole), ("value", Whole)], ""))),
-                ],
-                "",
-            ),
-        ),
+        ("httpGet", HTTP_GET),
         ("tcpSocket", Fields(&[("port", Whole), ("host", Whole)], "")),
         ("initialDelaySeconds", Whole),
         ("periodSeconds", Whole),
@@ -608,6 +623,7 @@ fn check_container<'a>(
     let (pod_context, context) =
         (spec.security_context.as_ref(), container.security_context.as_ref());
     security_context::check_user(c, pod_context, context, path);
+    check_lifecycle(c, container, &port_names, path);
     for (field, probe) in [
         ("livenessProbe", &container.liveness_probe),
         ("readinessProbe", &container.readiness_probe),
@@ -733,41 +749,15 @@ fn check_probe(
     port_names: &HashSet<&str>,
     path: &str,
 ) {
-    let handlers = [probe.exec.is_some(), probe.http_get.is_some(), probe.tcp_socket.is_some()];
-    match handlers.iter().filter(|set| **set).count() {
-        // A grpc probe alone is refused as a field already.
-        0 if probe.grpc.is_none() => c.fail(path, "needs a handler: exec, httpGet or tcpSocket"),
-        0 | 1 => {}
-        _ => c.fail(path, "has more than one handler: keep one of exec, httpGet and tcpSocket"),
-    }
-    if let Some(exec) = &probe.exec {
-        c.check(
-            exec.command.as_ref().is_some_and(|command| !command.is_empty()),
-            format!("{path}.exec.command"),
-            || "is required".to_string(),
-        );
-    }
-    let targets = [
-        probe.http_get.as_ref().map(|http| ("httpGet", &http.port)),
-        probe.tcp_socket.as_ref().map(|tcp| ("tcpSocket", &tcp.port)),
-    ];
-    for (handler, port) in targets.into_iter().flatten() {
-        let reason = match port {
-            IntOrString::Int(port) if !(1..=65535).contains(port) => {
-                format!("{port} is outside 1..65535")
-            }
-            IntOrString::String(name) if !port_names.contains(name.as_str()) => {
-                format!("{name:?} names no port of this container")
-            }
-            _ => continue,
-        };
-        c.fail(format!("{path}.{handler}.port"), reason);
-    }
-    if let Some(scheme) = probe.http_get.as_ref().and_then(|http| http.scheme.as_ref()) {
-        c.check(scheme == "HTTP", format!("{path}.httpGet.scheme"), || {
-            format!("{scheme:?} is {UNSUPPORTED} (HTTP is)")
-        });
-    }
+    let action = Action {
+        exec: probe.exec.as_ref(),
+        http_get: probe.http_get.as_ref(),
+        tcp_socket: probe.tcp_socket.as_ref(),
+        // A grpc probe is refused as a field already.
+        other: probe.grpc.is_some(),
+        names: "exec, httpGet and tcpSocket",
+    };
+    check_action(c, &action, port_names, path);
     for (field, value) in [
         ("initialDelaySeconds", probe.initial_delay_seconds),
         ("periodSeconds", probe.period_seconds),
@@ -783,6 +773,84 @@ fn check_probe(
         c.check(!one_success || threshold == 1, format!("{path}.successThreshold"), || {
             format!("{threshold} is not 1: liveness and startup probes succeed once")
         });
+    }
+}
+
+/// What a probe or a lifecycle hook does.
+struct Action<'a> {
+    exec: Option<&'a ExecAction>,
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+    /// Another handler is set (a hook's sleep; a probe's grpc, refused by name).
+    other: bool,
+    /// The handlers it may have, for messages.
+    names: &'static str,
+}
+
+/// Checks a probe's or hook's action: one handler, its command, its port.
+fn check_action(c: &mut Checker, action: &Action<'_>, port_names: &HashSet<&str>, path: &str) {
+    let set = [
+        action.exec.is_some(),
+        action.http_get.is_some(),
+        action.tcp_socket.is_some(),
+        action.other,
+    ];
+    let names = action.names;
+    match set.iter().filter(|set| **set).count() {
+        0 => c.fail(path, format!("needs a handler: one of {names}")),
+        1 => {}
+        _ => c.fail(path, format!("has more than one handler: keep one of {names}")),
+    }
+    if let Some(exec) = action.exec {
+        c.check(
+            exec.command.as_ref().is_some_and(|command| !command.is_empty()),
+            format!("{path}.exec.command"),
+            || "is required".to_string(),
+        );
+    }
+    let targets = [
+        action.http_get.map(|http| ("httpGet", &http.port)),
+        action.tcp_socket.map(|tcp| ("tcpSocket", &tcp.port)),
+    ];
+    for (handler, port) in targets.into_iter().flatten() {
+        let reason = match port {
+            IntOrString::Int(port) if !(1..=65535).contains(port) => {
+                format!("{port} is outside 1..65535")
+            }
+            IntOrString::String(name) if !port_names.contains(name.as_str()) => {
+                format!("{name:?} names no port of this container")
+            }
+            _ => continue,
+        };
+        c.fail(format!("{path}.{handler}.port"), reason);
+    }
+    if let Some(scheme) = action.http_get.and_then(|http| http.scheme.as_ref()) {
+        c.check(scheme == "HTTP", format!("{path}.httpGet.scheme"), || {
+            format!("{scheme:?} is {UNSUPPORTED} (HTTP is)")
+        });
+    }
+}
+
+/// Checks a container's postStart and preStop hooks.
+fn check_lifecycle(c: &mut Checker, container: &Container, port_names: &HashSet<&str>, path: &str) {
+    let Some(lifecycle) = &container.lifecycle else { return };
+    for (name, hook) in [("postStart", &lifecycle.post_start), ("preStop", &lifecycle.pre_stop)] {
+        let Some(hook) = hook else { continue };
+        let at = format!("{path}.lifecycle.{name}");
+        let action = Action {
+            exec: hook.exec.as_ref(),
+            http_get: hook.http_get.as_ref(),
+            tcp_socket: hook.tcp_socket.as_ref(),
+            other: hook.sleep.is_some(),
+            names: "exec, httpGet, tcpSocket and sleep",
+        };
+        check_action(c, &action, port_names, &at);
+        if let Some(sleep) = &hook.sleep {
+            let seconds = sleep.seconds;
+            c.check(seconds > 0, format!("{at}.sleep.seconds"), || {
+                format!("{seconds} is not positive")
+            });
+        }
     }
 }
 
@@ -1105,6 +1173,24 @@ spec:
                 format!("{at}[1].valueFrom.resourceFieldRef.resource: \"limits.gpu\" is not a resource Cairn's kubelet sets (limits.cpu, limits.memory, requests.cpu, requests.memory)"),
                 format!("{at}[1].valueFrom.resourceFieldRef.containerName: \"db\" names no container of this pod"),
                 format!("{at}[2].valueFrom: needs one of fieldRef and resourceFieldRef"),
+            ]
+        );
+    }
+
+    #[test]
+    fn lifecycle_hooks_have_one_handler() {
+        let fine = "    lifecycle: {postStart: {exec: {command: [touch, /ready]}}, preStop: {sleep: {seconds: 5}}}";
+        assert_eq!(with(fine), Vec::<String>::new());
+        let wrong =
+            "    lifecycle: {postStart: {}, preStop: {sleep: {seconds: 0}, httpGet: {port: web}}}";
+        let at = "web.yaml.spec.containers[0].lifecycle";
+        assert_eq!(
+            with(wrong),
+            [
+                format!("{at}.postStart: needs a handler: one of exec, httpGet, tcpSocket and sleep"),
+                format!("{at}.preStop: has more than one handler: keep one of exec, httpGet, tcpSocket and sleep"),
+                format!("{at}.preStop.httpGet.port: \"web\" names no port of this container"),
+                format!("{at}.preStop.sleep.seconds: 0 is not positive"),
             ]
         );
     }

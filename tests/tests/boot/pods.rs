@@ -77,8 +77,13 @@ const FAILING_PODS: &str = r#"
                 touch /scratch/made && echo "made in scratch, group $(stat -c %g /scratch/made)"
                 grep Seccomp: /proc/self/status
                 echo "unprivileged ports from $(cat /proc/sys/net/ipv4/ip_unprivileged_port_start)"
+                until [ -f /scratch/hook ]; do sleep 0.2; done
+                echo "postStart wrote: $(cat /scratch/hook)"
                 exec sleep 3600
             volumeMounts: [{name: scratch, mountPath: /scratch}]
+            lifecycle:
+              postStart: {exec: {command: [sh, -c, "echo hello > /scratch/hook"]}}
+              preStop: {exec: {command: [sh, -c, "echo bye > /scratch/stopping"]}}
             securityContext: {runAsNonRoot: true, readOnlyRootFilesystem: true}
     - apiVersion: v1
       kind: Pod
@@ -347,6 +352,11 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert!(sleeper.contains("made in scratch, group 3000"), "{sleeper}");
     assert!(sleeper.contains("Seccomp:\t2"), "{sleeper}");
     assert!(sleeper.contains("unprivileged ports from 80"), "{sleeper}");
+    // Its postStart hook wrote what the container waited for.
+    let sleeper_logs = || ctl(Some(admin), &["-n", n, "logs", "sleeper"]).stdout;
+    let hooked =
+        eventually(Duration::from_secs(30), || sleeper_logs().contains("postStart wrote: hello"));
+    assert!(hooked, "{}", sleeper_logs());
     // On the node's network: reached at the node's port, no portmap involved.
     wait_pod(admin, n, "hostnet", Duration::from_secs(60), ready);
     let page = eventually(Duration::from_secs(30), || {
@@ -435,6 +445,9 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     });
     assert!(gone, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
     assert_eq!(pod(&pods(admin, n), "web").unwrap()["metadata"]["uid"], uid);
+    // The sleeper's preStop hook ran as it went.
+    let kubelet = ctl(Some(admin), &["-n", n, "logs", "kubelet"]).ok().stdout;
+    assert!(!kubelet.contains("hook failed"), "{kubelet}");
 
     // `ctl pod restart` starts it afresh: a new sandbox, its restart count back to 0.
     let sandbox_before = container(pod(&pods(admin, n), "web").unwrap())["containerID"].clone();

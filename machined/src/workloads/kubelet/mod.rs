@@ -12,6 +12,7 @@ mod backoff;
 mod cni;
 mod images;
 mod import;
+mod lifecycle;
 pub mod logs;
 pub mod manifests;
 mod placement;

@@ -8,7 +8,9 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::api::core::v1::{
+    Container, ExecAction, HTTPGetAction, LifecycleHandler, Probe, TCPSocketAction,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -133,7 +135,7 @@ impl Probes {
             .filter(|p| p.due <= now && (p.kind == Kind::Startup) != started);
         for prober in due {
             prober.due = now + prober.period();
-            let result = run(cri, &prober.spec, prober.timeout(), target).await;
+            let result = run(cri, Action::from(&prober.spec), prober.timeout(), target).await;
             prober.record(result.is_ok());
             if prober.passing == Some(false) && prober.kind != Kind::Readiness {
                 let why = result.err().unwrap_or_default();
@@ -171,14 +173,35 @@ fn host(host: &Option<String>, target: &Target<'_>) -> Result<IpAddr, String> {
     }
 }
 
-/// One run of a probe: Ok when it passes, else why not.
-async fn run(
+/// What a probe or a lifecycle hook does: one of exec, HTTP GET and TCP connect.
+pub struct Action<'a> {
+    exec: Option<&'a ExecAction>,
+    http_get: Option<&'a HTTPGetAction>,
+    tcp_socket: Option<&'a TCPSocketAction>,
+}
+
+impl<'a> From<&'a Probe> for Action<'a> {
+    fn from(probe: &'a Probe) -> Action<'a> {
+        let (exec, http_get) = (probe.exec.as_ref(), probe.http_get.as_ref());
+        Action { exec, http_get, tcp_socket: probe.tcp_socket.as_ref() }
+    }
+}
+
+impl<'a> From<&'a LifecycleHandler> for Action<'a> {
+    fn from(hook: &'a LifecycleHandler) -> Action<'a> {
+        let (exec, http_get) = (hook.exec.as_ref(), hook.http_get.as_ref());
+        Action { exec, http_get, tcp_socket: hook.tcp_socket.as_ref() }
+    }
+}
+
+/// One run of a probe's or hook's action: Ok when it passes, else why not.
+pub async fn run(
     cri: &mut Cri,
-    probe: &Probe,
+    action: Action<'_>,
     timeout: Duration,
     target: &Target<'_>,
 ) -> Result<(), String> {
-    if let Some(exec) = &probe.exec {
+    if let Some(exec) = action.exec {
         let request = v1::ExecSyncRequest {
             container_id: target.container_id.into(),
             cmd: exec.command.clone().unwrap_or_default(),
@@ -201,11 +224,11 @@ async fn run(
             .map_err(|_| format!("{ip}:{port}: timed out after {}s", timeout.as_secs()))?
             .map_err(|e| format!("{ip}:{port}: {e}"))
     };
-    if let Some(tcp) = &probe.tcp_socket {
+    if let Some(tcp) = action.tcp_socket {
         connect(host(&tcp.host, target)?, port(&tcp.port, target.container)?).await?;
         return Ok(());
     }
-    if let Some(http) = &probe.http_get {
+    if let Some(http) = action.http_get {
         let ip = host(&http.host, target)?;
         let port = port(&http.port, target.container)?;
         let path = http.path.as_deref().unwrap_or("/");
@@ -219,7 +242,7 @@ async fn run(
             code => Err(format!("GET {path}: HTTP {code}")),
         };
     }
-    Err("the probe has no handler".into())
+    Err("no handler".into())
 }
 
 /// Sends a GET and reads the status code of the answer (the probe needs nothing more).

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::workloads::cri::{self, v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
+use super::lifecycle;
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
@@ -487,13 +488,7 @@ impl Worker {
     /// Probes a running container, and kills it when liveness or startup fails.
     async fn watch_running(&mut self, index: usize, current: &v1::ContainerStatus, now: Instant) {
         let container = spec::containers(&self.pod.pod)[index].clone();
-        let ip = match (
-            spec::host_network(&self.pod.pod),
-            self.sandbox.as_ref().and_then(|s| s.ip.as_deref()),
-        ) {
-            (false, Some(ip)) => ip.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            _ => IpAddr::from([127, 0, 0, 1]),
-        };
+        let ip = self.probe_ip();
         let track = &mut self.tracks[index];
         track.view.waiting = None;
         track.retry_at = None;
@@ -513,24 +508,57 @@ impl Worker {
                 self.pod.key(),
                 container.name
             ));
-            self.stop_containers(vec![current.id.clone()], spec::grace_seconds(&self.pod.pod))
-                .await;
+            let grace = spec::grace_seconds(&self.pod.pod);
+            self.stop_containers(vec![(current.id.clone(), index)], grace).await;
         }
     }
 
-    /// Stops the containers `ids` all at once, each given `grace` seconds after SIGTERM.
-    async fn stop_containers(&self, ids: Vec<String>, grace: i64) {
-        let stops = ids.into_iter().map(|id| {
+    /// Where HTTP and TCP probes and hooks reach the pod: its IP, or the node's loopback on
+    /// the host network.
+    fn probe_ip(&self) -> IpAddr {
+        let ip = self.sandbox.as_ref().and_then(|s| s.ip.as_deref());
+        match (spec::host_network(&self.pod.pod), ip) {
+            (false, Some(ip)) => ip.parse().unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            _ => IpAddr::from([127, 0, 0, 1]),
+        }
+    }
+
+    /// Stops the containers `runs` (id, and index in the pod) all at once, each given `grace`
+    /// seconds: its preStop hook runs within them, then SIGTERM, then what is left of them
+    /// (at least 2 s, as upstream) before SIGKILL.
+    async fn stop_containers(&self, runs: Vec<(String, usize)>, grace: i64) {
+        let ip = self.probe_ip();
+        let stops = runs.into_iter().map(|(id, index)| {
             let mut cri = self.cri.clone();
-            let request = v1::StopContainerRequest { container_id: id.clone(), timeout: grace };
-            let timeout = Duration::from_secs(grace as u64 + 10);
+            let container = spec::containers(&self.pod.pod)[index].clone();
+            let key = self.pod.key();
             async move {
-                let stopped = cri.runtime.stop_container(cri::with_timeout(request, timeout)).await;
-                stopped.err().map(|e| format!("stopping container {id}: {}", e.message()))
+                let mut left = Duration::from_secs(grace.max(0) as u64);
+                let mut failures = Vec::new();
+                let pre_stop = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
+                if let Some(hook) = pre_stop {
+                    let started = Instant::now();
+                    let target = Target { container_id: &id, ip, container: &container };
+                    if let Err(e) = lifecycle::run(&mut cri, hook, left, &target).await {
+                        failures.push(format!(
+                            "container {}: preStop hook failed: {e}",
+                            container.name
+                        ));
+                    }
+                    left = left.saturating_sub(started.elapsed()).max(Duration::from_secs(2));
+                }
+                let timeout = left.as_secs() as i64;
+                let request = v1::StopContainerRequest { container_id: id.clone(), timeout };
+                let limit = left + Duration::from_secs(10);
+                let stopped = cri.runtime.stop_container(cri::with_timeout(request, limit)).await;
+                if let Err(e) = stopped {
+                    failures.push(format!("stopping container {id}: {}", e.message()));
+                }
+                failures.into_iter().map(|f| format!("pod {key}: {f}")).collect::<Vec<_>>()
             }
         });
         for failure in futures_util::future::join_all(stops).await.into_iter().flatten() {
-            (self.log)(format!("pod {}: {failure}", self.pod.key()));
+            (self.log)(failure);
         }
     }
 
@@ -627,11 +655,32 @@ impl Worker {
                 Some(("RunContainerError".into(), e.message().into()));
         } else {
             self.tracks[index].view.waiting = None;
+            self.post_start(&container, &id).await;
         }
         let status = self.container_status(&id).await.ok();
         let track = &mut self.tracks[index];
         track.view.restarts = attempt as i32;
         track.view.current = status;
+    }
+
+    /// Runs the container's postStart hook, if it has one; a hook that fails has the
+    /// container killed (its preStop hook is not run), so its restart policy decides.
+    async fn post_start(&mut self, container: &k8s_openapi::api::core::v1::Container, id: &str) {
+        let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return;
+        };
+        let target = Target { container_id: id, ip: self.probe_ip(), container };
+        let timeout = lifecycle::POST_START_TIMEOUT;
+        let Err(e) = lifecycle::run(&mut self.cri, hook, timeout, &target).await else { return };
+        (self.log)(format!(
+            "pod {}: container {}: postStart hook failed: {e}; killing it",
+            self.pod.key(),
+            container.name
+        ));
+        let grace = spec::grace_seconds(&self.pod.pod);
+        let request = v1::StopContainerRequest { container_id: id.into(), timeout: grace };
+        let limit = Duration::from_secs(grace.max(0) as u64 + 10);
+        let _ = self.cri.runtime.stop_container(cri::with_timeout(request, limit)).await;
     }
 
     /// Stops the running containers all at once, each with its grace up to
@@ -645,13 +694,16 @@ impl Worker {
         }
     }
 
-    /// The ids of the containers running now.
-    fn running_containers(&self) -> Vec<String> {
+    /// The containers running now: their ids and indices in the pod.
+    fn running_containers(&self) -> Vec<(String, usize)> {
+        let running =
+            |c: &&v1::ContainerStatus| c.state == i32::from(v1::ContainerState::ContainerRunning);
         self.tracks
             .iter()
-            .filter_map(|t| t.view.current.as_ref())
-            .filter(|c| c.state == i32::from(v1::ContainerState::ContainerRunning))
-            .map(|c| c.id.clone())
+            .enumerate()
+            .filter_map(|(index, t)| {
+                t.view.current.as_ref().filter(running).map(|c| (c.id.clone(), index))
+            })
             .collect()
     }
 
