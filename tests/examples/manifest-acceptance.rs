@@ -75,9 +75,13 @@ fn main() -> anyhow::Result<()> {
         let text = std::fs::read_to_string(path)?;
         let file = Path::new(path).file_name().unwrap_or_default().to_string_lossy();
         for document in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(object) = Value::deserialize(document) else {
-                println!("{file}: a document that is no YAML object, skipped");
-                continue;
+            // After a syntax error the rest of the file cannot be read.
+            let object = match Value::deserialize(document) {
+                Ok(object) => object,
+                Err(e) => {
+                    println!("{file}: not YAML from here on, the rest skipped: {e}");
+                    break;
+                }
             };
             let Some(workload) = workload(&object) else { continue };
             total += 1;
