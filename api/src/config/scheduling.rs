@@ -3,7 +3,7 @@
 //! fits this node is the kubelet's decision (machined's `placement`), against labels the
 //! config can change.
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
 
 use super::validate::Checker;
 
@@ -20,14 +20,7 @@ pub(super) fn check(c: &mut Checker, spec: &PodSpec, path: &str) {
             "needs at least one term".to_string()
         });
         for (i, term) in terms.iter().enumerate() {
-            let at = format!("{path}.nodeSelectorTerms[{i}]");
-            requirements(
-                c,
-                term.match_expressions.as_deref(),
-                false,
-                &format!("{at}.matchExpressions"),
-            );
-            requirements(c, term.match_fields.as_deref(), true, &format!("{at}.matchFields"));
+            check_term(c, term, &format!("{path}.nodeSelectorTerms[{i}]"));
         }
     }
     let preferred = node_affinity
@@ -37,16 +30,15 @@ pub(super) fn check(c: &mut Checker, spec: &PodSpec, path: &str) {
         c.check((1..=100).contains(&term.weight), format!("{at}.weight"), || {
             format!("{} is outside 1..100", term.weight)
         });
-        let preference = &term.preference;
-        let at = format!("{at}.preference");
-        requirements(
-            c,
-            preference.match_expressions.as_deref(),
-            false,
-            &format!("{at}.matchExpressions"),
-        );
-        requirements(c, preference.match_fields.as_deref(), true, &format!("{at}.matchFields"));
+        check_term(c, &term.preference, &format!("{at}.preference"));
     }
+}
+
+/// Checks a node selector term: its requirements on labels, then on fields.
+fn check_term(c: &mut Checker, term: &NodeSelectorTerm, path: &str) {
+    let expressions = term.match_expressions.as_deref();
+    requirements(c, expressions, false, &format!("{path}.matchExpressions"));
+    requirements(c, term.match_fields.as_deref(), true, &format!("{path}.matchFields"));
 }
 
 /// Checks a term's requirements: on labels, or (`fields`) on `metadata.name`, which takes
