@@ -220,7 +220,9 @@ impl Kubelet {
         *waiting = now;
     }
 
-    /// Starts workers for new pods and stops those of pods that went or changed.
+    /// Starts workers for new pods and stops those of pods that went or changed; returns the
+    /// workers told to stop, which tear their pods down (preStop hooks, grace periods) from
+    /// here on.
     fn reconcile(
         &self,
         cri: &Cri,
@@ -228,14 +230,16 @@ impl Kubelet {
         running: &mut BTreeMap<String, RunningPod>,
         (detach, shutdown): (&CancellationToken, &CancellationToken),
         ctx: &ServiceContext,
-    ) {
-        running.retain(|key, pod| {
-            let keep = desired.get(key).is_some_and(|d| d.uid == pod.uid);
-            if !keep {
-                pod.remove.cancel();
-            }
-            keep
-        });
+    ) -> Vec<RunningPod> {
+        let gone: Vec<String> = running
+            .iter()
+            .filter(|(key, pod)| desired.get(*key).is_none_or(|d| d.uid != pod.uid))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let stopping: Vec<RunningPod> = gone.iter().filter_map(|key| running.remove(key)).collect();
+        for pod in &stopping {
+            pod.remove.cancel();
+        }
         for (key, pod) in desired {
             if running.contains_key(key) {
                 continue;
@@ -259,6 +263,7 @@ impl Kubelet {
         }
         *self.restarts.lock().unwrap() =
             running.iter().map(|(key, pod)| (key.clone(), pod.restart.clone())).collect();
+        stopping
     }
 
     /// Removes sandboxes of pods no worker runs (a crash, or a config replaced while the
@@ -333,6 +338,7 @@ impl Kubelet {
         let shutdown = CancellationToken::new();
         let mut running = BTreeMap::new();
         let mut waiting = BTreeMap::new();
+        let mut stopping = Vec::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
         loop {
             // The config's network settings: the pod subnet, the registry mirrors.
@@ -351,13 +357,23 @@ impl Kubelet {
             let mut desired = self.desired(&sources, &ctx);
             let node = Self::node(config.as_deref());
             self.hold_unplaceable(&mut desired, &running, &node, &mut waiting, &ctx);
-            self.reconcile(&cri, &desired, &mut running, (&detach, &shutdown), &ctx);
+            stopping.extend(self.reconcile(
+                &cri,
+                &desired,
+                &mut running,
+                (&detach, &shutdown),
+                &ctx,
+            ));
             let changed: Vec<BoxFuture<'_, ()>> = sources.iter_mut().map(|s| s.changed()).collect();
             tokio::select! {
                 _ = ctx.stop.cancelled() => break,
                 _ = select_all(changed) => {}
                 _ = sweep.tick() => {
-                    let wanted: Vec<String> = running.values().map(|p| p.uid.clone()).collect();
+                    // A pod being torn down is no orphan: its sandbox goes when its worker
+                    // is done with it, after its hooks.
+                    stopping.retain(|pod| !pod.task.is_finished());
+                    let wanted: Vec<String> =
+                        running.values().chain(&stopping).map(|p| p.uid.clone()).collect();
                     if let Err(e) = Self::sweep_orphans(&mut cri, &wanted, &ctx).await {
                         ctx.log(format!("looking for orphaned sandboxes: {e}"));
                     }
@@ -372,7 +388,7 @@ impl Kubelet {
         } else {
             detach.cancel();
         }
-        for pod in running.into_values() {
+        for pod in running.into_values().chain(stopping) {
             let _ = pod.task.await;
         }
         Ok(())
