@@ -214,8 +214,9 @@ fn supplemental_groups(pod: &Pod) -> Vec<i64> {
     let context = spec(pod).security_context.as_ref();
     let mut groups: Vec<i64> =
         context.and_then(|c| c.supplemental_groups.clone()).unwrap_or_default();
-    groups.extend(context.and_then(|c| c.fs_group));
-    groups.dedup();
+    if let Some(group) = context.and_then(|c| c.fs_group).filter(|g| !groups.contains(g)) {
+        groups.push(group);
+    }
     groups
 }
 
@@ -646,6 +647,8 @@ mod tests {
         let profile = tool.seccomp.unwrap();
         assert_eq!(profile.localhost_ref, "/var/lib/kubelet/seccomp/p/audit.json");
         assert_eq!(fs_group(&pod.pod), Some(2000));
+        let listed = desired("metadata: {name: p}\nspec: {securityContext: {fsGroup: 5, supplementalGroups: [5, 6]}, containers: [{name: c, image: i}]}");
+        assert_eq!(supplemental_groups(&listed.pod), [5, 6]);
         // runAsNonRoot with the pod's user: no need to ask the image.
         assert!(!needs_image_user(&pod.pod, &containers(&pod.pod)[1]));
     }
