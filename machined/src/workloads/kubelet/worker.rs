@@ -608,15 +608,13 @@ impl Worker {
         let config = {
             let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
                 .with_fs_group(spec::fs_group(&self.pod.pod));
-            let pod_ip = self.sandbox.as_ref().and_then(|s| s.ip.clone());
-            spec::container_config(
-                &self.pod,
-                &container,
-                attempt,
-                &image,
-                &volumes,
-                &placement(pod_ip),
-            )
+            // The node's facts are read only for a container whose env asks for them.
+            let downward = container.env.iter().flatten().any(|e| e.value_from.is_some());
+            let placement = match downward {
+                true => placement(self.sandbox.as_ref().and_then(|s| s.ip.clone())),
+                false => spec::Placement::default(),
+            };
+            spec::container_config(&self.pod, &container, attempt, &image, &volumes, &placement)
         };
         let config = match config {
             Ok(config) => config,
