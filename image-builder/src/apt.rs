@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cairn_api::arch::Arch;
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 
 /// The keyring that signs Debian's archive (from the host's debian-archive-keyring).
@@ -50,6 +51,39 @@ pub enum AptError {
         /// What it should hash to.
         expected: String,
     },
+}
+
+/// Exclusive use of a package cache, held until dropped. Builds that share a cache may run at
+/// once (the tests build several images in parallel); apt refuses a second `apt-get update` on
+/// the same lists while one runs, and two downloads of one `.deb` would write the same file.
+#[derive(Debug)]
+pub struct CacheLock {
+    _held: Flock<fs::File>,
+}
+
+impl CacheLock {
+    /// Locks `cache_root` (creating it), telling `waiting` once if another process holds it.
+    pub fn acquire(cache_root: &Path, waiting: impl FnOnce()) -> Result<Self, AptError> {
+        fs::create_dir_all(cache_root)
+            .map_err(|source| AptError::Io { path: cache_root.into(), source })?;
+        let path = cache_root.join("fetch.lock");
+        let io_error = |source: io::Error| AptError::Io { path: path.clone(), source };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error)?;
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Ok(CacheLock { _held: held }),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+            Err((_, errno)) => return Err(io_error(errno.into())),
+        };
+        waiting();
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(|held| CacheLock { _held: held })
+            .map_err(|(_, errno)| io_error(errno.into()))
+    }
 }
 
 /// One package version as the archive's index describes it.
@@ -294,6 +328,24 @@ fn host_mirror_in(etc_apt: &Path) -> Result<String, AptError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_build_waits_for_the_cache_until_the_first_lets_go() {
+        let cache = tempfile::tempdir().unwrap();
+        let first = CacheLock::acquire(cache.path(), || panic!("the cache was free")).unwrap();
+        let (told, waited) = std::sync::mpsc::channel();
+        let second = std::thread::scope(|scope| {
+            let second = scope.spawn(|| {
+                CacheLock::acquire(cache.path(), move || told.send(()).unwrap()).unwrap()
+            });
+            waited.recv().unwrap();
+            assert!(!second.is_finished(), "the second got the cache while the first held it");
+            drop(first);
+            second.join().unwrap()
+        });
+        drop(second);
+        CacheLock::acquire(cache.path(), || panic!("the cache was let go")).unwrap();
+    }
 
     #[test]
     fn parses_apt_cache_show() {

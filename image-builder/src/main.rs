@@ -8,7 +8,7 @@ use cairn_api::arch::Arch;
 use cairn_api::board::Board;
 use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
-use image_builder::apt::{AptState, DEBIAN_KEYRING};
+use image_builder::apt::{AptState, CacheLock, DEBIAN_KEYRING};
 use image_builder::flash::{self, HostView, ImageFile, Phase, Target};
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
@@ -350,6 +350,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
     let board = Board::load(&args.overlays, &args.board)?;
     let profile = Profile::load(&args.profile)?;
+    // Held to the end: the lock file below is read and written under it too.
+    let _cache = CacheLock::acquire(&args.cache, || {
+        println!("waiting for another image-builder using {}", args.cache.display())
+    })?;
     let on_disk = Lock::load(&args.lock, &profile.suite)?;
     let mirror = match &args.mirror {
         Some(m) => m.clone(),
