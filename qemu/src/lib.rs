@@ -75,8 +75,9 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(io::Error) -> QemuError {
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
-    /// The disk image (used in place: copy it first to keep the original).
-    pub image: PathBuf,
+    /// The disk image (used in place: copy it first to keep the original); `None` for a
+    /// diskless machine.
+    pub disk: Option<PathBuf>,
     /// The board the image is for: its `[qemu]` description says how to boot it.
     pub board: Board,
     /// Guest memory.
@@ -110,6 +111,15 @@ pub struct DirectKernel {
     pub command_line: String,
 }
 
+/// A boot from the network: QEMU's BIOS runs the network card's iPXE, which takes the
+/// `bootfile` URL from QEMU's DHCP server (a script on an HTTP server the guest reaches,
+/// e.g. `http://10.0.2.2:PORT/boot.ipxe`: the host is the user network's gateway).
+#[derive(Debug, Clone)]
+pub struct NetworkBoot {
+    /// The URL DHCP hands out as the boot file.
+    pub bootfile: String,
+}
+
 /// What QEMU boots.
 #[derive(Debug, Clone, Copy)]
 enum Boot<'a> {
@@ -117,6 +127,8 @@ enum Boot<'a> {
     Image,
     /// A kernel, directly.
     Kernel(&'a DirectKernel),
+    /// iPXE, from the network.
+    Network(&'a NetworkBoot),
 }
 
 /// A running VM.
@@ -146,6 +158,13 @@ impl Vm {
     /// either; a reboot or power-off of the guest ends QEMU.
     pub fn start_kernel(config: &VmConfig, kernel: &DirectKernel) -> Result<Vm, QemuError> {
         Vm::launch(config, Boot::Kernel(kernel))
+    }
+
+    /// Starts QEMU on `config`'s machine booting from the network as `netboot` says: QEMU's
+    /// own BIOS (not the board's firmware) and the network card's iPXE. A reboot of the
+    /// guest boots from the network again.
+    pub fn start_network(config: &VmConfig, netboot: &NetworkBoot) -> Result<Vm, QemuError> {
+        Vm::launch(config, Boot::Network(netboot))
     }
 
     fn launch(config: &VmConfig, boot: Boot<'_>) -> Result<Vm, QemuError> {
@@ -342,8 +361,13 @@ fn arguments(
             kernel.command_line.clone(),
             "-no-reboot".into(),
         ]),
+        Boot::Network(_) => args.extend(["-boot".into(), "order=n".into()]),
     }
-    args.extend(device_arguments(config, qemu, api_port, forwarded));
+    let bootfile = match boot {
+        Boot::Network(netboot) => Some(netboot.bootfile.as_str()),
+        Boot::Image | Boot::Kernel(_) => None,
+    };
+    args.extend(device_arguments(config, qemu, api_port, forwarded, bootfile));
     args.extend([
         "-serial".into(),
         format!("file:{}", paths.console.display()),
@@ -390,29 +414,37 @@ fn firmware_arguments(qemu: &Qemu, paths: &VmPaths) -> Vec<String> {
     }
 }
 
-/// The image as the board's disk, its network card and its watchdog.
+/// The image as the board's disk, its network card (with `bootfile` from DHCP for a network
+/// boot) and its watchdog.
 fn device_arguments(
     config: &VmConfig,
     qemu: &Qemu,
     api_port: u16,
     forwarded: &[(u16, u16)],
+    bootfile: Option<&str>,
 ) -> Vec<String> {
     let mut netdev =
         format!("user,id=net0,hostfwd=tcp:127.0.0.1:{api_port}-:{}", cairn_api::API_PORT);
     for (guest, host) in forwarded {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
+    if let Some(bootfile) = bootfile {
+        netdev.push_str(&format!(",bootfile={bootfile}"));
+    }
     if config.offline {
         netdev.push_str(",restrict=on");
     }
-    let mut args: Vec<String> = vec![
-        "-drive".into(),
-        format!("file={},format=raw,if={}", config.image.display(), qemu.disk.qemu_name()),
+    let mut args = Vec::new();
+    if let Some(disk) = &config.disk {
+        let drive = format!("file={},format=raw,if={}", disk.display(), qemu.disk.qemu_name());
+        args.extend(["-drive".to_string(), drive]);
+    }
+    args.extend([
         "-netdev".into(),
         netdev,
         "-device".into(),
         format!("{},netdev=net0", qemu.network),
-    ];
+    ]);
     if let Some(watchdog) = &qemu.watchdog {
         // When machined stops feeding it, it resets the machine (QEMU's default action).
         args.extend(["-device".into(), watchdog.clone()]);
@@ -476,7 +508,7 @@ mod tests {
 
     fn config(board: Board, dir: &Path) -> VmConfig {
         VmConfig {
-            image: dir.join("x.raw"),
+            disk: Some(dir.join("x.raw")),
             board,
             memory_mib: 512,
             work_dir: dir.into(),
@@ -548,6 +580,23 @@ mod tests {
         assert_eq!(
             args[args.iter().position(|a| a == "-append").unwrap() + 1],
             "console=ttyS0 quiet"
+        );
+    }
+
+    #[test]
+    fn a_network_boot_has_no_disk_and_gets_its_bootfile_from_dhcp() {
+        let dir = Path::new("/w");
+        let config = VmConfig { disk: None, offline: false, ..config(generic_x86_64(), dir) };
+        let netboot = NetworkBoot { bootfile: "http://10.0.2.2:8000/boot.ipxe".into() };
+        let qemu = config.board.qemu.as_ref().unwrap();
+        let args = arguments(&config, qemu, Boot::Network(&netboot), &paths_in(dir), 3000, &[]);
+        assert_eq!(
+            args.join(" "),
+            "-M q35 -m 512 -smp 2 -nographic -no-user-config -accel tcg -rtc base=utc \
+             -boot order=n -netdev user,id=net0,hostfwd=tcp:127.0.0.1:3000-:50000,\
+             bootfile=http://10.0.2.2:8000/boot.ipxe -device virtio-net-pci,netdev=net0 \
+             -device i6300esb -device virtio-rng-pci \
+             -serial file:/w/console.log -monitor none -qmp unix:/w/qmp.sock,server=on,wait=off"
         );
     }
 

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
         }
     };
     let config = VmConfig {
-        image,
+        disk: Some(image),
         board,
         memory_mib: memory,
         work_dir,

@@ -152,7 +152,7 @@ impl Board {
         power_on: PowerOn,
     ) -> VmConfig {
         VmConfig {
-            image,
+            disk: Some(image),
             board: self.description().clone(),
             memory_mib: self.memory_mib,
             work_dir: work_dir.to_path_buf(),
