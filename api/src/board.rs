@@ -120,6 +120,28 @@ pub struct Board {
     /// How QEMU emulates the board; `None` for boards QEMU cannot boot.
     #[serde(default)]
     pub qemu: Option<Qemu>,
+    /// How a diskless node of the board boots from the network; `None` for boards that
+    /// do not.
+    #[serde(default)]
+    pub netboot: Option<Netboot>,
+}
+
+/// `[netboot]`: a diskless node (DESIGN §2). A network loader fetches the kernel and an
+/// initramfs that carries the root squashfs; image-builder writes the three, the loader's
+/// script included, in `netboot/`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Netboot {
+    /// The network loader.
+    pub loader: NetbootLoader,
+}
+
+/// A network loader whose script image-builder writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetbootLoader {
+    /// iPXE (a PC's network card's option ROM, QEMU's included): `boot.ipxe`.
+    Ipxe,
 }
 
 /// `[disk]`: the partitions of a fresh image, on 1 MiB boundaries in this order: the boot

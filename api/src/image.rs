@@ -38,6 +38,22 @@ pub const UPDATE_KEYS_PATH: &str = "/usr/lib/cairn/update-keys";
 pub const MODULE_TABLE: &str = "modules.cairn-table";
 /// The kernel command-line key that names the slot being booted (`a` or `b`).
 pub const SLOT_ARG: &str = "cairn.slot";
+/// The kernel command-line key of a diskless node's root: `cairn.root=initramfs`, the root
+/// squashfs the initramfs carries at [`INITRAMFS_ROOT_PATH`] (netboot).
+pub const ROOT_ARG: &str = "cairn.root";
+/// [`ROOT_ARG`]'s value for a root carried by the initramfs.
+pub const ROOT_IN_INITRAMFS: &str = "initramfs";
+/// The kernel command-line key of the SHA-256 (hex) the root in the initramfs must have:
+/// stage 1 mounts nothing else, so a netboot download damaged on its way fails loudly.
+pub const ROOT_SHA256_ARG: &str = "cairn.root.sha256";
+/// Where a netboot initramfs carries the root squashfs.
+pub const INITRAMFS_ROOT_PATH: &str = "/root.squashfs";
+/// The kernel command-line key of a URL (`http://`) a node in maintenance mode takes its
+/// first config from, once its network is up.
+pub const CONFIG_URL_ARG: &str = "cairn.config";
+/// The kernel command-line key of the SHA-256 (hex) the config at [`CONFIG_URL_ARG`] must
+/// have: what makes a config over plain HTTP trustworthy.
+pub const CONFIG_SHA256_ARG: &str = "cairn.config.sha256";
 
 /// GPT label of STATE (machine config, node identity), created by machined on first boot.
 pub const STATE_LABEL: &str = "STATE";

@@ -41,6 +41,7 @@ pub mod packages;
 pub mod preload;
 pub mod profile;
 pub mod rootfs;
+pub mod serve;
 pub mod signing;
 pub mod squashfs;
 pub mod toolchain;

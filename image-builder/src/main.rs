@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use cairn_api::arch::Arch;
@@ -15,6 +16,7 @@ use image_builder::lockfile::Lock;
 use image_builder::machined::{self, Program};
 use image_builder::packages::{self, LockMode, PackageSet};
 use image_builder::profile::Profile;
+use image_builder::serve;
 use image_builder::signing;
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
@@ -61,6 +63,10 @@ enum Command {
     /// partition, a disk in use (mounted, swap, device-mapper), the disk the host runs from,
     /// and a disk smaller than the image, before writing anything; asks first unless --yes.
     Flash(FlashArgs),
+    /// Serve a build's netboot/ folder over HTTP to diskless nodes, logging every request;
+    /// with --config also the config and cairn.ipxe, the script that boots with it. Prints
+    /// the QEMU and dnsmasq lines that boot from it.
+    Serve(ServeArgs),
     /// Check an update bundle offline (signature, chunk hashes, decompressed sizes and
     /// SHA-256s) and print its manifest.
     Inspect {
@@ -122,6 +128,20 @@ struct FlashArgs {
     /// Write without asking.
     #[arg(long)]
     yes: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A build's netboot/ folder (vmlinuz, initramfs.img, boot.ipxe).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// A machine config for the nodes that boot cairn.ipxe: served with its SHA-256 on their
+    /// kernel command line, so they take it and nothing else.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to listen.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
 }
 
 #[derive(Args)]
@@ -241,6 +261,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Flash(args) => flash(&args),
+        Command::Serve(args) => serve(&args),
         Command::Inspect { bundle, key } => {
             let key = signing::load_public_key(&key)?;
             let manifest = signing::inspect(&bundle, &key)?;
@@ -382,6 +403,43 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
         println!("wrote {}", args.lock.display());
     }
     Ok((board, profile, resolved.set))
+}
+
+/// `serve`: checks the folder and the config, says how to boot from them, then serves.
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let script = args.dir.join("boot.ipxe");
+    if !script.is_file() {
+        anyhow::bail!("{}: missing; --dir takes a build's netboot/ folder", script.display());
+    }
+    let config = match &args.config {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            cairn_api::config::MachineConfig::from_yaml(&bytes)
+                .with_context(|| format!("{}: not a machine config", path.display()))?;
+            Some(bytes)
+        }
+        None => None,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let port = listener.local_addr()?.port();
+        let script = if config.is_some() { serve::CONFIG_SCRIPT } else { "boot.ipxe" };
+        println!("serving {} on port {port}", args.dir.display());
+        println!("a QEMU PC boots it with (the host is 10.0.2.2 on QEMU's user network):");
+        println!(
+            "  qemu-system-x86_64 -M q35 -m 2048 -nographic -boot order=n \\\n                 -netdev user,id=net0,bootfile=http://10.0.2.2:{port}/{script},hostfwd=tcp:127.0.0.1:50000-:50000 \\\n                 -device virtio-net-pci,netdev=net0"
+        );
+        println!("a lab network's dnsmasq hands it to iPXE (ipxe's undionly.kpxe to other PXE ROMs):");
+        println!(
+            "  dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root=/usr/lib/ipxe --dhcp-match=set:ipxe,175 \\\n                 --dhcp-boot=tag:!ipxe,undionly.kpxe --dhcp-boot=tag:ipxe,http://THIS_HOST:{port}/{script}"
+        );
+        let server = Arc::new(serve::BootServer::new(args.dir.clone(), config));
+        server.run(listener, |line| println!("{line}")).await?;
+        Ok(())
+    })
 }
 
 /// `flash`: every refusal first, then the question, then the write and the read-back, with a

@@ -2,12 +2,14 @@
 //! pipeline of steps, one module each: [`kernel`] (its modules resolved), [`initramfs`],
 //! [`rootfs`] (with the preloaded container images), [`boot_files`] (the boot partition as
 //! the board's `[boot]` describes it), the disk ([`crate::disk`], laid out by the board's
-//! `[disk]`), and [`outputs`] (`.raw.zst`, update bundle, report). Every step is
+//! `[disk]`), [`netboot`] (a diskless node's files, for boards with `[netboot]`), and
+//! [`outputs`] (`.raw.zst`, update bundle, report). Every step is
 //! deterministic: same inputs, same bytes.
 
 pub mod boot_files;
 pub mod initramfs;
 pub mod kernel;
+pub mod netboot;
 pub mod outputs;
 pub mod rootfs;
 
@@ -170,7 +172,11 @@ pub fn build(
         rootfs: &root.image,
         kernel_args: &kernel_args,
     };
-    let written = outputs::write(inputs, raw, &artifacts, output)?;
+    let mut written = outputs::write(inputs, raw, &artifacts, output)?;
+    if let Some(netboot) = &board.netboot {
+        let described = netboot::Described { version: inputs.version, board: &board.name };
+        written.extend(netboot::write(netboot, &described, &artifacts, inputs.mtime, output)?);
+    }
     let report = BuildReport {
         arch: arch.name().to_string(),
         source_date_epoch: inputs.mtime,
@@ -180,7 +186,7 @@ pub fn build(
         rootfs_bytes: root.image.len() as u64,
         rootfs_modules: kernel.rootfs_modules.len(),
         bootstrap_token: inputs.bootstrap_token.is_some(),
-        outputs: outputs::describe(&written)?,
+        outputs: outputs::describe(&written, output)?,
         images: root.images,
         packages: outputs::packages_used(inputs),
         kernel: kernel.release,

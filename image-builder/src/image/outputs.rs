@@ -44,7 +44,7 @@ pub struct BuildReport {
 /// One output file.
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputFile {
-    /// File name.
+    /// Its path in the output folder (`cairn-x86_64.raw`, `netboot/vmlinuz`).
     pub name: String,
     /// Size, bytes.
     pub bytes: u64,
@@ -131,14 +131,14 @@ fn write_bundle(
     Ok(path)
 }
 
-/// Names, sizes and SHA-256s of the `written` files.
-pub fn describe(written: &[PathBuf]) -> Result<Vec<OutputFile>, ImageError> {
+/// Names (in `output`), sizes and SHA-256s of the `written` files.
+pub fn describe(written: &[PathBuf], output: &Path) -> Result<Vec<OutputFile>, ImageError> {
     let mut outputs = Vec::new();
     for path in written {
         let bytes = std::fs::metadata(path)
             .map_err(|source| ImageError::Io { path: path.clone(), source })?
             .len();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path.strip_prefix(output).unwrap_or(path).to_string_lossy().into_owned();
         outputs.push(OutputFile { name, bytes, sha256: sha256_file(path)? });
     }
     Ok(outputs)

@@ -2,19 +2,26 @@
 
 use cairn_api::image::{Slot, SLOT_ARG};
 
-/// The boot slot: `cairn.slot=a` or `=b`; the last one counts.
-pub fn slot(cmdline: &str) -> Option<Slot> {
-    let key = format!("{SLOT_ARG}=");
-    cmdline
-        .split_whitespace()
-        .rev()
-        .find_map(|arg| arg.strip_prefix(key.as_str()))
-        .and_then(Slot::from_kernel_arg)
+/// The value of `key=VALUE` on the command line; the last one counts, as in the kernel.
+pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+    cmdline.split_whitespace().rev().find_map(|arg| arg.strip_prefix(key)?.strip_prefix('='))
 }
 
-/// The slot this kernel was booted from, per `/proc/cmdline`.
-pub fn current_slot() -> Option<Slot> {
-    std::fs::read_to_string("/proc/cmdline").ok().and_then(|c| slot(&c))
+/// The boot slot: `cairn.slot=a` or `=b`; the last one counts.
+pub fn slot(cmdline: &str) -> Option<Slot> {
+    value(cmdline, SLOT_ARG).and_then(Slot::from_kernel_arg)
+}
+
+/// 64 hex digits (a SHA-256 a command-line argument names) as 32 bytes.
+pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
 }
 
 #[cfg(test)]
@@ -27,5 +34,14 @@ mod tests {
         assert_eq!(slot("cairn.slot=a cairn.slot=B"), Some(Slot::B));
         assert_eq!(slot("cairn.slot=c"), None);
         assert_eq!(slot("quiet"), None);
+        assert_eq!(slot("cairn.slotted=a"), None);
+    }
+
+    #[test]
+    fn reads_values_by_whole_key() {
+        let cmdline = "cairn.root=initramfs cairn.root.sha256=ab cairn.root.sha256=cd";
+        assert_eq!(value(cmdline, "cairn.root"), Some("initramfs"));
+        assert_eq!(value(cmdline, "cairn.root.sha256"), Some("cd"));
+        assert_eq!(value(cmdline, "cairn"), None);
     }
 }

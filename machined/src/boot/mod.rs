@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod coldplug;
 pub mod control;
 pub mod flash_wear;
+pub mod loop_device;
 pub mod modules;
 pub mod partitions;
 pub mod pid1;

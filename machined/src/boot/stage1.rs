@@ -1,22 +1,27 @@
 //! Stage 1: `/init` in the initramfs. Mounts the kernel's filesystems, loads the modules
 //! that reach the disk (coldplug: those the devices present ask for, then those of the
 //! devices that appear behind them, from uevents, until the root shows), finds the root the
-//! kernel command line names ([`RootSource`]: the slot's root partition, by label), mounts it
+//! kernel command line names ([`RootSource`]: the slot's root partition, by label, or on a
+//! diskless node the squashfs the initramfs carries, once its hash is checked), mounts it
 //! read-only and hands over to machined on it. A failure reboots after a pause, so the
 //! bootloader's try counter can fall back to the other slot.
 
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cairn_api::bundle::hex;
 use cairn_api::image::module_table::LoadWhen;
-use cairn_api::image::MACHINED_PATH;
+use cairn_api::image::{INITRAMFS_ROOT_PATH, MACHINED_PATH};
 use nix::mount::{mount, MsFlags};
+use sha2::{Digest, Sha256};
 
 use super::coldplug::{self, Coldplug, Loaded};
+use super::loop_device::{self, LoopError};
 use super::partitions;
-use super::root_source::RootSource;
+use super::root_source::{RootSource, RootSourceError};
 use super::uevents::{UeventError, UeventSocket};
 use crate::logs::kmsg::Kmsg;
 
@@ -46,9 +51,20 @@ pub enum Stage1Error {
     /// The kernel's uevents could not be heard.
     #[error(transparent)]
     Uevents(#[from] UeventError),
-    /// No slot on the command line.
-    #[error("no {}=a|b on the kernel command line", cairn_api::image::SLOT_ARG)]
-    NoSlot,
+    /// The command line names no root stage 1 can mount.
+    #[error(transparent)]
+    Root(#[from] RootSourceError),
+    /// The root in the initramfs is not the one the command line names.
+    #[error("{INITRAMFS_ROOT_PATH} has SHA-256 {actual}, the kernel command line says {expected}: damaged on its way, or not this kernel's")]
+    RootHash {
+        /// What it hashes to.
+        actual: String,
+        /// What the command line says.
+        expected: String,
+    },
+    /// The root in the initramfs could not be made a block device.
+    #[error(transparent)]
+    Loop(#[from] LoopError),
     /// The root partition did not appear.
     #[error("no partition labelled {0} appeared within {ROOT_WAIT:?}")]
     NoRoot(&'static str),
@@ -65,27 +81,62 @@ pub enum Stage1Error {
     },
 }
 
-/// Mounts the root filesystem `source` names on [`NEW_ROOT`], read-only; until its partition
-/// shows, loads the modules of the devices that appear (`uevents`).
+/// Mounts the root filesystem `source` names on [`NEW_ROOT`], read-only.
 fn mount_root(
     source: RootSource,
     modules: &Coldplug,
     uevents: &UeventSocket,
 ) -> Result<(), Stage1Error> {
-    let label = source.partition_label();
+    let device = match source {
+        RootSource::SlotPartition(slot) => wait_for_partition(slot.root_label(), modules, uevents)?,
+        RootSource::Initramfs { sha256 } => {
+            let file = Path::new(INITRAMFS_ROOT_PATH);
+            check_hash(file, &sha256)?;
+            loop_device::attach_read_only(file)?
+        }
+    };
+    console(&format!("{source}: root is {}", device.display()));
+    mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)
+}
+
+/// Checks that `file` hashes to `expected`.
+fn check_hash(file: &Path, expected: &[u8; 32]) -> Result<(), Stage1Error> {
+    let io_error = |source| Stage1Error::Io { path: file.into(), source };
+    let mut reader = std::fs::File::open(file).map_err(io_error)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = reader.read(&mut buffer).map_err(io_error)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    let actual = hasher.finalize();
+    if actual.as_slice() != expected {
+        return Err(Stage1Error::RootHash { actual: hex(&actual), expected: hex(expected) });
+    }
+    Ok(())
+}
+
+/// The partition labelled `label`, once it shows; until then, loads the modules of the
+/// devices that appear (`uevents`).
+fn wait_for_partition(
+    label: &'static str,
+    modules: &Coldplug,
+    uevents: &UeventSocket,
+) -> Result<PathBuf, Stage1Error> {
     let deadline = Instant::now() + ROOT_WAIT;
-    let device = loop {
+    loop {
         if let Some(device) = partitions::find_by_label(Path::new("/sys/class/block"), label) {
-            break device;
+            return Ok(device);
         }
         if Instant::now() > deadline {
             return Err(Stage1Error::NoRoot(label));
         }
         let modaliases = uevents.next_modaliases(Path::new("/sys/devices"))?;
         report(&modules.load_for_devices(&modaliases), "for a new device");
-    };
-    console(&format!("{source}: root {label} is {}", device.display()));
-    mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)
+    }
 }
 
 /// Runs stage 1; never returns.
@@ -151,7 +202,7 @@ fn boot() -> Result<Infallible, Stage1Error> {
 
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|source| Stage1Error::Io { path: "/proc/cmdline".into(), source })?;
-    let source = RootSource::from_cmdline(&cmdline).ok_or(Stage1Error::NoSlot)?;
+    let source = RootSource::from_cmdline(&cmdline)?;
     mount_root(source, &modules, &uevents)?;
 
     // The kernel filesystems move along; then the new root becomes / (switch_root).

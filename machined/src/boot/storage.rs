@@ -17,7 +17,7 @@ use cairn_api::disk::partition_table::{
     self, AddedPartition, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
 use cairn_api::image::{EPHEMERAL_LABEL, STATE_LABEL};
-use nix::mount::mount;
+use nix::mount::{mount, MsFlags};
 use nix::sys::wait::WaitStatus;
 
 use crate::boot::blkpg::KernelPartitions;
@@ -111,17 +111,29 @@ pub enum StorageError {
     },
 }
 
-/// A data volume: its partition, and where it is mounted.
+/// A data volume: where it lives, and where it is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
-    /// The partition's device node.
-    pub device: PathBuf,
+    /// Where it lives.
+    pub medium: Medium,
     /// Its label (STATE, EPHEMERAL), which its file system gets too.
     pub label: &'static str,
     /// Its mount point.
     pub target: &'static str,
-    /// Created by this boot: whatever it holds is a former user's, to be formatted over.
-    pub fresh: bool,
+}
+
+/// Where a data volume lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Medium {
+    /// A partition of the boot disk, formatted ext4.
+    Partition {
+        /// The partition's device node.
+        device: PathBuf,
+        /// Created by this boot: whatever it holds is a former user's, to be formatted over.
+        fresh: bool,
+    },
+    /// Memory (tmpfs): a diskless node's, empty at every boot.
+    Memory,
 }
 
 /// Where STATE is mounted.
@@ -140,27 +152,43 @@ pub struct DataVolumes {
 
 impl DataVolumes {
     fn on(state: PathBuf, ephemeral: PathBuf, fresh: bool) -> DataVolumes {
-        let volume = |device, label, target| Volume { device, label, target, fresh };
+        let partition = |device| Medium::Partition { device, fresh };
+        DataVolumes::of(partition(state), partition(ephemeral))
+    }
+
+    fn of(state: Medium, ephemeral: Medium) -> DataVolumes {
         DataVolumes {
-            state: volume(state, STATE_LABEL, STATE_MOUNT),
-            ephemeral: volume(ephemeral, EPHEMERAL_LABEL, EPHEMERAL_MOUNT),
+            state: Volume { medium: state, label: STATE_LABEL, target: STATE_MOUNT },
+            ephemeral: Volume {
+                medium: ephemeral,
+                label: EPHEMERAL_LABEL,
+                target: EPHEMERAL_MOUNT,
+            },
         }
     }
 }
 
 /// Finds STATE and EPHEMERAL. On a first boot they are created on the disk of `root`, the
-/// root the kernel command line names, and made known to `kernel`.
+/// root the kernel command line names, and made known to `kernel`. A diskless node's are in
+/// memory: a disk it may see holds no state of its own (a former user's labels included).
 pub fn find_or_create(
     root: Option<RootSource>,
     kernel: &dyn KernelPartitions,
 ) -> Result<DataVolumes, StorageError> {
+    let root_label = match root {
+        Some(RootSource::Initramfs { .. }) => {
+            return Ok(DataVolumes::of(Medium::Memory, Medium::Memory))
+        }
+        Some(RootSource::SlotPartition(slot)) => Some(slot.root_label()),
+        None => None,
+    };
     let sys = Path::new(SYS_CLASS_BLOCK);
     if let (Some(state), Some(ephemeral)) =
         (find_by_label(sys, STATE_LABEL), find_by_label(sys, EPHEMERAL_LABEL))
     {
         return Ok(DataVolumes::on(state, ephemeral, false));
     }
-    let root = root.ok_or(StorageError::NoRoot)?.partition_label();
+    let root = root_label.ok_or(StorageError::NoRoot)?;
     let root_device = find_by_label(sys, root).ok_or_else(|| StorageError::NoDisk(root.into()))?;
     let disk = disk_of(&root_device).ok_or_else(|| StorageError::NoDisk(root.into()))?;
     let added = create_partitions(&disk, kernel)?;
@@ -188,27 +216,44 @@ impl Volume {
     /// Whether it holds its file system already; if not, [`Volume::prepare`] formats it,
     /// which takes long for a large one.
     pub fn is_formatted(&self) -> Result<bool, StorageError> {
-        Ok(!self.fresh && has_ext4(&self.device)?)
+        match &self.medium {
+            Medium::Partition { device, fresh } => Ok(!fresh && has_ext4(device)?),
+            Medium::Memory => Ok(true),
+        }
     }
 
     /// Formats it (ext4) unless it holds its file system, then mounts it on its target.
     pub async fn prepare(&self, reaper: &Reaper) -> Result<(), StorageError> {
-        if !self.is_formatted()? {
-            format(&self.device, self.label, reaper).await?;
+        let mount_error = |device: &Path| {
+            let device = device.to_path_buf();
+            move |errno| StorageError::Mount { device, target: self.target.into(), errno }
+        };
+        match &self.medium {
+            Medium::Partition { device, .. } => {
+                if !self.is_formatted()? {
+                    format(device, self.label, reaper).await?;
+                }
+                mount(
+                    Some(device.as_path()),
+                    self.target,
+                    Some("ext4"),
+                    flash_wear::VOLUME_FLAGS,
+                    Some(flash_wear::volume_options().as_str()),
+                )
+                .map_err(mount_error(device))?;
+                tracing::info!("{} ({}) mounted on {}", self.label, device.display(), self.target);
+            }
+            Medium::Memory => {
+                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                mount(Some("tmpfs"), self.target, Some("tmpfs"), flags, Some("mode=0755"))
+                    .map_err(mount_error(Path::new("tmpfs")))?;
+                tracing::info!(
+                    "{} is memory (tmpfs) on {}: the node is diskless",
+                    self.label,
+                    self.target
+                );
+            }
         }
-        mount(
-            Some(self.device.as_path()),
-            self.target,
-            Some("ext4"),
-            flash_wear::VOLUME_FLAGS,
-            Some(flash_wear::volume_options().as_str()),
-        )
-        .map_err(|errno| StorageError::Mount {
-            device: self.device.clone(),
-            target: self.target.into(),
-            errno,
-        })?;
-        tracing::info!("{} ({}) mounted on {}", self.label, self.device.display(), self.target);
         Ok(())
     }
 }

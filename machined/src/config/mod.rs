@@ -2,5 +2,6 @@
 //! effect on the host (name, sysctls, files).
 
 pub mod apply;
+pub mod from_url;
 pub mod host_settings;
 pub mod store;

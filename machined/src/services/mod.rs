@@ -1,6 +1,7 @@
 //! The services machined runs itself (the API server is [`crate::api::server::Apid`]).
 
 pub mod addresses;
+pub mod config_url;
 pub mod containerd;
 pub mod logflush;
 pub mod network;

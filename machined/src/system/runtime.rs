@@ -10,8 +10,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::api::server::Apid;
 use crate::boot::control;
 use crate::boot::pid1::{self, Prepared};
+use crate::boot::root_source::RootSource;
 use crate::boot::{self, Stage};
 use crate::cli::Options;
+use crate::config::from_url::ConfigUrl;
 use crate::config::host_settings::HostSettings;
 use crate::config::store::{ConfigStore, Stored};
 use crate::facts::{Clock, Facts, Volumes};
@@ -27,6 +29,7 @@ use crate::node::power::{PowerAction, PowerControl};
 use crate::node::{Node, NodeParts};
 use crate::service::{Service, Supervisor};
 use crate::services::addresses::AddressWatch;
+use crate::services::config_url::ConfigFromUrl;
 use crate::services::containerd;
 use crate::services::logflush::LogFlush;
 use crate::services::network::Network;
@@ -143,11 +146,14 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
             tracing::error!("bootstrap token unusable: {why}; no config will be accepted")
         }
     }
-    let slots = match (stage, crate::boot::cmdline::current_slot()) {
-        (Stage::Root, Some(slot)) => {
+    let slots = match (stage, RootSource::current()) {
+        (Stage::Root, Some(RootSource::SlotPartition(slot))) => {
             control::image_bootloader(&under(layout.root(), BOOTLOADER_PATH))
                 .and_then(|bootloader| Slots::find(Path::new("/sys/class/block"), bootloader, slot))
         }
+        (Stage::Root, Some(RootSource::Initramfs { .. })) => Err(
+            "this node is diskless: its system comes from its boot server at every boot, so a new version is installed there, not by ctl upgrade".to_string(),
+        ),
         (Stage::Root, None) => Err("the kernel command line names no slot".to_string()),
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),
     };
@@ -200,6 +206,13 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     ];
     // PID 1's services (it alone runs a kubelet).
     if let Some(kubelet) = &kubelet {
+        if let Some(source) = config_url() {
+            services.push(Arc::new(ConfigFromUrl::new(
+                source,
+                configuration.clone(),
+                facts.clone(),
+            )));
+        }
         services.push(Arc::new(Network::new(facts.clone(), effects.clone())));
         services.push(Arc::new(PowerButton::new(power.clone())));
         services.push(Arc::new(TimeSync::new(
@@ -243,6 +256,15 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
     power.request(action);
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// The URL of the first config the kernel command line names, if it names a usable one.
+fn config_url() -> Option<ConfigUrl> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    ConfigUrl::from_cmdline(&cmdline)
+        .inspect_err(|e| tracing::error!("{e}; the node waits in maintenance mode"))
+        .ok()
+        .flatten()
 }
 
 /// Raises the clock to the highest time floor (STATE's, the image's) if it is below it;
