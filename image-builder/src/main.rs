@@ -428,14 +428,26 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         let port = listener.local_addr()?.port();
         let script = if config.is_some() { serve::CONFIG_SCRIPT } else { "boot.ipxe" };
         println!("serving {} on port {port}", args.dir.display());
+        let url = |host: &str| format!("http://{host}:{port}/{script}");
+        let qemu = [
+            "qemu-system-x86_64 -M q35 -m 2048 -nographic -boot order=n".to_string(),
+            format!(
+                "-netdev user,id=net0,bootfile={},hostfwd=tcp:127.0.0.1:50000-:50000",
+                url("10.0.2.2")
+            ),
+            "-device virtio-net-pci,netdev=net0".to_string(),
+        ];
+        let dnsmasq = [
+            "dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root=/usr/lib/ipxe".to_string(),
+            "--dhcp-match=set:ipxe,175 --dhcp-boot=tag:!ipxe,undionly.kpxe".to_string(),
+            format!("--dhcp-boot=tag:ipxe,{}", url("THIS_HOST")),
+        ];
         println!("a QEMU PC boots it with (the host is 10.0.2.2 on QEMU's user network):");
+        println!("  {}", qemu.join(" \\\n    "));
         println!(
-            "  qemu-system-x86_64 -M q35 -m 2048 -nographic -boot order=n \\\n                 -netdev user,id=net0,bootfile=http://10.0.2.2:{port}/{script},hostfwd=tcp:127.0.0.1:50000-:50000 \\\n                 -device virtio-net-pci,netdev=net0"
+            "a lab network's dnsmasq hands it to iPXE (ipxe's undionly.kpxe to other PXE ROMs):"
         );
-        println!("a lab network's dnsmasq hands it to iPXE (ipxe's undionly.kpxe to other PXE ROMs):");
-        println!(
-            "  dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root=/usr/lib/ipxe --dhcp-match=set:ipxe,175 \\\n                 --dhcp-boot=tag:!ipxe,undionly.kpxe --dhcp-boot=tag:ipxe,http://THIS_HOST:{port}/{script}"
-        );
+        println!("  {}", dnsmasq.join(" \\\n    "));
         let server = Arc::new(serve::BootServer::new(args.dir.clone(), config));
         server.run(listener, |line| println!("{line}")).await?;
         Ok(())

@@ -16,6 +16,7 @@
 
 mod boot {
     pub mod images;
+    pub mod netboot;
     pub mod node;
     pub mod pods;
     pub mod power;
@@ -37,7 +38,7 @@ macro_rules! qemu_scenarios {
             #[allow(unused_imports)]
             use super::boot::updates::{self, Bundles};
             #[allow(unused_imports)]
-            use super::boot::{images, pods, power};
+            use super::boot::{images, netboot, pods, power};
 
             static BOARD: &Board = &$board;
 
@@ -105,6 +106,12 @@ macro_rules! scenario {
             on_node("pods", pods::scenario);
         }
     };
+    (netboot) => {
+        #[test]
+        fn netboot() {
+            on_node("netboot", netboot::scenario);
+        }
+    };
     (update_refused) => {
         #[test]
         fn update_refused() {
@@ -146,7 +153,7 @@ macro_rules! scenario {
 // environment. The rest is board-independent machined code the PC's scenarios cover.
 qemu_scenarios! {
     generic_x86_64 => cairn_tests::boards::GENERIC_X86_64: [
-        reproducible_image, first_boot, reboot, power_button_and_clock, power_cut, pods,
+        reproducible_image, first_boot, reboot, power_button_and_clock, power_cut, pods, netboot,
         update_refused, update_a_to_b_and_back, update_bad_kernel, update_unhealthy,
         update_power_cut_while_writing,
     ],

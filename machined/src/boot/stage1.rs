@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -87,15 +86,18 @@ fn mount_root(
     modules: &Coldplug,
     uevents: &UeventSocket,
 ) -> Result<(), Stage1Error> {
-    let device = match source {
-        RootSource::SlotPartition(slot) => wait_for_partition(slot.root_label(), modules, uevents)?,
+    let (root, device) = match source {
+        RootSource::SlotPartition(slot) => {
+            let label = slot.root_label();
+            (label, wait_for_partition(label, modules, uevents)?)
+        }
         RootSource::Initramfs { sha256 } => {
             let file = Path::new(INITRAMFS_ROOT_PATH);
             check_hash(file, &sha256)?;
-            loop_device::attach_read_only(file)?
+            (INITRAMFS_ROOT_PATH, loop_device::attach_read_only(file)?)
         }
     };
-    console(&format!("{source}: root is {}", device.display()));
+    console(&format!("{source}: root {root} is {}", device.display()));
     mount_fs(&device.to_string_lossy(), NEW_ROOT, "squashfs", MsFlags::MS_RDONLY)
 }
 
@@ -104,14 +106,7 @@ fn check_hash(file: &Path, expected: &[u8; 32]) -> Result<(), Stage1Error> {
     let io_error = |source| Stage1Error::Io { path: file.into(), source };
     let mut reader = std::fs::File::open(file).map_err(io_error)?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = reader.read(&mut buffer).map_err(io_error)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
+    std::io::copy(&mut reader, &mut hasher).map_err(io_error)?;
     let actual = hasher.finalize();
     if actual.as_slice() != expected {
         return Err(Stage1Error::RootHash { actual: hex(&actual), expected: hex(expected) });
@@ -221,4 +216,24 @@ fn boot() -> Result<Infallible, Stage1Error> {
     let error = nix::unistd::execv(&program, std::slice::from_ref(&program))
         .map_err(Stage1Error::Switch)?;
     match error {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_in_the_initramfs_must_have_the_named_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("root.squashfs");
+        std::fs::write(&file, b"hsqs and the rest").unwrap();
+        let named: [u8; 32] = Sha256::digest(b"hsqs and the rest").into();
+        check_hash(&file, &named).unwrap();
+        let error = check_hash(&file, &[0; 32]).unwrap_err().to_string();
+        assert!(error.contains(&hex(&named)) && error.contains(&"0".repeat(64)), "{error}");
+        assert!(matches!(
+            check_hash(&dir.path().join("none"), &named),
+            Err(Stage1Error::Io { .. })
+        ));
+    }
 }
