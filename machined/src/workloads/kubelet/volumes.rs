@@ -216,11 +216,17 @@ impl<'a> PodVolumes<'a> {
                 self.mount(Mount::Tmpfs { target: dir.clone(), options })?;
             }
         }
-        if let Some(group) = self.fs_group {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::os::unix::fs::lchown(&dir, None, Some(group)).map_err(io)?;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2777)).map_err(io)?;
-        }
+        // Writable by whatever user the containers run as, as the upstream kubelet makes an
+        // emptyDir (0777); with an fsGroup, owned by it and set-group-ID.
+        let mode = match self.fs_group {
+            Some(group) => {
+                std::os::unix::fs::lchown(&dir, None, Some(group)).map_err(io)?;
+                0o2777
+            }
+            None => 0o777,
+        };
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
         Ok(dir)
     }
 
@@ -469,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn an_fs_group_owns_the_empty_dirs_and_not_host_paths() {
+    fn empty_dirs_are_writable_by_any_user_and_an_fs_group_owns_them_not_host_paths() {
         use std::os::unix::fs::MetadataExt as _;
         let base = tempfile::tempdir().unwrap();
         let host = base.path().join("host");
@@ -479,6 +485,10 @@ mod tests {
         let dir = volumes.host_path(&volume("{name: scratch, emptyDir: {}}")).unwrap();
         let meta = std::fs::metadata(&dir).unwrap();
         assert_eq!((meta.gid(), meta.mode() & 0o7777), (2000, 0o2777));
+        let without = PodVolumes::new(base.path().join("other"), &mounter);
+        let dir = without.host_path(&volume("{name: scratch, emptyDir: {}}")).unwrap();
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o777, "world-writable, as upstream");
         let yaml = format!("{{name: data, hostPath: {{path: {}}}}}", host.display());
         let host_meta = std::fs::metadata(volumes.host_path(&volume(&yaml)).unwrap()).unwrap();
         assert_ne!(host_meta.gid(), 2000);
