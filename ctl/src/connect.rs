@@ -105,15 +105,9 @@ impl std::str::FromStr for Fingerprint {
             .chars()
             .filter(|c| *c != ':')
             .collect();
-        let wrong = || format!("{text:?} is not a SHA-256 fingerprint (64 hex digits)");
-        if hex.len() != 64 || !hex.is_ascii() {
-            return Err(wrong());
-        }
-        let mut bytes = [0u8; 32];
-        for (i, byte) in bytes.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| wrong())?;
-        }
-        Ok(Fingerprint(bytes))
+        cairn_api::bundle::sha256_from_hex(&hex)
+            .map(Fingerprint)
+            .ok_or_else(|| format!("{text:?} is not a SHA-256 fingerprint (64 hex digits)"))
     }
 }
 

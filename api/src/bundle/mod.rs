@@ -73,6 +73,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A SHA-256 written as 64 hex digits in either case ([`hex`]'s form): its 32 bytes, or
+/// `None` for anything else (a sign, a space or a 65th digit included).
+pub fn sha256_from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(bytes)
+}
+
 /// Why a bundle was refused. Every variant names what was wrong; nothing was passed on past
 /// the point of the error.
 #[derive(Debug, thiserror::Error)]
@@ -101,4 +114,21 @@ pub enum BundleError {
     /// artifact.
     #[error("{0}")]
     Refused(String),
+}
+
+#[cfg(test)]
+mod hex_tests {
+    use super::*;
+
+    #[test]
+    fn a_sha256_reads_back_from_its_hex_and_nothing_else_passes() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 8) as u8);
+        assert_eq!(sha256_from_hex(&hex(&bytes)), Some(bytes));
+        assert_eq!(sha256_from_hex(&hex(&bytes).to_uppercase()), Some(bytes));
+        for wrong in
+            ["ab".repeat(31), "ab".repeat(33), "+f".repeat(32), "é".repeat(32), "g".repeat(64)]
+        {
+            assert_eq!(sha256_from_hex(&wrong), None, "{wrong}");
+        }
+    }
 }

@@ -12,18 +12,6 @@ pub fn slot(cmdline: &str) -> Option<Slot> {
     value(cmdline, SLOT_ARG).and_then(Slot::from_kernel_arg)
 }
 
-/// 64 hex digits (a SHA-256 a command-line argument names) as 32 bytes.
-pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let mut bytes = [0u8; 32];
-    for (byte, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

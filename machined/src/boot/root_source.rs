@@ -5,7 +5,7 @@
 //! - `cairn.root=initramfs cairn.root.sha256=HEX`: a diskless (netboot) node's root, the
 //!   squashfs the initramfs carries; stage 1 mounts it only if it has that hash.
 
-use cairn_api::bundle::hex;
+use cairn_api::bundle::{hex, sha256_from_hex};
 use cairn_api::image::{
     Slot, INITRAMFS_ROOT_PATH, ROOT_ARG, ROOT_IN_INITRAMFS, ROOT_SHA256_ARG, SLOT_ARG,
 };
@@ -44,7 +44,7 @@ impl RootSource {
     pub fn from_cmdline(cmdline: &str) -> Result<RootSource, RootSourceError> {
         match cmdline::value(cmdline, ROOT_ARG) {
             Some(ROOT_IN_INITRAMFS) => cmdline::value(cmdline, ROOT_SHA256_ARG)
-                .and_then(cmdline::parse_sha256)
+                .and_then(sha256_from_hex)
                 .map(|sha256| RootSource::Initramfs { sha256 })
                 .ok_or(RootSourceError::NoHash),
             Some(other) => Err(RootSourceError::Unknown(other.to_string())),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_api::bundle::hex;
+use cairn_api::bundle::{hex, sha256_from_hex};
 use cairn_api::config::shape::MAX_CONFIG_BYTES;
 use cairn_api::image::{CONFIG_SHA256_ARG, CONFIG_URL_ARG};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -49,7 +49,7 @@ impl ConfigUrl {
             return Err(ConfigUrlError::NotHttp(text.into()));
         }
         let sha256 = cmdline::value(cmdline, CONFIG_SHA256_ARG)
-            .and_then(cmdline::parse_sha256)
+            .and_then(sha256_from_hex)
             .ok_or(ConfigUrlError::NoHash)?;
         Ok(Some(ConfigUrl { url, sha256 }))
     }

@@ -46,7 +46,7 @@ pub fn node_names(hostname: &str, addresses: &[IpAddr], extra: &[String]) -> Vec
 
 /// A certificate's SHA-256 fingerprint: lowercase hex, as `ctl --fingerprint` takes it.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    Sha256::digest(cert).iter().map(|b| format!("{b:02x}")).collect()
+    cairn_api::bundle::hex(&Sha256::digest(cert))
 }
 
 /// A self-signed certificate for maintenance mode, where clients connect with `--insecure`.
