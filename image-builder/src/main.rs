@@ -11,6 +11,7 @@ use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, CacheLock, DEBIAN_KEYRING};
 use image_builder::flash::{self, HostView, ImageFile, Phase, Target};
+use image_builder::image::netboot::IPXE_SCRIPT;
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
 use image_builder::machined::{self, Program};
@@ -407,7 +408,7 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
 
 /// `serve`: checks the folder and the config, says how to boot from them, then serves.
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let script = args.dir.join("boot.ipxe");
+    let script = args.dir.join(IPXE_SCRIPT);
     if !script.is_file() {
         anyhow::bail!("{}: missing; --dir takes a build's netboot/ folder", script.display());
     }
@@ -426,7 +427,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let port = listener.local_addr()?.port();
-        let script = if config.is_some() { serve::CONFIG_SCRIPT } else { "boot.ipxe" };
+        let script = if config.is_some() { serve::CONFIG_SCRIPT } else { IPXE_SCRIPT };
         println!("serving {} on port {port}", args.dir.display());
         let url = |host: &str| format!("http://{host}:{port}/{script}");
         let qemu = [

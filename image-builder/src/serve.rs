@@ -24,14 +24,14 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::image::netboot::IPXE_SCRIPT;
+
 /// The script that boots with the config: what DHCP should hand out as the boot file.
 pub const CONFIG_SCRIPT: &str = "cairn.ipxe";
 /// The config's path on the server.
 pub const CONFIG_PATH: &str = "config.yaml";
 /// The iPXE variable the build's `boot.ipxe` appends to the kernel command line.
 pub const CONFIG_ARGS_VARIABLE: &str = "cairn-config";
-/// The script a build's `netboot/` holds.
-const BUILD_SCRIPT: &str = "boot.ipxe";
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 32;
 /// How long a client may take to send its request's head.
@@ -42,13 +42,23 @@ type Body = BoxBody<Bytes, std::io::Error>;
 /// What the server serves.
 pub struct BootServer {
     dir: PathBuf,
-    config: Option<Bytes>,
+    config: Option<ServedConfig>,
+}
+
+/// The config, and its SHA-256 for `cairn.ipxe`.
+struct ServedConfig {
+    bytes: Bytes,
+    sha256: String,
 }
 
 impl BootServer {
     /// Serves the files of `dir` (a build's `netboot/`) and, if given, `config`.
     pub fn new(dir: PathBuf, config: Option<Vec<u8>>) -> Self {
-        BootServer { dir, config: config.map(Bytes::from) }
+        let config = config.map(|bytes| ServedConfig {
+            sha256: hex(&Sha256::digest(&bytes)),
+            bytes: Bytes::from(bytes),
+        });
+        BootServer { dir, config }
     }
 
     /// Accepts connections on `listener` until the process ends; `log` gets a line a request.
@@ -101,10 +111,10 @@ impl BootServer {
     async fn get(&self, path: &str, host: Option<&header::HeaderValue>) -> Response<Body> {
         let name = path.trim_start_matches('/');
         match (&self.config, name) {
-            (Some(config), CONFIG_PATH) => bytes(config.clone(), "application/yaml"),
+            (Some(config), CONFIG_PATH) => bytes(config.bytes.clone(), "application/yaml"),
             (Some(config), CONFIG_SCRIPT) => {
                 match host.and_then(|h| h.to_str().ok()).filter(|h| is_host(h)) {
-                    Some(host) => bytes(config_script(host, config).into(), "text/plain"),
+                    Some(host) => bytes(config_script(host, &config.sha256).into(), "text/plain"),
                     None => status(StatusCode::BAD_REQUEST, "no usable Host header"),
                 }
             }
@@ -133,14 +143,14 @@ impl BootServer {
     }
 }
 
-/// `cairn.ipxe`: the config's URL on `host` and its hash, then the build's script.
-pub fn config_script(host: &str, config: &[u8]) -> String {
+/// `cairn.ipxe`: the URL on `host` of the config whose SHA-256 is `sha256` (hex), with that
+/// hash, then the build's script.
+pub fn config_script(host: &str, sha256: &str) -> String {
     format!(
         "#!ipxe\n\
-         # Written by image-builder serve: {BUILD_SCRIPT} with this server's config.\n\
-         set {CONFIG_ARGS_VARIABLE} {CONFIG_URL_ARG}=http://{host}/{CONFIG_PATH} {CONFIG_SHA256_ARG}={}\n\
-         chain {BUILD_SCRIPT}\n",
-        hex(&Sha256::digest(config))
+         # Written by image-builder serve: {IPXE_SCRIPT} with this server's config.\n\
+         set {CONFIG_ARGS_VARIABLE} {CONFIG_URL_ARG}=http://{host}/{CONFIG_PATH} {CONFIG_SHA256_ARG}={sha256}\n\
+         chain {IPXE_SCRIPT}\n"
     )
 }
 
@@ -221,7 +231,8 @@ mod tests {
         let address = start(dir.path(), Some(b"version: v1alpha1\n")).await;
         let answer = get(address, "/cairn.ipxe", "10.0.2.2:8000").await;
         let script = answer.split("\r\n\r\n").nth(1).unwrap();
-        assert_eq!(script, config_script("10.0.2.2:8000", b"version: v1alpha1\n"));
+        let sha256 = hex(&Sha256::digest(b"version: v1alpha1\n"));
+        assert_eq!(script, config_script("10.0.2.2:8000", &sha256));
         assert!(script.contains(&format!(
             "set cairn-config cairn.config=http://10.0.2.2:8000/config.yaml cairn.config.sha256={}\n",
             hex(&Sha256::digest(b"version: v1alpha1\n"))

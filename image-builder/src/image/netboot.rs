@@ -23,7 +23,8 @@ use crate::tree::FileTree;
 pub const NETBOOT_DIR: &str = "netboot";
 const KERNEL: &str = "vmlinuz";
 const INITRAMFS: &str = "initramfs.img";
-const IPXE_SCRIPT: &str = "boot.ipxe";
+/// The iPXE script, beside the kernel and the initramfs it fetches.
+pub const IPXE_SCRIPT: &str = "boot.ipxe";
 
 /// What the script says of the system it boots.
 pub struct Described<'a> {
