@@ -97,7 +97,8 @@ fn ipxe_script(described: &Described<'_>, kernel_args: &[String]) -> String {
          # for `ctl apply-config`; new versions are installed here, not by `ctl upgrade`.\n\
          # A script that sets {CONFIG_ARGS_VARIABLE} to `{CONFIG_URL_ARG}=URL {CONFIG_SHA256_ARG}=HEX`\n\
          # before chaining this one (`image-builder serve --config` serves {CONFIG_SCRIPT}) makes\n\
-         # the node take that config once its network is up, if it has that SHA-256.\n\
+         # the node take that config once its network is up, if it has that SHA-256\n\
+         # (an https:// URL whose server a public CA vouches for may leave the hash out).\n\
          kernel {KERNEL} initrd={INITRAMFS} {} ${{{CONFIG_ARGS_VARIABLE}}}\n\
          initrd {INITRAMFS}\n\
          boot\n",

@@ -1,6 +1,7 @@
 //! `config-url`: a node in maintenance mode takes its first config from the URL on its
 //! kernel command line ([`crate::config::from_url`]) once its network is up, asking again
-//! with a growing pause while the server cannot be reached. A config with another hash, or
+//! with a growing pause while the server cannot be reached (or, over HTTPS, not be trusted
+//! yet: the clock may still be unsynchronised). A config with another hash, or
 //! one that does not validate, is reported (console, `ctl logs config-url`) and the node
 //! stays in maintenance mode, reachable by `ctl` as ever.
 
@@ -32,6 +33,8 @@ enum Ended {
 /// The config-url service.
 pub struct ConfigFromUrl {
     source: ConfigUrl,
+    /// Whom an `https://` server's certificate must chain to.
+    tls: Arc<rustls::ClientConfig>,
     configuration: Arc<Configuration>,
     facts: Arc<Facts>,
 }
@@ -39,7 +42,7 @@ pub struct ConfigFromUrl {
 impl ConfigFromUrl {
     /// Takes the first config of `configuration` from `source`.
     pub fn new(source: ConfigUrl, configuration: Arc<Configuration>, facts: Arc<Facts>) -> Self {
-        ConfigFromUrl { source, configuration, facts }
+        ConfigFromUrl { source, tls: from_url::public_ca_tls(), configuration, facts }
     }
 
     /// Fetches and applies the config until one attempt ends it.
@@ -50,7 +53,7 @@ impl ConfigFromUrl {
             if self.facts.config.borrow().is_some() {
                 return Ended::Configured(format!("the node has a config: {url} not fetched"));
             }
-            let yaml = match from_url::fetch(&self.source, ATTEMPT_LIMIT).await {
+            let yaml = match from_url::fetch(&self.source, &self.tls, ATTEMPT_LIMIT).await {
                 Ok(yaml) => yaml,
                 Err(e) if e.is_final() => {
                     return Ended::Refused(format!(
