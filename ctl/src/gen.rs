@@ -130,6 +130,7 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
             network: Default::default(),
             time: Default::default(),
             install: Default::default(),
+            ephemeral: Default::default(),
             kernel: Default::default(),
             sysctls: Default::default(),
             files: Vec::new(),

@@ -58,6 +58,9 @@ pub struct Machine {
     /// Where the node installs itself.
     #[serde(default, skip_serializing_if = "is_default")]
     pub install: Install,
+    /// Where a diskless node keeps `/var`; changes take effect at the next boot.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub ephemeral: Ephemeral,
     /// Kernel command line and modules; changes take effect at the next boot.
     #[serde(default, skip_serializing_if = "is_default")]
     pub kernel: Kernel,
@@ -157,6 +160,22 @@ pub struct Install {
     /// The disk to install to, e.g. `/dev/vda`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
+}
+
+/// EPHEMERAL (`/var`: container images, pod data, logs) of a diskless node, which is memory
+/// unless a disk is named. A node that boots from a disk keeps it there, whatever this says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Ephemeral {
+    /// A whole disk for it, e.g. `/dev/vda`: formatted ext4 (labelled EPHEMERAL) if blank,
+    /// and kept across boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Format the disk even when it holds something else (a partition table, another file
+    /// system): what it holds is lost. Without it such a disk is left alone and `/var` is not
+    /// mounted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wipe: bool,
 }
 
 /// Kernel settings; they need a reboot.

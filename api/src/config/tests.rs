@@ -43,6 +43,19 @@ fn unknown_field_names_its_path() {
 }
 
 #[test]
+fn a_wipe_needs_a_disk() {
+    let ok = config_yaml("  ephemeral: {disk: /dev/vda, wipe: true}\n");
+    let config = MachineConfig::from_yaml(ok.as_bytes()).unwrap();
+    assert_eq!(config.machine.ephemeral.disk.as_deref(), Some("/dev/vda"));
+    let yaml = config_yaml("  ephemeral: {wipe: true}\n");
+    let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
+    assert_eq!(
+        err.problems(),
+        ["machine.ephemeral.wipe: true without machine.ephemeral.disk: there is no disk to wipe"]
+    );
+}
+
+#[test]
 fn unknown_version_is_refused() {
     let yaml = config_yaml("").replace("v1alpha1", "v9");
     let err = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err();
@@ -63,6 +76,7 @@ fn every_value_problem_is_reported_with_its_path() {
         "    nameservers: [1.1.1.1, dns.example]\n",
         "  files: [{path: /etc/passwd, content: x}, {path: /var//etc/passwd, content: x}]\n",
         "  update: {trustedKeys: [abc], healthDeadlineSeconds: 5}\n",
+        "  ephemeral: {disk: vda, wipe: true}\n",
         "  kubelet: {nodeLabels: {zone: shed-3, kubernetes.io/arch: arm, \"bad key\": x}}\n",
         "  pods:\n",
         "    - apiVersion: v1\n",
@@ -84,6 +98,7 @@ fn every_value_problem_is_reported_with_its_path() {
         "machine.files[1].path: \"/var//etc/passwd\" must be an absolute path under /var/",
         "machine.update.trustedKeys[0]: is not an ed25519 public key",
         "machine.update.healthDeadlineSeconds: 5 is not between 30 and 86400",
+        "machine.ephemeral.disk: \"vda\" is not a device path under /dev/",
         "machine.kubelet.nodeLabels.\"bad key\": \"bad key\" is no label key",
         "machine.kubelet.nodeLabels.\"kubernetes.io/arch\": is a label the node sets of itself",
         "machine.pods[0].metadata.name: \"Web\" is not a DNS label",

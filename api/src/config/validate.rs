@@ -110,11 +110,19 @@ impl MachineConfig {
                 format!("{server:?} is not an IP address or host name, with an optional :PORT")
             });
         }
-        if let Some(disk) = &m.install.disk {
-            c.check(disk.starts_with("/dev/") && disk.len() > 5, "machine.install.disk", || {
-                format!("{disk:?} is not a device path under /dev/")
-            });
+        for (disk, path) in [
+            (&m.install.disk, "machine.install.disk"),
+            (&m.ephemeral.disk, "machine.ephemeral.disk"),
+        ] {
+            if let Some(disk) = disk {
+                c.check(disk.starts_with("/dev/") && disk.len() > 5, path, || {
+                    format!("{disk:?} is not a device path under /dev/")
+                });
+            }
         }
+        c.check(!m.ephemeral.wipe || m.ephemeral.disk.is_some(), "machine.ephemeral.wipe", || {
+            "true without machine.ephemeral.disk: there is no disk to wipe".to_string()
+        });
         for (i, arg) in m.kernel.args.iter().enumerate() {
             c.check(
                 !arg.is_empty() && !arg.contains(char::is_whitespace),

@@ -9,6 +9,7 @@ pub mod blkpg;
 pub mod cmdline;
 pub mod coldplug;
 pub mod control;
+pub mod data_disk;
 pub mod flash_wear;
 pub mod loop_device;
 pub mod modules;

@@ -13,7 +13,7 @@ use crate::boot::blkpg::Blkpg;
 use crate::boot::coldplug::{self, Coldplug, Loaded};
 use crate::boot::flash_wear;
 use crate::boot::root_source::RootSource;
-use crate::boot::storage::{self, Volume};
+use crate::boot::storage::{self, EphemeralVolume, Volume};
 use crate::boot::uevents::UeventSocket;
 use crate::facts::{Facts, Volumes};
 use crate::system::reaper::Reaper;
@@ -26,7 +26,7 @@ pub struct Prepared {
     /// EPHEMERAL, to format if it must be and mount beside the API
     /// ([`mount_in_background`]): nothing on the way to the API needs it, formatting a large
     /// one takes long, and mounting one after a power cut replays its journal.
-    pub ephemeral: Option<Volume>,
+    pub ephemeral: Option<EphemeralVolume>,
     /// The root filesystem's modules, for [`load_service_modules`] (none: they could not be
     /// read).
     pub modules: Option<Arc<Coldplug>>,
@@ -70,8 +70,24 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
 }
 
 /// Formats EPHEMERAL if it must be and mounts it, then publishes it in `facts`: what needs
-/// `/var` (containerd, the log flusher, files from the config, updates) waits for that.
-pub async fn mount_in_background(ephemeral: Volume, reaper: Arc<Reaper>, facts: Arc<Facts>) {
+/// `/var` (containerd, the log flusher, files from the config, updates) waits for that. A
+/// diskless node's waits for a config, which says where it goes.
+pub async fn mount_in_background(
+    ephemeral: EphemeralVolume,
+    reaper: Arc<Reaper>,
+    facts: Arc<Facts>,
+) {
+    let ephemeral = match ephemeral {
+        EphemeralVolume::Found(volume) => volume,
+        EphemeralVolume::ByConfig => {
+            let mut config = facts.config.subscribe();
+            let placement = match config.wait_for(Option::is_some).await {
+                Ok(config) => config.as_ref().map(|c| c.machine.ephemeral.clone()),
+                Err(_) => return,
+            };
+            Volume::configured_ephemeral(&placement.unwrap_or_default())
+        }
+    };
     if mounted(ephemeral.prepare(&reaper).await, CONTAINERS_WAIT) {
         facts.volumes.send_modify(|volumes| volumes.ephemeral = true);
     }

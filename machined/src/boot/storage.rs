@@ -6,13 +6,19 @@
 //! use, so machined tells it about each new partition ([`crate::boot::blkpg`]), waits for
 //! their device nodes and goes on in the same boot: a first boot starts the kernel once.
 //! How they are mounted to spare flash is [`flash_wear`]'s business.
+//!
+//! A diskless node has no boot disk: STATE is memory, and so is EPHEMERAL unless its config
+//! names a whole disk for it (`machine.ephemeral.disk`), which is formatted only if blank
+//! (or the config says `wipe`) and kept across boots: container images and pod data then
+//! outlive a reboot. EPHEMERAL is placed once the node has a config.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn_api::config::Ephemeral;
 use cairn_api::disk::partition_table::{
     self, AddedPartition, AppendedPartition, AppendedSize, PartitionKind, PartitionTableError, Uuid,
 };
@@ -21,6 +27,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::wait::WaitStatus;
 
 use crate::boot::blkpg::KernelPartitions;
+use crate::boot::data_disk::{self, Contents};
 use crate::boot::flash_wear;
 use crate::boot::partitions::{find_by_label, find_by_number};
 use crate::boot::root_source::RootSource;
@@ -35,6 +42,8 @@ const KERNEL_RANDOM_UUID: &str = "/proc/sys/kernel/random/uuid";
 /// How long a partition the kernel was told about may take to get its device node
 /// (devtmpfs makes it as the kernel adds the partition: this is a bound, not a delay).
 const DEVICE_NODE_LIMIT: Duration = Duration::from_secs(10);
+/// How long a disk the config names may take to appear (a USB disk is probed late).
+const DISK_LIMIT: Duration = Duration::from_secs(30);
 
 /// STATE or EPHEMERAL could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +91,25 @@ pub enum StorageError {
         label: String,
         /// How long it was waited for.
         limit: Duration,
+    },
+    /// The disk the config names for EPHEMERAL did not appear.
+    #[error("machine.ephemeral.disk: no {device} after {limit:?}")]
+    NoSuchDisk {
+        /// The disk.
+        device: PathBuf,
+        /// How long it was waited for.
+        limit: Duration,
+    },
+    /// The disk the config names for EPHEMERAL holds something else.
+    #[error(
+        "machine.ephemeral.disk: {device} holds {holds}, so it was not formatted and nothing on \
+         it is lost; clear it, or set machine.ephemeral.wipe: true to format it"
+    )]
+    NotOurs {
+        /// The disk.
+        device: PathBuf,
+        /// What it holds.
+        holds: String,
     },
     /// mke2fs failed.
     #[error("formatting {device}: {reason}")]
@@ -132,6 +160,14 @@ pub enum Medium {
         /// Created by this boot: whatever it holds is a former user's, to be formatted over.
         fresh: bool,
     },
+    /// A whole disk a diskless node's config names (`machine.ephemeral.disk`), formatted
+    /// ext4 if blank, or whatever it holds if `wipe`.
+    Disk {
+        /// The disk's device node.
+        device: PathBuf,
+        /// Format it even when it holds something else.
+        wipe: bool,
+    },
     /// Memory (tmpfs): a diskless node's, empty at every boot.
     Memory,
 }
@@ -147,37 +183,43 @@ pub struct DataVolumes {
     /// Config, identity: small.
     pub state: Volume,
     /// `/var`: the rest of the disk.
-    pub ephemeral: Volume,
+    pub ephemeral: EphemeralVolume,
+}
+
+/// EPHEMERAL, as far as the boot can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EphemeralVolume {
+    /// On the boot disk.
+    Found(Volume),
+    /// A diskless node's: where its config places it ([`Volume::configured_ephemeral`]),
+    /// known once the node has one.
+    ByConfig,
 }
 
 impl DataVolumes {
     fn on(state: PathBuf, ephemeral: PathBuf, fresh: bool) -> DataVolumes {
         let partition = |device| Medium::Partition { device, fresh };
-        DataVolumes::of(partition(state), partition(ephemeral))
-    }
-
-    fn of(state: Medium, ephemeral: Medium) -> DataVolumes {
         DataVolumes {
-            state: Volume { medium: state, label: STATE_LABEL, target: STATE_MOUNT },
-            ephemeral: Volume {
-                medium: ephemeral,
-                label: EPHEMERAL_LABEL,
-                target: EPHEMERAL_MOUNT,
-            },
+            state: Volume::state(partition(state)),
+            ephemeral: EphemeralVolume::Found(Volume::ephemeral(partition(ephemeral))),
         }
     }
 }
 
 /// Finds STATE and EPHEMERAL. On a first boot they are created on the disk of `root`, the
-/// root the kernel command line names, and made known to `kernel`. A diskless node's are in
-/// memory: a disk it may see holds no state of its own (a former user's labels included).
+/// root the kernel command line names, and made known to `kernel`. A diskless node's STATE
+/// is memory, its EPHEMERAL where its config says: labels on a disk it may see are no sign
+/// of its own (a former user's included).
 pub fn find_or_create(
     root: Option<RootSource>,
     kernel: &dyn KernelPartitions,
 ) -> Result<DataVolumes, StorageError> {
     let root_label = match root {
         Some(RootSource::Initramfs { .. }) => {
-            return Ok(DataVolumes::of(Medium::Memory, Medium::Memory))
+            return Ok(DataVolumes {
+                state: Volume::state(Medium::Memory),
+                ephemeral: EphemeralVolume::ByConfig,
+            })
         }
         Some(RootSource::SlotPartition(slot)) => Some(slot.root_label()),
         None => None,
@@ -213,49 +255,108 @@ pub fn find_or_create(
 }
 
 impl Volume {
+    fn state(medium: Medium) -> Volume {
+        Volume { medium, label: STATE_LABEL, target: STATE_MOUNT }
+    }
+
+    fn ephemeral(medium: Medium) -> Volume {
+        Volume { medium, label: EPHEMERAL_LABEL, target: EPHEMERAL_MOUNT }
+    }
+
+    /// A diskless node's EPHEMERAL, as its config places it: on the disk it names, else in
+    /// memory.
+    pub fn configured_ephemeral(placement: &Ephemeral) -> Volume {
+        Volume::ephemeral(match &placement.disk {
+            Some(disk) => Medium::Disk { device: disk.into(), wipe: placement.wipe },
+            None => Medium::Memory,
+        })
+    }
+
     /// Whether it holds its file system already; if not, [`Volume::prepare`] formats it,
     /// which takes long for a large one.
     pub fn is_formatted(&self) -> Result<bool, StorageError> {
         match &self.medium {
             Medium::Partition { device, fresh } => Ok(!fresh && has_ext4(device)?),
+            Medium::Disk { device, .. } => Ok(self.disk_contents(device)? == Contents::Labelled),
             Medium::Memory => Ok(true),
         }
     }
 
-    /// Formats it (ext4) unless it holds its file system, then mounts it on its target.
+    fn disk_contents(&self, device: &Path) -> Result<Contents, StorageError> {
+        data_disk::inspect(device, self.label)
+            .map_err(|source| StorageError::Io { path: device.into(), source })
+    }
+
+    /// Formats it (ext4) unless it holds its file system, then mounts it on its target. A
+    /// disk the config names is formatted only if blank or `wipe`.
     pub async fn prepare(&self, reaper: &Reaper) -> Result<(), StorageError> {
-        let mount_error = |device: &Path| {
-            let device = device.to_path_buf();
-            move |errno| StorageError::Mount { device, target: self.target.into(), errno }
-        };
         match &self.medium {
             Medium::Partition { device, .. } => {
                 if !self.is_formatted()? {
                     format(device, self.label, reaper).await?;
                 }
-                mount(
-                    Some(device.as_path()),
-                    self.target,
-                    Some("ext4"),
-                    flash_wear::VOLUME_FLAGS,
-                    Some(flash_wear::volume_options().as_str()),
-                )
-                .map_err(mount_error(device))?;
-                tracing::info!("{} ({}) mounted on {}", self.label, device.display(), self.target);
+                self.mount_ext4(device)
+            }
+            Medium::Disk { device, wipe } => {
+                wait_for_disk(device).await?;
+                match self.disk_contents(device)? {
+                    Contents::Labelled => {}
+                    Contents::Blank => format(device, self.label, reaper).await?,
+                    Contents::Other(holds) if *wipe => {
+                        tracing::warn!(
+                            "{}: formatting over {holds} (machine.ephemeral.wipe)",
+                            device.display()
+                        );
+                        format(device, self.label, reaper).await?;
+                    }
+                    Contents::Other(holds) => {
+                        return Err(StorageError::NotOurs { device: device.clone(), holds })
+                    }
+                }
+                self.mount_ext4(device)
             }
             Medium::Memory => {
                 let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
                 mount(Some("tmpfs"), self.target, Some("tmpfs"), flags, Some("mode=0755"))
-                    .map_err(mount_error(Path::new("tmpfs")))?;
+                    .map_err(|errno| self.mount_error(Path::new("tmpfs"), errno))?;
                 tracing::info!(
                     "{} is memory (tmpfs) on {}: the node is diskless",
                     self.label,
                     self.target
                 );
+                Ok(())
             }
         }
+    }
+
+    fn mount_ext4(&self, device: &Path) -> Result<(), StorageError> {
+        mount(
+            Some(device),
+            self.target,
+            Some("ext4"),
+            flash_wear::VOLUME_FLAGS,
+            Some(flash_wear::volume_options().as_str()),
+        )
+        .map_err(|errno| self.mount_error(device, errno))?;
+        tracing::info!("{} ({}) mounted on {}", self.label, device.display(), self.target);
         Ok(())
     }
+
+    fn mount_error(&self, device: &Path, errno: nix::errno::Errno) -> StorageError {
+        StorageError::Mount { device: device.into(), target: self.target.into(), errno }
+    }
+}
+
+/// Waits for `device`'s node: its driver may still be probing the disk.
+async fn wait_for_disk(device: &Path) -> Result<(), StorageError> {
+    let deadline = Instant::now() + DISK_LIMIT;
+    while !device.exists() {
+        if Instant::now() >= deadline {
+            return Err(StorageError::NoSuchDisk { device: device.into(), limit: DISK_LIMIT });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 /// `/dev/vda` for `/dev/vda2`: the partition's parent in sysfs.
@@ -319,15 +420,13 @@ fn random_guid() -> Result<Uuid, StorageError> {
         .map_err(|e| io_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
-/// Whether the device starts with an ext2/3/4 superblock (magic 0xEF53 at byte 1080).
-/// mke2fs writes it last, so a format cut short by a power loss is done again.
+/// Whether the device starts with an ext2/3/4 superblock. mke2fs writes it last, so a
+/// format cut short by a power loss is done again.
 fn has_ext4(device: &Path) -> Result<bool, StorageError> {
     let io_error = |source| StorageError::Io { path: device.into(), source };
-    let mut file = File::open(device).map_err(io_error)?;
-    let mut magic = [0u8; 2];
-    file.seek(SeekFrom::Start(1080)).map_err(io_error)?;
-    file.read_exact(&mut magic).map_err(io_error)?;
-    Ok(magic == [0x53, 0xEF])
+    let mut head = Vec::new();
+    File::open(device).map_err(io_error)?.take(2048).read_to_end(&mut head).map_err(io_error)?;
+    Ok(data_disk::ext_label(&head).is_some())
 }
 
 /// Runs mke2fs through the reaper (PID 1's, which would otherwise race for its status).
@@ -464,11 +563,43 @@ mod tests {
         let mut bytes = vec![0u8; 4096];
         bytes[1080..1082].copy_from_slice(&[0x53, 0xEF]);
         std::fs::write(&device, &bytes).unwrap();
-        let volumes = DataVolumes::on(dir.path().join("vda4"), device.clone(), true);
-        assert!(!volumes.ephemeral.is_formatted().unwrap(), "a former user's ext4");
-        let volumes = DataVolumes::on(dir.path().join("vda4"), device, false);
-        assert!(volumes.ephemeral.is_formatted().unwrap(), "this node's, from a boot before");
-        assert!(volumes.state.is_formatted().is_err(), "no such device");
+        let ephemeral =
+            |fresh| match DataVolumes::on(dir.path().join("vda4"), device.clone(), fresh) {
+                DataVolumes { ephemeral: EphemeralVolume::Found(ephemeral), state } => {
+                    (ephemeral, state)
+                }
+                volumes => panic!("{volumes:?}"),
+            };
+        assert!(!ephemeral(true).0.is_formatted().unwrap(), "a former user's ext4");
+        let (ephemeral, state) = ephemeral(false);
+        assert!(ephemeral.is_formatted().unwrap(), "this node's, from a boot before");
+        assert!(state.is_formatted().is_err(), "no such device");
+    }
+
+    #[tokio::test]
+    async fn a_named_disk_holding_anything_else_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("vdb");
+        let mut bytes = vec![0u8; 8192];
+        bytes[512..520].copy_from_slice(b"EFI PART");
+        std::fs::write(&disk, &bytes).unwrap();
+        let placement = Ephemeral { disk: Some(disk.to_str().unwrap().into()), wipe: false };
+        let volume = Volume::configured_ephemeral(&placement);
+        assert_eq!(volume.medium, Medium::Disk { device: disk.clone(), wipe: false });
+        assert!(!volume.is_formatted().unwrap());
+        let error = volume.prepare(&Reaper::new()).await.unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!(
+                "machine.ephemeral.disk: {} holds a GPT partition table, so it was not formatted \
+                 and nothing on it is lost; clear it, or set machine.ephemeral.wipe: true to \
+                 format it",
+                disk.display()
+            )
+        );
+        assert_eq!(std::fs::read(&disk).unwrap(), bytes);
+        let memory = Volume::configured_ephemeral(&Ephemeral::default());
+        assert_eq!((memory.medium, memory.target), (Medium::Memory, EPHEMERAL_MOUNT));
     }
 
     #[test]

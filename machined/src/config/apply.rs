@@ -7,7 +7,7 @@ use cairn_api::config::MachineConfig;
 use serde_yaml::Value;
 
 /// Config paths whose changes only take effect at boot.
-const REBOOT_PATHS: &[&str] = &["machine.install", "machine.kernel"];
+const REBOOT_PATHS: &[&str] = &["machine.install", "machine.ephemeral", "machine.kernel"];
 
 /// How the operator asked for a config to be applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

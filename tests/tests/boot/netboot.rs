@@ -1,10 +1,11 @@
-//! The netboot scenario (a diskless PC): no disk, QEMU's BIOS runs the network card's iPXE,
-//! which takes its script from `image-builder serve` on the host (QEMU's user network's
+//! The netboot scenario (a diskless PC): no boot disk, QEMU's BIOS runs the network card's
+//! iPXE, which takes its script from `image-builder serve` on the host (QEMU's user network's
 //! gateway) as a user's lab would. A script naming another config's hash leaves the node in
 //! maintenance mode. Booted with the served config's hash, the node fetches it, comes up
 //! with mTLS and runs the web pod from the image's own busybox; `ctl upgrade` is refused (its
-//! boot server installs new versions); after a reboot it does all of it again, from nothing
-//! kept.
+//! boot server installs new versions). The config names a blank data disk for `/var`
+//! (`machine.ephemeral.disk`): formatted on the first boot, kept on the next. After a reboot
+//! the node does all of it again, from nothing kept but that disk.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,23 @@ use super::pods::{self, WEB_HOST_PORT};
 const CONFIG_SCRIPT: &str = "cairn.ipxe";
 /// A script of the test's: the served config's URL with another config's hash.
 const WRONG_HASH_SCRIPT: &str = "wrong-hash.ipxe";
+/// The data disk as the guest sees it (the board's disk is virtio).
+const DATA_DISK: &str = "/dev/vda";
+/// `notes` adds the boot's ID to a file on EPHEMERAL at each start.
+const NOTES_POD: &str = r#"
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: notes}
+      spec:
+        volumes: [{name: notes, hostPath: {path: /var/lib/notes, type: DirectoryOrCreate}}]
+        containers:
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "cat /proc/sys/kernel/random/boot_id >> /notes/boots && exec sleep 3600"]
+            volumeMounts: [{name: notes, mountPath: /notes}]
+"#;
+/// Where `notes` writes, on the node.
+const NOTES_FILE: &str = "/var/lib/notes/boots";
 
 /// `image-builder serve` on the host, and what it logged.
 struct BootServer {
@@ -95,10 +113,10 @@ fn served_dir(dir: &Path, netboot: &Path) -> PathBuf {
     served
 }
 
-/// Boots `board` with no disk from `bootfile`, its files in `dir`.
-fn boot(board: &Board, dir: &Path, bootfile: String) -> Vm {
+/// Boots `board` from `bootfile`, with no disk or with `data_disk`, its files in `dir`.
+fn boot(board: &Board, dir: &Path, bootfile: String, data_disk: Option<&Path>) -> Vm {
     let config = board.vm_config(PathBuf::new(), dir, &[WEB_HOST_PORT], PowerOn::Online);
-    let config = VmConfig { disk: None, ..config };
+    let config = VmConfig { disk: data_disk.map(Path::to_path_buf), ..config };
     Vm::start_network(&config, &NetworkBoot { bootfile }).unwrap()
 }
 
@@ -108,8 +126,12 @@ pub fn scenario(configured: &ConfiguredNode) {
     let dir = scenario_dir.path();
     let cluster = Cluster::generate("netboot").unwrap();
     let admin = cluster.admin();
-    let config =
-        cluster.node_config_with("node.yaml", |text| pods::with_pods(&text, pods::WEB_POD));
+    let config = cluster.node_config_with("node.yaml", |text| {
+        let text = format!("{text}  ephemeral: {{disk: {DATA_DISK}}}\n");
+        pods::with_pods(&text, &format!("{}{NOTES_POD}", pods::WEB_POD))
+    });
+    let data_disk = dir.join("data.raw");
+    std::fs::File::create(&data_disk).unwrap().set_len(1 << 30).unwrap();
     let served = served_dir(dir, &configured.image.join("netboot"));
     let server = BootServer::start(&served, &config);
     let wrong = format!(
@@ -120,7 +142,7 @@ pub fn scenario(configured: &ConfiguredNode) {
     std::fs::write(served.join(WRONG_HASH_SCRIPT), wrong).unwrap();
 
     // The served config with another hash: refused, the node stays in maintenance mode.
-    let mut vm = boot(board, &dir.join("wrong-hash"), server.url(WRONG_HASH_SCRIPT));
+    let mut vm = boot(board, &dir.join("wrong-hash"), server.url(WRONG_HASH_SCRIPT), None);
     let refused = "has SHA-256";
     vm.wait_for(refused, 0, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}; served:\n{}\nconsole:\n{}", server.log(), vm.console()));
@@ -131,10 +153,11 @@ pub fn scenario(configured: &ConfiguredNode) {
     assert!(version.contains("maintenance"), "{version}");
     vm.power_off_hard().unwrap();
 
-    // The served config with its hash: configured, the web pod answers.
+    // The served config with its hash: configured, the web pod answers, `/var` is on the
+    // data disk.
     let logged = server.logged();
     let started = Instant::now();
-    let mut vm = boot(board, &dir.join("vm"), server.url(CONFIG_SCRIPT));
+    let mut vm = boot(board, &dir.join("vm"), server.url(CONFIG_SCRIPT), Some(&data_disk));
     let n = vm.api_address.clone();
     let web = vm.forwarded[&WEB_HOST_PORT].clone();
     wait_configured(&mut vm, 0, &admin, &server);
@@ -149,8 +172,10 @@ pub fn scenario(configured: &ConfiguredNode) {
         assert_eq!(server.served_since(logged, path), 1, "{path}; served:\n{}", server.log());
     }
     assert_diskless(&admin, &n, &configured.image.join(board.bundle("0.1.0")));
+    let first_boot = notes(&admin, &n, 1);
 
-    // A reboot starts from nothing kept: the node takes its config from the URL again.
+    // A reboot starts from nothing kept but the data disk: the node takes its config from the
+    // URL again, and finds EPHEMERAL as it left it.
     let before = vm.console().len();
     ctl(Some(&admin), &["-n", &n, "reboot"]).ok();
     let after = vm.wait_for("machined[stage1]: machined", before, Duration::from_secs(240));
@@ -159,6 +184,9 @@ pub fn scenario(configured: &ConfiguredNode) {
     for path in ["/cairn.ipxe", "/config.yaml"] {
         assert_eq!(server.served_since(logged, path), 2, "{path}; served:\n{}", server.log());
     }
+    let both_boots = notes(&admin, &n, 2);
+    assert_eq!(both_boots[0], first_boot[0], "EPHEMERAL was not kept");
+    assert_ne!(both_boots[1], both_boots[0], "{both_boots:?}");
 
     ctl(Some(&admin), &["-n", &n, "shutdown"]).ok();
     assert!(vm.wait_exit(Duration::from_secs(120)).unwrap().is_some(), "QEMU did not exit");
@@ -180,8 +208,22 @@ fn wait_configured(vm: &mut Vm, from: usize, admin: &Path, server: &BootServer) 
     );
 }
 
-/// The root is the squashfs from the initramfs, STATE and `/var` are memory, and updates
-/// are refused with why; prints what the diskless node's memory holds.
+/// Waits for `notes` to have written `boots` boot IDs; returns them.
+fn notes(admin: &Path, n: &str, boots: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let written = eventually(Duration::from_secs(120), || {
+        let read = ctl(Some(admin), &["-n", n, "read", NOTES_FILE]);
+        lines = read.stdout.lines().map(str::to_string).collect();
+        lines.len() >= boots
+    });
+    let pods = ctl(Some(admin), &["-n", n, "pods"]).stdout;
+    assert!(written, "{NOTES_FILE} holds {lines:?}, not {boots} boots; pods:\n{pods}");
+    assert_eq!(lines.len(), boots, "{lines:?}");
+    lines
+}
+
+/// The root is the squashfs from the initramfs, STATE is memory, `/var` is on the data disk,
+/// and updates are refused with why; prints what the diskless node's memory holds.
 fn assert_diskless(admin: &Path, n: &str, bundle: &Path) {
     let mounts = ctl(Some(admin), &["-n", n, "-o", "json", "mounts"]).ok().stdout;
     let mounts: Vec<serde_json::Value> = serde_json::from_str(&mounts).unwrap();
@@ -192,9 +234,10 @@ fn assert_diskless(admin: &Path, n: &str, bundle: &Path) {
         (&"squashfs".into(), &"/dev/loop0".into()),
         "{root}"
     );
-    for target in ["/system/state", "/var"] {
-        assert_eq!(mount(target).map(|m| m["type"].clone()), Some("tmpfs".into()), "{target}");
-    }
+    let state = mount("/system/state").expect("a STATE mount");
+    assert_eq!(state["type"], "tmpfs", "{state}");
+    let ephemeral = mount("/var").expect("an EPHEMERAL mount");
+    assert_eq!((&ephemeral["type"], &ephemeral["source"]), (&"ext4".into(), &DATA_DISK.into()));
     let refused = ctl(Some(admin), &["-n", n, "upgrade", "--image", bundle.to_str().unwrap()]);
     let refused = refused.failed();
     assert!(refused.stderr.contains("diskless"), "{}", refused.stderr);
