@@ -11,6 +11,7 @@ pub mod coldplug;
 pub mod control;
 pub mod data_disk;
 pub mod flash_wear;
+pub mod initramfs;
 pub mod loop_device;
 pub mod modules;
 pub mod partitions;

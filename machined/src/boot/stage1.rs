@@ -3,7 +3,8 @@
 //! devices that appear behind them, from uevents, until the root shows), finds the root the
 //! kernel command line names ([`RootSource`]: the slot's root partition, by label, or on a
 //! diskless node the squashfs the initramfs carries, once its hash is checked), mounts it
-//! read-only and hands over to machined on it. A failure reboots after a pause, so the
+//! read-only, frees the initramfs ([`initramfs`]) and hands over to machined on it. A
+//! failure reboots after a pause, so the
 //! bootloader's try counter can fall back to the other slot.
 
 use std::convert::Infallible;
@@ -18,6 +19,7 @@ use nix::mount::{mount, MsFlags};
 use sha2::{Digest, Sha256};
 
 use super::coldplug::{self, Coldplug, Loaded};
+use super::initramfs;
 use super::loop_device::{self, LoopError};
 use super::partitions;
 use super::root_source::{RootSource, RootSourceError};
@@ -205,6 +207,14 @@ fn boot() -> Result<Infallible, Stage1Error> {
         let target = format!("{NEW_ROOT}{fs}");
         mount(Some(fs), target.as_str(), None::<&str>, MsFlags::MS_MOVE, None::<&str>)
             .map_err(|errno| Stage1Error::Mount { target, errno })?;
+    }
+    match initramfs::free() {
+        Ok(freed) => console(&format!(
+            "freed the initramfs: {} files, {:.1} MiB",
+            freed.files,
+            freed.bytes as f64 / (1024.0 * 1024.0)
+        )),
+        Err(e) => console(&format!("the initramfs stays in memory: {e}")),
     }
     nix::unistd::chdir(NEW_ROOT).map_err(Stage1Error::Switch)?;
     mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)

@@ -152,7 +152,7 @@ async fn serve(options: Options, logs: Arc<LogBook>, stage: Stage) -> anyhow::Re
                 .and_then(|bootloader| Slots::find(Path::new("/sys/class/block"), bootloader, slot))
         }
         (Stage::Root, Some(RootSource::Initramfs { .. })) => Err(
-            "this node is diskless: its system comes from its boot server at every boot, so a new version is installed there, not by ctl upgrade".to_string(),
+            "it has none, being diskless (its system comes from its boot server at every boot: a new version is installed there, not by ctl upgrade)".to_string(),
         ),
         (Stage::Root, None) => Err("the kernel command line names no slot".to_string()),
         _ => Err("machined runs as an ordinary process, not from a slot".to_string()),

@@ -168,6 +168,11 @@ pub fn scenario(configured: &ConfiguredNode) {
     );
     pods::wait_web(&admin, &n, &web, Duration::from_secs(240));
     println!("QEMU start to the web pod's answer by PXE: {:.1?}", started.elapsed());
+    // Stage 1 gave the initramfs's memory back before the switch (the squashfs lives on
+    // behind its loop device).
+    let console = vm.console();
+    let freed = console.lines().find(|l| l.contains("freed the initramfs: "));
+    println!("{}", freed.unwrap_or_else(|| panic!("the initramfs was not freed:\n{console}")));
     for path in ["/cairn.ipxe", "/boot.ipxe", "/vmlinuz", "/initramfs.img", "/config.yaml"] {
         assert_eq!(server.served_since(logged, path), 1, "{path}; served:\n{}", server.log());
     }
