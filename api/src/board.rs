@@ -140,8 +140,13 @@ pub struct Netboot {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetbootLoader {
-    /// iPXE (a PC's network card's option ROM, QEMU's included): `boot.ipxe`.
+    /// iPXE (a PC's network card's option ROM, QEMU's included): `boot.ipxe`, which fetches
+    /// the kernel and the initramfs over HTTP (or TFTP) from where it came from.
     Ipxe,
+    /// U-Boot's distro boot, when it finds no disk to boot: after DHCP it loads
+    /// `boot.scr.uimg` by TFTP, which loads the kernel and the initramfs the same way.
+    #[serde(rename = "u-boot")]
+    UBoot,
 }
 
 /// `[disk]`: the partitions of a fresh image, on 1 MiB boundaries in this order: the boot

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use cairn_api::arch::Arch;
 use cairn_api::board::Board;
+use cairn_api::board::NetbootLoader;
 use cairn_api::bootstrap::BootstrapToken;
 use clap::{Args, Parser, Subcommand};
 use image_builder::apt::{AptState, CacheLock, DEBIAN_KEYRING};
 use image_builder::flash::{self, HostView, ImageFile, Phase, Target};
-use image_builder::image::netboot::IPXE_SCRIPT;
+use image_builder::image::netboot::{IPXE_SCRIPT, UBOOT_SCRIPT};
 use image_builder::image::{self, ImageInputs, UpdateSigning};
 use image_builder::lockfile::Lock;
 use image_builder::machined::{self, Program};
@@ -66,7 +67,8 @@ enum Command {
     Flash(FlashArgs),
     /// Serve a build's netboot/ folder over HTTP to diskless nodes, logging every request;
     /// with --config also the config and cairn.ipxe, the script that boots with it. Prints
-    /// the QEMU and dnsmasq lines that boot from it.
+    /// the QEMU and dnsmasq lines that boot from it (a U-Boot board's folder is served by
+    /// TFTP: it prints the line of cairn-config.txt that names the config).
     Serve(ServeArgs),
     /// Check an update bundle offline (signature, chunk hashes, decompressed sizes and
     /// SHA-256s) and print its manifest.
@@ -133,11 +135,11 @@ struct FlashArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// A build's netboot/ folder (vmlinuz, initramfs.img, boot.ipxe).
+    /// A build's netboot/ folder (vmlinuz, initramfs.img, boot.ipxe or boot.scr.uimg).
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
-    /// A machine config for the nodes that boot cairn.ipxe: served with its SHA-256 on their
-    /// kernel command line, so they take it and nothing else.
+    /// A machine config for the nodes that boot cairn.ipxe (or read cairn-config.txt): served
+    /// with its SHA-256 on their kernel command line, so they take it and nothing else.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Where to listen.
@@ -408,10 +410,16 @@ fn fetch(args: &PackageArgs) -> anyhow::Result<(Board, Profile, PackageSet)> {
 
 /// `serve`: checks the folder and the config, says how to boot from them, then serves.
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let script = args.dir.join(IPXE_SCRIPT);
-    if !script.is_file() {
-        anyhow::bail!("{}: missing; --dir takes a build's netboot/ folder", script.display());
-    }
+    let dir = args.dir.display();
+    let loader = if args.dir.join(IPXE_SCRIPT).is_file() {
+        NetbootLoader::Ipxe
+    } else if args.dir.join(UBOOT_SCRIPT).is_file() {
+        NetbootLoader::UBoot
+    } else {
+        anyhow::bail!(
+            "{dir}: no {IPXE_SCRIPT} or {UBOOT_SCRIPT}; --dir takes a build's netboot/ folder"
+        );
+    };
     let config = match &args.config {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
@@ -421,38 +429,74 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let server = Arc::new(serve::BootServer::new(args.dir.clone(), config));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let port = listener.local_addr()?.port();
-        let script = if config.is_some() { serve::CONFIG_SCRIPT } else { IPXE_SCRIPT };
-        println!("serving {} on port {port}", args.dir.display());
-        let url = |host: &str| format!("http://{host}:{port}/{script}");
-        let qemu = [
-            "qemu-system-x86_64 -M q35 -m 2048 -nographic -boot order=n".to_string(),
-            format!(
-                "-netdev user,id=net0,bootfile={},hostfwd=tcp:127.0.0.1:50000-:50000",
-                url("10.0.2.2")
-            ),
-            "-device virtio-net-pci,netdev=net0".to_string(),
-        ];
-        let dnsmasq = [
-            "dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root=/usr/lib/ipxe".to_string(),
-            "--dhcp-match=set:ipxe,175 --dhcp-boot=tag:!ipxe,undionly.kpxe".to_string(),
-            format!("--dhcp-boot=tag:ipxe,{}", url("THIS_HOST")),
-        ];
-        println!("a QEMU PC boots it with (the host is 10.0.2.2 on QEMU's user network):");
-        println!("  {}", qemu.join(" \\\n    "));
-        println!(
-            "a lab network's dnsmasq hands it to iPXE (ipxe's undionly.kpxe to other PXE ROMs):"
-        );
-        println!("  {}", dnsmasq.join(" \\\n    "));
-        let server = Arc::new(serve::BootServer::new(args.dir.clone(), config));
+        println!("serving {dir} on port {port}");
+        match loader {
+            NetbootLoader::Ipxe => print_ipxe_lines(port, server.config_sha256().is_some()),
+            NetbootLoader::UBoot => {
+                print_uboot_lines(&dir.to_string(), port, server.config_sha256())
+            }
+        }
         server.run(listener, |line| println!("{line}")).await?;
         Ok(())
     })
+}
+
+/// How a PC's iPXE boots from the server on `port`: by `cairn.ipxe` with a config.
+fn print_ipxe_lines(port: u16, with_config: bool) {
+    let script = if with_config { serve::CONFIG_SCRIPT } else { IPXE_SCRIPT };
+    let url = |host: &str| format!("http://{host}:{port}/{script}");
+    let qemu = [
+        "qemu-system-x86_64 -M q35 -m 2048 -nographic -boot order=n".to_string(),
+        format!(
+            "-netdev user,id=net0,bootfile={},hostfwd=tcp:127.0.0.1:50000-:50000",
+            url("10.0.2.2")
+        ),
+        "-device virtio-net-pci,netdev=net0".to_string(),
+    ];
+    let dnsmasq = [
+        "dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root=/usr/lib/ipxe".to_string(),
+        "--dhcp-match=set:ipxe,175 --dhcp-boot=tag:!ipxe,undionly.kpxe".to_string(),
+        format!("--dhcp-boot=tag:ipxe,{}", url("THIS_HOST")),
+    ];
+    println!("a QEMU PC boots it with (the host is 10.0.2.2 on QEMU's user network):");
+    println!("  {}", qemu.join(" \\\n    "));
+    println!("a lab network's dnsmasq hands it to iPXE (ipxe's undionly.kpxe to other PXE ROMs):");
+    println!("  {}", dnsmasq.join(" \\\n    "));
+}
+
+/// How a U-Boot board boots from `dir` by TFTP, and the line that points it at the config
+/// (whose SHA-256 is `config_sha256`) on the server on `port`.
+fn print_uboot_lines(dir: &str, port: u16, config_sha256: Option<&str>) {
+    let qemu = [
+        "qemu-system-aarch64 -M virt,acpi=off -cpu cortex-a72 -m 1024 -nographic".to_string(),
+        "-bios /usr/lib/u-boot/qemu_arm64/u-boot.bin".to_string(),
+        format!("-netdev user,id=net0,tftp={dir},hostfwd=tcp:127.0.0.1:50000-:50000"),
+        // U-Boot's MAC address, for the kernel to be the same DHCP client (overlays/qemu-arm64).
+        "-device virtio-net-pci,mac=52:52:52:52:52:52,netdev=net0".to_string(),
+    ];
+    println!(
+        "U-Boot loads {UBOOT_SCRIPT}, vmlinuz and initramfs.img by TFTP from {dir}: QEMU's \
+         user network serves it to its arm64 virt board with"
+    );
+    println!("  {}", qemu.join(" \\\n    "));
+    println!("and a lab network's dnsmasq with");
+    println!("  dnsmasq --dhcp-range=RANGE --enable-tftp --tftp-root={dir}");
+    if let Some(sha256) = config_sha256 {
+        let host = format!("THIS_HOST:{port}");
+        println!(
+            "for the node to take the config, put this line in {dir}/{} (THIS_HOST: this \
+             server as the node reaches it, 10.0.2.2 on QEMU's user network):",
+            serve::UBOOT_CONFIG_FILE
+        );
+        print!("  {}", serve::uboot_config_line(&host, sha256));
+    }
 }
 
 /// `flash`: every refusal first, then the question, then the write and the read-back, with a

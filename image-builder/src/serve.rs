@@ -32,6 +32,11 @@ pub const CONFIG_SCRIPT: &str = "cairn.ipxe";
 pub const CONFIG_PATH: &str = "config.yaml";
 /// The iPXE variable the build's `boot.ipxe` appends to the kernel command line.
 pub const CONFIG_ARGS_VARIABLE: &str = "cairn-config";
+/// The file beside a U-Boot board's `boot.scr.uimg` (by TFTP) that names the config.
+pub const UBOOT_CONFIG_FILE: &str = "cairn-config.txt";
+/// The U-Boot variable `boot.scr.uimg` imports from [`UBOOT_CONFIG_FILE`] and appends to the
+/// kernel command line.
+pub const UBOOT_CONFIG_VARIABLE: &str = "cairn_config";
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 32;
 /// How long a client may take to send its request's head.
@@ -59,6 +64,11 @@ impl BootServer {
             bytes: Bytes::from(bytes),
         });
         BootServer { dir, config }
+    }
+
+    /// The served config's SHA-256 (hex), if there is one.
+    pub fn config_sha256(&self) -> Option<&str> {
+        self.config.as_ref().map(|config| config.sha256.as_str())
     }
 
     /// Accepts connections on `listener` until the process ends; `log` gets a line a request.
@@ -149,9 +159,20 @@ pub fn config_script(host: &str, sha256: &str) -> String {
     format!(
         "#!ipxe\n\
          # Written by image-builder serve: {IPXE_SCRIPT} with this server's config.\n\
-         set {CONFIG_ARGS_VARIABLE} {CONFIG_URL_ARG}=http://{host}/{CONFIG_PATH} {CONFIG_SHA256_ARG}={sha256}\n\
-         chain {IPXE_SCRIPT}\n"
+         set {CONFIG_ARGS_VARIABLE} {}\n\
+         chain {IPXE_SCRIPT}\n",
+        config_args(host, sha256)
     )
+}
+
+/// [`UBOOT_CONFIG_FILE`]'s line for the config on `host` whose SHA-256 is `sha256` (hex).
+pub fn uboot_config_line(host: &str, sha256: &str) -> String {
+    format!("{UBOOT_CONFIG_VARIABLE}={}\n", config_args(host, sha256))
+}
+
+/// The kernel arguments that name the config on `host` whose SHA-256 is `sha256` (hex).
+fn config_args(host: &str, sha256: &str) -> String {
+    format!("{CONFIG_URL_ARG}=http://{host}/{CONFIG_PATH} {CONFIG_SHA256_ARG}={sha256}")
 }
 
 /// Whether `host` is a plain `HOST[:PORT]`: it goes into a script.

@@ -15,6 +15,8 @@ pub const BOOT_SCRIPT_PATH: &str = "/boot.scr";
 
 /// The name in the script image's header.
 const NAME: &str = "Cairn A/B boot";
+/// The name in a diskless node's script image's header.
+const NETBOOT_NAME: &str = "Cairn netboot";
 /// A legacy image's magic number.
 const MAGIC: u32 = 0x2705_1956;
 /// `IH_OS_LINUX`.
@@ -37,13 +39,18 @@ fn uboot_arch(arch: Arch) -> anyhow::Result<u8> {
 
 /// The boot script's image for `arch`.
 pub fn boot_script(arch: Arch) -> anyhow::Result<Vec<u8>> {
-    Ok(script_image(uboot_arch(arch)?, BOOT_SCRIPT_SOURCE.as_bytes()))
+    Ok(script_image(uboot_arch(arch)?, NAME, BOOT_SCRIPT_SOURCE.as_bytes()))
 }
 
-/// A legacy script image of `script` for U-Boot architecture `arch`: the header (big-endian,
-/// its CRC computed with its own field zero), then the script as a one-part multi-file
-/// payload (its length, a zero length ending the list, the script).
-fn script_image(arch: u8, script: &[u8]) -> Vec<u8> {
+/// The image of a diskless node's script, `source`, for `arch`.
+pub fn netboot_script(arch: Arch, source: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(script_image(uboot_arch(arch)?, NETBOOT_NAME, source.as_bytes()))
+}
+
+/// A legacy script image of `script` for U-Boot architecture `arch`, named `name`: the
+/// header (big-endian, its CRC computed with its own field zero), then the script as a
+/// one-part multi-file payload (its length, a zero length ending the list, the script).
+fn script_image(arch: u8, name: &str, script: &[u8]) -> Vec<u8> {
     let length = u32::try_from(script.len()).expect("a boot script is smaller than 4 GiB");
     let mut data = Vec::with_capacity(8 + script.len());
     data.extend_from_slice(&length.to_be_bytes());
@@ -58,7 +65,7 @@ fn script_image(arch: u8, script: &[u8]) -> Vec<u8> {
     header.extend_from_slice(&0u32.to_be_bytes()); // entry point
     header.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
     header.extend_from_slice(&[OS_LINUX, arch, TYPE_SCRIPT, COMPRESSION_NONE]);
-    header.extend_from_slice(NAME.as_bytes());
+    header.extend_from_slice(name.as_bytes());
     header.resize(HEADER_SIZE, 0);
     let crc = crc32fast::hash(&header);
     header[4..8].copy_from_slice(&crc.to_be_bytes());
@@ -81,7 +88,7 @@ mod tests {
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, //
             0, 0, 0, 8, 0, 0, 0, 0, b'e', b'c', b'h', b'o', b' ', b'h', b'i', b'\n',
         ];
-        assert_eq!(script_image(22, b"echo hi\n"), expected);
+        assert_eq!(script_image(22, NAME, b"echo hi\n"), expected);
     }
 
     /// The real script, against `mkimage` itself where u-boot-tools is installed.

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_api::board::{Board, PowerOff, Qemu};
+use cairn_api::board::{Board, NetbootLoader, PowerOff, Qemu};
 use nix::sys::signal::{SigSet, Signal};
 
 /// A VM could not be started or did not behave.
@@ -111,13 +111,17 @@ pub struct DirectKernel {
     pub command_line: String,
 }
 
-/// A boot from the network: QEMU's BIOS runs the network card's iPXE, which takes the
-/// `bootfile` URL from QEMU's DHCP server (a script on an HTTP server the guest reaches,
-/// e.g. `http://10.0.2.2:PORT/boot.ipxe`: the host is the user network's gateway).
+/// A boot from the network, by the board's network loader (`[netboot]`). iPXE: QEMU's BIOS
+/// runs the network card's iPXE, which takes the `bootfile` URL from QEMU's DHCP server (a
+/// script on an HTTP server the guest reaches, e.g. `http://10.0.2.2:PORT/boot.ipxe`: the
+/// host is the user network's gateway). U-Boot: the board's U-Boot, finding no disk, asks
+/// DHCP and loads its script from `tftp_dir`, which QEMU's user network serves by TFTP.
 #[derive(Debug, Clone)]
 pub struct NetworkBoot {
-    /// The URL DHCP hands out as the boot file.
+    /// What DHCP hands out as the boot file.
     pub bootfile: String,
+    /// A folder QEMU serves by TFTP.
+    pub tftp_dir: Option<PathBuf>,
 }
 
 /// What QEMU boots.
@@ -160,9 +164,9 @@ impl Vm {
         Vm::launch(config, Boot::Kernel(kernel))
     }
 
-    /// Starts QEMU on `config`'s machine booting from the network as `netboot` says: QEMU's
-    /// own BIOS (not the board's firmware) and the network card's iPXE. A reboot of the
-    /// guest boots from the network again.
+    /// Starts QEMU on `config`'s machine booting from the network as `netboot` says, by the
+    /// board's network loader: QEMU's own BIOS (not the board's firmware) and the network
+    /// card's iPXE, or the board's U-Boot. A reboot of the guest boots from the network again.
     pub fn start_network(config: &VmConfig, netboot: &NetworkBoot) -> Result<Vm, QemuError> {
         Vm::launch(config, Boot::Network(netboot))
     }
@@ -361,13 +365,17 @@ fn arguments(
             kernel.command_line.clone(),
             "-no-reboot".into(),
         ]),
-        Boot::Network(_) => args.extend(["-boot".into(), "order=n".into()]),
+        Boot::Network(_) => match config.board.netboot.as_ref().map(|n| n.loader) {
+            Some(NetbootLoader::UBoot) => args.extend(firmware_arguments(qemu, paths)),
+            // QEMU's BIOS, which runs the network card's iPXE ROM.
+            Some(NetbootLoader::Ipxe) | None => args.extend(["-boot".into(), "order=n".into()]),
+        },
     }
-    let bootfile = match boot {
-        Boot::Network(netboot) => Some(netboot.bootfile.as_str()),
+    let netboot = match boot {
+        Boot::Network(netboot) => Some(netboot),
         Boot::Image | Boot::Kernel(_) => None,
     };
-    args.extend(device_arguments(config, qemu, api_port, forwarded, bootfile));
+    args.extend(device_arguments(config, qemu, api_port, forwarded, netboot));
     args.extend([
         "-serial".into(),
         format!("file:{}", paths.console.display()),
@@ -414,22 +422,25 @@ fn firmware_arguments(qemu: &Qemu, paths: &VmPaths) -> Vec<String> {
     }
 }
 
-/// The image as the board's disk, its network card (with `bootfile` from DHCP for a network
-/// boot) and its watchdog.
+/// The image as the board's disk, its network card (with the boot file from DHCP, and a
+/// TFTP folder, for a network boot) and its watchdog.
 fn device_arguments(
     config: &VmConfig,
     qemu: &Qemu,
     api_port: u16,
     forwarded: &[(u16, u16)],
-    bootfile: Option<&str>,
+    netboot: Option<&NetworkBoot>,
 ) -> Vec<String> {
     let mut netdev =
         format!("user,id=net0,hostfwd=tcp:127.0.0.1:{api_port}-:{}", cairn_api::API_PORT);
     for (guest, host) in forwarded {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
-    if let Some(bootfile) = bootfile {
-        netdev.push_str(&format!(",bootfile={bootfile}"));
+    if let Some(netboot) = netboot {
+        netdev.push_str(&format!(",bootfile={}", netboot.bootfile));
+        if let Some(dir) = &netboot.tftp_dir {
+            netdev.push_str(&format!(",tftp={}", dir.display()));
+        }
     }
     if config.offline {
         netdev.push_str(",restrict=on");
@@ -587,7 +598,8 @@ mod tests {
     fn a_network_boot_has_no_disk_and_gets_its_bootfile_from_dhcp() {
         let dir = Path::new("/w");
         let config = VmConfig { disk: None, offline: false, ..config(generic_x86_64(), dir) };
-        let netboot = NetworkBoot { bootfile: "http://10.0.2.2:8000/boot.ipxe".into() };
+        let netboot =
+            NetworkBoot { bootfile: "http://10.0.2.2:8000/boot.ipxe".into(), tftp_dir: None };
         let qemu = config.board.qemu.as_ref().unwrap();
         let args = arguments(&config, qemu, Boot::Network(&netboot), &paths_in(dir), 3000, &[]);
         assert_eq!(
@@ -598,6 +610,28 @@ mod tests {
              -device i6300esb -device virtio-rng-pci \
              -serial file:/w/console.log -monitor none -qmp unix:/w/qmp.sock,server=on,wait=off"
         );
+    }
+
+    #[test]
+    fn a_uboot_board_boots_its_firmware_and_gets_a_tftp_folder() {
+        let dir = Path::new("/w");
+        let overlays = Path::new(env!("CARGO_MANIFEST_DIR")).join("../overlays");
+        let board = Board::load(&overlays, "qemu-arm64").unwrap();
+        let config =
+            VmConfig { disk: None, offline: false, forwards: vec![], ..config(board, dir) };
+        let netboot =
+            NetworkBoot { bootfile: "boot.scr.uimg".into(), tftp_dir: Some("/w/tftp".into()) };
+        let qemu = config.board.qemu.as_ref().unwrap();
+        let args = arguments(&config, qemu, Boot::Network(&netboot), &paths_in(dir), 3000, &[]);
+        let args = args.join(" ");
+        assert!(
+            args.contains(
+                " -bios /usr/lib/u-boot/qemu_arm64/u-boot.bin -netdev user,id=net0,\
+             hostfwd=tcp:127.0.0.1:3000-:50000,bootfile=boot.scr.uimg,tftp=/w/tftp "
+            ),
+            "{args}"
+        );
+        assert!(!args.contains("-boot order=n"), "{args}");
     }
 
     #[test]

@@ -150,7 +150,8 @@ macro_rules! scenario {
 // (maintenance API, config over mTLS, the web pod), a bundle for the wrong architecture
 // refused, A -> B with the pod serving on its hostPort, a kernel that panics rolled back by
 // U-Boot's counter, and (arm64) an unhealthy system given up by machined through U-Boot's
-// environment. The rest is board-independent machined code the PC's scenarios cover.
+// environment and a diskless boot through U-Boot's TFTP. The rest is board-independent
+// machined code the PC's scenarios cover.
 qemu_scenarios! {
     generic_x86_64 => cairn_tests::boards::GENERIC_X86_64: [
         reproducible_image, first_boot, reboot, power_button_and_clock, power_cut, pods, netboot,
@@ -158,7 +159,8 @@ qemu_scenarios! {
         update_power_cut_while_writing,
     ],
     qemu_arm64 => cairn_tests::boards::QEMU_ARM64: [
-        first_boot, update_refused, update_a_to_b_and_back, update_bad_kernel, update_unhealthy,
+        first_boot, netboot, update_refused, update_a_to_b_and_back, update_bad_kernel,
+        update_unhealthy,
     ],
     qemu_armv7 => cairn_tests::boards::QEMU_ARMV7: [
         first_boot, update_refused, update_a_to_b_and_back, update_bad_kernel,

@@ -56,6 +56,9 @@ pub enum ImageError {
     /// The boot partition's bootloader files could not be made.
     #[error("boot partition: {0}")]
     BootPartition(String),
+    /// The network loader's script could not be made.
+    #[error("netboot: {0}")]
+    Netboot(String),
     /// The kernel lacks what Cairn needs.
     #[error("the kernel does not meet Cairn's requirements:\n  {}", .0.join("\n  "))]
     UnfitKernel(Vec<String>),
@@ -174,7 +177,8 @@ pub fn build(
     };
     let mut written = outputs::write(inputs, raw, &artifacts, output)?;
     if let Some(netboot) = &board.netboot {
-        let described = netboot::Described { version: inputs.version, board: &board.name };
+        let described =
+            netboot::Described { version: inputs.version, board: &board.name, arch: board.arch };
         written.extend(netboot::write(netboot, &described, &artifacts, inputs.mtime, output)?);
     }
     let report = BuildReport {

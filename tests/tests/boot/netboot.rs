@@ -1,11 +1,15 @@
-//! The netboot scenario (a diskless PC): no boot disk, QEMU's BIOS runs the network card's
-//! iPXE, which takes its script from `image-builder serve` on the host (QEMU's user network's
-//! gateway) as a user's lab would. A script naming another config's hash leaves the node in
-//! maintenance mode. Booted with the served config's hash, the node fetches it, comes up
-//! with mTLS and runs the web pod from the image's own busybox; `ctl upgrade` is refused (its
-//! boot server installs new versions). The config names a blank data disk for `/var`
-//! (`machine.ephemeral.disk`): formatted on the first boot, kept on the next. After a reboot
-//! the node does all of it again, from nothing kept but that disk.
+//! The netboot scenario (a diskless node): no boot disk, the board's network loader boots
+//! the build's `netboot/` files as a user's lab would. A PC: QEMU's BIOS runs the network
+//! card's iPXE, which takes its script from `image-builder serve` on the host (QEMU's user
+//! network's gateway), and everything else over HTTP. An ARM board: its U-Boot, finding no
+//! disk, loads `boot.scr.uimg`, the kernel and the initramfs by QEMU's TFTP, and the config's
+//! arguments from `cairn-config.txt` beside them; the config itself comes from `serve`.
+//! Pointed at the served config with another hash, the node stays in maintenance mode. With
+//! the served config's hash, the node fetches it, comes up with mTLS and runs the web pod
+//! from the image's own busybox; `ctl upgrade` is refused (its boot server installs new
+//! versions). The config names a blank data disk for `/var` (`machine.ephemeral.disk`):
+//! formatted on the first boot, kept on the next. After a reboot the node does all of it
+//! again, from nothing kept but that disk.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,9 +17,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn_api::board::NetbootLoader;
+use cairn_api::bundle::hex;
 use cairn_qemu::{NetworkBoot, Vm, VmConfig};
 use cairn_tests::boards::{Board, PowerOn};
 use cairn_tests::{bin_dir, ctl, eventually, Cluster};
+use image_builder::serve::{uboot_config_line, UBOOT_CONFIG_FILE};
+use sha2::{Digest, Sha256};
 
 use super::node::ConfiguredNode;
 use super::pods::{self, WEB_HOST_PORT};
@@ -24,6 +32,8 @@ use super::pods::{self, WEB_HOST_PORT};
 const CONFIG_SCRIPT: &str = "cairn.ipxe";
 /// A script of the test's: the served config's URL with another config's hash.
 const WRONG_HASH_SCRIPT: &str = "wrong-hash.ipxe";
+/// What the console says once the API serves.
+const API_LISTENING: &str = "API listening on 0.0.0.0:50000";
 /// The data disk as the guest sees it (the board's disk is virtio).
 const DATA_DISK: &str = "/dev/vda";
 /// `notes` adds the boot's ID to a file on EPHEMERAL at each start.
@@ -103,21 +113,81 @@ impl Drop for BootServer {
     }
 }
 
-/// A folder with the build's netboot files and the test's own script.
+/// A folder with the build's netboot files (and the test's own script or config line).
 fn served_dir(dir: &Path, netboot: &Path) -> PathBuf {
     let served = dir.join("served");
     std::fs::create_dir_all(&served).unwrap();
-    for name in ["vmlinuz", "initramfs.img", "boot.ipxe"] {
-        std::os::unix::fs::symlink(netboot.join(name), served.join(name)).unwrap();
+    for entry in std::fs::read_dir(netboot).unwrap() {
+        let name = entry.unwrap().file_name();
+        std::os::unix::fs::symlink(netboot.join(&name), served.join(&name)).unwrap();
     }
     served
 }
 
-/// Boots `board` from `bootfile`, with no disk or with `data_disk`, its files in `dir`.
-fn boot(board: &Board, dir: &Path, bootfile: String, data_disk: Option<&Path>) -> Vm {
-    let config = board.vm_config(PathBuf::new(), dir, &[WEB_HOST_PORT], PowerOn::Online);
-    let config = VmConfig { disk: data_disk.map(Path::to_path_buf), ..config };
-    Vm::start_network(&config, &NetworkBoot { bootfile }).unwrap()
+/// The config a node is pointed at.
+enum Pointed<'a> {
+    /// The served config, with its hash.
+    Served,
+    /// The served config's URL with this other hash.
+    WrongHash(&'a str),
+}
+
+/// Where a node boots from: the served folder, its server and the board's network loader.
+struct Lab<'a> {
+    board: &'a Board,
+    loader: NetbootLoader,
+    served: PathBuf,
+    server: BootServer,
+    /// The served config's SHA-256, hex.
+    config_sha256: String,
+}
+
+impl Lab<'_> {
+    /// Boots the board, pointed at `config`, with no disk or with `data_disk`, its files in
+    /// `dir`.
+    fn boot(&self, dir: &Path, config: Pointed<'_>, data_disk: Option<&Path>) -> Vm {
+        let vm = self.board.vm_config(PathBuf::new(), dir, &[WEB_HOST_PORT], PowerOn::Online);
+        let vm = VmConfig { disk: data_disk.map(Path::to_path_buf), ..vm };
+        let sha256 = match config {
+            Pointed::Served => &self.config_sha256,
+            Pointed::WrongHash(sha256) => sha256,
+        };
+        let netboot = match (self.loader, config) {
+            (NetbootLoader::Ipxe, Pointed::Served) => {
+                NetworkBoot { bootfile: self.server.url(CONFIG_SCRIPT), tftp_dir: None }
+            }
+            (NetbootLoader::Ipxe, Pointed::WrongHash(_)) => {
+                let script = format!(
+                    "#!ipxe\nset cairn-config cairn.config={} cairn.config.sha256={sha256}\n\
+                     chain boot.ipxe\n",
+                    self.server.url("config.yaml"),
+                );
+                std::fs::write(self.served.join(WRONG_HASH_SCRIPT), script).unwrap();
+                NetworkBoot { bootfile: self.server.url(WRONG_HASH_SCRIPT), tftp_dir: None }
+            }
+            (NetbootLoader::UBoot, _) => {
+                let host = format!("10.0.2.2:{}", self.server.port);
+                let line = uboot_config_line(&host, sha256);
+                std::fs::write(self.served.join(UBOOT_CONFIG_FILE), line).unwrap();
+                NetworkBoot {
+                    bootfile: "boot.scr.uimg".into(),
+                    tftp_dir: Some(self.served.clone()),
+                }
+            }
+        };
+        Vm::start_network(&vm, &netboot).unwrap()
+    }
+
+    /// The files the node fetches from `serve` at each boot (the rest by TFTP, if any).
+    fn fetched_by_http(&self, first_boot: bool) -> &'static [&'static str] {
+        match (self.loader, first_boot) {
+            (NetbootLoader::Ipxe, true) => {
+                &["/cairn.ipxe", "/boot.ipxe", "/vmlinuz", "/initramfs.img", "/config.yaml"]
+            }
+            (NetbootLoader::Ipxe, false) => &["/cairn.ipxe", "/config.yaml"],
+            (NetbootLoader::UBoot, _) => &["/config.yaml"],
+        }
+    }
 }
 
 pub fn scenario(configured: &ConfiguredNode) {
@@ -134,20 +204,21 @@ pub fn scenario(configured: &ConfiguredNode) {
     std::fs::File::create(&data_disk).unwrap().set_len(1 << 30).unwrap();
     let served = served_dir(dir, &configured.image.join("netboot"));
     let server = BootServer::start(&served, &config);
-    let wrong = format!(
-        "#!ipxe\nset cairn-config cairn.config={} cairn.config.sha256={}\nchain boot.ipxe\n",
-        server.url("config.yaml"),
-        "0".repeat(64)
-    );
-    std::fs::write(served.join(WRONG_HASH_SCRIPT), wrong).unwrap();
+    let loader = board.description().netboot.as_ref().expect("a board with [netboot]").loader;
+    let config_sha256 = hex(&Sha256::digest(std::fs::read(&config).unwrap()));
+    let lab = Lab { board, loader, served, server, config_sha256 };
+    let server = &lab.server;
 
     // The served config with another hash: refused, the node stays in maintenance mode.
-    let mut vm = boot(board, &dir.join("wrong-hash"), server.url(WRONG_HASH_SCRIPT), None);
+    let wrong_hash = "0".repeat(64);
+    let mut vm = lab.boot(&dir.join("wrong-hash"), Pointed::WrongHash(&wrong_hash), None);
     let refused = "has SHA-256";
     vm.wait_for(refused, 0, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}; served:\n{}\nconsole:\n{}", server.log(), vm.console()));
     let console = vm.console();
     assert!(console.contains("the node stays in maintenance mode"), "{console}");
+    // The config can be refused before the API listens (an ARM board, emulated, is slower).
+    vm.wait_for(API_LISTENING, 0, Duration::from_secs(120)).unwrap();
     let n = vm.api_address.clone();
     let version = ctl(None, &["--insecure", "-n", &n, "version"]).ok().stdout;
     assert!(version.contains("maintenance"), "{version}");
@@ -157,23 +228,23 @@ pub fn scenario(configured: &ConfiguredNode) {
     // data disk.
     let logged = server.logged();
     let started = Instant::now();
-    let mut vm = boot(board, &dir.join("vm"), server.url(CONFIG_SCRIPT), Some(&data_disk));
+    let mut vm = lab.boot(&dir.join("vm"), Pointed::Served, Some(&data_disk));
     let n = vm.api_address.clone();
     let web = vm.forwarded[&WEB_HOST_PORT].clone();
-    wait_configured(&mut vm, 0, &admin, &server);
+    wait_configured(&mut vm, 0, &admin, server);
     // A figure for people (`--nocapture`), beside the disk boot's in the first_boot scenario.
     println!(
-        "QEMU start to the mTLS API by PXE (configured from the URL): {:.1?}",
+        "QEMU start to the mTLS API by network boot (configured from the URL): {:.1?}",
         started.elapsed()
     );
     pods::wait_web(&admin, &n, &web, Duration::from_secs(240));
-    println!("QEMU start to the web pod's answer by PXE: {:.1?}", started.elapsed());
+    println!("QEMU start to the web pod's answer by network boot: {:.1?}", started.elapsed());
     // Stage 1 gave the initramfs's memory back before the switch (the squashfs lives on
     // behind its loop device).
     let console = vm.console();
     let freed = console.lines().find(|l| l.contains("freed the initramfs: "));
     println!("{}", freed.unwrap_or_else(|| panic!("the initramfs was not freed:\n{console}")));
-    for path in ["/cairn.ipxe", "/boot.ipxe", "/vmlinuz", "/initramfs.img", "/config.yaml"] {
+    for path in lab.fetched_by_http(true) {
         assert_eq!(server.served_since(logged, path), 1, "{path}; served:\n{}", server.log());
     }
     assert_diskless(&admin, &n, &configured.image.join(board.bundle("0.1.0")));
@@ -184,9 +255,9 @@ pub fn scenario(configured: &ConfiguredNode) {
     let before = vm.console().len();
     ctl(Some(&admin), &["-n", &n, "reboot"]).ok();
     let after = vm.wait_for("machined[stage1]: machined", before, Duration::from_secs(240));
-    wait_configured(&mut vm, after.unwrap(), &admin, &server);
+    wait_configured(&mut vm, after.unwrap(), &admin, server);
     pods::wait_web(&admin, &n, &web, Duration::from_secs(240));
-    for path in ["/cairn.ipxe", "/config.yaml"] {
+    for path in lab.fetched_by_http(false) {
         assert_eq!(server.served_since(logged, path), 2, "{path}; served:\n{}", server.log());
     }
     let both_boots = notes(&admin, &n, 2);
@@ -200,7 +271,7 @@ pub fn scenario(configured: &ConfiguredNode) {
 /// Waits for a boot's API (its console from byte `from` on) and for the node to answer,
 /// configured by the URL, over mTLS.
 fn wait_configured(vm: &mut Vm, from: usize, admin: &Path, server: &BootServer) {
-    let api = vm.wait_for("API listening on 0.0.0.0:50000", from, Duration::from_secs(300));
+    let api = vm.wait_for(API_LISTENING, from, Duration::from_secs(300));
     api.unwrap_or_else(|e| panic!("{e}; served:\n{}\nconsole:\n{}", server.log(), vm.console()));
     let n = vm.api_address.clone();
     assert!(
