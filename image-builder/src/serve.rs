@@ -255,8 +255,7 @@ mod tests {
         let sha256 = hex(&Sha256::digest(b"version: v1alpha1\n"));
         assert_eq!(script, config_script("10.0.2.2:8000", &sha256));
         assert!(script.contains(&format!(
-            "set cairn-config cairn.config=http://10.0.2.2:8000/config.yaml cairn.config.sha256={}\n",
-            hex(&Sha256::digest(b"version: v1alpha1\n"))
+            "set cairn-config cairn.config=http://10.0.2.2:8000/config.yaml cairn.config.sha256={sha256}\n",
         )));
         assert!(script.ends_with("chain boot.ipxe\n"));
         assert!(get(address, "/config.yaml", "h").await.ends_with("\r\n\r\nversion: v1alpha1\n"));

@@ -22,7 +22,8 @@ use cairn_api::bundle::hex;
 use cairn_qemu::{NetworkBoot, Vm, VmConfig};
 use cairn_tests::boards::{Board, PowerOn};
 use cairn_tests::{bin_dir, ctl, eventually, Cluster};
-use image_builder::serve::{uboot_config_line, UBOOT_CONFIG_FILE};
+use image_builder::image::netboot::UBOOT_SCRIPT;
+use image_builder::serve::{config_script, uboot_config_line, UBOOT_CONFIG_FILE};
 use sha2::{Digest, Sha256};
 
 use super::node::ConfiguredNode;
@@ -87,7 +88,12 @@ impl BootServer {
 
     /// The URL of `script` as the guest reaches it.
     fn url(&self, script: &str) -> String {
-        format!("http://10.0.2.2:{}/{script}", self.port)
+        format!("http://{}/{script}", self.guest_host())
+    }
+
+    /// Its `HOST:PORT` as the guest reaches it.
+    fn guest_host(&self) -> String {
+        format!("10.0.2.2:{}", self.port)
     }
 
     /// How many lines it logged so far.
@@ -157,22 +163,14 @@ impl Lab<'_> {
                 NetworkBoot { bootfile: self.server.url(CONFIG_SCRIPT), tftp_dir: None }
             }
             (NetbootLoader::Ipxe, Pointed::WrongHash(_)) => {
-                let script = format!(
-                    "#!ipxe\nset cairn-config cairn.config={} cairn.config.sha256={sha256}\n\
-                     chain boot.ipxe\n",
-                    self.server.url("config.yaml"),
-                );
+                let script = config_script(&self.server.guest_host(), sha256);
                 std::fs::write(self.served.join(WRONG_HASH_SCRIPT), script).unwrap();
                 NetworkBoot { bootfile: self.server.url(WRONG_HASH_SCRIPT), tftp_dir: None }
             }
             (NetbootLoader::UBoot, _) => {
-                let host = format!("10.0.2.2:{}", self.server.port);
-                let line = uboot_config_line(&host, sha256);
+                let line = uboot_config_line(&self.server.guest_host(), sha256);
                 std::fs::write(self.served.join(UBOOT_CONFIG_FILE), line).unwrap();
-                NetworkBoot {
-                    bootfile: "boot.scr.uimg".into(),
-                    tftp_dir: Some(self.served.clone()),
-                }
+                NetworkBoot { bootfile: UBOOT_SCRIPT.into(), tftp_dir: Some(self.served.clone()) }
             }
         };
         Vm::start_network(&vm, &netboot).unwrap()
