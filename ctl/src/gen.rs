@@ -135,6 +135,7 @@ pub fn config(name: &str, dir: &Path, nodes: &[String], force: bool) -> anyhow::
             sysctls: Default::default(),
             files: Vec::new(),
             pods: Vec::new(),
+            objects: Vec::new(),
             kubelet: Default::default(),
             registries: Default::default(),
             update: Default::default(),

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::pod::{cpu_millis, memory_bytes};
+use super::pod::{check_object_ref, cpu_millis, memory_bytes};
 use super::validate::Checker;
 
 /// A field of the pod an environment variable can hold, as `fieldRef.fieldPath` names it.
@@ -121,6 +121,7 @@ pub(super) fn check(c: &mut Checker, container: &Container, containers: &[Contai
             check_source(c, var, from, containers, &at);
         }
     }
+    check_env_from(c, container, path);
 }
 
 fn check_source(
@@ -134,36 +135,75 @@ fn check_source(
     c.check(var.value.as_deref().unwrap_or_default().is_empty(), &at, || {
         "and a non-empty value together: a variable has one source".into()
     });
-    match (&from.field_ref, &from.resource_field_ref) {
-        (Some(field), None) => {
-            if let Err(reason) = PodField::parse(&field.field_path) {
-                c.fail(format!("{at}.fieldRef.fieldPath"), reason);
-            }
+    let given = [
+        from.field_ref.is_some(),
+        from.resource_field_ref.is_some(),
+        from.config_map_key_ref.is_some(),
+        from.secret_key_ref.is_some(),
+    ];
+    match given.iter().filter(|given| **given).count() {
+        0 => c.fail(&at, format!("needs one of {SOURCES}")),
+        1 => {}
+        _ => c.fail(&at, format!("needs exactly one of {SOURCES}")),
+    }
+    if let Some(field) = &from.field_ref {
+        if let Err(reason) = PodField::parse(&field.field_path) {
+            c.fail(format!("{at}.fieldRef.fieldPath"), reason);
         }
-        (None, Some(resource)) => {
-            let at = format!("{at}.resourceFieldRef");
-            match ResourceField::parse(&resource.resource) {
-                Ok(field) => {
-                    if let Err(reason) = field.unit(resource.divisor.as_ref()) {
-                        c.fail(format!("{at}.divisor"), reason);
-                    }
+    }
+    if let Some(resource) = &from.resource_field_ref {
+        let at = format!("{at}.resourceFieldRef");
+        match ResourceField::parse(&resource.resource) {
+            Ok(field) => {
+                if let Err(reason) = field.unit(resource.divisor.as_ref()) {
+                    c.fail(format!("{at}.divisor"), reason);
                 }
-                Err(reason) => c.fail(format!("{at}.resource"), reason),
             }
-            if let Some(name) = resource.container_name.as_deref().filter(|n| !n.is_empty()) {
-                c.check(
-                    containers.iter().any(|other| other.name == name),
-                    format!("{at}.containerName"),
-                    || format!("{name:?} names no container of this pod"),
-                );
-            }
+            Err(reason) => c.fail(format!("{at}.resource"), reason),
         }
-        (Some(_), Some(_)) => c.fail(&at, "needs exactly one of fieldRef and resourceFieldRef"),
-        // A source of another kind is refused by its name.
-        (None, None) if from.config_map_key_ref.is_none() && from.secret_key_ref.is_none() => {
-            c.fail(&at, "needs one of fieldRef and resourceFieldRef")
+        if let Some(name) = resource.container_name.as_deref().filter(|n| !n.is_empty()) {
+            c.check(
+                containers.iter().any(|other| other.name == name),
+                format!("{at}.containerName"),
+                || format!("{name:?} names no container of this pod"),
+            );
         }
-        (None, None) => {}
+    }
+    let key_refs = [
+        ("configMapKeyRef", from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key))),
+        ("secretKeyRef", from.secret_key_ref.as_ref().map(|r| (&r.name, &r.key))),
+    ];
+    for (field, reference) in key_refs {
+        let Some((name, key)) = reference else { continue };
+        check_object_ref(c, name, format!("{at}.{field}.name"));
+        if let Some(problem) = super::objects::key_problem(key) {
+            c.fail(format!("{at}.{field}.key"), problem);
+        }
+    }
+}
+
+/// The sources of a variable, for messages.
+const SOURCES: &str = "fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef";
+
+/// Checks a container's `envFrom`: each names one ConfigMap or Secret.
+fn check_env_from(c: &mut Checker, container: &Container, path: &str) {
+    for (i, from) in container.env_from.iter().flatten().enumerate() {
+        let at = format!("{path}.envFrom[{i}]");
+        let names = [
+            ("configMapRef", from.config_map_ref.as_ref().map(|r| &r.name)),
+            ("secretRef", from.secret_ref.as_ref().map(|r| &r.name)),
+        ];
+        let given: Vec<_> = names.iter().filter_map(|(f, n)| Some((*f, (*n)?))).collect();
+        match given.as_slice() {
+            [(field, name)] => check_object_ref(c, name, format!("{at}.{field}.name")),
+            [] => c.fail(&at, "needs one of configMapRef and secretRef"),
+            _ => c.fail(&at, "needs exactly one of configMapRef and secretRef"),
+        }
+        if let Some(prefix) = &from.prefix {
+            c.check(!prefix.contains('='), format!("{at}.prefix"), || {
+                format!("{prefix:?} may not hold '='")
+            });
+        }
     }
 }
 

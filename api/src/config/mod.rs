@@ -15,8 +15,8 @@
 mod ca;
 pub mod dns;
 pub mod env;
-mod float_quantities;
 mod labels;
+pub mod objects;
 pub mod pod;
 mod redact;
 mod scheduling;
@@ -24,6 +24,7 @@ mod schema;
 pub mod security_context;
 pub mod shape;
 mod validate;
+mod yaml11_numbers;
 
 pub use redact::{redact_pod, REDACTED};
 pub use schema::*;
@@ -72,7 +73,7 @@ impl MachineConfig {
         shape::check(bytes).map_err(|message| ConfigError::Parse { message })?;
         // UTF-8, as the shape check found.
         let text = String::from_utf8_lossy(bytes);
-        let text = float_quantities::quoted(&text, float_quantities::Pods::MachinePods);
+        let text = yaml11_numbers::rewritten(&text, yaml11_numbers::Pods::MachinePods);
         let bytes = text.as_bytes();
         // serde_yaml's message already names the path and the line.
         let config: MachineConfig = serde_yaml::from_slice(bytes).map_err(|e| {
@@ -84,18 +85,20 @@ impl MachineConfig {
             };
             ConfigError::Parse { message }
         })?;
-        // serde dropped the pods' fields that Kubernetes does not know: they are found in the
+        // serde dropped the pods' (and objects') fields that Kubernetes does not know: they are found in the
         // YAML as written.
         let written: serde_yaml::Value =
             serde_yaml::from_slice(bytes).map_err(|e| ConfigError::Parse {
                 message: crate::text::shortened(&e.to_string(), MAX_PARSE_ERROR_CHARS),
             })?;
-        let pods = written
-            .get("machine")
-            .and_then(|machine| machine.get("pods"))
-            .and_then(serde_yaml::Value::as_sequence)
-            .map_or(&[][..], Vec::as_slice);
-        let problems = config.validate_as_written(pods);
+        let list = |field: &str| {
+            written
+                .get("machine")
+                .and_then(|machine| machine.get(field))
+                .and_then(serde_yaml::Value::as_sequence)
+                .map_or(&[][..], Vec::as_slice)
+        };
+        let problems = config.validate_as_written(list("pods"), list("objects"));
         if problems.is_empty() {
             Ok(config)
         } else {

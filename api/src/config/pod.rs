@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_yaml::Value;
 
 use super::validate::{is_dns_label, Checker, Problem};
-use super::{dns, env, float_quantities, scheduling, security_context, shape};
+use super::{dns, env, scheduling, security_context, shape, yaml11_numbers};
 
 /// The namespace of a pod that names none, as in Kubernetes.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -34,8 +34,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// Why a field Kubernetes knows is refused.
 const UNSUPPORTED: &str = "not supported by Cairn's kubelet";
 
-/// What Cairn's kubelet supports at one place of a Pod.
-enum Supported {
+/// What Cairn's kubelet supports at one place of a Pod (or of an object pods read).
+pub(super) enum Supported {
     /// The value as Kubernetes reads it: a scalar, a list of strings, or a map with free-form
     /// keys (labels, annotations).
     Whole,
@@ -52,8 +52,8 @@ use Supported::{Each, Fields, Whole};
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
 /// required pod (anti-)affinity, `imagePullSecrets`, `hostAliases`, SELinux and AppArmor
-/// options, volume sources other than hostPath and emptyDir, `env[].valueFrom` other than the
-/// pod's own fields and resources (ConfigMaps, Secrets), grpc probes, `stdin`/`tty`, resources
+/// options, volume sources other than hostPath, emptyDir, configMap and secret (the objects
+/// of `machine.objects`), grpc probes, `stdin`/`tty`, resources
 /// other than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory`
 /// (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
@@ -164,8 +164,10 @@ static SUPPORTED: Supported = Fields(
                                     "emptyDir",
                                     Fields(&[("medium", Whole), ("sizeLimit", Whole)], ""),
                                 ),
+                                ("configMap", CONFIG_MAP_VOLUME),
+                                ("secret", SECRET_VOLUME),
                             ],
-                            "hostPath and emptyDir are",
+                            "hostPath, emptyDir, configMap and secret are",
                         )),
                     ),
                 ],
@@ -175,6 +177,32 @@ static SUPPORTED: Supported = Fields(
     ],
     "",
 );
+
+/// A configMap volume, in [`SUPPORTED`].
+const CONFIG_MAP_VOLUME: Supported = Fields(
+    &[("name", Whole), ("items", Each(&KEY_TO_PATH)), ("defaultMode", Whole), ("optional", Whole)],
+    "",
+);
+
+/// A secret volume, in [`SUPPORTED`].
+const SECRET_VOLUME: Supported = Fields(
+    &[
+        ("secretName", Whole),
+        ("items", Each(&KEY_TO_PATH)),
+        ("defaultMode", Whole),
+        ("optional", Whole),
+    ],
+    "",
+);
+
+/// A key of a ConfigMap or Secret as a file of its volume, in [`SUPPORTED`].
+const KEY_TO_PATH: Supported = Fields(&[("key", Whole), ("path", Whole), ("mode", Whole)], "");
+
+/// A reference to a ConfigMap or Secret (`envFrom`), in [`SUPPORTED`].
+const OBJECT_REF: Supported = Fields(&[("name", Whole), ("optional", Whole)], "");
+
+/// A reference to a key of a ConfigMap or Secret (`env[].valueFrom`), in [`SUPPORTED`].
+const KEY_REF: Supported = Fields(&[("name", Whole), ("key", Whole), ("optional", Whole)], "");
 
 /// Pod (anti-)affinity, in [`SUPPORTED`]: on a node of its own a pod has no other node to be
 /// placed on, so preferences are accepted; a requirement would need the other pods' places.
@@ -220,11 +248,20 @@ const CONTAINER: Supported = Fields(
                                         "",
                                     ),
                                 ),
+                                ("configMapKeyRef", KEY_REF),
+                                ("secretKeyRef", KEY_REF),
                             ],
-                            "fieldRef and resourceFieldRef are",
+                            "",
                         ),
                     ),
                 ],
+                "",
+            )),
+        ),
+        (
+            "envFrom",
+            Each(&Fields(
+                &[("prefix", Whole), ("configMapRef", OBJECT_REF), ("secretRef", OBJECT_REF)],
                 "",
             )),
         ),
@@ -321,7 +358,7 @@ pub fn decode_pod(bytes: &[u8], path: &str) -> Result<Pod, Vec<Problem>> {
     let decoded = shape::check(bytes).and_then(|()| {
         // UTF-8, as the shape check found.
         let text = String::from_utf8_lossy(bytes);
-        let bytes = float_quantities::quoted(&text, float_quantities::Pods::Document);
+        let bytes = yaml11_numbers::rewritten(&text, yaml11_numbers::Pods::Document);
         let bytes = bytes.as_bytes();
         // Read from the bytes rather than from a Value, serde_yaml's errors name the field and
         // the line.
@@ -386,7 +423,13 @@ fn check_pod(c: &mut Checker, pod: &Pod, written: Option<&Value>, path: &str) {
 /// Walks the pod as written alongside the pod as read back: a key the reading dropped is
 /// unknown to Kubernetes, a key it kept but [`SUPPORTED`] lacks is refused. A null value is
 /// an absent field, as in Kubernetes.
-fn check_fields(c: &mut Checker, written: &Value, read: &Value, supported: &Supported, path: &str) {
+pub(super) fn check_fields(
+    c: &mut Checker,
+    written: &Value,
+    read: &Value,
+    supported: &Supported,
+    path: &str,
+) {
     let written = match written {
         Value::Tagged(tagged) => &tagged.value,
         other => other,
@@ -530,10 +573,32 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
         c.check(names.insert(name.as_str()), format!("{at}.name"), || {
             format!("{name:?} is used by another volume of this pod")
         });
-        // A volume with neither source is an emptyDir, as Kubernetes defaults it.
-        c.check(volume.host_path.is_none() || volume.empty_dir.is_none(), &at, || {
-            format!("hostPath and emptyDir together are {UNSUPPORTED}: a volume has one source")
+        // A volume with no source is an emptyDir, as Kubernetes defaults it.
+        let sources = [
+            ("hostPath", volume.host_path.is_some()),
+            ("emptyDir", volume.empty_dir.is_some()),
+            ("configMap", volume.config_map.is_some()),
+            ("secret", volume.secret.is_some()),
+        ];
+        let given: Vec<&str> =
+            sources.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect();
+        c.check(given.len() <= 1, &at, || {
+            format!("{} together are {UNSUPPORTED}: a volume has one source", given.join(" and "))
         });
+        if let Some(config_map) = &volume.config_map {
+            let name = config_map.name.as_str();
+            let at = format!("{at}.configMap");
+            check_object_ref(c, name, format!("{at}.name"));
+            check_projection(c, config_map.items.as_deref(), config_map.default_mode, &at);
+        }
+        if let Some(secret) = &volume.secret {
+            let at = format!("{at}.secret");
+            match &secret.secret_name {
+                Some(name) => check_object_ref(c, name, format!("{at}.secretName")),
+                None => c.fail(format!("{at}.secretName"), "is required"),
+            }
+            check_projection(c, secret.items.as_deref(), secret.default_mode, &at);
+        }
         if let Some(host_path) = &volume.host_path {
             check_absolute(c, &host_path.path, format!("{at}.hostPath.path"));
             if let Some(kind) = &host_path.type_ {
@@ -583,6 +648,54 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
         }
     }
     names
+}
+
+/// Checks the name of a ConfigMap or Secret a pod reads.
+pub(super) fn check_object_ref(c: &mut Checker, name: &str, path: String) {
+    c.check(super::objects::is_subdomain_name(name), path, || {
+        format!("{name:?} is not the name of a ConfigMap or Secret (a DNS subdomain)")
+    });
+}
+
+/// Checks a file mode of a configMap or secret volume (`defaultMode`, `items[].mode`).
+fn check_mode(c: &mut Checker, mode: i32, path: String) {
+    c.check((0..=0o777).contains(&mode), path, || {
+        format!("{mode} is not a file mode (0 to 0777, in octal, or 511 in decimal)")
+    });
+}
+
+/// Checks the files a configMap or secret volume makes (`items`, modes) at `path`.
+fn check_projection(
+    c: &mut Checker,
+    items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+    default_mode: Option<i32>,
+    path: &str,
+) {
+    if let Some(mode) = default_mode {
+        check_mode(c, mode, format!("{path}.defaultMode"));
+    }
+    let mut paths = HashSet::new();
+    for (i, item) in items.unwrap_or_default().iter().enumerate() {
+        let at = format!("{path}.items[{i}]");
+        if let Some(problem) = super::objects::key_problem(&item.key) {
+            c.fail(format!("{at}.key"), problem);
+        }
+        let file = &item.path;
+        c.check(
+            !file.is_empty()
+                && !file.starts_with('/')
+                && !file.starts_with("..")
+                && !file.split('/').any(|part| part == ".."),
+            format!("{at}.path"),
+            || format!("{file:?} is not a relative path without '..'"),
+        );
+        c.check(paths.insert(file), format!("{at}.path"), || {
+            format!("{file:?} is used by another item of this volume")
+        });
+        if let Some(mode) = item.mode {
+            check_mode(c, mode, format!("{at}.mode"));
+        }
+    }
 }
 
 /// Checks one container of the pod `spec`. `host_ports` gathers the (port, protocol) pairs
@@ -1080,12 +1193,8 @@ spec:
             "web.yaml.spec.initContainers: not supported by Cairn's kubelet",
         );
         refused(
-            "  volumes: [{name: v, emptyDir: {}}, {name: cfg, configMap: {name: settings}}]",
-            "web.yaml.spec.volumes[1].configMap: not supported by Cairn's kubelet (hostPath and emptyDir are)",
-        );
-        refused(
-            "    env: [{name: CONFIG, valueFrom: {configMapKeyRef: {name: settings, key: a}}}]",
-            "web.yaml.spec.containers[0].env[0].valueFrom.configMapKeyRef: not supported by Cairn's kubelet (fieldRef and resourceFieldRef are)",
+            "  volumes: [{name: v, emptyDir: {}}, {name: data, persistentVolumeClaim: {claimName: d}}]",
+            "web.yaml.spec.volumes[1].persistentVolumeClaim: not supported by Cairn's kubelet (hostPath, emptyDir, configMap and secret are)",
         );
         refused(
             "    livenessProbe: {grpc: {port: 9000}}",
@@ -1149,6 +1258,45 @@ spec:
     }
 
     #[test]
+    fn config_maps_and_secrets_are_read_as_volumes_and_variables() {
+        let fine = concat!(
+            "    envFrom: [{configMapRef: {name: settings}, prefix: CFG_}, {secretRef: {name: creds, optional: true}}]\n",
+            "    env:\n",
+            "      - {name: MODE, valueFrom: {configMapKeyRef: {name: settings, key: mode}}}\n",
+            "      - {name: PASS, valueFrom: {secretKeyRef: {name: creds, key: pass.word, optional: true}}}\n",
+            "  volumes:\n",
+            "    - {name: cfg, configMap: {name: settings, defaultMode: 0440, items: [{key: a.conf, path: conf/a.conf, mode: 0400}]}}\n",
+            "    - {name: tls, secret: {secretName: web-tls, optional: false}}\n",
+        );
+        assert_eq!(with(fine), Vec::<String>::new());
+        let wrong = concat!(
+            "    envFrom: [{configMapRef: {name: a}, secretRef: {name: b}}, {prefix: X}]\n",
+            "    env:\n",
+            "      - {name: A, valueFrom: {configMapKeyRef: {name: Settings, key: /etc}, fieldRef: {fieldPath: metadata.name}}}\n",
+            "  volumes:\n",
+            "    - {name: cfg, configMap: {name: s, defaultMode: 1000, items: [{key: a, path: ../a}, {key: b, path: ../a}]}}\n",
+            "    - {name: tls, secret: {}, emptyDir: {}}\n",
+        );
+        let (c, v) = ("web.yaml.spec.containers[0]", "web.yaml.spec.volumes");
+        assert_eq!(
+            with(wrong),
+            [
+                format!("{v}[0].configMap.defaultMode: 1000 is not a file mode (0 to 0777, in octal, or 511 in decimal)"),
+                format!("{v}[0].configMap.items[0].path: \"../a\" is not a relative path without '..'"),
+                format!("{v}[0].configMap.items[1].path: \"../a\" is not a relative path without '..'"),
+                format!("{v}[0].configMap.items[1].path: \"../a\" is used by another item of this volume"),
+                format!("{v}[1]: emptyDir and secret together are not supported by Cairn's kubelet: a volume has one source"),
+                format!("{v}[1].secret.secretName: is required"),
+                format!("{c}.env[0].valueFrom: needs exactly one of fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef"),
+                format!("{c}.env[0].valueFrom.configMapKeyRef.name: \"Settings\" is not the name of a ConfigMap or Secret (a DNS subdomain)"),
+                format!("{c}.env[0].valueFrom.configMapKeyRef.key: \"/etc\" is not a key (1-253 letters, digits, '-', '_' and '.')"),
+                format!("{c}.envFrom[0]: needs exactly one of configMapRef and secretRef"),
+                format!("{c}.envFrom[1]: needs one of configMapRef and secretRef"),
+            ]
+        );
+    }
+
+    #[test]
     fn variables_from_the_pod_are_checked() {
         let env = concat!(
             "    env:\n",
@@ -1172,7 +1320,7 @@ spec:
                 format!("{at}[0].valueFrom.fieldRef.fieldPath: \"status.phase\" is not a field a variable can hold (metadata.name, namespace, uid, labels['KEY'], annotations['KEY'], spec.nodeName, serviceAccountName, status.hostIP(s), podIP(s))"),
                 format!("{at}[1].valueFrom.resourceFieldRef.resource: \"limits.gpu\" is not a resource Cairn's kubelet sets (limits.cpu, limits.memory, requests.cpu, requests.memory)"),
                 format!("{at}[1].valueFrom.resourceFieldRef.containerName: \"db\" names no container of this pod"),
-                format!("{at}[2].valueFrom: needs one of fieldRef and resourceFieldRef"),
+                format!("{at}[2].valueFrom: needs one of fieldRef, resourceFieldRef, configMapKeyRef and secretKeyRef"),
             ]
         );
     }

@@ -10,7 +10,7 @@ pub const REDACTED: &str = "******";
 impl MachineConfig {
     /// A copy with every secret replaced by [`REDACTED`]: CA keys, the bootstrap token, the
     /// contents of `files` (they hold credentials as often as not), the values of pods'
-    /// environment variables, and credentials in registry mirror URLs.
+    /// environment variables and of Secrets, and credentials in registry mirror URLs.
     pub fn redacted(&self) -> MachineConfig {
         let mut config = self.clone();
         let hide = |secret: &mut Option<String>| {
@@ -23,6 +23,9 @@ impl MachineConfig {
             file.content = REDACTED.to_string();
         }
         config.machine.pods.iter_mut().for_each(redact_pod);
+        for object in &mut config.machine.objects {
+            super::objects::redact(object, REDACTED);
+        }
         for mirror in config.machine.registries.mirrors.values_mut() {
             for endpoint in &mut mirror.endpoints {
                 *endpoint = without_userinfo(endpoint);

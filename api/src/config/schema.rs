@@ -73,6 +73,9 @@ pub struct Machine {
     /// Static pods: Kubernetes Pod objects the node runs without a control plane.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pods: Vec<Pod>,
+    /// ConfigMaps and Secrets the pods read (volumes, environment), kept by the node itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<super::objects::LocalObject>,
     /// The embedded kubelet.
     #[serde(default, skip_serializing_if = "is_default")]
     pub kubelet: Kubelet,

@@ -81,12 +81,16 @@ impl MachineConfig {
     /// read them, without the fields Kubernetes does not know: [`MachineConfig::from_yaml`],
     /// which has the YAML as written, reports those too.
     pub fn validate(&self) -> Vec<Problem> {
-        self.validate_as_written(&[])
+        self.validate_as_written(&[], &[])
     }
 
-    /// [`MachineConfig::validate`], with `machine.pods` as written (by index) to find fields
-    /// unknown to Kubernetes.
-    pub(super) fn validate_as_written(&self, written_pods: &[serde_yaml::Value]) -> Vec<Problem> {
+    /// [`MachineConfig::validate`], with `machine.pods` and `machine.objects` as written (by
+    /// index) to find fields unknown to Kubernetes.
+    pub(super) fn validate_as_written(
+        &self,
+        written_pods: &[serde_yaml::Value],
+        written_objects: &[serde_yaml::Value],
+    ) -> Vec<Problem> {
         let mut c = Checker::default();
         let m = &self.machine;
         let (client, _) = check_ca(&mut c, "machine.clientCa", &m.client_ca, KeyRule::Forbidden);
@@ -160,6 +164,7 @@ impl MachineConfig {
         }
         check_files(&mut c, &m.files);
         super::pod::check_pods(&mut c, &m.pods, written_pods, "machine.pods");
+        super::objects::check_objects(&mut c, &m.objects, written_objects, "machine.objects");
         if let Some(subnet) = &m.kubelet.pod_subnet {
             let prefix = subnet.parse::<ipnet::Ipv4Net>().map(|net| net.prefix_len());
             c.check(

@@ -1,8 +1,9 @@
 //! The pod scenario, on a copy of the configured node (which runs `web`): pods added by
 //! `apply-config` with no reboot, reached over HTTP through a hostPort, killed,
-//! crash-looping, failing liveness, over their memory limit, on the node's network, pulled
-//! through a mirror, refused when they ask for what the kubelet does not do, run from a
-//! stored manifest, removed and restarted. (The power scenarios bring `web` back after a
+//! crash-looping, failing liveness, over their memory limit, on the node's network, reading
+//! ConfigMaps and Secrets (a change reaching a running pod), pulled through a mirror, refused
+//! when they ask for what the kubelet does not do, run from a stored manifest, removed and
+//! restarted. (The power scenarios bring `web` back after a
 //! reboot and with the network cut.)
 
 use std::path::Path;
@@ -94,12 +95,35 @@ const FAILING_PODS: &str = r#"
       spec:
         hostNetwork: true
         terminationGracePeriodSeconds: 2
+        volumes: [{name: site, configMap: {name: hostnet-site, defaultMode: 0444}}]
         containers:
           - name: main
             image: localhost/busybox:latest
-            command: [sh, -c, "mkdir /tmp/www && echo on the node network > /tmp/www/index.html && exec httpd -f -p 8081 -h /tmp/www"]
+            command: [httpd, -f, -p, "8081", -h, /www]
             ports: [{containerPort: 8081, hostPort: 8081}]
+            volumeMounts: [{name: site, mountPath: /www, readOnly: true}]
 "#;
+
+/// The objects the pods read: the host-network pod's page, the batch pod's password.
+const OBJECTS: &str = r#"
+    - apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: hostnet-site}
+      data: {index.html: "on the node network\n"}
+    - apiVersion: v1
+      kind: Secret
+      metadata: {name: batch-creds}
+      type: Opaque
+      stringData: {password: PASSWORD_VALUE}
+"#;
+
+/// The batch pod's password: in a Secret, shown to admins, hidden from readers.
+const BATCH_PASSWORD: &str = "s3cret-from-a-secret";
+
+/// The config `config` with `objects` (YAML list items) under `machine.objects`.
+fn with_objects(config: String, objects: &str) -> String {
+    format!("{config}  objects:{}", objects.replace("PASSWORD_VALUE", BATCH_PASSWORD))
+}
 
 /// A pod for nodes in another zone: this node's labels do not admit it, so it waits.
 const ELSEWHERE_POD: &str = r#"
@@ -274,7 +298,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     };
     // Added by apply-config, no reboot, beside `web`.
     let every_pod = format!("{WEB_POD}{FAILING_PODS}{PULLED_PODS}{ELSEWHERE_POD}");
-    let all = write("pods.yaml", with_pods(base, &every_pod));
+    let all = write("pods.yaml", with_objects(with_pods(base, &every_pod), OBJECTS));
     apply(admin, n, &all).ok();
     wait_web(admin, n, web, Duration::from_secs(180));
     let web_pod = wait_pod(admin, n, "web", Duration::from_secs(60), ready);
@@ -366,6 +390,21 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         http_get(hostnet, "/").is_some_and(|(_, body)| body == "on the node network\n")
     });
     assert!(page, "the host-network pod did not answer: {:?}", http_get(hostnet, "/"));
+    // Its page is a ConfigMap's key: changed in the config, it changes in the running pod.
+    let hostnet_uid = pod(&pods(admin, n), "hostnet").unwrap()["metadata"]["uid"].clone();
+    let changed = OBJECTS.replace("on the node network", "changed while it ran");
+    apply(admin, n, &write("objects.yaml", with_objects(with_pods(base, &every_pod), &changed)))
+        .ok();
+    let page = eventually(Duration::from_secs(30), || {
+        http_get(hostnet, "/").is_some_and(|(_, body)| body == "changed while it ran\n")
+    });
+    assert!(page, "the ConfigMap's change did not reach the pod: {:?}", http_get(hostnet, "/"));
+    assert_eq!(pod(&pods(admin, n), "hostnet").unwrap()["metadata"]["uid"], hostnet_uid);
+    // The Secret's value is for admins.
+    let as_reader = ctl(Some(reader), &["-n", n, "get-config"]).ok().stdout;
+    assert!(as_reader.contains("batch-creds") && !as_reader.contains(BATCH_PASSWORD));
+    let as_admin = ctl(Some(admin), &["-n", n, "get-config"]).ok().stdout;
+    assert!(as_admin.contains(BATCH_PASSWORD), "{as_admin}");
     // Pulled from the host's registry through the configured mirror; a missing image backs off.
     let pulled = wait_pod(admin, n, "pulled", Duration::from_secs(120), ready);
     assert!(
@@ -407,11 +446,14 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
             "  tolerations: [{operator: Exists}]\n",
             // The node's resolvers, and more.
             "  dnsConfig: {searches: [cairn.test], options: [{name: ndots, value: \"3\"}]}\n",
+            "  volumes: [{name: creds, secret: {secretName: batch-creds, items: [{key: password, path: pw}]}}]\n",
             "  containers:\n",
             "  - name: main\n",
             "    image: localhost/busybox:latest\n",
-            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; cat /etc/resolv.conf; echo batch done\"]\n",
+            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; cat /etc/resolv.conf; echo password $PASSWORD, file $(cat /creds/pw); echo batch done\"]\n",
+            "    volumeMounts: [{name: creds, mountPath: /creds}]\n",
             "    env:\n",
+            "    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: batch-creds, key: password}}}\n",
             "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
             "    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}\n",
             "    securityContext:\n",
@@ -436,6 +478,9 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert!(logs.contains("on qemu-node at 10.244.0."), "{logs}");
     assert!(logs.contains("nameserver 10.0.2.3") && logs.contains("cairn.test"), "{logs}");
     assert!(logs.contains("ndots:3"), "{logs}");
+    // The Secret, as a variable and as a file of its volume.
+    let password = format!("password {BATCH_PASSWORD}, file {BATCH_PASSWORD}");
+    assert!(logs.contains(&password), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
 
     // Pods removed from the config go; web, unchanged, keeps running (same uid).

@@ -8,6 +8,7 @@
 //! a pod no source has any more is torn down; sandboxes of pods nobody wants (left by a crash
 //! or an earlier config) are removed.
 
+mod atomic_writer;
 mod backoff;
 mod cni;
 mod images;
@@ -15,6 +16,7 @@ mod import;
 mod lifecycle;
 pub mod logs;
 pub mod manifests;
+mod objects;
 mod placement;
 mod probe;
 mod source;
@@ -44,6 +46,7 @@ use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
 use crate::workloads::cri::{v1, Cri};
 
+use objects::LocalObjects;
 use source::{ConfigPods, DesiredPod, ManifestDir, PodSource};
 
 /// How often the kubelet looks for sandboxes nobody wants.
@@ -220,12 +223,12 @@ impl Kubelet {
         *waiting = now;
     }
 
-    /// Starts workers for new pods and stops those of pods that went or changed; returns the
-    /// workers told to stop, which tear their pods down (preStop hooks, grace periods) from
-    /// here on.
+    /// Starts workers for new pods (reading ConfigMaps and Secrets from `objects`) and stops
+    /// those of pods that went or changed; returns the workers told to stop, which tear their
+    /// pods down (preStop hooks, grace periods) from here on.
     fn reconcile(
         &self,
-        cri: &Cri,
+        (cri, objects): (&Cri, &watch::Receiver<Arc<LocalObjects>>),
         desired: &BTreeMap<String, DesiredPod>,
         running: &mut BTreeMap<String, RunningPod>,
         (detach, shutdown): (&CancellationToken, &CancellationToken),
@@ -252,6 +255,7 @@ impl Kubelet {
                 pod.clone(),
                 self.registry.clone(),
                 Arc::new(move |line| log_ctx.log(line)),
+                objects.clone(),
             );
             let leave = worker::Leave {
                 remove: remove.clone(),
@@ -336,6 +340,8 @@ impl Kubelet {
         ];
         let detach = CancellationToken::new();
         let shutdown = CancellationToken::new();
+        // Workers see the objects change; the first pass fills them in.
+        let (objects, objects_feed) = watch::channel(Arc::new(LocalObjects::default()));
         let mut running = BTreeMap::new();
         let mut waiting = BTreeMap::new();
         let mut stopping = Vec::new();
@@ -354,11 +360,19 @@ impl Kubelet {
                 containerd::write_hosts(&root, config.as_deref())?;
                 registries = Some(wanted);
             }
+            objects.send_if_modified(|current| {
+                let wanted = LocalObjects::of(config.as_deref());
+                let changed = **current != wanted;
+                if changed {
+                    *current = Arc::new(wanted);
+                }
+                changed
+            });
             let mut desired = self.desired(&sources, &ctx);
             let node = Self::node(config.as_deref());
             self.hold_unplaceable(&mut desired, &running, &node, &mut waiting, &ctx);
             stopping.extend(self.reconcile(
-                &cri,
+                (&cri, &objects_feed),
                 &desired,
                 &mut running,
                 (&detach, &shutdown),

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::workloads::cri::v1;
 
+use super::objects::LocalObjects;
 use super::source::DesiredPod;
 use super::volumes::PodVolumes;
 
@@ -320,6 +321,30 @@ pub struct Placement {
     pub memory_bytes: u64,
 }
 
+/// The environment of `container`: its `envFrom` objects' keys, then its `env`, a later
+/// variable replacing an earlier one of the same name.
+fn environment(
+    pod: &DesiredPod,
+    container: &Container,
+    placement: &Placement,
+    objects: &LocalObjects,
+) -> Result<Vec<v1::KeyValue>, String> {
+    let mut vars = objects.env_from(&pod.namespace, container)?;
+    for var in container.env.iter().flatten() {
+        let value = match objects.env_value(&pod.namespace, var) {
+            Some(from_object) => from_object?,
+            None => Some(env_value(pod, container, var, placement)?),
+        };
+        // An optional reference to what does not exist sets nothing.
+        let Some(value) = value else { continue };
+        match vars.iter_mut().find(|(name, _)| *name == var.name) {
+            Some(existing) => existing.1 = value,
+            None => vars.push((var.name.clone(), value)),
+        }
+    }
+    Ok(vars.into_iter().map(|(key, value)| v1::KeyValue { key, value }).collect())
+}
+
 /// The value of `var` of `container`: its own, or the pod's field or resource it names.
 fn env_value(
     pod: &DesiredPod,
@@ -383,14 +408,15 @@ fn env_value(
 /// The config of `container` in `pod`, attempt `attempt`; `image_ref` is the image as
 /// containerd knows it. The volumes it mounts are prepared in `volumes` (the pod's): a
 /// subPath is bound there from beneath its volume, and that bind is what the container gets.
-/// `placement` fills in the variables that name the pod's fields and resources.
+/// `placement` fills in the variables that name the pod's fields and resources, `objects`
+/// those that name keys of ConfigMaps and Secrets.
 pub fn container_config(
     pod: &DesiredPod,
     container: &Container,
     attempt: u32,
     image_ref: &str,
     volumes: &PodVolumes<'_>,
-    placement: &Placement,
+    (placement, objects): (&Placement, &LocalObjects),
 ) -> Result<v1::ContainerConfig, String> {
     let declared = &spec(&pod.pod).volumes;
     let mut mounts = Vec::new();
@@ -426,15 +452,7 @@ pub fn container_config(
         command: container.command.clone().unwrap_or_default(),
         args: container.args.clone().unwrap_or_default(),
         working_dir: container.working_dir.clone().unwrap_or_default(),
-        envs: container
-            .env
-            .iter()
-            .flatten()
-            .map(|e| {
-                let value = env_value(pod, container, e, placement)?;
-                Ok(v1::KeyValue { key: e.name.clone(), value })
-            })
-            .collect::<Result<_, String>>()?,
+        envs: environment(pod, container, placement, objects)?,
         mounts,
         labels,
         log_path: log_path(&container.name, attempt),
@@ -486,6 +504,47 @@ mod tests {
     }
 
     #[test]
+    fn variables_of_objects_come_first_and_the_containers_own_win() {
+        use cairn_api::config::objects::LocalObject;
+        let list: Vec<LocalObject> = serde_yaml::from_str(concat!(
+            "- {apiVersion: v1, kind: ConfigMap, metadata: {name: settings}, data: {MODE: slow, LEVEL: '3'}}\n",
+            "- {apiVersion: v1, kind: Secret, metadata: {name: creds}, stringData: {password: hunter2}}\n",
+        ))
+        .unwrap();
+        let objects = LocalObjects::new(&list);
+        let pod = desired(concat!(
+            "metadata: {name: web}\n",
+            "spec:\n",
+            "  containers:\n",
+            "  - name: main\n",
+            "    image: i\n",
+            "    envFrom: [{configMapRef: {name: settings}}]\n",
+            "    env:\n",
+            "    - {name: MODE, value: fast}\n",
+            "    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}\n",
+            "    - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token, optional: true}}}\n",
+        ));
+        let mounter = RecordingMounter::default();
+        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let main = &containers(&pod.pod)[0];
+        let config =
+            container_config(&pod, main, 0, "i", &volumes, (&placement(), &objects)).unwrap();
+        let envs: Vec<(&str, &str)> =
+            config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+        assert_eq!(envs, [("LEVEL", "3"), ("MODE", "fast"), ("PASSWORD", "hunter2")]);
+        // Without the secret the container cannot be made, and says why.
+        let error = container_config(
+            &pod,
+            main,
+            0,
+            "i",
+            &volumes,
+            (&placement(), &LocalObjects::default()),
+        );
+        assert_eq!(error.unwrap_err(), "envFrom: configmap \"settings\" not found");
+    }
+
+    #[test]
     fn ports_resources_and_security_reach_the_cri_requests() {
         let pod = desired(concat!(
             "metadata: {name: web, namespace: apps, labels: {app: web}}\n",
@@ -521,7 +580,7 @@ mod tests {
             2,
             "sha256:abc",
             &volumes,
-            &placement(),
+            (&placement(), &LocalObjects::default()),
         )
         .unwrap();
         assert_eq!(container.log_path, "httpd/2.log");
@@ -579,7 +638,15 @@ mod tests {
         let mounter = RecordingMounter::default();
         let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
         let main = &containers(&pod.pod)[0];
-        let config = container_config(&pod, main, 0, "sha256:abc", &volumes, &placement()).unwrap();
+        let config = container_config(
+            &pod,
+            main,
+            0,
+            "sha256:abc",
+            &volumes,
+            (&placement(), &LocalObjects::default()),
+        )
+        .unwrap();
         let env: Vec<(&str, &str)> =
             config.envs.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
         assert_eq!(
@@ -634,7 +701,15 @@ mod tests {
         let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
         let security = |index: usize| {
             let container = &containers(&pod.pod)[index];
-            let config = container_config(&pod, container, 0, "i", &volumes, &placement()).unwrap();
+            let config = container_config(
+                &pod,
+                container,
+                0,
+                "i",
+                &volumes,
+                (&placement(), &LocalObjects::default()),
+            )
+            .unwrap();
             config.linux.unwrap().security_context.unwrap()
         };
         let main = security(0);
@@ -741,7 +816,15 @@ mod tests {
         let mounter = RecordingMounter::default();
         let volumes = PodVolumes::new(base.path().to_path_buf(), &mounter);
         let web = &containers(&pod.pod)[0];
-        let config = container_config(&pod, web, 0, "sha256:abc", &volumes, &placement()).unwrap();
+        let config = container_config(
+            &pod,
+            web,
+            0,
+            "sha256:abc",
+            &volumes,
+            (&placement(), &LocalObjects::default()),
+        )
+        .unwrap();
         let mounts: Vec<(&str, &str, bool)> = config
             .mounts
             .iter()
@@ -766,8 +849,15 @@ mod tests {
         // A container of the pod replaces the directory with a link to the host's root.
         std::fs::remove_dir(scratch.join("site")).unwrap();
         std::os::unix::fs::symlink("/", scratch.join("site")).unwrap();
-        let error =
-            container_config(&pod, web, 1, "sha256:abc", &volumes, &placement()).unwrap_err();
+        let error = container_config(
+            &pod,
+            web,
+            1,
+            "sha256:abc",
+            &volumes,
+            (&placement(), &LocalObjects::default()),
+        )
+        .unwrap_err();
         assert_eq!(
             error,
             "volume \"scratch\", subPath \"site\": it leads out of the volume (through a \

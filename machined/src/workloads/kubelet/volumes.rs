@@ -8,6 +8,10 @@
 //!   beneath its volume ([`super::subpath`]) and bound here through its descriptor; this place,
 //!   not the volume's path, is what CRI mounts into the container (upstream's layout).
 //!
+//! - `volumes/<name>` of a configMap or secret volume: the object's files, written by
+//!   [`super::atomic_writer`] and rewritten when the object changes while the pod runs; a
+//!   secret's on a tmpfs, so its data never reaches a disk (as upstream).
+//!
 //! Removing the pod unmounts everything under its data directory, newest first, and removes
 //! the directory only once no mount is left in it: a recursive removal that went through a
 //! bind of a hostPath would delete the host's files.
@@ -20,6 +24,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::atomic_writer;
+use super::objects::LocalObjects;
 use super::subpath::{self, SubPathError};
 
 /// The size of a `medium: Memory` emptyDir that gives no `sizeLimit`.
@@ -56,6 +62,14 @@ pub enum VolumeError {
         /// The volume's name.
         volume: String,
         /// Why.
+        reason: String,
+    },
+    /// A configMap or secret volume whose object or key is missing.
+    #[error("volume {volume:?}: {reason}")]
+    Projection {
+        /// The volume's name.
+        volume: String,
+        /// What is missing.
         reason: String,
     },
     /// A subPath that cannot be opened beneath its volume.
@@ -180,12 +194,20 @@ pub struct PodVolumes<'a> {
     dir: PathBuf,
     mounter: &'a dyn Mounter,
     fs_group: Option<u32>,
+    /// The objects configMap and secret volumes read, and the pod's namespace.
+    objects: Option<(&'a LocalObjects, &'a str)>,
 }
 
 impl<'a> PodVolumes<'a> {
     /// The volumes kept in `dir` (the pod's data directory), mounted by `mounter`.
     pub fn new(dir: PathBuf, mounter: &'a dyn Mounter) -> PodVolumes<'a> {
-        PodVolumes { dir, mounter, fs_group: None }
+        PodVolumes { dir, mounter, fs_group: None, objects: None }
+    }
+
+    /// The same volumes, whose configMap and secret volumes hold the files of `objects` for a
+    /// pod in `namespace`.
+    pub fn with_objects(self, objects: &'a LocalObjects, namespace: &'a str) -> PodVolumes<'a> {
+        PodVolumes { objects: Some((objects, namespace)), ..self }
     }
 
     /// The same volumes, whose emptyDirs belong to group `fs_group` (the pod's `fsGroup`):
@@ -207,7 +229,11 @@ impl<'a> PodVolumes<'a> {
         if let Some(host_path) = &volume.host_path {
             return host_path_of(Path::new(&host_path.path), host_path.type_.as_deref());
         }
-        let dir = self.dir.join("volumes").join(&volume.name);
+        let dir = self.volume_dir(volume);
+        if volume.config_map.is_some() || volume.secret.is_some() {
+            self.project(volume, &dir)?;
+            return Ok(dir);
+        }
         let io = |source| VolumeError::Io { what: "emptyDir", path: dir.clone(), source };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let empty_dir = volume.empty_dir.clone().unwrap_or_default();
@@ -228,6 +254,50 @@ impl<'a> PodVolumes<'a> {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
         Ok(dir)
+    }
+
+    fn volume_dir(&self, volume: &Volume) -> PathBuf {
+        self.dir.join("volumes").join(&volume.name)
+    }
+
+    /// Writes the files of the configMap or secret `volume` into `dir` (a secret's on its own
+    /// tmpfs); returns whether they changed.
+    fn project(&self, volume: &Volume, dir: &Path) -> Result<bool, VolumeError> {
+        let projection =
+            |reason: String| VolumeError::Projection { volume: volume.name.clone(), reason };
+        let (objects, namespace) =
+            self.objects.ok_or_else(|| projection("no objects to read it from".into()))?;
+        let files = objects
+            .volume_files(namespace, volume)
+            .unwrap_or_else(|| Ok(Vec::new()))
+            .map_err(projection)?;
+        let io = |source| VolumeError::Io { what: "volume", path: dir.to_path_buf(), source };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        if volume.secret.is_some() && !self.mounts_at(dir)? {
+            let options = format!("mode={TMPFS_MODE},size={DEFAULT_TMPFS_SIZE}");
+            self.mount(Mount::Tmpfs { target: dir.to_path_buf(), options })?;
+        }
+        atomic_writer::write(dir, &files, self.fs_group).map_err(io)
+    }
+
+    /// Rewrites the configMap and secret volumes of `volumes` that were set up already, for
+    /// objects that changed while the pod runs (as the upstream kubelet updates them; a subPath
+    /// keeps what it was bound to). Returns a line per volume that changed or failed.
+    pub fn refresh_projections(&self, volumes: &[Volume]) -> Vec<String> {
+        let projected = volumes.iter().filter(|v| v.config_map.is_some() || v.secret.is_some());
+        let mut done = Vec::new();
+        for volume in projected {
+            let dir = self.volume_dir(volume);
+            if !dir.join("..data").exists() {
+                continue;
+            }
+            match self.project(volume, &dir) {
+                Ok(true) => done.push(format!("volume {:?} updated", volume.name)),
+                Ok(false) => {}
+                Err(e) => done.push(format!("updating {e}")),
+            }
+        }
+        done
     }
 
     /// Binds `sub_path` of `volume` (whose host path is `volume_dir`) for the `index`th
@@ -492,6 +562,45 @@ mod tests {
         let yaml = format!("{{name: data, hostPath: {{path: {}}}}}", host.display());
         let host_meta = std::fs::metadata(volumes.host_path(&volume(&yaml)).unwrap()).unwrap();
         assert_ne!(host_meta.gid(), 2000);
+    }
+
+    #[test]
+    fn config_map_and_secret_volumes_hold_their_objects_and_follow_changes() {
+        use cairn_api::config::objects::LocalObject;
+        let objects = |site: &str| {
+            let list: Vec<LocalObject> = serde_yaml::from_str(&format!(
+                "- {{apiVersion: v1, kind: ConfigMap, metadata: {{name: site, namespace: apps}}, data: {{index.html: {site}}}}}\n\
+                 - {{apiVersion: v1, kind: Secret, metadata: {{name: tls, namespace: apps}}, stringData: {{key.pem: k}}}}\n"
+            ))
+            .unwrap();
+            super::super::objects::LocalObjects::new(&list)
+        };
+        let base = tempfile::tempdir().unwrap();
+        let mounter = RecordingMounter::default();
+        let (v1, v2) = (objects("v1"), objects("v2"));
+        let pod = PodVolumes::new(base.path().join("pod"), &mounter).with_objects(&v1, "apps");
+        let site = volume("{name: site, configMap: {name: site}}");
+        let tls = volume("{name: tls, secret: {secretName: tls, defaultMode: 256}}");
+        let site_dir = pod.host_path(&site).unwrap();
+        let tls_dir = pod.host_path(&tls).unwrap();
+        assert_eq!(std::fs::read_to_string(site_dir.join("index.html")).unwrap(), "v1");
+        assert_eq!(std::fs::read_to_string(tls_dir.join("key.pem")).unwrap(), "k");
+        // The secret's files are on a tmpfs of their own; the config map's are not.
+        let tmpfs = format!("tmpfs {} mode=0755,size=50%", tls_dir.display());
+        assert_eq!(*mounter.log.borrow(), [tmpfs]);
+
+        // The config map changed: the running pod's volume follows, the secret stays.
+        let declared = [site.clone(), tls, volume("{name: other, configMap: {name: gone}}")];
+        let pod = PodVolumes::new(base.path().join("pod"), &mounter).with_objects(&v2, "apps");
+        assert_eq!(pod.refresh_projections(&declared), ["volume \"site\" updated"]);
+        assert_eq!(std::fs::read_to_string(site_dir.join("index.html")).unwrap(), "v2");
+        assert!(pod.refresh_projections(&declared).is_empty());
+
+        // In another namespace the objects do not exist: the volume cannot be made.
+        let elsewhere =
+            PodVolumes::new(base.path().join("b"), &mounter).with_objects(&v2, "default");
+        let error = elsewhere.host_path(&site).unwrap_err().to_string();
+        assert_eq!(error, "volume \"site\": configmap \"site\" not found");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +19,7 @@ use crate::workloads::cri::{self, v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
 use super::lifecycle;
+use super::objects::LocalObjects;
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
@@ -93,15 +94,19 @@ pub struct Worker {
     /// and its containers started: each removal tears a network down, which takes seconds
     /// on a slow board and is not on the way to a running pod.
     stale_sandboxes: Vec<String>,
+    /// The ConfigMaps and Secrets its volumes and variables read, as they change.
+    objects: watch::Receiver<Arc<LocalObjects>>,
 }
 
 impl Worker {
-    /// A worker for `pod`; it publishes into `registry` and logs through `log`.
+    /// A worker for `pod`; it publishes into `registry`, logs through `log` and reads
+    /// ConfigMaps and Secrets from `objects`.
     pub fn new(
         cri: Cri,
         pod: DesiredPod,
         registry: Registry,
         log: Arc<dyn Fn(String) + Send + Sync>,
+        objects: watch::Receiver<Arc<LocalObjects>>,
     ) -> Worker {
         let tracks = spec::containers(&pod.pod)
             .iter()
@@ -125,6 +130,7 @@ impl Worker {
             tracks,
             start_time: None,
             stale_sandboxes: Vec::new(),
+            objects,
         }
     }
 
@@ -165,7 +171,7 @@ impl Worker {
                 _ = restart.notified() => {
                     (self.log)(format!("pod {}: restarting on request", self.pod.key()));
                     self.teardown().await;
-                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), self.registry.clone(), self.log.clone());
+                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), self.registry.clone(), self.log.clone(), self.objects.clone());
                     self = fresh;
                 }
                 _ = tokio::time::sleep(RELIST) => {}
@@ -205,6 +211,9 @@ impl Worker {
     /// One look at the pod: sandbox first, then each container in order, then the
     /// sandboxes of earlier runs.
     async fn sync(&mut self) -> anyhow::Result<()> {
+        if self.objects.has_changed().unwrap_or(false) {
+            self.refresh_volumes();
+        }
         let sandbox = self.ensure_sandbox().await;
         if sandbox.is_ok() {
             for index in 0..self.tracks.len() {
@@ -222,6 +231,19 @@ impl Worker {
         )
         .await;
         Ok(())
+    }
+
+    /// Brings the configMap and secret volumes of the running pod up to date with the
+    /// objects, which changed.
+    fn refresh_volumes(&mut self) {
+        let objects = self.objects.borrow_and_update().clone();
+        let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
+            .with_fs_group(spec::fs_group(&self.pod.pod))
+            .with_objects(&objects, &self.pod.namespace);
+        let declared = self.pod.pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+        for line in volumes.refresh_projections(declared.unwrap_or_default()) {
+            (self.log)(format!("pod {}: {line}", self.pod.key()));
+        }
     }
 
     /// The pod's sandboxes as containerd has them (also those of earlier boots).
@@ -614,7 +636,10 @@ impl Worker {
                 true => placement(self.sandbox.as_ref().and_then(|s| s.ip.clone())),
                 false => spec::Placement::default(),
             };
-            spec::container_config(&self.pod, &container, attempt, &image, &volumes, &placement)
+            let objects = self.objects.borrow().clone();
+            let volumes = volumes.with_objects(&objects, &self.pod.namespace);
+            let facts = (&placement, objects.as_ref());
+            spec::container_config(&self.pod, &container, attempt, &image, &volumes, facts)
         };
         let config = match config {
             Ok(config) => config,
