@@ -110,6 +110,31 @@ pub enum Command {
         #[command(subcommand)]
         action: PodAction,
     },
+    /// Store the Kubernetes objects of a file, a directory of files or `-` (standard input)
+    /// on the node, like `kubectl apply -f`: Pods, Deployments, ReplicaSets, DaemonSets,
+    /// StatefulSets, ConfigMaps, Secrets and Namespaces; kinds that need a cluster
+    /// (Services, RBAC...) are skipped with a warning. Each file is applied whole or not at
+    /// all; the kubelet runs what it holds, across reboots, with no network.
+    Apply {
+        /// FILE, DIR or `-`.
+        #[arg(short, long, value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// Remove the objects a file names from the node, like `kubectl delete -f`.
+    Delete {
+        /// FILE, DIR or `-`.
+        #[arg(short, long, value_name = "PATH")]
+        file: PathBuf,
+    },
+    /// List the objects the node keeps (its config's and those applied), like `kubectl get`
+    /// (`-o yaml`: the objects; Secrets' values for os:admin only).
+    Get {
+        /// configmaps (cm), secrets, namespaces (ns), pods, deployments (deploy),
+        /// replicasets (rs), daemonsets (ds), statefulsets (sts), or `all`.
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+    },
     /// Print the kernel log.
     Dmesg {
         /// Keep printing new records.

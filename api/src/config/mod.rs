@@ -14,6 +14,7 @@
 
 mod ca;
 pub mod dns;
+pub mod documents;
 pub mod env;
 mod labels;
 pub mod objects;

@@ -1,53 +1,115 @@
-//! Kubernetes objects a node keeps for its pods (`machine.objects`): ConfigMaps and Secrets,
-//! which pods read as volumes and environment variables, with no API server. They are
-//! decoded as strictly as pods: a field Kubernetes does not know, or one Cairn does not keep,
-//! is refused with its path; names, keys and sizes follow the API server's rules.
+//! Kubernetes objects a node keeps: in its config (`machine.objects`) and applied with
+//! `ctl apply -f`. ConfigMaps and Secrets, which pods read as volumes and variables; Pods; and
+//! workloads (Deployments, ReplicaSets, DaemonSets, StatefulSets), whose pod template the node
+//! runs itself, as their controllers would on a cluster of this one node; Namespaces, kept so
+//! that files creating them apply. They are decoded as strictly as `machine.pods`: a field
+//! Kubernetes does not know, or one Cairn does not honour, is refused with its path; names,
+//! keys and sizes follow the API server's rules.
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodTemplateSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::Value;
+use sha2::{Digest, Sha256};
 
-use super::pod::{check_fields, is_object_name, Supported, DEFAULT_NAMESPACE};
-use super::validate::Checker;
+use super::pod::{check_fields, check_pod, is_object_name, Supported, DEFAULT_NAMESPACE};
+use super::validate::{Checker, Problem};
 
 /// The most data one object holds, as the API server limits it (etcd's value size).
 pub const MAX_OBJECT_BYTES: usize = 1 << 20;
 
-/// One object of `machine.objects`, by its `kind`.
+/// The most pods one workload runs: the upstream kubelet's default `maxPods`.
+pub const MAX_REPLICAS: i32 = 110;
+
+/// One object a node keeps, by its `kind`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LocalObject {
     /// A ConfigMap (`apiVersion: v1`).
     ConfigMap(ConfigMap),
     /// A Secret (`apiVersion: v1`).
     Secret(Secret),
+    /// A Namespace (`apiVersion: v1`): kept, and nothing more (namespaces need no creating).
+    Namespace(Namespace),
+    /// A Pod (`apiVersion: v1`).
+    Pod(Pod),
+    /// A Deployment (`apiVersion: apps/v1`): its replicas, replaced when its template changes.
+    Deployment(Deployment),
+    /// A ReplicaSet (`apiVersion: apps/v1`): its replicas.
+    ReplicaSet(ReplicaSet),
+    /// A DaemonSet (`apiVersion: apps/v1`): one pod, this node being the cluster.
+    DaemonSet(DaemonSet),
+    /// A StatefulSet (`apiVersion: apps/v1`): its ordinal pods, `NAME-0`, `NAME-1`...
+    StatefulSet(StatefulSet),
 }
 
-/// The kinds [`LocalObject`] holds, for messages.
-const KINDS: &str = "ConfigMap, Secret";
+/// Applies `$body` to the object inside any variant, bound to `$object`.
+macro_rules! each_kind {
+    ($value:expr, $object:ident => $body:expr) => {
+        match $value {
+            LocalObject::ConfigMap($object) => $body,
+            LocalObject::Secret($object) => $body,
+            LocalObject::Namespace($object) => $body,
+            LocalObject::Pod($object) => $body,
+            LocalObject::Deployment($object) => $body,
+            LocalObject::ReplicaSet($object) => $body,
+            LocalObject::DaemonSet($object) => $body,
+            LocalObject::StatefulSet($object) => $body,
+        }
+    };
+}
+
+/// The kinds a node keeps, for messages.
+pub const KINDS: &str =
+    "ConfigMap, Secret, Namespace, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet";
 
 impl LocalObject {
+    /// Reads one object by its `kind`; an error for a kind a node does not keep.
+    pub fn from_value(value: Value) -> Result<LocalObject, String> {
+        let kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
+        let object = match kind.as_deref() {
+            Some("ConfigMap") => serde_yaml::from_value(value).map(LocalObject::ConfigMap),
+            Some("Secret") => serde_yaml::from_value(value).map(LocalObject::Secret),
+            Some("Namespace") => serde_yaml::from_value(value).map(LocalObject::Namespace),
+            Some("Pod") => serde_yaml::from_value(value).map(LocalObject::Pod),
+            Some("Deployment") => serde_yaml::from_value(value).map(LocalObject::Deployment),
+            Some("ReplicaSet") => serde_yaml::from_value(value).map(LocalObject::ReplicaSet),
+            Some("DaemonSet") => serde_yaml::from_value(value).map(LocalObject::DaemonSet),
+            Some("StatefulSet") => serde_yaml::from_value(value).map(LocalObject::StatefulSet),
+            Some(other) => return Err(format!("kind {other:?} is not one a node keeps ({KINDS})")),
+            None => return Err(format!("kind is required ({KINDS})")),
+        };
+        object.map_err(|e| e.to_string())
+    }
+
     /// `kind`, as written.
     pub fn kind(&self) -> &'static str {
         match self {
             LocalObject::ConfigMap(_) => "ConfigMap",
             LocalObject::Secret(_) => "Secret",
+            LocalObject::Namespace(_) => "Namespace",
+            LocalObject::Pod(_) => "Pod",
+            LocalObject::Deployment(_) => "Deployment",
+            LocalObject::ReplicaSet(_) => "ReplicaSet",
+            LocalObject::DaemonSet(_) => "DaemonSet",
+            LocalObject::StatefulSet(_) => "StatefulSet",
         }
     }
 
     /// Its metadata.
     pub fn metadata(&self) -> &ObjectMeta {
-        match self {
-            LocalObject::ConfigMap(object) => &object.metadata,
-            LocalObject::Secret(object) => &object.metadata,
-        }
+        each_kind!(self, object => &object.metadata)
     }
 
-    /// `metadata.namespace`, [`DEFAULT_NAMESPACE`] when absent.
+    /// `metadata.namespace`, [`DEFAULT_NAMESPACE`] when absent; empty for a Namespace, which
+    /// belongs to none.
     pub fn namespace(&self) -> &str {
-        self.metadata().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        match self {
+            LocalObject::Namespace(_) => "",
+            _ => self.metadata().namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE),
+        }
     }
 
     /// `metadata.name` (required: validation refuses an object without one).
@@ -55,11 +117,22 @@ impl LocalObject {
         self.metadata().name.as_deref().unwrap_or_default()
     }
 
-    /// The fields Cairn keeps of this kind.
-    fn supported(&self) -> &'static Supported {
+    /// `KIND/NAMESPACE/NAME`: what identifies it among the objects of a node.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind(), self.namespace(), self.name())
+    }
+
+    /// The fields Cairn keeps of this kind (a Pod's are the pods' own).
+    fn supported(&self) -> Option<&'static Supported> {
         match self {
-            LocalObject::ConfigMap(_) => &CONFIG_MAP,
-            LocalObject::Secret(_) => &SECRET,
+            LocalObject::ConfigMap(_) => Some(&CONFIG_MAP),
+            LocalObject::Secret(_) => Some(&SECRET),
+            LocalObject::Namespace(_) => Some(&NAMESPACE),
+            LocalObject::Pod(_) => None,
+            LocalObject::Deployment(_) => Some(&DEPLOYMENT),
+            LocalObject::ReplicaSet(_) => Some(&REPLICA_SET),
+            LocalObject::DaemonSet(_) => Some(&DAEMON_SET),
+            LocalObject::StatefulSet(_) => Some(&STATEFUL_SET),
         }
     }
 
@@ -80,35 +153,91 @@ impl LocalObject {
             LocalObject::Secret(secret) => {
                 [sizes(&secret.data, bytes), sizes(&secret.string_data, text)].concat()
             }
+            _ => Vec::new(),
         }
     }
+
+    /// A workload's pod template, selector and replicas; None for other kinds.
+    fn workload(&self) -> Option<(&PodTemplateSpec, &LabelSelector, i32)> {
+        let spec = |replicas: Option<i32>| replicas.unwrap_or(1);
+        match self {
+            LocalObject::Deployment(d) => {
+                d.spec.as_ref().map(|s| (&s.template, &s.selector, spec(s.replicas)))
+            }
+            LocalObject::ReplicaSet(r) => r
+                .spec
+                .as_ref()
+                .and_then(|s| Some((s.template.as_ref()?, &s.selector, spec(s.replicas)))),
+            LocalObject::DaemonSet(d) => d.spec.as_ref().map(|s| (&s.template, &s.selector, 1)),
+            LocalObject::StatefulSet(s) => {
+                s.spec.as_ref().map(|s| (&s.template, &s.selector, spec(s.replicas)))
+            }
+            _ => None,
+        }
+    }
+
+    /// The pods this object runs on a node: a Pod itself; a workload's template as many times
+    /// as it has replicas (once for a DaemonSet), named as its controller names them but
+    /// without randomness: a Deployment's `NAME-HASH-N` (HASH of its template, also its
+    /// `pod-template-hash` label), a ReplicaSet's and a DaemonSet's `NAME-N`, a StatefulSet's
+    /// `NAME-N` with that host name. None for objects that run no pod.
+    pub fn pods(&self) -> Vec<Pod> {
+        if let LocalObject::Pod(pod) = self {
+            return vec![pod.clone()];
+        }
+        let Some((template, _, replicas)) = self.workload() else { return Vec::new() };
+        let hash = template_hash(template);
+        (0..replicas.clamp(0, MAX_REPLICAS))
+            .map(|ordinal| {
+                let mut metadata = template.metadata.clone().unwrap_or_default();
+                let mut labels = metadata.labels.take().unwrap_or_default();
+                let name = match self {
+                    LocalObject::Deployment(_) => {
+                        labels.insert("pod-template-hash".into(), hash.clone());
+                        format!("{}-{hash}-{ordinal}", self.name())
+                    }
+                    LocalObject::StatefulSet(_) => {
+                        let name = format!("{}-{ordinal}", self.name());
+                        labels.insert("statefulset.kubernetes.io/pod-name".into(), name.clone());
+                        name
+                    }
+                    _ => format!("{}-{ordinal}", self.name()),
+                };
+                let mut spec = template.spec.clone().unwrap_or_default();
+                if let LocalObject::StatefulSet(_) = self {
+                    spec.hostname.get_or_insert_with(|| name.clone());
+                }
+                Pod {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: Some(self.namespace().to_string()),
+                        labels: Some(labels).filter(|l| !l.is_empty()),
+                        annotations: metadata.annotations.take(),
+                        ..Default::default()
+                    },
+                    spec: Some(spec),
+                    status: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Ten hex digits of a hash of a pod template: a Deployment's pods change names with it.
+fn template_hash(template: &PodTemplateSpec) -> String {
+    let bytes = serde_json::to_vec(template).expect("a pod template always serializes");
+    Sha256::digest(bytes)[..5].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Serialize for LocalObject {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            LocalObject::ConfigMap(object) => object.serialize(serializer),
-            LocalObject::Secret(object) => object.serialize(serializer),
-        }
+        each_kind!(self, object => object.serialize(serializer))
     }
 }
 
 impl<'de> Deserialize<'de> for LocalObject {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let value = Value::deserialize(deserializer)?;
-        let kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
-        let object = match kind.as_deref() {
-            Some("ConfigMap") => serde_yaml::from_value(value).map(LocalObject::ConfigMap),
-            Some("Secret") => serde_yaml::from_value(value).map(LocalObject::Secret),
-            Some(other) => {
-                return Err(D::Error::custom(format!(
-                    "kind {other:?} is not one a node keeps ({KINDS}; pods go in machine.pods)"
-                )))
-            }
-            None => return Err(D::Error::custom(format!("kind is required ({KINDS})"))),
-        };
-        object.map_err(D::Error::custom)
+        LocalObject::from_value(Value::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -150,6 +279,56 @@ static SECRET: Supported = Supported::Fields(
     "",
 );
 
+/// The fields of a Namespace Cairn keeps.
+static NAMESPACE: Supported = Supported::Fields(
+    &[("apiVersion", Supported::Whole), ("kind", Supported::Whole), ("metadata", METADATA)],
+    "",
+);
+
+/// A workload's object fields around its `spec` (which the kind describes).
+macro_rules! workload {
+    ($($field:literal),*) => {
+        Supported::Fields(
+            &[
+                ("apiVersion", Supported::Whole),
+                ("kind", Supported::Whole),
+                ("metadata", METADATA),
+                (
+                    "spec",
+                    Supported::Fields(
+                        &[
+                            ("selector", Supported::Whole),
+                            // Checked as a pod, by the pods' own tree.
+                            ("template", Supported::Elsewhere),
+                            ("minReadySeconds", Supported::Whole),
+                            $(($field, Supported::Whole),)*
+                        ],
+                        "",
+                    ),
+                ),
+            ],
+            "",
+        )
+    };
+}
+
+/// The fields of a Deployment Cairn honours. Its `strategy` is read as Recreate: one node
+/// has no room to surge, so a changed template replaces the pods.
+static DEPLOYMENT: Supported =
+    workload!("replicas", "strategy", "revisionHistoryLimit", "progressDeadlineSeconds");
+/// The fields of a ReplicaSet Cairn honours.
+static REPLICA_SET: Supported = workload!("replicas");
+/// The fields of a DaemonSet Cairn honours.
+static DAEMON_SET: Supported = workload!("updateStrategy", "revisionHistoryLimit");
+/// The fields of a StatefulSet Cairn honours; `volumeClaimTemplates` is not one of them yet.
+static STATEFUL_SET: Supported = workload!(
+    "replicas",
+    "serviceName",
+    "podManagementPolicy",
+    "updateStrategy",
+    "revisionHistoryLimit"
+);
+
 /// Why `key` cannot be a key of a ConfigMap or a Secret (a file name in their volumes), as the
 /// API server checks it; None when it can.
 pub fn key_problem(key: &str) -> Option<String> {
@@ -168,74 +347,201 @@ pub fn is_subdomain_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(is_object_name)
 }
 
-/// Checks `machine.objects` (at `path`); `written` holds them as written, by index, to find
-/// fields Kubernetes does not know.
+/// Checks `objects` (written as `written`, by index, to find fields Kubernetes does not
+/// know); `paths` names each (`machine.objects[0]`, `web.yaml[2]`).
 pub(super) fn check_objects(
     c: &mut Checker,
     objects: &[LocalObject],
     written: &[Value],
-    path: &str,
+    paths: &[String],
 ) {
     let mut seen = HashSet::new();
     for (i, object) in objects.iter().enumerate() {
-        let at = format!("{path}[{i}]");
-        match serde_yaml::to_value(object) {
-            Ok(read) => {
-                check_fields(c, written.get(i).unwrap_or(&read), &read, object.supported(), &at)
+        let at = &paths[i];
+        let written = written.get(i);
+        check_object(c, object, written, at);
+        c.check(seen.insert(object.key()), format!("{at}.metadata.name"), || {
+            let (kind, name) = (object.kind(), object.name());
+            match object.namespace() {
+                "" => format!("{kind} {name} is defined more than once"),
+                namespace => format!("{kind} {namespace}/{name} is defined more than once"),
             }
-            Err(e) => c.fail(&at, format!("cannot be checked: {e}")),
-        }
-        let meta = object.metadata();
-        match &meta.name {
-            Some(name) => c.check(is_subdomain_name(name), format!("{at}.metadata.name"), || {
-                format!("{name:?} is not a DNS subdomain (lower-case letters, digits, '-', '.')")
-            }),
-            None => c.fail(format!("{at}.metadata.name"), "is required"),
-        }
-        if let Some(namespace) = &meta.namespace {
-            c.check(is_object_name(namespace), format!("{at}.metadata.namespace"), || {
-                format!("{namespace:?} is not a DNS label (1-63 lower-case letters, digits, '-')")
-            });
-        }
-        let key = (object.kind(), object.namespace().to_string(), object.name().to_string());
-        c.check(seen.insert(key), format!("{at}.metadata.name"), || {
-            format!(
-                "{} {}/{} is defined more than once",
-                object.kind(),
-                object.namespace(),
-                object.name()
-            )
-        });
-        let entries = object.entries();
-        let mut keys = HashSet::new();
-        for (key, _) in &entries {
-            if let Some(problem) = key_problem(key) {
-                c.fail(format!("{at}.data.{key:?}"), problem);
-            }
-            // A Secret's stringData overrides its data by design; a ConfigMap's two maps may
-            // not share a key.
-            if let LocalObject::ConfigMap(_) = object {
-                c.check(keys.insert(*key), format!("{at}.binaryData.{key:?}"), || {
-                    "is also a key of data".to_string()
-                });
-            }
-        }
-        let bytes: usize = entries.iter().map(|(key, size)| key.len() + size).sum();
-        c.check(bytes <= MAX_OBJECT_BYTES, at, || {
-            format!("holds {bytes} bytes, more than the {MAX_OBJECT_BYTES} an object may")
         });
     }
 }
 
-/// Replaces a Secret's values with `redacted`, keeping its keys (readers may know which keys
-/// exist, as `kubectl describe secret` shows them).
-pub(super) fn redact(object: &mut LocalObject, redacted: &str) {
-    let LocalObject::Secret(secret) = object else { return };
-    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
-        *value = k8s_openapi::ByteString(redacted.as_bytes().to_vec());
+/// Every problem of one object at `at`.
+fn check_object(c: &mut Checker, object: &LocalObject, written: Option<&Value>, at: &str) {
+    if let LocalObject::Pod(pod) = object {
+        return check_pod(c, pod, written, at);
     }
-    for value in secret.string_data.iter_mut().flat_map(|data| data.values_mut()) {
-        *value = redacted.to_string();
+    match (serde_yaml::to_value(object), object.supported()) {
+        (Ok(read), Some(supported)) => {
+            check_fields(c, written.unwrap_or(&read), &read, supported, at)
+        }
+        (Err(e), _) => c.fail(at, format!("cannot be checked: {e}")),
+        (_, None) => {}
+    }
+    let meta = object.metadata();
+    match &meta.name {
+        Some(name) => c.check(is_subdomain_name(name), format!("{at}.metadata.name"), || {
+            format!("{name:?} is not a DNS subdomain (lower-case letters, digits, '-', '.')")
+        }),
+        None => c.fail(format!("{at}.metadata.name"), "is required"),
+    }
+    if let Some(namespace) = &meta.namespace {
+        c.check(is_object_name(namespace), format!("{at}.metadata.namespace"), || {
+            format!("{namespace:?} is not a DNS label (1-63 lower-case letters, digits, '-')")
+        });
+    }
+    let entries = object.entries();
+    let mut keys = HashSet::new();
+    for (key, _) in &entries {
+        if let Some(problem) = key_problem(key) {
+            c.fail(format!("{at}.data.{key:?}"), problem);
+        }
+        // A Secret's stringData overrides its data by design; a ConfigMap's two maps may not
+        // share a key.
+        if let LocalObject::ConfigMap(_) = object {
+            c.check(keys.insert(*key), format!("{at}.binaryData.{key:?}"), || {
+                "is also a key of data".to_string()
+            });
+        }
+    }
+    let bytes: usize = entries.iter().map(|(key, size)| key.len() + size).sum();
+    c.check(bytes <= MAX_OBJECT_BYTES, at, || {
+        format!("holds {bytes} bytes, more than the {MAX_OBJECT_BYTES} an object may")
+    });
+    if let Some((template, selector, replicas)) = object.workload() {
+        check_workload(c, object, (template, selector, replicas), written, at);
+    }
+}
+
+/// Checks a workload: its replicas, its selector against its template's labels, and its
+/// template as the pod it becomes (under its first pod's name).
+fn check_workload(
+    c: &mut Checker,
+    object: &LocalObject,
+    (template, selector, replicas): (&PodTemplateSpec, &LabelSelector, i32),
+    written: Option<&Value>,
+    at: &str,
+) {
+    c.check((0..=MAX_REPLICAS).contains(&replicas), format!("{at}.spec.replicas"), || {
+        format!("{replicas} is not 0 to {MAX_REPLICAS}: one node runs at most {MAX_REPLICAS} pods")
+    });
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
+    c.check(!empty, format!("{at}.spec.selector"), || "is required (matchLabels)".to_string());
+    if let Some(reason) = selector_mismatch(selector, &labels) {
+        c.fail(format!("{at}.spec.template.metadata.labels"), reason);
+    }
+    // The template as the pod it becomes: its first pod (with a name, a kind) as written.
+    let mut as_one = object.clone();
+    match &mut as_one {
+        LocalObject::Deployment(d) => d.spec.iter_mut().for_each(|s| s.replicas = Some(1)),
+        LocalObject::ReplicaSet(r) => r.spec.iter_mut().for_each(|s| s.replicas = Some(1)),
+        LocalObject::StatefulSet(s) => s.spec.iter_mut().for_each(|s| s.replicas = Some(1)),
+        _ => {}
+    }
+    let Some(pod) = as_one.pods().pop() else { return };
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let written_pod = written.and_then(|w| w.get("spec")?.get("template")).map(|template| {
+        let mut written = serde_yaml::Mapping::new();
+        written.insert("apiVersion".into(), "v1".into());
+        written.insert("kind".into(), "Pod".into());
+        let mut metadata = match template.get("metadata") {
+            Some(Value::Mapping(m)) => m.clone(),
+            _ => serde_yaml::Mapping::new(),
+        };
+        metadata.insert("name".into(), name.clone().into());
+        written.insert("metadata".into(), Value::Mapping(metadata));
+        written.insert("spec".into(), template.get("spec").cloned().unwrap_or(Value::Null));
+        Value::Mapping(written)
+    });
+    // Problems of the template's own fields are the template's; the generated ones (name,
+    // namespace, labels) come from the workload, checked above.
+    let mut inner = Checker::default();
+    let pod_at = format!("{at}.spec.template");
+    let written_pod = written_pod.or_else(|| serde_yaml::to_value(&pod).ok());
+    check_pod(&mut inner, &pod, written_pod.as_ref(), &pod_at);
+    for Problem { path, reason } in inner.problems {
+        let path = match path.strip_prefix(&format!("{pod_at}.metadata.name")) {
+            Some(_) => format!("{at}.metadata.name"),
+            None => path,
+        };
+        c.fail(path, reason);
+    }
+}
+
+/// Why `selector` does not select `labels`, as the API server refuses a workload whose pods
+/// its own selector would not find; None when it does.
+fn selector_mismatch(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if labels.get(key) != Some(value) {
+            return Some(format!("do not match spec.selector: {key}={value:?} is not among them"));
+        }
+    }
+    for expression in selector.match_expressions.iter().flatten() {
+        let values = expression.values.clone().unwrap_or_default();
+        let has = labels.get(&expression.key);
+        let holds = match expression.operator.as_str() {
+            "In" => has.is_some_and(|v| values.contains(v)),
+            "NotIn" => has.is_none_or(|v| !values.contains(v)),
+            "Exists" => has.is_some(),
+            "DoesNotExist" => has.is_none(),
+            other => {
+                return Some(format!(
+                    "selector operator {other:?} is not In, NotIn, Exists or DoesNotExist"
+                ))
+            }
+        };
+        if !holds {
+            return Some(format!(
+                "do not match spec.selector: {} {} {values:?} does not hold",
+                expression.key, expression.operator
+            ));
+        }
+    }
+    None
+}
+
+impl LocalObject {
+    /// A copy for callers who may not see secrets: a Secret's values replaced by
+    /// [`REDACTED`](super::redact::REDACTED), its keys kept (as `kubectl describe secret` shows
+    /// them); the environment values of a pod or of a workload's template too.
+    pub fn redacted(&self) -> LocalObject {
+        let mut object = self.clone();
+        let hidden = super::redact::REDACTED;
+        let template = match &mut object {
+            LocalObject::Secret(secret) => {
+                for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
+                    *value = k8s_openapi::ByteString(hidden.as_bytes().to_vec());
+                }
+                for value in secret.string_data.iter_mut().flat_map(|data| data.values_mut()) {
+                    *value = hidden.to_string();
+                }
+                None
+            }
+            LocalObject::Pod(pod) => {
+                super::redact::redact_pod(pod);
+                None
+            }
+            LocalObject::Deployment(d) => d.spec.as_mut().map(|s| &mut s.template),
+            LocalObject::ReplicaSet(r) => r.spec.as_mut().and_then(|s| s.template.as_mut()),
+            LocalObject::DaemonSet(d) => d.spec.as_mut().map(|s| &mut s.template),
+            LocalObject::StatefulSet(s) => s.spec.as_mut().map(|s| &mut s.template),
+            LocalObject::ConfigMap(_) | LocalObject::Namespace(_) => None,
+        };
+        if let Some(template) = template {
+            let mut pod = Pod { spec: template.spec.take(), ..Default::default() };
+            super::redact::redact_pod(&mut pod);
+            template.spec = pod.spec;
+        }
+        object
     }
 }
 
@@ -248,7 +554,9 @@ mod tests {
         let written: Vec<Value> = serde_yaml::from_str(yaml).unwrap();
         let objects: Vec<LocalObject> = serde_yaml::from_str(yaml).unwrap();
         let mut c = Checker::default();
-        check_objects(&mut c, &objects, &written, "machine.objects");
+        let paths: Vec<String> =
+            (0..objects.len()).map(|i| format!("machine.objects[{i}]")).collect();
+        check_objects(&mut c, &objects, &written, &paths);
         c.problems.iter().map(Problem::to_string).collect()
     }
 
@@ -321,11 +629,27 @@ mod tests {
             "- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}, data: {k: v}}\n",
         ))
         .unwrap();
+        objects.push(
+            LocalObject::from_value(
+                serde_yaml::from_str(concat!(
+                    "{apiVersion: apps/v1, kind: Deployment, metadata: {name: d}, spec: {selector: {matchLabels: {a: b}},\n",
+                    " template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, env: [{name: K, value: v}]}]}}}}",
+                ))
+                .unwrap(),
+            )
+            .unwrap(),
+        );
         let config_map = objects[1].clone();
-        objects.iter_mut().for_each(|o| redact(o, "***"));
+        let objects: Vec<LocalObject> = objects.iter().map(LocalObject::redacted).collect();
         let LocalObject::Secret(secret) = &objects[0] else { panic!() };
-        assert_eq!(secret.data.as_ref().unwrap()["p"].0, b"***");
-        assert_eq!(secret.string_data.as_ref().unwrap()["u"], "***");
+        assert_eq!(secret.data.as_ref().unwrap()["p"].0, b"******");
+        assert_eq!(secret.string_data.as_ref().unwrap()["u"], "******");
         assert_eq!(objects[1], config_map);
+        let LocalObject::Deployment(deployment) = &objects[2] else { panic!() };
+        let template = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(
+            template.containers[0].env.as_ref().unwrap()[0].value.as_deref(),
+            Some("******")
+        );
     }
 }

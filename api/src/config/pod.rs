@@ -44,9 +44,11 @@ pub(super) enum Supported {
     Fields(&'static [(&'static str, Supported)], &'static str),
     /// A list whose every item is supported as described.
     Each(&'static Supported),
+    /// A value checked on its own, by another tree (a workload's pod template).
+    Elsewhere,
 }
 
-use Supported::{Each, Fields, Whole};
+use Supported::{Each, Elsewhere, Fields, Whole};
 
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
@@ -401,7 +403,7 @@ pub(super) fn check_pods(c: &mut Checker, pods: &[Pod], written: &[Value], path:
 
 /// Every problem of one pod: its fields (those `written` has, or else the pod's own) and its
 /// values.
-fn check_pod(c: &mut Checker, pod: &Pod, written: Option<&Value>, path: &str) {
+pub(super) fn check_pod(c: &mut Checker, pod: &Pod, written: Option<&Value>, path: &str) {
     match serde_yaml::to_value(pod) {
         Ok(read) => {
             let written = written.unwrap_or(&read);
@@ -430,6 +432,9 @@ pub(super) fn check_fields(
     supported: &Supported,
     path: &str,
 ) {
+    if let Elsewhere = supported {
+        return;
+    }
     let written = match written {
         Value::Tagged(tagged) => &tagged.value,
         other => other,
@@ -454,7 +459,7 @@ pub(super) fn check_fields(
                         None => c.fail(at, format!("{UNSUPPORTED} ({instead})")),
                     },
                     // A list in the tree is a list in the data: k8s-openapi read it as one.
-                    Each(_) => {}
+                    Each(_) | Elsewhere => {}
                 }
             }
         }

@@ -23,9 +23,7 @@ impl MachineConfig {
             file.content = REDACTED.to_string();
         }
         config.machine.pods.iter_mut().for_each(redact_pod);
-        for object in &mut config.machine.objects {
-            super::objects::redact(object, REDACTED);
-        }
+        config.machine.objects = config.machine.objects.iter().map(|o| o.redacted()).collect();
         for mirror in config.machine.registries.mirrors.values_mut() {
             for endpoint in &mut mirror.endpoints {
                 *endpoint = without_userinfo(endpoint);

@@ -164,7 +164,9 @@ impl MachineConfig {
         }
         check_files(&mut c, &m.files);
         super::pod::check_pods(&mut c, &m.pods, written_pods, "machine.pods");
-        super::objects::check_objects(&mut c, &m.objects, written_objects, "machine.objects");
+        let paths: Vec<String> =
+            (0..m.objects.len()).map(|i| format!("machine.objects[{i}]")).collect();
+        super::objects::check_objects(&mut c, &m.objects, written_objects, &paths);
         if let Some(subnet) = &m.kubelet.pod_subnet {
             let prefix = subnet.parse::<ipnet::Ipv4Net>().map(|net| net.prefix_len());
             c.check(

@@ -5,6 +5,7 @@ mod control;
 mod files;
 mod follow;
 mod info;
+mod objects;
 mod pods;
 mod rollback;
 mod streams;
@@ -76,6 +77,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Pod { action: PodAction::Apply { file } } => pods::apply(&session, &file).await,
         Command::Pod { action: PodAction::Delete { name } } => pods::delete(&session, &name).await,
+        Command::Apply { file } => objects::apply(&session, &file, false).await,
+        Command::Delete { file } => objects::apply(&session, &file, true).await,
+        Command::Get { kind, name } => {
+            let kind = if kind == "all" { "" } else { kind.as_str() };
+            objects::get(&session, kind, name.as_deref().unwrap_or_default()).await
+        }
         Command::Dmesg { follow, tail } => streams::dmesg(&session, follow, tail).await,
         Command::Events { follow, tail } => streams::events(&session, follow, tail).await,
         Command::List { path, depth } => files::list(&session, &path, depth).await,

@@ -7,7 +7,8 @@
 //! front of tonic:
 //! - the caller's role is decided from the connection's certificate and the node's mode, and
 //!   a call the caller may not make is answered at once, its body unread;
-//! - each call has its own largest message: only `ApplyConfiguration` and `ManifestApply`
+//! - each call has its own largest message: only `ApplyConfiguration`, `ManifestApply`
+//!   and `ObjectsApply`/`ObjectsDelete`
 //!   take a config-sized one, `Upgrade` takes bundle chunks, every other call a small one;
 //! - every message's declared length is taken from a byte budget before its bytes are read,
 //!   and given back once tonic has decoded it. Admins and everyone else have budgets of their
@@ -64,7 +65,10 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// What a call's request may hold.
 fn max_message(call: Call) -> usize {
     match call {
-        Call::ApplyConfiguration | Call::ManifestApply => LARGE_MESSAGE_BYTES,
+        Call::ApplyConfiguration
+        | Call::ManifestApply
+        | Call::ObjectsApply
+        | Call::ObjectsDelete => LARGE_MESSAGE_BYTES,
         Call::Upgrade => UPGRADE_MESSAGE_BYTES,
         _ => SMALL_MESSAGE_BYTES,
     }
@@ -98,6 +102,9 @@ pub fn call_of(path: &str) -> Option<Call> {
         "ContainerLogs" => ContainerLogs,
         "ManifestApply" => ManifestApply,
         "ManifestDelete" => ManifestDelete,
+        "ObjectsApply" => ObjectsApply,
+        "ObjectsDelete" => ObjectsDelete,
+        "ObjectsGet" => ObjectsGet,
         "Upgrade" => Upgrade,
         "Rollback" => Rollback,
         _ => return None,

@@ -35,6 +35,9 @@ pub enum Call {
     ContainerLogs,
     ManifestApply,
     ManifestDelete,
+    ObjectsApply,
+    ObjectsDelete,
+    ObjectsGet,
     Upgrade,
     Rollback,
 }
@@ -44,13 +47,13 @@ impl Call {
     pub fn required_role(self) -> Role {
         use Call::*;
         match self {
-            ApplyConfiguration | Bootstrap | ManifestApply | ManifestDelete | Upgrade
-            | Rollback => Role::Admin,
+            ApplyConfiguration | Bootstrap | ManifestApply | ManifestDelete | ObjectsApply
+            | ObjectsDelete | Upgrade | Rollback => Role::Admin,
             Reboot | Shutdown | ServiceStart | ServiceStop | ServiceRestart | PodRestart => {
                 Role::Operator
             }
             Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Time
-            | Disks | Mounts | List | Read | Pods | ContainerLogs => Role::Reader,
+            | Disks | Mounts | List | Read | Pods | ContainerLogs | ObjectsGet => Role::Reader,
         }
     }
 

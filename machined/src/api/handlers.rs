@@ -682,6 +682,48 @@ impl MachineService for MachineApi {
         Ok(Response::new(pb::ManifestResponse { pod }))
     }
 
+    async fn objects_apply(
+        &self,
+        request: Request<pb::ObjectsRequest>,
+    ) -> Result<Response<pb::ObjectsResponse>, Status> {
+        self.authorize(&request, Call::ObjectsApply)?;
+        let pb::ObjectsRequest { documents, source } = request.into_inner();
+        let (changes, skipped) = self.node.apply_objects(&documents, &source_name(&source))?;
+        Ok(Response::new(objects_response(changes, skipped)))
+    }
+
+    async fn objects_delete(
+        &self,
+        request: Request<pb::ObjectsRequest>,
+    ) -> Result<Response<pb::ObjectsResponse>, Status> {
+        self.authorize(&request, Call::ObjectsDelete)?;
+        let pb::ObjectsRequest { documents, source } = request.into_inner();
+        let (changes, skipped) = self.node.delete_objects(&documents, &source_name(&source))?;
+        Ok(Response::new(objects_response(changes, skipped)))
+    }
+
+    async fn objects_get(
+        &self,
+        request: Request<pb::ObjectsGetRequest>,
+    ) -> Result<Response<pb::ObjectsGetResponse>, Status> {
+        let caller = self.authorize(&request, Call::ObjectsGet)?;
+        let pb::ObjectsGetRequest { kind, name } = request.into_inner();
+        let objects = self
+            .node
+            .objects(&kind, &name)?
+            .into_iter()
+            .map(|kept| {
+                let object =
+                    if caller.sees_secrets() { kept.object } else { kept.object.redacted() };
+                pb::StoredObject {
+                    source: kept.source.into(),
+                    object_json: serde_json::to_string(&object).expect("objects always serialize"),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ObjectsGetResponse { objects }))
+    }
+
     type UpgradeStream = ResponseStream<pb::UpgradeProgress>;
 
     async fn upgrade(
@@ -746,4 +788,30 @@ fn absolute(path: &str) -> Result<PathBuf, Status> {
     } else {
         Err(Status::invalid_argument(format!("{path:?} is not an absolute path")))
     }
+}
+
+/// The name a client gave its file, for messages: a short single line (`documents` without).
+fn source_name(source: &str) -> String {
+    let line: String = source.chars().filter(|ch| !ch.is_control()).take(80).collect();
+    if line.is_empty() {
+        "documents".into()
+    } else {
+        line
+    }
+}
+
+fn objects_response(
+    changes: Vec<crate::workloads::applied::Change>,
+    skipped: Vec<String>,
+) -> pb::ObjectsResponse {
+    let changes = changes
+        .into_iter()
+        .map(|change| pb::ObjectChange {
+            kind: change.kind,
+            namespace: change.namespace,
+            name: change.name,
+            action: change.action.into(),
+        })
+        .collect();
+    pb::ObjectsResponse { changes, skipped }
 }

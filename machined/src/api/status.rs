@@ -9,6 +9,7 @@ use crate::node::config::ApplyError;
 use crate::node::NodeError;
 use crate::service::SupervisorError;
 use crate::update::UpdateError;
+use crate::workloads::applied::AppliedError;
 use crate::workloads::kubelet::manifests::ManifestError;
 
 impl From<NodeError> for Status {
@@ -17,6 +18,7 @@ impl From<NodeError> for Status {
             NodeError::Apply(e) => apply_error(e),
             NodeError::Update(e) => update_error(e),
             NodeError::Manifest(e) => manifest_error(e),
+            NodeError::Objects(e) => objects_error(e),
             NodeError::Service(e) => supervisor_error(e),
             NodeError::ApplyTimedOut(_) => Status::deadline_exceeded(e.to_string()),
             NodeError::NoConfig { .. } | NodeError::NoPod(_) | NodeError::PodBeingRemoved(_) => {
@@ -59,6 +61,18 @@ fn supervisor_error(e: SupervisorError) -> Status {
     match e {
         SupervisorError::UnknownService(_) => Status::not_found(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+fn objects_error(e: AppliedError) -> Status {
+    match e {
+        AppliedError::Invalid(_) | AppliedError::UnknownKind(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        AppliedError::InConfig(_) | AppliedError::TooLarge(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        AppliedError::Io { .. } => Status::internal(e.to_string()),
     }
 }
 

@@ -36,6 +36,11 @@ impl NodeLayout {
         self.state_dir().join("manifests")
     }
 
+    /// The objects applied with `ctl apply -f` (see `workloads::applied`).
+    pub fn applied_objects_path(&self) -> PathBuf {
+        self.state_dir().join("objects.json")
+    }
+
     /// A config applied with `--mode staged`, promoted at the next start.
     pub fn staged_config_path(&self) -> PathBuf {
         self.state_dir().join("config.staged.yaml")

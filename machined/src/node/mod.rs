@@ -9,6 +9,7 @@ pub mod effects;
 pub mod follow;
 pub mod kernel_log;
 pub mod manifests;
+pub mod objects;
 pub mod pods;
 pub mod power;
 pub mod rollback;
@@ -28,6 +29,7 @@ use crate::logs::ring::Ring;
 use crate::logs::{LogBook, LogLine};
 use crate::service::{ServiceStatus, Supervisor, SupervisorError};
 use crate::update::{UpdateError, Updater};
+use crate::workloads::applied::AppliedError;
 use crate::workloads::kubelet::manifests::ManifestError;
 use crate::workloads::kubelet::Kubelet;
 
@@ -61,6 +63,9 @@ pub enum NodeError {
     /// A manifest was refused or could not be written or removed.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// Objects were refused or could not be stored, removed or read.
+    #[error(transparent)]
+    Objects(#[from] AppliedError),
     /// The supervisor refused a service action.
     #[error(transparent)]
     Service(#[from] SupervisorError),

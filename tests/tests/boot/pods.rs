@@ -2,8 +2,8 @@
 //! `apply-config` with no reboot, reached over HTTP through a hostPort, killed,
 //! crash-looping, failing liveness, over their memory limit, on the node's network, reading
 //! ConfigMaps and Secrets (a change reaching a running pod), pulled through a mirror, refused
-//! when they ask for what the kubelet does not do, run from a stored manifest, removed and
-//! restarted. (The power scenarios bring `web` back after a
+//! when they ask for what the kubelet does not do, run from a stored manifest, applied from a
+//! kubectl-style file (a Deployment, a DaemonSet) and deleted by it, removed and restarted. (The power scenarios bring `web` back after a
 //! reboot and with the network cut.)
 
 use std::path::Path;
@@ -136,6 +136,57 @@ const ELSEWHERE_POD: &str = r#"
           - {name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}
 "#;
 
+/// A file as `kubectl apply -f` takes it: a Deployment whose two replicas want one host port
+/// (the second waits, as on a one-node cluster), reading a ConfigMap and a Secret; a
+/// DaemonSet; a Service, which needs a cluster and is skipped.
+const APPLIED_FILE: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: api-settings}
+data: {MODE: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: api-token}
+data: {token: dDBrZW4tYXBwbGllZA==}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, labels: {app: api}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+        - name: main
+          image: localhost/busybox:latest
+          command: [sh, -c, 'echo "mode $MODE, token $TOKEN"; exec sleep 3600']
+          envFrom: [{configMapRef: {name: api-settings}}]
+          env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: api-token, key: token}}}]
+          ports: [{containerPort: 8082, hostPort: 8082}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec: {selector: {app: api}, ports: [{port: 8082}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers: [{name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}]
+"#;
+
+/// The applied Secret's token (base64 in the file).
+const APPLIED_TOKEN: &str = "t0ken-applied";
+
 /// The host-network pod's port on the node.
 pub const HOSTNET_PORT: u16 = 8081;
 
@@ -203,6 +254,30 @@ pub fn wait_pod(
         ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout
     );
     pod(&last, name).unwrap().clone()
+}
+
+/// Waits until a pod whose name starts with `prefix` (a workload's) exists and `check` holds
+/// for it; returns it.
+pub fn wait_pod_named(
+    admin: &Path,
+    n: &str,
+    prefix: &str,
+    limit: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let named = |pods: &[Value]| {
+        pods.iter()
+            .find(|p| p["metadata"]["name"].as_str().is_some_and(|name| name.starts_with(prefix)))
+            .cloned()
+    };
+    let held = eventually(limit, || named(&pods(admin, n)).is_some_and(|p| check(&p)));
+    assert!(
+        held,
+        "no pod {prefix}* got there:\n{}\nkubelet's log:\n{}",
+        ctl(Some(admin), &["-n", n, "pods"]).stdout,
+        ctl(Some(admin), &["-n", n, "logs", "kubelet", "--tail", "60"]).stdout
+    );
+    named(&pods(admin, n)).unwrap()
 }
 
 /// Waits until the pod's page answers at `web` (the host's forward of hostPort 8080);
@@ -482,6 +557,52 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     let password = format!("password {BATCH_PASSWORD}, file {BATCH_PASSWORD}");
     assert!(logs.contains(&password), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
+
+    // A file as kubectl takes it: stored whole, the Service skipped with a warning.
+    let applied = write("applied.yaml", APPLIED_FILE.to_string());
+    let file = applied.to_str().unwrap();
+    let out = ctl(Some(admin), &["-n", n, "apply", "-f", file]).ok().stdout;
+    for line in
+        ["configmap/api-settings created", "deployment/api created", "daemonset/agent created"]
+    {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(out.contains("warning: applied.yaml[3]: Service api skipped"), "{out}");
+    let named = |prefix: &str| -> Vec<Value> {
+        pods(admin, n)
+            .into_iter()
+            .filter(|p| p["metadata"]["name"].as_str().is_some_and(|name| name.starts_with(prefix)))
+            .collect()
+    };
+    // One replica runs, with the ConfigMap and the Secret in its environment; the other waits
+    // for the host port, as the scheduler would say.
+    let placed = eventually(Duration::from_secs(120), || {
+        let api = named("api-");
+        api.len() == 2 && api.iter().any(ready) && named("agent-").iter().any(ready)
+    });
+    assert!(placed, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
+    let api = named("api-");
+    let (running, waiting) = if ready(&api[0]) { (&api[0], &api[1]) } else { (&api[1], &api[0]) };
+    let reason = waiting["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
+    assert!(reason.contains("didn't have free ports"), "{waiting}");
+    let replica = running["metadata"]["name"].as_str().unwrap();
+    let greeting = format!("mode fast, token {APPLIED_TOKEN}");
+    let logged = eventually(Duration::from_secs(30), || {
+        ctl(Some(admin), &["-n", n, "logs", replica]).stdout.contains(&greeting)
+    });
+    assert!(logged, "{}", ctl(Some(admin), &["-n", n, "logs", replica]).stdout);
+    let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;
+    assert!(listed.contains("api") && listed.contains("2 replicas"), "{listed}");
+    // The Secret's value is for admins.
+    let as_reader = ctl(Some(reader), &["-n", n, "-o", "yaml", "get", "secrets"]).ok().stdout;
+    assert!(as_reader.contains("api-token") && !as_reader.contains("dDBrZW4t"), "{as_reader}");
+    // Deleted by the same file: the pods go.
+    let out = ctl(Some(admin), &["-n", n, "delete", "-f", file]).ok().stdout;
+    assert!(out.contains("deployment/api deleted"), "{out}");
+    let gone = eventually(Duration::from_secs(90), || {
+        named("api-").is_empty() && named("agent-").is_empty()
+    });
+    assert!(gone, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
 
     // Pods removed from the config go; web, unchanged, keeps running (same uid).
     let web_only = write("web.yaml", with_pods(base, WEB_POD));

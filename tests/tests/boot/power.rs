@@ -2,7 +2,8 @@
 //! configured, its pod running, its certificate naming its DHCP address), the ACPI power
 //! button then a start with the RTC in 2000 (like a board without one: it starts at its
 //! time floor, syncs, and ctl connects), and a power cut (QEMU killed) then a start with no
-//! network at all (still configured, its pod running again).
+//! network at all (still configured, its pod and the Deployment applied before the cut
+//! running again).
 
 use std::time::{Duration, Instant};
 
@@ -55,12 +56,40 @@ pub fn power_button_and_clock(configured: &ConfiguredNode) {
     assert_ne!(time["raised_to_floor"], "", "the clock was not raised to a floor: {time}");
 }
 
+/// Objects applied just before the power cut: a Deployment reading a ConfigMap.
+const APPLIED: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: greeting}
+data: {greeting.txt: "hello from an applied ConfigMap"}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: greeter}
+spec:
+  selector: {matchLabels: {app: greeter}}
+  template:
+    metadata: {labels: {app: greeter}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      volumes: [{name: greeting, configMap: {name: greeting}}]
+      containers:
+        - name: main
+          image: localhost/busybox:latest
+          command: [sh, -c, "cat /etc/greeting/greeting.txt; echo; exec sleep 3600"]
+          volumeMounts: [{name: greeting, mountPath: /etc/greeting}]
+"#;
+
 /// A power cut (QEMU killed) loses nothing: the node comes back configured and, with no
-/// network at all (no DHCP, no time server, no registry), runs its pod again.
+/// network at all (no DHCP, no time server, no registry), runs its pod again, and the
+/// Deployment applied with `ctl apply -f` just before the cut.
 pub fn power_cut(configured: &ConfiguredNode) {
     let dir = configured.scenario_dir();
     let admin = configured.admin();
     let mut node = configured.start(dir.path(), PowerOn::Online);
+    let file = dir.path().join("greeter.yaml");
+    std::fs::write(&file, APPLIED).unwrap();
+    let out = ctl(Some(&admin), &["-n", &node.address(), "apply", "-f", file.to_str().unwrap()]);
+    assert!(out.ok().stdout.contains("deployment/greeter created"));
     node.vm.power_off_hard().unwrap();
     let powered = Instant::now();
     node.power_on(PowerOn::Offline, &admin, "a power cut, offline");
@@ -68,4 +97,11 @@ pub fn power_cut(configured: &ConfiguredNode) {
     pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
     println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
     pods::wait_web(&admin, &n, &node.forwarded(WEB_HOST_PORT), Duration::from_secs(30));
+    let greeter =
+        pods::wait_pod_named(&admin, &n, "greeter-", Duration::from_secs(120), pods::ready);
+    let name = greeter["metadata"]["name"].as_str().unwrap();
+    let logs = || ctl(Some(&admin), &["-n", &n, "logs", name]).stdout;
+    let greeted =
+        eventually(Duration::from_secs(30), || logs().contains("hello from an applied ConfigMap"));
+    assert!(greeted, "{}", logs());
 }

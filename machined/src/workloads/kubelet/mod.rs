@@ -1,6 +1,6 @@
 //! The kubelet, inside machined. It speaks CRI to containerd (like the upstream kubelet),
-//! runs the pods of every [`source::PodSource`] (the config's `machine.pods` and the manifest
-//! directory on STATE), and keeps them running with no control plane: after a reboot with no
+//! runs the pods of every [`source::PodSource`] (the config's pods and objects, the manifest
+//! directory on STATE, the objects applied with `ctl apply -f`), and keeps them running with no control plane: after a reboot with no
 //! network, the pods come back from the config and the images baked into the OS image.
 //!
 //! At start it imports the baked-in images, writes the pod network's CNI config, then runs
@@ -47,7 +47,7 @@ use crate::services::containerd;
 use crate::workloads::cri::{v1, Cri};
 
 use objects::LocalObjects;
-use source::{ConfigPods, DesiredPod, ManifestDir, PodSource};
+use source::{AppliedObjects, ConfigPods, DesiredPod, ManifestDir, PodSource};
 
 /// How often the kubelet looks for sandboxes nobody wants.
 const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
@@ -178,8 +178,9 @@ impl Kubelet {
         placement::Node::new(&crate::node::config::kernel_hostname(), arch, &labels)
     }
 
-    /// Takes the pods that do not run yet and cannot run on `node` out of `desired`: each is
-    /// published as Pending with the scheduler's reason, and logged when that reason is new.
+    /// Takes the pods that do not run yet and cannot run on `node` (its labels, or host
+    /// ports that pods before them took) out of `desired`: each is published as Pending with
+    /// the scheduler's reason, and logged when that reason is new.
     /// `waiting` holds the reasons of the pass before, by `namespace/name`; a pod that no
     /// longer waits loses its Pending record (to its worker's, or to nothing).
     fn hold_unplaceable(
@@ -191,11 +192,22 @@ impl Kubelet {
         ctx: &ServiceContext,
     ) {
         let mut now = BTreeMap::new();
+        // Ports of the pods that run stay theirs; the others take theirs in name order.
+        let mut taken: std::collections::HashSet<placement::HostPort> = desired
+            .iter()
+            .filter(|(key, pod)| running.get(*key).is_some_and(|r| r.uid == pod.uid))
+            .flat_map(|(_, pod)| placement::host_ports(&pod.pod))
+            .collect();
         desired.retain(|key, pod| {
             if running.get(key).is_some_and(|r| r.uid == pod.uid) {
                 return true;
             }
-            let Some(reason) = node.refuses(&pod.pod) else { return true };
+            let refused =
+                node.refuses(&pod.pod).or_else(|| placement::Node::port_conflict(&pod.pod, &taken));
+            let Some(reason) = refused else {
+                taken.extend(placement::host_ports(&pod.pod));
+                return true;
+            };
             if waiting.get(key) != Some(&(pod.uid.clone(), reason.clone())) {
                 ctx.log(format!("pod {key}: not scheduled on this node: {reason}"));
             }
@@ -334,9 +346,11 @@ impl Kubelet {
         // Changes from here on: the first pass reads the config as it is.
         let mut config_feed = self.config.clone();
         config_feed.mark_unchanged();
+        let applied = AppliedObjects::new(self.layout.applied_objects_path());
         let mut sources: Vec<Box<dyn PodSource>> = vec![
             Box::new(ConfigPods::new(config_feed)),
             Box::new(ManifestDir::new(self.layout.manifest_dir())),
+            Box::new(applied.share()),
         ];
         let detach = CancellationToken::new();
         let shutdown = CancellationToken::new();
@@ -361,7 +375,7 @@ impl Kubelet {
                 registries = Some(wanted);
             }
             objects.send_if_modified(|current| {
-                let wanted = LocalObjects::of(config.as_deref());
+                let wanted = LocalObjects::of(config.as_deref(), &applied.objects().0);
                 let changed = **current != wanted;
                 if changed {
                     *current = Arc::new(wanted);

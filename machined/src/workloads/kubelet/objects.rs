@@ -53,13 +53,15 @@ impl Kind {
 }
 
 impl LocalObjects {
-    /// The objects of `config` (none without one).
-    pub fn of(config: Option<&MachineConfig>) -> LocalObjects {
-        LocalObjects::new(config.map_or(&[][..], |c| c.machine.objects.as_slice()))
+    /// The objects of `config` (none without one) and those `applied`; the config's win a
+    /// name both use.
+    pub fn of(config: Option<&MachineConfig>, applied: &[LocalObject]) -> LocalObjects {
+        let configured = config.map_or(&[][..], |c| c.machine.objects.as_slice());
+        LocalObjects::new(applied.iter().chain(configured))
     }
 
-    /// An index of `list`.
-    pub(super) fn new(list: &[LocalObject]) -> LocalObjects {
+    /// An index of `list`, a later object replacing an earlier one of the same name.
+    pub(super) fn new<'a>(list: impl IntoIterator<Item = &'a LocalObject>) -> LocalObjects {
         let mut objects = LocalObjects::default();
         for object in list {
             let key = (object.namespace().to_string(), object.name().to_string());
@@ -81,6 +83,8 @@ impl LocalObjects {
                         .map(|(k, v)| (k.clone(), v.clone().into()));
                     objects.secrets.insert(key, data.chain(text).collect());
                 }
+                // Pods and workloads read these; they are read by nobody.
+                _ => {}
             }
         }
         objects

@@ -6,7 +6,7 @@
 //! this node has no taints for tolerations to tolerate. Like the scheduler, this is decided
 //! once, before the pod starts: a running pod is not evicted when the labels change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
 
@@ -62,6 +62,17 @@ impl Node {
         })
     }
 
+    /// Why `pod` cannot run beside pods holding the host ports `taken`, in the scheduler's
+    /// words (a Deployment's second replica with a hostPort, two pods on one port); `None`
+    /// when none of its ports is taken.
+    pub fn port_conflict(pod: &Pod, taken: &HashSet<HostPort>) -> Option<String> {
+        host_ports(pod).iter().any(|port| taken.contains(port)).then(|| {
+            "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod \
+             ports"
+                .into()
+        })
+    }
+
     /// Whether a node selector term (its requirements ANDed) selects this node. A term with
     /// no requirements selects nothing, as in Kubernetes.
     fn matches(&self, term: &NodeSelectorTerm) -> bool {
@@ -101,6 +112,28 @@ fn satisfies(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool
     }
 }
 
+/// A port a pod takes on the node: its number and protocol.
+pub type HostPort = (i32, String);
+
+/// The node's ports `pod` takes: its containers' host ports, and on the node's network every
+/// container port (which is then a host port, as upstream counts it).
+pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
+    let Some(spec) = pod.spec.as_ref() else { return Vec::new() };
+    let host_network = spec.host_network == Some(true);
+    spec.containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|port| {
+            let number = match port.host_port.filter(|p| *p > 0) {
+                Some(host) => host,
+                None if host_network => port.container_port,
+                None => return None,
+            };
+            Some((number, port.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +159,23 @@ mod tests {
             Node::new("n", Arch::Armv7, &BTreeMap::new()).labels["kubernetes.io/arch"],
             "arm"
         );
+    }
+
+    #[test]
+    fn host_ports_are_taken_once() {
+        let web = pod("  containers: [{name: c, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 53, hostPort: 53, protocol: UDP}]}]");
+        let host =
+            pod("  hostNetwork: true\n  containers: [{name: c, ports: [{containerPort: 8080}]}]");
+        let inside = pod("  containers: [{name: c, ports: [{containerPort: 8080}]}]");
+        assert_eq!(host_ports(&web), [(8080, "TCP".to_string()), (53, "UDP".to_string())]);
+        assert_eq!(host_ports(&host), [(8080, "TCP".to_string())]);
+        assert!(host_ports(&inside).is_empty());
+        let taken: HashSet<HostPort> = host_ports(&web).into_iter().collect();
+        let conflict = Node::port_conflict(&host, &taken).unwrap();
+        assert!(conflict.ends_with("didn't have free ports for the requested pod ports"));
+        assert_eq!(Node::port_conflict(&inside, &taken), None);
+        let udp_only: HashSet<HostPort> = [(8080, "UDP".to_string())].into();
+        assert_eq!(Node::port_conflict(&web, &udp_only), None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Where the pods a node runs come from. Every source yields complete Pod objects; the
-//! kubelet runs their union. Today: the machine config (`machine.pods`) and a manifest
-//! directory on STATE (one Pod YAML per `*.yaml` file, like the upstream kubelet's static pod
-//! path). A later Kubernetes API-server source (pods bound to this node) is one more
+//! kubelet runs their union. Today: the machine config (`machine.pods`, and the pods and
+//! workloads of `machine.objects`), a manifest directory on STATE (one Pod YAML per `*.yaml`
+//! file, like the upstream kubelet's static pod path) and the objects applied with
+//! `ctl apply -f`. A later Kubernetes API-server source (pods bound to this node) is one more
 //! [`PodSource`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -12,6 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use cairn_api::config::objects::LocalObject;
 use cairn_api::config::pod::DEFAULT_NAMESPACE;
 use cairn_api::config::MachineConfig;
 
@@ -87,13 +90,98 @@ impl PodSource for ConfigPods {
     fn pods(&self) -> (Vec<DesiredPod>, Vec<String>) {
         let config = self.config.borrow().clone();
         let pods = config.iter().flat_map(|c| c.machine.pods.iter());
-        (pods.filter_map(|pod| DesiredPod::new("config", pod.clone())).collect(), Vec::new())
+        let mut desired: Vec<DesiredPod> =
+            pods.filter_map(|pod| DesiredPod::new("config", pod.clone())).collect();
+        let objects = config.iter().flat_map(|c| c.machine.objects.iter());
+        desired.extend(pods_of(objects, "config"));
+        (desired, Vec::new())
     }
 
     fn changed(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             if self.config.changed().await.is_err() {
                 std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// The pods of `objects` (Pods, and workloads' replicas), each from `origin:KIND/NAME`.
+fn pods_of<'a>(objects: impl Iterator<Item = &'a LocalObject>, origin: &str) -> Vec<DesiredPod> {
+    objects
+        .flat_map(|object| {
+            let source = format!("{origin}:{}/{}", object.kind(), object.name());
+            object.pods().into_iter().filter_map(move |pod| DesiredPod::new(&source, pod))
+        })
+        .collect()
+}
+
+/// What identifies a version of a file: a rewrite (a rename over it) changes it.
+type FileStamp = (std::time::SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+/// The objects applied with `ctl apply -f` (see [`crate::workloads::applied`]): the pods they
+/// run, and the ConfigMaps and Secrets pods read. The file is read again when it changes,
+/// which is looked at every [`APPLIED_RESCAN`].
+pub struct AppliedObjects {
+    path: PathBuf,
+    read: Arc<Mutex<ReadObjects>>,
+}
+
+/// The applied objects as last read, and which version of the file they were read from.
+type ReadObjects = (Option<FileStamp>, Arc<Vec<LocalObject>>);
+
+/// How often the applied objects' file is looked at.
+const APPLIED_RESCAN: Duration = Duration::from_secs(1);
+
+impl AppliedObjects {
+    /// The objects stored at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        AppliedObjects { path, read: Arc::default() }
+    }
+
+    /// Another handle on the same objects.
+    pub fn share(&self) -> AppliedObjects {
+        AppliedObjects { path: self.path.clone(), read: self.read.clone() }
+    }
+
+    /// The objects, read again if the file changed; a problem reading it, for the log (the
+    /// objects read before stay).
+    pub fn objects(&self) -> (Arc<Vec<LocalObject>>, Option<String>) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let now = stamp(&self.path);
+        if now == read.0 && now.is_some() {
+            return (read.1.clone(), None);
+        }
+        match crate::workloads::applied::read(&self.path) {
+            Ok(objects) => {
+                *read = (now, Arc::new(objects));
+                (read.1.clone(), None)
+            }
+            Err(e) => (read.1.clone(), Some(e.to_string())),
+        }
+    }
+}
+
+impl PodSource for AppliedObjects {
+    fn pods(&self) -> (Vec<DesiredPod>, Vec<String>) {
+        let (objects, problem) = self.objects();
+        (pods_of(objects.iter(), "applied"), problem.into_iter().collect())
+    }
+
+    fn changed(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            loop {
+                tokio::time::sleep(APPLIED_RESCAN).await;
+                let seen = self.read.lock().unwrap_or_else(|e| e.into_inner()).0;
+                if stamp(&self.path) != seen {
+                    return;
+                }
             }
         })
     }
@@ -161,6 +249,33 @@ mod tests {
         assert_ne!(first.uid, DesiredPod::new("config", b).unwrap().uid);
         assert_ne!(first.uid, DesiredPod::new("manifest:web.yaml", a).unwrap().uid);
         assert_eq!(first.uid.len(), 36);
+    }
+
+    #[test]
+    fn applied_workloads_run_their_replicas_and_changes_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.json");
+        let source = AppliedObjects::new(path.clone());
+        assert!(source.pods().0.is_empty(), "no file, no pods");
+        let file = concat!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+            "spec: {replicas: 2, selector: {matchLabels: {app: web}},\n",
+            "  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: i}]}}}\n",
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\n",
+        );
+        let documents = cairn_api::config::documents::decode(file.as_bytes(), "f.yaml").unwrap();
+        crate::workloads::applied::apply(&path, &documents, None).unwrap();
+        let (pods, problems) = source.share().pods();
+        assert!(problems.is_empty(), "{problems:?}");
+        let sources: Vec<&str> = pods.iter().map(|p| p.source.as_str()).collect();
+        assert_eq!(sources, ["applied:Deployment/web", "applied:Deployment/web"]);
+        assert!(pods[1].name.starts_with("web-") && pods[1].name.ends_with("-1"));
+        assert_eq!(source.objects().0.len(), 2);
+        // A broken file is reported; what was read before stays.
+        std::fs::write(&path, "not json").unwrap();
+        let (pods, problems) = source.pods();
+        assert_eq!(pods.len(), 2);
+        assert!(problems[0].contains("objects.json"), "{problems:?}");
     }
 
     #[test]

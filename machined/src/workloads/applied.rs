@@ -1,0 +1,224 @@
+//! The objects applied with `ctl apply -f`, kept on STATE in one file (`objects.json`, a JSON
+//! list) that every apply or delete rewrites atomically: a file of documents changes all its
+//! objects or none, and a power cut leaves the old list or the new one. The kubelet reads the
+//! file when it changes, and again at every boot: the pods and workloads in it run with no
+//! network.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cairn_api::config::documents::Documents;
+use cairn_api::config::objects::LocalObject;
+use cairn_api::config::{MachineConfig, Problem};
+
+/// The most the file may hold: STATE is small (64 MiB), and every object is in memory.
+pub const MAX_STORE_BYTES: usize = 8 << 20;
+
+/// One apply or delete at a time: each reads the file, then rewrites it.
+static WRITER: Mutex<()> = Mutex::new(());
+
+/// Why objects were not stored or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppliedError {
+    /// The documents are not objects the node keeps.
+    #[error("{} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+    /// The config defines an object of that kind and name.
+    #[error("{0} is defined by the machine config; change it there")]
+    InConfig(String),
+    /// The objects would outgrow the store.
+    #[error("the applied objects would take {0} bytes; at most {MAX_STORE_BYTES} are kept")]
+    TooLarge(usize),
+    /// A kind `ctl get` does not know.
+    #[error("{0:?} is not a kind the node keeps ({kinds})", kinds = cairn_api::config::objects::KINDS)]
+    UnknownKind(String),
+    /// The file could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What an apply or a delete did to one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its kind.
+    pub kind: String,
+    /// Its namespace (empty for a Namespace).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `created`, `configured`, `unchanged`, `deleted` or `not found`.
+    pub action: &'static str,
+}
+
+impl Change {
+    fn of(object: &LocalObject, action: &'static str) -> Change {
+        Change {
+            kind: object.kind().into(),
+            namespace: object.namespace().into(),
+            name: object.name().into(),
+            action,
+        }
+    }
+}
+
+/// The objects stored at `path` (none when there is no file).
+pub fn read(path: &Path) -> Result<Vec<LocalObject>, AppliedError> {
+    let io = |reason: String| AppliedError::Io { path: path.to_path_buf(), reason };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| io(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(e.to_string())),
+    }
+}
+
+/// Stores `documents` at `path`, each replacing a stored object of the same kind and name;
+/// refused whole when `config` defines one of them.
+pub fn apply(
+    path: &Path,
+    documents: &Documents,
+    config: Option<&MachineConfig>,
+) -> Result<Vec<Change>, AppliedError> {
+    let in_config = defined_by(config);
+    if let Some(object) = documents.objects.iter().find(|o| in_config.contains(&o.key())) {
+        return Err(AppliedError::InConfig(format!("{} {}", object.kind(), object.name())));
+    }
+    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stored = read(path)?;
+    let mut changes = Vec::new();
+    for object in &documents.objects {
+        let action = match stored.iter_mut().find(|s| s.key() == object.key()) {
+            Some(same) if same == object => "unchanged",
+            Some(same) => {
+                *same = object.clone();
+                "configured"
+            }
+            None => {
+                stored.push(object.clone());
+                "created"
+            }
+        };
+        changes.push(Change::of(object, action));
+    }
+    write(path, &stored)?;
+    Ok(changes)
+}
+
+/// Removes the objects `documents` name (by kind and name) from `path`.
+pub fn delete(path: &Path, documents: &Documents) -> Result<Vec<Change>, AppliedError> {
+    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stored = read(path)?;
+    let mut changes = Vec::new();
+    for object in &documents.objects {
+        let before = stored.len();
+        stored.retain(|s| s.key() != object.key());
+        let action = if stored.len() < before { "deleted" } else { "not found" };
+        changes.push(Change::of(object, action));
+    }
+    write(path, &stored)?;
+    Ok(changes)
+}
+
+/// The keys of what `config` defines: its objects and its pods.
+fn defined_by(config: Option<&MachineConfig>) -> Vec<String> {
+    let Some(config) = config else { return Vec::new() };
+    let pods = config.machine.pods.iter().map(|pod| LocalObject::Pod(pod.clone()).key());
+    config.machine.objects.iter().map(LocalObject::key).chain(pods).collect()
+}
+
+fn write(path: &Path, stored: &[LocalObject]) -> Result<(), AppliedError> {
+    let bytes = serde_json::to_vec(stored).expect("objects always serialize");
+    if bytes.len() > MAX_STORE_BYTES {
+        return Err(AppliedError::TooLarge(bytes.len()));
+    }
+    crate::files::durable::write_atomically(path, &bytes, 0o600)
+        .map_err(|e| AppliedError::Io { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// The kind `name` names as kubectl takes it (`configmaps`, `cm`, `Deployment`, `deploy`...).
+pub fn kind_named(name: &str) -> Result<&'static str, AppliedError> {
+    let lower = name.to_ascii_lowercase();
+    Ok(match lower.as_str() {
+        "configmap" | "configmaps" | "cm" => "ConfigMap",
+        "secret" | "secrets" => "Secret",
+        "namespace" | "namespaces" | "ns" => "Namespace",
+        "pod" | "pods" | "po" => "Pod",
+        "deployment" | "deployments" | "deploy" => "Deployment",
+        "replicaset" | "replicasets" | "rs" => "ReplicaSet",
+        "daemonset" | "daemonsets" | "ds" => "DaemonSet",
+        "statefulset" | "statefulsets" | "sts" => "StatefulSet",
+        _ => return Err(AppliedError::UnknownKind(name.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_api::config::documents;
+
+    fn decoded(yaml: &str) -> Documents {
+        documents::decode(yaml.as_bytes(), "f.yaml").unwrap()
+    }
+
+    const SITE: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\ndata: {a: b}\n";
+
+    #[test]
+    fn applies_report_what_they_change_and_deletes_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.json");
+        let secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {p: q}\n";
+        let both = format!("{SITE}{secret}");
+        let actions = |changes: Vec<Change>| -> Vec<&'static str> {
+            changes.iter().map(|c| c.action).collect()
+        };
+        assert_eq!(actions(apply(&path, &decoded(&both), None).unwrap()), ["created", "created"]);
+        let changed = both.replace("{a: b}", "{a: c}");
+        let changes = apply(&path, &decoded(&changed), None).unwrap();
+        assert_eq!(actions(changes), ["configured", "unchanged"]);
+        assert_eq!(read(&path).unwrap().len(), 2);
+        let changes = delete(&path, &decoded(SITE)).unwrap();
+        assert_eq!(
+            changes[0],
+            Change {
+                kind: "ConfigMap".into(),
+                namespace: "default".into(),
+                name: "site".into(),
+                action: "deleted"
+            }
+        );
+        assert_eq!(actions(delete(&path, &decoded(SITE)).unwrap()), ["not found"]);
+        assert_eq!(read(&path).unwrap()[0].kind(), "Secret");
+    }
+
+    #[test]
+    fn what_the_config_defines_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.json");
+        // Validation is not the point here; build the value directly.
+        let mut config: MachineConfig = serde_yaml::from_str(
+            "version: v1alpha1\nmachine:\n  clientCa: {crt: x}\n  nodeCa: {crt: x, key: y}\n",
+        )
+        .unwrap();
+        config.machine.objects = decoded(SITE).objects;
+        let refused = apply(&path, &decoded(SITE), Some(&config)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "ConfigMap site is defined by the machine config; change it there"
+        );
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn kinds_are_named_as_kubectl_names_them() {
+        assert_eq!(kind_named("cm").unwrap(), "ConfigMap");
+        assert_eq!(kind_named("Deployments").unwrap(), "Deployment");
+        assert!(kind_named("services")
+            .unwrap_err()
+            .to_string()
+            .starts_with("\"services\" is not a kind"));
+    }
+}
