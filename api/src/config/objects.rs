@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
+    PodTemplateSpec, Secret, Volume,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::Value;
@@ -33,6 +36,9 @@ pub enum LocalObject {
     Secret(Secret),
     /// A Namespace (`apiVersion: v1`): kept, and nothing more (namespaces need no creating).
     Namespace(Namespace),
+    /// A PersistentVolumeClaim (`apiVersion: v1`): a directory of the node's, which pods
+    /// mount and which outlives them.
+    PersistentVolumeClaim(PersistentVolumeClaim),
     /// A Pod (`apiVersion: v1`).
     Pod(Pod),
     /// A Deployment (`apiVersion: apps/v1`): its replicas, replaced when its template changes.
@@ -52,6 +58,7 @@ macro_rules! each_kind {
             LocalObject::ConfigMap($object) => $body,
             LocalObject::Secret($object) => $body,
             LocalObject::Namespace($object) => $body,
+            LocalObject::PersistentVolumeClaim($object) => $body,
             LocalObject::Pod($object) => $body,
             LocalObject::Deployment($object) => $body,
             LocalObject::ReplicaSet($object) => $body,
@@ -62,17 +69,27 @@ macro_rules! each_kind {
 }
 
 /// The kinds a node keeps, for messages.
-pub const KINDS: &str =
-    "ConfigMap, Secret, Namespace, Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet";
+pub const KINDS: &str = "ConfigMap, Secret, Namespace, PersistentVolumeClaim, Pod, Deployment, \
+                         ReplicaSet, DaemonSet, StatefulSet";
 
 impl LocalObject {
     /// Reads one object by its `kind`; an error for a kind a node does not keep.
     pub fn from_value(value: Value) -> Result<LocalObject, String> {
         let kind = value.get("kind").and_then(Value::as_str).map(str::to_string);
+        let version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+        if matches!(version, "extensions/v1beta1" | "apps/v1beta1" | "apps/v1beta2") {
+            return Err(format!(
+                "apiVersion {version} was removed in Kubernetes 1.16: apps/v1 replaces it \
+                 (where spec.selector is required)"
+            ));
+        }
         let object = match kind.as_deref() {
             Some("ConfigMap") => serde_yaml::from_value(value).map(LocalObject::ConfigMap),
             Some("Secret") => serde_yaml::from_value(value).map(LocalObject::Secret),
             Some("Namespace") => serde_yaml::from_value(value).map(LocalObject::Namespace),
+            Some("PersistentVolumeClaim") => {
+                serde_yaml::from_value(value).map(LocalObject::PersistentVolumeClaim)
+            }
             Some("Pod") => serde_yaml::from_value(value).map(LocalObject::Pod),
             Some("Deployment") => serde_yaml::from_value(value).map(LocalObject::Deployment),
             Some("ReplicaSet") => serde_yaml::from_value(value).map(LocalObject::ReplicaSet),
@@ -90,6 +107,7 @@ impl LocalObject {
             LocalObject::ConfigMap(_) => "ConfigMap",
             LocalObject::Secret(_) => "Secret",
             LocalObject::Namespace(_) => "Namespace",
+            LocalObject::PersistentVolumeClaim(_) => "PersistentVolumeClaim",
             LocalObject::Pod(_) => "Pod",
             LocalObject::Deployment(_) => "Deployment",
             LocalObject::ReplicaSet(_) => "ReplicaSet",
@@ -128,6 +146,7 @@ impl LocalObject {
             LocalObject::ConfigMap(_) => Some(&CONFIG_MAP),
             LocalObject::Secret(_) => Some(&SECRET),
             LocalObject::Namespace(_) => Some(&NAMESPACE),
+            LocalObject::PersistentVolumeClaim(_) => Some(&CLAIM),
             LocalObject::Pod(_) => None,
             LocalObject::Deployment(_) => Some(&DEPLOYMENT),
             LocalObject::ReplicaSet(_) => Some(&REPLICA_SET),
@@ -204,8 +223,21 @@ impl LocalObject {
                     _ => format!("{}-{ordinal}", self.name()),
                 };
                 let mut spec = template.spec.clone().unwrap_or_default();
-                if let LocalObject::StatefulSet(_) = self {
+                if let LocalObject::StatefulSet(set) = self {
                     spec.hostname.get_or_insert_with(|| name.clone());
+                    // Each claim template is a volume of that name, bound to the pod's own
+                    // claim, as the StatefulSet controller makes them.
+                    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+                    for (volume, claim) in claim_names(set, ordinal) {
+                        volumes.push(Volume {
+                            name: volume,
+                            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                                claim_name: claim,
+                                read_only: None,
+                            }),
+                            ..Default::default()
+                        });
+                    }
                 }
                 Pod {
                     metadata: ObjectMeta {
@@ -221,6 +253,20 @@ impl LocalObject {
             })
             .collect()
     }
+}
+
+/// The claims of a StatefulSet's pod `ordinal`: for each claim template, the volume's name and
+/// the claim's (`TEMPLATE-SET-ORDINAL`, as upstream names them).
+pub fn claim_names(set: &StatefulSet, ordinal: i32) -> Vec<(String, String)> {
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let templates = set.spec.iter().flat_map(|s| s.volume_claim_templates.iter().flatten());
+    templates
+        .map(|template| {
+            let volume = template.metadata.name.clone().unwrap_or_default();
+            let claim = format!("{volume}-{set_name}-{ordinal}");
+            (volume, claim)
+        })
+        .collect()
 }
 
 /// Ten hex digits of a hash of a pod template: a Deployment's pods change names with it.
@@ -320,13 +366,56 @@ static DEPLOYMENT: Supported =
 static REPLICA_SET: Supported = workload!("replicas");
 /// The fields of a DaemonSet Cairn honours.
 static DAEMON_SET: Supported = workload!("updateStrategy", "revisionHistoryLimit");
-/// The fields of a StatefulSet Cairn honours; `volumeClaimTemplates` is not one of them yet.
-static STATEFUL_SET: Supported = workload!(
-    "replicas",
-    "serviceName",
-    "podManagementPolicy",
-    "updateStrategy",
-    "revisionHistoryLimit"
+/// The fields of a StatefulSet Cairn honours. Its claims outlive it, as upstream's default
+/// retention (`whenDeleted: Retain`) keeps them.
+static STATEFUL_SET: Supported = Supported::Fields(
+    &[
+        ("apiVersion", Supported::Whole),
+        ("kind", Supported::Whole),
+        ("metadata", METADATA),
+        (
+            "spec",
+            Supported::Fields(
+                &[
+                    ("selector", Supported::Whole),
+                    ("template", Supported::Elsewhere),
+                    ("minReadySeconds", Supported::Whole),
+                    ("replicas", Supported::Whole),
+                    ("serviceName", Supported::Whole),
+                    ("podManagementPolicy", Supported::Whole),
+                    ("updateStrategy", Supported::Whole),
+                    ("revisionHistoryLimit", Supported::Whole),
+                    ("volumeClaimTemplates", Supported::Each(&CLAIM)),
+                ],
+                "",
+            ),
+        ),
+    ],
+    "",
+);
+
+/// The fields of a PersistentVolumeClaim (or a claim template) Cairn honours. A claim is a
+/// directory on EPHEMERAL: its requested size is kept, not enforced (a directory has no
+/// quota), and every access mode is granted (the node is the only node).
+static CLAIM: Supported = Supported::Fields(
+    &[
+        ("apiVersion", Supported::Whole),
+        ("kind", Supported::Whole),
+        ("metadata", METADATA),
+        (
+            "spec",
+            Supported::Fields(
+                &[
+                    ("accessModes", Supported::Whole),
+                    ("resources", Supported::Whole),
+                    ("storageClassName", Supported::Whole),
+                    ("volumeMode", Supported::Whole),
+                ],
+                "",
+            ),
+        ),
+    ],
+    "",
 );
 
 /// Why `key` cannot be a key of a ConfigMap or a Secret (a file name in their volumes), as the
@@ -412,9 +501,37 @@ fn check_object(c: &mut Checker, object: &LocalObject, written: Option<&Value>, 
     c.check(bytes <= MAX_OBJECT_BYTES, at, || {
         format!("holds {bytes} bytes, more than the {MAX_OBJECT_BYTES} an object may")
     });
+    if let LocalObject::PersistentVolumeClaim(claim) = object {
+        check_claim(c, claim.spec.as_ref(), at);
+    }
+    if let LocalObject::StatefulSet(set) = object {
+        let templates = set.spec.iter().flat_map(|s| s.volume_claim_templates.iter().flatten());
+        for (i, template) in templates.enumerate() {
+            let at = format!("{at}.spec.volumeClaimTemplates[{i}]");
+            match &template.metadata.name {
+                Some(name) => c.check(is_object_name(name), format!("{at}.metadata.name"), || {
+                    format!("{name:?} is not a volume name (a DNS label)")
+                }),
+                None => c.fail(format!("{at}.metadata.name"), "is required"),
+            }
+            check_claim(c, template.spec.as_ref(), &at);
+        }
+    }
     if let Some((template, selector, replicas)) = object.workload() {
         check_workload(c, object, (template, selector, replicas), written, at);
     }
+}
+
+/// Checks a claim's spec at `at`: a directory is a file system, not a block device.
+fn check_claim(
+    c: &mut Checker,
+    spec: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaimSpec>,
+    at: &str,
+) {
+    let mode = spec.and_then(|s| s.volume_mode.as_deref()).unwrap_or("Filesystem");
+    c.check(mode == "Filesystem", format!("{at}.spec.volumeMode"), || {
+        format!("{mode:?} is not supported: a claim is a directory of the node (Filesystem is)")
+    });
 }
 
 /// Checks a workload: its replicas, its selector against its template's labels, and its
@@ -534,7 +651,9 @@ impl LocalObject {
             LocalObject::ReplicaSet(r) => r.spec.as_mut().and_then(|s| s.template.as_mut()),
             LocalObject::DaemonSet(d) => d.spec.as_mut().map(|s| &mut s.template),
             LocalObject::StatefulSet(s) => s.spec.as_mut().map(|s| &mut s.template),
-            LocalObject::ConfigMap(_) | LocalObject::Namespace(_) => None,
+            LocalObject::ConfigMap(_)
+            | LocalObject::Namespace(_)
+            | LocalObject::PersistentVolumeClaim(_) => None,
         };
         if let Some(template) = template {
             let mut pod = Pod { spec: template.spec.take(), ..Default::default() };
@@ -577,6 +696,13 @@ mod tests {
         let again: Vec<LocalObject> =
             serde_yaml::from_str(&serde_yaml::to_string(&objects).unwrap()).unwrap();
         assert_eq!(again, objects);
+    }
+
+    #[test]
+    fn removed_api_versions_say_what_replaced_them() {
+        let old = "{apiVersion: extensions/v1beta1, kind: DaemonSet, metadata: {name: d}}";
+        let error = LocalObject::from_value(serde_yaml::from_str(old).unwrap()).unwrap_err();
+        assert!(error.starts_with("apiVersion extensions/v1beta1 was removed in Kubernetes 1.16"));
     }
 
     #[test]

@@ -168,8 +168,12 @@ static SUPPORTED: Supported = Fields(
                                 ),
                                 ("configMap", CONFIG_MAP_VOLUME),
                                 ("secret", SECRET_VOLUME),
+                                (
+                                    "persistentVolumeClaim",
+                                    Fields(&[("claimName", Whole), ("readOnly", Whole)], ""),
+                                ),
                             ],
-                            "hostPath, emptyDir, configMap and secret are",
+                            "hostPath, emptyDir, configMap, secret and persistentVolumeClaim are",
                         )),
                     ),
                 ],
@@ -584,6 +588,7 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
             ("emptyDir", volume.empty_dir.is_some()),
             ("configMap", volume.config_map.is_some()),
             ("secret", volume.secret.is_some()),
+            ("persistentVolumeClaim", volume.persistent_volume_claim.is_some()),
         ];
         let given: Vec<&str> =
             sources.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect();
@@ -595,6 +600,13 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
             let at = format!("{at}.configMap");
             check_object_ref(c, name, format!("{at}.name"));
             check_projection(c, config_map.items.as_deref(), config_map.default_mode, &at);
+        }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            let name = &claim.claim_name;
+            let at = format!("{at}.persistentVolumeClaim.claimName");
+            c.check(super::objects::is_subdomain_name(name), at, || {
+                format!("{name:?} is not the name of a claim (a DNS subdomain)")
+            });
         }
         if let Some(secret) = &volume.secret {
             let at = format!("{at}.secret");
@@ -1198,8 +1210,8 @@ spec:
             "web.yaml.spec.initContainers: not supported by Cairn's kubelet",
         );
         refused(
-            "  volumes: [{name: v, emptyDir: {}}, {name: data, persistentVolumeClaim: {claimName: d}}]",
-            "web.yaml.spec.volumes[1].persistentVolumeClaim: not supported by Cairn's kubelet (hostPath, emptyDir, configMap and secret are)",
+            "  volumes: [{name: v, emptyDir: {}}, {name: data, nfs: {server: s, path: /}}]",
+            "web.yaml.spec.volumes[1].nfs: not supported by Cairn's kubelet (hostPath, emptyDir, configMap, secret and persistentVolumeClaim are)",
         );
         refused(
             "    livenessProbe: {grpc: {port: 9000}}",

@@ -4,8 +4,10 @@
 use cairn_api::config::documents;
 use cairn_api::config::objects::LocalObject;
 
+use crate::files::layout::under;
 use crate::logs::events::EventKind;
 use crate::workloads::applied::{self, AppliedError, Change};
+use crate::workloads::kubelet::claims::{self, CLAIM_ROOT};
 
 use super::{Node, NodeError};
 
@@ -41,7 +43,17 @@ impl Node {
         source: &str,
     ) -> Result<(Vec<Change>, Vec<String>), NodeError> {
         let decoded = documents::decode(bytes, source).map_err(AppliedError::Invalid)?;
-        let changes = applied::delete(&self.layout().applied_objects_path(), &decoded)?;
+        let mut changes = applied::delete(&self.layout().applied_objects_path(), &decoded)?;
+        // A deleted claim's data is retired now (the kubelet removes it once its pods are
+        // gone); a StatefulSet's claims, never stored, are deleted this way too.
+        let claims = under(self.layout().root(), CLAIM_ROOT);
+        for change in changes.iter_mut().filter(|c| c.kind == "PersistentVolumeClaim") {
+            let retired = claims::retire(&claims, &change.namespace, &change.name)
+                .map_err(|e| AppliedError::Io { path: claims.clone(), reason: e.to_string() })?;
+            if retired {
+                change.action = "deleted";
+            }
+        }
         self.publish(&changes);
         Ok((changes, decoded.skipped))
     }

@@ -137,9 +137,16 @@ const ELSEWHERE_POD: &str = r#"
 "#;
 
 /// A file as `kubectl apply -f` takes it: a Deployment whose two replicas want one host port
-/// (the second waits, as on a one-node cluster), reading a ConfigMap and a Secret; a
-/// DaemonSet; a Service, which needs a cluster and is skipped.
+/// (the second waits, as on a one-node cluster), reading a ConfigMap and a Secret and writing
+/// to a claim; a DaemonSet; a Service, which needs a cluster and is skipped.
 const APPLIED_FILE: &str = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: api-data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: v1
 kind: ConfigMap
 metadata: {name: api-settings}
 data: {MODE: fast}
@@ -162,10 +169,12 @@ spec:
       containers:
         - name: main
           image: localhost/busybox:latest
-          command: [sh, -c, 'echo "mode $MODE, token $TOKEN"; exec sleep 3600']
+          command: [sh, -c, 'hostname >> /data/runs; echo "mode $MODE, token $TOKEN"; exec sleep 3600']
+          volumeMounts: [{name: data, mountPath: /data}]
           envFrom: [{configMapRef: {name: api-settings}}]
           env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: api-token, key: token}}}]
           ports: [{containerPort: 8082, hostPort: 8082}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: api-data}}]
 ---
 apiVersion: v1
 kind: Service
@@ -567,7 +576,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     {
         assert!(out.contains(line), "{line}: {out}");
     }
-    assert!(out.contains("warning: applied.yaml[3]: Service api skipped"), "{out}");
+    assert!(out.contains("warning: applied.yaml[4]: Service api skipped"), "{out}");
     let named = |prefix: &str| -> Vec<Value> {
         pods(admin, n)
             .into_iter()
@@ -591,6 +600,13 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         ctl(Some(admin), &["-n", n, "logs", replica]).stdout.contains(&greeting)
     });
     assert!(logged, "{}", ctl(Some(admin), &["-n", n, "logs", replica]).stdout);
+    // Its claim is a directory of the node's, kept when the pod starts afresh.
+    let runs_file = "/var/lib/cairn/claims/default/api-data/runs";
+    let runs = || ctl(Some(admin), &["-n", n, "read", runs_file]).stdout;
+    assert_eq!(runs(), format!("{replica}\n"));
+    ctl(Some(admin), &["-n", n, "pod", "restart", replica]).ok();
+    let kept = eventually(Duration::from_secs(90), || runs() == format!("{replica}\n{replica}\n"));
+    assert!(kept, "{}", runs());
     let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;
     assert!(listed.contains("api") && listed.contains("2 replicas"), "{listed}");
     // The Secret's value is for admins.
@@ -599,6 +615,10 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     // Deleted by the same file: the pods go.
     let out = ctl(Some(admin), &["-n", n, "delete", "-f", file]).ok().stdout;
     assert!(out.contains("deployment/api deleted"), "{out}");
+    // The deleted claim's data is gone from its place at once (removed once its pod is).
+    assert!(out.contains("persistentvolumeclaim/api-data deleted"), "{out}");
+    let claims = ctl(Some(admin), &["-n", n, "ls", "/var/lib/cairn/claims/default"]).ok().stdout;
+    assert!(!claims.contains("api-data"), "{claims}");
     let gone = eventually(Duration::from_secs(90), || {
         named("api-").is_empty() && named("agent-").is_empty()
     });

@@ -10,6 +10,7 @@
 
 mod atomic_writer;
 mod backoff;
+pub mod claims;
 mod cni;
 mod images;
 mod import;
@@ -405,6 +406,13 @@ impl Kubelet {
                     if let Err(e) = Self::sweep_orphans(&mut cri, &wanted, &ctx).await {
                         ctx.log(format!("looking for orphaned sandboxes: {e}"));
                     }
+                    // A deleted claim's data goes once no pod that wants the claim is left.
+                    let in_use = |namespace: &str, name: &str| {
+                        desired.values().any(|pod| pod.namespace == namespace && claims_of(&pod.pod).any(|c| c == name))
+                    };
+                    for line in claims::sweep_retired(&under(&root, claims::CLAIM_ROOT), in_use) {
+                        ctx.log(line);
+                    }
                 }
             }
         }
@@ -421,6 +429,12 @@ impl Kubelet {
         }
         Ok(())
     }
+}
+
+/// The claims `pod` mounts.
+fn claims_of(pod: &Pod) -> impl Iterator<Item = &str> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes.filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()))
 }
 
 impl Service for Kubelet {

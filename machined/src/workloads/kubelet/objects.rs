@@ -1,14 +1,14 @@
-//! The ConfigMaps and Secrets pods read (`machine.objects`), looked up by namespace and name:
-//! the files of a configMap or secret volume, and the values of `envFrom` and of
-//! `env[].valueFrom.configMapKeyRef`/`secretKeyRef`. Missing objects and keys are errors of
-//! the container that needs them (it waits, and says why), unless the reference is
-//! `optional`, as in the upstream kubelet.
+//! The objects pods read (the config's `machine.objects` and those applied), looked up by
+//! namespace and name: the files of a configMap or secret volume, the values of `envFrom` and
+//! of `env[].valueFrom.configMapKeyRef`/`secretKeyRef`, and which PersistentVolumeClaims exist.
+//! Missing objects and keys are errors of the container that needs them (it waits, and says
+//! why), unless the reference is `optional`, as in the upstream kubelet.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, KeyToPath, Volume};
 
-use cairn_api::config::objects::LocalObject;
+use cairn_api::config::objects::{claim_names, LocalObject, MAX_REPLICAS};
 use cairn_api::config::MachineConfig;
 
 /// The default mode of a volume's files, as upstream (0644).
@@ -22,6 +22,8 @@ type Data = BTreeMap<String, Vec<u8>>;
 pub struct LocalObjects {
     config_maps: BTreeMap<(String, String), Data>,
     secrets: BTreeMap<(String, String), Data>,
+    /// PersistentVolumeClaims: those applied, and those of StatefulSets' claim templates.
+    claims: BTreeSet<(String, String)>,
 }
 
 /// A file of a configMap or secret volume.
@@ -83,11 +85,27 @@ impl LocalObjects {
                         .map(|(k, v)| (k.clone(), v.clone().into()));
                     objects.secrets.insert(key, data.chain(text).collect());
                 }
-                // Pods and workloads read these; they are read by nobody.
+                LocalObject::PersistentVolumeClaim(_) => {
+                    objects.claims.insert(key);
+                }
+                LocalObject::StatefulSet(set) => {
+                    let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    for ordinal in 0..replicas.clamp(0, MAX_REPLICAS) {
+                        for (_, claim) in claim_names(set, ordinal) {
+                            objects.claims.insert((key.0.clone(), claim));
+                        }
+                    }
+                }
+                // Pods read the others; these are read by nobody.
                 _ => {}
             }
         }
         objects
+    }
+
+    /// Whether claim `name` exists in `namespace`.
+    pub fn has_claim(&self, namespace: &str, name: &str) -> bool {
+        self.claims.contains(&(namespace.to_string(), name.to_string()))
     }
 
     fn data(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Data> {

@@ -435,7 +435,8 @@ pub fn container_config(
         mounts.push(v1::Mount {
             container_path: mount.mount_path.clone(),
             host_path: host_path.to_string_lossy().into_owned(),
-            readonly: mount.read_only.unwrap_or(false),
+            readonly: mount.read_only.unwrap_or(false)
+                || volume.persistent_volume_claim.as_ref().and_then(|c| c.read_only) == Some(true),
             ..Default::default()
         });
     }

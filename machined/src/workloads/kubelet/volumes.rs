@@ -12,6 +12,9 @@
 //!   [`super::atomic_writer`] and rewritten when the object changes while the pod runs; a
 //!   secret's on a tmpfs, so its data never reaches a disk (as upstream).
 //!
+//! - a persistentVolumeClaim's directory is the claim's own (see [`super::claims`]), outside
+//!   the pod's data directory: it outlives the pod.
+//!
 //! Removing the pod unmounts everything under its data directory, newest first, and removes
 //! the directory only once no mount is left in it: a recursive removal that went through a
 //! bind of a hostPath would delete the host's files.
@@ -25,6 +28,7 @@ use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::atomic_writer;
+use super::claims::CLAIM_ROOT;
 use super::objects::LocalObjects;
 use super::subpath::{self, SubPathError};
 
@@ -194,6 +198,8 @@ pub struct PodVolumes<'a> {
     dir: PathBuf,
     mounter: &'a dyn Mounter,
     fs_group: Option<u32>,
+    /// Where the node's claims are.
+    claims: PathBuf,
     /// The objects configMap and secret volumes read, and the pod's namespace.
     objects: Option<(&'a LocalObjects, &'a str)>,
 }
@@ -201,7 +207,7 @@ pub struct PodVolumes<'a> {
 impl<'a> PodVolumes<'a> {
     /// The volumes kept in `dir` (the pod's data directory), mounted by `mounter`.
     pub fn new(dir: PathBuf, mounter: &'a dyn Mounter) -> PodVolumes<'a> {
-        PodVolumes { dir, mounter, fs_group: None, objects: None }
+        PodVolumes { dir, mounter, fs_group: None, claims: CLAIM_ROOT.into(), objects: None }
     }
 
     /// The same volumes, whose configMap and secret volumes hold the files of `objects` for a
@@ -229,6 +235,9 @@ impl<'a> PodVolumes<'a> {
         if let Some(host_path) = &volume.host_path {
             return host_path_of(Path::new(&host_path.path), host_path.type_.as_deref());
         }
+        if let Some(claim) = &volume.persistent_volume_claim {
+            return self.claim_path(&claim.claim_name);
+        }
         let dir = self.volume_dir(volume);
         if volume.config_map.is_some() || volume.secret.is_some() {
             self.project(volume, &dir)?;
@@ -242,18 +251,49 @@ impl<'a> PodVolumes<'a> {
                 self.mount(Mount::Tmpfs { target: dir.clone(), options })?;
             }
         }
-        // Writable by whatever user the containers run as, as the upstream kubelet makes an
-        // emptyDir (0777); with an fsGroup, owned by it and set-group-ID.
+        self.make_writable(&dir, "emptyDir")?;
+        Ok(dir)
+    }
+
+    /// The same volumes, with the node's claims under `root`.
+    #[cfg(test)]
+    pub fn with_claims_at(self, root: PathBuf) -> PodVolumes<'a> {
+        PodVolumes { claims: root, ..self }
+    }
+
+    /// The directory of the claim `claim` names, made on its first mount; an error when the
+    /// claim does not exist.
+    fn claim_path(&self, claim: &str) -> Result<PathBuf, VolumeError> {
+        let missing = || VolumeError::Projection {
+            volume: claim.to_string(),
+            reason: format!("persistentvolumeclaim {claim:?} not found"),
+        };
+        let (objects, namespace) = self.objects.ok_or_else(missing)?;
+        if !objects.has_claim(namespace, claim) {
+            return Err(missing());
+        }
+        let dir = super::claims::claim_dir(&self.claims, namespace, claim);
+        if !dir.exists() {
+            let io = |source| VolumeError::Io { what: "claim", path: dir.clone(), source };
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            self.make_writable(&dir, "claim")?;
+        }
+        Ok(dir)
+    }
+
+    /// Makes `dir` writable by whatever user the containers run as, as the upstream kubelet
+    /// makes an emptyDir (0777); with an fsGroup, owned by it and set-group-ID.
+    fn make_writable(&self, dir: &Path, what: &'static str) -> Result<(), VolumeError> {
+        let io = |source| VolumeError::Io { what, path: dir.to_path_buf(), source };
         let mode = match self.fs_group {
             Some(group) => {
-                std::os::unix::fs::lchown(&dir, None, Some(group)).map_err(io)?;
+                std::os::unix::fs::lchown(dir, None, Some(group)).map_err(io)?;
                 0o2777
             }
             None => 0o777,
         };
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-        Ok(dir)
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
     }
 
     fn volume_dir(&self, volume: &Volume) -> PathBuf {
@@ -601,6 +641,36 @@ mod tests {
             PodVolumes::new(base.path().join("b"), &mounter).with_objects(&v2, "default");
         let error = elsewhere.host_path(&site).unwrap_err().to_string();
         assert_eq!(error, "volume \"site\": configmap \"site\" not found");
+    }
+
+    #[test]
+    fn claims_are_the_nodes_directories_and_outlive_the_pod() {
+        use cairn_api::config::objects::LocalObject;
+        let list: Vec<LocalObject> = serde_yaml::from_str(concat!(
+            "- {apiVersion: v1, kind: PersistentVolumeClaim, metadata: {name: data},\n",
+            "   spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}}\n",
+            "- {apiVersion: apps/v1, kind: StatefulSet, metadata: {name: db}, spec: {replicas: 2,\n",
+            "   selector: {matchLabels: {a: b}}, template: {metadata: {labels: {a: b}}, spec: {containers: []}},\n",
+            "   volumeClaimTemplates: [{metadata: {name: rows}, spec: {resources: {requests: {storage: 1Gi}}}}]}}\n",
+        ))
+        .unwrap();
+        let objects = super::super::objects::LocalObjects::new(&list);
+        let base = tempfile::tempdir().unwrap();
+        let mounter = RecordingMounter::default();
+        let claims = base.path().join("claims");
+        let pod = PodVolumes::new(base.path().join("pod"), &mounter)
+            .with_objects(&objects, "default")
+            .with_claims_at(claims.clone());
+        let data = pod.host_path(&volume("{name: d, persistentVolumeClaim: {claimName: data}}"));
+        assert_eq!(data.unwrap(), claims.join("default/data"));
+        let rows = volume("{name: r, persistentVolumeClaim: {claimName: rows-db-1}}");
+        assert_eq!(pod.host_path(&rows).unwrap(), claims.join("default/rows-db-1"));
+        std::fs::write(claims.join("default/data/kept"), "").unwrap();
+        pod.remove().unwrap();
+        assert!(claims.join("default/data/kept").exists(), "a claim outlives its pod");
+        let missing = volume("{name: m, persistentVolumeClaim: {claimName: rows-db-2}}");
+        let error = pod.host_path(&missing).unwrap_err().to_string();
+        assert_eq!(error, "volume \"rows-db-2\": persistentvolumeclaim \"rows-db-2\" not found");
     }
 
     #[test]
