@@ -52,7 +52,7 @@ use Supported::{Each, Elsewhere, Fields, Whole};
 
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
-/// separately. Notable refusals: `status`, `spec.initContainers`, `ephemeralContainers`,
+/// separately. Notable refusals: `status`, `ephemeralContainers`,
 /// required pod (anti-)affinity, `imagePullSecrets`, `hostAliases`, SELinux and AppArmor
 /// options, volume sources other than hostPath, emptyDir, configMap and secret (the objects
 /// of `machine.objects`), grpc probes, `stdin`/`tty`, resources
@@ -75,6 +75,9 @@ static SUPPORTED: Supported = Fields(
             Fields(
                 &[
                     ("containers", Each(&CONTAINER)),
+                    // Run in order to completion before the containers; their probes and
+                    // hooks are refused by value, as the API server refuses them.
+                    ("initContainers", Each(&CONTAINER)),
                     ("restartPolicy", Whole),
                     ("hostNetwork", Whole),
                     ("hostPID", Whole),
@@ -561,14 +564,31 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
     let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or_default(), &path);
     let mut names = HashSet::new();
     let mut host_ports = HashSet::new();
-    for (i, container) in spec.containers.iter().enumerate() {
-        let at = format!("{path}.containers[{i}]");
+    let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (c, i, true));
+    let main = spec.containers.iter().enumerate().map(|(i, c)| (c, i, false));
+    for (container, i, is_init) in init.chain(main) {
+        let list = if is_init { "initContainers" } else { "containers" };
+        let at = format!("{path}.{list}[{i}]");
         let name = &container.name;
         check_name(c, name, format!("{at}.name"));
         c.check(names.insert(name), format!("{at}.name"), || {
             format!("{name:?} is used by another container of this pod")
         });
         check_container(c, container, spec, &volumes, &mut host_ports, &at);
+        if is_init {
+            let probes_and_hooks = [
+                ("livenessProbe", container.liveness_probe.is_some()),
+                ("readinessProbe", container.readiness_probe.is_some()),
+                ("startupProbe", container.startup_probe.is_some()),
+                ("lifecycle", container.lifecycle.is_some()),
+            ];
+            for (field, _) in probes_and_hooks.iter().filter(|(_, set)| *set) {
+                c.fail(
+                    format!("{at}.{field}"),
+                    "may not be set for an init container, which runs to completion",
+                );
+            }
+        }
     }
 }
 
@@ -1206,8 +1226,16 @@ spec:
     fn known_fields_the_kubelet_lacks_are_refused() {
         let refused = |line: &str, want: &str| assert_eq!(with(line), [want], "{line}");
         refused(
-            "  initContainers: [{name: init, image: busybox}]",
-            "web.yaml.spec.initContainers: not supported by Cairn's kubelet",
+            "  initContainers: [{name: init, image: busybox, restartPolicy: Always}]",
+            "web.yaml.spec.initContainers[0].restartPolicy: not supported by Cairn's kubelet",
+        );
+        refused(
+            "  initContainers: [{name: init, image: busybox, readinessProbe: {tcpSocket: {port: 80}}}]",
+            "web.yaml.spec.initContainers[0].readinessProbe: may not be set for an init container, which runs to completion",
+        );
+        refused(
+            "  initContainers: [{name: web, image: busybox}]",
+            "web.yaml.spec.containers[0].name: \"web\" is used by another container of this pod",
         );
         refused(
             "  volumes: [{name: v, emptyDir: {}}, {name: data, nfs: {server: s, path: /}}]",

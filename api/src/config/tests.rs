@@ -115,14 +115,14 @@ fn pods_are_decoded_strictly_among_the_other_problems() {
     let pod = "    - apiVersion: v1\n      kind: Pod\n      metadata: {name: web}\n      spec:\n";
     let yaml = config_yaml(&format!(
         "  hostname: -bad-\n  pods:\n{pod}{}{pod}{}",
-        "        initContainers: [{name: init, image: busybox}]\n        containers: [{name: web, image: busybox, imagePullPolcy: Always}]\n",
+        "        ephemeralContainers: [{name: debug, image: busybox}]\n        containers: [{name: web, image: busybox, imagePullPolcy: Always}]\n",
         "        containers: [{name: web, image: busybox, resources: {limits: {memory: 64Mi}}}]\n",
     ));
     let problems = MachineConfig::from_yaml(yaml.as_bytes()).unwrap_err().problems();
     assert_eq!(
         problems[1..],
         [
-            "machine.pods[0].spec.initContainers: not supported by Cairn's kubelet",
+            "machine.pods[0].spec.ephemeralContainers: not supported by Cairn's kubelet",
             "machine.pods[0].spec.containers[0].imagePullPolcy: unknown field",
             "machine.pods[1].metadata.name: default/web is defined more than once",
         ]
@@ -131,10 +131,13 @@ fn pods_are_decoded_strictly_among_the_other_problems() {
 
     // Without the YAML as written, validate still refuses what the kubelet does not support.
     let mut config = MachineConfig::from_yaml(config_yaml("").as_bytes()).unwrap();
-    let pod = format!("{pod}        initContainers: [{{name: init, image: busybox}}]\n        containers: [{{name: web, image: busybox}}]\n");
+    let pod = format!("{pod}        ephemeralContainers: [{{name: debug, image: busybox}}]\n        containers: [{{name: web, image: busybox}}]\n");
     config.machine.pods = serde_yaml::from_str(&pod).unwrap();
     let problems: Vec<String> = config.validate().iter().map(ToString::to_string).collect();
-    assert_eq!(problems, ["machine.pods[0].spec.initContainers: not supported by Cairn's kubelet"]);
+    assert_eq!(
+        problems,
+        ["machine.pods[0].spec.ephemeralContainers: not supported by Cairn's kubelet"]
+    );
 }
 
 #[test]

@@ -224,9 +224,9 @@ const PULLED_PODS: &str = r#"
 const UNSUPPORTED_POD: &str = r#"
     - apiVersion: v1
       kind: Pod
-      metadata: {name: init}
+      metadata: {name: debugged}
       spec:
-        initContainers: [{name: first, image: localhost/busybox:latest}]
+        ephemeralContainers: [{name: debug, image: localhost/busybox:latest}]
         containers: [{name: main, image: localhost/busybox:latest}]
 "#;
 
@@ -508,7 +508,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         write("unsupported.yaml", with_pods(base, &format!("{WEB_POD}{UNSUPPORTED_POD}")));
     let refused = apply(admin, n, &unsupported).failed();
     assert!(
-        refused.stderr.contains("machine.pods[1].spec.initContainers")
+        refused.stderr.contains("machine.pods[1].spec.ephemeralContainers")
             && refused.stderr.contains("not supported"),
         "{}",
         refused.stderr
@@ -530,12 +530,18 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
             "  tolerations: [{operator: Exists}]\n",
             // The node's resolvers, and more.
             "  dnsConfig: {searches: [cairn.test], options: [{name: ndots, value: \"3\"}]}\n",
-            "  volumes: [{name: creds, secret: {secretName: batch-creds, items: [{key: password, path: pw}]}}]\n",
+            "  volumes:\n",
+            "  - {name: creds, secret: {secretName: batch-creds, items: [{key: password, path: pw}]}}\n",
+            "  - {name: work, emptyDir: {}}\n",
+            // Two init containers, in order, before the container.
+            "  initContainers:\n",
+            "  - {name: first, image: localhost/busybox:latest, command: [sh, -c, 'echo one > /work/steps'], volumeMounts: [{name: work, mountPath: /work}]}\n",
+            "  - {name: second, image: localhost/busybox:latest, command: [sh, -c, 'echo two >> /work/steps'], volumeMounts: [{name: work, mountPath: /work}]}\n",
             "  containers:\n",
             "  - name: main\n",
             "    image: localhost/busybox:latest\n",
-            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; cat /etc/resolv.conf; echo password $PASSWORD, file $(cat /creds/pw); echo batch done\"]\n",
-            "    volumeMounts: [{name: creds, mountPath: /creds}]\n",
+            "    command: [sh, -c, \"grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo on $NODE at $IP; cat /etc/resolv.conf; echo password $PASSWORD, file $(cat /creds/pw); echo steps $(cat /work/steps); echo batch done\"]\n",
+            "    volumeMounts: [{name: creds, mountPath: /creds}, {name: work, mountPath: /work}]\n",
             "    env:\n",
             "    - {name: PASSWORD, valueFrom: {secretKeyRef: {name: batch-creds, key: password}}}\n",
             "    - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}\n",
@@ -551,6 +557,9 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         p["status"]["phase"] == "Succeeded"
     });
     assert_eq!(container(&done)["state"]["terminated"]["reason"], "Completed", "{done}");
+    let inits = done["status"]["initContainerStatuses"].as_array().cloned().unwrap_or_default();
+    let completed = |c: &Value| c["state"]["terminated"]["reason"] == "Completed";
+    assert!(inits.len() == 2 && inits.iter().all(completed), "{done}");
     let table = ctl(Some(admin), &["-n", n, "pods"]).ok().stdout;
     assert!(table.lines().any(|l| l.contains("batch") && l.contains("Completed")), "{table}");
     let logs = ctl(Some(admin), &["-n", n, "logs", "batch"]).ok().stdout;
@@ -565,6 +574,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     // The Secret, as a variable and as a file of its volume.
     let password = format!("password {BATCH_PASSWORD}, file {BATCH_PASSWORD}");
     assert!(logs.contains(&password), "{logs}");
+    assert!(logs.contains("steps one two"), "{logs}");
     ctl(Some(admin), &["-n", n, "pod", "delete", "batch"]).ok();
 
     // A file as kubectl takes it: stored whole, the Service skipped with a warning.

@@ -112,11 +112,11 @@ mod tests {
     #[test]
     fn refused_manifests_change_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let bad = POD.replace("spec: {", "spec: {initContainers: [{name: i, image: i}], ");
+        let bad = POD.replace("spec: {", "spec: {ephemeralContainers: [{name: i, image: i}], ");
         match write(dir.path(), bad.as_bytes(), None) {
             Err(ManifestError::Invalid(problems)) => {
                 assert!(
-                    problems[0].to_string().contains("manifest.spec.initContainers"),
+                    problems[0].to_string().contains("manifest.spec.ephemeralContainers"),
                     "{problems:?}"
                 )
             }

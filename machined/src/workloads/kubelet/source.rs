@@ -288,7 +288,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.path().join("bad.yaml"),
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {initContainers: [{name: i, image: i}], containers: [{name: c, image: i}]}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec: {ephemeralContainers: [{name: i, image: i}], containers: [{name: c, image: i}]}\n",
         )
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
@@ -296,6 +296,6 @@ mod tests {
         assert_eq!(pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["good"]);
         assert_eq!(pods[0].source, "manifest:good.yaml");
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("bad.yaml") && problems[0].contains("initContainers"));
+        assert!(problems[0].contains("bad.yaml") && problems[0].contains("ephemeralContainers"));
     }
 }

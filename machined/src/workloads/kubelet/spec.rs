@@ -66,6 +66,21 @@ pub fn containers(pod: &Pod) -> &[Container] {
     &spec(pod).containers
 }
 
+/// The pod's init containers, which run in order, each to completion, before its containers.
+pub fn init_containers(pod: &Pod) -> &[Container] {
+    spec(pod).init_containers.as_deref().unwrap_or_default()
+}
+
+/// The pod's init containers then its containers: what a worker tracks, by index.
+pub fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
+    init_containers(pod).iter().chain(containers(pod))
+}
+
+/// Container `index` of [`all_containers`].
+pub fn container_at(pod: &Pod, index: usize) -> &Container {
+    all_containers(pod).nth(index).expect("an index of the pod's containers")
+}
+
 /// `restartPolicy`, `Always` by default.
 pub fn restart_policy(pod: &Pod) -> &str {
     spec(pod).restart_policy.as_deref().unwrap_or("Always")

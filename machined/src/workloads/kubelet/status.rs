@@ -143,15 +143,22 @@ pub fn unscheduled(reason: &str) -> PodStatus {
     }
 }
 
-/// The pod's status: `sandbox_ready` once its sandbox runs, `ip` its address.
+/// The pod's status: `sandbox_ready` once its sandbox runs, `ip` its address, `init` and
+/// `containers` what the worker knows of its init containers and containers.
 pub fn pod_status(
     sandbox_ready: bool,
     ip: Option<String>,
     start_time: Option<Time>,
-    containers: &[ContainerView],
+    (init, containers): (&[ContainerView], &[ContainerView]),
 ) -> PodStatus {
+    let init_failed = init.iter().any(|c| c.done && exited(c) != Some(0));
+    let initialized = init.iter().all(|c| c.done && exited(c) == Some(0));
     let all_done = !containers.is_empty() && containers.iter().all(|c| c.done);
-    let phase = if all_done {
+    let phase = if init_failed {
+        "Failed"
+    } else if !initialized {
+        "Pending"
+    } else if all_done {
         if containers.iter().all(|c| exited(c) == Some(0)) {
             "Succeeded"
         } else {
@@ -167,7 +174,7 @@ pub fn pod_status(
         phase: Some(phase.into()),
         conditions: Some(vec![
             condition("PodScheduled", true),
-            condition("Initialized", true),
+            condition("Initialized", initialized),
             condition("PodReadyToStartContainers", sandbox_ready),
             condition("ContainersReady", ready),
             condition("Ready", ready),
@@ -176,6 +183,8 @@ pub fn pod_status(
         pod_ips: ip.map(|ip| vec![PodIP { ip }]),
         start_time,
         container_statuses: Some(containers.iter().map(container_status).collect()),
+        init_container_statuses: Some(init.iter().map(container_status).collect())
+            .filter(|statuses: &Vec<_>| !statuses.is_empty()),
         ..Default::default()
     }
 }
@@ -203,7 +212,7 @@ mod tests {
             restarts: 2,
             ..Default::default()
         };
-        let status = pod_status(true, Some("10.244.0.5".into()), None, &[view]);
+        let status = pod_status(true, Some("10.244.0.5".into()), None, (&[], &[view]));
         assert_eq!(status.phase.as_deref(), Some("Running"));
         let container = &status.container_statuses.unwrap()[0];
         let waiting = container.state.as_ref().unwrap().waiting.as_ref().unwrap();
@@ -215,20 +224,52 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_hold_the_pod_pending_and_a_failed_one_fails_it() {
+        let init = |code: Option<i32>, done| ContainerView {
+            name: "init".into(),
+            current: code.map(|code| exited_run(code, "")),
+            done,
+            ..Default::default()
+        };
+        let main = ContainerView {
+            name: "main".into(),
+            waiting: Some(("PodInitializing".into(), String::new())),
+            ..Default::default()
+        };
+        let waiting =
+            pod_status(true, None, None, (&[init(None, false)], std::slice::from_ref(&main)));
+        assert_eq!(waiting.phase.as_deref(), Some("Pending"));
+        let initialized = &waiting.conditions.as_ref().unwrap()[1];
+        assert_eq!(
+            (initialized.type_.as_str(), initialized.status.as_str()),
+            ("Initialized", "False")
+        );
+        assert_eq!(waiting.init_container_statuses.unwrap()[0].name, "init");
+        let failed =
+            pod_status(true, None, None, (&[init(Some(1), true)], std::slice::from_ref(&main)));
+        assert_eq!(failed.phase.as_deref(), Some("Failed"));
+        let done = pod_status(true, None, None, (&[init(Some(0), true)], &[main]));
+        assert_eq!(done.conditions.unwrap()[1].status, "True");
+    }
+
+    #[test]
     fn finished_pods_succeed_or_fail_by_their_exit_codes() {
         let done = |code| ContainerView {
             current: Some(exited_run(code, "")),
             done: true,
             ..Default::default()
         };
-        assert_eq!(pod_status(true, None, None, &[done(0)]).phase.as_deref(), Some("Succeeded"));
-        let failed = pod_status(true, None, None, &[done(0), done(1)]);
+        assert_eq!(
+            pod_status(true, None, None, (&[], &[done(0)])).phase.as_deref(),
+            Some("Succeeded")
+        );
+        let failed = pod_status(true, None, None, (&[], &[done(0), done(1)]));
         assert_eq!(failed.phase.as_deref(), Some("Failed"));
         let terminated =
             failed.container_statuses.unwrap()[1].state.clone().unwrap().terminated.unwrap();
         assert_eq!(terminated.reason.as_deref(), Some("Error"));
         assert_eq!(
-            pod_status(false, None, None, &[ContainerView::default()]).phase.as_deref(),
+            pod_status(false, None, None, (&[], &[ContainerView::default()])).phase.as_deref(),
             Some("Pending")
         );
     }

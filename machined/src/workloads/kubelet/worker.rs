@@ -96,6 +96,8 @@ pub struct Worker {
     stale_sandboxes: Vec<String>,
     /// The ConfigMaps and Secrets its volumes and variables read, as they change.
     objects: watch::Receiver<Arc<LocalObjects>>,
+    /// How many of `tracks` (the first ones) are init containers.
+    init_count: usize,
 }
 
 impl Worker {
@@ -108,8 +110,8 @@ impl Worker {
         log: Arc<dyn Fn(String) + Send + Sync>,
         objects: watch::Receiver<Arc<LocalObjects>>,
     ) -> Worker {
-        let tracks = spec::containers(&pod.pod)
-            .iter()
+        let init_count = spec::init_containers(&pod.pod).len();
+        let tracks = spec::all_containers(&pod.pod)
             .map(|c| Track {
                 view: ContainerView {
                     name: c.name.clone(),
@@ -130,6 +132,7 @@ impl Worker {
             tracks,
             start_time: None,
             stale_sandboxes: Vec::new(),
+            init_count,
             objects,
         }
     }
@@ -184,6 +187,7 @@ impl Worker {
     /// Publishes the pod and its status for the API.
     fn publish(&self) {
         let views: Vec<ContainerView> = self.tracks.iter().map(|t| t.view.clone()).collect();
+        let (init, views) = views.split_at(self.init_count);
         let mut pod: Pod = self.pod.pod.clone();
         pod.metadata.namespace = Some(self.pod.namespace.clone());
         pod.metadata.uid = Some(self.pod.uid.clone());
@@ -192,7 +196,7 @@ impl Worker {
             self.sandbox.is_some(),
             self.sandbox.as_ref().and_then(|s| s.ip.clone()),
             self.start_time.clone(),
-            &views,
+            (init, views),
         ));
         let record = PodRecord {
             key: self.pod.key(),
@@ -215,8 +219,8 @@ impl Worker {
             self.refresh_volumes();
         }
         let sandbox = self.ensure_sandbox().await;
-        if sandbox.is_ok() {
-            for index in 0..self.tracks.len() {
+        if sandbox.is_ok() && self.sync_init().await {
+            for index in self.init_count..self.tracks.len() {
                 self.sync_container(index).await;
             }
         }
@@ -244,6 +248,31 @@ impl Worker {
         for line in volumes.refresh_projections(declared.unwrap_or_default()) {
             (self.log)(format!("pod {}: {line}", self.pod.key()));
         }
+    }
+
+    /// Runs the init containers in order, each to completion; true once all have succeeded
+    /// (on this sandbox: a new one runs them again).
+    async fn sync_init(&mut self) -> bool {
+        for index in 0..self.init_count {
+            if self.tracks[index].view.done && succeeded(&self.tracks[index].view) {
+                continue;
+            }
+            self.sync_container(index).await;
+            let view = &self.tracks[index].view;
+            if !(view.done && succeeded(view)) {
+                // The containers wait for it, as upstream says.
+                for track in &mut self.tracks[self.init_count..] {
+                    track.view.waiting = Some(("PodInitializing".into(), String::new()));
+                }
+                return false;
+            }
+        }
+        for track in &mut self.tracks[self.init_count..] {
+            if track.view.waiting.as_ref().is_some_and(|(reason, _)| reason == "PodInitializing") {
+                track.view.waiting = None;
+            }
+        }
+        true
     }
 
     /// The pod's sandboxes as containerd has them (also those of earlier boots).
@@ -312,9 +341,13 @@ impl Worker {
         if self.sandbox.is_some() {
             return Ok(());
         }
-        for track in &mut self.tracks {
+        for (index, track) in self.tracks.iter_mut().enumerate() {
             track.view.current = None;
             track.probes = None;
+            // A new sandbox runs the init containers again, as after a reboot upstream.
+            if index < self.init_count {
+                track.view.done = false;
+            }
         }
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(());
@@ -422,17 +455,19 @@ impl Worker {
         }
     }
 
-    /// Whether the restart policy restarts a run that ended with `exit_code`.
-    fn restarts(&self, exit_code: i32) -> bool {
-        match spec::restart_policy(&self.pod.pod) {
-            "Never" => false,
-            "OnFailure" => exit_code != 0,
+    /// Whether the restart policy restarts a run of container `index` that ended with
+    /// `exit_code`. An init container that succeeded is done; one that failed is run again
+    /// unless the policy is Never (Always reads as OnFailure for it, as upstream).
+    fn restarts(&self, index: usize, exit_code: i32) -> bool {
+        match (spec::restart_policy(&self.pod.pod), index < self.init_count) {
+            ("Never", _) => false,
+            ("OnFailure", _) | (_, true) => exit_code != 0,
             _ => true,
         }
     }
 
     async fn sync_container(&mut self, index: usize) {
-        let container = spec::containers(&self.pod.pod)[index].clone();
+        let container = spec::container_at(&self.pod.pod, index).clone();
         let current_id = self.tracks[index].view.current.as_ref().map(|c| c.id.clone());
         if let Some(id) = current_id {
             match self.container_status(&id).await {
@@ -474,7 +509,7 @@ impl Worker {
                 if track.view.done {
                     return;
                 }
-                if !self.restarts(current.exit_code) {
+                if !self.restarts(index, current.exit_code) {
                     let track = &mut self.tracks[index];
                     track.view.done = true;
                     track.view.waiting = None;
@@ -509,7 +544,7 @@ impl Worker {
 
     /// Probes a running container, and kills it when liveness or startup fails.
     async fn watch_running(&mut self, index: usize, current: &v1::ContainerStatus, now: Instant) {
-        let container = spec::containers(&self.pod.pod)[index].clone();
+        let container = spec::container_at(&self.pod.pod, index).clone();
         let ip = self.probe_ip();
         let track = &mut self.tracks[index];
         track.view.waiting = None;
@@ -552,7 +587,7 @@ impl Worker {
         let ip = self.probe_ip();
         let stops = runs.into_iter().map(|(id, index)| {
             let mut cri = self.cri.clone();
-            let container = spec::containers(&self.pod.pod)[index].clone();
+            let container = spec::container_at(&self.pod.pod, index).clone();
             let key = self.pod.key();
             async move {
                 let mut left = Duration::from_secs(grace.max(0) as u64);
@@ -587,7 +622,7 @@ impl Worker {
     /// Creates and starts the next run of a container (pulling its image first if needed);
     /// the run before the previous one is removed, so `--previous` logs stay.
     async fn start_container(&mut self, index: usize, now: Instant) {
-        let container = spec::containers(&self.pod.pod)[index].clone();
+        let container = spec::container_at(&self.pod.pod, index).clone();
         let Some((sandbox_id, sandbox_attempt)) =
             self.sandbox.as_ref().map(|s| (s.id.clone(), s.attempt))
         else {
@@ -785,4 +820,11 @@ fn node_address() -> Option<IpAddr> {
     // An address of TEST-NET-1 (RFC 5737): routed by the default route, never a local one.
     socket.connect("192.0.2.1:9").ok()?;
     socket.local_addr().ok().map(|address| address.ip())
+}
+
+/// Whether a container's latest run ended with exit code 0.
+fn succeeded(view: &ContainerView) -> bool {
+    view.current.as_ref().is_some_and(|c| {
+        c.state == i32::from(v1::ContainerState::ContainerExited) && c.exit_code == 0
+    })
 }
