@@ -112,7 +112,8 @@ pub enum Command {
     },
     /// Store the Kubernetes objects of a file, a directory of files or `-` (standard input)
     /// on the node, like `kubectl apply -f`: Pods, Deployments, ReplicaSets, DaemonSets,
-    /// StatefulSets, ConfigMaps, Secrets and Namespaces; kinds that need a cluster
+    /// StatefulSets, Jobs, ConfigMaps, Secrets, PersistentVolumeClaims and Namespaces; kinds
+    /// that need a cluster
     /// (Services, RBAC...) are skipped with a warning. Each file is applied whole or not at
     /// all; the kubelet runs what it holds, across reboots, with no network.
     Apply {
@@ -129,8 +130,9 @@ pub enum Command {
     /// List the objects the node keeps (its config's and those applied), like `kubectl get`
     /// (`-o yaml`: the objects; Secrets' values for os:admin only).
     Get {
-        /// configmaps (cm), secrets, namespaces (ns), pods, deployments (deploy),
-        /// replicasets (rs), daemonsets (ds), statefulsets (sts), or `all`.
+        /// configmaps (cm), secrets, namespaces (ns), persistentvolumeclaims (pvc), pods,
+        /// deployments (deploy), replicasets (rs), daemonsets (ds), statefulsets (sts), jobs,
+        /// or `all`.
         kind: String,
         /// One object's name.
         name: Option<String>,

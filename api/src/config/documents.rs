@@ -2,7 +2,7 @@
 //! (or JSON, or a `kind: List`), each document an object of a kind the node keeps
 //! ([`LocalObject`]) or of a kind that needs a cluster (Services, Ingresses, RBAC, custom
 //! resources...), which is skipped with a line saying so, so that a real file applies (kinds
-//! a node should run and does not yet, Jobs, are refused by name). A file
+//! a node should run and does not yet, CronJobs, are refused by name). A file
 //! is accepted or refused as one: any refused object refuses it, each problem named by the
 //! document's place in the file (`web.yaml[2].spec.template.spec.containers[0].image`).
 
@@ -96,7 +96,7 @@ pub fn decode(bytes: &[u8], source: &str) -> Result<Documents, Vec<Problem>> {
 /// since skipping would leave work undone without an error.
 fn not_yet(kind: &str) -> Option<&'static str> {
     match kind {
-        "Job" | "CronJob" => Some("run its pod template as a Pod with restartPolicy OnFailure"),
+        "CronJob" => Some("apply its jobTemplate as a Job to run it once"),
         _ => None,
     }
 }
@@ -206,12 +206,42 @@ spec: {ports: [{port: 80}]}
 
     #[test]
     fn kinds_not_run_yet_are_refused_not_skipped() {
-        let job = "apiVersion: batch/v1\nkind: Job\nmetadata: {name: pi}\nspec: {}\n";
-        let problems = decode(job.as_bytes(), "pi.yaml").unwrap_err();
+        let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: pi}\nspec: {}\n";
+        let problems = decode(cron.as_bytes(), "pi.yaml").unwrap_err();
         assert_eq!(problems[0].path, "pi.yaml[0].kind");
-        assert!(
-            problems[0].reason.starts_with("Job is not supported by Cairn yet"),
-            "{problems:?}"
+        assert!(problems[0].reason.starts_with("CronJob is not supported by Cairn yet"));
+    }
+
+    #[test]
+    fn jobs_run_one_pod_to_one_completion() {
+        let job = concat!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: pi}\n",
+            "spec:\n  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n",
+            "      containers: [{name: pi, image: perl, command: [perl, -e, print 1]}]\n",
+        );
+        let documents = decode(job.as_bytes(), "pi.yaml").unwrap();
+        let job = &documents.objects[0];
+        assert_eq!(job.restart_limit(), Some(2));
+        let pods = job.pods();
+        let name = pods[0].metadata.name.as_deref().unwrap();
+        assert!(name.starts_with("pi-") && name.len() == 8, "{name}");
+        assert_eq!(pods[0].metadata.labels.as_ref().unwrap()["job-name"], "pi");
+        let wrong = concat!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: pi}\n",
+            "spec:\n  completions: 3\n  template:\n    spec:\n      restartPolicy: Always\n",
+            "      containers: [{name: pi, image: perl}]\n",
+        );
+        let problems: Vec<String> = decode(wrong.as_bytes(), "pi.yaml")
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "pi.yaml[0].spec.completions: 3 is not supported: a node runs a Job's pod once at a time (1 is)",
+                "pi.yaml[0].spec.template.spec.restartPolicy: Always is not allowed for a Job: Never or OnFailure is required",
+            ]
         );
     }
 

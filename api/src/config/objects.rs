@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod,
     PodTemplateSpec, Secret, Volume,
@@ -49,6 +50,9 @@ pub enum LocalObject {
     DaemonSet(DaemonSet),
     /// A StatefulSet (`apiVersion: apps/v1`): its ordinal pods, `NAME-0`, `NAME-1`...
     StatefulSet(StatefulSet),
+    /// A Job (`apiVersion: batch/v1`): one pod, run to completion once, its failures run
+    /// again up to `backoffLimit` times.
+    Job(Job),
 }
 
 /// Applies `$body` to the object inside any variant, bound to `$object`.
@@ -64,13 +68,14 @@ macro_rules! each_kind {
             LocalObject::ReplicaSet($object) => $body,
             LocalObject::DaemonSet($object) => $body,
             LocalObject::StatefulSet($object) => $body,
+            LocalObject::Job($object) => $body,
         }
     };
 }
 
 /// The kinds a node keeps, for messages.
 pub const KINDS: &str = "ConfigMap, Secret, Namespace, PersistentVolumeClaim, Pod, Deployment, \
-                         ReplicaSet, DaemonSet, StatefulSet";
+                         ReplicaSet, DaemonSet, StatefulSet, Job";
 
 impl LocalObject {
     /// Reads one object by its `kind`; an error for a kind a node does not keep.
@@ -95,6 +100,7 @@ impl LocalObject {
             Some("ReplicaSet") => serde_yaml::from_value(value).map(LocalObject::ReplicaSet),
             Some("DaemonSet") => serde_yaml::from_value(value).map(LocalObject::DaemonSet),
             Some("StatefulSet") => serde_yaml::from_value(value).map(LocalObject::StatefulSet),
+            Some("Job") => serde_yaml::from_value(value).map(LocalObject::Job),
             Some(other) => return Err(format!("kind {other:?} is not one a node keeps ({KINDS})")),
             None => return Err(format!("kind is required ({KINDS})")),
         };
@@ -113,6 +119,7 @@ impl LocalObject {
             LocalObject::ReplicaSet(_) => "ReplicaSet",
             LocalObject::DaemonSet(_) => "DaemonSet",
             LocalObject::StatefulSet(_) => "StatefulSet",
+            LocalObject::Job(_) => "Job",
         }
     }
 
@@ -152,6 +159,7 @@ impl LocalObject {
             LocalObject::ReplicaSet(_) => Some(&REPLICA_SET),
             LocalObject::DaemonSet(_) => Some(&DAEMON_SET),
             LocalObject::StatefulSet(_) => Some(&STATEFUL_SET),
+            LocalObject::Job(_) => Some(&JOB),
         }
     }
 
@@ -176,21 +184,25 @@ impl LocalObject {
         }
     }
 
-    /// A workload's pod template, selector and replicas; None for other kinds.
-    fn workload(&self) -> Option<(&PodTemplateSpec, &LabelSelector, i32)> {
+    /// A workload's pod template, selector (a Job's is optional) and replicas; None for other
+    /// kinds.
+    fn workload(&self) -> Option<(&PodTemplateSpec, Option<&LabelSelector>, i32)> {
         let spec = |replicas: Option<i32>| replicas.unwrap_or(1);
         match self {
             LocalObject::Deployment(d) => {
-                d.spec.as_ref().map(|s| (&s.template, &s.selector, spec(s.replicas)))
+                d.spec.as_ref().map(|s| (&s.template, Some(&s.selector), spec(s.replicas)))
             }
             LocalObject::ReplicaSet(r) => r
                 .spec
                 .as_ref()
-                .and_then(|s| Some((s.template.as_ref()?, &s.selector, spec(s.replicas)))),
-            LocalObject::DaemonSet(d) => d.spec.as_ref().map(|s| (&s.template, &s.selector, 1)),
-            LocalObject::StatefulSet(s) => {
-                s.spec.as_ref().map(|s| (&s.template, &s.selector, spec(s.replicas)))
+                .and_then(|s| Some((s.template.as_ref()?, Some(&s.selector), spec(s.replicas)))),
+            LocalObject::DaemonSet(d) => {
+                d.spec.as_ref().map(|s| (&s.template, Some(&s.selector), 1))
             }
+            LocalObject::StatefulSet(s) => {
+                s.spec.as_ref().map(|s| (&s.template, Some(&s.selector), spec(s.replicas)))
+            }
+            LocalObject::Job(j) => j.spec.as_ref().map(|s| (&s.template, s.selector.as_ref(), 1)),
             _ => None,
         }
     }
@@ -199,7 +211,8 @@ impl LocalObject {
     /// as it has replicas (once for a DaemonSet), named as its controller names them but
     /// without randomness: a Deployment's `NAME-HASH-N` (HASH of its template, also its
     /// `pod-template-hash` label), a ReplicaSet's and a DaemonSet's `NAME-N`, a StatefulSet's
-    /// `NAME-N` with that host name. None for objects that run no pod.
+    /// `NAME-N` with that host name, a Job's `NAME-HASH` (five digits) labelled `job-name`.
+    /// None for objects that run no pod.
     pub fn pods(&self) -> Vec<Pod> {
         if let LocalObject::Pod(pod) = self {
             return vec![pod.clone()];
@@ -211,6 +224,10 @@ impl LocalObject {
                 let mut metadata = template.metadata.clone().unwrap_or_default();
                 let mut labels = metadata.labels.take().unwrap_or_default();
                 let name = match self {
+                    LocalObject::Job(_) => {
+                        labels.insert("job-name".into(), self.name().to_string());
+                        format!("{}-{}", self.name(), &hash[..5])
+                    }
                     LocalObject::Deployment(_) => {
                         labels.insert("pod-template-hash".into(), hash.clone());
                         format!("{}-{hash}-{ordinal}", self.name())
@@ -267,6 +284,15 @@ pub fn claim_names(set: &StatefulSet, ordinal: i32) -> Vec<(String, String)> {
             (volume, claim)
         })
         .collect()
+}
+
+impl LocalObject {
+    /// How many times a failed run of this object's pods is run again: a Job's
+    /// `backoffLimit` (6 by default); None for objects whose pods follow their restart policy.
+    pub fn restart_limit(&self) -> Option<i32> {
+        let LocalObject::Job(job) = self else { return None };
+        Some(job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6))
+    }
 }
 
 /// Ten hex digits of a hash of a pod template: a Deployment's pods change names with it.
@@ -386,6 +412,30 @@ static STATEFUL_SET: Supported = Supported::Fields(
                     ("updateStrategy", Supported::Whole),
                     ("revisionHistoryLimit", Supported::Whole),
                     ("volumeClaimTemplates", Supported::Each(&CLAIM)),
+                ],
+                "",
+            ),
+        ),
+    ],
+    "",
+);
+
+/// The fields of a Job Cairn honours: one pod at a time, to one completion.
+static JOB: Supported = Supported::Fields(
+    &[
+        ("apiVersion", Supported::Whole),
+        ("kind", Supported::Whole),
+        ("metadata", METADATA),
+        (
+            "spec",
+            Supported::Fields(
+                &[
+                    ("template", Supported::Elsewhere),
+                    ("selector", Supported::Whole),
+                    ("manualSelector", Supported::Whole),
+                    ("backoffLimit", Supported::Whole),
+                    ("completions", Supported::Whole),
+                    ("parallelism", Supported::Whole),
                 ],
                 "",
             ),
@@ -539,18 +589,25 @@ fn check_claim(
 fn check_workload(
     c: &mut Checker,
     object: &LocalObject,
-    (template, selector, replicas): (&PodTemplateSpec, &LabelSelector, i32),
+    (template, selector, replicas): (&PodTemplateSpec, Option<&LabelSelector>, i32),
     written: Option<&Value>,
     at: &str,
 ) {
+    if let LocalObject::Job(job) = object {
+        check_job(c, job, template, at);
+    }
     c.check((0..=MAX_REPLICAS).contains(&replicas), format!("{at}.spec.replicas"), || {
         format!("{replicas} is not 0 to {MAX_REPLICAS}: one node runs at most {MAX_REPLICAS} pods")
     });
     let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
-    let empty = selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
-        && selector.match_expressions.as_ref().is_none_or(Vec::is_empty);
-    c.check(!empty, format!("{at}.spec.selector"), || "is required (matchLabels)".to_string());
-    if let Some(reason) = selector_mismatch(selector, &labels) {
+    let empty = selector.is_none_or(|selector| {
+        selector.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+            && selector.match_expressions.as_ref().is_none_or(Vec::is_empty)
+    });
+    if !matches!(object, LocalObject::Job(_)) {
+        c.check(!empty, format!("{at}.spec.selector"), || "is required (matchLabels)".into());
+    }
+    if let Some(reason) = selector.and_then(|selector| selector_mismatch(selector, &labels)) {
         c.fail(format!("{at}.spec.template.metadata.labels"), reason);
     }
     // The template as the pod it becomes: its first pod (with a name, a kind) as written.
@@ -589,6 +646,34 @@ fn check_workload(
         };
         c.fail(path, reason);
     }
+}
+
+/// Checks what a Job asks that one node does: one pod to one completion, a restart policy
+/// that lets it complete, a limit of retries.
+fn check_job(c: &mut Checker, job: &Job, template: &PodTemplateSpec, at: &str) {
+    let Some(spec) = &job.spec else { return };
+    for (field, value) in [("completions", spec.completions), ("parallelism", spec.parallelism)] {
+        if let Some(n) = value.filter(|n| *n != 1) {
+            c.fail(
+                format!("{at}.spec.{field}"),
+                format!("{n} is not supported: a node runs a Job's pod once at a time (1 is)"),
+            );
+        }
+    }
+    if let Some(limit) = spec.backoff_limit.filter(|n| *n < 0) {
+        c.fail(format!("{at}.spec.backoffLimit"), format!("{limit} is negative"));
+    }
+    let policy = template.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+    c.check(
+        matches!(policy, Some("Never" | "OnFailure")),
+        format!("{at}.spec.template.spec.restartPolicy"),
+        || {
+            format!(
+                "{} is not allowed for a Job: Never or OnFailure is required",
+                policy.unwrap_or("none")
+            )
+        },
+    );
 }
 
 /// Why `selector` does not select `labels`, as the API server refuses a workload whose pods
@@ -651,6 +736,7 @@ impl LocalObject {
             LocalObject::ReplicaSet(r) => r.spec.as_mut().and_then(|s| s.template.as_mut()),
             LocalObject::DaemonSet(d) => d.spec.as_mut().map(|s| &mut s.template),
             LocalObject::StatefulSet(s) => s.spec.as_mut().map(|s| &mut s.template),
+            LocalObject::Job(j) => j.spec.as_mut().map(|s| &mut s.template),
             LocalObject::ConfigMap(_)
             | LocalObject::Namespace(_)
             | LocalObject::PersistentVolumeClaim(_) => None,

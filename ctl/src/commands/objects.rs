@@ -136,6 +136,14 @@ fn summary(object: &Value, source: &str) -> Value {
             format!("{replicas} replicas")
         }
         "DaemonSet" => "1 pod on this node".into(),
+        "Job" => {
+            let limit = object.pointer("/spec/backoffLimit").and_then(Value::as_i64).unwrap_or(6);
+            format!("1 completion, {limit} retries")
+        }
+        "PersistentVolumeClaim" => {
+            let size = text("/spec/resources/requests/storage");
+            format!("{size} requested (not enforced)")
+        }
         _ => String::new(),
     };
     json!({

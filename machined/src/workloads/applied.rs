@@ -151,6 +151,8 @@ pub fn kind_named(name: &str) -> Result<&'static str, AppliedError> {
         "replicaset" | "replicasets" | "rs" => "ReplicaSet",
         "daemonset" | "daemonsets" | "ds" => "DaemonSet",
         "statefulset" | "statefulsets" | "sts" => "StatefulSet",
+        "job" | "jobs" => "Job",
+        "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => "PersistentVolumeClaim",
         _ => return Err(AppliedError::UnknownKind(name.to_string())),
     })
 }

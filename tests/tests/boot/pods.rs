@@ -3,7 +3,8 @@
 //! crash-looping, failing liveness, over their memory limit, on the node's network, reading
 //! ConfigMaps and Secrets (a change reaching a running pod), pulled through a mirror, refused
 //! when they ask for what the kubelet does not do, run from a stored manifest, applied from a
-//! kubectl-style file (a Deployment, a DaemonSet) and deleted by it, removed and restarted. (The power scenarios bring `web` back after a
+//! kubectl-style file (a Deployment, a DaemonSet, a Job, a claim) and deleted by it, removed
+//! and restarted. (The power scenarios bring `web` back after a
 //! reboot and with the network cut.)
 
 use std::path::Path;
@@ -175,6 +176,22 @@ spec:
           env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: api-token, key: token}}}]
           ports: [{containerPort: 8082, hostPort: 8082}]
       volumes: [{name: data, persistentVolumeClaim: {claimName: api-data}}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      volumes: [{name: scratch, emptyDir: {}}]
+      containers:
+        - name: main
+          image: localhost/busybox:latest
+          # Fails its first run: the Job runs it again.
+          command: [sh, -c, 'if [ -f /scratch/tried ]; then echo job done; else touch /scratch/tried; exit 1; fi']
+          volumeMounts: [{name: scratch, mountPath: /scratch}]
 ---
 apiVersion: v1
 kind: Service
@@ -586,7 +603,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     {
         assert!(out.contains(line), "{line}: {out}");
     }
-    assert!(out.contains("warning: applied.yaml[4]: Service api skipped"), "{out}");
+    assert!(out.contains("warning: applied.yaml[5]: Service api skipped"), "{out}");
     let named = |prefix: &str| -> Vec<Value> {
         pods(admin, n)
             .into_iter()
@@ -617,6 +634,11 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     ctl(Some(admin), &["-n", n, "pod", "restart", replica]).ok();
     let kept = eventually(Duration::from_secs(90), || runs() == format!("{replica}\n{replica}\n"));
     assert!(kept, "{}", runs());
+    // The Job's failed run ran again, and it completed.
+    let job = wait_pod_named(admin, n, "once-", Duration::from_secs(120), |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(container(&job)["restartCount"], 1, "{job}");
     let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;
     assert!(listed.contains("api") && listed.contains("2 replicas"), "{listed}");
     // The Secret's value is for admins.
@@ -630,7 +652,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     let claims = ctl(Some(admin), &["-n", n, "ls", "/var/lib/cairn/claims/default"]).ok().stdout;
     assert!(!claims.contains("api-data"), "{claims}");
     let gone = eventually(Duration::from_secs(90), || {
-        named("api-").is_empty() && named("agent-").is_empty()
+        ["api-", "agent-", "once-"].iter().all(|prefix| named(prefix).is_empty())
     });
     assert!(gone, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
 

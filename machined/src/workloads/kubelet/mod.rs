@@ -12,6 +12,7 @@ mod atomic_writer;
 mod backoff;
 pub mod claims;
 mod cni;
+mod completions;
 mod images;
 mod import;
 mod lifecycle;
@@ -413,6 +414,8 @@ impl Kubelet {
                     for line in claims::sweep_retired(&under(&root, claims::CLAIM_ROOT), in_use) {
                         ctx.log(line);
                     }
+                    let wanted = |uid: &str| desired.values().any(|pod| pod.uid == uid);
+                    completions::sweep(&under(&root, completions::COMPLETION_ROOT), wanted);
                 }
             }
         }

@@ -35,6 +35,9 @@ pub struct DesiredPod {
     pub uid: String,
     /// The object as given.
     pub pod: Pod,
+    /// How many times a failed run is run again whatever the restart policy: a Job's
+    /// `backoffLimit`; None for pods that follow their restart policy.
+    pub restart_limit: Option<i32>,
 }
 
 impl DesiredPod {
@@ -55,7 +58,7 @@ impl DesiredPod {
             &hex[16..20],
             &hex[20..32]
         );
-        Some(DesiredPod { source: source.into(), namespace, name, uid, pod })
+        Some(DesiredPod { source: source.into(), namespace, name, uid, pod, restart_limit: None })
     }
 
     /// `namespace/name`.
@@ -111,7 +114,10 @@ fn pods_of<'a>(objects: impl Iterator<Item = &'a LocalObject>, origin: &str) -> 
     objects
         .flat_map(|object| {
             let source = format!("{origin}:{}/{}", object.kind(), object.name());
-            object.pods().into_iter().filter_map(move |pod| DesiredPod::new(&source, pod))
+            let restart_limit = object.restart_limit();
+            object.pods().into_iter().filter_map(move |pod| {
+                DesiredPod::new(&source, pod).map(|pod| DesiredPod { restart_limit, ..pod })
+            })
         })
         .collect()
 }

@@ -143,6 +143,19 @@ pub fn unscheduled(reason: &str) -> PodStatus {
     }
 }
 
+/// The status of a Job's pod that finished before (on an earlier boot) in `phase`.
+pub fn finished(phase: &str) -> PodStatus {
+    PodStatus {
+        phase: Some(phase.into()),
+        conditions: Some(vec![
+            condition("PodScheduled", true),
+            condition("Initialized", true),
+            condition("Ready", false),
+        ]),
+        ..Default::default()
+    }
+}
+
 /// The pod's status: `sandbox_ready` once its sandbox runs, `ip` its address, `init` and
 /// `containers` what the worker knows of its init containers and containers.
 pub fn pod_status(

@@ -5,7 +5,7 @@
 //! lost to a containerd restart, or a reboot is noticed and repaired.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
 use super::volumes::{HostMounter, PodVolumes};
-use super::{images, logs, spec, ContainerLogs, PodRecord, Registry};
+use super::{completions, images, logs, spec, ContainerLogs, PodRecord, Registry};
 
 /// How often the worker looks at its pod.
 const RELIST: Duration = Duration::from_secs(1);
@@ -153,6 +153,20 @@ impl Worker {
                 self.pod.key()
             ));
         }
+        if let Some(phase) = self.finished_job() {
+            (self.log)(format!(
+                "pod {}: its Job finished before ({phase}); it is not run again",
+                self.pod.key()
+            ));
+            self.publish_finished(&phase);
+            tokio::select! {
+                _ = leave.remove.cancelled() => {}
+                _ = leave.detach.cancelled() => return,
+                _ = leave.shutdown.cancelled() => return,
+            }
+            self.teardown().await;
+            return (self.log)(format!("pod {}: removed", self.pod.key()));
+        }
         self.publish();
         // The same failure every second (containerd restarting) is logged once.
         let mut last_error = None;
@@ -184,6 +198,28 @@ impl Worker {
         (self.log)(format!("pod {}: stopped and removed", self.pod.key()));
     }
 
+    /// The phase a Job's pod finished in, on an earlier boot or run of the kubelet.
+    fn finished_job(&self) -> Option<String> {
+        self.pod.restart_limit?;
+        completions::recorded(Path::new(completions::COMPLETION_ROOT), &self.pod.uid)
+    }
+
+    /// Publishes a Job's pod that finished before, as it ended.
+    fn publish_finished(&self, phase: &str) {
+        let mut pod: Pod = self.pod.pod.clone();
+        pod.metadata.namespace = Some(self.pod.namespace.clone());
+        pod.metadata.uid = Some(self.pod.uid.clone());
+        pod.status = Some(status::finished(phase));
+        let record = PodRecord {
+            key: self.pod.key(),
+            source: self.pod.source.clone(),
+            uid: self.pod.uid.clone(),
+            pod,
+            logs: Default::default(),
+        };
+        self.registry.lock().unwrap().insert(self.pod.key(), record);
+    }
+
     /// Publishes the pod and its status for the API.
     fn publish(&self) {
         let views: Vec<ContainerView> = self.tracks.iter().map(|t| t.view.clone()).collect();
@@ -198,6 +234,14 @@ impl Worker {
             self.start_time.clone(),
             (init, views),
         ));
+        // A Job's pod that finished is not run again, after a reboot either.
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if self.pod.restart_limit.is_some() && matches!(phase.as_str(), "Succeeded" | "Failed") {
+            let root = Path::new(completions::COMPLETION_ROOT);
+            if let Err(e) = completions::record(root, &self.pod.uid, &phase) {
+                (self.log)(format!("pod {}: recording its Job's end: {e}", self.pod.key()));
+            }
+        }
         let record = PodRecord {
             key: self.pod.key(),
             source: self.pod.source.clone(),
@@ -457,8 +501,13 @@ impl Worker {
 
     /// Whether the restart policy restarts a run of container `index` that ended with
     /// `exit_code`. An init container that succeeded is done; one that failed is run again
-    /// unless the policy is Never (Always reads as OnFailure for it, as upstream).
+    /// unless the policy is Never (Always reads as OnFailure for it, as upstream). A Job's pod
+    /// runs a failure again up to its limit, whatever the policy.
     fn restarts(&self, index: usize, exit_code: i32) -> bool {
+        if let Some(limit) = self.pod.restart_limit {
+            // A Job's pod: a failure runs again, up to the Job's backoffLimit.
+            return exit_code != 0 && self.tracks[index].view.restarts < limit;
+        }
         match (spec::restart_policy(&self.pod.pod), index < self.init_count) {
             ("Never", _) => false,
             ("OnFailure", _) | (_, true) => exit_code != 0,
@@ -774,6 +823,7 @@ impl Worker {
         }
         self.sandbox = None;
         let _ = std::fs::remove_dir_all(spec::log_directory(&self.pod));
+        completions::forget(Path::new(completions::COMPLETION_ROOT), &self.pod.uid);
         // Its tmpfs and subPath binds are unmounted before anything is deleted.
         let removed = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter).remove();
         if let Err(e) = removed {
