@@ -35,7 +35,7 @@ impl Node {
         Ok(())
     }
 
-    /// The log file of `container` (empty: the only one) of pod `pod`: its latest run's, or
+    /// The log file of `container` (empty: the only one, init containers aside) of pod `pod`: its latest run's, or
     /// with `previous` the run before.
     pub fn container_log(
         &self,
@@ -56,13 +56,17 @@ fn log_file(
     previous: bool,
 ) -> Result<PathBuf, NodeError> {
     let names: Vec<&String> = record.logs.keys().collect();
-    let container = match (container, names.as_slice()) {
-        ("", [only]) => only.as_str(),
-        ("", _) => {
+    // Init containers aside, as kubectl defaults to a pod's one container.
+    let spec = record.pod.spec.iter();
+    let main: Vec<&str> = spec.flat_map(|s| &s.containers).map(|c| c.name.as_str()).collect();
+    let container = match (container, names.as_slice(), main.as_slice()) {
+        ("", [only], _) => only.as_str(),
+        ("", _, [only]) => only,
+        ("", _, _) => {
             let containers = names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
             return Err(NodeError::ContainerNotNamed { pod: pod.to_string(), containers });
         }
-        (name, _) => name,
+        (name, _, _) => name,
     };
     let no_container =
         || NodeError::NoContainer { pod: pod.to_string(), container: container.to_string() };
@@ -116,6 +120,17 @@ mod tests {
         assert_eq!(log_file(&web, "web", "b", true).unwrap(), PathBuf::from("/b.1"));
         let e = log_file(&web, "web", "c", false).unwrap_err();
         assert_eq!(e.to_string(), "pod web has no container \"c\"");
+    }
+
+    #[test]
+    fn init_containers_aside_the_one_container_needs_no_name() {
+        let mut batch = record(&[("first", Some("/f"), None), ("main", Some("/m"), None)]);
+        batch.pod = serde_yaml::from_str(
+            "spec: {initContainers: [{name: first}], containers: [{name: main}]}",
+        )
+        .unwrap();
+        assert_eq!(log_file(&batch, "batch", "", false).unwrap(), PathBuf::from("/m"));
+        assert_eq!(log_file(&batch, "batch", "first", false).unwrap(), PathBuf::from("/f"));
     }
 
     #[test]
