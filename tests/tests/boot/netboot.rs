@@ -207,20 +207,25 @@ pub fn scenario(configured: &ConfiguredNode) {
     let lab = Lab { board, loader, served, server, config_sha256 };
     let server = &lab.server;
 
-    // The served config with another hash: refused, the node stays in maintenance mode.
-    let wrong_hash = "0".repeat(64);
-    let mut vm = lab.boot(&dir.join("wrong-hash"), Pointed::WrongHash(&wrong_hash), None);
-    let refused = "has SHA-256";
-    vm.wait_for(refused, 0, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}; served:\n{}\nconsole:\n{}", server.log(), vm.console()));
-    let console = vm.console();
-    assert!(console.contains("the node stays in maintenance mode"), "{console}");
-    // The config can be refused before the API listens (an ARM board, emulated, is slower).
-    vm.wait_for(API_LISTENING, 0, Duration::from_secs(120)).unwrap();
-    let n = vm.api_address.clone();
-    let version = ctl(None, &["--insecure", "-n", &n, "version"]).ok().stdout;
-    assert!(version.contains("maintenance"), "{version}");
-    vm.power_off_hard().unwrap();
+    // The served config with another hash: refused, the node stays in maintenance mode. The
+    // refusal is machined's, the same on every board: the PC's boot covers it, and a U-Boot
+    // board (emulated, slower) spends its CI time on what is its own.
+    if lab.loader == NetbootLoader::Ipxe {
+        let wrong_hash = "0".repeat(64);
+        let mut vm = lab.boot(&dir.join("wrong-hash"), Pointed::WrongHash(&wrong_hash), None);
+        let refused = "has SHA-256";
+        vm.wait_for(refused, 0, Duration::from_secs(300)).unwrap_or_else(|e| {
+            panic!("{e}; served:\n{}\nconsole:\n{}", server.log(), vm.console())
+        });
+        let console = vm.console();
+        assert!(console.contains("the node stays in maintenance mode"), "{console}");
+        // The config can be refused before the API listens.
+        vm.wait_for(API_LISTENING, 0, Duration::from_secs(120)).unwrap();
+        let n = vm.api_address.clone();
+        let version = ctl(None, &["--insecure", "-n", &n, "version"]).ok().stdout;
+        assert!(version.contains("maintenance"), "{version}");
+        vm.power_off_hard().unwrap();
+    }
 
     // The served config with its hash: configured, the web pod answers, `/var` is on the
     // data disk.
