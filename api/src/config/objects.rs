@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
+use super::pod::Supported::{Each, Elsewhere, Whole};
 use super::pod::{check_fields, check_pod, is_object_name, Supported, DEFAULT_NAMESPACE};
 use super::validate::{Checker, Problem};
 
@@ -315,24 +316,19 @@ impl<'de> Deserialize<'de> for LocalObject {
 
 /// Object metadata, as kept (in [`CONFIG_MAP`] and [`SECRET`]).
 const METADATA: Supported = Supported::Fields(
-    &[
-        ("name", Supported::Whole),
-        ("namespace", Supported::Whole),
-        ("labels", Supported::Whole),
-        ("annotations", Supported::Whole),
-    ],
+    &[("name", Whole), ("namespace", Whole), ("labels", Whole), ("annotations", Whole)],
     "",
 );
 
 /// The fields of a ConfigMap Cairn keeps.
 static CONFIG_MAP: Supported = Supported::Fields(
     &[
-        ("apiVersion", Supported::Whole),
-        ("kind", Supported::Whole),
+        ("apiVersion", Whole),
+        ("kind", Whole),
         ("metadata", METADATA),
-        ("data", Supported::Whole),
-        ("binaryData", Supported::Whole),
-        ("immutable", Supported::Whole),
+        ("data", Whole),
+        ("binaryData", Whole),
+        ("immutable", Whole),
     ],
     "",
 );
@@ -340,132 +336,93 @@ static CONFIG_MAP: Supported = Supported::Fields(
 /// The fields of a Secret Cairn keeps.
 static SECRET: Supported = Supported::Fields(
     &[
-        ("apiVersion", Supported::Whole),
-        ("kind", Supported::Whole),
+        ("apiVersion", Whole),
+        ("kind", Whole),
         ("metadata", METADATA),
-        ("type", Supported::Whole),
-        ("data", Supported::Whole),
-        ("stringData", Supported::Whole),
-        ("immutable", Supported::Whole),
+        ("type", Whole),
+        ("data", Whole),
+        ("stringData", Whole),
+        ("immutable", Whole),
     ],
     "",
 );
 
 /// The fields of a Namespace Cairn keeps.
-static NAMESPACE: Supported = Supported::Fields(
-    &[("apiVersion", Supported::Whole), ("kind", Supported::Whole), ("metadata", METADATA)],
-    "",
-);
+static NAMESPACE: Supported =
+    Supported::Fields(&[("apiVersion", Whole), ("kind", Whole), ("metadata", METADATA)], "");
 
-/// A workload's object fields around its `spec` (which the kind describes).
-macro_rules! workload {
-    ($($field:literal),*) => {
+/// The fields of an object of a kind with a `spec`, whose fields are given.
+macro_rules! with_spec {
+    ($($field:literal => $supported:expr),* $(,)?) => {
         Supported::Fields(
             &[
-                ("apiVersion", Supported::Whole),
-                ("kind", Supported::Whole),
+                ("apiVersion", Whole),
+                ("kind", Whole),
                 ("metadata", METADATA),
-                (
-                    "spec",
-                    Supported::Fields(
-                        &[
-                            ("selector", Supported::Whole),
-                            // Checked as a pod, by the pods' own tree.
-                            ("template", Supported::Elsewhere),
-                            ("minReadySeconds", Supported::Whole),
-                            $(($field, Supported::Whole),)*
-                        ],
-                        "",
-                    ),
-                ),
+                ("spec", Supported::Fields(&[$(($field, $supported)),*], "")),
             ],
             "",
         )
     };
 }
 
-/// The fields of a Deployment Cairn honours. Its `strategy` is read as Recreate: one node
-/// has no room to surge, so a changed template replaces the pods.
-static DEPLOYMENT: Supported =
-    workload!("replicas", "strategy", "revisionHistoryLimit", "progressDeadlineSeconds");
+/// The fields of a Deployment Cairn honours (its `template` is checked as a pod). Its
+/// `strategy` is read as Recreate: one node has no room to surge, so a changed template
+/// replaces the pods.
+static DEPLOYMENT: Supported = with_spec!(
+    "selector" => Whole,
+    "template" => Elsewhere,
+    "minReadySeconds" => Whole,
+    "replicas" => Whole,
+    "strategy" => Whole,
+    "revisionHistoryLimit" => Whole,
+    "progressDeadlineSeconds" => Whole,
+);
 /// The fields of a ReplicaSet Cairn honours.
-static REPLICA_SET: Supported = workload!("replicas");
+static REPLICA_SET: Supported = with_spec!(
+    "selector" => Whole,
+    "template" => Elsewhere,
+    "minReadySeconds" => Whole,
+    "replicas" => Whole,
+);
 /// The fields of a DaemonSet Cairn honours.
-static DAEMON_SET: Supported = workload!("updateStrategy", "revisionHistoryLimit");
+static DAEMON_SET: Supported = with_spec!(
+    "selector" => Whole,
+    "template" => Elsewhere,
+    "minReadySeconds" => Whole,
+    "updateStrategy" => Whole,
+    "revisionHistoryLimit" => Whole,
+);
 /// The fields of a StatefulSet Cairn honours. Its claims outlive it, as upstream's default
 /// retention (`whenDeleted: Retain`) keeps them.
-static STATEFUL_SET: Supported = Supported::Fields(
-    &[
-        ("apiVersion", Supported::Whole),
-        ("kind", Supported::Whole),
-        ("metadata", METADATA),
-        (
-            "spec",
-            Supported::Fields(
-                &[
-                    ("selector", Supported::Whole),
-                    ("template", Supported::Elsewhere),
-                    ("minReadySeconds", Supported::Whole),
-                    ("replicas", Supported::Whole),
-                    ("serviceName", Supported::Whole),
-                    ("podManagementPolicy", Supported::Whole),
-                    ("updateStrategy", Supported::Whole),
-                    ("revisionHistoryLimit", Supported::Whole),
-                    ("volumeClaimTemplates", Supported::Each(&CLAIM)),
-                ],
-                "",
-            ),
-        ),
-    ],
-    "",
+static STATEFUL_SET: Supported = with_spec!(
+    "selector" => Whole,
+    "template" => Elsewhere,
+    "minReadySeconds" => Whole,
+    "replicas" => Whole,
+    "serviceName" => Whole,
+    "podManagementPolicy" => Whole,
+    "updateStrategy" => Whole,
+    "revisionHistoryLimit" => Whole,
+    "volumeClaimTemplates" => Each(&CLAIM),
 );
-
 /// The fields of a Job Cairn honours: one pod at a time, to one completion.
-static JOB: Supported = Supported::Fields(
-    &[
-        ("apiVersion", Supported::Whole),
-        ("kind", Supported::Whole),
-        ("metadata", METADATA),
-        (
-            "spec",
-            Supported::Fields(
-                &[
-                    ("template", Supported::Elsewhere),
-                    ("selector", Supported::Whole),
-                    ("manualSelector", Supported::Whole),
-                    ("backoffLimit", Supported::Whole),
-                    ("completions", Supported::Whole),
-                    ("parallelism", Supported::Whole),
-                ],
-                "",
-            ),
-        ),
-    ],
-    "",
+static JOB: Supported = with_spec!(
+    "template" => Elsewhere,
+    "selector" => Whole,
+    "manualSelector" => Whole,
+    "backoffLimit" => Whole,
+    "completions" => Whole,
+    "parallelism" => Whole,
 );
-
 /// The fields of a PersistentVolumeClaim (or a claim template) Cairn honours. A claim is a
 /// directory on EPHEMERAL: its requested size is kept, not enforced (a directory has no
 /// quota), and every access mode is granted (the node is the only node).
-static CLAIM: Supported = Supported::Fields(
-    &[
-        ("apiVersion", Supported::Whole),
-        ("kind", Supported::Whole),
-        ("metadata", METADATA),
-        (
-            "spec",
-            Supported::Fields(
-                &[
-                    ("accessModes", Supported::Whole),
-                    ("resources", Supported::Whole),
-                    ("storageClassName", Supported::Whole),
-                    ("volumeMode", Supported::Whole),
-                ],
-                "",
-            ),
-        ),
-    ],
-    "",
+static CLAIM: Supported = with_spec!(
+    "accessModes" => Whole,
+    "resources" => Whole,
+    "storageClassName" => Whole,
+    "volumeMode" => Whole,
 );
 
 /// Why `key` cannot be a key of a ConfigMap or a Secret (a file name in their volumes), as the

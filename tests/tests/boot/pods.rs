@@ -597,6 +597,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     // A file as kubectl takes it: stored whole, the Service skipped with a warning.
     let applied = write("applied.yaml", APPLIED_FILE.to_string());
     let file = applied.to_str().unwrap();
+    let applied_at = Instant::now();
     let out = ctl(Some(admin), &["-n", n, "apply", "-f", file]).ok().stdout;
     for line in
         ["configmap/api-settings created", "deployment/api created", "daemonset/agent created"]
@@ -617,6 +618,8 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         api.len() == 2 && api.iter().any(ready) && named("agent-").iter().any(ready)
     });
     assert!(placed, "{}", ctl(Some(admin), &["-n", n, "pods"]).stdout);
+    println!("ctl apply -f to its pods Ready: {:.1?}", applied_at.elapsed());
+    print_memory(admin, n, &format!("with {} pods", pods(admin, n).len()));
     let api = named("api-");
     let (running, waiting) = if ready(&api[0]) { (&api[0], &api[1]) } else { (&api[1], &api[0]) };
     let reason = waiting["status"]["conditions"][0]["message"].as_str().unwrap_or_default();
