@@ -26,7 +26,8 @@ use super::validate::{Checker, Problem};
 /// The most data one object holds, as the API server limits it (etcd's value size).
 pub const MAX_OBJECT_BYTES: usize = 1 << 20;
 
-/// The most pods one workload runs: the upstream kubelet's default `maxPods`.
+/// The most pods one workload runs, and the config's pods and objects together: the upstream
+/// kubelet's default `maxPods`.
 pub const MAX_REPLICAS: i32 = 110;
 
 /// One object a node keeps, by its `kind`.

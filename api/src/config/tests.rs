@@ -282,3 +282,20 @@ fn registry_mirror_keys_must_be_hosts() {
         ["machine.registries.mirrors.\"../../../../system/state/escaped\": \"../../../../system/state/escaped\" is not a registry host (HOST or HOST:PORT, an IPv6 address in brackets) or \"*\""]
     );
 }
+
+#[test]
+fn the_configs_objects_may_not_run_more_pods_than_a_node_does() {
+    let deployment = |replicas: u32| {
+        format!(
+            "  objects:\n    - {{apiVersion: apps/v1, kind: Deployment, metadata: {{name: web}}, spec: {{replicas: {replicas}, selector: {{matchLabels: {{a: b}}}}, template: {{metadata: {{labels: {{a: b}}}}, spec: {{containers: [{{name: c, image: i}}]}}}}}}}}\n"
+        )
+    };
+    assert!(MachineConfig::from_yaml(config_yaml(&deployment(110)).as_bytes()).is_ok());
+    let pod = "    - {apiVersion: v1, kind: Pod, metadata: {name: one}, spec: {containers: [{name: c, image: i}]}}\n";
+    let too_many = config_yaml(&format!("{}  pods:\n{pod}", deployment(110)));
+    let problems = MachineConfig::from_yaml(too_many.as_bytes()).unwrap_err().problems();
+    assert_eq!(
+        problems,
+        ["machine.objects: with machine.pods, would run 111 pods; a node runs at most 110"]
+    );
+}

@@ -167,6 +167,11 @@ impl MachineConfig {
         let paths: Vec<String> =
             (0..m.objects.len()).map(|i| format!("machine.objects[{i}]")).collect();
         super::objects::check_objects(&mut c, &m.objects, written_objects, &paths);
+        let pods = m.pods.len() + m.objects.iter().map(|o| o.pods().len()).sum::<usize>();
+        let most = super::objects::MAX_REPLICAS as usize;
+        c.check(pods <= most, "machine.objects", || {
+            format!("with machine.pods, would run {pods} pods; a node runs at most {most}")
+        });
         if let Some(subnet) = &m.kubelet.pod_subnet {
             let prefix = subnet.parse::<ipnet::Ipv4Net>().map(|net| net.prefix_len());
             c.check(

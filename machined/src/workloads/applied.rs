@@ -13,6 +13,9 @@ use cairn_api::config::{MachineConfig, Problem};
 
 /// The most the file may hold: STATE is small (64 MiB), and every object is in memory.
 pub const MAX_STORE_BYTES: usize = 8 << 20;
+/// The most pods the applied objects may run: the upstream kubelet's default `maxPods`. Each
+/// pod is a task and records in PID 1; a file of many workloads must not exhaust it.
+pub const MAX_APPLIED_PODS: usize = 110;
 
 /// One apply or delete at a time: each reads the file, then rewrites it.
 static WRITER: Mutex<()> = Mutex::new(());
@@ -29,6 +32,9 @@ pub enum AppliedError {
     /// The objects would outgrow the store.
     #[error("the applied objects would take {0} bytes; at most {MAX_STORE_BYTES} are kept")]
     TooLarge(usize),
+    /// The objects would run too many pods.
+    #[error("the applied objects would run {0} pods; a node runs at most {MAX_APPLIED_PODS}")]
+    TooManyPods(usize),
     /// A kind `ctl get` does not know.
     #[error("{0:?} is not a kind the node keeps ({kinds})", kinds = cairn_api::config::objects::KINDS)]
     UnknownKind(String),
@@ -131,6 +137,10 @@ fn defined_by(config: Option<&MachineConfig>) -> Vec<String> {
 }
 
 fn write(path: &Path, stored: &[LocalObject]) -> Result<(), AppliedError> {
+    let pods: usize = stored.iter().map(|object| object.pods().len()).sum();
+    if pods > MAX_APPLIED_PODS {
+        return Err(AppliedError::TooManyPods(pods));
+    }
     let bytes = serde_json::to_vec(stored).expect("objects always serialize");
     if bytes.len() > MAX_STORE_BYTES {
         return Err(AppliedError::TooLarge(bytes.len()));
@@ -212,6 +222,28 @@ mod tests {
             "ConfigMap site is defined by the machine config; change it there"
         );
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn objects_that_would_run_too_many_pods_are_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("objects.json");
+        let deployment = |name: &str, replicas: usize| {
+            let template =
+                "{metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}}";
+            format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec: \
+                 {{replicas: {replicas}, selector: {{matchLabels: {{a: b}}}}, template: {template}}}\n"
+            )
+        };
+        apply(&path, &decoded(&deployment("a", 100)), None).unwrap();
+        let more = format!("{SITE}{}", deployment("b", 11));
+        let refused = apply(&path, &decoded(&more), None).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "the applied objects would run 111 pods; a node runs at most 110"
+        );
+        assert_eq!(read(&path).unwrap().len(), 1, "nothing of the refused file is stored");
     }
 
     #[test]
