@@ -23,6 +23,9 @@ use super::pod::Supported::{Each, Elsewhere, Whole};
 use super::pod::{check_fields, check_pod, is_object_name, Supported, DEFAULT_NAMESPACE};
 use super::validate::{Checker, Problem};
 
+/// The annotation `kubectl apply` records an object's last applied form in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The most data one object holds, as the API server limits it (etcd's value size).
 pub const MAX_OBJECT_BYTES: usize = 1 << 20;
 
@@ -289,6 +292,16 @@ pub fn claim_names(set: &StatefulSet, ordinal: i32) -> Vec<(String, String)> {
 }
 
 impl LocalObject {
+    /// The claims this object makes of itself: a StatefulSet's, one per claim template and
+    /// ordinal (`TEMPLATE-SET-N`); none for other kinds.
+    pub fn implied_claims(&self) -> Vec<String> {
+        let LocalObject::StatefulSet(set) = self else { return Vec::new() };
+        let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        (0..replicas.clamp(0, MAX_REPLICAS))
+            .flat_map(|ordinal| claim_names(set, ordinal).into_iter().map(|(_, claim)| claim))
+            .collect()
+    }
+
     /// How many times a failed run of this object's pods is run again: a Job's
     /// `backoffLimit` (6 by default); None for objects whose pods follow their restart policy.
     pub fn restart_limit(&self) -> Option<i32> {
@@ -678,6 +691,10 @@ impl LocalObject {
         let hidden = super::redact::REDACTED;
         let template = match &mut object {
             LocalObject::Secret(secret) => {
+                // kubectl's record of the last apply holds the data too.
+                if let Some(annotations) = &mut secret.metadata.annotations {
+                    annotations.remove(LAST_APPLIED);
+                }
                 for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
                     *value = k8s_openapi::ByteString(hidden.as_bytes().to_vec());
                 }
@@ -795,7 +812,7 @@ mod tests {
     #[test]
     fn secrets_lose_their_values_and_keep_their_keys() {
         let mut objects: Vec<LocalObject> = serde_yaml::from_str(concat!(
-            "- {apiVersion: v1, kind: Secret, metadata: {name: s}, data: {p: aHVudGVyMg==}, stringData: {u: admin}}\n",
+            "- {apiVersion: v1, kind: Secret, metadata: {name: s, annotations: {kubectl.kubernetes.io/last-applied-configuration: hunter2}}, data: {p: aHVudGVyMg==}, stringData: {u: admin}}\n",
             "- {apiVersion: v1, kind: ConfigMap, metadata: {name: c}, data: {k: v}}\n",
         ))
         .unwrap();
@@ -814,6 +831,7 @@ mod tests {
         let LocalObject::Secret(secret) = &objects[0] else { panic!() };
         assert_eq!(secret.data.as_ref().unwrap()["p"].0, b"******");
         assert_eq!(secret.string_data.as_ref().unwrap()["u"], "******");
+        assert!(secret.metadata.annotations.as_ref().unwrap().is_empty());
         assert_eq!(objects[1], config_map);
         let LocalObject::Deployment(deployment) = &objects[2] else { panic!() };
         let template = deployment.spec.as_ref().unwrap().template.spec.as_ref().unwrap();

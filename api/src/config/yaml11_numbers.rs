@@ -21,7 +21,7 @@ use yaml_rust2::scanner::TScalarStyle;
 pub enum Pods {
     /// The document is one Pod (a manifest file).
     Document,
-    /// Under `machine.pods` (a machine config).
+    /// Under `machine.pods` and `machine.objects` (a machine config).
     MachinePods,
 }
 
@@ -32,7 +32,11 @@ impl Pods {
         match self {
             Pods::Document => Some(keys),
             Pods::MachinePods => match keys {
-                [machine, pods, rest @ ..] if machine == "machine" && pods == "pods" => Some(rest),
+                [machine, list, rest @ ..]
+                    if machine == "machine" && (list == "pods" || list == "objects") =>
+                {
+                    Some(rest)
+                }
                 _ => None,
             },
         }
@@ -52,9 +56,15 @@ impl Pods {
     }
 
     /// Whether a value at `keys` is a file mode of a pod's volume (`defaultMode`, an item's
-    /// `mode`).
+    /// `mode`), not a key of the same name elsewhere (a ConfigMap's data).
     fn holds_mode(self, keys: &[String]) -> bool {
-        matches!(self.in_pod(keys), Some([.., last]) if last == "defaultMode" || last == "mode")
+        match self.in_pod(keys) {
+            Some([.., volumes, _, last]) if volumes == "volumes" => last == "defaultMode",
+            Some([.., volumes, _, items, last]) if volumes == "volumes" => {
+                items == "items" && last == "mode"
+            }
+            _ => false,
+        }
     }
 }
 
@@ -199,6 +209,12 @@ mod tests {
         );
         let want = pod.replace("0644, items", "420, items").replace("0400", "256");
         assert_eq!(rewritten(pod, Pods::Document), want);
+        // A key of that name elsewhere is data, as written.
+        let map = "kind: ConfigMap\ndata: {mode: 0644, defaultMode: 0600}\n";
+        assert_eq!(rewritten(map, Pods::Document), map);
+        // The config's objects are read as its pods are.
+        let config = "machine:\n  objects:\n    - spec: {template: {spec: {volumes: [{name: v, secret: {defaultMode: 0400}}]}}}\n";
+        assert_eq!(rewritten(config, Pods::MachinePods), config.replace("0400", "256"));
     }
 
     #[test]

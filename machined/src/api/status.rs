@@ -69,9 +69,10 @@ fn objects_error(e: AppliedError) -> Status {
         AppliedError::Invalid(_) | AppliedError::UnknownKind(_) => {
             Status::invalid_argument(e.to_string())
         }
-        AppliedError::InConfig(_) | AppliedError::TooLarge(_) | AppliedError::TooManyPods(_) => {
-            Status::failed_precondition(e.to_string())
-        }
+        AppliedError::InConfig(_)
+        | AppliedError::TooLarge(_)
+        | AppliedError::TooManyPods(_)
+        | AppliedError::PodNameTaken { .. } => Status::failed_precondition(e.to_string()),
         AppliedError::Io { .. } => Status::internal(e.to_string()),
     }
 }

@@ -43,7 +43,9 @@ impl Node {
         source: &str,
     ) -> Result<(Vec<Change>, Vec<String>), NodeError> {
         let decoded = documents::decode(bytes, source).map_err(AppliedError::Invalid)?;
-        let mut changes = applied::delete(&self.layout().applied_objects_path(), &decoded)?;
+        let config = self.configuration().config(false)?;
+        let path = self.layout().applied_objects_path();
+        let mut changes = applied::delete(&path, &decoded, config.as_deref())?;
         // A deleted claim's data is retired now (the kubelet removes it once its pods are
         // gone); a StatefulSet's claims, never stored, are deleted this way too.
         let claims = under(self.layout().root(), CLAIM_ROOT);

@@ -29,6 +29,16 @@ pub enum AppliedError {
     /// The config defines an object of that kind and name.
     #[error("{0} is defined by the machine config; change it there")]
     InConfig(String),
+    /// Two objects would run pods of one name: only one could run.
+    #[error("pod {pod} would be run by both {first} and {second}; rename one")]
+    PodNameTaken {
+        /// The pod's `namespace/name`.
+        pod: String,
+        /// One object (`KIND NAME`, or `machine.pods`).
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// The objects would outgrow the store.
     #[error("the applied objects would take {0} bytes; at most {MAX_STORE_BYTES} are kept")]
     TooLarge(usize),
@@ -89,10 +99,7 @@ pub fn apply(
     documents: &Documents,
     config: Option<&MachineConfig>,
 ) -> Result<Vec<Change>, AppliedError> {
-    let in_config = defined_by(config);
-    if let Some(object) = documents.objects.iter().find(|o| in_config.contains(&o.key())) {
-        return Err(AppliedError::InConfig(format!("{} {}", object.kind(), object.name())));
-    }
+    refuse_config_defined(documents, config)?;
     let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
     let mut stored = read(path)?;
     let mut changes = Vec::new();
@@ -110,12 +117,19 @@ pub fn apply(
         };
         changes.push(Change::of(object, action));
     }
+    check_pod_names(&stored, config)?;
     write(path, &stored)?;
     Ok(changes)
 }
 
-/// Removes the objects `documents` name (by kind and name) from `path`.
-pub fn delete(path: &Path, documents: &Documents) -> Result<Vec<Change>, AppliedError> {
+/// Removes the objects `documents` name (by kind and name) from `path`; refused whole when
+/// `config` defines one of them (a claim of its StatefulSets too: its data is the config's).
+pub fn delete(
+    path: &Path,
+    documents: &Documents,
+    config: Option<&MachineConfig>,
+) -> Result<Vec<Change>, AppliedError> {
+    refuse_config_defined(documents, config)?;
     let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
     let mut stored = read(path)?;
     let mut changes = Vec::new();
@@ -129,11 +143,62 @@ pub fn delete(path: &Path, documents: &Documents) -> Result<Vec<Change>, Applied
     Ok(changes)
 }
 
-/// The keys of what `config` defines: its objects and its pods.
-fn defined_by(config: Option<&MachineConfig>) -> Vec<String> {
-    let Some(config) = config else { return Vec::new() };
+/// Refuses `documents` if `config` defines one of their objects: its objects, its pods, the
+/// claims its StatefulSets make.
+fn refuse_config_defined(
+    documents: &Documents,
+    config: Option<&MachineConfig>,
+) -> Result<(), AppliedError> {
+    let Some(config) = config else { return Ok(()) };
+    let objects = &config.machine.objects;
     let pods = config.machine.pods.iter().map(|pod| LocalObject::Pod(pod.clone()).key());
-    config.machine.objects.iter().map(LocalObject::key).chain(pods).collect()
+    let claims = objects.iter().flat_map(|object| {
+        let namespace = object.namespace().to_string();
+        object
+            .implied_claims()
+            .into_iter()
+            .map(move |claim| format!("PersistentVolumeClaim/{namespace}/{claim}"))
+    });
+    let defined: Vec<String> =
+        objects.iter().map(LocalObject::key).chain(pods).chain(claims).collect();
+    match documents.objects.iter().find(|o| defined.contains(&o.key())) {
+        Some(object) => Err(AppliedError::InConfig(format!("{} {}", object.kind(), object.name()))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses objects whose pods would share a name with another object's or the config's: the
+/// kubelet runs one pod of a name.
+fn check_pod_names(
+    stored: &[LocalObject],
+    config: Option<&MachineConfig>,
+) -> Result<(), AppliedError> {
+    let configured = config.iter().flat_map(|c| {
+        let pods = c.machine.pods.iter().map(|pod| ("machine.pods".to_string(), pod.clone()));
+        let objects = c.machine.objects.iter().flat_map(owned_pods);
+        pods.chain(objects).collect::<Vec<_>>()
+    });
+    let mut owners: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for (owner, pod) in configured.chain(stored.iter().flat_map(owned_pods)) {
+        let namespace =
+            pod.metadata.namespace.as_deref().unwrap_or(cairn_api::config::pod::DEFAULT_NAMESPACE);
+        let key = format!("{namespace}/{}", pod.metadata.name.as_deref().unwrap_or_default());
+        if let Some(first) = owners.get(&key) {
+            return Err(AppliedError::PodNameTaken {
+                pod: key,
+                first: first.clone(),
+                second: owner,
+            });
+        }
+        owners.insert(key, owner);
+    }
+    Ok(())
+}
+
+/// The pods `object` runs, each with the object's `KIND NAME`.
+fn owned_pods(object: &LocalObject) -> Vec<(String, k8s_openapi::api::core::v1::Pod)> {
+    let owner = format!("{} {}", object.kind(), object.name());
+    object.pods().into_iter().map(|pod| (owner.clone(), pod)).collect()
 }
 
 fn write(path: &Path, stored: &[LocalObject]) -> Result<(), AppliedError> {
@@ -192,7 +257,7 @@ mod tests {
         let changes = apply(&path, &decoded(&changed), None).unwrap();
         assert_eq!(actions(changes), ["configured", "unchanged"]);
         assert_eq!(read(&path).unwrap().len(), 2);
-        let changes = delete(&path, &decoded(SITE)).unwrap();
+        let changes = delete(&path, &decoded(SITE), None).unwrap();
         assert_eq!(
             changes[0],
             Change {
@@ -202,7 +267,7 @@ mod tests {
                 action: "deleted"
             }
         );
-        assert_eq!(actions(delete(&path, &decoded(SITE)).unwrap()), ["not found"]);
+        assert_eq!(actions(delete(&path, &decoded(SITE), None).unwrap()), ["not found"]);
         assert_eq!(read(&path).unwrap()[0].kind(), "Secret");
     }
 
@@ -222,6 +287,27 @@ mod tests {
             "ConfigMap site is defined by the machine config; change it there"
         );
         assert!(!path.exists());
+        // Nor deleted, a StatefulSet's claims included: their data is the config's.
+        let set = concat!(
+            "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {selector: {matchLabels: {a: b}},\n",
+            "  template: {metadata: {labels: {a: b}}, spec: {containers: [{name: c, image: i}]}},\n",
+            "  volumeClaimTemplates: [{metadata: {name: rows}, spec: {resources: {requests: {storage: 1Gi}}}}]}\n",
+        );
+        config.machine.objects.extend(decoded(set).objects);
+        let claim =
+            "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: rows-db-0}\nspec: {}\n";
+        let refused = delete(&path, &decoded(claim), Some(&config)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "PersistentVolumeClaim rows-db-0 is defined by the machine config; change it there"
+        );
+        // A pod of the same name as one the config's set runs is refused too.
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: db-0}\nspec: {containers: [{name: c, image: i}]}\n";
+        let refused = apply(&path, &decoded(pod), Some(&config)).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "pod default/db-0 would be run by both StatefulSet db and Pod db-0; rename one"
+        );
     }
 
     #[test]

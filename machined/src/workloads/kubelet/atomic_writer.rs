@@ -18,7 +18,13 @@ const DATA_LINK_NEW: &str = "..data_tmp";
 /// Writes `files` into `dir`, replacing what an earlier call wrote; `fs_group` (the pod's)
 /// owns them and may read them. Returns whether anything changed.
 pub fn write(dir: &Path, files: &[ProjectedFile], fs_group: Option<u32>) -> io::Result<bool> {
-    let current = std::fs::read_link(dir.join(DATA_LINK)).ok().map(|name| dir.join(name));
+    // Only a link to one of our hidden directories counts: anything else at `..data` (the
+    // volume is mounted read-only, but the kubelet trusts nothing it did not make) is not
+    // followed, and no link leads a removal out of the volume.
+    let current = std::fs::read_link(dir.join(DATA_LINK))
+        .ok()
+        .filter(|target| is_hidden_dir_name(target))
+        .map(|name| dir.join(name));
     if let Some(current) = &current {
         if holds(current, files, fs_group) {
             return Ok(false);
@@ -62,6 +68,13 @@ pub fn write(dir: &Path, files: &[ProjectedFile], fs_group: Option<u32>) -> io::
         std::fs::remove_dir_all(old)?;
     }
     Ok(true)
+}
+
+/// Whether `target` is the bare name of one of the writer's hidden directories (`..NNN.NNN.N`).
+fn is_hidden_dir_name(target: &Path) -> bool {
+    let name = target.to_string_lossy();
+    let stamp = name.strip_prefix("..").unwrap_or_default();
+    !stamp.is_empty() && stamp.chars().all(|ch| ch.is_ascii_digit() || ch == '.')
 }
 
 /// A file's mode: its own, readable by the pod's `fs_group` when there is one.
@@ -157,6 +170,22 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["..data", "index.html"]);
+    }
+
+    #[test]
+    fn a_data_link_the_writer_did_not_make_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "").unwrap();
+        symlink(outside.path(), dir.path().join(DATA_LINK)).unwrap();
+        assert!(write(dir.path(), &[file("a", "b", 0o644)], None).unwrap());
+        assert!(outside.path().join("keep").exists(), "nothing outside the volume is removed");
+        assert_eq!(std::fs::read_to_string(dir.path().join("a")).unwrap(), "b");
+        for (target, ours) in
+            [("..1796.000000001.0", true), ("../..", false), ("..", false), ("..data", false)]
+        {
+            assert_eq!(is_hidden_dir_name(Path::new(target)), ours, "{target}");
+        }
     }
 
     #[test]

@@ -85,6 +85,8 @@ pub type Registry = Arc<Mutex<BTreeMap<String, PodRecord>>>;
 /// A pod's worker, as the kubelet holds it.
 struct RunningPod {
     uid: String,
+    /// Its namespace and the claims it mounts, which stay while it runs or is torn down.
+    claims: (String, Vec<String>),
     remove: CancellationToken,
     restart: Arc<Notify>,
     task: JoinHandle<()>,
@@ -277,7 +279,12 @@ impl Kubelet {
                 shutdown: shutdown.clone(),
             };
             let task = tokio::spawn(worker.run(leave, restart.clone()));
-            running.insert(key.clone(), RunningPod { uid: pod.uid.clone(), remove, restart, task });
+            let claims = claims_of(&pod.pod).map(String::from).collect();
+            let claims = (pod.namespace.clone(), claims);
+            running.insert(
+                key.clone(),
+                RunningPod { uid: pod.uid.clone(), claims, remove, restart, task },
+            );
         }
         *self.restarts.lock().unwrap() =
             running.iter().map(|(key, pod)| (key.clone(), pod.restart.clone())).collect();
@@ -385,6 +392,10 @@ impl Kubelet {
                 changed
             });
             let mut desired = self.desired(&sources, &ctx);
+            // Every pod a source wants, placed or not, and whether every source could be read:
+            // what a finished Job's record is kept for.
+            let wanted_uids: Vec<String> = desired.values().map(|pod| pod.uid.clone()).collect();
+            let sources_read = applied.objects().1.is_none();
             let node = Self::node(config.as_deref());
             self.hold_unplaceable(&mut desired, &running, &node, &mut waiting, &ctx);
             stopping.extend(self.reconcile(
@@ -407,15 +418,21 @@ impl Kubelet {
                     if let Err(e) = Self::sweep_orphans(&mut cri, &wanted, &ctx).await {
                         ctx.log(format!("looking for orphaned sandboxes: {e}"));
                     }
-                    // A deleted claim's data goes once no pod that wants the claim is left.
+                    // A deleted claim's data goes once no pod that mounts it runs or is being
+                    // torn down.
                     let in_use = |namespace: &str, name: &str| {
-                        desired.values().any(|pod| pod.namespace == namespace && claims_of(&pod.pod).any(|c| c == name))
+                        running.values().chain(&stopping).any(|pod| {
+                            pod.claims.0 == namespace && pod.claims.1.iter().any(|c| c == name)
+                        })
                     };
                     for line in claims::sweep_retired(&under(&root, claims::CLAIM_ROOT), in_use) {
                         ctx.log(line);
                     }
-                    let wanted = |uid: &str| desired.values().any(|pod| pod.uid == uid);
-                    completions::sweep(&under(&root, completions::COMPLETION_ROOT), wanted);
+                    // A Job's record goes with its pod; not while a source could not be read.
+                    if sources_read {
+                        let kept = |uid: &str| wanted_uids.iter().any(|w| w == uid);
+                        completions::sweep(&under(&root, completions::COMPLETION_ROOT), kept);
+                    }
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, KeyToPath, Volume};
 
-use cairn_api::config::objects::{claim_names, LocalObject, MAX_REPLICAS};
+use cairn_api::config::objects::LocalObject;
 use cairn_api::config::MachineConfig;
 
 /// The default mode of a volume's files, as upstream (0644).
@@ -88,12 +88,9 @@ impl LocalObjects {
                 LocalObject::PersistentVolumeClaim(_) => {
                     objects.claims.insert(key);
                 }
-                LocalObject::StatefulSet(set) => {
-                    let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-                    for ordinal in 0..replicas.clamp(0, MAX_REPLICAS) {
-                        for (_, claim) in claim_names(set, ordinal) {
-                            objects.claims.insert((key.0.clone(), claim));
-                        }
+                LocalObject::StatefulSet(_) => {
+                    for claim in object.implied_claims() {
+                        objects.claims.insert((key.0.clone(), claim));
                     }
                 }
                 // Pods read the others; these are read by nobody.

@@ -450,7 +450,11 @@ pub fn container_config(
         mounts.push(v1::Mount {
             container_path: mount.mount_path.clone(),
             host_path: host_path.to_string_lossy().into_owned(),
+            // A configMap's or secret's files are the kubelet's, read-only as upstream mounts
+            // them; a claim may be read-only too.
             readonly: mount.read_only.unwrap_or(false)
+                || volume.config_map.is_some()
+                || volume.secret.is_some()
                 || volume.persistent_volume_claim.as_ref().and_then(|c| c.read_only) == Some(true),
             ..Default::default()
         });

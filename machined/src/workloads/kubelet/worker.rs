@@ -160,12 +160,18 @@ impl Worker {
             ));
             self.publish_finished(&phase);
             tokio::select! {
-                _ = leave.remove.cancelled() => {}
+                _ = leave.remove.cancelled() => {
+                    self.teardown().await;
+                    return (self.log)(format!("pod {}: removed", self.pod.key()));
+                }
                 _ = leave.detach.cancelled() => return,
                 _ = leave.shutdown.cancelled() => return,
+                // `ctl pod restart` runs the Job's pod again.
+                _ = restart.notified() => {
+                    (self.log)(format!("pod {}: running its Job again on request", self.pod.key()));
+                    self.teardown().await;
+                }
             }
-            self.teardown().await;
-            return (self.log)(format!("pod {}: removed", self.pod.key()));
         }
         self.publish();
         // The same failure every second (containerd restarting) is logged once.
@@ -297,6 +303,11 @@ impl Worker {
     /// Runs the init containers in order, each to completion; true once all have succeeded
     /// (on this sandbox: a new one runs them again).
     async fn sync_init(&mut self) -> bool {
+        // A container that ran in this sandbox means its init containers had all succeeded
+        // (an adopted sandbox whose init runs containerd no longer reports), as upstream.
+        if self.tracks[self.init_count..].iter().any(|t| t.view.current.is_some()) {
+            return true;
+        }
         for index in 0..self.init_count {
             if self.tracks[index].view.done && succeeded(&self.tracks[index].view) {
                 continue;
