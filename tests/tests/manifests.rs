@@ -1,6 +1,6 @@
-//! Pod manifests stored on a node with `ctl pod apply`/`ctl pod delete`, against a real
-//! machined (host mode: it stores them on its STATE; the kubelet that runs them is exercised
-//! in the QEMU test).
+//! Pod manifests stored on a node with `ctl pod apply`/`ctl pod delete`, and Kubernetes files
+//! with `ctl apply -f`/`get`/`delete -f`, against a real machined (host mode: it stores them
+//! on its STATE; the kubelet that runs them is exercised in the QEMU test).
 
 use cairn_tests::{configured_node, ctl};
 
@@ -18,13 +18,13 @@ fn manifests_are_checked_stored_and_removed() {
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        POD.replace("spec:\n", "spec:\n  initContainers: [{name: i, image: i}]\n"),
+        POD.replace("spec:\n", "spec:\n  ephemeralContainers: [{name: i, image: i}]\n"),
     )
     .unwrap();
     let refused =
         ctl(Some(&admin), &["-n", n, "pod", "apply", "-f", bad.to_str().unwrap()]).failed();
     assert!(
-        refused.stderr.contains("manifest.spec.initContainers: not supported"),
+        refused.stderr.contains("manifest.spec.ephemeralContainers: not supported"),
         "{}",
         refused.stderr
     );
@@ -49,4 +49,105 @@ fn manifests_are_checked_stored_and_removed() {
     assert!(!manifests.join("default_batch.yaml").exists());
     let again = ctl(Some(&admin), &["-n", n, "pod", "delete", "batch"]).failed();
     assert!(again.stderr.contains("no manifest defines pod default/batch"), "{}", again.stderr);
+}
+
+/// A file as `kubectl apply -f` takes it.
+const FILE: &str = r#"apiVersion: v1
+kind: Secret
+metadata: {name: token}
+stringData: {token: s3cret-of-a-file}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+        - name: main
+          image: localhost/busybox:latest
+          env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: token, key: token}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+"#;
+
+#[test]
+fn objects_are_applied_whole_listed_and_deleted() {
+    let (cluster, node) = configured_node();
+    let admin = cluster.admin();
+    let reader = cluster.client("os:reader");
+    let n = node.address.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let store = node.root().join("system/state/objects.json");
+    let file = dir.path().join("web.yaml");
+    let path = file.to_str().unwrap();
+
+    // A file with one refused document is refused whole, naming the document's field.
+    std::fs::write(
+        &file,
+        FILE.replace(
+            "replicas: 2",
+            "replicas: 2
+  paused: true",
+        ),
+    )
+    .unwrap();
+    let refused = ctl(Some(&admin), &["-n", n, "apply", "-f", path]).failed();
+    assert!(
+        refused.stderr.contains("web.yaml[1].spec.paused: not supported"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!store.exists(), "a refused file stores nothing");
+
+    // Only admins apply; the Service is skipped with a warning.
+    std::fs::write(&file, FILE).unwrap();
+    let denied = ctl(Some(&reader), &["-n", n, "apply", "-f", path]).failed();
+    assert!(denied.stderr.contains("os:admin"), "{}", denied.stderr);
+    let out = ctl(Some(&admin), &["-n", n, "apply", "-f", path]).ok().stdout;
+    assert!(
+        out.contains("secret/token created") && out.contains("deployment/web created"),
+        "{out}"
+    );
+    assert!(out.contains("warning: web.yaml[2]: Service web skipped: it needs a cluster"), "{out}");
+    let again = ctl(Some(&admin), &["-n", n, "apply", "-f", path]).ok().stdout;
+    assert!(again.contains("deployment/web unchanged"), "{again}");
+
+    // Listed by kind; a Secret's value only for admins.
+    let listed = ctl(Some(&reader), &["-n", n, "get", "deploy"]).ok().stdout;
+    assert!(listed.contains("web") && listed.contains("2 replicas"), "{listed}");
+    let as_reader = ctl(Some(&reader), &["-n", n, "-o", "yaml", "get", "secrets"]).ok().stdout;
+    assert!(as_reader.contains("token") && !as_reader.contains("s3cret-of-a-file"), "{as_reader}");
+    let as_admin =
+        ctl(Some(&admin), &["-n", n, "-o", "json", "get", "secret", "token"]).ok().stdout;
+    assert!(as_admin.contains("s3cret-of-a-file"), "{as_admin}");
+    let unknown = ctl(Some(&admin), &["-n", n, "get", "services"]).failed();
+    assert!(
+        unknown.stderr.contains("\"services\" is not a kind the node keeps"),
+        "{}",
+        unknown.stderr
+    );
+
+    // Deleted by the same file, from standard input too.
+    let mut delete = cairn_tests::ctl_command(Some(&admin), &["-n", n, "delete", "-f", "-"]);
+    let mut child = delete
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(FILE.as_bytes()).unwrap();
+    let deleted = child.wait_with_output().unwrap();
+    let deleted = String::from_utf8_lossy(&deleted.stdout);
+    assert!(
+        deleted.contains("deployment/web deleted") && deleted.contains("secret/token deleted"),
+        "{deleted}"
+    );
+    assert_eq!(std::fs::read_to_string(&store).unwrap(), "[]");
 }
