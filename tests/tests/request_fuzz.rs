@@ -118,6 +118,11 @@ const RPCS: &[Rpc] = &[
     // A fuzzed body is never a valid pod, nor names a manifest that exists.
     rpc("ManifestApply", Care::None, false, false),
     rpc("ManifestDelete", Care::None, false, false),
+    // A body without documents (an empty one decodes so) applies or deletes nothing, OK; the
+    // store of a host-mode node is all a fuzzed file could change.
+    rpc("ObjectsApply", Care::None, false, true),
+    rpc("ObjectsDelete", Care::None, false, true),
+    rpc("ObjectsGet", Care::None, false, true),
     // Host mode has no slots: both answer FailedPrecondition once the request decodes.
     rpc("Upgrade", Care::None, false, false),
     rpc("Rollback", Care::None, false, false),
