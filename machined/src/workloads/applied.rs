@@ -93,33 +93,28 @@ pub fn read(path: &Path) -> Result<Vec<LocalObject>, AppliedError> {
 }
 
 /// Stores `documents` at `path`, each replacing a stored object of the same kind and name;
-/// refused whole when `config` defines one of them.
+/// refused whole when `config` defines one of them, or when two objects would run pods of one
+/// name.
 pub fn apply(
     path: &Path,
     documents: &Documents,
     config: Option<&MachineConfig>,
 ) -> Result<Vec<Change>, AppliedError> {
-    refuse_config_defined(documents, config)?;
-    let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
-    let mut stored = read(path)?;
-    let mut changes = Vec::new();
-    for object in &documents.objects {
-        let action = match stored.iter_mut().find(|s| s.key() == object.key()) {
-            Some(same) if same == object => "unchanged",
-            Some(same) => {
-                *same = object.clone();
-                "configured"
-            }
-            None => {
-                stored.push(object.clone());
-                "created"
-            }
-        };
-        changes.push(Change::of(object, action));
-    }
-    check_pod_names(&stored, config)?;
-    write(path, &stored)?;
-    Ok(changes)
+    let edit = |stored: &mut Vec<LocalObject>, object: &LocalObject| match stored
+        .iter_mut()
+        .find(|s| s.key() == object.key())
+    {
+        Some(same) if same == object => "unchanged",
+        Some(same) => {
+            *same = object.clone();
+            "configured"
+        }
+        None => {
+            stored.push(object.clone());
+            "created"
+        }
+    };
+    rewrite(path, documents, config, edit, |stored| check_pod_names(stored, config))
 }
 
 /// Removes the objects `documents` name (by kind and name) from `path`; refused whole when
@@ -129,16 +124,37 @@ pub fn delete(
     documents: &Documents,
     config: Option<&MachineConfig>,
 ) -> Result<Vec<Change>, AppliedError> {
+    let edit = |stored: &mut Vec<LocalObject>, object: &LocalObject| {
+        let before = stored.len();
+        stored.retain(|s| s.key() != object.key());
+        if stored.len() < before {
+            "deleted"
+        } else {
+            "not found"
+        }
+    };
+    rewrite(path, documents, config, edit, |_| Ok(()))
+}
+
+/// One apply or delete: `edit` each of `documents` into the stored objects (it says what it
+/// did), `check` the result, write it. Nothing is written when the config defines one of the
+/// documents or `check` refuses.
+fn rewrite(
+    path: &Path,
+    documents: &Documents,
+    config: Option<&MachineConfig>,
+    edit: impl Fn(&mut Vec<LocalObject>, &LocalObject) -> &'static str,
+    check: impl Fn(&[LocalObject]) -> Result<(), AppliedError>,
+) -> Result<Vec<Change>, AppliedError> {
     refuse_config_defined(documents, config)?;
     let _writer = WRITER.lock().unwrap_or_else(|e| e.into_inner());
     let mut stored = read(path)?;
-    let mut changes = Vec::new();
-    for object in &documents.objects {
-        let before = stored.len();
-        stored.retain(|s| s.key() != object.key());
-        let action = if stored.len() < before { "deleted" } else { "not found" };
-        changes.push(Change::of(object, action));
-    }
+    let changes = documents
+        .objects
+        .iter()
+        .map(|object| Change::of(object, edit(&mut stored, object)))
+        .collect();
+    check(&stored)?;
     write(path, &stored)?;
     Ok(changes)
 }
