@@ -132,10 +132,18 @@ pub enum Command {
     Get {
         /// configmaps (cm), secrets, namespaces (ns), persistentvolumeclaims (pvc), pods,
         /// deployments (deploy), replicasets (rs), daemonsets (ds), statefulsets (sts), jobs,
-        /// or `all`.
+        /// or `all`; or events (ev): the pods' Kubernetes-style events.
         kind: String,
         /// One object's name.
         name: Option<String>,
+    },
+    /// Show a pod as `kubectl describe pod` does: its state, containers, conditions and
+    /// events (Scheduled, Pulled, Started, BackOff, Unhealthy...).
+    Describe {
+        /// `pod` (or `pods`, `po`).
+        kind: String,
+        /// NAME or NAMESPACE/NAME.
+        name: String,
     },
     /// Print the kernel log.
     Dmesg {

@@ -114,6 +114,7 @@ const RPCS: &[Rpc] = &[
     // harmless anyway.
     rpc("Pods", Care::None, false, false),
     rpc("PodRestart", Care::None, false, false),
+    rpc("PodEvents", Care::None, false, false),
     rpc("ContainerLogs", Care::None, false, false),
     // A fuzzed body is never a valid pod, nor names a manifest that exists.
     rpc("ManifestApply", Care::None, false, false),

@@ -2,6 +2,7 @@
 
 mod config;
 mod control;
+mod describe;
 mod files;
 mod follow;
 mod info;
@@ -79,10 +80,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pod { action: PodAction::Delete { name } } => pods::delete(&session, &name).await,
         Command::Apply { file } => objects::apply(&session, &file, false).await,
         Command::Delete { file } => objects::apply(&session, &file, true).await,
+        Command::Get { kind, name: None } if matches!(kind.as_str(), "events" | "event" | "ev") => {
+            describe::list(&session).await
+        }
         Command::Get { kind, name } => {
             let kind = if kind == "all" { "" } else { kind.as_str() };
             objects::get(&session, kind, name.as_deref().unwrap_or_default()).await
         }
+        Command::Describe { kind, name } => match kind.as_str() {
+            "pod" | "pods" | "po" => describe::pod(&session, &name).await,
+            other => anyhow::bail!("ctl describe: {other:?} is not a kind it describes: only pods"),
+        },
         Command::Dmesg { follow, tail } => streams::dmesg(&session, follow, tail).await,
         Command::Events { follow, tail } => streams::events(&session, follow, tail).await,
         Command::List { path, depth } => files::list(&session, &path, depth).await,

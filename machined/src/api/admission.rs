@@ -99,6 +99,7 @@ pub fn call_of(path: &str) -> Option<Call> {
         "Read" => Read,
         "Pods" => Pods,
         "PodRestart" => PodRestart,
+        "PodEvents" => PodEvents,
         "ContainerLogs" => ContainerLogs,
         "ManifestApply" => ManifestApply,
         "ManifestDelete" => ManifestDelete,

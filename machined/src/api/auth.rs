@@ -32,6 +32,7 @@ pub enum Call {
     Read,
     Pods,
     PodRestart,
+    PodEvents,
     ContainerLogs,
     ManifestApply,
     ManifestDelete,
@@ -53,7 +54,9 @@ impl Call {
                 Role::Operator
             }
             Version | GetConfiguration | ServiceList | Logs | Dmesg | Events | Stats | Time
-            | Disks | Mounts | List | Read | Pods | ContainerLogs | ObjectsGet => Role::Reader,
+            | Disks | Mounts | List | Read | Pods | PodEvents | ContainerLogs | ObjectsGet => {
+                Role::Reader
+            }
         }
     }
 

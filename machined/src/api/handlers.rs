@@ -624,6 +624,31 @@ impl MachineService for MachineApi {
         Ok(Response::new(pb::PodsResponse { pods }))
     }
 
+    async fn pod_events(
+        &self,
+        request: Request<pb::PodEventsRequest>,
+    ) -> Result<Response<pb::PodEventsResponse>, Status> {
+        self.authorize(&request, Call::PodEvents)?;
+        let events = self
+            .node
+            .pod_events(&request.into_inner().pod)?
+            .into_iter()
+            .map(|event| pb::PodEvent {
+                namespace: event.involved.namespace,
+                pod: event.involved.pod,
+                pod_uid: event.involved.uid,
+                field_path: event.involved.field_path,
+                r#type: event.kind.as_str().into(),
+                reason: event.reason,
+                message: event.message,
+                count: event.count,
+                first_unix_millis: event.first_unix_millis,
+                last_unix_millis: event.last_unix_millis,
+            })
+            .collect();
+        Ok(Response::new(pb::PodEventsResponse { events }))
+    }
+
     async fn pod_restart(
         &self,
         request: Request<pb::PodRequest>,

@@ -1,10 +1,13 @@
-//! The pods the kubelet runs: listed, found by name, restarted on request, their
-//! containers' log files found.
+//! The pods the kubelet runs: listed, found by name, restarted on request, their events and
+//! their containers' log files found.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use cairn_api::config::pod::DEFAULT_NAMESPACE;
+
 use crate::logs::events::EventKind;
+use crate::workloads::kubelet::events::PodEvent;
 use crate::workloads::kubelet::{Kubelet, PodRecord};
 
 use super::{Node, NodeError};
@@ -23,6 +26,23 @@ impl Node {
     /// The pod `name` names (`name` or `namespace/name`).
     pub fn pod(&self, name: &str) -> Result<PodRecord, NodeError> {
         self.kubelet()?.find(name).ok_or_else(|| NodeError::NoPod(name.to_string()))
+    }
+
+    /// The events of pod `name` (`name`: a running pod's namespace, else the default one;
+    /// or `namespace/name`), or of every pod when `name` is empty.
+    pub fn pod_events(&self, name: &str) -> Result<Vec<PodEvent>, NodeError> {
+        let kubelet = self.kubelet()?;
+        if name.is_empty() {
+            return Ok(kubelet.events(None));
+        }
+        let (namespace, name) = match name.split_once('/') {
+            Some((namespace, name)) => (namespace.to_string(), name),
+            None => match kubelet.find(name) {
+                Some(record) => (record.pod.metadata.namespace.unwrap_or_default(), name),
+                None => (DEFAULT_NAMESPACE.to_string(), name),
+            },
+        };
+        Ok(kubelet.events(Some((&namespace, name))))
     }
 
     /// Restarts the containers of pod `name`.

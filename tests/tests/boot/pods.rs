@@ -642,6 +642,14 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         p["status"]["phase"] == "Succeeded"
     });
     assert_eq!(container(&job)["restartCount"], 1, "{job}");
+    // The pods' events say so, as `kubectl describe pod` and `kubectl get events` show them.
+    let job_name = job["metadata"]["name"].as_str().unwrap();
+    let described = ctl(Some(reader), &["-n", n, "describe", "pod", job_name]).ok().stdout;
+    assert!(described.contains("Back-off restarting failed container main"), "{described}");
+    let started_twice = |l: &&str| l.contains("Started container main") && l.contains("(x2 over");
+    assert!(described.lines().any(|l| started_twice(&l)), "{described}");
+    let events = ctl(Some(reader), &["-n", n, "get", "events"]).ok().stdout;
+    assert!(events.contains("FailedScheduling") && events.contains("free ports"), "{events}");
     let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;
     assert!(listed.contains("api") && listed.contains("2 replicas"), "{listed}");
     // The Secret's value is for admins.

@@ -12,6 +12,8 @@ use k8s_openapi::api::core::v1::Container;
 
 use crate::workloads::cri::{self, v1, Cri};
 
+use super::events::EventType;
+
 /// The longest a pull may take.
 const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -62,9 +64,15 @@ async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic
 }
 
 /// Makes sure `container`'s image is on the node, pulling it as its policy says; returns
-/// the image id to create the container from.
-pub async fn ensure(cri: &mut Cri, container: &Container) -> Result<String, ImageError> {
+/// the image id to create the container from. `report` is told what happened, as the
+/// events `Pulling`, `Pulled` and `Failed`.
+pub async fn ensure(
+    cri: &mut Cri,
+    container: &Container,
+    report: &mut (dyn FnMut(EventType, &str, String) + Send),
+) -> Result<String, ImageError> {
     let image = image_name(container);
+    let present = format!("Container image {image:?} already present on machine");
     let pull_failed = |message: String| ImageError { reason: "ErrImagePull", message };
     let local = local_image(cri, image)
         .await
@@ -72,8 +80,14 @@ pub async fn ensure(cri: &mut Cri, container: &Container) -> Result<String, Imag
     let policy = pull_policy(container);
     let local_only = image.starts_with("localhost/");
     match (&local, policy) {
-        (Some(id), "IfNotPresent" | "Never") => return Ok(id.clone()),
-        (Some(id), _) if local_only => return Ok(id.clone()),
+        (Some(id), "IfNotPresent" | "Never") => {
+            report(EventType::Normal, "Pulled", present);
+            return Ok(id.clone());
+        }
+        (Some(id), _) if local_only => {
+            report(EventType::Normal, "Pulled", present);
+            return Ok(id.clone());
+        }
         (None, "Never") => {
             return Err(ImageError {
                 reason: "ErrImageNeverPull",
@@ -94,12 +108,32 @@ pub async fn ensure(cri: &mut Cri, container: &Container) -> Result<String, Imag
         image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
         ..Default::default()
     };
+    report(EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
+    let started = std::time::Instant::now();
     match cri.images.pull_image(cri::with_timeout(request, PULL_TIMEOUT)).await {
-        Ok(pulled) => Ok(pulled.into_inner().image_ref),
-        Err(status) => match local {
-            Some(id) => Ok(id),
-            None => Err(pull_failed(format!("pulling {image}: {}", status.message()))),
-        },
+        Ok(pulled) => {
+            let took = started.elapsed().as_secs_f64();
+            report(
+                EventType::Normal,
+                "Pulled",
+                format!("Successfully pulled image {image:?} in {took:.3}s"),
+            );
+            Ok(pulled.into_inner().image_ref)
+        }
+        Err(status) => {
+            let failed = format!("Failed to pull image {image:?}: {}", status.message());
+            match local {
+                Some(id) => {
+                    report(
+                        EventType::Warning,
+                        "Failed",
+                        format!("{failed}; running the copy on the node"),
+                    );
+                    Ok(id)
+                }
+                None => Err(pull_failed(format!("pulling {image}: {}", status.message()))),
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod backoff;
 pub mod claims;
 mod cni;
 mod completions;
+pub mod events;
 mod images;
 mod import;
 mod lifecycle;
@@ -48,6 +49,7 @@ use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
 use crate::workloads::cri::{v1, Cri};
 
+use events::{EventType, Involved, PodEvent, PodEvents};
 use objects::LocalObjects;
 use source::{AppliedObjects, ConfigPods, DesiredPod, ManifestDir, PodSource};
 
@@ -98,6 +100,7 @@ pub struct Kubelet {
     config: watch::Receiver<Option<Arc<MachineConfig>>>,
     power: Arc<PowerControl>,
     registry: Registry,
+    events: PodEvents,
     restarts: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -110,7 +113,20 @@ impl Kubelet {
         config: watch::Receiver<Option<Arc<MachineConfig>>>,
         power: Arc<PowerControl>,
     ) -> Kubelet {
-        Kubelet { layout, config, power, registry: Registry::default(), restarts: Mutex::default() }
+        Kubelet {
+            layout,
+            config,
+            power,
+            registry: Registry::default(),
+            events: PodEvents::default(),
+            restarts: Mutex::default(),
+        }
+    }
+
+    /// The pods' events kept, oldest first; those of pod `pod` (`namespace`, `name`) only
+    /// when it is given.
+    pub fn events(&self, pod: Option<(&str, &str)>) -> Vec<PodEvent> {
+        self.events.list(pod)
     }
 
     /// The pods it runs, by `namespace/name`, with their status.
@@ -214,6 +230,14 @@ impl Kubelet {
             };
             if waiting.get(key) != Some(&(pod.uid.clone(), reason.clone())) {
                 ctx.log(format!("pod {key}: not scheduled on this node: {reason}"));
+                let involved = Involved {
+                    namespace: pod.namespace.clone(),
+                    pod: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                    field_path: String::new(),
+                };
+                let message = format!("0/1 nodes are available: {reason}");
+                self.events.record(&involved, EventType::Warning, "FailedScheduling", &message);
             }
             let mut record = pod.pod.clone();
             record.metadata.namespace = Some(pod.namespace.clone());
@@ -269,7 +293,7 @@ impl Kubelet {
             let worker = worker::Worker::new(
                 cri.clone(),
                 pod.clone(),
-                self.registry.clone(),
+                (self.registry.clone(), self.events.clone()),
                 Arc::new(move |line| log_ctx.log(line)),
                 objects.clone(),
             );

@@ -34,6 +34,24 @@ impl Kind {
             Kind::Readiness => "readiness",
         }
     }
+
+    /// As an event's message starts.
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Liveness => "Liveness",
+            Kind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// What one round of due probes found.
+#[derive(Debug, Default)]
+pub struct ProbeRound {
+    /// Each probe that failed, as its `Unhealthy` event says: `Liveness probe failed: ...`.
+    pub failures: Vec<String>,
+    /// Why the container must be killed, if it must.
+    pub kill: Option<String>,
 }
 
 /// One probe of one container run.
@@ -125,28 +143,31 @@ impl Probes {
         self.started() && self.readiness.as_ref().is_none_or(|p| p.passing == Some(true))
     }
 
-    /// Runs the probes that are due; returns why the container must be killed, if it must.
-    pub async fn run_due(&mut self, cri: &mut Cri, target: &Target<'_>) -> Option<String> {
+    /// Runs the probes that are due: which failed, and whether the container must be killed.
+    pub async fn run_due(&mut self, cri: &mut Cri, target: &Target<'_>) -> ProbeRound {
         let now = Instant::now();
         let started = self.started();
         let due = [&mut self.startup, &mut self.liveness, &mut self.readiness]
             .into_iter()
             .flatten()
             .filter(|p| p.due <= now && (p.kind == Kind::Startup) != started);
+        let mut round = ProbeRound::default();
         for prober in due {
             prober.due = now + prober.period();
             let result = run(cri, Action::from(&prober.spec), prober.timeout(), target).await;
             prober.record(result.is_ok());
+            let Err(why) = result else { continue };
+            round.failures.push(format!("{} probe failed: {why}", prober.kind.title()));
             if prober.passing == Some(false) && prober.kind != Kind::Readiness {
-                let why = result.err().unwrap_or_default();
-                return Some(format!(
+                round.kill = Some(format!(
                     "{} probe failed {} times: {why}",
                     prober.kind.as_str(),
                     prober.failures
                 ));
+                break;
             }
         }
-        None
+        round
     }
 }
 

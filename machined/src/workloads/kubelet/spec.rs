@@ -420,6 +420,29 @@ fn env_value(
     Ok(amount.div_ceil(field.unit(reference.divisor.as_ref())?).to_string())
 }
 
+/// Why a container's config could not be made.
+#[derive(Debug, PartialEq)]
+pub enum ConfigError {
+    /// One of its volumes could not be prepared (event reason `FailedMount`).
+    Mount(String),
+    /// Anything else: a variable's reference, a volume it names that the pod has not.
+    Other(String),
+}
+
+impl From<String> for ConfigError {
+    fn from(message: String) -> ConfigError {
+        ConfigError::Other(message)
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Mount(message) | ConfigError::Other(message) => f.write_str(message),
+        }
+    }
+}
+
 /// The config of `container` in `pod`, attempt `attempt`; `image_ref` is the image as
 /// containerd knows it. The volumes it mounts are prepared in `volumes` (the pod's): a
 /// subPath is bound there from beneath its volume, and that bind is what the container gets.
@@ -432,8 +455,11 @@ pub fn container_config(
     image_ref: &str,
     volumes: &PodVolumes<'_>,
     (placement, objects): (&Placement, &LocalObjects),
-) -> Result<v1::ContainerConfig, String> {
+) -> Result<v1::ContainerConfig, ConfigError> {
     let declared = &spec(&pod.pod).volumes;
+    let mount_failed = |volume: &str, e: super::volumes::VolumeError| {
+        ConfigError::Mount(format!("MountVolume.SetUp failed for volume {volume:?}: {e}"))
+    };
     let mut mounts = Vec::new();
     for (index, mount) in container.volume_mounts.iter().flatten().enumerate() {
         let volume = declared
@@ -441,11 +467,11 @@ pub fn container_config(
             .flatten()
             .find(|v| v.name == mount.name)
             .ok_or_else(|| format!("volumeMount {}: no volume of that name", mount.name))?;
-        let mut host_path = volumes.host_path(volume).map_err(|e| e.to_string())?;
+        let mut host_path = volumes.host_path(volume).map_err(|e| mount_failed(&volume.name, e))?;
         if let Some(sub_path) = mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
             host_path = volumes
                 .bind_sub_path(&volume.name, &host_path, sub_path, &container.name, index)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| mount_failed(&volume.name, e))?;
         }
         mounts.push(v1::Mount {
             container_path: mount.mount_path.clone(),
@@ -561,7 +587,8 @@ mod tests {
             &volumes,
             (&placement(), &LocalObjects::default()),
         );
-        assert_eq!(error.unwrap_err(), "envFrom: configmap \"settings\" not found");
+        let error = error.unwrap_err();
+        assert_eq!(error, ConfigError::Other("envFrom: configmap \"settings\" not found".into()));
     }
 
     #[test]
@@ -880,8 +907,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             error,
-            "volume \"scratch\", subPath \"site\": it leads out of the volume (through a \
-             symbolic link, an absolute one or one with '..')"
+            ConfigError::Mount(
+                "MountVolume.SetUp failed for volume \"scratch\": volume \"scratch\", subPath \
+                 \"site\": it leads out of the volume (through a symbolic link, an absolute one \
+                 or one with '..')"
+                    .into()
+            )
         );
     }
 }

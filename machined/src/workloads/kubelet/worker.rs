@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::workloads::cri::{self, v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
+use super::events::{EventType, Involved, PodEvents};
 use super::lifecycle;
 use super::objects::LocalObjects;
 use super::probe::{Probes, Target};
@@ -98,15 +99,20 @@ pub struct Worker {
     objects: watch::Receiver<Arc<LocalObjects>>,
     /// How many of `tracks` (the first ones) are init containers.
     init_count: usize,
+    /// Where its Kubernetes-style events go.
+    events: PodEvents,
+    /// An earlier sandbox stopped or went (a reboot, a containerd restart): the next one
+    /// created says so.
+    sandbox_changed: bool,
 }
 
 impl Worker {
-    /// A worker for `pod`; it publishes into `registry`, logs through `log` and reads
-    /// ConfigMaps and Secrets from `objects`.
+    /// A worker for `pod`; it publishes into `registry` and `events`, logs through `log` and
+    /// reads ConfigMaps and Secrets from `objects`.
     pub fn new(
         cri: Cri,
         pod: DesiredPod,
-        registry: Registry,
+        (registry, events): (Registry, PodEvents),
         log: Arc<dyn Fn(String) + Send + Sync>,
         objects: watch::Receiver<Arc<LocalObjects>>,
     ) -> Worker {
@@ -134,7 +140,28 @@ impl Worker {
             stale_sandboxes: Vec::new(),
             init_count,
             objects,
+            events,
+            sandbox_changed: false,
         }
+    }
+
+    /// What an event about the pod, or its container at `index`, is about.
+    fn involved(&self, index: Option<usize>) -> Involved {
+        let field_path = index.map_or_else(String::new, |index| {
+            let list = if index < self.init_count { "initContainers" } else { "containers" };
+            format!("spec.{list}{{{}}}", self.tracks[index].view.name)
+        });
+        Involved {
+            namespace: self.pod.namespace.clone(),
+            pod: self.pod.name.clone(),
+            uid: self.pod.uid.clone(),
+            field_path,
+        }
+    }
+
+    /// Records an event about the pod, or its container at `index`.
+    fn event(&self, index: Option<usize>, kind: EventType, reason: &str, message: &str) {
+        self.events.record(&self.involved(index), kind, reason, message);
     }
 
     /// Runs the pod until `leave` says how to end; `restart` tears it down and starts it
@@ -146,12 +173,16 @@ impl Worker {
             self.pod.uid,
             self.pod.source
         ));
+        let node = crate::node::config::kernel_hostname();
+        let assigned = format!("Successfully assigned {} to {node}", self.pod.key());
+        self.event(None, EventType::Normal, "Scheduled", &assigned);
         if let Some(account) = service_account(&self.pod.pod) {
-            (self.log)(format!(
-                "pod {}: no token of service account {account:?} is mounted: this node has no \
-                 API server to issue one",
-                self.pod.key()
-            ));
+            let why = format!(
+                "no token of service account {account:?} is mounted: this node has no API \
+                 server to issue one"
+            );
+            (self.log)(format!("pod {}: {why}", self.pod.key()));
+            self.event(None, EventType::Warning, "NoServiceAccountToken", &why);
         }
         if let Some(phase) = self.finished_job() {
             (self.log)(format!(
@@ -193,8 +224,10 @@ impl Worker {
                 _ = leave.shutdown.cancelled() => return self.stop_for_shutdown().await,
                 _ = restart.notified() => {
                     (self.log)(format!("pod {}: restarting on request", self.pod.key()));
+                    self.event(None, EventType::Normal, "Killing", "Stopping the pod: a restart was requested");
                     self.teardown().await;
-                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), self.registry.clone(), self.log.clone(), self.objects.clone());
+                    let reporting = (self.registry.clone(), self.events.clone());
+                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), reporting, self.log.clone(), self.objects.clone());
                     self = fresh;
                 }
                 _ = tokio::time::sleep(RELIST) => {}
@@ -360,6 +393,7 @@ impl Worker {
                 current.id
             ));
             self.sandbox = None;
+            self.sandbox_changed = true;
         }
         // Adopt a ready sandbox (the kubelet restarted), or count and remove stopped ones.
         let mut attempt = 0;
@@ -379,6 +413,9 @@ impl Worker {
                     track.view.restarts = meta.attempt as i32;
                     track.view.current = status;
                 }
+            }
+            if !adopting {
+                self.sandbox_changed = true;
             }
             if adopting {
                 let ip = self.sandbox_ip(&sandbox.id).await;
@@ -428,11 +465,17 @@ impl Worker {
                 for track in &mut self.tracks {
                     track.view.waiting = Some(("ContainerCreating".into(), why.clone()));
                 }
+                let failed = format!("Failed to create pod sandbox: {}", e.message());
+                self.event(None, EventType::Warning, "FailedCreatePodSandBox", &failed);
                 anyhow::bail!("{why}; retrying in {}s", delay.as_secs());
             }
         };
         self.sandbox_backoff.reset();
         self.sandbox_retry_at = None;
+        if std::mem::take(&mut self.sandbox_changed) {
+            let message = "Pod sandbox changed, it will be killed and re-created.";
+            self.event(None, EventType::Normal, "SandboxChanged", message);
+        }
         let ip = self.sandbox_ip(&id).await;
         (self.log)(format!(
             "pod {}: sandbox {id} running, IP {}",
@@ -575,6 +618,13 @@ impl Worker {
                     track.view.waiting = None;
                     return;
                 }
+                if self.tracks[index].retry_at.is_none() {
+                    let message = format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        container.name, self.pod.name, self.pod.namespace, self.pod.uid
+                    );
+                    self.event(Some(index), EventType::Warning, "BackOff", &message);
+                }
                 let track = &mut self.tracks[index];
                 let retry_at = *track.retry_at.get_or_insert_with(|| {
                     let ran = Duration::from_nanos(
@@ -614,19 +664,23 @@ impl Worker {
         }
         let (_, probes) = track.probes.as_mut().expect("set above");
         let target = Target { container_id: &current.id, ip, container: &container };
-        let kill = probes.run_due(&mut self.cri, &target).await;
+        let round = probes.run_due(&mut self.cri, &target).await;
+        for failure in &round.failures {
+            self.event(Some(index), EventType::Warning, "Unhealthy", failure);
+        }
         let track = &mut self.tracks[index];
         let (_, probes) = track.probes.as_ref().expect("set above");
         track.view.started = probes.started();
         track.view.ready = probes.ready();
-        if let Some(why) = kill {
+        if let Some(why) = round.kill {
             (self.log)(format!(
                 "pod {}: container {}: {why}; killing it",
                 self.pod.key(),
                 container.name
             ));
             let grace = spec::grace_seconds(&self.pod.pod);
-            self.stop_containers(vec![(current.id.clone(), index)], grace).await;
+            let why = format!("Container {} {why}, will be restarted", container.name);
+            self.stop_containers(vec![(current.id.clone(), index)], grace, Some(&why)).await;
         }
     }
 
@@ -642,14 +696,19 @@ impl Worker {
 
     /// Stops the containers `runs` (id, and index in the pod) all at once, each given `grace`
     /// seconds: its preStop hook runs within them, then SIGTERM, then what is left of them
-    /// (at least 2 s, as upstream) before SIGKILL.
-    async fn stop_containers(&self, runs: Vec<(String, usize)>, grace: i64) {
+    /// (at least 2 s, as upstream) before SIGKILL. `why` is the `Killing` event's message,
+    /// when it is not a plain stop.
+    async fn stop_containers(&self, runs: Vec<(String, usize)>, grace: i64, why: Option<&str>) {
         let ip = self.probe_ip();
         let stops = runs.into_iter().map(|(id, index)| {
             let mut cri = self.cri.clone();
             let container = spec::container_at(&self.pod.pod, index).clone();
             let key = self.pod.key();
+            let (events, involved) = (self.events.clone(), self.involved(Some(index)));
+            let killing =
+                why.map_or_else(|| format!("Stopping container {}", container.name), String::from);
             async move {
+                events.record(&involved, EventType::Normal, "Killing", &killing);
                 let mut left = Duration::from_secs(grace.max(0) as u64);
                 let mut failures = Vec::new();
                 let pre_stop = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
@@ -657,6 +716,8 @@ impl Worker {
                     let started = Instant::now();
                     let target = Target { container_id: &id, ip, container: &container };
                     if let Err(e) = lifecycle::run(&mut cri, hook, left, &target).await {
+                        let failed = format!("PreStopHook failed: {e}");
+                        events.record(&involved, EventType::Warning, "FailedPreStopHook", &failed);
                         failures.push(format!(
                             "container {}: preStop hook failed: {e}",
                             container.name
@@ -694,9 +755,22 @@ impl Worker {
             track.view.waiting = Some(("ImagePullBackOff".into(), message));
             return;
         }
-        let image = match images::ensure(&mut self.cri, &container).await {
+        let (events, involved) = (self.events.clone(), self.involved(Some(index)));
+        let mut report = |kind, reason: &str, message: String| {
+            events.record(&involved, kind, reason, &message);
+        };
+        let image = match images::ensure(&mut self.cri, &container, &mut report).await {
             Ok(image) => image,
             Err(e) => {
+                self.event(
+                    Some(index),
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {}", e.message),
+                );
+                let image = container.image.as_deref().unwrap_or_default();
+                let backoff = format!("Back-off pulling image {image:?}");
+                self.event(Some(index), EventType::Normal, "BackOff", &backoff);
                 let track = &mut self.tracks[index];
                 let delay = track.pull_backoff.failed().max(Duration::from_secs(1));
                 track.pull_retry_at = Some(now + delay);
@@ -739,7 +813,12 @@ impl Worker {
         let config = match config {
             Ok(config) => config,
             Err(e) => {
-                track.view.waiting = Some(("CreateContainerConfigError".into(), e));
+                track.view.waiting = Some(("CreateContainerConfigError".into(), e.to_string()));
+                let reason = match e {
+                    spec::ConfigError::Mount(_) => "FailedMount",
+                    spec::ConfigError::Other(_) => "Failed",
+                };
+                self.event(Some(index), EventType::Warning, reason, &format!("Error: {e}"));
                 return;
             }
         };
@@ -752,9 +831,22 @@ impl Worker {
             Ok(created) => created.into_inner().container_id,
             Err(e) => {
                 track.view.waiting = Some(("CreateContainerError".into(), e.message().into()));
+                self.event(
+                    Some(index),
+                    EventType::Warning,
+                    "Failed",
+                    &format!("Error: {}", e.message()),
+                );
                 return;
             }
         };
+        self.event(
+            Some(index),
+            EventType::Normal,
+            "Created",
+            &format!("Created container {}", container.name),
+        );
+        let track = &mut self.tracks[index];
         track.next_attempt += 1;
         track.retry_at = None;
         let older = std::mem::replace(&mut track.view.previous, track.view.current.take());
@@ -771,9 +863,21 @@ impl Worker {
         {
             self.tracks[index].view.waiting =
                 Some(("RunContainerError".into(), e.message().into()));
+            self.event(
+                Some(index),
+                EventType::Warning,
+                "Failed",
+                &format!("Error: {}", e.message()),
+            );
         } else {
             self.tracks[index].view.waiting = None;
-            self.post_start(&container, &id).await;
+            self.event(
+                Some(index),
+                EventType::Normal,
+                "Started",
+                &format!("Started container {}", container.name),
+            );
+            self.post_start(index, &container, &id).await;
         }
         let status = self.container_status(&id).await.ok();
         let track = &mut self.tracks[index];
@@ -783,7 +887,12 @@ impl Worker {
 
     /// Runs the container's postStart hook, if it has one; a hook that fails has the
     /// container killed (its preStop hook is not run), so its restart policy decides.
-    async fn post_start(&mut self, container: &k8s_openapi::api::core::v1::Container, id: &str) {
+    async fn post_start(
+        &mut self,
+        index: usize,
+        container: &k8s_openapi::api::core::v1::Container,
+        id: &str,
+    ) {
         let Some(hook) = container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
             return;
         };
@@ -795,6 +904,8 @@ impl Worker {
             self.pod.key(),
             container.name
         ));
+        let failed = format!("PostStartHook failed: {e}");
+        self.event(Some(index), EventType::Warning, "FailedPostStartHook", &failed);
         let grace = spec::grace_seconds(&self.pod.pod);
         let request = v1::StopContainerRequest { container_id: id.into(), timeout: grace };
         let limit = Duration::from_secs(grace.max(0) as u64 + 10);
@@ -805,7 +916,7 @@ impl Worker {
     /// [`SHUTDOWN_GRACE`], then the sandbox.
     async fn stop_for_shutdown(mut self) {
         let grace = spec::grace_seconds(&self.pod.pod).min(SHUTDOWN_GRACE);
-        self.stop_containers(self.running_containers(), grace).await;
+        self.stop_containers(self.running_containers(), grace, None).await;
         if let Some(sandbox) = self.sandbox.take() {
             let stop = v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id };
             let _ = self.cri.runtime.stop_pod_sandbox(stop).await;
@@ -828,7 +939,8 @@ impl Worker {
     /// Stops the containers (each with the grace period) and removes the sandbox, the
     /// pod's logs and volumes, and its record.
     async fn teardown(&mut self) {
-        self.stop_containers(self.running_containers(), spec::grace_seconds(&self.pod.pod)).await;
+        self.stop_containers(self.running_containers(), spec::grace_seconds(&self.pod.pod), None)
+            .await;
         for sandbox in self.sandboxes().await.unwrap_or_default() {
             self.remove_sandbox(&sandbox.id).await;
         }
