@@ -6,6 +6,8 @@
 //! - containerd's own content, images, leases, snapshots and diff services (vendored unchanged,
 //!   Apache-2.0, from containerd 1.7's `api/`, in `proto/github.com/containerd/containerd/`):
 //!   the import of the images baked into the OS image.
+//! - gRPC's health checking protocol (`proto/grpc/health/v1/`): the kubelet's grpc probes;
+//!   its server too, which the probes' tests answer with.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -22,5 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ["proto"],
     )?;
     tonic_prost_build::configure().build_server(false).compile_fds(descriptors)?;
+    let health = protox::compile(["grpc/health/v1/health.proto"], ["proto"])?;
+    tonic_prost_build::configure().build_server(true).compile_fds(health)?;
     Ok(())
 }

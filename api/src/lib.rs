@@ -15,6 +15,8 @@
 //!   a checking reader, for image-builder and machined's import.
 //! - [`role`]: the roles a client certificate's Organization grants.
 //! - [`timestamp`]: how times are written in logs.
+//! - [`tls`]: the TLS client of a server there is no CA for (a node in maintenance mode, a
+//!   pod's HTTPS probe).
 
 pub mod arch;
 #[cfg(feature = "board")]
@@ -29,6 +31,7 @@ pub mod oci;
 pub mod role;
 pub mod text;
 pub mod timestamp;
+pub mod tls;
 
 /// The generated gRPC types and stubs of `cairn.machine.v1alpha1`.
 #[allow(missing_docs, clippy::all)]

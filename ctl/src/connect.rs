@@ -8,14 +8,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cairn_api::bootstrap;
 use cairn_api::machine::machine_service_client::MachineServiceClient;
+use cairn_api::tls::{unverified_client, CertificateCheck};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::default_provider;
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
-};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{CertificateError, ClientConfig, OtherError, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -126,15 +123,21 @@ impl Fingerprint {
 }
 
 /// TLS settings for `--insecure`: no client certificate; the server's certificate is
-/// checked only against `pinned`, when given (a maintenance-mode node's is self-signed).
+/// checked only against `pinned`, when given (a maintenance-mode node's is self-signed);
+/// signatures are still checked, so the session is encrypted to whoever holds that
+/// certificate's key.
 pub fn insecure_tls(pinned: Option<Fingerprint>) -> anyhow::Result<Arc<ClientConfig>> {
-    let provider = Arc::new(default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(MaintenanceServer { provider, pinned }))
-        .with_no_client_auth();
-    Ok(finish(config))
+    let check = pinned.map(|pinned| -> CertificateCheck {
+        Arc::new(move |cert| {
+            let found = Fingerprint::of(cert);
+            if found == pinned {
+                return Ok(());
+            }
+            let mismatch = Arc::new(FingerprintMismatch { pinned, found });
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(mismatch))))
+        })
+    });
+    Ok(finish(unverified_client(check)?))
 }
 
 fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
@@ -205,67 +208,6 @@ pub async fn channel(
         .await?;
     let binding = binding_out.lock().unwrap_or_else(|p| p.into_inner()).take();
     Ok((channel, binding.context("the TLS session exported no keying material")?))
-}
-
-/// Accepts the pinned server certificate, or any without a pin (signatures are still
-/// checked, so the session is encrypted to whoever holds that certificate's key):
-/// maintenance mode only.
-#[derive(Debug)]
-struct MaintenanceServer {
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    pinned: Option<Fingerprint>,
-}
-
-impl ServerCertVerifier for MaintenanceServer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.pinned {
-            Some(pinned) if Fingerprint::of(end_entity) != pinned => {
-                Err(rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                    Arc::new(FingerprintMismatch { pinned, found: Fingerprint::of(end_entity) }),
-                ))))
-            }
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// The server's certificate is not the pinned one.

@@ -1,6 +1,7 @@
 //! Environment variables of a container that come from the pod itself (`valueFrom.fieldRef`)
-//! or from its resources (`valueFrom.resourceFieldRef`), the downward API. What they may name
-//! is decided here, once, for the config's checks and for the kubelet that fills them in.
+//! or from its resources (`valueFrom.resourceFieldRef`), and the files of downwardAPI volumes
+//! that hold the same: the downward API. What they may name is decided here, once, for the
+//! config's checks and for the kubelet that fills them in.
 
 use k8s_openapi::api::core::v1::{Container, EnvVar};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -21,6 +22,10 @@ pub enum PodField {
     Label(String),
     /// `metadata.annotations['KEY']`.
     Annotation(String),
+    /// `metadata.labels`: every label, a `KEY="VALUE"` line each (files only).
+    Labels,
+    /// `metadata.annotations`, as the labels (files only).
+    Annotations,
     /// `spec.nodeName`: the node's name.
     NodeName,
     /// `spec.serviceAccountName`.
@@ -60,6 +65,33 @@ impl PodField {
                 }
             },
         })
+    }
+}
+
+impl PodField {
+    /// The field `path` names that a downwardAPI volume's file may hold: the pod's metadata,
+    /// as upstream (where the pod runs may change while the file stays).
+    pub fn parse_for_file(path: &str) -> Result<PodField, String> {
+        let field = match path {
+            "metadata.labels" => Ok(PodField::Labels),
+            "metadata.annotations" => Ok(PodField::Annotations),
+            _ => PodField::parse(path),
+        };
+        match field {
+            Ok(
+                field @ (PodField::Name
+                | PodField::Namespace
+                | PodField::Uid
+                | PodField::Label(_)
+                | PodField::Annotation(_)
+                | PodField::Labels
+                | PodField::Annotations),
+            ) => Ok(field),
+            _ => Err(format!(
+                "{path:?} is not a field a file can hold (metadata.name, namespace, uid, labels, \
+                 annotations, labels['KEY'], annotations['KEY'])"
+            )),
+        }
     }
 }
 
@@ -124,6 +156,60 @@ pub(super) fn check(c: &mut Checker, container: &Container, containers: &[Contai
     check_env_from(c, container, path);
 }
 
+/// Checks a reference to a container's resource at `at`; `containers` are the pod's.
+fn check_resource_ref(
+    c: &mut Checker,
+    resource: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+    containers: &[Container],
+    at: &str,
+) {
+    match ResourceField::parse(&resource.resource) {
+        Ok(field) => {
+            if let Err(reason) = field.unit(resource.divisor.as_ref()) {
+                c.fail(format!("{at}.divisor"), reason);
+            }
+        }
+        Err(reason) => c.fail(format!("{at}.resource"), reason),
+    }
+    if let Some(name) = resource.container_name.as_deref().filter(|n| !n.is_empty()) {
+        c.check(
+            containers.iter().any(|other| other.name == name),
+            format!("{at}.containerName"),
+            || format!("{name:?} names no container of this pod"),
+        );
+    }
+}
+
+/// Checks the items of a downwardAPI volume at `at` (`...volumes[0].downwardAPI`): each holds
+/// a field of the pod's metadata or a resource of a container it names, as upstream.
+pub(super) fn check_volume(
+    c: &mut Checker,
+    volume: &k8s_openapi::api::core::v1::DownwardAPIVolumeSource,
+    containers: &[Container],
+    at: &str,
+) {
+    for (i, item) in volume.items.iter().flatten().enumerate() {
+        let at = format!("{at}.items[{i}]");
+        let given = [item.field_ref.is_some(), item.resource_field_ref.is_some()];
+        c.check(given.iter().filter(|g| **g).count() == 1, &at, || {
+            "needs exactly one of fieldRef and resourceFieldRef".into()
+        });
+        if let Some(field) = &item.field_ref {
+            if let Err(reason) = PodField::parse_for_file(&field.field_path) {
+                c.fail(format!("{at}.fieldRef.fieldPath"), reason);
+            }
+        }
+        if let Some(resource) = &item.resource_field_ref {
+            let at = format!("{at}.resourceFieldRef");
+            let named = resource.container_name.as_deref().is_some_and(|n| !n.is_empty());
+            c.check(named, format!("{at}.containerName"), || {
+                "is required in a volume: which container's resource".into()
+            });
+            check_resource_ref(c, resource, containers, &at);
+        }
+    }
+}
+
 fn check_source(
     c: &mut Checker,
     var: &EnvVar,
@@ -152,22 +238,7 @@ fn check_source(
         }
     }
     if let Some(resource) = &from.resource_field_ref {
-        let at = format!("{at}.resourceFieldRef");
-        match ResourceField::parse(&resource.resource) {
-            Ok(field) => {
-                if let Err(reason) = field.unit(resource.divisor.as_ref()) {
-                    c.fail(format!("{at}.divisor"), reason);
-                }
-            }
-            Err(reason) => c.fail(format!("{at}.resource"), reason),
-        }
-        if let Some(name) = resource.container_name.as_deref().filter(|n| !n.is_empty()) {
-            c.check(
-                containers.iter().any(|other| other.name == name),
-                format!("{at}.containerName"),
-                || format!("{name:?} names no container of this pod"),
-            );
-        }
+        check_resource_ref(c, resource, containers, &format!("{at}.resourceFieldRef"));
     }
     let key_refs = [
         ("configMapKeyRef", from.config_map_key_ref.as_ref().map(|r| (&r.name, &r.key))),

@@ -55,7 +55,7 @@ use Supported::{Each, Elsewhere, Fields, Whole};
 /// separately. Notable refusals: `status`, `ephemeralContainers`,
 /// required pod (anti-)affinity, `imagePullSecrets`, `hostAliases`, SELinux and AppArmor
 /// options, volume sources other than hostPath, emptyDir, configMap and secret (the objects
-/// of `machine.objects`), grpc probes, `stdin`/`tty`, resources
+/// of `machine.objects`), `stdin`/`tty`, resources
 /// other than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory`
 /// (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
@@ -175,8 +175,10 @@ static SUPPORTED: Supported = Fields(
                                     "persistentVolumeClaim",
                                     Fields(&[("claimName", Whole), ("readOnly", Whole)], ""),
                                 ),
+                                ("downwardAPI", DOWNWARD_API_VOLUME),
                             ],
-                            "hostPath, emptyDir, configMap, secret and persistentVolumeClaim are",
+                            "hostPath, emptyDir, configMap, secret, persistentVolumeClaim and \
+                             downwardAPI are",
                         )),
                     ),
                 ],
@@ -200,6 +202,32 @@ const SECRET_VOLUME: Supported = Fields(
         ("items", Each(&KEY_TO_PATH)),
         ("defaultMode", Whole),
         ("optional", Whole),
+    ],
+    "",
+);
+
+/// A downwardAPI volume, in [`SUPPORTED`].
+const DOWNWARD_API_VOLUME: Supported = Fields(
+    &[
+        (
+            "items",
+            Each(&Fields(
+                &[
+                    ("path", Whole),
+                    ("fieldRef", Fields(&[("apiVersion", Whole), ("fieldPath", Whole)], "")),
+                    (
+                        "resourceFieldRef",
+                        Fields(
+                            &[("containerName", Whole), ("resource", Whole), ("divisor", Whole)],
+                            "",
+                        ),
+                    ),
+                    ("mode", Whole),
+                ],
+                "",
+            )),
+        ),
+        ("defaultMode", Whole),
     ],
     "",
 );
@@ -316,6 +344,7 @@ const CONTAINER: Supported = Fields(
         ("lifecycle", Fields(&[("postStart", HOOK), ("preStop", HOOK)], "")),
         ("startupProbe", PROBE),
         ("terminationMessagePath", Whole),
+        ("terminationMessagePolicy", Whole),
     ],
     "",
 );
@@ -352,6 +381,7 @@ const PROBE: Supported = Fields(
         ("exec", Fields(&[("command", Whole)], "")),
         ("httpGet", HTTP_GET),
         ("tcpSocket", Fields(&[("port", Whole), ("host", Whole)], "")),
+        ("grpc", Fields(&[("port", Whole), ("service", Whole)], "")),
         ("initialDelaySeconds", Whole),
         ("periodSeconds", Whole),
         ("timeoutSeconds", Whole),
@@ -561,7 +591,7 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         let host_network = spec.host_network == Some(true);
         security_context::check_pod(c, context, host_network, &format!("{path}.securityContext"));
     }
-    let volumes = check_volumes(c, spec.volumes.as_deref().unwrap_or_default(), &path);
+    let volumes = check_volumes(c, spec, &path);
     let mut names = HashSet::new();
     let mut host_ports = HashSet::new();
     let init = spec.init_containers.iter().flatten().enumerate().map(|(i, c)| (c, i, true));
@@ -593,7 +623,8 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
 }
 
 /// Checks the volumes; returns their names, for the mounts.
-fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> HashSet<&'a str> {
+fn check_volumes<'a>(c: &mut Checker, spec: &'a PodSpec, path: &str) -> HashSet<&'a str> {
+    let volumes: &[Volume] = spec.volumes.as_deref().unwrap_or_default();
     let mut names = HashSet::new();
     for (i, volume) in volumes.iter().enumerate() {
         let at = format!("{path}.volumes[{i}]");
@@ -609,6 +640,7 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
             ("configMap", volume.config_map.is_some()),
             ("secret", volume.secret.is_some()),
             ("persistentVolumeClaim", volume.persistent_volume_claim.is_some()),
+            ("downwardAPI", volume.downward_api.is_some()),
         ];
         let given: Vec<&str> =
             sources.iter().filter(|(_, given)| *given).map(|(name, _)| *name).collect();
@@ -620,6 +652,13 @@ fn check_volumes<'a>(c: &mut Checker, volumes: &'a [Volume], path: &str) -> Hash
             let at = format!("{at}.configMap");
             check_object_ref(c, name, format!("{at}.name"));
             check_projection(c, config_map.items.as_deref(), config_map.default_mode, &at);
+        }
+        if let Some(downward) = &volume.downward_api {
+            let at = format!("{at}.downwardAPI");
+            let paths = downward.items.iter().flatten().map(|item| item.path.as_str());
+            let modes = downward.items.iter().flatten().map(|item| item.mode);
+            check_files(c, paths.zip(modes), downward.default_mode, &at);
+            env::check_volume(c, downward, &spec.containers, &at);
         }
         if let Some(claim) = &volume.persistent_volume_claim {
             let name = &claim.claim_name;
@@ -708,16 +747,28 @@ fn check_projection(
     default_mode: Option<i32>,
     path: &str,
 ) {
+    for (i, item) in items.unwrap_or_default().iter().enumerate() {
+        if let Some(problem) = super::objects::key_problem(&item.key) {
+            c.fail(format!("{path}.items[{i}].key"), problem);
+        }
+    }
+    let files = items.unwrap_or_default().iter().map(|item| (item.path.as_str(), item.mode));
+    check_files(c, files, default_mode, path);
+}
+
+/// Checks the files (path, mode) of the items of a volume at `path`, and its default mode.
+fn check_files<'a>(
+    c: &mut Checker,
+    files: impl Iterator<Item = (&'a str, Option<i32>)>,
+    default_mode: Option<i32>,
+    path: &str,
+) {
     if let Some(mode) = default_mode {
         check_mode(c, mode, format!("{path}.defaultMode"));
     }
     let mut paths = HashSet::new();
-    for (i, item) in items.unwrap_or_default().iter().enumerate() {
+    for (i, (file, mode)) in files.enumerate() {
         let at = format!("{path}.items[{i}]");
-        if let Some(problem) = super::objects::key_problem(&item.key) {
-            c.fail(format!("{at}.key"), problem);
-        }
-        let file = &item.path;
         c.check(
             !file.is_empty()
                 && !file.starts_with('/')
@@ -729,7 +780,7 @@ fn check_projection(
         c.check(paths.insert(file), format!("{at}.path"), || {
             format!("{file:?} is used by another item of this volume")
         });
-        if let Some(mode) = item.mode {
+        if let Some(mode) = mode {
             check_mode(c, mode, format!("{at}.mode"));
         }
     }
@@ -760,6 +811,10 @@ fn check_container<'a>(
     }
     if let Some(message_path) = &container.termination_message_path {
         check_absolute(c, message_path, format!("{path}.terminationMessagePath"));
+    }
+    if let Some(policy) = &container.termination_message_policy {
+        let policies = ["File", "FallbackToLogsOnError"];
+        check_one_of(c, policy, &policies, format!("{path}.terminationMessagePolicy"));
     }
     env::check(c, container, &spec.containers, path);
     let port_names = check_ports(c, container, host_network, host_ports, path);
@@ -903,11 +958,13 @@ fn check_probe(
         exec: probe.exec.as_ref(),
         http_get: probe.http_get.as_ref(),
         tcp_socket: probe.tcp_socket.as_ref(),
-        // A grpc probe is refused as a field already.
         other: probe.grpc.is_some(),
-        names: "exec, httpGet and tcpSocket",
+        names: "exec, httpGet, tcpSocket and grpc",
     };
     check_action(c, &action, port_names, path);
+    if let Some(grpc) = &probe.grpc {
+        check_port(c, grpc.port, format!("{path}.grpc.port"));
+    }
     for (field, value) in [
         ("initialDelaySeconds", probe.initial_delay_seconds),
         ("periodSeconds", probe.period_seconds),
@@ -931,7 +988,7 @@ struct Action<'a> {
     exec: Option<&'a ExecAction>,
     http_get: Option<&'a HTTPGetAction>,
     tcp_socket: Option<&'a TCPSocketAction>,
-    /// Another handler is set (a hook's sleep; a probe's grpc, refused by name).
+    /// Another handler is set (a hook's sleep; a probe's grpc).
     other: bool,
     /// The handlers it may have, for messages.
     names: &'static str,
@@ -975,9 +1032,7 @@ fn check_action(c: &mut Checker, action: &Action<'_>, port_names: &HashSet<&str>
         c.fail(format!("{path}.{handler}.port"), reason);
     }
     if let Some(scheme) = action.http_get.and_then(|http| http.scheme.as_ref()) {
-        c.check(scheme == "HTTP", format!("{path}.httpGet.scheme"), || {
-            format!("{scheme:?} is {UNSUPPORTED} (HTTP is)")
-        });
+        check_one_of(c, scheme, &["HTTP", "HTTPS"], format!("{path}.httpGet.scheme"));
     }
 }
 
@@ -1239,11 +1294,15 @@ spec:
         );
         refused(
             "  volumes: [{name: v, emptyDir: {}}, {name: data, nfs: {server: s, path: /}}]",
-            "web.yaml.spec.volumes[1].nfs: not supported by Cairn's kubelet (hostPath, emptyDir, configMap, secret and persistentVolumeClaim are)",
+            "web.yaml.spec.volumes[1].nfs: not supported by Cairn's kubelet (hostPath, emptyDir, configMap, secret, persistentVolumeClaim and downwardAPI are)",
+        );
+        assert_eq!(
+            with("    livenessProbe: {grpc: {port: 9000, service: ready}}"),
+            Vec::<String>::new()
         );
         refused(
-            "    livenessProbe: {grpc: {port: 9000}}",
-            "web.yaml.spec.containers[0].livenessProbe.grpc: not supported by Cairn's kubelet",
+            "    livenessProbe: {grpc: {port: 9000}, tcpSocket: {port: 9000}}",
+            "web.yaml.spec.containers[0].livenessProbe: has more than one handler: keep one of exec, httpGet, tcpSocket and grpc",
         );
         refused(
             "  volumes: [{name: v, hostPath: {path: /var/v}, emptyDir: {}}]",
@@ -1285,9 +1344,17 @@ spec:
             "    resources: {limits: {nvidia.com/gpu: 1}}",
             "web.yaml.spec.containers[0].resources.limits.\"nvidia.com/gpu\": not supported by Cairn's kubelet (cpu and memory are)",
         );
+        assert_eq!(
+            with("    readinessProbe: {httpGet: {port: 443, scheme: HTTPS}}"),
+            Vec::<String>::new()
+        );
         refused(
-            "    readinessProbe: {httpGet: {port: 80, scheme: HTTPS}}",
-            "web.yaml.spec.containers[0].readinessProbe.httpGet.scheme: \"HTTPS\" is not supported by Cairn's kubelet (HTTP is)",
+            "    readinessProbe: {httpGet: {port: 80, scheme: FTP}}",
+            "web.yaml.spec.containers[0].readinessProbe.httpGet.scheme: \"FTP\" is not one of HTTP, HTTPS",
+        );
+        refused(
+            "    terminationMessagePolicy: Always",
+            "web.yaml.spec.containers[0].terminationMessagePolicy: \"Always\" is not one of File, FallbackToLogsOnError",
         );
         refused("status: {phase: Running}", "web.yaml.status: not supported by Cairn's kubelet");
         refused(
@@ -1486,7 +1553,7 @@ spec:
                 "web.yaml.spec.containers[0].volumeMounts[0].mountPath: \"data\" is not an absolute path",
                 "web.yaml.spec.containers[0].resources.requests.cpu: \"lots\" is not a quantity (like 64Mi, 1G, 250m or 0.5)",
                 "web.yaml.spec.containers[0].resources.requests.memory: is more than the limit, \"1Gi\"",
-                "web.yaml.spec.containers[0].livenessProbe: has more than one handler: keep one of exec, httpGet and tcpSocket",
+                "web.yaml.spec.containers[0].livenessProbe: has more than one handler: keep one of exec, httpGet, tcpSocket and grpc",
                 "web.yaml.spec.containers[0].livenessProbe.httpGet.port: \"metrics\" names no port of this container",
                 "web.yaml.spec.containers[1].name: \"web\" is used by another container of this pod",
                 "web.yaml.spec.containers[1].image: is required",

@@ -189,8 +189,8 @@ spec:
       containers:
         - name: main
           image: localhost/busybox:latest
-          # Fails its first run: the Job runs it again.
-          command: [sh, -c, 'if [ -f /scratch/tried ]; then echo job done; else touch /scratch/tried; exit 1; fi']
+          # Fails its first run, saying why in its termination message: the Job runs it again.
+          command: [sh, -c, 'if [ -f /scratch/tried ]; then echo job done; else touch /scratch/tried; echo first try failed > /dev/termination-log; exit 1; fi']
           volumeMounts: [{name: scratch, mountPath: /scratch}]
 ---
 apiVersion: v1
@@ -207,7 +207,14 @@ spec:
     metadata: {labels: {app: agent}}
     spec:
       terminationGracePeriodSeconds: 2
-      containers: [{name: main, image: localhost/busybox:latest, command: [sleep, "3600"]}]
+      containers:
+        - name: main
+          image: localhost/busybox:latest
+          command: [sh, -c, 'cat /etc/podinfo/labels; exec sleep 3600']
+          volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
+      volumes:
+        - name: podinfo
+          downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
 "#;
 
 /// The applied Secret's token (base64 in the file).
@@ -648,6 +655,13 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert!(described.contains("Back-off restarting failed container main"), "{described}");
     let started_twice = |l: &&str| l.contains("Started container main") && l.contains("(x2 over");
     assert!(described.lines().any(|l| started_twice(&l)), "{described}");
+    // The failed run's termination message is its last state's.
+    assert!(described.contains("Message:       first try failed"), "{described}");
+    println!("ctl describe pod {job_name}:\n{described}");
+    // The DaemonSet's pod read its labels from its downwardAPI volume.
+    let agent = named("agent-")[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let agent_log = ctl(Some(admin), &["-n", n, "logs", &agent]).ok().stdout;
+    assert!(agent_log.contains("app=\"agent\""), "{agent_log}");
     let events = ctl(Some(reader), &["-n", n, "get", "events"]).ok().stdout;
     assert!(events.contains("FailedScheduling") && events.contains("free ports"), "{events}");
     let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;

@@ -337,6 +337,32 @@ impl LogReader {
     }
 }
 
+/// The last `lines` lines of the log file `path` as text, a line each, of which the last
+/// `max_bytes` at most: what a container that failed said last.
+pub fn tail_text(path: &Path, lines: usize, max_bytes: usize) -> io::Result<String> {
+    let mut reader = LogReader::open(path.to_path_buf())?;
+    reader.seek_tail(lines, CHUNK_BYTES)?;
+    let mut text = String::new();
+    let keep_last = |text: &mut String| {
+        if text.len() > max_bytes {
+            let mut start = text.len() - max_bytes;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            text.drain(..start);
+        }
+    };
+    while let Some(chunk) = reader.read_chunk()? {
+        for line in chunk {
+            text.push_str(&line.message);
+            text.push('\n');
+        }
+        keep_last(&mut text);
+    }
+    text.truncate(text.trim_end_matches('\n').len());
+    Ok(text)
+}
+
 /// Runs `work` on a blocking thread, so file I/O stays off the async workers.
 async fn off_workers<T: Send + 'static>(
     work: impl FnOnce() -> io::Result<T> + Send + 'static,

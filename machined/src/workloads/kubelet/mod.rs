@@ -13,6 +13,7 @@ mod backoff;
 pub mod claims;
 mod cni;
 mod completions;
+mod downward;
 pub mod events;
 mod images;
 mod import;
@@ -26,6 +27,7 @@ mod source;
 mod spec;
 mod status;
 mod subpath;
+mod termination;
 mod volumes;
 mod worker;
 

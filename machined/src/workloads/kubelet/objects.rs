@@ -12,7 +12,7 @@ use cairn_api::config::objects::LocalObject;
 use cairn_api::config::MachineConfig;
 
 /// The default mode of a volume's files, as upstream (0644).
-const DEFAULT_MODE: u32 = 0o644;
+pub const DEFAULT_MODE: u32 = 0o644;
 
 /// One object's data: its keys and their bytes.
 type Data = BTreeMap<String, Vec<u8>>;

@@ -2,21 +2,27 @@
 //! until it succeeds; liveness failing `failureThreshold` times in a row (startup too) has
 //! the container killed, so its restart policy decides what follows; readiness decides
 //! whether the container counts as ready. Defaults as upstream: every 10 s, a 1 s timeout,
-//! one success, three failures. Probes run exec through CRI `ExecSync`, HTTP GET, or a TCP
-//! connect.
+//! one success, three failures. Probes run exec through CRI `ExecSync`, HTTP or HTTPS GET
+//! (the pod's certificate unverified, as upstream), or a TCP connect.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, ExecAction, HTTPGetAction, LifecycleHandler, Probe, TCPSocketAction,
+    Container, ExecAction, GRPCAction, HTTPGetAction, LifecycleHandler, Probe, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::workloads::cri::{self, v1, Cri};
+
+/// gRPC's health checking protocol, which grpc probes call.
+#[allow(missing_docs, clippy::all)]
+mod health {
+    tonic::include_proto!("grpc.health.v1");
+}
 
 /// What a probe is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,19 +205,22 @@ pub struct Action<'a> {
     exec: Option<&'a ExecAction>,
     http_get: Option<&'a HTTPGetAction>,
     tcp_socket: Option<&'a TCPSocketAction>,
+    /// Probes only.
+    grpc: Option<&'a GRPCAction>,
 }
 
 impl<'a> From<&'a Probe> for Action<'a> {
     fn from(probe: &'a Probe) -> Action<'a> {
         let (exec, http_get) = (probe.exec.as_ref(), probe.http_get.as_ref());
-        Action { exec, http_get, tcp_socket: probe.tcp_socket.as_ref() }
+        let (tcp_socket, grpc) = (probe.tcp_socket.as_ref(), probe.grpc.as_ref());
+        Action { exec, http_get, tcp_socket, grpc }
     }
 }
 
 impl<'a> From<&'a LifecycleHandler> for Action<'a> {
     fn from(hook: &'a LifecycleHandler) -> Action<'a> {
         let (exec, http_get) = (hook.exec.as_ref(), hook.http_get.as_ref());
-        Action { exec, http_get, tcp_socket: hook.tcp_socket.as_ref() }
+        Action { exec, http_get, tcp_socket: hook.tcp_socket.as_ref(), grpc: None }
     }
 }
 
@@ -245,6 +254,12 @@ pub async fn run(
             .map_err(|_| format!("{ip}:{port}: timed out after {}s", timeout.as_secs()))?
             .map_err(|e| format!("{ip}:{port}: {e}"))
     };
+    if let Some(grpc) = action.grpc {
+        let port =
+            u16::try_from(grpc.port).map_err(|_| format!("port {} is out of range", grpc.port))?;
+        return grpc_check(target.ip, port, grpc.service.as_deref().unwrap_or_default(), timeout)
+            .await;
+    }
     if let Some(tcp) = action.tcp_socket {
         connect(host(&tcp.host, target)?, port(&tcp.port, target.container)?).await?;
         return Ok(());
@@ -254,7 +269,15 @@ pub async fn run(
         let port = port(&http.port, target.container)?;
         let path = http.path.as_deref().unwrap_or("/");
         let mut stream = connect(ip, port).await?;
-        let status = tokio::time::timeout(timeout, http_status(&mut stream, ip, port, path, http))
+        let answer = async {
+            if http.scheme.as_deref() != Some("HTTPS") {
+                return http_status(&mut stream, ip, port, path, http).await;
+            }
+            let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+            let mut tls = unverified_tls().connect(name, stream).await?;
+            http_status(&mut tls, ip, port, path, http).await
+        };
+        let status = tokio::time::timeout(timeout, answer)
             .await
             .map_err(|_| format!("GET {path}: no answer within {}s", timeout.as_secs()))?
             .map_err(|e| format!("GET {path}: {e}"))?;
@@ -266,9 +289,51 @@ pub async fn run(
     Err("no handler".into())
 }
 
+/// Calls the gRPC health service at `ip`:`port` (plain HTTP/2, as upstream) about `service`
+/// (empty: the server as a whole): Ok when it answers SERVING.
+async fn grpc_check(ip: IpAddr, port: u16, service: &str, timeout: Duration) -> Result<(), String> {
+    use health::health_check_response::ServingStatus;
+    let address = std::net::SocketAddr::new(ip, port);
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout);
+    let check = async {
+        let channel = endpoint.connect().await.map_err(|e| format!("{address}: {e}"))?;
+        let mut client = health::health_client::HealthClient::new(channel);
+        let request = health::HealthCheckRequest { service: service.into() };
+        client.check(request).await.map_err(|e| format!("{address}: rpc error: {}", e.message()))
+    };
+    let reply = tokio::time::timeout(timeout, check)
+        .await
+        .map_err(|_| {
+            format!("{address}: health rpc did not complete within {}s", timeout.as_secs())
+        })??
+        .into_inner();
+    match ServingStatus::try_from(reply.status) {
+        Ok(ServingStatus::Serving) => Ok(()),
+        status => Err(format!(
+            "service unhealthy (responded with {:?})",
+            status.map_or("UNKNOWN", |s| s.as_str_name())
+        )),
+    }
+}
+
+/// The TLS client of HTTPS probes and hooks: as upstream's, it takes the pod's certificate
+/// unverified (a pod's is most often self-signed).
+fn unverified_tls() -> tokio_rustls::TlsConnector {
+    static CONNECTOR: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let config = cairn_api::tls::unverified_client(None)
+                .expect("the default provider supports the default protocol versions");
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        })
+        .clone()
+}
+
 /// Sends a GET and reads the status code of the answer (the probe needs nothing more).
 async fn http_status(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     ip: IpAddr,
     port: u16,
     path: &str,
@@ -345,6 +410,82 @@ mod tests {
                 expected
             );
         }
+    }
+
+    #[tokio::test]
+    async fn https_probes_take_a_self_signed_certificate() {
+        use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let cert = rcgen::generate_simple_self_signed(vec!["pod.local".into()]).unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = tls.read(&mut buf).await.unwrap();
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /ready HTTP/1.1"));
+            tls.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+            tls.shutdown().await.unwrap();
+        });
+        let http: HTTPGetAction =
+            serde_yaml::from_str(&format!("{{path: /ready, port: {port}, scheme: HTTPS}}"))
+                .unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let stream = TcpStream::connect((ip, port)).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(ip.into());
+        let mut tls = unverified_tls().connect(name, stream).await.unwrap();
+        assert_eq!(http_status(&mut tls, ip, port, "/ready", &http).await.unwrap(), 200);
+    }
+
+    /// A health service that answers `status` about every service.
+    struct Health(health::health_check_response::ServingStatus);
+
+    #[tonic::async_trait]
+    impl health::health_server::Health for Health {
+        async fn check(
+            &self,
+            _: tonic::Request<health::HealthCheckRequest>,
+        ) -> Result<tonic::Response<health::HealthCheckResponse>, tonic::Status> {
+            Ok(tonic::Response::new(health::HealthCheckResponse { status: self.0 as i32 }))
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_probes_ask_the_health_service() {
+        use health::health_check_response::ServingStatus;
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let timeout = Duration::from_secs(5);
+        for (status, expected) in [
+            (ServingStatus::Serving, Ok(())),
+            (
+                ServingStatus::NotServing,
+                Err("service unhealthy (responded with \"NOT_SERVING\")".to_string()),
+            ),
+        ] {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let server = tonic::transport::Server::builder()
+                .add_service(health::health_server::HealthServer::new(Health(status)))
+                .serve_with_incoming(incoming);
+            let server = tokio::spawn(server);
+            assert_eq!(grpc_check(ip, port, "", timeout).await, expected);
+            server.abort();
+        }
+        // Nothing listens there any more.
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        assert!(grpc_check(ip, port, "", timeout).await.is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::workloads::cri::v1;
 
+use super::downward::{self, Placement};
 use super::objects::LocalObjects;
 use super::source::DesiredPod;
 use super::volumes::PodVolumes;
@@ -321,21 +322,6 @@ fn resources(container: &Container) -> Result<v1::LinuxContainerResources, Strin
     Ok(out)
 }
 
-/// What the downward API tells a container beyond its pod's object: where the pod runs.
-#[derive(Debug, Clone, Default)]
-pub struct Placement {
-    /// The pod's address (the node's, on the host network).
-    pub pod_ip: String,
-    /// The node's address on its default route.
-    pub host_ip: String,
-    /// The node's name.
-    pub node_name: String,
-    /// The node's CPUs, in millicores: a CPU limit where the container sets none.
-    pub cpu_millis: u64,
-    /// The node's memory, in bytes: a memory limit where the container sets none.
-    pub memory_bytes: u64,
-}
-
 /// The environment of `container`: its `envFrom` objects' keys, then its `env`, a later
 /// variable replacing an earlier one of the same name.
 fn environment(
@@ -367,57 +353,16 @@ fn env_value(
     var: &EnvVar,
     placement: &Placement,
 ) -> Result<String, String> {
-    use cairn_api::config::env::{PodField, ResourceField};
     let Some(from) = &var.value_from else { return Ok(var.value.clone().unwrap_or_default()) };
     if let Some(field) = &from.field_ref {
-        let metadata = &pod.pod.metadata;
-        let keyed = |map: &Option<std::collections::BTreeMap<String, String>>, key: &str| {
-            map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
-        };
-        return Ok(match PodField::parse(&field.field_path)? {
-            PodField::Name => pod.name.clone(),
-            PodField::Namespace => pod.namespace.clone(),
-            PodField::Uid => pod.uid.clone(),
-            PodField::Label(key) => keyed(&metadata.labels, &key),
-            PodField::Annotation(key) => keyed(&metadata.annotations, &key),
-            PodField::NodeName => placement.node_name.clone(),
-            PodField::ServiceAccountName => {
-                spec(&pod.pod).service_account_name.clone().unwrap_or_default()
-            }
-            PodField::HostIp => placement.host_ip.clone(),
-            PodField::PodIp => placement.pod_ip.clone(),
-        });
+        let field = cairn_api::config::env::PodField::parse(&field.field_path)?;
+        return Ok(downward::field_value(pod, &field, placement));
     }
     let Some(reference) = &from.resource_field_ref else {
         return Err(format!("env {}: no source this kubelet reads", var.name));
     };
-    let field = ResourceField::parse(&reference.resource)?;
-    let named = reference.container_name.as_deref().filter(|n| !n.is_empty());
-    let of = match named {
-        Some(name) => containers(&pod.pod)
-            .iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| format!("env {}: no container {name:?}", var.name))?,
-        None => container,
-    };
-    let resources = of.resources.clone().unwrap_or_default();
-    let (limits, requests) =
-        (resources.limits.unwrap_or_default(), resources.requests.unwrap_or_default());
-    let kind = if field.cpu { "cpu" } else { "memory" };
-    // As the API server defaults them: a request is the limit where only a limit is set; a
-    // limit is the node's capacity where none is set.
-    let quantity = match field.limit {
-        true => limits.get(kind),
-        false => requests.get(kind).or_else(|| limits.get(kind)),
-    };
-    let amount = match (quantity, field.cpu) {
-        (Some(q), true) => cairn_api::config::pod::cpu_millis(q)?,
-        (Some(q), false) => cairn_api::config::pod::memory_bytes(q)?,
-        (None, _) if !field.limit => 0,
-        (None, true) => placement.cpu_millis,
-        (None, false) => placement.memory_bytes,
-    };
-    Ok(amount.div_ceil(field.unit(reference.divisor.as_ref())?).to_string())
+    downward::resource_value(pod, container, reference, placement)
+        .map_err(|e| format!("env {}: {e}", var.name))
 }
 
 /// Why a container's config could not be made.
@@ -481,6 +426,7 @@ pub fn container_config(
             readonly: mount.read_only.unwrap_or(false)
                 || volume.config_map.is_some()
                 || volume.secret.is_some()
+                || volume.downward_api.is_some()
                 || volume.persistent_volume_claim.as_ref().and_then(|c| c.read_only) == Some(true),
             ..Default::default()
         });

@@ -12,6 +12,9 @@
 //!   [`super::atomic_writer`] and rewritten when the object changes while the pod runs; a
 //!   secret's on a tmpfs, so its data never reaches a disk (as upstream).
 //!
+//! - `volumes/<name>` of a downwardAPI volume: the pod's fields and resources its items name,
+//!   written the same way (once: what they name does not change while the pod runs).
+//!
 //! - a persistentVolumeClaim's directory is the claim's own (see [`super::claims`]), outside
 //!   the pod's data directory: it outlives the pod.
 //!
@@ -29,7 +32,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::atomic_writer;
 use super::claims::CLAIM_ROOT;
+use super::downward::{self, Placement};
 use super::objects::LocalObjects;
+use super::source::DesiredPod;
 use super::subpath::{self, SubPathError};
 
 /// The size of a `medium: Memory` emptyDir that gives no `sizeLimit`.
@@ -202,12 +207,20 @@ pub struct PodVolumes<'a> {
     claims: PathBuf,
     /// The objects configMap and secret volumes read, and the pod's namespace.
     objects: Option<(&'a LocalObjects, &'a str)>,
+    /// The pod and where it runs, which downwardAPI volumes tell.
+    downward: Option<(&'a DesiredPod, &'a Placement)>,
 }
 
 impl<'a> PodVolumes<'a> {
     /// The volumes kept in `dir` (the pod's data directory), mounted by `mounter`.
     pub fn new(dir: PathBuf, mounter: &'a dyn Mounter) -> PodVolumes<'a> {
-        PodVolumes { dir, mounter, fs_group: None, claims: CLAIM_ROOT.into(), objects: None }
+        let claims = CLAIM_ROOT.into();
+        PodVolumes { dir, mounter, fs_group: None, claims, objects: None, downward: None }
+    }
+
+    /// The same volumes, whose downwardAPI volumes tell of `pod`, running at `placement`.
+    pub fn with_downward(self, pod: &'a DesiredPod, placement: &'a Placement) -> PodVolumes<'a> {
+        PodVolumes { downward: Some((pod, placement)), ..self }
     }
 
     /// The same volumes, whose configMap and secret volumes hold the files of `objects` for a
@@ -239,7 +252,7 @@ impl<'a> PodVolumes<'a> {
             return self.claim_path(&claim.claim_name);
         }
         let dir = self.volume_dir(volume);
-        if volume.config_map.is_some() || volume.secret.is_some() {
+        if volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some() {
             self.project(volume, &dir)?;
             return Ok(dir);
         }
@@ -300,17 +313,26 @@ impl<'a> PodVolumes<'a> {
         self.dir.join("volumes").join(&volume.name)
     }
 
-    /// Writes the files of the configMap or secret `volume` into `dir` (a secret's on its own
-    /// tmpfs); returns whether they changed.
+    /// Writes the files of the configMap, secret or downwardAPI `volume` into `dir` (a
+    /// secret's on its own tmpfs); returns whether they changed.
     fn project(&self, volume: &Volume, dir: &Path) -> Result<bool, VolumeError> {
         let projection =
             |reason: String| VolumeError::Projection { volume: volume.name.clone(), reason };
-        let (objects, namespace) =
-            self.objects.ok_or_else(|| projection("no objects to read it from".into()))?;
-        let files = objects
-            .volume_files(namespace, volume)
-            .unwrap_or_else(|| Ok(Vec::new()))
-            .map_err(projection)?;
+        let files = match &volume.downward_api {
+            Some(source) => {
+                let (pod, placement) =
+                    self.downward.ok_or_else(|| projection("no pod to tell of".into()))?;
+                downward::volume_files(pod, source, placement).map_err(projection)?
+            }
+            None => {
+                let (objects, namespace) =
+                    self.objects.ok_or_else(|| projection("no objects to read it from".into()))?;
+                objects
+                    .volume_files(namespace, volume)
+                    .unwrap_or_else(|| Ok(Vec::new()))
+                    .map_err(projection)?
+            }
+        };
         let io = |source| VolumeError::Io { what: "volume", path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
         if volume.secret.is_some() && !self.mounts_at(dir)? {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::workloads::cri::{self, v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
+use super::downward;
 use super::events::{EventType, Involved, PodEvents};
 use super::lifecycle;
 use super::objects::LocalObjects;
@@ -25,7 +26,7 @@ use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
 use super::volumes::{HostMounter, PodVolumes};
-use super::{completions, images, logs, spec, ContainerLogs, PodRecord, Registry};
+use super::{completions, images, logs, spec, termination, ContainerLogs, PodRecord, Registry};
 
 /// How often the worker looks at its pod.
 const RELIST: Duration = Duration::from_secs(1);
@@ -574,7 +575,10 @@ impl Worker {
         let current_id = self.tracks[index].view.current.as_ref().map(|c| c.id.clone());
         if let Some(id) = current_id {
             match self.container_status(&id).await {
-                Ok(status) => self.tracks[index].view.current = Some(status),
+                Ok(status) => {
+                    let status = self.with_termination_message(index, status);
+                    self.tracks[index].view.current = Some(status);
+                }
                 Err(e) if e.code() == tonic::Code::NotFound => {
                     self.tracks[index].view.current = None
                 }
@@ -650,6 +654,36 @@ impl Worker {
                 self.start_container(index, now).await;
             }
         }
+    }
+
+    /// `status` of a run of the container at `index`, with its termination message once it
+    /// ended (read once, when the worker first sees it ended).
+    fn with_termination_message(
+        &self,
+        index: usize,
+        mut status: v1::ContainerStatus,
+    ) -> v1::ContainerStatus {
+        let exited = i32::from(v1::ContainerState::ContainerExited);
+        if status.state != exited {
+            return status;
+        }
+        let container = spec::container_at(&self.pod.pod, index);
+        let seen = self.tracks[index].view.current.as_ref();
+        if let Some(seen) = seen.filter(|seen| seen.id == status.id && seen.state == exited) {
+            status.message = seen.message.clone();
+            return status;
+        }
+        let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
+        let file = termination::message_file(
+            &spec::data_directory(&self.pod.uid),
+            &container.name,
+            attempt,
+        );
+        let log = spec::log_directory(&self.pod).join(&status.log_path);
+        if let Some(message) = termination::message(container, &file, status.exit_code, &log) {
+            status.message = message;
+        }
+        status
     }
 
     /// Probes a running container, and kills it when liveness or startup fails.
@@ -797,20 +831,23 @@ impl Worker {
         }
         let attempt = track.next_attempt;
         let config = {
-            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
-                .with_fs_group(spec::fs_group(&self.pod.pod));
-            // The node's facts are read only for a container whose env asks for them.
-            let downward = container.env.iter().flatten().any(|e| e.value_from.is_some());
+            // The node's facts are read only for a container whose env or volumes ask for them.
+            let volumes = self.pod.pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+            let downward = container.env.iter().flatten().any(|e| e.value_from.is_some())
+                || volumes.into_iter().flatten().any(|v| v.downward_api.is_some());
             let placement = match downward {
                 true => placement(self.sandbox.as_ref().and_then(|s| s.ip.clone())),
-                false => spec::Placement::default(),
+                false => downward::Placement::default(),
             };
             let objects = self.objects.borrow().clone();
-            let volumes = volumes.with_objects(&objects, &self.pod.namespace);
+            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
+                .with_fs_group(spec::fs_group(&self.pod.pod))
+                .with_objects(&objects, &self.pod.namespace)
+                .with_downward(&self.pod, &placement);
             let facts = (&placement, objects.as_ref());
             spec::container_config(&self.pod, &container, attempt, &image, &volumes, facts)
         };
-        let config = match config {
+        let mut config = match config {
             Ok(config) => config,
             Err(e) => {
                 track.view.waiting = Some(("CreateContainerConfigError".into(), e.to_string()));
@@ -822,6 +859,20 @@ impl Worker {
                 return;
             }
         };
+        match termination::mount(&spec::data_directory(&self.pod.uid), &container, attempt) {
+            Ok(mount) => config.mounts.push(mount),
+            Err(e) => {
+                let why = format!("preparing its termination message file: {e}");
+                track.view.waiting = Some(("CreateContainerConfigError".into(), why.clone()));
+                self.event(
+                    Some(index),
+                    EventType::Warning,
+                    "FailedMount",
+                    &format!("Error: {why}"),
+                );
+                return;
+            }
+        }
         let request = v1::CreateContainerRequest {
             pod_sandbox_id: sandbox_id,
             config: Some(config),
@@ -854,6 +905,9 @@ impl Worker {
             let remove = v1::RemoveContainerRequest { container_id: older.id.clone() };
             let _ = self.cri.runtime.remove_container(remove).await;
             let _ = std::fs::remove_file(spec::log_directory(&self.pod).join(&older.log_path));
+            let older_attempt = older.metadata.as_ref().map_or(0, |m| m.attempt);
+            let data_dir = spec::data_directory(&self.pod.uid);
+            termination::forget(&data_dir, &container.name, older_attempt);
         }
         if let Err(e) = self
             .cri
@@ -974,10 +1028,10 @@ fn service_account(pod: &Pod) -> Option<String> {
 
 /// Where a pod runs, for the downward API: `pod_ip` is its sandbox's address (none on the
 /// host network, where the node's is the pod's).
-fn placement(pod_ip: Option<String>) -> spec::Placement {
+fn placement(pod_ip: Option<String>) -> downward::Placement {
     use procfs::Current as _;
     let host_ip = node_address().map(|ip| ip.to_string()).unwrap_or_default();
-    spec::Placement {
+    downward::Placement {
         pod_ip: pod_ip.unwrap_or_else(|| host_ip.clone()),
         host_ip,
         node_name: crate::node::config::kernel_hostname(),
