@@ -53,9 +53,9 @@ use Supported::{Each, Elsewhere, Fields, Whole};
 /// Every Pod field Cairn's kubelet supports. A field Kubernetes knows that is not here is
 /// refused, so the kubelet never meets a setting it would silently ignore; values are checked
 /// separately. Notable refusals: `status`, `ephemeralContainers`,
-/// required pod (anti-)affinity, `imagePullSecrets`, `hostAliases`, SELinux and AppArmor
-/// options, volume sources other than hostPath, emptyDir, configMap and secret (the objects
-/// of `machine.objects`), `stdin`/`tty`, resources
+/// required pod (anti-)affinity, `hostAliases`, SELinux and AppArmor
+/// options, volume sources other than hostPath, emptyDir, configMap, secret (the objects of
+/// `machine.objects`), persistentVolumeClaim and downwardAPI, `stdin`/`tty`, resources
 /// other than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory`
 /// (which makes it a tmpfs of that size)
 /// and the `HugePages` media.
@@ -158,6 +158,9 @@ static SUPPORTED: Supported = Fields(
                     // No API server issues tokens: accepted, and no token is mounted.
                     ("serviceAccountName", Whole),
                     ("serviceAccount", Whole),
+                    // Secrets of `kubernetes.io/dockerconfigjson` (or `dockercfg`) kept on
+                    // the node: the registry credentials of the pod's pulls.
+                    ("imagePullSecrets", Each(&Fields(&[("name", Whole)], ""))),
                     ("automountServiceAccountToken", Whole),
                     (
                         "volumes",
@@ -318,7 +321,13 @@ const CONTAINER: Supported = Fields(
         (
             "volumeMounts",
             Each(&Fields(
-                &[("name", Whole), ("mountPath", Whole), ("readOnly", Whole), ("subPath", Whole)],
+                &[
+                    ("name", Whole),
+                    ("mountPath", Whole),
+                    ("readOnly", Whole),
+                    ("subPath", Whole),
+                    ("mountPropagation", Whole),
+                ],
                 "",
             )),
         ),
@@ -582,6 +591,9 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         });
     }
     scheduling::check(c, spec, &path);
+    for (i, secret) in spec.image_pull_secrets.iter().flatten().enumerate() {
+        check_object_ref(c, &secret.name, format!("{path}.imagePullSecrets[{i}].name"));
+    }
     dns::check(c, spec, &path);
     let both = spec.host_pid == Some(true) && spec.share_process_namespace == Some(true);
     c.check(!both, format!("{path}.shareProcessNamespace"), || {
@@ -910,6 +922,16 @@ fn check_mounts(c: &mut Checker, container: &Container, volumes: &HashSet<&str>,
                 format!("{at}.subPath"),
                 || format!("{sub_path:?} is not a relative path without '..'"),
             );
+        }
+        if let Some(propagation) = &mount.mount_propagation {
+            let at = format!("{at}.mountPropagation");
+            check_one_of(c, propagation, &["None", "HostToContainer", "Bidirectional"], at.clone());
+            // As the API server: only a privileged container may mount back onto the node.
+            let privileged =
+                container.security_context.as_ref().and_then(|s| s.privileged) == Some(true);
+            c.check(propagation != "Bidirectional" || privileged, at, || {
+                "Bidirectional needs a privileged container (securityContext.privileged)".into()
+            });
         }
     }
 }
@@ -1299,6 +1321,17 @@ spec:
         assert_eq!(
             with("    livenessProbe: {grpc: {port: 9000, service: ready}}"),
             Vec::<String>::new()
+        );
+        assert_eq!(
+            with(concat!(
+                "    volumeMounts: [{name: root, mountPath: /host, mountPropagation: HostToContainer}]\n",
+                "  volumes: [{name: root, hostPath: {path: /}}]",
+            )),
+            Vec::<String>::new()
+        );
+        refused(
+            "    volumeMounts: [{name: v, mountPath: /v, mountPropagation: Bidirectional}]\n  volumes: [{name: v, emptyDir: {}}]",
+            "web.yaml.spec.containers[0].volumeMounts[0].mountPropagation: Bidirectional needs a privileged container (securityContext.privileged)",
         );
         refused(
             "    livenessProbe: {grpc: {port: 9000}, tcpSocket: {port: 9000}}",

@@ -46,6 +46,13 @@ pub async fn prepare(reaper: &Reaper) -> Prepared {
             tracing::error!("mounting {fstype} on {target}: {errno}");
         }
     }
+    // Mounts propagate as on any Kubernetes node (systemd makes `/` shared too): a pod's
+    // volumeMount with mountPropagation HostToContainer or Bidirectional needs its host path
+    // on a shared mount, and what is mounted under `/` from here on is shared as well.
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    if let Err(errno) = mount(None::<&str>, "/", None::<&str>, shared, None::<&str>) {
+        tracing::error!("making / shared: {errno}");
+    }
     let modules = coldplug_root_modules();
     let root = RootSource::current();
     tracing::info!(

@@ -210,11 +210,15 @@ spec:
       containers:
         - name: main
           image: localhost/busybox:latest
-          command: [sh, -c, 'cat /etc/podinfo/labels; exec sleep 3600']
-          volumeMounts: [{name: podinfo, mountPath: /etc/podinfo}]
+          command: [sh, -c, 'cat /etc/podinfo/labels; ls /host; exec sleep 3600']
+          volumeMounts:
+            - {name: podinfo, mountPath: /etc/podinfo}
+            # containerd takes it only from a shared (or slave) mount of the node's.
+            - {name: host, mountPath: /host, readOnly: true, mountPropagation: HostToContainer}
       volumes:
         - name: podinfo
           downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+        - {name: host, hostPath: {path: /var/lib/cairn}}
 "#;
 
 /// The applied Secret's token (base64 in the file).
@@ -658,10 +662,11 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     // The failed run's termination message is its last state's.
     assert!(described.contains("Message:       first try failed"), "{described}");
     println!("ctl describe pod {job_name}:\n{described}");
-    // The DaemonSet's pod read its labels from its downwardAPI volume.
+    // The DaemonSet's pod read its labels from its downwardAPI volume, and the node's pod
+    // directory through a mount that propagates from the node.
     let agent = named("agent-")[0]["metadata"]["name"].as_str().unwrap().to_string();
     let agent_log = ctl(Some(admin), &["-n", n, "logs", &agent]).ok().stdout;
-    assert!(agent_log.contains("app=\"agent\""), "{agent_log}");
+    assert!(agent_log.contains("app=\"agent\"") && agent_log.contains("pods"), "{agent_log}");
     let events = ctl(Some(reader), &["-n", n, "get", "events"]).ok().stdout;
     assert!(events.contains("FailedScheduling") && events.contains("free ports"), "{events}");
     let listed = ctl(Some(admin), &["-n", n, "get", "deployments"]).ok().stdout;

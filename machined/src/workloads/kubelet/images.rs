@@ -63,12 +63,14 @@ async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic
     Ok(status.image.map(|i| i.id))
 }
 
-/// Makes sure `container`'s image is on the node, pulling it as its policy says; returns
-/// the image id to create the container from. `report` is told what happened, as the
-/// events `Pulling`, `Pulled` and `Failed`.
+/// Makes sure `container`'s image is on the node, pulling it as its policy says (with each of
+/// `auths` in turn, the pod's credentials for its registry; anonymously without any);
+/// returns the image id to create the container from. `report` is told what happened, as
+/// the events `Pulling`, `Pulled` and `Failed`.
 pub async fn ensure(
     cri: &mut Cri,
     container: &Container,
+    auths: &[v1::AuthConfig],
     report: &mut (dyn FnMut(EventType, &str, String) + Send),
 ) -> Result<String, ImageError> {
     let image = image_name(container);
@@ -104,36 +106,39 @@ pub async fn ensure(
         }
         _ => {}
     }
-    let request = v1::PullImageRequest {
-        image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
-        ..Default::default()
-    };
     report(EventType::Normal, "Pulling", format!("Pulling image {image:?}"));
     let started = std::time::Instant::now();
-    match cri.images.pull_image(cri::with_timeout(request, PULL_TIMEOUT)).await {
-        Ok(pulled) => {
-            let took = started.elapsed().as_secs_f64();
-            report(
-                EventType::Normal,
-                "Pulled",
-                format!("Successfully pulled image {image:?} in {took:.3}s"),
-            );
-            Ok(pulled.into_inner().image_ref)
-        }
-        Err(status) => {
-            let failed = format!("Failed to pull image {image:?}: {}", status.message());
-            match local {
-                Some(id) => {
-                    report(
-                        EventType::Warning,
-                        "Failed",
-                        format!("{failed}; running the copy on the node"),
-                    );
-                    Ok(id)
-                }
-                None => Err(pull_failed(format!("pulling {image}: {}", status.message()))),
+    let attempts: Vec<Option<&v1::AuthConfig>> = match auths {
+        [] => vec![None],
+        auths => auths.iter().map(Some).collect(),
+    };
+    let mut last_error = String::new();
+    for auth in attempts {
+        let request = v1::PullImageRequest {
+            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+            auth: auth.cloned(),
+            ..Default::default()
+        };
+        match cri.images.pull_image(cri::with_timeout(request, PULL_TIMEOUT)).await {
+            Ok(pulled) => {
+                let took = started.elapsed().as_secs_f64();
+                report(
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Successfully pulled image {image:?} in {took:.3}s"),
+                );
+                return Ok(pulled.into_inner().image_ref);
             }
+            Err(status) => last_error = status.message().to_string(),
         }
+    }
+    let failed = format!("Failed to pull image {image:?}: {last_error}");
+    match local {
+        Some(id) => {
+            report(EventType::Warning, "Failed", format!("{failed}; running the copy on the node"));
+            Ok(id)
+        }
+        None => Err(pull_failed(format!("pulling {image}: {last_error}"))),
     }
 }
 

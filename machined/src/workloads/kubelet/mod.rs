@@ -23,6 +23,7 @@ pub mod manifests;
 mod objects;
 mod placement;
 mod probe;
+mod pull_secrets;
 mod source;
 mod spec;
 mod status;

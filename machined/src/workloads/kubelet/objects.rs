@@ -105,6 +105,11 @@ impl LocalObjects {
         self.claims.contains(&(namespace.to_string(), name.to_string()))
     }
 
+    /// The data of Secret `name` in `namespace`.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&Data> {
+        self.data(Kind::Secret, namespace, name)
+    }
+
     fn data(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Data> {
         let key = (namespace.to_string(), name.to_string());
         match kind {

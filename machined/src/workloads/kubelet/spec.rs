@@ -365,6 +365,16 @@ fn env_value(
         .map_err(|e| format!("env {}: {e}", var.name))
 }
 
+/// How mounts propagate between the node and a container's volumeMount, as its
+/// `mountPropagation` says (the config allows only these).
+fn propagation(mount_propagation: Option<&str>) -> v1::MountPropagation {
+    match mount_propagation {
+        Some("HostToContainer") => v1::MountPropagation::PropagationHostToContainer,
+        Some("Bidirectional") => v1::MountPropagation::PropagationBidirectional,
+        _ => v1::MountPropagation::PropagationPrivate,
+    }
+}
+
 /// Why a container's config could not be made.
 #[derive(Debug, PartialEq)]
 pub enum ConfigError {
@@ -428,6 +438,7 @@ pub fn container_config(
                 || volume.secret.is_some()
                 || volume.downward_api.is_some()
                 || volume.persistent_volume_claim.as_ref().and_then(|c| c.read_only) == Some(true),
+            propagation: propagation(mount.mount_propagation.as_deref()).into(),
             ..Default::default()
         });
     }

@@ -26,7 +26,9 @@ use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
 use super::volumes::{HostMounter, PodVolumes};
-use super::{completions, images, logs, spec, termination, ContainerLogs, PodRecord, Registry};
+use super::{
+    completions, images, logs, pull_secrets, spec, termination, ContainerLogs, PodRecord, Registry,
+};
 
 /// How often the worker looks at its pod.
 const RELIST: Duration = Duration::from_secs(1);
@@ -793,7 +795,20 @@ impl Worker {
         let mut report = |kind, reason: &str, message: String| {
             events.record(&involved, kind, reason, &message);
         };
-        let image = match images::ensure(&mut self.cri, &container, &mut report).await {
+        let credentials = {
+            let objects = self.objects.borrow();
+            let image = container.image.as_deref().unwrap_or_default();
+            pull_secrets::for_image(&objects, &self.pod.namespace, &self.pod.pod, image)
+        };
+        for problem in &credentials.problems {
+            let message = format!(
+                "Unable to retrieve some image pull secrets ({problem}); attempting to pull the \
+                 image may not succeed."
+            );
+            report(EventType::Warning, "FailedToRetrieveImagePullSecret", message);
+        }
+        let pulled = images::ensure(&mut self.cri, &container, &credentials.auths, &mut report);
+        let image = match pulled.await {
             Ok(image) => image,
             Err(e) => {
                 self.event(
