@@ -189,7 +189,8 @@ spec: {ports: [{port: 80}]}
              "spec": {"replicas": 2, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
                       "template": {"metadata": {"labels": {"app": "db"}},
                                    "spec": {"containers": [{"name": "db", "image": "redis",
-                                             "volumeMounts": [{"name": "rows", "mountPath": "/data"}]}]}},
+                                             "volumeMounts": [{"name": "rows", "mountPath": "/data"}]}],
+                                            "volumes": [{"name": "rows", "persistentVolumeClaim": {"claimName": "rows"}}]}},
                       "volumeClaimTemplates": [{"metadata": {"name": "rows"},
                                                 "spec": {"accessModes": ["ReadWriteOnce"],
                                                          "resources": {"requests": {"storage": "1Gi"}}}}]}},
@@ -199,7 +200,10 @@ spec: {ports: [{port: 80}]}
         assert_eq!(pods[1].metadata.name.as_deref(), Some("db-1"));
         let spec = pods[1].spec.as_ref().unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("db-1"));
-        let claim = spec.volumes.as_ref().unwrap()[0].persistent_volume_claim.as_ref().unwrap();
+        // The claim template's volume replaces the template's volume of that name.
+        let volumes = spec.volumes.as_ref().unwrap();
+        assert_eq!(volumes.len(), 1);
+        let claim = volumes[0].persistent_volume_claim.as_ref().unwrap();
         assert_eq!(claim.claim_name, "rows-db-1");
         assert!(documents.skipped[0].starts_with("db.json[0].items[1]: Role r skipped"));
     }

@@ -82,6 +82,15 @@ macro_rules! each_kind {
 pub const KINDS: &str = "ConfigMap, Secret, Namespace, PersistentVolumeClaim, Pod, Deployment, \
                          ReplicaSet, DaemonSet, StatefulSet, Job";
 
+/// Reads `value` as a `T`; an error names the field that does not fit (`metadata.annotations.
+/// revision: invalid type: integer `2`, expected a string`).
+fn read<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("{path}: {}", e.inner()),
+    })
+}
+
 impl LocalObject {
     /// Reads one object by its `kind`; an error for a kind a node does not keep.
     pub fn from_value(value: Value) -> Result<LocalObject, String> {
@@ -93,23 +102,20 @@ impl LocalObject {
                  (where spec.selector is required)"
             ));
         }
-        let object = match kind.as_deref() {
-            Some("ConfigMap") => serde_yaml::from_value(value).map(LocalObject::ConfigMap),
-            Some("Secret") => serde_yaml::from_value(value).map(LocalObject::Secret),
-            Some("Namespace") => serde_yaml::from_value(value).map(LocalObject::Namespace),
-            Some("PersistentVolumeClaim") => {
-                serde_yaml::from_value(value).map(LocalObject::PersistentVolumeClaim)
-            }
-            Some("Pod") => serde_yaml::from_value(value).map(LocalObject::Pod),
-            Some("Deployment") => serde_yaml::from_value(value).map(LocalObject::Deployment),
-            Some("ReplicaSet") => serde_yaml::from_value(value).map(LocalObject::ReplicaSet),
-            Some("DaemonSet") => serde_yaml::from_value(value).map(LocalObject::DaemonSet),
-            Some("StatefulSet") => serde_yaml::from_value(value).map(LocalObject::StatefulSet),
-            Some("Job") => serde_yaml::from_value(value).map(LocalObject::Job),
-            Some(other) => return Err(format!("kind {other:?} is not one a node keeps ({KINDS})")),
-            None => return Err(format!("kind is required ({KINDS})")),
-        };
-        object.map_err(|e| e.to_string())
+        match kind.as_deref() {
+            Some("ConfigMap") => read(value).map(LocalObject::ConfigMap),
+            Some("Secret") => read(value).map(LocalObject::Secret),
+            Some("Namespace") => read(value).map(LocalObject::Namespace),
+            Some("PersistentVolumeClaim") => read(value).map(LocalObject::PersistentVolumeClaim),
+            Some("Pod") => read(value).map(LocalObject::Pod),
+            Some("Deployment") => read(value).map(LocalObject::Deployment),
+            Some("ReplicaSet") => read(value).map(LocalObject::ReplicaSet),
+            Some("DaemonSet") => read(value).map(LocalObject::DaemonSet),
+            Some("StatefulSet") => read(value).map(LocalObject::StatefulSet),
+            Some("Job") => read(value).map(LocalObject::Job),
+            Some(other) => Err(format!("kind {other:?} is not one a node keeps ({KINDS})")),
+            None => Err(format!("kind is required ({KINDS})")),
+        }
     }
 
     /// `kind`, as written.
@@ -248,9 +254,11 @@ impl LocalObject {
                 if let LocalObject::StatefulSet(set) = self {
                     spec.hostname.get_or_insert_with(|| name.clone());
                     // Each claim template is a volume of that name, bound to the pod's own
-                    // claim, as the StatefulSet controller makes them.
+                    // claim, as the StatefulSet controller makes them: it replaces a volume
+                    // of the template's that has the name.
                     let volumes = spec.volumes.get_or_insert_with(Vec::new);
                     for (volume, claim) in claim_names(set, ordinal) {
+                        volumes.retain(|v| v.name != volume);
                         volumes.push(Volume {
                             name: volume,
                             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -764,6 +772,16 @@ mod tests {
         let old = "{apiVersion: extensions/v1beta1, kind: DaemonSet, metadata: {name: d}}";
         let error = LocalObject::from_value(serde_yaml::from_str(old).unwrap()).unwrap_err();
         assert!(error.starts_with("apiVersion extensions/v1beta1 was removed in Kubernetes 1.16"));
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_its_field() {
+        let object = "{apiVersion: apps/v1, kind: StatefulSet, metadata: {name: s, annotations: {revision: 2}}}";
+        let error = LocalObject::from_value(serde_yaml::from_str(object).unwrap()).unwrap_err();
+        assert_eq!(
+            error,
+            "metadata.annotations.revision: invalid type: integer `2`, expected a string"
+        );
     }
 
     #[test]

@@ -176,8 +176,9 @@ fn container_states(out: &mut String, status: &Value) {
             let _ = writeln!(out, "    {title:<15}Terminated");
             let _ = writeln!(out, "      Reason:        {}", text(terminated, "/reason"));
             let _ = writeln!(out, "      Exit Code:     {}", terminated["exitCode"]);
-            if !text(terminated, "/message").is_empty() {
-                let _ = writeln!(out, "      Message:       {}", text(terminated, "/message"));
+            let message = text(terminated, "/message").trim_end();
+            if !message.is_empty() {
+                let _ = writeln!(out, "      Message:       {message}");
             }
             let _ = writeln!(out, "      Started:       {}", text(terminated, "/startedAt"));
             let _ = writeln!(out, "      Finished:      {}", text(terminated, "/finishedAt"));
@@ -233,10 +234,12 @@ fn describe_pod(pod: &Value, source: &str, events: &[pb::PodEvent], now_millis: 
     containers(&mut out, pod, "Init Containers", "initContainers", "initContainerStatuses");
     containers(&mut out, pod, "Containers", "containers", "containerStatuses");
     if let Some(conditions) = pod.pointer("/status/conditions").and_then(Value::as_array) {
-        let _ = writeln!(out, "Conditions:\n  {:<18}Status", "Type");
+        let types = conditions.iter().map(|c| text(c, "/type").len());
+        let width = types.max().unwrap_or(0).max(4) + 3;
+        let _ = writeln!(out, "Conditions:\n  {:<width$}Status", "Type");
         for condition in conditions {
-            let _ =
-                writeln!(out, "  {:<18}{}", text(condition, "/type"), text(condition, "/status"));
+            let (kind, status) = (text(condition, "/type"), text(condition, "/status"));
+            let _ = writeln!(out, "  {kind:<width$}{status}");
         }
     }
     if events.is_empty() {
@@ -320,7 +323,7 @@ mod tests {
             "    Last State:    Terminated",
             "      Exit Code:     1",
             "    Restart Count: 3",
-            "  Ready             False",
+            "  Ready   False",
             "  Warning  BackOff  1s (x3 over 60s)  BackOff happened",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");
