@@ -655,6 +655,11 @@ fn check_job(c: &mut Checker, job: &Job, template: &PodTemplateSpec, at: &str) {
     );
 }
 
+/// Whether `selector` selects the object with `labels` (an empty selector selects all).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    selector_mismatch(selector, labels).is_none()
+}
+
 /// Why `selector` does not select `labels`, as the API server refuses a workload whose pods
 /// its own selector would not find; None when it does.
 fn selector_mismatch(

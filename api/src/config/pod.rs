@@ -144,8 +144,8 @@ static SUPPORTED: Supported = Fields(
                                         "",
                                     ),
                                 ),
-                                ("podAffinity", PREFERRED_ONLY),
-                                ("podAntiAffinity", PREFERRED_ONLY),
+                                ("podAffinity", POD_AFFINITY),
+                                ("podAntiAffinity", POD_AFFINITY),
                             ],
                             "",
                         ),
@@ -245,10 +245,20 @@ const OBJECT_REF: Supported = Fields(&[("name", Whole), ("optional", Whole)], ""
 const KEY_REF: Supported = Fields(&[("name", Whole), ("key", Whole), ("optional", Whole)], "");
 
 /// Pod (anti-)affinity, in [`SUPPORTED`]: on a node of its own a pod has no other node to be
-/// placed on, so preferences are accepted; a requirement would need the other pods' places.
-const PREFERRED_ONLY: Supported = Fields(
-    &[("preferredDuringSchedulingIgnoredDuringExecution", Whole)],
-    "preferredDuringSchedulingIgnoredDuringExecution is",
+/// placed on, so preferences are accepted as they are; requirements are weighed against the
+/// pods of this node (a namespaceSelector would need Namespaces' labels a node does not keep).
+const POD_AFFINITY: Supported = Fields(
+    &[
+        ("preferredDuringSchedulingIgnoredDuringExecution", Whole),
+        (
+            "requiredDuringSchedulingIgnoredDuringExecution",
+            Each(&Fields(
+                &[("labelSelector", Whole), ("namespaces", Whole), ("topologyKey", Whole)],
+                "labelSelector, namespaces and topologyKey are",
+            )),
+        ),
+    ],
+    "",
 );
 
 /// A seccomp profile of a pod or a container, in [`SUPPORTED`].
@@ -1396,9 +1406,17 @@ spec:
         );
         // Null is absent, as in Kubernetes.
         assert_eq!(with("  hostAliases: null"), Vec::<String>::new());
+        assert_eq!(
+            with("  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: zk}}, topologyKey: kubernetes.io/hostname}]}}"),
+            Vec::<String>::new()
+        );
         refused(
-            "  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: []}}",
-            "web.yaml.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution: not supported by Cairn's kubelet (preferredDuringSchedulingIgnoredDuringExecution is)",
+            "  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: zone, namespaceSelector: {}}]}}",
+            "web.yaml.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector: not supported by Cairn's kubelet (labelSelector, namespaces and topologyKey are)",
+        );
+        refused(
+            "  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: a}}, topologyKey: \"\"}]}}",
+            "web.yaml.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: is required",
         );
     }
 

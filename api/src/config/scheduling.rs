@@ -1,7 +1,7 @@
 //! The fields of a pod that only a scheduler reads, checked as the API server checks them:
-//! the operators and values of the required node affinity, and its terms. Whether the pod
-//! fits this node is the kubelet's decision (machined's `placement`), against labels the
-//! config can change.
+//! the operators and values of the required node affinity, and its terms; the terms of the
+//! required pod (anti-)affinity. Whether the pod fits this node is the kubelet's decision
+//! (machined's `placement`), against labels the config can change and the pods it runs.
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
 
@@ -21,6 +21,43 @@ pub(super) fn check(c: &mut Checker, spec: &PodSpec, path: &str) {
         });
         for (i, term) in terms.iter().enumerate() {
             check_term(c, term, &format!("{path}.nodeSelectorTerms[{i}]"));
+        }
+    }
+    let affinity = spec.affinity.as_ref();
+    let pod_terms = [
+        (
+            "podAffinity",
+            affinity
+                .and_then(|a| a.pod_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+        ),
+        (
+            "podAntiAffinity",
+            affinity
+                .and_then(|a| a.pod_anti_affinity.as_ref())
+                .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_deref()),
+        ),
+    ];
+    for (field, terms) in pod_terms {
+        for (i, term) in terms.unwrap_or_default().iter().enumerate() {
+            let affinity_path = path.trim_end_matches(".nodeAffinity");
+            let at = format!(
+                "{affinity_path}.{field}.requiredDuringSchedulingIgnoredDuringExecution[{i}]"
+            );
+            c.check(!term.topology_key.is_empty(), format!("{at}.topologyKey"), || {
+                "is required".to_string()
+            });
+            let selector = term.label_selector.as_ref();
+            for (j, expression) in
+                selector.iter().flat_map(|s| s.match_expressions.iter().flatten()).enumerate()
+            {
+                let operator = expression.operator.as_str();
+                c.check(
+                    matches!(operator, "In" | "NotIn" | "Exists" | "DoesNotExist"),
+                    format!("{at}.labelSelector.matchExpressions[{j}].operator"),
+                    || format!("{operator:?} is not In, NotIn, Exists or DoesNotExist"),
+                );
+            }
         }
     }
     let preferred = node_affinity

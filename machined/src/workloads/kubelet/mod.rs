@@ -215,20 +215,31 @@ impl Kubelet {
         ctx: &ServiceContext,
     ) {
         let mut now = BTreeMap::new();
-        // Ports of the pods that run stay theirs; the others take theirs in name order.
+        // Ports of the pods that run stay theirs, as they stay placed for others' affinity;
+        // the others take theirs in name order.
+        let runs =
+            |key: &String, pod: &DesiredPod| running.get(key).is_some_and(|r| r.uid == pod.uid);
         let mut taken: std::collections::HashSet<placement::HostPort> = desired
             .iter()
-            .filter(|(key, pod)| running.get(*key).is_some_and(|r| r.uid == pod.uid))
+            .filter(|(key, pod)| runs(key, pod))
             .flat_map(|(_, pod)| placement::host_ports(&pod.pod))
+            .collect();
+        let mut placed: Vec<(String, Pod)> = desired
+            .iter()
+            .filter(|(key, pod)| runs(key, pod))
+            .map(|(_, pod)| (pod.namespace.clone(), pod.pod.clone()))
             .collect();
         desired.retain(|key, pod| {
             if running.get(key).is_some_and(|r| r.uid == pod.uid) {
                 return true;
             }
-            let refused =
-                node.refuses(&pod.pod).or_else(|| placement::Node::port_conflict(&pod.pod, &taken));
+            let refused = node
+                .refuses(&pod.pod)
+                .or_else(|| placement::Node::port_conflict(&pod.pod, &taken))
+                .or_else(|| node.affinity_conflict((&pod.namespace, &pod.pod), &placed));
             let Some(reason) = refused else {
                 taken.extend(placement::host_ports(&pod.pod));
+                placed.push((pod.namespace.clone(), pod.pod.clone()));
                 return true;
             };
             if waiting.get(key) != Some(&(pod.uid.clone(), reason.clone())) {
@@ -239,8 +250,7 @@ impl Kubelet {
                     uid: pod.uid.clone(),
                     field_path: String::new(),
                 };
-                let message = format!("0/1 nodes are available: {reason}");
-                self.events.record(&involved, EventType::Warning, "FailedScheduling", &message);
+                self.events.record(&involved, EventType::Warning, "FailedScheduling", &reason);
             }
             let mut record = pod.pod.clone();
             record.metadata.namespace = Some(pod.namespace.clone());

@@ -3,12 +3,16 @@
 //! (`kubernetes.io/os`, `kubernetes.io/arch`, `kubernetes.io/hostname`, their old `beta.`
 //! forms, and the config's `machine.kubelet.nodeLabels`). The fields that only rank nodes
 //! (preferred affinities, priorities, spread constraints) choose nothing among one node, and
-//! this node has no taints for tolerations to tolerate. Like the scheduler, this is decided
-//! once, before the pod starts: a running pod is not evicted when the labels change.
+//! this node has no taints for tolerations to tolerate. The required pod (anti-)affinity is
+//! weighed against the pods placed here: with one node, every pod shares each topology
+//! domain the node has a label for. Like the scheduler, this is decided once, before the pod
+//! starts: a running pod is not evicted when the labels change.
 
 use std::collections::{BTreeMap, HashSet};
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm};
+
+use cairn_api::config::objects::selects;
 
 use cairn_api::arch::Arch;
 use cairn_api::oci::Platform;
@@ -73,6 +77,40 @@ impl Node {
         })
     }
 
+    /// Why `pod` (in `namespace`) cannot run beside the pods `placed` here (each with its
+    /// namespace), by the required pod affinity and anti-affinity of either, in the
+    /// scheduler's words; `None` when it can.
+    pub fn affinity_conflict(
+        &self,
+        (namespace, pod): (&str, &Pod),
+        placed: &[(String, Pod)],
+    ) -> Option<String> {
+        let shared = |term: &PodAffinityTerm| self.labels.contains_key(&term.topology_key);
+        let repels = required_terms(pod, true).any(|term| {
+            shared(term)
+                && placed.iter().any(|(ns, other)| term_selects(term, namespace, (ns, other)))
+        });
+        // The pods here that repel it, as the scheduler weighs existing pods' anti-affinity.
+        let repelled = placed.iter().any(|(ns, other)| {
+            required_terms(other, true)
+                .any(|term| shared(term) && term_selects(term, ns, (namespace, pod)))
+        });
+        if repels || repelled {
+            return Some(
+                "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules".into(),
+            );
+        }
+        // A term no pod here meets still lets in the first pod that meets it itself (a
+        // workload's first replica), as upstream.
+        let attracted = required_terms(pod, false).all(|term| {
+            shared(term)
+                && (placed.iter().any(|(ns, other)| term_selects(term, namespace, (ns, other)))
+                    || term_selects(term, namespace, (namespace, pod)))
+        });
+        (!attracted)
+            .then(|| "0/1 nodes are available: 1 node(s) didn't match pod affinity rules".into())
+    }
+
     /// Whether a node selector term (its requirements ANDed) selects this node. A term with
     /// no requirements selects nothing, as in Kubernetes.
     fn matches(&self, term: &NodeSelectorTerm) -> bool {
@@ -110,6 +148,37 @@ fn satisfies(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool
         // Validation refuses other operators; an unknown one selects nothing.
         _ => false,
     }
+}
+
+/// The required terms of `pod`'s anti-affinity (`anti`) or affinity.
+fn required_terms(pod: &Pod, anti: bool) -> impl Iterator<Item = &PodAffinityTerm> {
+    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    let terms = match anti {
+        true => affinity
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
+        false => affinity
+            .and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()),
+    };
+    terms.into_iter().flatten()
+}
+
+/// Whether `term` of a pod in `namespace` selects `other` (in its namespace): in the term's
+/// namespaces (the pod's own when it names none), with labels its selector selects (a term
+/// without a selector selects no pod, as upstream).
+fn term_selects(
+    term: &PodAffinityTerm,
+    namespace: &str,
+    (other_namespace, other): (&str, &Pod),
+) -> bool {
+    let namespaces = term.namespaces.as_deref().unwrap_or_default();
+    let in_namespace = match namespaces {
+        [] => other_namespace == namespace,
+        named => named.iter().any(|n| n == other_namespace),
+    };
+    let labels = other.metadata.labels.clone().unwrap_or_default();
+    in_namespace && term.label_selector.as_ref().is_some_and(|s| selects(s, &labels))
 }
 
 /// A port a pod takes on the node: its number and protocol.
@@ -226,6 +295,50 @@ mod tests {
         ));
         // An empty term selects nothing.
         assert!(!fits("[{}]"));
+    }
+
+    fn labelled(name: &str, labels: &str, spec: &str) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: {name}, labels: {labels}}}\nspec:\n  containers: []\n{spec}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn required_anti_affinity_keeps_a_second_replica_off_the_one_node() {
+        let node = node();
+        let term =
+            "[{labelSelector: {matchLabels: {app: zk}}, topologyKey: kubernetes.io/hostname}]";
+        let zk = |name: &str| {
+            labelled(name, "{app: zk}", &format!("  affinity: {{podAntiAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {term}}}}}"))
+        };
+        assert_eq!(node.affinity_conflict(("default", &zk("zk-0")), &[]), None);
+        let placed = vec![("default".to_string(), zk("zk-0"))];
+        let refused = node.affinity_conflict(("default", &zk("zk-1")), &placed).unwrap();
+        assert!(refused.ends_with("didn't match pod anti-affinity rules"), "{refused}");
+        // Another namespace's pods are not its business; a plain pod is kept off by zk-0's.
+        assert_eq!(node.affinity_conflict(("other", &zk("zk-1")), &placed), None);
+        let plain = labelled("web", "{app: zk}", "");
+        assert!(node.affinity_conflict(("default", &plain), &placed).is_some());
+        // A topology the node has no label for puts no two pods together.
+        let zoned = labelled("zk-9", "{app: zk}", "  affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: zk}}, topologyKey: rack}]}}");
+        assert_eq!(node.affinity_conflict(("other", &zoned), &placed), None);
+    }
+
+    #[test]
+    fn required_affinity_needs_a_matching_pod_here_or_itself() {
+        let node = node();
+        let term =
+            "[{labelSelector: {matchLabels: {app: cache}}, topologyKey: kubernetes.io/hostname}]";
+        let spec = format!("  affinity: {{podAffinity: {{requiredDuringSchedulingIgnoredDuringExecution: {term}}}}}");
+        let web = labelled("web", "{app: web}", &spec);
+        let refused = node.affinity_conflict(("default", &web), &[]).unwrap();
+        assert!(refused.ends_with("didn't match pod affinity rules"), "{refused}");
+        let placed = vec![("default".to_string(), labelled("cache", "{app: cache}", ""))];
+        assert_eq!(node.affinity_conflict(("default", &web), &placed), None);
+        // The first pod that meets its own term runs.
+        let cache = labelled("cache-0", "{app: cache}", &spec);
+        assert_eq!(node.affinity_conflict(("default", &cache), &[]), None);
     }
 
     #[test]
