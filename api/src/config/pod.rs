@@ -1415,6 +1415,10 @@ spec:
             "web.yaml.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].namespaceSelector: not supported by Cairn's kubelet (labelSelector, namespaces and topologyKey are)",
         );
         refused(
+            "  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchExpressions: [{key: app, operator: In}]}, topologyKey: zone}]}}",
+            "web.yaml.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchExpressions[0].values: In needs at least one value",
+        );
+        refused(
             "  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: a}}, topologyKey: \"\"}]}}",
             "web.yaml.spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: is required",
         );

@@ -52,11 +52,22 @@ pub(super) fn check(c: &mut Checker, spec: &PodSpec, path: &str) {
                 selector.iter().flat_map(|s| s.match_expressions.iter().flatten()).enumerate()
             {
                 let operator = expression.operator.as_str();
-                c.check(
-                    matches!(operator, "In" | "NotIn" | "Exists" | "DoesNotExist"),
-                    format!("{at}.labelSelector.matchExpressions[{j}].operator"),
-                    || format!("{operator:?} is not In, NotIn, Exists or DoesNotExist"),
-                );
+                let at = format!("{at}.labelSelector.matchExpressions[{j}]");
+                let values = expression.values.as_deref().unwrap_or_default();
+                match operator {
+                    "In" | "NotIn" => c.check(!values.is_empty(), format!("{at}.values"), || {
+                        format!("{operator} needs at least one value")
+                    }),
+                    "Exists" | "DoesNotExist" => {
+                        c.check(values.is_empty(), format!("{at}.values"), || {
+                            format!("{operator} takes no values")
+                        })
+                    }
+                    _ => c.fail(
+                        format!("{at}.operator"),
+                        format!("{operator:?} is not In, NotIn, Exists or DoesNotExist"),
+                    ),
+                }
             }
         }
     }

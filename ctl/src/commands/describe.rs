@@ -108,7 +108,10 @@ pub(super) async fn pod(session: &Session, name: &str) -> anyhow::Result<ExitCod
                 .ok_or_else(|| anyhow::anyhow!("no pod {name} on this node"))?;
             let pod: Value = serde_json::from_str(&found.pod_json)?;
             let request = pb::PodEventsRequest { pod: key(found) };
-            let events = c.pod_events(request).await?.into_inner().events;
+            let mut events = c.pod_events(request).await?.into_inner().events;
+            // Those of this pod, not of an earlier one of its name, as kubectl filters them.
+            let uid = text(&pod, "/metadata/uid").to_string();
+            events.retain(|event| uid.is_empty() || event.pod_uid == uid);
             Ok((found.source.clone(), pod, events))
         })
         .await;

@@ -27,15 +27,16 @@ pub struct Placement {
 }
 
 /// The value of the pod's field `field`. A whole map (`metadata.labels`) is a `KEY="VALUE"`
-/// line per key, in key order, the value quoted as upstream quotes it.
+/// line per key, in key order, the value quoted as upstream quotes it (no newline after the
+/// last, as upstream).
 pub fn field_value(pod: &DesiredPod, field: &PodField, placement: &Placement) -> String {
     let metadata = &pod.pod.metadata;
     let keyed = |map: &Option<std::collections::BTreeMap<String, String>>, key: &str| {
         map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
     };
     let lines = |map: &Option<std::collections::BTreeMap<String, String>>| {
-        let pairs = map.iter().flatten();
-        pairs.map(|(key, value)| format!("{key}={value:?}\n")).collect::<String>()
+        let pairs = map.iter().flatten().map(|(key, value)| format!("{key}={value:?}"));
+        pairs.collect::<Vec<_>>().join("\n")
     };
     match field {
         PodField::Name => pod.name.clone(),
@@ -155,7 +156,7 @@ mod tests {
             (String::from_utf8(file.data.clone()).unwrap(), file.mode)
         };
         assert_eq!(file("name"), ("web".into(), 0o600));
-        assert_eq!(file("labels"), ("app=\"web\"\ntier=\"front end\"\n".into(), 0o644));
+        assert_eq!(file("labels"), ("app=\"web\"\ntier=\"front end\"".into(), 0o644));
         assert_eq!(file("app").0, "web");
         assert_eq!(file("mem").0, "64");
         assert_eq!(file("cpu").0, "250");

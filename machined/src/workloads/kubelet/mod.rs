@@ -201,24 +201,25 @@ impl Kubelet {
         placement::Node::new(&crate::node::config::kernel_hostname(), arch, &labels)
     }
 
-    /// Takes the pods that do not run yet and cannot run on `node` (its labels, or host
-    /// ports that pods before them took) out of `desired`: each is published as Pending with
-    /// the scheduler's reason, and logged when that reason is new.
+    /// Takes the pods that do not run yet and cannot run on `node` (its labels, host ports
+    /// or pod (anti-)affinity, against the pods placed before them) out of `desired`: each is
+    /// published as Pending with the scheduler's reason, and logged when that reason is new.
+    /// `placed` holds the uids of the pods placed already (their workers run, or their
+    /// sandboxes did when the kubelet started): they keep their place, as a bound pod does.
     /// `waiting` holds the reasons of the pass before, by `namespace/name`; a pod that no
     /// longer waits loses its Pending record (to its worker's, or to nothing).
     fn hold_unplaceable(
         &self,
         desired: &mut BTreeMap<String, DesiredPod>,
-        running: &BTreeMap<String, RunningPod>,
+        placed_uids: &std::collections::HashSet<String>,
         node: &placement::Node,
         waiting: &mut BTreeMap<String, (String, String)>,
         ctx: &ServiceContext,
     ) {
         let mut now = BTreeMap::new();
-        // Ports of the pods that run stay theirs, as they stay placed for others' affinity;
+        // Ports of the pods placed stay theirs, as they stay placed for others' affinity;
         // the others take theirs in name order.
-        let runs =
-            |key: &String, pod: &DesiredPod| running.get(key).is_some_and(|r| r.uid == pod.uid);
+        let runs = |_: &String, pod: &DesiredPod| placed_uids.contains(&pod.uid);
         let mut taken: std::collections::HashSet<placement::HostPort> = desired
             .iter()
             .filter(|(key, pod)| runs(key, pod))
@@ -230,7 +231,7 @@ impl Kubelet {
             .map(|(_, pod)| (pod.namespace.clone(), pod.pod.clone()))
             .collect();
         desired.retain(|key, pod| {
-            if running.get(key).is_some_and(|r| r.uid == pod.uid) {
+            if runs(key, pod) {
                 return true;
             }
             let refused = node
@@ -328,6 +329,19 @@ impl Kubelet {
         stopping
     }
 
+    /// The uids of the pods whose sandboxes are ready.
+    async fn live_pod_uids(cri: &mut Cri) -> anyhow::Result<std::collections::HashSet<String>> {
+        let ready = i32::from(v1::PodSandboxState::SandboxReady);
+        let sandboxes = cri
+            .runtime
+            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: None })
+            .await?
+            .into_inner()
+            .items;
+        let live = sandboxes.into_iter().filter(|sandbox| sandbox.state == ready);
+        Ok(live.filter_map(|mut sandbox| sandbox.labels.remove(spec::label::POD_UID)).collect())
+    }
+
     /// Removes sandboxes of pods no worker runs (a crash, or a config replaced while the
     /// kubelet was not running), then their volumes.
     async fn sweep_orphans(
@@ -403,6 +417,9 @@ impl Kubelet {
         // Workers see the objects change; the first pass fills them in.
         let (objects, objects_feed) = watch::channel(Arc::new(LocalObjects::default()));
         let mut running = BTreeMap::new();
+        // Pods whose sandboxes run were placed by the kubelet before this one: the first pass
+        // keeps their place rather than weigh them afresh against pods that wait.
+        let mut adopted = Self::live_pod_uids(&mut cri).await.unwrap_or_default();
         let mut waiting = BTreeMap::new();
         let mut stopping = Vec::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
@@ -434,7 +451,10 @@ impl Kubelet {
             let wanted_uids: Vec<String> = desired.values().map(|pod| pod.uid.clone()).collect();
             let sources_read = applied.objects().1.is_none();
             let node = Self::node(config.as_deref());
-            self.hold_unplaceable(&mut desired, &running, &node, &mut waiting, &ctx);
+            let placed_uids =
+                running.values().map(|pod: &RunningPod| pod.uid.clone()).chain(adopted.drain());
+            let placed_uids = placed_uids.collect();
+            self.hold_unplaceable(&mut desired, &placed_uids, &node, &mut waiting, &ctx);
             stopping.extend(self.reconcile(
                 (&cri, &objects_feed),
                 &desired,

@@ -100,13 +100,15 @@ impl Node {
                 "0/1 nodes are available: 1 node(s) didn't match pod anti-affinity rules".into(),
             );
         }
-        // A term no pod here meets still lets in the first pod that meets it itself (a
-        // workload's first replica), as upstream.
-        let attracted = required_terms(pod, false).all(|term| {
-            shared(term)
-                && (placed.iter().any(|(ns, other)| term_selects(term, namespace, (ns, other)))
-                    || term_selects(term, namespace, (namespace, pod)))
-        });
+        // Terms no pod here meets still let in the first pod that meets them all itself (a
+        // workload's first replica), when no pod here meets any of them, as upstream.
+        let terms: Vec<&PodAffinityTerm> = required_terms(pod, false).collect();
+        let met = |term: &&PodAffinityTerm| {
+            placed.iter().any(|(ns, other)| term_selects(term, namespace, (ns, other)))
+        };
+        let first = !terms.iter().any(met)
+            && terms.iter().all(|term| term_selects(term, namespace, (namespace, pod)));
+        let attracted = terms.iter().all(|term| shared(term) && (met(term) || first));
         (!attracted)
             .then(|| "0/1 nodes are available: 1 node(s) didn't match pod affinity rules".into())
     }
@@ -339,6 +341,12 @@ mod tests {
         // The first pod that meets its own term runs.
         let cache = labelled("cache-0", "{app: cache}", &spec);
         assert_eq!(node.affinity_conflict(("default", &cache), &[]), None);
+        // Not when another of its terms is met here and this one is not, as upstream.
+        let both = "  affinity: {podAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{labelSelector: {matchLabels: {app: cache}}, topologyKey: kubernetes.io/hostname}, {labelSelector: {matchLabels: {tier: db}}, topologyKey: kubernetes.io/hostname}]}}";
+        let selfish = labelled("cache-1", "{app: cache, tier: db}", both);
+        let db_here = vec![("default".to_string(), labelled("db", "{tier: db}", ""))];
+        assert!(node.affinity_conflict(("default", &selfish), &db_here).is_some());
+        assert_eq!(node.affinity_conflict(("default", &selfish), &[]), None);
     }
 
     #[test]

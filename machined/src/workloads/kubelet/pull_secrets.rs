@@ -93,17 +93,26 @@ fn matches(key: &str, (host, path): &(String, String)) -> bool {
     host_matches && path_matches
 }
 
+/// Why a secret's `key` is no Docker config, without quoting it: serde's messages quote the
+/// value they met, a secret's, and events are for readers.
+fn unreadable(key: &str, e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => "not JSON",
+        _ => "JSON, not of a Docker config's shape",
+    };
+    format!("{key} is {what} (line {}, column {})", e.line(), e.column())
+}
+
 /// The entries of a secret's data: its `.dockerconfigjson` (`{"auths": {...}}`) or its
 /// `.dockercfg` (the entries themselves).
 fn entries(data: &BTreeMap<String, Vec<u8>>) -> Result<BTreeMap<String, Entry>, String> {
     if let Some(json) = data.get(".dockerconfigjson") {
-        let config: DockerConfig = serde_json::from_slice(json)
-            .map_err(|e| format!(".dockerconfigjson is not a Docker config: {e}"))?;
+        let config: DockerConfig =
+            serde_json::from_slice(json).map_err(|e| unreadable(".dockerconfigjson", &e))?;
         return Ok(config.auths);
     }
     if let Some(json) = data.get(".dockercfg") {
-        return serde_json::from_slice(json)
-            .map_err(|e| format!(".dockercfg is not a Docker config: {e}"));
+        return serde_json::from_slice(json).map_err(|e| unreadable(".dockercfg", &e));
     }
     Err("it has neither .dockerconfigjson nor .dockercfg".into())
 }
@@ -141,7 +150,10 @@ pub fn for_image(
                 username: entry.username,
                 password: entry.password,
                 auth: entry.auth,
-                server_address: target.0.clone(),
+                // Empty, as upstream leaves it for a Docker config's entries: containerd
+                // takes them for whichever host of the registry it reaches (a mirror, Docker
+                // Hub's registry-1), where a bare host here would be no URL and be dropped.
+                server_address: String::new(),
                 identity_token: entry.identitytoken,
                 registry_token: entry.registrytoken,
             };
@@ -198,27 +210,33 @@ mod tests {
             "  kind: Secret\n",
             "  metadata: {name: plain, namespace: shop}\n",
             "  stringData: {password: pw}\n",
+            "- apiVersion: v1\n",
+            "  kind: Secret\n",
+            "  metadata: {name: odd, namespace: shop}\n",
+            "  stringData: {.dockerconfigjson: '{\"auths\": {\"reg\": \"dXNlcjpwYXNz\"}}'}\n",
         ))
         .unwrap();
         let objects = LocalObjects::new(&list);
         let pod: Pod = serde_yaml::from_str(
-            "spec: {imagePullSecrets: [{name: regcred}, {name: plain}, {name: gone}], containers: []}",
+            "spec: {imagePullSecrets: [{name: regcred}, {name: plain}, {name: gone}, {name: odd}], containers: []}",
         )
         .unwrap();
         let found = for_image(&objects, "shop", &pod, "registry.example.com/team/app:1");
         let users: Vec<(&str, &str)> =
             found.auths.iter().map(|a| (a.username.as_str(), a.auth.as_str())).collect();
         assert_eq!(users, [("team", ""), ("", "dTpw")]);
-        assert_eq!(found.auths[0].server_address, "registry.example.com");
+        assert_eq!(found.auths[0].server_address, "");
         assert_eq!(
             found.problems,
             [
                 "secret \"plain\": it has neither .dockerconfigjson nor .dockercfg",
                 "secret \"gone\" not found",
+                // Its value is not quoted: events are for readers.
+                "secret \"odd\": .dockerconfigjson is JSON, not of a Docker config's shape (line 1, column 32)",
             ]
         );
         // Another namespace's pod reads its own namespace's secrets.
         let elsewhere = for_image(&objects, "default", &pod, "registry.example.com/team/app:1");
-        assert!(elsewhere.auths.is_empty() && elsewhere.problems.len() == 3);
+        assert!(elsewhere.auths.is_empty() && elsewhere.problems.len() == 4);
     }
 }

@@ -55,6 +55,8 @@ struct Track {
     pull_backoff: Backoff,
     /// The probes of the current run, and which run that is.
     probes: Option<(String, Probes)>,
+    /// The termination message of the latest run that ended, once read, and which run.
+    termination_message: Option<(String, String)>,
 }
 
 /// The log files `kubectl logs [--previous]` would read for a container.
@@ -578,7 +580,7 @@ impl Worker {
         if let Some(id) = current_id {
             match self.container_status(&id).await {
                 Ok(status) => {
-                    let status = self.with_termination_message(index, status);
+                    let status = self.with_termination_message(index, status).await;
                     self.tracks[index].view.current = Some(status);
                 }
                 Err(e) if e.code() == tonic::Code::NotFound => {
@@ -659,30 +661,41 @@ impl Worker {
     }
 
     /// `status` of a run of the container at `index`, with its termination message once it
-    /// ended (read once, when the worker first sees it ended).
-    fn with_termination_message(
-        &self,
+    /// ended: read (off the async workers) the first time the worker sees that run ended,
+    /// whichever way it learnt of the run (started, adopted, looked at again).
+    async fn with_termination_message(
+        &mut self,
         index: usize,
         mut status: v1::ContainerStatus,
     ) -> v1::ContainerStatus {
-        let exited = i32::from(v1::ContainerState::ContainerExited);
-        if status.state != exited {
+        if status.state != i32::from(v1::ContainerState::ContainerExited) {
             return status;
         }
-        let container = spec::container_at(&self.pod.pod, index);
-        let seen = self.tracks[index].view.current.as_ref();
-        if let Some(seen) = seen.filter(|seen| seen.id == status.id && seen.state == exited) {
-            status.message = seen.message.clone();
-            return status;
-        }
-        let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
-        let file = termination::message_file(
-            &spec::data_directory(&self.pod.uid),
-            &container.name,
-            attempt,
-        );
-        let log = spec::log_directory(&self.pod).join(&status.log_path);
-        if let Some(message) = termination::message(container, &file, status.exit_code, &log) {
+        let read = match &self.tracks[index].termination_message {
+            Some((run, message)) if *run == status.id => Some(message.clone()),
+            _ => None,
+        };
+        let message = match read {
+            Some(message) => message,
+            None => {
+                let container = spec::container_at(&self.pod.pod, index).clone();
+                let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
+                let data_dir = spec::data_directory(&self.pod.uid);
+                let file = termination::message_file(&data_dir, &container.name, attempt);
+                let log = spec::log_directory(&self.pod).join(&status.log_path);
+                let exit_code = status.exit_code;
+                let message = tokio::task::spawn_blocking(move || {
+                    termination::message(&container, &file, exit_code, &log)
+                })
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+                self.tracks[index].termination_message = Some((status.id.clone(), message.clone()));
+                message
+            }
+        };
+        if !message.is_empty() {
             status.message = message;
         }
         status
