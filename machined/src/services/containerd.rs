@@ -26,7 +26,7 @@ use crate::facts::Fact;
 use crate::files::layout::under;
 use crate::service::{Dependency, HealthCheck, ProcessService};
 use crate::system::reaper::Reaper;
-use crate::workloads::cri::{self, v1, Cri};
+use crate::workloads::cri::{Cri, CriClient};
 
 /// containerd's gRPC socket (CRI included).
 pub const SOCKET: &str = "/run/containerd/containerd.sock";
@@ -74,12 +74,12 @@ pub fn service(
     // then failed ("server is not initialized yet") and waited out a restart delay.
     .with_health(Box::new(|| -> HealthCheck {
         Box::pin(async {
-            let mut cri = Cri::connect(SOCKET).await.map_err(|e| format!("{SOCKET}: {e}"))?;
-            cri.runtime
-                .version(cri::with_timeout(v1::VersionRequest::default(), CRI_CHECK_TIMEOUT))
-                .await
-                .map(drop)
-                .map_err(|status| format!("CRI: {}", status.message()))
+            let cri = CriClient::connect(SOCKET).await.map_err(|e| format!("{SOCKET}: {e}"))?;
+            match tokio::time::timeout(CRI_CHECK_TIMEOUT, cri.version()).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(status)) => Err(format!("CRI: {}", status.message())),
+                Err(_) => Err(format!("CRI: no answer in {}s", CRI_CHECK_TIMEOUT.as_secs())),
+            }
         })
     }))
 }

@@ -3,7 +3,7 @@
 //! button then a start with the RTC in 2000 (like a board without one: it starts at its
 //! time floor, syncs, and ctl connects), and a power cut (QEMU killed) then a start with no
 //! network at all (still configured, its pod and the Deployment applied before the cut
-//! running again).
+//! running again, the data it wrote to its claim kept).
 
 use std::time::{Duration, Instant};
 
@@ -56,11 +56,19 @@ pub fn power_button_and_clock(configured: &ConfiguredNode) {
     assert_ne!(time["raised_to_floor"], "", "the clock was not raised to a floor: {time}");
 }
 
-/// Objects applied just before the power cut: a Deployment reading a ConfigMap.
+/// Objects applied just before the power cut: a Deployment reading a ConfigMap and counting
+/// its starts on a claim (synced, as a program that means to keep data does).
 const APPLIED: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata: {name: greeting}
 data: {greeting.txt: "hello from an applied ConfigMap"}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: greeter-data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
 ---
 apiVersion: apps/v1
 kind: Deployment
@@ -71,17 +79,19 @@ spec:
     metadata: {labels: {app: greeter}}
     spec:
       terminationGracePeriodSeconds: 2
-      volumes: [{name: greeting, configMap: {name: greeting}}]
+      volumes:
+        - {name: greeting, configMap: {name: greeting}}
+        - {name: data, persistentVolumeClaim: {claimName: greeter-data}}
       containers:
         - name: main
           image: localhost/busybox:latest
-          command: [sh, -c, "cat /etc/greeting/greeting.txt; echo; exec sleep 3600"]
-          volumeMounts: [{name: greeting, mountPath: /etc/greeting}]
+          command: [sh, -c, "cat /etc/greeting/greeting.txt; echo; echo started >> /data/starts; sync; exec sleep 3600"]
+          volumeMounts: [{name: greeting, mountPath: /etc/greeting}, {name: data, mountPath: /data}]
 "#;
 
 /// A power cut (QEMU killed) loses nothing: the node comes back configured and, with no
 /// network at all (no DHCP, no time server, no registry), runs its pod again, and the
-/// Deployment applied with `ctl apply -f` just before the cut.
+/// Deployment applied with `ctl apply -f` just before the cut, with its claim's data.
 pub fn power_cut(configured: &ConfiguredNode) {
     let dir = configured.scenario_dir();
     let admin = configured.admin();
@@ -90,6 +100,12 @@ pub fn power_cut(configured: &ConfiguredNode) {
     std::fs::write(&file, APPLIED).unwrap();
     let out = ctl(Some(&admin), &["-n", &node.address(), "apply", "-f", file.to_str().unwrap()]);
     assert!(out.ok().stdout.contains("deployment/greeter created"));
+    let starts = |n: &str| {
+        let file = "/var/lib/cairn/claims/default/greeter-data/starts";
+        ctl(Some(&admin), &["-n", n, "read", file]).stdout.lines().count()
+    };
+    let started = eventually(Duration::from_secs(120), || starts(&node.address()) == 1);
+    assert!(started, "the greeter did not write to its claim before the cut");
     node.vm.power_off_hard().unwrap();
     let powered = Instant::now();
     node.power_on(PowerOn::Offline, &admin, "a power cut, offline");
@@ -104,4 +120,6 @@ pub fn power_cut(configured: &ConfiguredNode) {
     let greeted =
         eventually(Duration::from_secs(30), || logs().contains("hello from an applied ConfigMap"));
     assert!(greeted, "{}", logs());
+    // Its claim kept the start before the cut, and counts the one after.
+    assert!(eventually(Duration::from_secs(30), || starts(&n) == 2), "starts: {}", starts(&n));
 }

@@ -6,16 +6,11 @@
 //! upstream kubelet would leave the pod in ImagePullBackOff until the registry is back).
 //! `localhost/` images exist only as baked-in archives: they are never pulled.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Container;
 
-use crate::workloads::cri::{self, v1, Cri};
+use crate::workloads::cri::{v1, Cri};
 
 use super::events::EventType;
-
-/// The longest a pull may take.
-const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why a container's image is not there: `reason` is what `kubectl get pods` shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,16 +46,8 @@ pub fn pull_policy(container: &Container) -> &str {
 }
 
 /// The image id containerd has for `image`, if it has it.
-async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic::Status> {
-    let status = cri
-        .images
-        .image_status(v1::ImageStatusRequest {
-            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
-            verbose: false,
-        })
-        .await?
-        .into_inner();
-    Ok(status.image.map(|i| i.id))
+async fn local_image(cri: &dyn Cri, image: &str) -> Result<Option<String>, tonic::Status> {
+    Ok(cri.image_status(image).await?.map(|i| i.id))
 }
 
 /// Makes sure `container`'s image is on the node, pulling it as its policy says (with each of
@@ -68,7 +55,7 @@ async fn local_image(cri: &mut Cri, image: &str) -> Result<Option<String>, tonic
 /// returns the image id to create the container from. `report` is told what happened, as
 /// the events `Pulling`, `Pulled` and `Failed`.
 pub async fn ensure(
-    cri: &mut Cri,
+    cri: &dyn Cri,
     container: &Container,
     auths: &[v1::AuthConfig],
     report: &mut (dyn FnMut(EventType, &str, String) + Send),
@@ -114,12 +101,7 @@ pub async fn ensure(
     };
     let mut last_error = String::new();
     for auth in attempts {
-        let request = v1::PullImageRequest {
-            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
-            auth: auth.cloned(),
-            ..Default::default()
-        };
-        match cri.images.pull_image(cri::with_timeout(request, PULL_TIMEOUT)).await {
+        match cri.pull_image(image, auth.cloned()).await {
             Ok(pulled) => {
                 let took = started.elapsed().as_secs_f64();
                 report(
@@ -127,7 +109,7 @@ pub async fn ensure(
                     "Pulled",
                     format!("Successfully pulled image {image:?} in {took:.3}s"),
                 );
-                return Ok(pulled.into_inner().image_ref);
+                return Ok(pulled);
             }
             Err(status) => last_error = status.message().to_string(),
         }

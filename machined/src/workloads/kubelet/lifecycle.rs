@@ -17,7 +17,7 @@ pub const POST_START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `hook` against `target` for at most `timeout`: Ok when it succeeds, else why not.
 pub async fn run(
-    cri: &mut Cri,
+    cri: &dyn Cri,
     hook: &LifecycleHandler,
     timeout: Duration,
     target: &Target<'_>,

@@ -30,7 +30,7 @@ fn rotated(path: &Path) -> PathBuf {
 
 /// Rotates the log files of `runs` (in the pod's `log_dir`) that passed [`MAX_LOG_BYTES`].
 pub async fn rotate<'a>(
-    cri: &mut Cri,
+    cri: &dyn Cri,
     log_dir: &Path,
     runs: impl Iterator<Item = &'a v1::ContainerStatus>,
 ) {
@@ -39,8 +39,7 @@ pub async fn rotate<'a>(
         let path = log_dir.join(&run.log_path);
         let full = tokio::fs::metadata(&path).await.is_ok_and(|m| m.len() > MAX_LOG_BYTES);
         if full && tokio::fs::rename(&path, rotated(&path)).await.is_ok() {
-            let reopen = v1::ReopenContainerLogRequest { container_id: run.id.clone() };
-            let _ = cri.runtime.reopen_container_log(reopen).await;
+            let _ = cri.reopen_container_log(&run.id).await;
         }
     }
 }

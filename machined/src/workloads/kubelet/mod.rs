@@ -22,6 +22,7 @@ pub mod logs;
 pub mod manifests;
 mod objects;
 mod placement;
+mod pod_files;
 mod probe;
 mod pull_secrets;
 mod source;
@@ -33,7 +34,7 @@ mod volumes;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,10 +51,11 @@ use crate::files::layout::{under, NodeLayout};
 use crate::node::power::PowerControl;
 use crate::service::{Dependency, Service, ServiceContext};
 use crate::services::containerd;
-use crate::workloads::cri::{v1, Cri};
+use crate::workloads::cri::{v1, Cri, CriClient};
 
 use events::{EventType, Involved, PodEvent, PodEvents};
 use objects::LocalObjects;
+use pod_files::PodFiles;
 use source::{AppliedObjects, ConfigPods, DesiredPod, ManifestDir, PodSource};
 
 /// How often the kubelet looks for sandboxes nobody wants.
@@ -282,7 +284,7 @@ impl Kubelet {
     /// pods down (preStop hooks, grace periods) from here on.
     fn reconcile(
         &self,
-        (cri, objects): (&Cri, &watch::Receiver<Arc<LocalObjects>>),
+        (runtime, objects): (&worker::Runtime, &watch::Receiver<Arc<LocalObjects>>),
         desired: &BTreeMap<String, DesiredPod>,
         running: &mut BTreeMap<String, RunningPod>,
         (detach, shutdown): (&CancellationToken, &CancellationToken),
@@ -305,7 +307,7 @@ impl Kubelet {
             let restart = Arc::new(Notify::new());
             let log_ctx = ctx.clone();
             let worker = worker::Worker::new(
-                cri.clone(),
+                runtime.clone(),
                 pod.clone(),
                 (self.registry.clone(), self.events.clone()),
                 Arc::new(move |line| log_ctx.log(line)),
@@ -330,14 +332,9 @@ impl Kubelet {
     }
 
     /// The uids of the pods whose sandboxes are ready.
-    async fn live_pod_uids(cri: &mut Cri) -> anyhow::Result<std::collections::HashSet<String>> {
+    async fn live_pod_uids(cri: &dyn Cri) -> anyhow::Result<std::collections::HashSet<String>> {
         let ready = i32::from(v1::PodSandboxState::SandboxReady);
-        let sandboxes = cri
-            .runtime
-            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
+        let sandboxes = cri.list_pod_sandbox(None).await?;
         let live = sandboxes.into_iter().filter(|sandbox| sandbox.state == ready);
         Ok(live.filter_map(|mut sandbox| sandbox.labels.remove(spec::label::POD_UID)).collect())
     }
@@ -345,16 +342,11 @@ impl Kubelet {
     /// Removes sandboxes of pods no worker runs (a crash, or a config replaced while the
     /// kubelet was not running), then their volumes.
     async fn sweep_orphans(
-        cri: &mut Cri,
+        (cri, files): &worker::Runtime,
         wanted: &[String],
         ctx: &ServiceContext,
     ) -> anyhow::Result<()> {
-        let sandboxes = cri
-            .runtime
-            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
+        let sandboxes = cri.list_pod_sandbox(None).await?;
         // The volumes of a pod whose sandbox could not be stopped stay: it may still run.
         let mut running = Vec::new();
         for sandbox in sandboxes {
@@ -363,35 +355,27 @@ impl Kubelet {
                 continue;
             }
             ctx.log(format!("removing sandbox {} of a pod no source has (uid {uid})", sandbox.id));
-            let stopped = cri
-                .runtime
-                .stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id.clone() })
-                .await;
-            if stopped.is_err() {
+            if cri.stop_pod_sandbox(&sandbox.id).await.is_err() {
                 running.push(uid.clone());
             }
-            let _ = cri
-                .runtime
-                .remove_pod_sandbox(v1::RemovePodSandboxRequest {
-                    pod_sandbox_id: sandbox.id.clone(),
-                })
-                .await;
+            let _ = cri.remove_pod_sandbox(&sandbox.id).await;
         }
         let keep = |uid: &str| wanted.iter().chain(&running).any(|kept| kept == uid);
-        for line in volumes::sweep(&volumes::HostMounter, Path::new(spec::POD_DATA_ROOT), keep) {
+        for line in volumes::sweep(files.mounter.as_ref(), &files.data_root, keep) {
             ctx.log(line);
         }
         Ok(())
     }
 
     async fn serve(self: Arc<Self>, ctx: ServiceContext) -> anyhow::Result<()> {
-        let mut cri = Cri::connect(containerd::SOCKET).await?;
-        let version = cri.runtime.version(v1::VersionRequest::default()).await?.into_inner();
+        let cri: Arc<dyn Cri> = Arc::new(CriClient::connect(containerd::SOCKET).await?);
+        let version = cri.version().await?;
         ctx.log(format!(
             "CRI: {} {} (API {})",
             version.runtime_name, version.runtime_version, version.runtime_api_version
         ));
         let root = self.layout.root().to_path_buf();
+        let files = PodFiles::under(&root, Arc::new(volumes::HostMounter));
         let images_dir = under(&root, import::IMAGES_DIR);
         let started = std::time::Instant::now();
         for line in import::import_archives(containerd::SOCKET, &images_dir).await? {
@@ -419,7 +403,8 @@ impl Kubelet {
         let mut running = BTreeMap::new();
         // Pods whose sandboxes run were placed by the kubelet before this one: the first pass
         // keeps their place rather than weigh them afresh against pods that wait.
-        let mut adopted = Self::live_pod_uids(&mut cri).await.unwrap_or_default();
+        let mut adopted = Self::live_pod_uids(cri.as_ref()).await.unwrap_or_default();
+        let runtime = (cri, files);
         let mut waiting = BTreeMap::new();
         let mut stopping = Vec::new();
         let mut sweep = tokio::time::interval(ORPHAN_SWEEP);
@@ -456,7 +441,7 @@ impl Kubelet {
             let placed_uids = placed_uids.collect();
             self.hold_unplaceable(&mut desired, &placed_uids, &node, &mut waiting, &ctx);
             stopping.extend(self.reconcile(
-                (&cri, &objects_feed),
+                (&runtime, &objects_feed),
                 &desired,
                 &mut running,
                 (&detach, &shutdown),
@@ -472,7 +457,7 @@ impl Kubelet {
                     stopping.retain(|pod| !pod.task.is_finished());
                     let wanted: Vec<String> =
                         running.values().chain(&stopping).map(|p| p.uid.clone()).collect();
-                    if let Err(e) = Self::sweep_orphans(&mut cri, &wanted, &ctx).await {
+                    if let Err(e) = Self::sweep_orphans(&runtime, &wanted, &ctx).await {
                         ctx.log(format!("looking for orphaned sandboxes: {e}"));
                     }
                     // A deleted claim's data goes once no pod that mounts it runs or is being
@@ -482,13 +467,13 @@ impl Kubelet {
                             pod.claims.0 == namespace && pod.claims.1.iter().any(|c| c == name)
                         })
                     };
-                    for line in claims::sweep_retired(&under(&root, claims::CLAIM_ROOT), in_use) {
+                    for line in claims::sweep_retired(&runtime.1.claim_root, in_use) {
                         ctx.log(line);
                     }
                     // A Job's record goes with its pod; not while a source could not be read.
                     if sources_read {
                         let kept = |uid: &str| wanted_uids.iter().any(|w| w == uid);
-                        completions::sweep(&under(&root, completions::COMPLETION_ROOT), kept);
+                        completions::sweep(&runtime.1.completion_root, kept);
                     }
                 }
             }

@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::workloads::cri::{self, v1, Cri};
+use crate::workloads::cri::Cri;
 
 /// gRPC's health checking protocol, which grpc probes call.
 #[allow(missing_docs, clippy::all)]
@@ -150,7 +150,7 @@ impl Probes {
     }
 
     /// Runs the probes that are due: which failed, and whether the container must be killed.
-    pub async fn run_due(&mut self, cri: &mut Cri, target: &Target<'_>) -> ProbeRound {
+    pub async fn run_due(&mut self, cri: &dyn Cri, target: &Target<'_>) -> ProbeRound {
         let now = Instant::now();
         let started = self.started();
         let due = [&mut self.startup, &mut self.liveness, &mut self.readiness]
@@ -226,23 +226,17 @@ impl<'a> From<&'a LifecycleHandler> for Action<'a> {
 
 /// One run of a probe's or hook's action: Ok when it passes, else why not.
 pub async fn run(
-    cri: &mut Cri,
+    cri: &dyn Cri,
     action: Action<'_>,
     timeout: Duration,
     target: &Target<'_>,
 ) -> Result<(), String> {
     if let Some(exec) = action.exec {
-        let request = v1::ExecSyncRequest {
-            container_id: target.container_id.into(),
-            cmd: exec.command.clone().unwrap_or_default(),
-            timeout: timeout.as_secs() as i64,
-        };
+        let command = exec.command.clone().unwrap_or_default();
         let reply = cri
-            .runtime
-            .exec_sync(cri::with_timeout(request, timeout + Duration::from_secs(5)))
+            .exec_sync(target.container_id, command, timeout)
             .await
-            .map_err(|e| e.message().to_string())?
-            .into_inner();
+            .map_err(|e| e.message().to_string())?;
         return match reply.exit_code {
             0 => Ok(()),
             code => Err(format!("exec exited with {code}")),

@@ -4,7 +4,7 @@
 //! fail to convert here are errors of the container, reported in its status.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Pod, PodSecurityContext, SeccompProfile, SecurityContext,
@@ -17,10 +17,6 @@ use super::objects::LocalObjects;
 use super::source::DesiredPod;
 use super::volumes::PodVolumes;
 
-/// Container logs, one directory per pod (the upstream kubelet's layout).
-pub const POD_LOG_ROOT: &str = "/var/log/pods";
-/// Pod volumes (emptyDir, subPath binds), one directory per pod uid (see [`super::volumes`]).
-pub const POD_DATA_ROOT: &str = "/var/lib/cairn/pods";
 /// The cgroup (v2, cgroupfs driver) every pod's cgroup is made under.
 pub const CGROUP_ROOT: &str = "/kubepods";
 
@@ -34,16 +30,6 @@ pub mod label {
     pub const POD_UID: &str = "io.kubernetes.pod.uid";
     /// The container's name.
     pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
-}
-
-/// The pod's log directory.
-pub fn log_directory(pod: &DesiredPod) -> PathBuf {
-    Path::new(POD_LOG_ROOT).join(format!("{}_{}_{}", pod.namespace, pod.name, pod.uid))
-}
-
-/// The pod's data directory (its emptyDir volumes and subPath binds).
-pub fn data_directory(uid: &str) -> PathBuf {
-    Path::new(POD_DATA_ROOT).join(uid)
 }
 
 /// A container's log file, relative to the pod's log directory.
@@ -162,8 +148,12 @@ pub fn dns_config(pod: &Pod, node_resolv: &str) -> Option<v1::DnsConfig> {
     Some(config)
 }
 
-/// The sandbox of `pod`, attempt `attempt`.
-pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
+/// The sandbox of `pod`, attempt `attempt`, its containers logging into `log_directory`.
+pub fn sandbox_config(
+    pod: &DesiredPod,
+    attempt: u32,
+    log_directory: &Path,
+) -> v1::PodSandboxConfig {
     let spec = spec(&pod.pod);
     let port_mappings = spec
         .containers
@@ -199,7 +189,7 @@ pub fn sandbox_config(pod: &DesiredPod, attempt: u32) -> v1::PodSandboxConfig {
             attempt,
         }),
         hostname,
-        log_directory: log_directory(pod).to_string_lossy().into_owned(),
+        log_directory: log_directory.to_string_lossy().into_owned(),
         port_mappings,
         labels: pod_labels(pod),
         annotations: pod.pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
@@ -528,7 +518,7 @@ mod tests {
             "    - {name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token, optional: true}}}\n",
         ));
         let mounter = RecordingMounter::default();
-        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let volumes = PodVolumes::new("/nonexistent".into(), &mounter);
         let main = &containers(&pod.pod)[0];
         let config =
             container_config(&pod, main, 0, "i", &volumes, (&placement(), &objects)).unwrap();
@@ -566,7 +556,7 @@ mod tests {
             "      allowPrivilegeEscalation: false\n",
             "      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}\n",
         ));
-        let sandbox = sandbox_config(&pod, 0);
+        let sandbox = sandbox_config(&pod, 0, Path::new("/var/log/pods/apps_web_1"));
         assert_eq!(sandbox.port_mappings.len(), 1);
         assert_eq!(
             (sandbox.port_mappings[0].container_port, sandbox.port_mappings[0].host_port),
@@ -575,9 +565,9 @@ mod tests {
         assert_eq!(sandbox.labels[label::POD_UID], pod.uid);
         assert_eq!(sandbox.labels["app"], "web");
         assert_eq!(sandbox.hostname, "web");
-        assert!(sandbox.log_directory.starts_with("/var/log/pods/apps_web_"));
+        assert_eq!(sandbox.log_directory, "/var/log/pods/apps_web_1");
         let mounter = RecordingMounter::default();
-        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let volumes = PodVolumes::new("/nonexistent".into(), &mounter);
         let container = container_config(
             &pod,
             &containers(&pod.pod)[0],
@@ -640,7 +630,7 @@ mod tests {
             "    - {name: MEM_REQ, valueFrom: {resourceFieldRef: {resource: requests.memory}}}\n",
         ));
         let mounter = RecordingMounter::default();
-        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let volumes = PodVolumes::new("/nonexistent".into(), &mounter);
         let main = &containers(&pod.pod)[0];
         let config = container_config(
             &pod,
@@ -694,7 +684,7 @@ mod tests {
             "    image: busybox\n",
             "    securityContext: {runAsNonRoot: true, seccompProfile: {type: Localhost, localhostProfile: p/audit.json}}\n",
         ));
-        let sandbox = sandbox_config(&pod, 0).linux.unwrap();
+        let sandbox = sandbox_config(&pod, 0, Path::new("/logs")).linux.unwrap();
         assert_eq!(sandbox.sysctls["net.ipv4.ip_unprivileged_port_start"], "0");
         let context = sandbox.security_context.unwrap();
         assert_eq!(context.run_as_user, Some(v1::Int64Value { value: 999 }));
@@ -702,7 +692,7 @@ mod tests {
         let runtime_default = i32::from(v1::security_profile::ProfileType::RuntimeDefault);
         assert_eq!(context.seccomp.unwrap().profile_type, runtime_default);
         let mounter = RecordingMounter::default();
-        let volumes = PodVolumes::new(PathBuf::from("/nonexistent"), &mounter);
+        let volumes = PodVolumes::new("/nonexistent".into(), &mounter);
         let security = |index: usize| {
             let container = &containers(&pod.pod)[index];
             let config = container_config(
@@ -797,7 +787,7 @@ mod tests {
         let pod = desired(
             "metadata: {name: h}\nspec: {hostNetwork: true, containers: [{name: c, image: i}]}",
         );
-        let sandbox = sandbox_config(&pod, 1);
+        let sandbox = sandbox_config(&pod, 1, Path::new("/logs"));
         let options = sandbox.linux.unwrap().security_context.unwrap().namespace_options.unwrap();
         assert_eq!(options.network, i32::from(v1::NamespaceMode::Node));
         assert_eq!(sandbox.hostname, "");
@@ -846,7 +836,7 @@ mod tests {
         // The missing subPath was made as a directory in the volume, and bound from there.
         assert!(scratch.join("site").is_dir());
         assert_eq!(
-            mounter.log.borrow().as_slice(),
+            mounter.log.lock().unwrap().as_slice(),
             [format!("bind {} {}", scratch.join("site").display(), bound.display())]
         );
 

@@ -124,7 +124,7 @@ pub enum Mount {
 }
 
 /// The host's mounts, as the kubelet changes them.
-pub trait Mounter {
+pub trait Mounter: Send + Sync {
     /// Makes `mount`.
     fn mount(&self, mount: &Mount) -> io::Result<()>;
     /// Detaches the mount at `target` (the topmost one there).
@@ -269,7 +269,6 @@ impl<'a> PodVolumes<'a> {
     }
 
     /// The same volumes, with the node's claims under `root`.
-    #[cfg(test)]
     pub fn with_claims_at(self, root: PathBuf) -> PodVolumes<'a> {
         PodVolumes { claims: root, ..self }
     }
@@ -525,8 +524,8 @@ pub fn sweep(mounter: &dyn Mounter, root: &Path, keep: impl Fn(&str) -> bool) ->
 #[derive(Default)]
 pub struct RecordingMounter {
     /// What was asked, in order: a bind's source is given as where its descriptor led.
-    pub log: std::cell::RefCell<Vec<String>>,
-    mounted: std::cell::RefCell<Vec<PathBuf>>,
+    pub log: std::sync::Mutex<Vec<String>>,
+    mounted: std::sync::Mutex<Vec<PathBuf>>,
 }
 
 #[cfg(test)]
@@ -541,14 +540,14 @@ impl Mounter for RecordingMounter {
                 (format!("bind {} {}", led_to.display(), target.display()), target)
             }
         };
-        self.log.borrow_mut().push(line);
-        self.mounted.borrow_mut().push(target.clone());
+        self.log.lock().unwrap().push(line);
+        self.mounted.lock().unwrap().push(target.clone());
         Ok(())
     }
 
     fn unmount(&self, target: &Path) -> io::Result<()> {
-        self.log.borrow_mut().push(format!("unmount {}", target.display()));
-        let mut mounted = self.mounted.borrow_mut();
+        self.log.lock().unwrap().push(format!("unmount {}", target.display()));
+        let mut mounted = self.mounted.lock().unwrap();
         let at = mounted
             .iter()
             .rposition(|m| m == target)
@@ -558,7 +557,7 @@ impl Mounter for RecordingMounter {
     }
 
     fn mounts_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Ok(self.mounted.borrow().iter().filter(|m| m.starts_with(dir)).cloned().collect())
+        Ok(self.mounted.lock().unwrap().iter().filter(|m| m.starts_with(dir)).cloned().collect())
     }
 }
 
@@ -573,7 +572,7 @@ mod tests {
 
     fn log(mounter: &RecordingMounter, base: &Path) -> Vec<String> {
         let base = format!("{}/", base.display());
-        mounter.log.borrow().iter().map(|line| line.replace(&base, "")).collect()
+        mounter.log.lock().unwrap().iter().map(|line| line.replace(&base, "")).collect()
     }
 
     #[test]
@@ -649,7 +648,7 @@ mod tests {
         assert_eq!(std::fs::read_to_string(tls_dir.join("key.pem")).unwrap(), "k");
         // The secret's files are on a tmpfs of their own; the config map's are not.
         let tmpfs = format!("tmpfs {} mode=0755,size=50%", tls_dir.display());
-        assert_eq!(*mounter.log.borrow(), [tmpfs]);
+        assert_eq!(*mounter.log.lock().unwrap(), [tmpfs]);
 
         // The config map changed: the running pod's volume follows, the secret stays.
         let declared = [site.clone(), tls, volume("{name: other, configMap: {name: gone}}")];
@@ -746,7 +745,7 @@ mod tests {
             "volume \"shared\", subPath \"x/etc\": it leads out of the volume (through a \
              symbolic link, an absolute one or one with '..')"
         );
-        assert!(mounter.log.borrow().is_empty());
+        assert!(mounter.log.lock().unwrap().is_empty());
     }
 
     #[test]

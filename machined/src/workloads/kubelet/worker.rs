@@ -5,7 +5,7 @@
 //! lost to a containerd restart, or a reboot is noticed and repaired.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +15,17 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::workloads::cri::{self, v1, Cri};
+use crate::workloads::cri::{v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
 use super::downward;
 use super::events::{EventType, Involved, PodEvents};
 use super::lifecycle;
 use super::objects::LocalObjects;
+use super::pod_files::PodFiles;
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
-use super::volumes::{HostMounter, PodVolumes};
 use super::{
     completions, images, logs, pull_secrets, spec, termination, ContainerLogs, PodRecord, Registry,
 };
@@ -84,9 +84,14 @@ pub struct Leave {
 /// kubelet 15 s to stop).
 const SHUTDOWN_GRACE: i64 = 10;
 
+/// What workers run their pods with: the runtime, and where pods' files go.
+pub type Runtime = (Arc<dyn Cri>, PodFiles);
+
 /// The worker of one pod.
 pub struct Worker {
-    cri: Cri,
+    cri: Arc<dyn Cri>,
+    /// Where the pod's logs and volumes go.
+    files: PodFiles,
     pod: DesiredPod,
     registry: Registry,
     log: Arc<dyn Fn(String) + Send + Sync>,
@@ -112,10 +117,11 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker for `pod`; it publishes into `registry` and `events`, logs through `log` and
-    /// reads ConfigMaps and Secrets from `objects`.
+    /// A worker for `pod`, run through `cri` with its files in `files`; it publishes into
+    /// `registry` and `events`, logs through `log` and reads ConfigMaps and Secrets from
+    /// `objects`.
     pub fn new(
-        cri: Cri,
+        (cri, files): Runtime,
         pod: DesiredPod,
         (registry, events): (Registry, PodEvents),
         log: Arc<dyn Fn(String) + Send + Sync>,
@@ -134,6 +140,7 @@ impl Worker {
             .collect();
         Worker {
             cri,
+            files,
             pod,
             registry,
             log,
@@ -232,7 +239,8 @@ impl Worker {
                     self.event(None, EventType::Normal, "Killing", "Stopping the pod: a restart was requested");
                     self.teardown().await;
                     let reporting = (self.registry.clone(), self.events.clone());
-                    let fresh = Worker::new(self.cri.clone(), self.pod.clone(), reporting, self.log.clone(), self.objects.clone());
+                    let runtime = (self.cri.clone(), self.files.clone());
+                    let fresh = Worker::new(runtime, self.pod.clone(), reporting, self.log.clone(), self.objects.clone());
                     self = fresh;
                 }
                 _ = tokio::time::sleep(RELIST) => {}
@@ -245,7 +253,7 @@ impl Worker {
     /// The phase a Job's pod finished in, on an earlier boot or run of the kubelet.
     fn finished_job(&self) -> Option<String> {
         self.pod.restart_limit?;
-        completions::recorded(Path::new(completions::COMPLETION_ROOT), &self.pod.uid)
+        completions::recorded(&self.files.completion_root, &self.pod.uid)
     }
 
     /// Publishes a Job's pod that finished before, as it ended.
@@ -281,8 +289,8 @@ impl Worker {
         // A Job's pod that finished is not run again, after a reboot either.
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         if self.pod.restart_limit.is_some() && matches!(phase.as_str(), "Succeeded" | "Failed") {
-            let root = Path::new(completions::COMPLETION_ROOT);
-            if let Err(e) = completions::record(root, &self.pod.uid, &phase) {
+            if let Err(e) = completions::record(&self.files.completion_root, &self.pod.uid, &phase)
+            {
                 (self.log)(format!("pod {}: recording its Job's end: {e}", self.pod.key()));
             }
         }
@@ -317,8 +325,8 @@ impl Worker {
         }
         sandbox?;
         logs::rotate(
-            &mut self.cri,
-            &spec::log_directory(&self.pod),
+            self.cri.as_ref(),
+            &self.files.log_directory(&self.pod),
             self.tracks.iter().filter_map(|t| t.view.current.as_ref()),
         )
         .await;
@@ -329,7 +337,7 @@ impl Worker {
     /// objects, which changed.
     fn refresh_volumes(&mut self) {
         let objects = self.objects.borrow_and_update().clone();
-        let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
+        let volumes = (self.files.volumes(&self.pod.uid))
             .with_fs_group(spec::fs_group(&self.pod.pod))
             .with_objects(&objects, &self.pod.namespace);
         let declared = self.pod.pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
@@ -374,13 +382,7 @@ impl Worker {
             label_selector: [(spec::label::POD_UID.to_string(), self.pod.uid.clone())].into(),
             ..Default::default()
         };
-        Ok(self
-            .cri
-            .runtime
-            .list_pod_sandbox(v1::ListPodSandboxRequest { filter: Some(filter) })
-            .await?
-            .into_inner()
-            .items)
+        Ok(self.cri.list_pod_sandbox(Some(filter)).await?)
     }
 
     /// Runs the sandbox unless it runs; one that stopped (a reboot, a containerd restart) is
@@ -449,19 +451,13 @@ impl Worker {
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(());
         }
-        let mut config = spec::sandbox_config(&self.pod, attempt);
+        let log_directory = self.files.log_directory(&self.pod);
+        let mut config = spec::sandbox_config(&self.pod, attempt, &log_directory);
         let node_resolv = std::fs::read_to_string(crate::network::RESOLV_CONF).unwrap_or_default();
         config.dns_config = spec::dns_config(&self.pod.pod, &node_resolv);
-        std::fs::create_dir_all(&config.log_directory)?;
-        let request =
-            v1::RunPodSandboxRequest { config: Some(config), runtime_handler: String::new() };
-        let created = self
-            .cri
-            .runtime
-            .run_pod_sandbox(cri::with_timeout(request, Duration::from_secs(120)))
-            .await;
-        let id = match created {
-            Ok(created) => created.into_inner().pod_sandbox_id,
+        std::fs::create_dir_all(&log_directory)?;
+        let id = match self.cri.run_pod_sandbox(config).await {
+            Ok(id) => id,
             Err(e) => {
                 // Retried with the crash back-off; the containers say why they wait.
                 let delay = self.sandbox_backoff.failed().max(RELIST);
@@ -494,13 +490,9 @@ impl Worker {
 
     /// Why `image` may not run a container that must not run as root; None when it may.
     async fn image_user_problem(&mut self, image: &str) -> Option<String> {
-        let request = v1::ImageStatusRequest {
-            image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
-            verbose: false,
-        };
-        match self.cri.images.image_status(request).await {
+        match self.cri.image_status(image).await {
             Ok(status) => {
-                let image = status.into_inner().image.unwrap_or_default();
+                let image = status.unwrap_or_default();
                 spec::image_user_problem(image.uid.map(|uid| uid.value), &image.username)
             }
             Err(e) => Some(format!("asking containerd for the user of {image}: {}", e.message())),
@@ -508,52 +500,25 @@ impl Worker {
     }
 
     async fn sandbox_ip(&mut self, id: &str) -> Option<String> {
-        let status = self
-            .cri
-            .runtime
-            .pod_sandbox_status(v1::PodSandboxStatusRequest {
-                pod_sandbox_id: id.into(),
-                verbose: false,
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .status?;
+        let status = self.cri.pod_sandbox_status(id).await.ok()??;
         status.network.map(|n| n.ip).filter(|ip| !ip.is_empty())
     }
 
     async fn containers_of(&mut self, sandbox: &str) -> anyhow::Result<Vec<v1::Container>> {
         let filter = v1::ContainerFilter { pod_sandbox_id: sandbox.into(), ..Default::default() };
-        Ok(self
-            .cri
-            .runtime
-            .list_containers(v1::ListContainersRequest { filter: Some(filter) })
-            .await?
-            .into_inner()
-            .containers)
+        Ok(self.cri.list_containers(filter).await?)
     }
 
     async fn container_status(&mut self, id: &str) -> Result<v1::ContainerStatus, tonic::Status> {
-        self.cri
-            .runtime
-            .container_status(v1::ContainerStatusRequest {
-                container_id: id.into(),
-                verbose: false,
-            })
-            .await?
-            .into_inner()
-            .status
-            .ok_or_else(|| tonic::Status::not_found(id))
+        self.cri.container_status(id).await
     }
 
     /// Stops and removes a sandbox with its containers.
     async fn remove_sandbox(&mut self, id: &str) {
-        let stop = v1::StopPodSandboxRequest { pod_sandbox_id: id.into() };
-        if let Err(e) = self.cri.runtime.stop_pod_sandbox(stop).await {
+        if let Err(e) = self.cri.stop_pod_sandbox(id).await {
             (self.log)(format!("pod {}: stopping sandbox {id}: {}", self.pod.key(), e.message()));
         }
-        let remove = v1::RemovePodSandboxRequest { pod_sandbox_id: id.into() };
-        if let Err(e) = self.cri.runtime.remove_pod_sandbox(remove).await {
+        if let Err(e) = self.cri.remove_pod_sandbox(id).await {
             (self.log)(format!("pod {}: removing sandbox {id}: {}", self.pod.key(), e.message()));
         }
     }
@@ -606,8 +571,7 @@ impl Worker {
                 self.watch_running(index, &current, now).await
             }
             Ok(v1::ContainerState::ContainerCreated) => {
-                let start = v1::StartContainerRequest { container_id: current.id.clone() };
-                if let Err(e) = self.cri.runtime.start_container(start).await {
+                if let Err(e) = self.cri.start_container(&current.id).await {
                     self.tracks[index].view.waiting =
                         Some(("RunContainerError".into(), e.message().into()));
                 }
@@ -680,9 +644,9 @@ impl Worker {
             None => {
                 let container = spec::container_at(&self.pod.pod, index).clone();
                 let attempt = status.metadata.as_ref().map_or(0, |m| m.attempt);
-                let data_dir = spec::data_directory(&self.pod.uid);
+                let data_dir = self.files.data_directory(&self.pod.uid);
                 let file = termination::message_file(&data_dir, &container.name, attempt);
-                let log = spec::log_directory(&self.pod).join(&status.log_path);
+                let log = self.files.log_directory(&self.pod).join(&status.log_path);
                 let exit_code = status.exit_code;
                 let message = tokio::task::spawn_blocking(move || {
                     termination::message(&container, &file, exit_code, &log)
@@ -713,7 +677,7 @@ impl Worker {
         }
         let (_, probes) = track.probes.as_mut().expect("set above");
         let target = Target { container_id: &current.id, ip, container: &container };
-        let round = probes.run_due(&mut self.cri, &target).await;
+        let round = probes.run_due(self.cri.as_ref(), &target).await;
         for failure in &round.failures {
             self.event(Some(index), EventType::Warning, "Unhealthy", failure);
         }
@@ -750,7 +714,7 @@ impl Worker {
     async fn stop_containers(&self, runs: Vec<(String, usize)>, grace: i64, why: Option<&str>) {
         let ip = self.probe_ip();
         let stops = runs.into_iter().map(|(id, index)| {
-            let mut cri = self.cri.clone();
+            let cri = self.cri.clone();
             let container = spec::container_at(&self.pod.pod, index).clone();
             let key = self.pod.key();
             let (events, involved) = (self.events.clone(), self.involved(Some(index)));
@@ -764,7 +728,7 @@ impl Worker {
                 if let Some(hook) = pre_stop {
                     let started = Instant::now();
                     let target = Target { container_id: &id, ip, container: &container };
-                    if let Err(e) = lifecycle::run(&mut cri, hook, left, &target).await {
+                    if let Err(e) = lifecycle::run(cri.as_ref(), hook, left, &target).await {
                         let failed = format!("PreStopHook failed: {e}");
                         events.record(&involved, EventType::Warning, "FailedPreStopHook", &failed);
                         failures.push(format!(
@@ -774,11 +738,7 @@ impl Worker {
                     }
                     left = left.saturating_sub(started.elapsed()).max(Duration::from_secs(2));
                 }
-                let timeout = left.as_secs() as i64;
-                let request = v1::StopContainerRequest { container_id: id.clone(), timeout };
-                let limit = left + Duration::from_secs(10);
-                let stopped = cri.runtime.stop_container(cri::with_timeout(request, limit)).await;
-                if let Err(e) = stopped {
+                if let Err(e) = cri.stop_container(&id, left).await {
                     failures.push(format!("stopping container {id}: {}", e.message()));
                 }
                 failures.into_iter().map(|f| format!("pod {key}: {f}")).collect::<Vec<_>>()
@@ -820,7 +780,7 @@ impl Worker {
             );
             report(EventType::Warning, "FailedToRetrieveImagePullSecret", message);
         }
-        let pulled = images::ensure(&mut self.cri, &container, &credentials.auths, &mut report);
+        let pulled = images::ensure(self.cri.as_ref(), &container, &credentials.auths, &mut report);
         let image = match pulled.await {
             Ok(image) => image,
             Err(e) => {
@@ -868,7 +828,7 @@ impl Worker {
                 false => downward::Placement::default(),
             };
             let objects = self.objects.borrow().clone();
-            let volumes = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter)
+            let volumes = (self.files.volumes(&self.pod.uid))
                 .with_fs_group(spec::fs_group(&self.pod.pod))
                 .with_objects(&objects, &self.pod.namespace)
                 .with_downward(&self.pod, &placement);
@@ -887,7 +847,7 @@ impl Worker {
                 return;
             }
         };
-        match termination::mount(&spec::data_directory(&self.pod.uid), &container, attempt) {
+        match termination::mount(&self.files.data_directory(&self.pod.uid), &container, attempt) {
             Ok(mount) => config.mounts.push(mount),
             Err(e) => {
                 let why = format!("preparing its termination message file: {e}");
@@ -901,13 +861,10 @@ impl Worker {
                 return;
             }
         }
-        let request = v1::CreateContainerRequest {
-            pod_sandbox_id: sandbox_id,
-            config: Some(config),
-            sandbox_config: Some(spec::sandbox_config(&self.pod, sandbox_attempt)),
-        };
-        let id = match self.cri.runtime.create_container(request).await {
-            Ok(created) => created.into_inner().container_id,
+        let log_directory = self.files.log_directory(&self.pod);
+        let sandbox_config = spec::sandbox_config(&self.pod, sandbox_attempt, &log_directory);
+        let id = match self.cri.create_container(&sandbox_id, config, sandbox_config).await {
+            Ok(id) => id,
             Err(e) => {
                 track.view.waiting = Some(("CreateContainerError".into(), e.message().into()));
                 self.event(
@@ -930,19 +887,13 @@ impl Worker {
         track.retry_at = None;
         let older = std::mem::replace(&mut track.view.previous, track.view.current.take());
         if let Some(older) = older {
-            let remove = v1::RemoveContainerRequest { container_id: older.id.clone() };
-            let _ = self.cri.runtime.remove_container(remove).await;
-            let _ = std::fs::remove_file(spec::log_directory(&self.pod).join(&older.log_path));
+            let _ = self.cri.remove_container(&older.id).await;
+            let _ = std::fs::remove_file(log_directory.join(&older.log_path));
             let older_attempt = older.metadata.as_ref().map_or(0, |m| m.attempt);
-            let data_dir = spec::data_directory(&self.pod.uid);
+            let data_dir = self.files.data_directory(&self.pod.uid);
             termination::forget(&data_dir, &container.name, older_attempt);
         }
-        if let Err(e) = self
-            .cri
-            .runtime
-            .start_container(v1::StartContainerRequest { container_id: id.clone() })
-            .await
-        {
+        if let Err(e) = self.cri.start_container(&id).await {
             self.tracks[index].view.waiting =
                 Some(("RunContainerError".into(), e.message().into()));
             self.event(
@@ -980,7 +931,9 @@ impl Worker {
         };
         let target = Target { container_id: id, ip: self.probe_ip(), container };
         let timeout = lifecycle::POST_START_TIMEOUT;
-        let Err(e) = lifecycle::run(&mut self.cri, hook, timeout, &target).await else { return };
+        let Err(e) = lifecycle::run(self.cri.as_ref(), hook, timeout, &target).await else {
+            return;
+        };
         (self.log)(format!(
             "pod {}: container {}: postStart hook failed: {e}; killing it",
             self.pod.key(),
@@ -989,9 +942,7 @@ impl Worker {
         let failed = format!("PostStartHook failed: {e}");
         self.event(Some(index), EventType::Warning, "FailedPostStartHook", &failed);
         let grace = spec::grace_seconds(&self.pod.pod);
-        let request = v1::StopContainerRequest { container_id: id.into(), timeout: grace };
-        let limit = Duration::from_secs(grace.max(0) as u64 + 10);
-        let _ = self.cri.runtime.stop_container(cri::with_timeout(request, limit)).await;
+        let _ = self.cri.stop_container(id, Duration::from_secs(grace.max(0) as u64)).await;
     }
 
     /// Stops the running containers all at once, each with its grace up to
@@ -1000,8 +951,7 @@ impl Worker {
         let grace = spec::grace_seconds(&self.pod.pod).min(SHUTDOWN_GRACE);
         self.stop_containers(self.running_containers(), grace, None).await;
         if let Some(sandbox) = self.sandbox.take() {
-            let stop = v1::StopPodSandboxRequest { pod_sandbox_id: sandbox.id };
-            let _ = self.cri.runtime.stop_pod_sandbox(stop).await;
+            let _ = self.cri.stop_pod_sandbox(&sandbox.id).await;
         }
     }
 
@@ -1027,10 +977,10 @@ impl Worker {
             self.remove_sandbox(&sandbox.id).await;
         }
         self.sandbox = None;
-        let _ = std::fs::remove_dir_all(spec::log_directory(&self.pod));
-        completions::forget(Path::new(completions::COMPLETION_ROOT), &self.pod.uid);
+        let _ = std::fs::remove_dir_all(self.files.log_directory(&self.pod));
+        completions::forget(&self.files.completion_root, &self.pod.uid);
         // Its tmpfs and subPath binds are unmounted before anything is deleted.
-        let removed = PodVolumes::new(spec::data_directory(&self.pod.uid), &HostMounter).remove();
+        let removed = self.files.volumes(&self.pod.uid).remove();
         if let Err(e) = removed {
             (self.log)(format!("pod {}: removing its volumes: {e}", self.pod.key()));
         }
@@ -1083,3 +1033,7 @@ fn succeeded(view: &ContainerView) -> bool {
         c.state == i32::from(v1::ContainerState::ContainerExited) && c.exit_code == 0
     })
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
