@@ -21,6 +21,10 @@ use crate::ctlconfig::Context;
 
 /// How long to wait for TCP and TLS to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a connection with calls open is pinged.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a ping's answer may take before the connection's calls fail.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A node's address, HOST:PORT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,8 +182,12 @@ pub async fn channel(
     let binding_out = binding.clone();
     let target = node.to_string();
     // The URI only names the authority for HTTP/2; the connector below does TCP and TLS.
-    let endpoint =
-        Endpoint::from_shared(format!("http://{target}"))?.connect_timeout(CONNECT_TIMEOUT);
+    // HTTP/2 pings find a node that went away mid-call (a reset, a cut cable): its TCP
+    // connection stays open on this side, and a call would otherwise wait forever.
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
     let channel = endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let (tls, server_name, target) = (tls.clone(), server_name.clone(), target.clone());
