@@ -75,8 +75,10 @@ static SUPPORTED: Supported = Fields(
             Fields(
                 &[
                     ("containers", Each(&CONTAINER)),
-                    // Run in order to completion before the containers; their probes and
-                    // hooks are refused by value, as the API server refuses them.
+                    // Run in order to completion before the containers (or, with
+                    // `restartPolicy: Always`, started and kept running beside them: sidecars);
+                    // the probes and hooks of the others are refused by value, as the API
+                    // server refuses them.
                     ("initContainers", Each(&CONTAINER)),
                     ("restartPolicy", Whole),
                     ("hostNetwork", Whole),
@@ -364,6 +366,8 @@ const CONTAINER: Supported = Fields(
         ("startupProbe", PROBE),
         ("terminationMessagePath", Whole),
         ("terminationMessagePolicy", Whole),
+        // `Always` makes an init container a sidecar; refused by value elsewhere.
+        ("restartPolicy", Whole),
     ],
     "",
 );
@@ -627,7 +631,19 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
             format!("{name:?} is used by another container of this pod")
         });
         check_container(c, container, spec, &volumes, &mut host_ports, &at);
-        if is_init {
+        if let Some(policy) = &container.restart_policy {
+            let why = match is_init {
+                true => (policy != "Always").then_some(
+                    "only Always is supported, which makes the init container a sidecar",
+                ),
+                false => Some("may not be set for a container that is not an init container"),
+            };
+            if let Some(why) = why {
+                c.fail(format!("{at}.restartPolicy"), format!("{policy:?}: {why}"));
+            }
+        }
+        let sidecar = container.restart_policy.as_deref() == Some("Always");
+        if is_init && !sidecar {
             let probes_and_hooks = [
                 ("livenessProbe", container.liveness_probe.is_some()),
                 ("readinessProbe", container.readiness_probe.is_some()),
@@ -1313,9 +1329,12 @@ spec:
     fn known_fields_the_kubelet_lacks_are_refused() {
         let refused = |line: &str, want: &str| assert_eq!(with(line), [want], "{line}");
         refused(
-            "  initContainers: [{name: init, image: busybox, restartPolicy: Always}]",
-            "web.yaml.spec.initContainers[0].restartPolicy: not supported by Cairn's kubelet",
+            "  initContainers: [{name: init, image: busybox, restartPolicy: OnFailure}]",
+            "web.yaml.spec.initContainers[0].restartPolicy: \"OnFailure\": only Always is supported, which makes the init container a sidecar",
         );
+        // A sidecar runs beside the containers: probes and hooks are its own.
+        let sidecar = "  initContainers: [{name: proxy, image: busybox, restartPolicy: Always, readinessProbe: {tcpSocket: {port: 80}}, lifecycle: {preStop: {sleep: {seconds: 1}}}}]";
+        assert_eq!(with(sidecar), Vec::<String>::new());
         refused(
             "  initContainers: [{name: init, image: busybox, readinessProbe: {tcpSocket: {port: 80}}}]",
             "web.yaml.spec.initContainers[0].readinessProbe: may not be set for an init container, which runs to completion",

@@ -75,8 +75,20 @@ fn pod_row(format: OutputFormat, node: &str, pod: Value) -> Row {
     if format != OutputFormat::Table {
         return row(node, pod);
     }
-    let statuses = pod.pointer("/status/containerStatuses").and_then(Value::as_array);
-    let statuses = statuses.map(Vec::as_slice).unwrap_or_default();
+    let list = |pointer: &str| {
+        let list = pod.pointer(pointer).and_then(Value::as_array);
+        list.map(Vec::as_slice).unwrap_or_default()
+    };
+    // Sidecars (init containers with `restartPolicy: Always`) count as containers, as
+    // kubectl counts them.
+    let sidecars: Vec<&Value> = list("/spec/initContainers")
+        .iter()
+        .filter(|c| c["restartPolicy"] == "Always")
+        .filter_map(|c| {
+            list("/status/initContainerStatuses").iter().find(|s| s["name"] == c["name"])
+        })
+        .collect();
+    let statuses: Vec<&Value> = list("/status/containerStatuses").iter().chain(sidecars).collect();
     let ready = statuses.iter().filter(|s| s["ready"] == true).count();
     let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
     let name = match text(&pod, "/metadata/namespace") {
@@ -280,5 +292,23 @@ mod tests {
             )),
             "ExitCode:2"
         );
+    }
+
+    #[test]
+    fn sidecars_count_in_the_ready_and_restarts_columns_as_kubectl_counts_them() {
+        let pod = json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"initContainers": [{"name": "setup"}, {"name": "proxy", "restartPolicy": "Always"}]},
+            "status": {
+                "phase": "Running",
+                "initContainerStatuses": [
+                    {"name": "setup", "ready": false, "restartCount": 1},
+                    {"name": "proxy", "ready": true, "restartCount": 2}
+                ],
+                "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0}]
+            }
+        });
+        let row = pod_row(OutputFormat::Table, "node", pod);
+        assert_eq!((&row["ready"], &row["restarts"]), (&json!("1/2"), &json!(2)));
     }
 }

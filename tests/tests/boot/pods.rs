@@ -186,6 +186,12 @@ spec:
     spec:
       restartPolicy: Never
       volumes: [{name: scratch, emptyDir: {}}]
+      # A sidecar: started first, kept beside the Job's runs, stopped once the Job is done.
+      initContainers:
+        - name: shipper
+          image: localhost/busybox:latest
+          restartPolicy: Always
+          command: [sh, -c, 'trap "exit 0" TERM; echo shipping; while true; do sleep 1; done']
       containers:
         - name: main
           image: localhost/busybox:latest
@@ -431,6 +437,13 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         |file: &str| ctl(Some(admin), &["-n", n, "read", &format!("{cgroup}/{file}")]).stdout;
     assert_eq!(read("memory.max"), "67108864\n");
     assert_eq!(read("cpu.max"), "25000 100000\n");
+    // The pod's own cgroup above it is limited to its containers' sum (one container here),
+    // as upstream's kubelet limits it.
+    let pod_cgroup = format!("/sys/fs/cgroup/kubepods/pod{uid}");
+    let read_pod =
+        |file: &str| ctl(Some(admin), &["-n", n, "read", &format!("{pod_cgroup}/{file}")]).stdout;
+    assert_eq!(read_pod("memory.max"), "67108864\n");
+    assert_eq!(read_pod("cpu.max"), "25000 100000\n");
 
     // Its env is for admins: a reader sees the pod with the value hidden, and none of
     // containerd's files, where the container's spec carries it.
@@ -650,9 +663,14 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     assert!(kept, "{}", runs());
     // The Job's failed run ran again, and it completed.
     let job = wait_pod_named(admin, n, "once-", Duration::from_secs(120), |p| {
-        p["status"]["phase"] == "Succeeded"
+        let shipper = &p["status"]["initContainerStatuses"][0]["state"];
+        p["status"]["phase"] == "Succeeded" && shipper.get("terminated").is_some()
     });
     assert_eq!(container(&job)["restartCount"], 1, "{job}");
+    // Its sidecar ran beside both runs, and was stopped (not failed) once the Job was done.
+    let shipper = &job["status"]["initContainerStatuses"][0];
+    assert_eq!(shipper["restartCount"], 0, "{job}");
+    assert_eq!(shipper["state"]["terminated"]["exitCode"], 0, "{job}");
     // The pods' events say so, as `kubectl describe pod` and `kubectl get events` show them.
     let job_name = job["metadata"]["name"].as_str().unwrap();
     let described = ctl(Some(reader), &["-n", n, "describe", "pod", job_name]).ok().stdout;

@@ -22,6 +22,7 @@ pub mod logs;
 pub mod manifests;
 mod objects;
 mod placement;
+mod pod_cgroup;
 mod pod_files;
 mod probe;
 mod pull_secrets;
@@ -359,6 +360,7 @@ impl Kubelet {
                 running.push(uid.clone());
             }
             let _ = cri.remove_pod_sandbox(&sandbox.id).await;
+            let _ = pod_cgroup::remove(&files.cgroup_root, uid);
         }
         let keep = |uid: &str| wanted.iter().chain(&running).any(|kept| kept == uid);
         for line in volumes::sweep(files.mounter.as_ref(), &files.data_root, keep) {

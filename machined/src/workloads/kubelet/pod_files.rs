@@ -1,5 +1,5 @@
 //! Where the kubelet keeps pods' files on the node (their logs, volumes, claims, the ends of
-//! Jobs) and how it mounts their volumes: the node's own directories and mount syscalls in
+//! Jobs, their cgroups) and how it mounts their volumes: the node's own directories and mount syscalls in
 //! machined; a temporary directory and a [`RecordingMounter`](super::volumes::RecordingMounter)
 //! in unit tests.
 
@@ -16,6 +16,8 @@ use super::{claims, completions};
 const POD_LOG_ROOT: &str = "/var/log/pods";
 /// Pod volumes (emptyDir, subPath binds), one directory per pod uid (see [`super::volumes`]).
 const POD_DATA_ROOT: &str = "/var/lib/cairn/pods";
+/// The cgroup (v2) filesystem.
+const CGROUP_FS: &str = "/sys/fs/cgroup";
 
 /// The node's directories for pods, and its mounter.
 #[derive(Clone)]
@@ -28,6 +30,8 @@ pub struct PodFiles {
     pub claim_root: PathBuf,
     /// The record of each Job's pod that finished.
     pub completion_root: PathBuf,
+    /// The cgroup filesystem, where each pod's cgroup is made.
+    pub cgroup_root: PathBuf,
     /// How volumes are mounted.
     pub mounter: Arc<dyn Mounter>,
 }
@@ -40,6 +44,7 @@ impl PodFiles {
             log_root: under(root, POD_LOG_ROOT),
             claim_root: under(root, claims::CLAIM_ROOT),
             completion_root: under(root, completions::COMPLETION_ROOT),
+            cgroup_root: under(root, CGROUP_FS),
             mounter,
         }
     }

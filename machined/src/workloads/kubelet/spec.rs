@@ -18,7 +18,7 @@ use super::source::DesiredPod;
 use super::volumes::PodVolumes;
 
 /// The cgroup (v2, cgroupfs driver) every pod's cgroup is made under.
-pub const CGROUP_ROOT: &str = "/kubepods";
+const CGROUP_ROOT: &str = "/kubepods";
 
 /// Labels the upstream kubelet puts on sandboxes and containers, so CRI tools read ours.
 pub mod label {
@@ -30,6 +30,11 @@ pub mod label {
     pub const POD_UID: &str = "io.kubernetes.pod.uid";
     /// The container's name.
     pub const CONTAINER_NAME: &str = "io.kubernetes.container.name";
+}
+
+/// The cgroup of pod `uid` (see [`super::pod_cgroup`]), as a path from the cgroup root.
+pub fn cgroup_parent(uid: &str) -> String {
+    format!("{CGROUP_ROOT}/pod{uid}")
 }
 
 /// A container's log file, relative to the pod's log directory.
@@ -61,6 +66,12 @@ pub fn init_containers(pod: &Pod) -> &[Container] {
 /// The pod's init containers then its containers: what a worker tracks, by index.
 pub fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     init_containers(pod).iter().chain(containers(pod))
+}
+
+/// Whether `container`, an init container, is a sidecar (`restartPolicy: Always`): started
+/// in its turn, then kept running beside the containers until they are done.
+pub fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some("Always")
 }
 
 /// Container `index` of [`all_containers`].
@@ -194,7 +205,7 @@ pub fn sandbox_config(
         labels: pod_labels(pod),
         annotations: pod.pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
         linux: Some(v1::LinuxPodSandboxConfig {
-            cgroup_parent: format!("{CGROUP_ROOT}/pod{}", pod.uid),
+            cgroup_parent: cgroup_parent(&pod.uid),
             security_context: Some(v1::LinuxSandboxSecurityContext {
                 namespace_options: Some(namespace_options(&pod.pod)),
                 privileged,

@@ -32,6 +32,8 @@ pub struct ContainerView {
     pub restarts: i32,
     /// Ended, and its restart policy does not restart it.
     pub done: bool,
+    /// An init container that runs beside the containers (see [`super::spec::is_sidecar`]).
+    pub sidecar: bool,
 }
 
 /// A CRI timestamp (nanoseconds since 1970) as a Kubernetes time; None for 0.
@@ -164,8 +166,13 @@ pub fn pod_status(
     start_time: Option<Time>,
     (init, containers): (&[ContainerView], &[ContainerView]),
 ) -> PodStatus {
-    let init_failed = init.iter().any(|c| c.done && exited(c) != Some(0));
-    let initialized = init.iter().all(|c| c.done && exited(c) == Some(0));
+    let (sidecars, run_once): (Vec<&ContainerView>, Vec<&ContainerView>) =
+        init.iter().partition(|c| c.sidecar);
+    let init_failed = run_once.iter().any(|c| c.done && exited(c) != Some(0));
+    // Sidecars count once started; a sidecar restarting later does not undo it, as upstream.
+    let containers_ran = containers.iter().any(|c| c.current.is_some() || c.restarts > 0);
+    let initialized = run_once.iter().all(|c| c.done && exited(c) == Some(0))
+        && (containers_ran || sidecars.iter().all(|c| c.started));
     let all_done = !containers.is_empty() && containers.iter().all(|c| c.done);
     let phase = if init_failed {
         "Failed"
@@ -182,7 +189,10 @@ pub fn pod_status(
     } else {
         "Pending"
     };
-    let ready = sandbox_ready && containers.iter().all(|c| c.ready);
+    // A sidecar's readiness is the pod's too; its end, once the containers are done, is not.
+    let ready = sandbox_ready
+        && containers.iter().all(|c| c.ready)
+        && sidecars.iter().all(|c| c.ready || all_done);
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(vec![

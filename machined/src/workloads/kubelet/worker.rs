@@ -22,6 +22,7 @@ use super::downward;
 use super::events::{EventType, Involved, PodEvents};
 use super::lifecycle;
 use super::objects::LocalObjects;
+use super::pod_cgroup;
 use super::pod_files::PodFiles;
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
@@ -129,10 +130,12 @@ impl Worker {
     ) -> Worker {
         let init_count = spec::init_containers(&pod.pod).len();
         let tracks = spec::all_containers(&pod.pod)
-            .map(|c| Track {
+            .enumerate()
+            .map(|(index, c)| Track {
                 view: ContainerView {
                     name: c.name.clone(),
                     image: c.image.clone().unwrap_or_default(),
+                    sidecar: index < init_count && spec::is_sidecar(c),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -319,6 +322,9 @@ impl Worker {
             for index in self.init_count..self.tracks.len() {
                 self.sync_container(index).await;
             }
+            if self.finished() {
+                self.stop_sidecars(spec::grace_seconds(&self.pod.pod)).await;
+            }
         }
         for id in std::mem::take(&mut self.stale_sandboxes) {
             self.remove_sandbox(&id).await;
@@ -346,21 +352,30 @@ impl Worker {
         }
     }
 
-    /// Runs the init containers in order, each to completion; true once all have succeeded
-    /// (on this sandbox: a new one runs them again).
+    /// Runs the init containers in order, each to completion (a sidecar until it has
+    /// started); true once all have (on this sandbox: a new one runs them again). Sidecars are
+    /// kept running from then on.
     async fn sync_init(&mut self) -> bool {
         // A container that ran in this sandbox means its init containers had all succeeded
         // (an adopted sandbox whose init runs containerd no longer reports), as upstream.
         if self.tracks[self.init_count..].iter().any(|t| t.view.current.is_some()) {
+            for index in 0..self.init_count {
+                if self.tracks[index].view.sidecar {
+                    self.sync_container(index).await;
+                }
+            }
             return true;
         }
         for index in 0..self.init_count {
-            if self.tracks[index].view.done && succeeded(&self.tracks[index].view) {
+            let through = |view: &ContainerView| match view.sidecar {
+                true => view.started,
+                false => view.done && succeeded(view),
+            };
+            if through(&self.tracks[index].view) && !self.tracks[index].view.sidecar {
                 continue;
             }
             self.sync_container(index).await;
-            let view = &self.tracks[index].view;
-            if !(view.done && succeeded(view)) {
+            if !through(&self.tracks[index].view) {
                 // The containers wait for it, as upstream says.
                 for track in &mut self.tracks[self.init_count..] {
                     track.view.waiting = Some(("PodInitializing".into(), String::new()));
@@ -456,17 +471,25 @@ impl Worker {
         let node_resolv = std::fs::read_to_string(crate::network::RESOLV_CONF).unwrap_or_default();
         config.dns_config = spec::dns_config(&self.pod.pod, &node_resolv);
         std::fs::create_dir_all(&log_directory)?;
-        let id = match self.cri.run_pod_sandbox(config).await {
+        // The pod's cgroup is made with its limits before the runtime makes its sandbox's in it.
+        let created =
+            match pod_cgroup::create(&self.files.cgroup_root, &self.pod.uid, &self.pod.pod) {
+                Ok(()) => {
+                    self.cri.run_pod_sandbox(config).await.map_err(|e| e.message().to_string())
+                }
+                Err(e) => Err(format!("making the pod's cgroup: {e}")),
+            };
+        let id = match created {
             Ok(id) => id,
             Err(e) => {
                 // Retried with the crash back-off; the containers say why they wait.
                 let delay = self.sandbox_backoff.failed().max(RELIST);
                 self.sandbox_retry_at = Some(Instant::now() + delay);
-                let why = format!("creating the sandbox: {}", e.message());
+                let why = format!("creating the sandbox: {e}");
                 for track in &mut self.tracks {
                     track.view.waiting = Some(("ContainerCreating".into(), why.clone()));
                 }
-                let failed = format!("Failed to create pod sandbox: {}", e.message());
+                let failed = format!("Failed to create pod sandbox: {e}");
                 self.event(None, EventType::Warning, "FailedCreatePodSandBox", &failed);
                 anyhow::bail!("{why}; retrying in {}s", delay.as_secs());
             }
@@ -528,6 +551,10 @@ impl Worker {
     /// unless the policy is Never (Always reads as OnFailure for it, as upstream). A Job's pod
     /// runs a failure again up to its limit, whatever the policy.
     fn restarts(&self, index: usize, exit_code: i32) -> bool {
+        // A sidecar runs as long as the pod does, whatever its policy or limit.
+        if self.tracks[index].view.sidecar {
+            return !self.finished();
+        }
         if let Some(limit) = self.pod.restart_limit {
             // A Job's pod: a failure runs again, up to the Job's backoffLimit.
             return exit_code != 0 && self.tracks[index].view.restarts < limit;
@@ -945,11 +972,42 @@ impl Worker {
         let _ = self.cri.stop_container(id, Duration::from_secs(grace.max(0) as u64)).await;
     }
 
-    /// Stops the running containers all at once, each with its grace up to
-    /// [`SHUTDOWN_GRACE`], then the sandbox.
+    /// Whether the pod is done: its containers ended and are not restarted, or an init
+    /// container failed and is not run again. Its sidecars are stopped then, as upstream.
+    fn finished(&self) -> bool {
+        let (init, containers) = self.tracks.split_at(self.init_count);
+        let init_failed =
+            init.iter().any(|t| t.view.done && !t.view.sidecar && !succeeded(&t.view));
+        init_failed || containers.iter().all(|t| t.view.done)
+    }
+
+    /// Stops the sidecars that run, the last first, sharing `grace` seconds.
+    async fn stop_sidecars(&self, grace: i64) {
+        let started = Instant::now();
+        let sidecars =
+            self.running_containers().into_iter().filter(|(_, i)| self.tracks[*i].view.sidecar);
+        for run in sidecars.collect::<Vec<_>>().into_iter().rev() {
+            // Each gets what is left, at least 2 s as upstream gives SIGTERM.
+            let left = (grace - started.elapsed().as_secs() as i64).max(2);
+            self.stop_containers(vec![run], left, None).await;
+        }
+    }
+
+    /// Stops the running containers with `grace` seconds: all at once, then the sidecars (the
+    /// last first) with what is left of it, so they serve the containers to the end.
+    async fn stop_all(&self, grace: i64) {
+        let started = Instant::now();
+        let containers =
+            self.running_containers().into_iter().filter(|(_, i)| !self.tracks[*i].view.sidecar);
+        self.stop_containers(containers.collect(), grace, None).await;
+        self.stop_sidecars((grace - started.elapsed().as_secs() as i64).max(0)).await;
+    }
+
+    /// Stops the running containers, each with its grace up to [`SHUTDOWN_GRACE`], then the
+    /// sandbox.
     async fn stop_for_shutdown(mut self) {
         let grace = spec::grace_seconds(&self.pod.pod).min(SHUTDOWN_GRACE);
-        self.stop_containers(self.running_containers(), grace, None).await;
+        self.stop_all(grace).await;
         if let Some(sandbox) = self.sandbox.take() {
             let _ = self.cri.stop_pod_sandbox(&sandbox.id).await;
         }
@@ -971,12 +1029,14 @@ impl Worker {
     /// Stops the containers (each with the grace period) and removes the sandbox, the
     /// pod's logs and volumes, and its record.
     async fn teardown(&mut self) {
-        self.stop_containers(self.running_containers(), spec::grace_seconds(&self.pod.pod), None)
-            .await;
+        self.stop_all(spec::grace_seconds(&self.pod.pod)).await;
         for sandbox in self.sandboxes().await.unwrap_or_default() {
             self.remove_sandbox(&sandbox.id).await;
         }
         self.sandbox = None;
+        if let Err(e) = pod_cgroup::remove(&self.files.cgroup_root, &self.pod.uid) {
+            (self.log)(format!("pod {}: removing its cgroup: {e}", self.pod.key()));
+        }
         let _ = std::fs::remove_dir_all(self.files.log_directory(&self.pod));
         completions::forget(&self.files.completion_root, &self.pod.uid);
         // Its tmpfs and subPath binds are unmounted before anything is deleted.

@@ -477,3 +477,69 @@ fn find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
     }
     None
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sidecar_starts_in_its_turn_and_runs_beside_the_containers() {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: web}}\nspec:\n  initContainers:\n  - {{name: proxy, image: {IMAGE}, restartPolicy: Always, startupProbe: {{exec: {{command: [up]}}, periodSeconds: 1, failureThreshold: 10}}}}\n  - {{name: setup, image: {IMAGE}}}\n  containers: [{{name: app, image: {IMAGE}}}]\n"
+    )));
+    h.cri.set_exec_exit("up", 1);
+    h.sync().await;
+    assert_eq!(
+        h.calls(),
+        ["run_pod_sandbox web", "create_container proxy", "start_container proxy"]
+    );
+    // The next init container waits for the sidecar to have started (its startup probe).
+    for _ in 0..3 {
+        advance(1).await;
+        h.sync().await;
+    }
+    assert_eq!(h.calls(), ["exec_sync up", "exec_sync up", "exec_sync up"]);
+    assert_eq!(h.waiting("app").as_deref(), Some("PodInitializing"));
+    h.cri.set_exec_exit("up", 0);
+    advance(1).await;
+    h.sync().await;
+    assert_eq!(h.calls(), ["exec_sync up", "create_container setup", "start_container setup"]);
+    h.cri.exit("setup", 0);
+    h.sync().await;
+    assert_eq!(h.calls(), ["create_container app", "start_container app"]);
+    assert!(h.cri.running("proxy"));
+    h.sync().await;
+    assert_eq!(h.phase(), "Running");
+    assert!(h.status().conditions.unwrap().iter().all(|c| c.status == "True"));
+
+    // A sidecar that crashes is restarted, the containers untouched; the pod stays initialized.
+    h.cri.exit("proxy", 1);
+    h.sync().await;
+    assert_eq!(h.calls(), ["create_container proxy", "start_container proxy"]);
+    assert_eq!(h.container("proxy").restart_count, 1);
+    let conditions = h.status().conditions.unwrap();
+    let initialized = conditions.iter().find(|c| c.type_ == "Initialized").unwrap();
+    assert_eq!(initialized.status, "True");
+    assert_eq!(h.cri.runs("app").len(), 1);
+
+    // Torn down, the containers stop first, then the sidecar.
+    h.worker.teardown().await;
+    let stops: Vec<String> =
+        h.calls().into_iter().filter(|call| call.starts_with("stop_container")).collect();
+    assert_eq!(stops, ["stop_container app 30s", "stop_container proxy 30s"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_jobs_sidecar_is_stopped_once_its_containers_are_done() {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: report}}\nspec:\n  restartPolicy: Never\n  initContainers: [{{name: shipper, image: {IMAGE}, restartPolicy: Always}}]\n  containers: [{{name: main, image: {IMAGE}}}]\n"
+    )));
+    h.sync().await;
+    h.sync().await;
+    assert!(h.cri.running("shipper") && h.cri.running("main"));
+    h.calls();
+    h.cri.exit("main", 0);
+    h.sync().await;
+    assert_eq!(h.calls(), ["stop_container shipper 30s"]);
+    h.sync().await;
+    advance(60).await;
+    h.sync().await;
+    assert!(h.calls().is_empty(), "the sidecar is not run again");
+    assert_eq!(h.phase(), "Succeeded", "the sidecar's end does not fail the pod");
+}

@@ -1,0 +1,237 @@
+//! The pod's own cgroup (v2), as the upstream kubelet makes it: the cgroups of its sandbox and
+//! containers are made under `kubepods/pod<uid>`, which the kubelet limits to what the
+//! containers may take together, so the pod is bounded as one and weighted against other pods
+//! by what it requests.
+//!
+//! As upstream (`ResourceConfigForPod`): the pod's limit of a resource is the larger of its
+//! containers' sum and its largest init container's (those run one at a time, before the
+//! containers), and is set only when every container declares one (a container without a
+//! limit may take the node's, so the pod may; an init container without one counts for
+//! nothing). Sidecars run beside what follows them: they count with the containers, and with
+//! each init container after them. Its CPU weight follows the sum of the requests
+//! (a request defaults to its limit); a pod that requests nothing gets the least.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+use cairn_api::config::pod::{cpu_millis, memory_bytes};
+
+use super::spec;
+
+/// The CFS period of `cpu.max`, in microseconds (the kernel's default, and upstream's).
+const CPU_PERIOD: u64 = 100_000;
+/// The smallest quota upstream gives, in microseconds.
+const MIN_CPU_QUOTA: u64 = 1_000;
+/// The controllers a pod's cgroup is limited by; enabled for the cgroups under the root.
+const CONTROLLERS: &str = "+cpu +memory";
+
+/// What a pod may take, together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodLimits {
+    /// `memory.max`, in bytes; None for no limit.
+    pub memory_bytes: Option<u64>,
+    /// The CPU the pod may use, in millicores; None for no limit.
+    pub cpu_millis: Option<u64>,
+    /// The CPU it requests, in millicores.
+    pub cpu_request_millis: u64,
+}
+
+/// What one container may take and asks for.
+#[derive(Default)]
+struct Usage {
+    memory_limit: Option<u64>,
+    cpu_limit: Option<u64>,
+    /// Its request, or its limit when it gives only that.
+    cpu_request: Option<u64>,
+}
+
+impl Usage {
+    /// An error names a quantity that does not parse (validation refuses those on apply).
+    fn of(container: &Container) -> Result<Usage, String> {
+        let resources = container.resources.as_ref();
+        let limits = resources.and_then(|r| r.limits.as_ref());
+        let requests = resources.and_then(|r| r.requests.as_ref());
+        let memory_limit = limits.and_then(|l| l.get("memory")).map(memory_bytes).transpose()?;
+        let cpu_limit = limits.and_then(|l| l.get("cpu")).map(cpu_millis).transpose()?;
+        let cpu_request = requests.and_then(|r| r.get("cpu")).map(cpu_millis).transpose()?;
+        Ok(Usage { memory_limit, cpu_limit, cpu_request: cpu_request.or(cpu_limit) })
+    }
+
+    /// Both together, where a missing amount counts for nothing.
+    fn with(&self, other: &Usage) -> Usage {
+        let add = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
+        Usage {
+            memory_limit: add(self.memory_limit, other.memory_limit),
+            cpu_limit: add(self.cpu_limit, other.cpu_limit),
+            cpu_request: add(self.cpu_request, other.cpu_request),
+        }
+    }
+}
+
+/// The pod's total of the amount `amount` reads: the larger of the containers' sum and the
+/// largest init container's; None when a container has none.
+fn total(containers: &[Usage], init: &[Usage], amount: fn(&Usage) -> Option<u64>) -> Option<u64> {
+    let sum =
+        containers.iter().try_fold(0u64, |sum, each| Some(sum.saturating_add(amount(each)?)))?;
+    Some(sum.max(init.iter().filter_map(amount).max().unwrap_or_default()))
+}
+
+/// What `pod` may take, together; an error names a quantity that does not parse.
+pub fn limits(pod: &Pod) -> Result<PodLimits, String> {
+    let mut containers: Vec<Usage> =
+        spec::containers(pod).iter().map(Usage::of).collect::<Result<_, _>>()?;
+    let mut init = Vec::new();
+    let mut sidecars = Usage::default();
+    for container in spec::init_containers(pod) {
+        let usage = Usage::of(container)?;
+        if spec::is_sidecar(container) {
+            sidecars = sidecars.with(&usage);
+            containers.push(usage);
+        } else {
+            init.push(usage.with(&sidecars));
+        }
+    }
+    let cpu_request = |usage: &Usage| Some(usage.cpu_request.unwrap_or_default());
+    Ok(PodLimits {
+        memory_bytes: total(&containers, &init, |usage| usage.memory_limit),
+        cpu_millis: total(&containers, &init, |usage| usage.cpu_limit),
+        cpu_request_millis: total(&containers, &init, cpu_request).unwrap_or_default(),
+    })
+}
+
+impl PodLimits {
+    /// The cgroup v2 files that say so, and their contents.
+    pub fn files(&self) -> [(&'static str, String); 3] {
+        let memory = self.memory_bytes.map_or_else(|| "max".into(), |bytes| bytes.to_string());
+        let quota = self.cpu_millis.map(|millis| (millis * CPU_PERIOD / 1000).max(MIN_CPU_QUOTA));
+        let quota = quota.map_or_else(|| "max".into(), |quota| quota.to_string());
+        // Upstream's shares (1024 per CPU, at least 2), then runc's mapping of shares onto
+        // cpu.weight (2..262144 onto 1..10000).
+        let shares = (self.cpu_request_millis * 1024 / 1000).clamp(2, 262_144);
+        let weight = 1 + (shares - 2) * 9999 / 262_142;
+        [
+            ("memory.max", memory),
+            ("cpu.max", format!("{quota} {CPU_PERIOD}")),
+            ("cpu.weight", weight.to_string()),
+        ]
+    }
+}
+
+/// The cgroup of pod `uid`, under the cgroup filesystem's root `cgroup_root`.
+pub fn directory(cgroup_root: &Path, uid: &str) -> PathBuf {
+    cgroup_root.join(spec::cgroup_parent(uid).trim_start_matches('/'))
+}
+
+/// Makes the cgroup of `pod` (uid `uid`) under `cgroup_root` with its limits, the cpu and
+/// memory controllers enabled down to it; an error says which file could not be written.
+pub fn create(cgroup_root: &Path, uid: &str, pod: &Pod) -> Result<(), String> {
+    let limits = limits(pod)?;
+    let dir = directory(cgroup_root, uid);
+    let failed = |path: &Path, e: io::Error| format!("{}: {e}", path.display());
+    std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
+    // Every cgroup from the root to the pod's parent hands the controllers down.
+    for parent in dir.ancestors().skip(1).take_while(|p| p.starts_with(cgroup_root)) {
+        let control = parent.join("cgroup.subtree_control");
+        std::fs::write(&control, CONTROLLERS).map_err(|e| failed(&control, e))?;
+    }
+    for (name, value) in limits.files() {
+        let path = dir.join(name);
+        std::fs::write(&path, value).map_err(|e| failed(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Removes the cgroup of pod `uid`, once its sandbox is gone (a cgroup with processes stays).
+pub fn remove(cgroup_root: &Path, uid: &str) -> io::Result<()> {
+    match std::fs::remove_dir(directory(cgroup_root, uid)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        done => done,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(yaml: &str) -> Pod {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_pod_is_limited_to_its_containers_sum_or_its_largest_init_container() {
+        let limited = pod(concat!(
+            "metadata: {name: web}\n",
+            "spec:\n",
+            "  initContainers: [{name: migrate, image: i, resources: {limits: {memory: 512Mi, cpu: '2'}}}]\n",
+            "  containers:\n",
+            "  - {name: app, image: i, resources: {limits: {memory: 128Mi, cpu: 500m}, requests: {cpu: 250m}}}\n",
+            "  - {name: proxy, image: i, resources: {limits: {memory: 64Mi, cpu: 100m}}}\n",
+        ));
+        let limits = limits(&limited).unwrap();
+        // Memory: the init container's 512Mi beats the containers' 192Mi; CPU likewise.
+        assert_eq!(limits.memory_bytes, Some(512 << 20));
+        assert_eq!(limits.cpu_millis, Some(2000));
+        // Requests: 250m + 100m (the proxy's limit), against the init container's 2000m.
+        assert_eq!(limits.cpu_request_millis, 2000);
+        let files = limits.files();
+        assert_eq!(files[0], ("memory.max", (512u64 << 20).to_string()));
+        assert_eq!(files[1], ("cpu.max", "200000 100000".into()));
+        assert_eq!(files[2], ("cpu.weight", "79".into()));
+    }
+
+    #[test]
+    fn sidecars_count_with_the_containers_and_the_init_containers_after_them() {
+        let with_sidecar = pod(concat!(
+            "metadata: {name: web}\n",
+            "spec:\n",
+            "  initContainers:\n",
+            "  - {name: proxy, image: i, restartPolicy: Always, resources: {limits: {memory: 64Mi}}}\n",
+            "  - {name: migrate, image: i, resources: {limits: {memory: 512Mi}}}\n",
+            "  containers: [{name: app, image: i, resources: {limits: {memory: 128Mi}}}]\n",
+        ));
+        // The migration ran beside the proxy: 576Mi beats the proxy and app's 192Mi.
+        assert_eq!(limits(&with_sidecar).unwrap().memory_bytes, Some(576 << 20));
+    }
+
+    #[test]
+    fn one_container_without_a_limit_leaves_the_pod_unlimited_in_that_resource() {
+        let partly = pod(concat!(
+            "metadata: {name: web}\n",
+            "spec:\n",
+            "  containers:\n",
+            "  - {name: app, image: i, resources: {limits: {memory: 128Mi, cpu: 500m}}}\n",
+            "  - {name: proxy, image: i, resources: {limits: {memory: 64Mi}}}\n",
+        ));
+        let partial = limits(&partly).unwrap();
+        assert_eq!((partial.memory_bytes, partial.cpu_millis), (Some(192 << 20), None));
+        assert_eq!(partial.files()[1].1, "max 100000");
+        // Nothing asked for at all (BestEffort): no limits, the least weight.
+        let nothing = pod("metadata: {name: p}\nspec: {containers: [{name: c, image: i}]}");
+        let files = limits(&nothing).unwrap().files();
+        assert_eq!(files.map(|(_, value)| value), ["max", "max 100000", "1"]);
+    }
+
+    #[test]
+    fn the_cgroup_is_made_with_its_limits_and_controllers_and_removed_when_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let limited = pod(
+            "metadata: {name: p}\nspec: {containers: [{name: c, image: i, resources: {limits: {memory: 1Gi, cpu: 50m}}}]}",
+        );
+        create(root.path(), "u1", &limited).unwrap();
+        let dir = directory(root.path(), "u1");
+        assert_eq!(dir, root.path().join("kubepods/podu1"));
+        let read = |path: PathBuf| std::fs::read_to_string(path).unwrap();
+        assert_eq!(read(dir.join("memory.max")), (1u64 << 30).to_string());
+        // 50m is 5000 µs per period.
+        assert_eq!(read(dir.join("cpu.max")), "5000 100000");
+        for parent in [root.path().to_path_buf(), root.path().join("kubepods")] {
+            assert_eq!(read(parent.join("cgroup.subtree_control")), CONTROLLERS);
+        }
+        // A cgroup with files is not empty: only the kernel's own cgroups can be removed so.
+        assert!(remove(root.path(), "u1").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        remove(root.path(), "u1").unwrap();
+    }
+}
