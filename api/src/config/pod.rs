@@ -56,9 +56,7 @@ use Supported::{Each, Elsewhere, Fields, Whole};
 /// required pod (anti-)affinity, `hostAliases`, SELinux and AppArmor
 /// options, volume sources other than hostPath, emptyDir, configMap, secret (the objects of
 /// `machine.objects`), persistentVolumeClaim and downwardAPI, `stdin`/`tty`, resources
-/// other than cpu and memory; and, by value, `emptyDir.sizeLimit` unless `medium: Memory`
-/// (which makes it a tmpfs of that size)
-/// and the `HugePages` media.
+/// other than cpu, memory and ephemeral-storage; and, by value, the `HugePages` media.
 static SUPPORTED: Supported = Fields(
     &[
         ("apiVersion", Whole),
@@ -373,7 +371,10 @@ const CONTAINER: Supported = Fields(
 );
 
 /// Resource requests or limits, in [`SUPPORTED`].
-const RESOURCES: Supported = Fields(&[("cpu", Whole), ("memory", Whole)], "cpu and memory are");
+const RESOURCES: Supported = Fields(
+    &[("cpu", Whole), ("memory", Whole), ("ephemeral-storage", Whole)],
+    "cpu, memory and ephemeral-storage are",
+);
 
 /// An HTTP GET of a probe or a hook, in [`SUPPORTED`].
 const HTTP_GET: Supported = Fields(
@@ -734,15 +735,9 @@ fn check_volumes<'a>(c: &mut Checker, spec: &'a PodSpec, path: &str) -> HashSet<
             let size_at = format!("{at}.emptyDir.sizeLimit");
             match (medium, &empty_dir.size_limit) {
                 ("", None) | ("Memory", None) => {}
-                // Upstream enforces it by evicting the pod; the kubelet here evicts nothing.
-                ("", Some(_)) => c.fail(
-                    size_at,
-                    format!(
-                        "{UNSUPPORTED} on a disk-backed emptyDir: nothing would enforce it \
-                         (with medium: Memory it sizes the tmpfs)"
-                    ),
-                ),
-                ("Memory", Some(size)) => {
+                // On disk, enforced by evicting the pod (as upstream); in memory, the tmpfs's
+                // size.
+                ("" | "Memory", Some(size)) => {
                     if let Err(reason) = memory_bytes(size) {
                         c.fail(size_at, reason);
                     }
@@ -974,7 +969,9 @@ fn is_port_name(name: &str) -> bool {
 /// Checks requests and limits: quantities that parse, and no request above its limit.
 fn check_resources(c: &mut Checker, resources: &ResourceRequirements, path: &str) {
     type Parser = fn(&Quantity) -> Result<u64, String>;
-    let parsers: [(&str, Parser); 2] = [("cpu", cpu_millis), ("memory", memory_bytes)];
+    // ephemeral-storage is a number of bytes, as memory is.
+    let parsers: [(&str, Parser); 3] =
+        [("cpu", cpu_millis), ("memory", memory_bytes), ("ephemeral-storage", memory_bytes)];
     for (resource, parse) in parsers {
         let amounts = [("requests", &resources.requests), ("limits", &resources.limits)].map(
             |(kind, list)| {
@@ -1370,13 +1367,16 @@ spec:
             "  volumes: [{name: v, hostPath: {path: /var/v}, emptyDir: {}}]",
             "web.yaml.spec.volumes[0]: hostPath and emptyDir together are not supported by Cairn's kubelet: a volume has one source",
         );
-        refused(
+        // On disk, a sizeLimit is enforced by eviction, as ephemeral-storage limits are.
+        for accepted in [
             "  volumes: [{name: v, emptyDir: {sizeLimit: 1Gi}}]",
-            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: not supported by Cairn's kubelet on a disk-backed emptyDir: nothing would enforce it (with medium: Memory it sizes the tmpfs)",
-        );
-        refused(
             "  volumes: [{name: v, emptyDir: {medium: \"\", sizeLimit: 1Gi}}]",
-            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: not supported by Cairn's kubelet on a disk-backed emptyDir: nothing would enforce it (with medium: Memory it sizes the tmpfs)",
+        ] {
+            assert_eq!(with(accepted), Vec::<String>::new(), "{accepted}");
+        }
+        refused(
+            "  volumes: [{name: v, emptyDir: {sizeLimit: 1.5m}}]",
+            "web.yaml.spec.volumes[0].emptyDir.sizeLimit: \"1.5m\" is in thousandths of a byte: write Mi for mebibytes",
         );
         refused(
             "  volumes: [{name: v, emptyDir: {medium: HugePages-2Mi, sizeLimit: 4Mi}}]",
@@ -1404,7 +1404,7 @@ spec:
         );
         refused(
             "    resources: {limits: {nvidia.com/gpu: 1}}",
-            "web.yaml.spec.containers[0].resources.limits.\"nvidia.com/gpu\": not supported by Cairn's kubelet (cpu and memory are)",
+            "web.yaml.spec.containers[0].resources.limits.\"nvidia.com/gpu\": not supported by Cairn's kubelet (cpu, memory and ephemeral-storage are)",
         );
         assert_eq!(
             with("    readinessProbe: {httpGet: {port: 443, scheme: HTTPS}}"),

@@ -1,6 +1,6 @@
 //! The pod scenario, on a copy of the configured node (which runs `web`): pods added by
 //! `apply-config` with no reboot, reached over HTTP through a hostPort, killed,
-//! crash-looping, failing liveness, over their memory limit, on the node's network, reading
+//! crash-looping, failing liveness, over their memory or disk limit, on the node's network, reading
 //! ConfigMaps and Secrets (a change reaching a running pod), pulled through a mirror, refused
 //! when they ask for what the kubelet does not do, run from a stored manifest, applied from a
 //! kubectl-style file (a Deployment, a DaemonSet, a Job, a claim) and deleted by it, removed
@@ -55,6 +55,16 @@ const FAILING_PODS: &str = r#"
             image: localhost/busybox:latest
             command: [sh, -c, "x=$(head -c 100000000 /dev/zero | tr '\\0' a); sleep 3600"]
             resources: {limits: {memory: 16Mi}}
+    - apiVersion: v1
+      kind: Pod
+      metadata: {name: filler}
+      spec:
+        terminationGracePeriodSeconds: 2
+        containers:
+          - name: main
+            image: localhost/busybox:latest
+            command: [sh, -c, "head -c 16777216 /dev/zero > /fill; sync; exec sleep 3600"]
+            resources: {limits: {ephemeral-storage: 8Mi}}
     - apiVersion: v1
       kind: Pod
       metadata: {name: sleeper}
@@ -480,6 +490,13 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
         container(p)["state"]["terminated"]["reason"] == "OOMKilled"
     });
     assert_eq!(hog["status"]["phase"], "Failed", "{hog}");
+    // Over its ephemeral-storage limit (its writable layer): evicted, as upstream evicts.
+    let filler = wait_pod(admin, n, "filler", Duration::from_secs(120), |p| {
+        p["status"]["reason"] == "Evicted"
+    });
+    assert_eq!(filler["status"]["phase"], "Failed", "{filler}");
+    let message = filler["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("exceeds the total limit of containers 8Mi"), "{filler}");
     // Not for this node: Pending, with the scheduler's reason, and never started.
     let elsewhere = wait_pod(admin, n, "elsewhere", Duration::from_secs(30), |p| {
         p["status"]["phase"] == "Pending"
@@ -541,7 +558,7 @@ fn checks(admin: &Path, reader: &Path, n: &str, dir: &Path, base: &str, web: &st
     wait_pod(admin, n, "missing", Duration::from_secs(120), |p| {
         container(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
     });
-    print_memory(admin, n, "with 8 pods");
+    print_memory(admin, n, &format!("with {} pods", pods(admin, n).len()));
 
     // A pod with a field the kubelet does not implement is refused; nothing changes.
     let before: Vec<Value> = pods(admin, n).iter().map(|p| p["metadata"]["uid"].clone()).collect();

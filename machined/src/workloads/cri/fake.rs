@@ -29,6 +29,8 @@ struct State {
     images: BTreeMap<String, v1::Image>,
     /// The images a pull finds.
     registry: BTreeSet<String>,
+    /// What each container's writable layer takes, by container name.
+    writable_layers: HashMap<String, u64>,
     /// Exit codes of exec commands (joined by spaces); others exit 0.
     exec_exit: HashMap<String, i32>,
     /// A failure the next call of a method returns, by method name.
@@ -60,6 +62,11 @@ impl FakeCri {
     /// Makes the command `cmd` (joined by spaces) exit with `code` from now on.
     pub fn set_exec_exit(&self, cmd: &str, code: i32) {
         self.state.lock().unwrap().exec_exit.insert(cmd.into(), code);
+    }
+
+    /// Makes the writable layer of the container named `name` take `bytes`.
+    pub fn set_writable_layer(&self, name: &str, bytes: u64) {
+        self.state.lock().unwrap().writable_layers.insert(name.into(), bytes);
     }
 
     /// Makes the next call of `method` fail with `status`.
@@ -309,8 +316,8 @@ impl Cri for FakeCri {
         state.calls.last_mut().expect("recorded").push_str(&format!(" {}s", grace.as_secs()));
         let container = state.container(id)?;
         if container.state == i32::from(v1::ContainerState::ContainerRunning) {
-            // Ended by SIGTERM.
-            finish(container, 143);
+            // Ended by SIGTERM, or by SIGKILL with no grace.
+            finish(container, if grace.is_zero() { 137 } else { 143 });
         }
         Ok(())
     }
@@ -347,6 +354,12 @@ impl Cri for FakeCri {
 
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, Status> {
         self.look("container_status")?.container(id).map(|c| c.clone())
+    }
+
+    async fn writable_layer_bytes(&self, id: &str) -> Result<u64, Status> {
+        let state = self.look("writable_layer_bytes")?;
+        let name = state.name_of(id);
+        Ok(state.writable_layers.get(&name).copied().unwrap_or_default())
     }
 
     async fn exec_sync(

@@ -76,6 +76,8 @@ pub trait Cri: Send + Sync {
     ) -> Result<Vec<v1::Container>, Status>;
     /// A container's status; `NotFound` when the runtime has no such container.
     async fn container_status(&self, id: &str) -> Result<v1::ContainerStatus, Status>;
+    /// The bytes a container's writable layer takes on the node's disk.
+    async fn writable_layer_bytes(&self, id: &str) -> Result<u64, Status>;
     /// Runs `cmd` in a container for at most `timeout`; its exit code and output.
     async fn exec_sync(
         &self,
@@ -189,6 +191,13 @@ impl Cri for CriClient {
         let request = v1::ContainerStatusRequest { container_id: id.into(), verbose: false };
         let reply = self.runtime.clone().container_status(request).await?.into_inner();
         reply.status.ok_or_else(|| Status::not_found(id))
+    }
+
+    async fn writable_layer_bytes(&self, id: &str) -> Result<u64, Status> {
+        let request = v1::ContainerStatsRequest { container_id: id.into() };
+        let stats = self.runtime.clone().container_stats(request).await?.into_inner().stats;
+        let layer = stats.and_then(|s| s.writable_layer).and_then(|l| l.used_bytes);
+        Ok(layer.map_or(0, |used| used.value))
     }
 
     async fn exec_sync(

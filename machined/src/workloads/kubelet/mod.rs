@@ -29,6 +29,7 @@ mod pull_secrets;
 mod source;
 mod spec;
 mod status;
+mod storage;
 mod subpath;
 mod termination;
 mod volumes;

@@ -145,6 +145,18 @@ pub fn unscheduled(reason: &str) -> PodStatus {
     }
 }
 
+/// Marks `status` as an evicted pod's, for `message` (what it passed): Failed, not ready.
+pub fn evicted(status: &mut PodStatus, message: &str) {
+    status.phase = Some("Failed".into());
+    status.reason = Some("Evicted".into());
+    status.message = Some(message.trim_end().into());
+    for condition in status.conditions.iter_mut().flatten() {
+        if matches!(condition.type_.as_str(), "Ready" | "ContainersReady") {
+            condition.status = "False".into();
+        }
+    }
+}
+
 /// The status of a Job's pod that finished before (on an earlier boot) in `phase`.
 pub fn finished(phase: &str) -> PodStatus {
     PodStatus {

@@ -251,7 +251,7 @@ impl<'a> PodVolumes<'a> {
         if let Some(claim) = &volume.persistent_volume_claim {
             return self.claim_path(&claim.claim_name);
         }
-        let dir = self.volume_dir(volume);
+        let dir = self.volume_dir(&volume.name);
         if volume.config_map.is_some() || volume.secret.is_some() || volume.downward_api.is_some() {
             self.project(volume, &dir)?;
             return Ok(dir);
@@ -308,8 +308,8 @@ impl<'a> PodVolumes<'a> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io)
     }
 
-    fn volume_dir(&self, volume: &Volume) -> PathBuf {
-        self.dir.join("volumes").join(&volume.name)
+    pub fn volume_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("volumes").join(name)
     }
 
     /// Writes the files of the configMap, secret or downwardAPI `volume` into `dir` (a
@@ -348,7 +348,7 @@ impl<'a> PodVolumes<'a> {
         let projected = volumes.iter().filter(|v| v.config_map.is_some() || v.secret.is_some());
         let mut done = Vec::new();
         for volume in projected {
-            let dir = self.volume_dir(volume);
+            let dir = self.volume_dir(&volume.name);
             if !dir.join("..data").exists() {
                 continue;
             }

@@ -27,6 +27,7 @@ use super::pod_files::PodFiles;
 use super::probe::{Probes, Target};
 use super::source::DesiredPod;
 use super::status::{self, ContainerView};
+use super::storage::{self, StorageLimits, StorageUsage};
 use super::{
     completions, images, logs, pull_secrets, spec, termination, ContainerLogs, PodRecord, Registry,
 };
@@ -115,6 +116,11 @@ pub struct Worker {
     /// An earlier sandbox stopped or went (a reboot, a containerd restart): the next one
     /// created says so.
     sandbox_changed: bool,
+    /// What the pod may write to the node's disk, when it sets limits; and when it was last
+    /// measured.
+    storage: Option<(StorageLimits, Option<Instant>)>,
+    /// Why the pod was evicted: it is not run again (until restarted on request).
+    evicted: Option<String>,
 }
 
 impl Worker {
@@ -144,7 +150,6 @@ impl Worker {
         Worker {
             cri,
             files,
-            pod,
             registry,
             log,
             sandbox: None,
@@ -157,6 +162,9 @@ impl Worker {
             objects,
             events,
             sandbox_changed: false,
+            storage: StorageLimits::of(&pod.pod).map(|limits| (limits, None)),
+            evicted: None,
+            pod,
         }
     }
 
@@ -283,12 +291,16 @@ impl Worker {
         pod.metadata.namespace = Some(self.pod.namespace.clone());
         pod.metadata.uid = Some(self.pod.uid.clone());
         pod.metadata.creation_timestamp = self.start_time.clone();
-        pod.status = Some(status::pod_status(
+        let mut status = status::pod_status(
             self.sandbox.is_some(),
             self.sandbox.as_ref().and_then(|s| s.ip.clone()),
             self.start_time.clone(),
             (init, views),
-        ));
+        );
+        if let Some(message) = &self.evicted {
+            status::evicted(&mut status, message);
+        }
+        pod.status = Some(status);
         // A Job's pod that finished is not run again, after a reboot either.
         let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
         if self.pod.restart_limit.is_some() && matches!(phase.as_str(), "Succeeded" | "Failed") {
@@ -314,6 +326,9 @@ impl Worker {
     /// One look at the pod: sandbox first, then each container in order, then the
     /// sandboxes of earlier runs.
     async fn sync(&mut self) -> anyhow::Result<()> {
+        if self.evicted.is_some() {
+            return Ok(());
+        }
         if self.objects.has_changed().unwrap_or(false) {
             self.refresh_volumes();
         }
@@ -325,6 +340,7 @@ impl Worker {
             if self.finished() {
                 self.stop_sidecars(spec::grace_seconds(&self.pod.pod)).await;
             }
+            self.check_storage().await;
         }
         for id in std::mem::take(&mut self.stale_sandboxes) {
             self.remove_sandbox(&id).await;
@@ -337,6 +353,60 @@ impl Worker {
         )
         .await;
         Ok(())
+    }
+
+    /// Measures what the pod wrote to the node's disk, every [`storage::CHECK_EVERY`] when it
+    /// sets limits, and evicts it when it passed them.
+    async fn check_storage(&mut self) {
+        let Some((limits, checked_at)) = &mut self.storage else { return };
+        let now = Instant::now();
+        if checked_at.is_some_and(|at| now < at + storage::CHECK_EVERY) {
+            return;
+        }
+        *checked_at = Some(now);
+        let limits = limits.clone();
+        let mut layers = Vec::new();
+        for track in &self.tracks {
+            let Some(run) = &track.view.current else { continue };
+            let layer = self.cri.writable_layer_bytes(&run.id).await.unwrap_or_default();
+            layers.push((track.view.name.clone(), layer));
+        }
+        let log_dir = self.files.log_directory(&self.pod);
+        let volumes = self.files.volumes(&self.pod.uid);
+        let dirs: Vec<(String, PathBuf)> =
+            limits.empty_dirs().map(|name| (name.into(), volumes.volume_dir(name))).collect();
+        // The walks read the disk: off the async workers.
+        let measured = tokio::task::spawn_blocking(move || {
+            let containers = layers.into_iter().map(|(name, layer)| {
+                let logs = storage::disk_usage(&log_dir.join(&name));
+                (name, layer + logs)
+            });
+            let empty_dirs = dirs.into_iter().map(|(name, dir)| (name, storage::disk_usage(&dir)));
+            StorageUsage { containers: containers.collect(), empty_dirs: empty_dirs.collect() }
+        });
+        let Ok(usage) = measured.await else { return };
+        if let Some(message) = limits.exceeded(&usage) {
+            self.evict(message).await;
+        }
+    }
+
+    /// Evicts the pod, for `message`: its containers are killed at once (as upstream evicts
+    /// for local storage) and not run again.
+    async fn evict(&mut self, message: String) {
+        (self.log)(format!("pod {}: evicted: {}", self.pod.key(), message.trim_end()));
+        self.event(None, EventType::Warning, "Evicted", message.trim_end());
+        self.stop_all(0).await;
+        for index in 0..self.tracks.len() {
+            let Some(id) = self.tracks[index].view.current.as_ref().map(|c| c.id.clone()) else {
+                continue;
+            };
+            let status = self.container_status(&id).await.ok();
+            let view = &mut self.tracks[index].view;
+            view.current = status.or(view.current.take());
+            (view.waiting, view.started, view.ready, view.done) = (None, false, false, true);
+            self.tracks[index].probes = None;
+        }
+        self.evicted = Some(message);
     }
 
     /// Brings the configMap and secret volumes of the running pod up to date with the

@@ -543,3 +543,39 @@ async fn a_jobs_sidecar_is_stopped_once_its_containers_are_done() {
     assert!(h.calls().is_empty(), "the sidecar is not run again");
     assert_eq!(h.phase(), "Succeeded", "the sidecar's end does not fail the pod");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_past_its_ephemeral_storage_limit_is_evicted_and_not_run_again() {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: web}}\nspec:\n  containers: [{{name: app, image: {IMAGE}, resources: {{limits: {{ephemeral-storage: 10Mi}}}}}}]\n"
+    )));
+    h.cri.set_writable_layer("app", 1 << 20);
+    h.sync().await;
+    h.sync().await;
+    assert_eq!(h.phase(), "Running");
+    h.calls();
+    // Measured every 10 s: a write past the limit is found at the next measure.
+    h.cri.set_writable_layer("app", 11 << 20);
+    h.sync().await;
+    assert!(h.calls().is_empty());
+    advance(10).await;
+    h.sync().await;
+    assert_eq!(h.calls(), ["stop_container app 0s"]);
+    let status = h.status();
+    assert_eq!(
+        (status.phase.as_deref(), status.reason.as_deref()),
+        (Some("Failed"), Some("Evicted"))
+    );
+    let message = status.message.unwrap();
+    // Upstream checks the pod's total (its one container's limit here) first.
+    assert_eq!(
+        message,
+        "Pod ephemeral local storage usage exceeds the total limit of containers 10Mi."
+    );
+    assert!(h.events().contains(&"Evicted".to_string()));
+    let app = h.container("app");
+    assert_eq!(app.state.and_then(|s| s.terminated).map(|t| t.exit_code), Some(137));
+    advance(60).await;
+    h.sync().await;
+    assert!(h.calls().is_empty(), "an evicted pod is not run again");
+}
