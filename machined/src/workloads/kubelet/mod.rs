@@ -223,19 +223,19 @@ impl Kubelet {
         let mut now = BTreeMap::new();
         // Ports of the pods placed stay theirs, as they stay placed for others' affinity;
         // the others take theirs in name order.
-        let runs = |_: &String, pod: &DesiredPod| placed_uids.contains(&pod.uid);
+        let runs = |pod: &DesiredPod| placed_uids.contains(&pod.uid);
         let mut taken: std::collections::HashSet<placement::HostPort> = desired
             .iter()
-            .filter(|(key, pod)| runs(key, pod))
+            .filter(|(_, pod)| runs(pod))
             .flat_map(|(_, pod)| placement::host_ports(&pod.pod))
             .collect();
         let mut placed: Vec<(String, Pod)> = desired
             .iter()
-            .filter(|(key, pod)| runs(key, pod))
+            .filter(|(_, pod)| runs(pod))
             .map(|(_, pod)| (pod.namespace.clone(), pod.pod.clone()))
             .collect();
         desired.retain(|key, pod| {
-            if runs(key, pod) {
+            if runs(pod) {
                 return true;
             }
             let refused = node

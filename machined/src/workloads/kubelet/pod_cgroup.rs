@@ -131,8 +131,11 @@ pub fn create(cgroup_root: &Path, uid: &str, pod: &Pod) -> Result<(), String> {
     let dir = directory(cgroup_root, uid);
     let failed = |path: &Path, e: io::Error| format!("{}: {e}", path.display());
     std::fs::create_dir_all(&dir).map_err(|e| failed(&dir, e))?;
-    // Every cgroup from the root to the pod's parent hands the controllers down.
-    for parent in dir.ancestors().skip(1).take_while(|p| p.starts_with(cgroup_root)) {
+    // Every cgroup from the root to the pod's parent hands the controllers down, the root
+    // first: a cgroup can only hand down what it was handed (else ENOENT).
+    let parents: Vec<&Path> =
+        dir.ancestors().skip(1).take_while(|p| p.starts_with(cgroup_root)).collect();
+    for parent in parents.into_iter().rev() {
         let control = parent.join("cgroup.subtree_control");
         std::fs::write(&control, CONTROLLERS).map_err(|e| failed(&control, e))?;
     }

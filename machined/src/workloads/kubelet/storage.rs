@@ -66,43 +66,38 @@ impl StorageLimits {
 
     /// Why the pod is evicted, with `usage`; None while it stays within its limits.
     pub fn exceeded(&self, usage: &StorageUsage) -> Option<String> {
-        let used = |list: &[(String, u64)], name: &str| {
-            list.iter().find(|(n, _)| n == name).map_or(0, |(_, bytes)| *bytes)
-        };
-        for (name, limit) in &self.empty_dirs {
-            let Some(limit) = limit else { continue };
-            if used(&usage.empty_dirs, name) > *limit {
-                return Some(format!(
-                    "Usage of EmptyDir volume {name:?} exceeds the limit \"{}\". ",
-                    bytes(*limit)
-                ));
-            }
+        if let Some((name, limit)) = first_over(&self.empty_dirs, &usage.empty_dirs) {
+            let limit = bytes(limit);
+            return Some(format!(
+                "Usage of EmptyDir volume {name:?} exceeds the limit \"{limit}\". "
+            ));
         }
         // The pod's limit is its containers' sum, of those that set one (upstream's
         // PodLimits); its usage counts its emptyDirs too.
         let limits: Vec<u64> = self.containers.iter().filter_map(|(_, limit)| *limit).collect();
-        if !limits.is_empty() {
-            let total: u64 = limits.iter().sum();
-            let pod_usage: u64 =
-                usage.containers.iter().chain(&usage.empty_dirs).map(|(_, b)| b).sum();
-            if pod_usage > total {
-                return Some(format!(
-                    "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
-                    bytes(total)
-                ));
-            }
+        let pod_usage: u64 = usage.containers.iter().chain(&usage.empty_dirs).map(|(_, b)| b).sum();
+        let total: u64 = limits.iter().sum();
+        if !limits.is_empty() && pod_usage > total {
+            return Some(format!(
+                "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
+                bytes(total)
+            ));
         }
-        for (name, limit) in &self.containers {
-            let Some(limit) = limit else { continue };
-            if used(&usage.containers, name) > *limit {
-                return Some(format!(
-                    "Container {name} exceeded its local ephemeral storage limit \"{}\". ",
-                    bytes(*limit)
-                ));
-            }
-        }
-        None
+        let (name, limit) = first_over(&self.containers, &usage.containers)?;
+        let limit = bytes(limit);
+        Some(format!("Container {name} exceeded its local ephemeral storage limit \"{limit}\". "))
     }
+}
+
+/// The first of `limits` (by name) that `usage` passes, with its limit.
+fn first_over<'a>(
+    limits: &'a [(String, Option<u64>)],
+    usage: &[(String, u64)],
+) -> Option<(&'a str, u64)> {
+    limits.iter().find_map(|(name, limit)| {
+        let used = usage.iter().find(|(n, _)| n == name).map_or(0, |(_, bytes)| *bytes);
+        limit.filter(|limit| used > *limit).map(|limit| (name.as_str(), limit))
+    })
 }
 
 /// `bytes` as Kubernetes writes a quantity: in the largest binary unit it is a whole number of.
