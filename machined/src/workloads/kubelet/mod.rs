@@ -361,12 +361,12 @@ impl Kubelet {
                 running.push(uid.clone());
             }
             let _ = cri.remove_pod_sandbox(&sandbox.id).await;
-            let _ = pod_cgroup::remove(&files.cgroup_root, uid);
         }
         let keep = |uid: &str| wanted.iter().chain(&running).any(|kept| kept == uid);
         for line in volumes::sweep(files.mounter.as_ref(), &files.data_root, keep) {
             ctx.log(line);
         }
+        pod_cgroup::sweep(&files.cgroup_root, keep);
         Ok(())
     }
 

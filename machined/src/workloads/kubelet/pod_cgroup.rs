@@ -6,9 +6,10 @@
 //! As upstream (`ResourceConfigForPod`): the pod's limit of a resource is the larger of its
 //! containers' sum and its largest init container's (those run one at a time, before the
 //! containers), and is set only when every container declares one (a container without a
-//! limit may take the node's, so the pod may; an init container without one counts for
-//! nothing). Sidecars run beside what follows them: they count with the containers, and with
-//! each init container after them. Its CPU weight follows the sum of the requests
+//! limit may take the node's, so the pod may; init containers too). Sidecars run beside what
+//! follows them: they count with the containers, and with each init container after them.
+//! A controller the kernel lacks is not enabled, and its limits not written: the containers'
+//! own limits fail then, where the runtime sets them. Its CPU weight follows the sum of the requests
 //! (a request defaults to its limit); a pod that requests nothing gets the least.
 
 use std::io;
@@ -25,7 +26,7 @@ const CPU_PERIOD: u64 = 100_000;
 /// The smallest quota upstream gives, in microseconds.
 const MIN_CPU_QUOTA: u64 = 1_000;
 /// The controllers a pod's cgroup is limited by; enabled for the cgroups under the root.
-const CONTROLLERS: &str = "+cpu +memory";
+const CONTROLLERS: [&str; 2] = ["cpu", "memory"];
 
 /// What a pod may take, together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,23 +60,31 @@ impl Usage {
         Ok(Usage { memory_limit, cpu_limit, cpu_request: cpu_request.or(cpu_limit) })
     }
 
-    /// Both together, where a missing amount counts for nothing.
+    /// Nothing at all: where the sidecars' sum starts.
+    fn zero() -> Usage {
+        Usage { memory_limit: Some(0), cpu_limit: Some(0), cpu_request: Some(0) }
+    }
+
+    /// Both together: a limit only when both have one; requests where missing ones count for
+    /// nothing.
     fn with(&self, other: &Usage) -> Usage {
-        let add = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
+        let both = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
+        let any = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
         Usage {
-            memory_limit: add(self.memory_limit, other.memory_limit),
-            cpu_limit: add(self.cpu_limit, other.cpu_limit),
-            cpu_request: add(self.cpu_request, other.cpu_request),
+            memory_limit: both(self.memory_limit, other.memory_limit),
+            cpu_limit: both(self.cpu_limit, other.cpu_limit),
+            cpu_request: any(self.cpu_request, other.cpu_request),
         }
     }
 }
 
 /// The pod's total of the amount `amount` reads: the larger of the containers' sum and the
-/// largest init container's; None when a container has none.
+/// largest init container's; None when any container has none.
 fn total(containers: &[Usage], init: &[Usage], amount: fn(&Usage) -> Option<u64>) -> Option<u64> {
     let sum =
         containers.iter().try_fold(0u64, |sum, each| Some(sum.saturating_add(amount(each)?)))?;
-    Some(sum.max(init.iter().filter_map(amount).max().unwrap_or_default()))
+    let largest_init = init.iter().try_fold(0u64, |most, each| Some(most.max(amount(each)?)))?;
+    Some(sum.max(largest_init))
 }
 
 /// What `pod` may take, together; an error names a quantity that does not parse.
@@ -83,7 +92,7 @@ pub fn limits(pod: &Pod) -> Result<PodLimits, String> {
     let mut containers: Vec<Usage> =
         spec::containers(pod).iter().map(Usage::of).collect::<Result<_, _>>()?;
     let mut init = Vec::new();
-    let mut sidecars = Usage::default();
+    let mut sidecars = Usage::zero();
     for container in spec::init_containers(pod) {
         let usage = Usage::of(container)?;
         if spec::is_sidecar(container) {
@@ -136,12 +145,24 @@ pub fn create(cgroup_root: &Path, uid: &str, pod: &Pod) -> Result<(), String> {
     let parents: Vec<&Path> =
         dir.ancestors().skip(1).take_while(|p| p.starts_with(cgroup_root)).collect();
     for parent in parents.into_iter().rev() {
+        let available = std::fs::read_to_string(parent.join("cgroup.controllers"));
+        let available = available.unwrap_or_default();
+        let enable: Vec<String> = (CONTROLLERS.iter())
+            .filter(|wanted| available.split_whitespace().any(|c| c == **wanted))
+            .map(|controller| format!("+{controller}"))
+            .collect();
+        if enable.is_empty() {
+            continue;
+        }
         let control = parent.join("cgroup.subtree_control");
-        std::fs::write(&control, CONTROLLERS).map_err(|e| failed(&control, e))?;
+        std::fs::write(&control, enable.join(" ")).map_err(|e| failed(&control, e))?;
     }
+    // A file is there when its controller is enabled.
     for (name, value) in limits.files() {
         let path = dir.join(name);
-        std::fs::write(&path, value).map_err(|e| failed(&path, e))?;
+        if path.exists() {
+            std::fs::write(&path, value).map_err(|e| failed(&path, e))?;
+        }
     }
     Ok(())
 }
@@ -151,6 +172,21 @@ pub fn remove(cgroup_root: &Path, uid: &str) -> io::Result<()> {
     match std::fs::remove_dir(directory(cgroup_root, uid)) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         done => done,
+    }
+}
+
+/// Removes the cgroups of pods `keep` does not name (by uid) that are empty: those whose
+/// removal failed with their pods, or that a crash left.
+pub fn sweep(cgroup_root: &Path, keep: impl Fn(&str) -> bool) {
+    let parent = directory(cgroup_root, "");
+    let Some(parent) = parent.parent() else { return };
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(uid) = name.to_str().and_then(|n| n.strip_prefix("pod")) else { continue };
+        if entry.path().is_dir() && !keep(uid) {
+            let _ = remove(cgroup_root, uid);
+        }
     }
 }
 
@@ -217,24 +253,43 @@ mod tests {
     }
 
     #[test]
-    fn the_cgroup_is_made_with_its_limits_and_controllers_and_removed_when_empty() {
+    fn the_cgroup_is_made_with_its_limits_and_the_controllers_the_kernel_has() {
+        // A cgroup filesystem as the kernel shows it once the controllers are handed down.
         let root = tempfile::tempdir().unwrap();
+        let dir = directory(root.path(), "u1");
+        assert_eq!(dir, root.path().join("kubepods/podu1"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |path: PathBuf, text: &str| std::fs::write(path, text).unwrap();
+        write(root.path().join("cgroup.controllers"), "cpuset cpu io memory pids");
+        write(root.path().join("kubepods/cgroup.controllers"), "memory");
+        for file in ["memory.max", "cpu.max", "cpu.weight"] {
+            write(dir.join(file), "");
+        }
+        std::fs::remove_file(dir.join("cpu.max")).unwrap();
         let limited = pod(
             "metadata: {name: p}\nspec: {containers: [{name: c, image: i, resources: {limits: {memory: 1Gi, cpu: 50m}}}]}",
         );
         create(root.path(), "u1", &limited).unwrap();
-        let dir = directory(root.path(), "u1");
-        assert_eq!(dir, root.path().join("kubepods/podu1"));
         let read = |path: PathBuf| std::fs::read_to_string(path).unwrap();
         assert_eq!(read(dir.join("memory.max")), (1u64 << 30).to_string());
-        // 50m is 5000 µs per period.
-        assert_eq!(read(dir.join("cpu.max")), "5000 100000");
-        for parent in [root.path().to_path_buf(), root.path().join("kubepods")] {
-            assert_eq!(read(parent.join("cgroup.subtree_control")), CONTROLLERS);
-        }
-        // A cgroup with files is not empty: only the kernel's own cgroups can be removed so.
+        // 50m is 5000 µs per period (the request defaults to the limit: 51 shares, weight 2).
+        assert_eq!(read(dir.join("cpu.weight")), "2");
+        // What the kernel lacks is neither enabled nor written.
+        assert_eq!(read(root.path().join("cgroup.subtree_control")), "+cpu +memory");
+        assert_eq!(read(root.path().join("kubepods/cgroup.subtree_control")), "+memory");
+        assert!(!dir.join("cpu.max").exists());
+        assert_eq!(limits(&limited).unwrap().files()[1].1, "5000 100000");
+        // Only an empty cgroup goes (here, a directory without files).
         assert!(remove(root.path(), "u1").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
         remove(root.path(), "u1").unwrap();
+        // The sweep removes the empty cgroups of pods no one wants.
+        for uid in ["kept", "gone"] {
+            std::fs::create_dir_all(directory(root.path(), uid)).unwrap();
+        }
+        sweep(root.path(), |uid| uid == "kept");
+        assert!(
+            directory(root.path(), "kept").exists() && !directory(root.path(), "gone").exists()
+        );
     }
 }

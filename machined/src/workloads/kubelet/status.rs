@@ -182,7 +182,7 @@ pub fn pod_status(
         init.iter().partition(|c| c.sidecar);
     let init_failed = run_once.iter().any(|c| c.done && exited(c) != Some(0));
     // Sidecars count once started; a sidecar restarting later does not undo it, as upstream.
-    let containers_ran = containers.iter().any(|c| c.current.is_some() || c.restarts > 0);
+    let containers_ran = containers.iter().any(|c| c.current.is_some());
     let initialized = run_once.iter().all(|c| c.done && exited(c) == Some(0))
         && (containers_ran || sidecars.iter().all(|c| c.started));
     let all_done = !containers.is_empty() && containers.iter().all(|c| c.done);

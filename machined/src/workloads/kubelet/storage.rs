@@ -26,6 +26,9 @@ const RESOURCE: &str = "ephemeral-storage";
 pub struct StorageLimits {
     /// Each container's limit, by name (init containers too).
     containers: Vec<(String, Option<u64>)>,
+    /// The pod's limit: the sum of its containers' and sidecars' that set one, or its largest
+    /// init container's when larger (upstream's PodLimits); None when none sets one.
+    pod: Option<u64>,
     /// Each disk-backed emptyDir's `sizeLimit`, by volume name.
     empty_dirs: Vec<(String, Option<u64>)>,
 }
@@ -48,6 +51,13 @@ impl StorageLimits {
         };
         let containers: Vec<(String, Option<u64>)> =
             spec::all_containers(pod).map(|c| (c.name.clone(), limit(c))).collect();
+        let init = spec::init_containers(pod).iter();
+        let (sidecars, run_alone): (Vec<_>, Vec<_>) = init.partition(|c| spec::is_sidecar(c));
+        let largest_init = run_alone.into_iter().filter_map(limit).max();
+        let beside: Vec<u64> =
+            spec::containers(pod).iter().chain(sidecars).filter_map(limit).collect();
+        let sum = (!beside.is_empty()).then(|| beside.iter().sum::<u64>());
+        let pod_limit = sum.max(largest_init);
         let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
         let empty_dirs: Vec<(String, Option<u64>)> = volumes
             .iter()
@@ -56,7 +66,11 @@ impl StorageLimits {
             .map(|(name, dir)| (name, dir.size_limit.as_ref().and_then(|q| memory_bytes(q).ok())))
             .collect();
         let any = |list: &[(String, Option<u64>)]| list.iter().any(|(_, limit)| limit.is_some());
-        (any(&containers) || any(&empty_dirs)).then_some(StorageLimits { containers, empty_dirs })
+        (any(&containers) || any(&empty_dirs)).then_some(StorageLimits {
+            containers,
+            pod: pod_limit,
+            empty_dirs,
+        })
     }
 
     /// The disk-backed emptyDir volumes, which are measured.
@@ -72,12 +86,9 @@ impl StorageLimits {
                 "Usage of EmptyDir volume {name:?} exceeds the limit \"{limit}\". "
             ));
         }
-        // The pod's limit is its containers' sum, of those that set one (upstream's
-        // PodLimits); its usage counts its emptyDirs too.
-        let limits: Vec<u64> = self.containers.iter().filter_map(|(_, limit)| *limit).collect();
+        // The pod's usage counts its emptyDirs too.
         let pod_usage: u64 = usage.containers.iter().chain(&usage.empty_dirs).map(|(_, b)| b).sum();
-        let total: u64 = limits.iter().sum();
-        if !limits.is_empty() && pod_usage > total {
+        if let Some(total) = self.pod.filter(|total| pod_usage > *total) {
             return Some(format!(
                 "Pod ephemeral local storage usage exceeds the total limit of containers {}. ",
                 bytes(total)
@@ -177,6 +188,20 @@ mod tests {
             limits.exceeded(&usage(&[("app", 10), ("proxy", 21)], &[])).as_deref(),
             Some("Container proxy exceeded its local ephemeral storage limit \"20Mi\". ")
         );
+    }
+
+    #[test]
+    fn an_init_container_larger_than_the_containers_sets_the_pods_limit() {
+        let with_init = pod(concat!(
+            "metadata: {name: web}\n",
+            "spec:\n",
+            "  initContainers: [{name: unpack, image: i, resources: {limits: {ephemeral-storage: 200Mi}}}]\n",
+            "  containers: [{name: app, image: i, resources: {limits: {ephemeral-storage: 100Mi}}}]\n",
+        ));
+        let limits = StorageLimits::of(&with_init).unwrap();
+        assert_eq!(limits.exceeded(&usage(&[("unpack", 150)], &[])), None);
+        let over = limits.exceeded(&usage(&[("app", 201)], &[])).unwrap();
+        assert!(over.contains("total limit of containers 200Mi"), "{over}");
     }
 
     #[test]

@@ -59,6 +59,9 @@ struct Track {
     probes: Option<(String, Probes)>,
     /// The termination message of the latest run that ended, once read, and which run.
     termination_message: Option<(String, String)>,
+    /// A sidecar that started in this sandbox: the init containers after it no longer wait
+    /// for it when it restarts, as upstream.
+    sidecar_started: bool,
 }
 
 /// The log files `kubectl logs [--previous]` would read for a container.
@@ -333,10 +336,13 @@ impl Worker {
             self.refresh_volumes();
         }
         let sandbox = self.ensure_sandbox().await;
-        if sandbox.is_ok() && self.sync_init().await {
-            for index in self.init_count..self.tracks.len() {
-                self.sync_container(index).await;
+        if sandbox.is_ok() {
+            if self.sync_init().await {
+                for index in self.init_count..self.tracks.len() {
+                    self.sync_container(index).await;
+                }
             }
+            // Also when an init container failed for good: the pod is done, its sidecars too.
             if self.finished() {
                 self.stop_sidecars(spec::grace_seconds(&self.pod.pod)).await;
             }
@@ -437,15 +443,17 @@ impl Worker {
             return true;
         }
         for index in 0..self.init_count {
-            let through = |view: &ContainerView| match view.sidecar {
-                true => view.started,
-                false => view.done && succeeded(view),
+            let through = |track: &Track| match track.view.sidecar {
+                true => track.sidecar_started,
+                false => track.view.done && succeeded(&track.view),
             };
-            if through(&self.tracks[index].view) && !self.tracks[index].view.sidecar {
+            if through(&self.tracks[index]) && !self.tracks[index].view.sidecar {
                 continue;
             }
             self.sync_container(index).await;
-            if !through(&self.tracks[index].view) {
+            let track = &mut self.tracks[index];
+            track.sidecar_started |= track.view.sidecar && track.view.started;
+            if !through(&self.tracks[index]) {
                 // The containers wait for it, as upstream says.
                 for track in &mut self.tracks[self.init_count..] {
                     track.view.waiting = Some(("PodInitializing".into(), String::new()));
@@ -531,6 +539,7 @@ impl Worker {
             // A new sandbox runs the init containers again, as after a reboot upstream.
             if index < self.init_count {
                 track.view.done = false;
+                track.sidecar_started = false;
             }
         }
         if self.sandbox_retry_at.is_some_and(|at| Instant::now() < at) {
@@ -806,8 +815,9 @@ impl Worker {
 
     /// Stops the containers `runs` (id, and index in the pod) all at once, each given `grace`
     /// seconds: its preStop hook runs within them, then SIGTERM, then what is left of them
-    /// (at least 2 s, as upstream) before SIGKILL. `why` is the `Killing` event's message,
-    /// when it is not a plain stop.
+    /// (at least 2 s, as upstream) before SIGKILL; with no grace at all (an eviction), SIGKILL
+    /// at once and no hook. `why` is the `Killing` event's message, when it is not a plain
+    /// stop.
     async fn stop_containers(&self, runs: Vec<(String, usize)>, grace: i64, why: Option<&str>) {
         let ip = self.probe_ip();
         let stops = runs.into_iter().map(|(id, index)| {
@@ -822,7 +832,7 @@ impl Worker {
                 let mut left = Duration::from_secs(grace.max(0) as u64);
                 let mut failures = Vec::new();
                 let pre_stop = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
-                if let Some(hook) = pre_stop {
+                if let Some(hook) = pre_stop.filter(|_| grace > 0) {
                     let started = Instant::now();
                     let target = Target { container_id: &id, ip, container: &container };
                     if let Err(e) = lifecycle::run(cri.as_ref(), hook, left, &target).await {
@@ -1073,11 +1083,12 @@ impl Worker {
         self.stop_sidecars((grace - started.elapsed().as_secs() as i64).max(0)).await;
     }
 
-    /// Stops the running containers, each with its grace up to [`SHUTDOWN_GRACE`], then the
+    /// Stops the running containers all at once (sidecars too: the node's shutdown has no
+    /// time to stop them after), each with its grace up to [`SHUTDOWN_GRACE`], then the
     /// sandbox.
     async fn stop_for_shutdown(mut self) {
         let grace = spec::grace_seconds(&self.pod.pod).min(SHUTDOWN_GRACE);
-        self.stop_all(grace).await;
+        self.stop_containers(self.running_containers(), grace, None).await;
         if let Some(sandbox) = self.sandbox.take() {
             let _ = self.cri.stop_pod_sandbox(&sandbox.id).await;
         }

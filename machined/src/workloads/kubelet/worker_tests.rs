@@ -579,3 +579,27 @@ async fn a_pod_past_its_ephemeral_storage_limit_is_evicted_and_not_run_again() {
     h.sync().await;
     assert!(h.calls().is_empty(), "an evicted pod is not run again");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restarting_sidecar_holds_back_no_init_container_and_ends_with_a_failed_pod() {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: proxy, image: {IMAGE}, restartPolicy: Always}}\n  - {{name: first, image: {IMAGE}}}\n  - {{name: second, image: {IMAGE}}}\n  containers: [{{name: app, image: {IMAGE}}}]\n"
+    )));
+    h.sync().await;
+    h.sync().await;
+    assert!(h.cri.running("first"));
+    // Once it has started, a sidecar's crash does not hold the next init containers back.
+    h.cri.exit("proxy", 1);
+    h.cri.exit("first", 0);
+    h.sync().await;
+    let calls = h.calls();
+    assert!(calls.contains(&"start_container second".to_string()), "{calls:?}");
+    assert!(calls.contains(&"start_container proxy".to_string()), "{calls:?}");
+    // An init container failing for good fails the pod, and its sidecar is stopped.
+    h.cri.exit("second", 1);
+    h.sync().await;
+    assert_eq!(h.calls(), ["stop_container proxy 30s"]);
+    h.sync().await;
+    assert_eq!(h.phase(), "Failed");
+    assert!(!h.cri.running("proxy") && h.cri.runs("app").is_empty());
+}
