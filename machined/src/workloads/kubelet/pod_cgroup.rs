@@ -8,9 +8,11 @@
 //! containers), and is set only when every container declares one (a container without a
 //! limit may take the node's, so the pod may; init containers too). Sidecars run beside what
 //! follows them: they count with the containers, and with each init container after them.
+//! Its CPU weight follows the sum of the requests (a request defaults to its limit); a pod
+//! that requests nothing gets the least.
+//!
 //! A controller the kernel lacks is not enabled, and its limits not written: the containers'
-//! own limits fail then, where the runtime sets them. Its CPU weight follows the sum of the requests
-//! (a request defaults to its limit); a pod that requests nothing gets the least.
+//! own limits fail then, where the runtime sets them.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,12 +21,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 
 use cairn_api::config::pod::{cpu_millis, memory_bytes};
 
-use super::spec;
+use super::spec::{self, cpu_quota, cpu_shares, CPU_PERIOD};
 
-/// The CFS period of `cpu.max`, in microseconds (the kernel's default, and upstream's).
-const CPU_PERIOD: u64 = 100_000;
-/// The smallest quota upstream gives, in microseconds.
-const MIN_CPU_QUOTA: u64 = 1_000;
 /// The controllers a pod's cgroup is limited by; enabled for the cgroups under the root.
 const CONTROLLERS: [&str; 2] = ["cpu", "memory"];
 
@@ -114,11 +112,10 @@ impl PodLimits {
     /// The cgroup v2 files that say so, and their contents.
     pub fn files(&self) -> [(&'static str, String); 3] {
         let memory = self.memory_bytes.map_or_else(|| "max".into(), |bytes| bytes.to_string());
-        let quota = self.cpu_millis.map(|millis| (millis * CPU_PERIOD / 1000).max(MIN_CPU_QUOTA));
-        let quota = quota.map_or_else(|| "max".into(), |quota| quota.to_string());
-        // Upstream's shares (1024 per CPU, at least 2), then runc's mapping of shares onto
-        // cpu.weight (2..262144 onto 1..10000).
-        let shares = (self.cpu_request_millis * 1024 / 1000).clamp(2, 262_144);
+        let quota = self.cpu_millis.map_or_else(|| "max".into(), |m| cpu_quota(m).to_string());
+        // Upstream's shares, then runc's mapping of shares onto cpu.weight (2..262144 onto
+        // 1..10000).
+        let shares = cpu_shares(self.cpu_request_millis).min(262_144);
         let weight = 1 + (shares - 2) * 9999 / 262_142;
         [
             ("memory.max", memory),

@@ -301,6 +301,20 @@ pub fn image_user_problem(uid: Option<i64>, username: &str) -> Option<String> {
     }
 }
 
+/// The CFS period of `cpu.max`, in microseconds (the kernel's default, and upstream's).
+pub const CPU_PERIOD: u64 = 100_000;
+
+/// `millis` of CPU as a quota per [`CPU_PERIOD`], as upstream's MilliCPUToQuota: at least
+/// 1 ms.
+pub fn cpu_quota(millis: u64) -> u64 {
+    (millis * CPU_PERIOD / 1000).max(1_000)
+}
+
+/// `millis` of CPU as shares, as upstream's MilliCPUToShares: 1024 per CPU, at least 2.
+pub fn cpu_shares(millis: u64) -> u64 {
+    (millis * 1024 / 1000).max(2)
+}
+
 /// CPU and memory limits and shares of a container, as cgroup values.
 fn resources(container: &Container) -> Result<v1::LinuxContainerResources, String> {
     use cairn_api::config::pod::{cpu_millis, memory_bytes};
@@ -309,13 +323,12 @@ fn resources(container: &Container) -> Result<v1::LinuxContainerResources, Strin
     let limits = resources.limits.clone().unwrap_or_default();
     let requests = resources.requests.clone().unwrap_or_default();
     if let Some(cpu) = limits.get("cpu") {
-        // cpu.max: quota per 100 ms period.
-        out.cpu_period = 100_000;
-        out.cpu_quota = (cpu_millis(cpu)? as i64 * 100).max(1000);
+        out.cpu_period = CPU_PERIOD as i64;
+        out.cpu_quota = cpu_quota(cpu_millis(cpu)?) as i64;
     }
-    // cpu.weight follows the request (or the limit), as shares: 1024 per CPU, at least 2.
+    // cpu.weight follows the request (or the limit), as shares.
     if let Some(cpu) = requests.get("cpu").or_else(|| limits.get("cpu")) {
-        out.cpu_shares = (cpu_millis(cpu)? as i64 * 1024 / 1000).max(2);
+        out.cpu_shares = cpu_shares(cpu_millis(cpu)?) as i64;
     }
     if let Some(memory) = limits.get("memory") {
         out.memory_limit_in_bytes = memory_bytes(memory)? as i64;
