@@ -85,7 +85,7 @@ spec:
       containers:
         - name: main
           image: localhost/busybox:latest
-          command: [sh, -c, "cat /etc/greeting/greeting.txt; echo; echo started >> /data/starts; sync; exec sleep 3600"]
+          command: [sh, -c, "cat /etc/greeting/greeting.txt; echo; echo started >> /data/starts; sync; echo synced; exec sleep 3600"]
           volumeMounts: [{name: greeting, mountPath: /etc/greeting}, {name: data, mountPath: /data}]
 "#;
 
@@ -104,8 +104,15 @@ pub fn power_cut(configured: &ConfiguredNode) {
         let file = "/var/lib/cairn/claims/default/greeter-data/starts";
         ctl(Some(&admin), &["-n", n, "read", file]).stdout.lines().count()
     };
-    let started = eventually(Duration::from_secs(120), || starts(&node.address()) == 1);
-    assert!(started, "the greeter did not write to its claim before the cut");
+    // Cut only once the start is on the disk: seen in the page cache is not yet kept.
+    let n = node.address();
+    let greeter =
+        pods::wait_pod_named(&admin, &n, "greeter-", Duration::from_secs(120), pods::ready);
+    let name = greeter["metadata"]["name"].as_str().unwrap().to_owned();
+    let logs = |n: &str| ctl(Some(&admin), &["-n", n, "logs", &name]).stdout;
+    let synced = eventually(Duration::from_secs(60), || logs(&n).contains("synced"));
+    assert!(synced, "the greeter did not sync its claim before the cut: {}", logs(&n));
+    assert_eq!(starts(&n), 1, "the greeter's claim before the cut");
     node.vm.power_off_hard().unwrap();
     let powered = Instant::now();
     node.power_on(PowerOn::Offline, &admin, "a power cut, offline");
@@ -113,13 +120,11 @@ pub fn power_cut(configured: &ConfiguredNode) {
     pods::wait_pod(&admin, &n, "web", Duration::from_secs(180), pods::ready);
     println!("power on (offline) to the pod Ready: {:.1?}", powered.elapsed());
     pods::wait_web(&admin, &n, &node.forwarded(WEB_HOST_PORT), Duration::from_secs(30));
-    let greeter =
-        pods::wait_pod_named(&admin, &n, "greeter-", Duration::from_secs(120), pods::ready);
-    let name = greeter["metadata"]["name"].as_str().unwrap();
-    let logs = || ctl(Some(&admin), &["-n", &n, "logs", name]).stdout;
-    let greeted =
-        eventually(Duration::from_secs(30), || logs().contains("hello from an applied ConfigMap"));
-    assert!(greeted, "{}", logs());
+    pods::wait_pod(&admin, &n, &name, Duration::from_secs(120), pods::ready);
+    let greeted = eventually(Duration::from_secs(30), || {
+        logs(&n).contains("hello from an applied ConfigMap")
+    });
+    assert!(greeted, "{}", logs(&n));
     // Its claim kept the start before the cut, and counts the one after.
     assert!(eventually(Duration::from_secs(30), || starts(&n) == 2), "starts: {}", starts(&n));
 }
