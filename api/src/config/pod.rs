@@ -546,6 +546,15 @@ fn join(path: &str, key: &str) -> String {
     }
 }
 
+/// The `restartPolicy` that makes an init container a sidecar (Kubernetes 1.29+): started in
+/// its turn, then kept running beside the containers until they are done.
+pub const SIDECAR_RESTART_POLICY: &str = "Always";
+
+/// Whether `container`, an init container, is a sidecar.
+pub fn is_sidecar(container: &Container) -> bool {
+    container.restart_policy.as_deref() == Some(SIDECAR_RESTART_POLICY)
+}
+
 /// A DNS-1123 label in lower case, as Kubernetes names objects (and namespaces): 1-63
 /// lower-case letters, digits and inner '-'.
 pub fn is_object_name(name: &str) -> bool {
@@ -634,7 +643,7 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
         check_container(c, container, spec, &volumes, &mut host_ports, &at);
         if let Some(policy) = &container.restart_policy {
             let why = match is_init {
-                true => (policy != "Always").then_some(
+                true => (policy != SIDECAR_RESTART_POLICY).then_some(
                     "only Always is supported, which makes the init container a sidecar",
                 ),
                 false => Some("may not be set for a container that is not an init container"),
@@ -643,8 +652,7 @@ fn check_values(c: &mut Checker, pod: &Pod, path: &str) {
                 c.fail(format!("{at}.restartPolicy"), format!("{policy:?}: {why}"));
             }
         }
-        let sidecar = container.restart_policy.as_deref() == Some("Always");
-        if is_init && !sidecar {
+        if is_init && !is_sidecar(container) {
             let probes_and_hooks = [
                 ("livenessProbe", container.liveness_probe.is_some()),
                 ("readinessProbe", container.readiness_probe.is_some()),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
+use cairn_api::config::pod::SIDECAR_RESTART_POLICY;
 use cairn_api::machine as pb;
 use cairn_api::timestamp::rfc3339_micros;
 use serde_json::{json, Value};
@@ -83,7 +84,7 @@ fn pod_row(format: OutputFormat, node: &str, pod: Value) -> Row {
     // kubectl counts them.
     let sidecars: Vec<&Value> = list("/spec/initContainers")
         .iter()
-        .filter(|c| c["restartPolicy"] == "Always")
+        .filter(|c| c["restartPolicy"] == SIDECAR_RESTART_POLICY)
         .filter_map(|c| {
             list("/status/initContainerStatuses").iter().find(|s| s["name"] == c["name"])
         })

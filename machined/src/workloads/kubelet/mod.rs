@@ -24,6 +24,7 @@ mod objects;
 mod placement;
 mod pod_cgroup;
 mod pod_files;
+mod pod_totals;
 mod probe;
 mod pull_secrets;
 mod source;

@@ -18,9 +18,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use cairn_api::config::pod::{cpu_millis, memory_bytes};
 
+use super::pod_totals::{pod_total, Unstated};
 use super::spec::{self, cpu_quota, cpu_shares, CPU_PERIOD};
 
 /// The controllers a pod's cgroup is limited by; enabled for the cgroups under the root.
@@ -37,74 +39,31 @@ pub struct PodLimits {
     pub cpu_request_millis: u64,
 }
 
-/// What one container may take and asks for.
-#[derive(Default)]
-struct Usage {
-    memory_limit: Option<u64>,
-    cpu_limit: Option<u64>,
-    /// Its request, or its limit when it gives only that.
-    cpu_request: Option<u64>,
-}
-
-impl Usage {
-    /// An error names a quantity that does not parse (validation refuses those on apply).
-    fn of(container: &Container) -> Result<Usage, String> {
-        let resources = container.resources.as_ref();
-        let limits = resources.and_then(|r| r.limits.as_ref());
-        let requests = resources.and_then(|r| r.requests.as_ref());
-        let memory_limit = limits.and_then(|l| l.get("memory")).map(memory_bytes).transpose()?;
-        let cpu_limit = limits.and_then(|l| l.get("cpu")).map(cpu_millis).transpose()?;
-        let cpu_request = requests.and_then(|r| r.get("cpu")).map(cpu_millis).transpose()?;
-        Ok(Usage { memory_limit, cpu_limit, cpu_request: cpu_request.or(cpu_limit) })
-    }
-
-    /// Nothing at all: where the sidecars' sum starts.
-    fn zero() -> Usage {
-        Usage { memory_limit: Some(0), cpu_limit: Some(0), cpu_request: Some(0) }
-    }
-
-    /// Both together: a limit only when both have one; requests where missing ones count for
-    /// nothing.
-    fn with(&self, other: &Usage) -> Usage {
-        let both = |a: Option<u64>, b: Option<u64>| Some(a? + b?);
-        let any = |a: Option<u64>, b: Option<u64>| Some(a.unwrap_or(0) + b.unwrap_or(0));
-        Usage {
-            memory_limit: both(self.memory_limit, other.memory_limit),
-            cpu_limit: both(self.cpu_limit, other.cpu_limit),
-            cpu_request: any(self.cpu_request, other.cpu_request),
-        }
-    }
-}
-
-/// The pod's total of the amount `amount` reads: the larger of the containers' sum and the
-/// largest init container's; None when any container has none.
-fn total(containers: &[Usage], init: &[Usage], amount: fn(&Usage) -> Option<u64>) -> Option<u64> {
-    let sum =
-        containers.iter().try_fold(0u64, |sum, each| Some(sum.saturating_add(amount(each)?)))?;
-    let largest_init = init.iter().try_fold(0u64, |most, each| Some(most.max(amount(each)?)))?;
-    Some(sum.max(largest_init))
+/// The quantity `resource` of `container`'s limits (or requests, with `requests`), parsed by
+/// `parse`; an error names one that does not parse (validation refuses those on apply).
+fn stated(
+    container: &Container,
+    requests: bool,
+    resource: &str,
+    parse: fn(&Quantity) -> Result<u64, String>,
+) -> Result<Option<u64>, String> {
+    let resources = container.resources.as_ref();
+    let list =
+        resources.and_then(|r| if requests { r.requests.as_ref() } else { r.limits.as_ref() });
+    list.and_then(|list| list.get(resource)).map(parse).transpose()
 }
 
 /// What `pod` may take, together; an error names a quantity that does not parse.
 pub fn limits(pod: &Pod) -> Result<PodLimits, String> {
-    let mut containers: Vec<Usage> =
-        spec::containers(pod).iter().map(Usage::of).collect::<Result<_, _>>()?;
-    let mut init = Vec::new();
-    let mut sidecars = Usage::zero();
-    for container in spec::init_containers(pod) {
-        let usage = Usage::of(container)?;
-        if spec::is_sidecar(container) {
-            sidecars = sidecars.with(&usage);
-            containers.push(usage);
-        } else {
-            init.push(usage.with(&sidecars));
-        }
-    }
-    let cpu_request = |usage: &Usage| Some(usage.cpu_request.unwrap_or_default());
+    let cpu_limit = |c: &Container| stated(c, false, "cpu", cpu_millis);
+    // A request defaults to the limit.
+    let cpu_request = |c: &Container| Ok(stated(c, true, "cpu", cpu_millis)?.or(cpu_limit(c)?));
     Ok(PodLimits {
-        memory_bytes: total(&containers, &init, |usage| usage.memory_limit),
-        cpu_millis: total(&containers, &init, |usage| usage.cpu_limit),
-        cpu_request_millis: total(&containers, &init, cpu_request).unwrap_or_default(),
+        memory_bytes: pod_total(pod, Unstated::Unbounded, |c| {
+            stated(c, false, "memory", memory_bytes)
+        })?,
+        cpu_millis: pod_total(pod, Unstated::Unbounded, cpu_limit)?,
+        cpu_request_millis: pod_total(pod, Unstated::Nothing, cpu_request)?.unwrap_or_default(),
     })
 }
 

@@ -68,12 +68,6 @@ pub fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
     init_containers(pod).iter().chain(containers(pod))
 }
 
-/// Whether `container`, an init container, is a sidecar (`restartPolicy: Always`): started
-/// in its turn, then kept running beside the containers until they are done.
-pub fn is_sidecar(container: &Container) -> bool {
-    container.restart_policy.as_deref() == Some("Always")
-}
-
 /// Container `index` of [`all_containers`].
 pub fn container_at(pod: &Pod, index: usize) -> &Container {
     all_containers(pod).nth(index).expect("an index of the pod's containers")

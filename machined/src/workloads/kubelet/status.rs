@@ -32,7 +32,7 @@ pub struct ContainerView {
     pub restarts: i32,
     /// Ended, and its restart policy does not restart it.
     pub done: bool,
-    /// An init container that runs beside the containers (see [`super::spec::is_sidecar`]).
+    /// An init container that runs beside the containers (see [`cairn_api::config::pod::is_sidecar`]).
     pub sidecar: bool,
 }
 

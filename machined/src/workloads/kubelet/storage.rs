@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use cairn_api::config::pod::memory_bytes;
 
+use super::pod_totals::{pod_total, Unstated};
 use super::spec;
 
 /// How often a pod with limits is measured (upstream's housekeeping interval).
@@ -51,13 +52,8 @@ impl StorageLimits {
         };
         let containers: Vec<(String, Option<u64>)> =
             spec::all_containers(pod).map(|c| (c.name.clone(), limit(c))).collect();
-        let init = spec::init_containers(pod).iter();
-        let (sidecars, run_alone): (Vec<_>, Vec<_>) = init.partition(|c| spec::is_sidecar(c));
-        let largest_init = run_alone.into_iter().filter_map(limit).max();
-        let beside: Vec<u64> =
-            spec::containers(pod).iter().chain(sidecars).filter_map(limit).collect();
-        let sum = (!beside.is_empty()).then(|| beside.iter().sum::<u64>());
-        let pod_limit = sum.max(largest_init);
+        // `limit` has no error to give: it skips what does not parse, as validation does not.
+        let pod_limit = pod_total(pod, Unstated::Nothing, |c| Ok(limit(c))).unwrap_or_default();
         let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
         let empty_dirs: Vec<(String, Option<u64>)> = volumes
             .iter()

@@ -15,6 +15,8 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use cairn_api::config::pod::is_sidecar;
+
 use crate::workloads::cri::{v1, Cri};
 
 use super::backoff::{Backoff, RESET_AFTER};
@@ -144,7 +146,7 @@ impl Worker {
                 view: ContainerView {
                     name: c.name.clone(),
                     image: c.image.clone().unwrap_or_default(),
-                    sidecar: index < init_count && spec::is_sidecar(c),
+                    sidecar: index < init_count && is_sidecar(c),
                     ..Default::default()
                 },
                 ..Default::default()
