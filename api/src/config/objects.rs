@@ -316,6 +316,19 @@ impl LocalObject {
         let LocalObject::Job(job) = self else { return None };
         Some(job.spec.as_ref().and_then(|s| s.backoff_limit).unwrap_or(6))
     }
+
+    /// Whether this object's controller keeps its replicas running, so that a pod of its that
+    /// failed for good (evicted) is replaced by a new one: a Deployment's, a ReplicaSet's, a
+    /// DaemonSet's or a StatefulSet's; not a bare Pod's or a Job's.
+    pub fn replaces_failed_pods(&self) -> bool {
+        matches!(
+            self,
+            LocalObject::Deployment(_)
+                | LocalObject::ReplicaSet(_)
+                | LocalObject::DaemonSet(_)
+                | LocalObject::StatefulSet(_)
+        )
+    }
 }
 
 /// Ten hex digits of a hash of a pod template: a Deployment's pods change names with it.
@@ -751,6 +764,22 @@ mod tests {
             (0..objects.len()).map(|i| format!("machine.objects[{i}]")).collect();
         check_objects(&mut c, &objects, &written, &paths);
         c.problems.iter().map(Problem::to_string).collect()
+    }
+
+    #[test]
+    fn controllers_that_keep_replicas_replace_failed_pods() {
+        let replaces = |api_version: &str, kind: &str| {
+            let text =
+                format!("{{apiVersion: {api_version}, kind: {kind}, metadata: {{name: x}}}}");
+            LocalObject::from_value(serde_yaml::from_str(&text).unwrap())
+                .unwrap()
+                .replaces_failed_pods()
+        };
+        for kind in ["Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"] {
+            assert!(replaces("apps/v1", kind), "{kind}");
+        }
+        assert!(!replaces("batch/v1", "Job"));
+        assert!(!replaces("v1", "Pod"));
     }
 
     #[test]

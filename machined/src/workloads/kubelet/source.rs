@@ -38,6 +38,10 @@ pub struct DesiredPod {
     /// How many times a failed run is run again whatever the restart policy: a Job's
     /// `backoffLimit`; None for pods that follow their restart policy.
     pub restart_limit: Option<i32>,
+    /// Whether a run that failed for good (an eviction) is replaced by a new one, as the
+    /// controllers of Deployments, ReplicaSets, DaemonSets and StatefulSets replace their
+    /// pods; false for bare pods and Jobs.
+    pub replaced_when_failed: bool,
 }
 
 impl DesiredPod {
@@ -58,7 +62,15 @@ impl DesiredPod {
             &hex[16..20],
             &hex[20..32]
         );
-        Some(DesiredPod { source: source.into(), namespace, name, uid, pod, restart_limit: None })
+        Some(DesiredPod {
+            source: source.into(),
+            namespace,
+            name,
+            uid,
+            pod,
+            restart_limit: None,
+            replaced_when_failed: false,
+        })
     }
 
     /// `namespace/name`.
@@ -114,9 +126,14 @@ fn pods_of<'a>(objects: impl Iterator<Item = &'a LocalObject>, origin: &str) -> 
     objects
         .flat_map(|object| {
             let source = format!("{origin}:{}/{}", object.kind(), object.name());
-            let restart_limit = object.restart_limit();
+            let (restart_limit, replaced_when_failed) =
+                (object.restart_limit(), object.replaces_failed_pods());
             object.pods().into_iter().filter_map(move |pod| {
-                DesiredPod::new(&source, pod).map(|pod| DesiredPod { restart_limit, ..pod })
+                DesiredPod::new(&source, pod).map(|pod| DesiredPod {
+                    restart_limit,
+                    replaced_when_failed,
+                    ..pod
+                })
             })
         })
         .collect()
@@ -276,6 +293,8 @@ mod tests {
         let sources: Vec<&str> = pods.iter().map(|p| p.source.as_str()).collect();
         assert_eq!(sources, ["applied:Deployment/web", "applied:Deployment/web"]);
         assert!(pods[1].name.starts_with("web-") && pods[1].name.ends_with("-1"));
+        // The Deployment replaces a pod evicted; a Job's pods have a retry limit instead.
+        assert!(pods.iter().all(|p| p.replaced_when_failed && p.restart_limit.is_none()));
         assert_eq!(source.objects().0.len(), 2);
         // A broken file is reported; what was read before stays.
         std::fs::write(&path, "not json").unwrap();

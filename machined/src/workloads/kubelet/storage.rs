@@ -2,7 +2,7 @@
 //! pod writes to the node's disk outside its claims (its containers' writable layers, their
 //! logs, its emptyDir volumes on disk) is measured every [`CHECK_EVERY`], and the pod is
 //! evicted (its containers killed at once, its phase Failed with reason `Evicted`, not run
-//! again) once an emptyDir passes its `sizeLimit`, the pod the sum of its containers'
+//! again unless its controller replaces it) once an emptyDir passes its `sizeLimit`, the pod the sum of its containers'
 //! `ephemeral-storage` limits, or a container its own limit; upstream's checks, in its order,
 //! with its messages.
 

@@ -124,8 +124,15 @@ pub struct Worker {
     /// What the pod may write to the node's disk, when it sets limits; and when it was last
     /// measured.
     storage: Option<(StorageLimits, Option<Instant>)>,
-    /// Why the pod was evicted: it is not run again (until restarted on request).
+    /// Why the pod was evicted: it is not run again (until restarted on request), unless
+    /// its controller replaces it.
     evicted: Option<String>,
+    /// When this run began; and how long after its eviction a pod its controller replaces is
+    /// run anew, which doubles with each eviction as a crash back-off does.
+    began: Instant,
+    replacement_backoff: Backoff,
+    /// When the evicted pod is run anew.
+    replace_at: Option<Instant>,
 }
 
 impl Worker {
@@ -169,8 +176,19 @@ impl Worker {
             sandbox_changed: false,
             storage: StorageLimits::of(&pod.pod).map(|limits| (limits, None)),
             evicted: None,
+            began: Instant::now(),
+            replacement_backoff: Backoff::default(),
+            replace_at: None,
             pod,
         }
+    }
+
+    /// Tears the pod down and returns a worker that runs it afresh.
+    async fn afresh(mut self) -> Worker {
+        self.teardown().await;
+        let reporting = (self.registry.clone(), self.events.clone());
+        let runtime = (self.cri.clone(), self.files.clone());
+        Worker::new(runtime, self.pod.clone(), reporting, self.log.clone(), self.objects.clone())
     }
 
     /// What an event about the pod, or its container at `index`, is about.
@@ -253,11 +271,15 @@ impl Worker {
                 _ = restart.notified() => {
                     (self.log)(format!("pod {}: restarting on request", self.pod.key()));
                     self.event(None, EventType::Normal, "Killing", "Stopping the pod: a restart was requested");
-                    self.teardown().await;
-                    let reporting = (self.registry.clone(), self.events.clone());
-                    let runtime = (self.cri.clone(), self.files.clone());
-                    let fresh = Worker::new(runtime, self.pod.clone(), reporting, self.log.clone(), self.objects.clone());
-                    self = fresh;
+                    self = self.afresh().await;
+                }
+                _ = until(self.replace_at) => {
+                    (self.log)(format!("pod {}: evicted before; its controller runs it anew", self.pod.key()));
+                    let message = "Replacing the evicted pod with a new one";
+                    self.event(None, EventType::Normal, "Replaced", message);
+                    let backoff = self.replacement_backoff.clone();
+                    self = self.afresh().await;
+                    self.replacement_backoff = backoff;
                 }
                 _ = tokio::time::sleep(RELIST) => {}
             }
@@ -399,7 +421,8 @@ impl Worker {
     }
 
     /// Evicts the pod, for `message`: its containers are killed at once (as upstream evicts
-    /// for local storage) and not run again.
+    /// for local storage) and not run again, unless its controller replaces it: then it is
+    /// run anew (a new pod upstream), at once the first time, then backing off.
     async fn evict(&mut self, message: String) {
         (self.log)(format!("pod {}: evicted: {}", self.pod.key(), message.trim_end()));
         self.event(None, EventType::Warning, "Evicted", message.trim_end());
@@ -415,6 +438,12 @@ impl Worker {
             self.tracks[index].probes = None;
         }
         self.evicted = Some(message);
+        if self.pod.replaced_when_failed {
+            if self.began.elapsed() >= RESET_AFTER {
+                self.replacement_backoff.reset();
+            }
+            self.replace_at = Some(Instant::now() + self.replacement_backoff.failed());
+        }
     }
 
     /// Brings the configMap and secret volumes of the running pod up to date with the
@@ -1132,6 +1161,14 @@ impl Worker {
         if registry.get(&self.pod.key()).is_some_and(|r| r.uid == self.pod.uid) {
             registry.remove(&self.pod.key());
         }
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -581,6 +581,44 @@ async fn a_pod_past_its_ephemeral_storage_limit_is_evicted_and_not_run_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_evicted_pod_of_a_deployment_is_replaced_at_once_then_backing_off() {
+    let mut web = pod(&format!(
+        "metadata: {{name: web}}\nspec:\n  containers: [{{name: app, image: {IMAGE}, resources: {{limits: {{ephemeral-storage: 10Mi}}}}}}]\n"
+    ));
+    web.replaced_when_failed = true;
+    let h = harness(web);
+    // Every run of it writes past its limit.
+    h.cri.set_writable_layer("app", 11 << 20);
+    let remove = CancellationToken::new();
+    let (detach, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    let leave = Leave { remove: remove.clone(), detach, shutdown };
+    let running = tokio::spawn(h.worker.run(leave, Arc::default()));
+    let sandboxes = |calls: &[String]| calls.iter().filter(|c| *c == "run_pod_sandbox web").count();
+    // Evicted at its first measure, as it starts, and run anew at once.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let calls = h.cri.take_calls();
+    assert_eq!(sandboxes(&calls), 2, "{calls:?}");
+    assert!(calls.contains(&"stop_container app 0s".to_string()), "{calls:?}");
+    // Evicted again: replaced 10 s later, then 20 s after that.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sandboxes(&h.cri.take_calls()), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sandboxes(&h.cri.take_calls()), 1);
+    tokio::time::sleep(Duration::from_secs(18)).await;
+    assert_eq!(sandboxes(&h.cri.take_calls()), 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sandboxes(&h.cri.take_calls()), 1);
+    let count = |reason: &str| {
+        let events = h.events.list(None).into_iter();
+        events.filter(|e| e.reason == reason).map(|e| e.count).sum::<u32>()
+    };
+    assert_eq!((count("Evicted"), count("Replaced")), (4, 3));
+    remove.cancel();
+    running.await.unwrap();
+    assert_eq!(h.cri.sandbox_count(), (0, 0), "removed with its last run");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarting_sidecar_holds_back_no_init_container_and_ends_with_a_failed_pod() {
     let mut h = harness(pod(&format!(
         "metadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: proxy, image: {IMAGE}, restartPolicy: Always}}\n  - {{name: first, image: {IMAGE}}}\n  - {{name: second, image: {IMAGE}}}\n  containers: [{{name: app, image: {IMAGE}}}]\n"
