@@ -587,6 +587,15 @@ fn check_workload(
 ) {
     if let LocalObject::Job(job) = object {
         check_job(c, job, template, at);
+    } else {
+        // As the API server: a controller that keeps its replicas running restarts them.
+        let policy = template.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+        if let Some(policy) = policy.filter(|p| *p != "Always") {
+            c.fail(
+                format!("{at}.spec.template.spec.restartPolicy"),
+                format!("{policy:?} is not allowed for a {}: only Always is", object.kind()),
+            );
+        }
     }
     c.check((0..=MAX_REPLICAS).contains(&replicas), format!("{at}.spec.replicas"), || {
         format!("{replicas} is not 0 to {MAX_REPLICAS}: one node runs at most {MAX_REPLICAS} pods")
@@ -780,6 +789,20 @@ mod tests {
         }
         assert!(!replaces("batch/v1", "Job"));
         assert!(!replaces("v1", "Pod"));
+    }
+
+    #[test]
+    fn replicas_restart_always() {
+        let set = |policy: &str| {
+            problems(&format!(
+                "- apiVersion: apps/v1\n  kind: DaemonSet\n  metadata: {{name: agent}}\n  spec:\n    selector: {{matchLabels: {{app: a}}}}\n    template:\n      metadata: {{labels: {{app: a}}}}\n      spec: {{restartPolicy: {policy}, containers: [{{name: c, image: i}}]}}\n"
+            ))
+        };
+        assert_eq!(set("Always"), Vec::<String>::new());
+        assert_eq!(
+            set("Never"),
+            ["machine.objects[0].spec.template.spec.restartPolicy: \"Never\" is not allowed for a DaemonSet: only Always is"]
+        );
     }
 
     #[test]
