@@ -1,12 +1,18 @@
-//! Jobs that finished: one small file per pod uid (`/var/lib/cairn/jobs/UID`, holding the
-//! phase it ended in) on EPHEMERAL, so that a Job's pod runs once, not again at every boot
-//! as a static pod would. The record goes with the pod (the Job deleted or changed).
+//! Pods that ended: one small file per pod uid, holding the phase it ended in, in one of two
+//! places. Jobs' pods on EPHEMERAL (`/var/lib/cairn/jobs/UID`), so that a Job's pod runs
+//! once, not again at every boot as a static pod would. Every pod's in `/run` for this boot
+//! only: its sandbox is stopped once it ended, and a kubelet that starts again knows it ended
+//! rather than taking the stopped sandbox for a lost one and running the pod again; at the
+//! next boot a pod that is no Job's runs again, as before. A record goes with its pod (the
+//! object deleted or changed, the pod restarted on request).
 
 use std::io;
 use std::path::Path;
 
-/// Where the records are on the node.
+/// Where the records of Jobs' pods are on the node.
 pub const COMPLETION_ROOT: &str = "/var/lib/cairn/jobs";
+/// Where the records of the pods that ended in this boot are (a tmpfs).
+pub const ENDED_ROOT: &str = "/run/cairn/pods-ended";
 
 /// Records that the pod `uid` finished in `phase` (`Succeeded` or `Failed`); once.
 pub fn record(root: &Path, uid: &str, phase: &str) -> io::Result<()> {

@@ -36,7 +36,7 @@ mod termination;
 mod volumes;
 mod worker;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -210,44 +210,38 @@ impl Kubelet {
     /// or pod (anti-)affinity, against the pods placed before them) out of `desired`: each is
     /// published as Pending with the scheduler's reason, and logged when that reason is new.
     /// `placed` holds the uids of the pods placed already (their workers run, or their
-    /// sandboxes did when the kubelet started): they keep their place, as a bound pod does.
+    /// sandboxes did when the kubelet started): they keep their place, as a bound pod does
+    /// (see [`placement::unplaceable`]).
     /// `waiting` holds the reasons of the pass before, by `namespace/name`; a pod that no
     /// longer waits loses its Pending record (to its worker's, or to nothing).
     fn hold_unplaceable(
         &self,
         desired: &mut BTreeMap<String, DesiredPod>,
-        placed_uids: &std::collections::HashSet<String>,
-        node: &placement::Node,
+        placed_uids: &HashSet<String>,
+        (node, files): (&placement::Node, &PodFiles),
         waiting: &mut BTreeMap<String, (String, String)>,
         ctx: &ServiceContext,
     ) {
-        let mut now = BTreeMap::new();
-        // Ports of the pods placed stay theirs, as they stay placed for others' affinity;
-        // the others take theirs in name order.
-        let runs = |pod: &DesiredPod| placed_uids.contains(&pod.uid);
-        let mut taken: std::collections::HashSet<placement::HostPort> = desired
-            .iter()
-            .filter(|(_, pod)| runs(pod))
-            .flat_map(|(_, pod)| placement::host_ports(&pod.pod))
-            .collect();
-        let mut placed: Vec<(String, Pod)> = desired
-            .iter()
-            .filter(|(_, pod)| runs(pod))
-            .map(|(_, pod)| (pod.namespace.clone(), pod.pod.clone()))
-            .collect();
-        desired.retain(|key, pod| {
-            if runs(pod) {
-                return true;
-            }
-            let refused = node
-                .refuses(&pod.pod)
-                .or_else(|| placement::Node::port_conflict(&pod.pod, &taken))
-                .or_else(|| node.affinity_conflict((&pod.namespace, &pod.pod), &placed));
-            let Some(reason) = refused else {
-                taken.extend(placement::host_ports(&pod.pod));
-                placed.push((pod.namespace.clone(), pod.pod.clone()));
-                return true;
+        // Ended: as published, or as recorded (before its worker started again).
+        let ended: HashSet<String> = {
+            let registry = self.registry.lock().unwrap();
+            let ended = |pod: &&DesiredPod| {
+                let record = registry.get(&pod.key()).filter(|r| r.uid == pod.uid);
+                let phase = record.and_then(|r| r.pod.status.as_ref()?.phase.as_deref());
+                let recorded = || {
+                    let job = pod.restart_limit.map(|_| &files.completion_root);
+                    let mut roots = job.into_iter().chain([&files.ended_root]);
+                    roots.any(|root| completions::recorded(root, &pod.uid).is_some())
+                };
+                let ended = matches!(phase, Some("Succeeded" | "Failed")) || recorded();
+                ended && !pod.replaced_when_failed
             };
+            desired.values().filter(ended).map(|pod| pod.uid.clone()).collect()
+        };
+        let mut refused = placement::unplaceable(node, desired, placed_uids, &ended);
+        let mut now = BTreeMap::new();
+        desired.retain(|key, pod| {
+            let Some(reason) = refused.remove(key) else { return true };
             if waiting.get(key) != Some(&(pod.uid.clone(), reason.clone())) {
                 ctx.log(format!("pod {key}: not scheduled on this node: {reason}"));
                 let involved = Involved {
@@ -335,7 +329,7 @@ impl Kubelet {
     }
 
     /// The uids of the pods whose sandboxes are ready.
-    async fn live_pod_uids(cri: &dyn Cri) -> anyhow::Result<std::collections::HashSet<String>> {
+    async fn live_pod_uids(cri: &dyn Cri) -> anyhow::Result<HashSet<String>> {
         let ready = i32::from(v1::PodSandboxState::SandboxReady);
         let sandboxes = cri.list_pod_sandbox(None).await?;
         let live = sandboxes.into_iter().filter(|sandbox| sandbox.state == ready);
@@ -443,7 +437,8 @@ impl Kubelet {
             let placed_uids =
                 running.values().map(|pod: &RunningPod| pod.uid.clone()).chain(adopted.drain());
             let placed_uids = placed_uids.collect();
-            self.hold_unplaceable(&mut desired, &placed_uids, &node, &mut waiting, &ctx);
+            let place = (&node, &runtime.1);
+            self.hold_unplaceable(&mut desired, &placed_uids, place, &mut waiting, &ctx);
             stopping.extend(self.reconcile(
                 (&runtime, &objects_feed),
                 &desired,
@@ -478,6 +473,7 @@ impl Kubelet {
                     if sources_read {
                         let kept = |uid: &str| wanted_uids.iter().any(|w| w == uid);
                         completions::sweep(&runtime.1.completion_root, kept);
+                        completions::sweep(&runtime.1.ended_root, kept);
                     }
                 }
             }

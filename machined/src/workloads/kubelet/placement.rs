@@ -17,6 +17,8 @@ use cairn_api::config::objects::selects;
 use cairn_api::arch::Arch;
 use cairn_api::oci::Platform;
 
+use super::source::DesiredPod;
+
 /// What the scheduler knows of this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -205,6 +207,45 @@ pub fn host_ports(pod: &Pod) -> Vec<HostPort> {
         .collect()
 }
 
+/// Why each pod of `desired` (by `namespace/name`) that is not placed yet cannot run here, in
+/// the scheduler's words: its node selection, its host ports or its pod (anti-)affinity,
+/// against the pods placed before it. The pods whose uids are in `placed` keep their place,
+/// as a bound pod does: their ports stay theirs and they count for others' affinity. Those
+/// whose uids are in `ended` (they ended for good, their sandboxes stopped) are neither
+/// placed nor counted, as the scheduler counts no pod that ended. The others are placed in
+/// name order.
+pub fn unplaceable(
+    node: &Node,
+    desired: &BTreeMap<String, DesiredPod>,
+    placed: &HashSet<String>,
+    ended: &HashSet<String>,
+) -> BTreeMap<String, String> {
+    let holds = |pod: &&DesiredPod| placed.contains(&pod.uid) && !ended.contains(&pod.uid);
+    let mut taken: HashSet<HostPort> =
+        desired.values().filter(holds).flat_map(|pod| host_ports(&pod.pod)).collect();
+    let mut beside: Vec<(String, Pod)> = desired
+        .values()
+        .filter(holds)
+        .map(|pod| (pod.namespace.clone(), pod.pod.clone()))
+        .collect();
+    let mut refused = BTreeMap::new();
+    let waits = |pod: &DesiredPod| !placed.contains(&pod.uid) && !ended.contains(&pod.uid);
+    for (key, pod) in desired.iter().filter(|(_, pod)| waits(pod)) {
+        let reason = node
+            .refuses(&pod.pod)
+            .or_else(|| Node::port_conflict(&pod.pod, &taken))
+            .or_else(|| node.affinity_conflict((&pod.namespace, &pod.pod), &beside));
+        match reason {
+            Some(reason) => _ = refused.insert(key.clone(), reason),
+            None => {
+                taken.extend(host_ports(&pod.pod));
+                beside.push((pod.namespace.clone(), pod.pod.clone()));
+            }
+        }
+    }
+    refused
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +288,31 @@ mod tests {
         assert_eq!(Node::port_conflict(&inside, &taken), None);
         let udp_only: HashSet<HostPort> = [(8080, "UDP".to_string())].into();
         assert_eq!(Node::port_conflict(&web, &udp_only), None);
+    }
+
+    #[test]
+    fn pods_placed_keep_their_ports_until_they_end() {
+        let web = |name: &str, port: i32| {
+            let yaml = format!(
+                "metadata: {{name: {name}}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 80, hostPort: {port}}}]}}]}}"
+            );
+            let pod = DesiredPod::new("config", serde_yaml::from_str(&yaml).unwrap()).unwrap();
+            (pod.key(), pod)
+        };
+        let desired = BTreeMap::from([web("a", 8080), web("b", 8080), web("c", 9090)]);
+        let uid = |key: &str| desired[key].uid.clone();
+        let nothing = HashSet::new();
+        // Placed first in name order: b waits for a's port.
+        let refused = unplaceable(&node(), &desired, &nothing, &nothing);
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["default/b"]);
+        // b placed already keeps the port; a, not placed yet, waits.
+        let b = HashSet::from([uid("default/b")]);
+        let refused = unplaceable(&node(), &desired, &b, &nothing);
+        assert_eq!(refused.keys().collect::<Vec<_>>(), ["default/a"]);
+        // Once b ended, its port is free for a; and a pod that ended is not placed again
+        // (after a restart of the kubelet, when it is not placed).
+        assert!(unplaceable(&node(), &desired, &b, &b).is_empty());
+        assert!(unplaceable(&node(), &desired, &nothing, &b).is_empty());
     }
 
     #[test]

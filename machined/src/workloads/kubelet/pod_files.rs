@@ -30,6 +30,8 @@ pub struct PodFiles {
     pub claim_root: PathBuf,
     /// The record of each Job's pod that finished.
     pub completion_root: PathBuf,
+    /// The record of each pod that ended in this boot.
+    pub ended_root: PathBuf,
     /// The cgroup filesystem, where each pod's cgroup is made.
     pub cgroup_root: PathBuf,
     /// How volumes are mounted.
@@ -44,6 +46,7 @@ impl PodFiles {
             log_root: under(root, POD_LOG_ROOT),
             claim_root: under(root, claims::CLAIM_ROOT),
             completion_root: under(root, completions::COMPLETION_ROOT),
+            ended_root: under(root, completions::ENDED_ROOT),
             cgroup_root: under(root, CGROUP_FS),
             mounter,
         }

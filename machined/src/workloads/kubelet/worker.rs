@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -133,6 +133,8 @@ pub struct Worker {
     replacement_backoff: Backoff,
     /// When the evicted pod is run anew.
     replace_at: Option<Instant>,
+    /// The pod ended and its sandbox is stopped, which freed its address and host ports.
+    sandbox_stopped: bool,
 }
 
 impl Worker {
@@ -179,6 +181,7 @@ impl Worker {
             began: Instant::now(),
             replacement_backoff: Backoff::default(),
             replace_at: None,
+            sandbox_stopped: false,
             pod,
         }
     }
@@ -189,6 +192,18 @@ impl Worker {
         let reporting = (self.registry.clone(), self.events.clone());
         let runtime = (self.cri.clone(), self.files.clone());
         Worker::new(runtime, self.pod.clone(), reporting, self.log.clone(), self.objects.clone())
+    }
+
+    /// The evicted pod run anew, as its controller replaces it with a new pod; the back-off
+    /// goes on with the new run.
+    async fn replaced(self) -> Worker {
+        (self.log)(format!("pod {}: evicted; its controller runs it anew", self.pod.key()));
+        let message = "Replacing the evicted pod with a new one";
+        self.event(None, EventType::Normal, "Replaced", message);
+        let backoff = self.replacement_backoff.clone();
+        let mut fresh = self.afresh().await;
+        fresh.replacement_backoff = backoff;
+        fresh
     }
 
     /// What an event about the pod, or its container at `index`, is about.
@@ -230,11 +245,21 @@ impl Worker {
             (self.log)(format!("pod {}: {why}", self.pod.key()));
             self.event(None, EventType::Warning, "NoServiceAccountToken", &why);
         }
-        if let Some(phase) = self.finished_job() {
+        let ended = self.ended_before();
+        if ended.as_deref() == Some("Failed") && self.pod.replaced_when_failed {
+            self = self.replaced().await;
+        } else if let Some(phase) = ended {
             (self.log)(format!(
-                "pod {}: its Job finished before ({phase}); it is not run again",
+                "pod {}: it ended before ({phase}); it is not run again",
                 self.pod.key()
             ));
+            // Its sandbox may still run, when the kubelet stopped as the pod ended.
+            let ready = i32::from(v1::PodSandboxState::SandboxReady);
+            for sandbox in self.sandboxes().await.unwrap_or_default() {
+                if sandbox.state == ready {
+                    self.stop_sandbox(&sandbox.id).await;
+                }
+            }
             self.publish_finished(&phase);
             tokio::select! {
                 _ = leave.remove.cancelled() => {
@@ -243,9 +268,9 @@ impl Worker {
                 }
                 _ = leave.detach.cancelled() => return,
                 _ = leave.shutdown.cancelled() => return,
-                // `ctl pod restart` runs the Job's pod again.
+                // `ctl pod restart` runs the pod again.
                 _ = restart.notified() => {
-                    (self.log)(format!("pod {}: running its Job again on request", self.pod.key()));
+                    (self.log)(format!("pod {}: running it again on request", self.pod.key()));
                     self.teardown().await;
                 }
             }
@@ -273,14 +298,7 @@ impl Worker {
                     self.event(None, EventType::Normal, "Killing", "Stopping the pod: a restart was requested");
                     self = self.afresh().await;
                 }
-                _ = until(self.replace_at) => {
-                    (self.log)(format!("pod {}: evicted before; its controller runs it anew", self.pod.key()));
-                    let message = "Replacing the evicted pod with a new one";
-                    self.event(None, EventType::Normal, "Replaced", message);
-                    let backoff = self.replacement_backoff.clone();
-                    self = self.afresh().await;
-                    self.replacement_backoff = backoff;
-                }
+                _ = until(self.replace_at) => self = self.replaced().await,
                 _ = tokio::time::sleep(RELIST) => {}
             }
         }
@@ -288,13 +306,17 @@ impl Worker {
         (self.log)(format!("pod {}: stopped and removed", self.pod.key()));
     }
 
-    /// The phase a Job's pod finished in, on an earlier boot or run of the kubelet.
-    fn finished_job(&self) -> Option<String> {
-        self.pod.restart_limit?;
-        completions::recorded(&self.files.completion_root, &self.pod.uid)
+    /// The phase the pod ended in before this worker: a Job's pod on an earlier boot too, any
+    /// pod earlier in this boot (under a kubelet that stopped since).
+    fn ended_before(&self) -> Option<String> {
+        let job = self
+            .pod
+            .restart_limit
+            .and_then(|_| completions::recorded(&self.files.completion_root, &self.pod.uid));
+        job.or_else(|| completions::recorded(&self.files.ended_root, &self.pod.uid))
     }
 
-    /// Publishes a Job's pod that finished before, as it ended.
+    /// Publishes a pod that ended before, as it ended.
     fn publish_finished(&self, phase: &str) {
         let mut pod: Pod = self.pod.pod.clone();
         pod.metadata.namespace = Some(self.pod.namespace.clone());
@@ -312,30 +334,11 @@ impl Worker {
 
     /// Publishes the pod and its status for the API.
     fn publish(&self) {
-        let views: Vec<ContainerView> = self.tracks.iter().map(|t| t.view.clone()).collect();
-        let (init, views) = views.split_at(self.init_count);
         let mut pod: Pod = self.pod.pod.clone();
         pod.metadata.namespace = Some(self.pod.namespace.clone());
         pod.metadata.uid = Some(self.pod.uid.clone());
         pod.metadata.creation_timestamp = self.start_time.clone();
-        let mut status = status::pod_status(
-            self.sandbox.is_some(),
-            self.sandbox.as_ref().and_then(|s| s.ip.clone()),
-            self.start_time.clone(),
-            (init, views),
-        );
-        if let Some(message) = &self.evicted {
-            status::evicted(&mut status, message);
-        }
-        pod.status = Some(status);
-        // A Job's pod that finished is not run again, after a reboot either.
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        if self.pod.restart_limit.is_some() && matches!(phase.as_str(), "Succeeded" | "Failed") {
-            if let Err(e) = completions::record(&self.files.completion_root, &self.pod.uid, &phase)
-            {
-                (self.log)(format!("pod {}: recording its Job's end: {e}", self.pod.key()));
-            }
-        }
+        pod.status = Some(self.status());
         let record = PodRecord {
             key: self.pod.key(),
             source: self.pod.source.clone(),
@@ -350,10 +353,34 @@ impl Worker {
         self.registry.lock().unwrap().insert(self.pod.key(), record);
     }
 
+    /// The pod's status, from what the worker knows of its sandbox and containers.
+    fn status(&self) -> PodStatus {
+        let views: Vec<ContainerView> = self.tracks.iter().map(|t| t.view.clone()).collect();
+        let (init, views) = views.split_at(self.init_count);
+        let mut status = status::pod_status(
+            self.sandbox.is_some() && !self.sandbox_stopped,
+            self.sandbox.as_ref().and_then(|s| s.ip.clone()),
+            self.start_time.clone(),
+            (init, views),
+        );
+        if let Some(message) = &self.evicted {
+            status::evicted(&mut status, message);
+        }
+        status
+    }
+
+    /// The phase the pod ended in (Succeeded or Failed, an eviction too); None while it runs.
+    fn ended(&self) -> Option<String> {
+        let phase = self.status().phase?;
+        matches!(phase.as_str(), "Succeeded" | "Failed").then_some(phase)
+    }
+
     /// One look at the pod: sandbox first, then each container in order, then the
-    /// sandboxes of earlier runs.
+    /// sandboxes of earlier runs. Once it ended nothing of it runs again (a replacement is
+    /// a new worker): its end is recorded and its sandbox stopped.
     async fn sync(&mut self) -> anyhow::Result<()> {
-        if self.evicted.is_some() {
+        if let Some(phase) = self.ended() {
+            self.end(&phase).await;
             return Ok(());
         }
         if self.objects.has_changed().unwrap_or(false) {
@@ -366,11 +393,13 @@ impl Worker {
                     self.sync_container(index).await;
                 }
             }
+            self.check_storage().await;
             // Also when an init container failed for good: the pod is done, its sidecars too.
             if self.finished() {
                 self.stop_sidecars(spec::grace_seconds(&self.pod.pod)).await;
+                let sidecars = (0..self.init_count).filter(|i| self.tracks[*i].view.sidecar);
+                self.settle(sidecars.collect::<Vec<_>>()).await;
             }
-            self.check_storage().await;
         }
         for id in std::mem::take(&mut self.stale_sandboxes) {
             self.remove_sandbox(&id).await;
@@ -382,7 +411,30 @@ impl Worker {
             self.tracks.iter().filter_map(|t| t.view.current.as_ref()),
         )
         .await;
+        if let Some(phase) = self.ended() {
+            self.end(&phase).await;
+        }
         Ok(())
+    }
+
+    /// Records that the pod ended in `phase` (for this boot; a Job's pod for good), then
+    /// stops its sandbox, as upstream does: its network goes (its address, its host ports),
+    /// its containers stay for their status and logs. Until the stop succeeds, it is tried
+    /// again at each relist.
+    async fn end(&mut self, phase: &str) {
+        if self.sandbox_stopped {
+            return;
+        }
+        let job = self.pod.restart_limit.map(|_| &self.files.completion_root);
+        for root in job.into_iter().chain([&self.files.ended_root]) {
+            if let Err(e) = completions::record(root, &self.pod.uid, phase) {
+                (self.log)(format!("pod {}: recording its end: {e}", self.pod.key()));
+            }
+        }
+        match self.sandbox.as_ref().map(|s| s.id.clone()) {
+            Some(id) => self.sandbox_stopped = self.stop_sandbox(&id).await,
+            None => self.sandbox_stopped = true,
+        }
     }
 
     /// Measures what the pod wrote to the node's disk, every [`storage::CHECK_EVERY`] when it
@@ -427,16 +479,7 @@ impl Worker {
         (self.log)(format!("pod {}: evicted: {}", self.pod.key(), message.trim_end()));
         self.event(None, EventType::Warning, "Evicted", message.trim_end());
         self.stop_all(0).await;
-        for index in 0..self.tracks.len() {
-            let Some(id) = self.tracks[index].view.current.as_ref().map(|c| c.id.clone()) else {
-                continue;
-            };
-            let status = self.container_status(&id).await.ok();
-            let view = &mut self.tracks[index].view;
-            view.current = status.or(view.current.take());
-            (view.waiting, view.started, view.ready, view.done) = (None, false, false, true);
-            self.tracks[index].probes = None;
-        }
+        self.settle(0..self.tracks.len()).await;
         self.evicted = Some(message);
         if self.pod.replaced_when_failed {
             if self.began.elapsed() >= RESET_AFTER {
@@ -469,6 +512,8 @@ impl Worker {
             for index in 0..self.init_count {
                 if self.tracks[index].view.sidecar {
                     self.sync_container(index).await;
+                } else {
+                    self.tracks[index].view.done = true;
                 }
             }
             return true;
@@ -1092,6 +1137,34 @@ impl Worker {
         init_failed || containers.iter().all(|t| t.view.done)
     }
 
+    /// Stops sandbox `id` of the pod that ended; whether it is stopped (or gone).
+    async fn stop_sandbox(&self, id: &str) -> bool {
+        match self.cri.stop_pod_sandbox(id).await {
+            Ok(()) => true,
+            Err(e) if e.code() == tonic::Code::NotFound => true,
+            Err(e) => {
+                let message = e.message();
+                (self.log)(format!("pod {}: stopping sandbox {id}: {message}", self.pod.key()));
+                false
+            }
+        }
+    }
+
+    /// Reads back the last runs of the containers at `indexes`, which were stopped for good:
+    /// they are done, with the state they ended in.
+    async fn settle(&mut self, indexes: impl IntoIterator<Item = usize>) {
+        for index in indexes {
+            let Some(id) = self.tracks[index].view.current.as_ref().map(|c| c.id.clone()) else {
+                continue;
+            };
+            let status = self.container_status(&id).await.ok();
+            let view = &mut self.tracks[index].view;
+            view.current = status.or(view.current.take());
+            (view.waiting, view.started, view.ready, view.done) = (None, false, false, true);
+            self.tracks[index].probes = None;
+        }
+    }
+
     /// Stops the sidecars that run, the last first, sharing `grace` seconds.
     async fn stop_sidecars(&self, grace: i64) {
         let started = Instant::now();
@@ -1151,6 +1224,7 @@ impl Worker {
         }
         let _ = std::fs::remove_dir_all(self.files.log_directory(&self.pod));
         completions::forget(&self.files.completion_root, &self.pod.uid);
+        completions::forget(&self.files.ended_root, &self.pod.uid);
         // Its tmpfs and subPath binds are unmounted before anything is deleted.
         let removed = self.files.volumes(&self.pod.uid).remove();
         if let Err(e) = removed {

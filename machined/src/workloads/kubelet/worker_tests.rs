@@ -100,6 +100,14 @@ impl Harness {
     }
 }
 
+/// Runs `worker` as the kubelet does; the token removes its pod.
+fn spawn(worker: Worker) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let remove = CancellationToken::new();
+    let (detach, shutdown) = (CancellationToken::new(), CancellationToken::new());
+    let leave = Leave { remove: remove.clone(), detach, shutdown };
+    (tokio::spawn(worker.run(leave, Arc::default())), remove)
+}
+
 async fn advance(seconds: u64) {
     tokio::time::advance(Duration::from_secs(seconds)).await;
 }
@@ -393,7 +401,7 @@ async fn a_jobs_pod_runs_failures_again_up_to_its_limit_and_its_end_outlives_the
     assert_eq!(h.cri.runs("dump").len(), 2, "the backoffLimit is spent");
     assert_eq!(h.phase(), "Failed");
     let h = h.restarted_kubelet();
-    assert_eq!(h.worker.finished_job().as_deref(), Some("Failed"));
+    assert_eq!(h.worker.ended_before().as_deref(), Some("Failed"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -536,12 +544,15 @@ async fn a_jobs_sidecar_is_stopped_once_its_containers_are_done() {
     h.calls();
     h.cri.exit("main", 0);
     h.sync().await;
-    assert_eq!(h.calls(), ["stop_container shipper 30s"]);
+    assert_eq!(h.calls(), ["stop_container shipper 30s", "stop_pod_sandbox sandbox-1"]);
     h.sync().await;
     advance(60).await;
     h.sync().await;
     assert!(h.calls().is_empty(), "the sidecar is not run again");
     assert_eq!(h.phase(), "Succeeded", "the sidecar's end does not fail the pod");
+    let shipper = h.container("shipper");
+    assert!(!shipper.ready, "{shipper:?}");
+    assert!(shipper.state.and_then(|s| s.terminated).is_some(), "the stop is seen");
 }
 
 #[tokio::test(start_paused = true)]
@@ -560,7 +571,7 @@ async fn a_pod_past_its_ephemeral_storage_limit_is_evicted_and_not_run_again() {
     assert!(h.calls().is_empty());
     advance(10).await;
     h.sync().await;
-    assert_eq!(h.calls(), ["stop_container app 0s"]);
+    assert_eq!(h.calls(), ["stop_container app 0s", "stop_pod_sandbox sandbox-1"]);
     let status = h.status();
     assert_eq!(
         (status.phase.as_deref(), status.reason.as_deref()),
@@ -580,6 +591,82 @@ async fn a_pod_past_its_ephemeral_storage_limit_is_evicted_and_not_run_again() {
     assert!(h.calls().is_empty(), "an evicted pod is not run again");
 }
 
+/// A harness of pod `once` (`restartPolicy: Never`) whose container `app` runs, the calls
+/// that made it taken.
+async fn running_once() -> Harness {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: once}}\nspec: {{restartPolicy: Never, containers: [{{name: app, image: {IMAGE}}}]}}"
+    )));
+    h.sync().await;
+    h.sync().await;
+    h.calls();
+    h
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_that_ended_stops_its_sandbox_and_a_new_kubelet_does_not_run_it_again() {
+    let mut h = running_once().await;
+    h.cri.exit("app", 0);
+    h.sync().await;
+    assert_eq!(h.phase(), "Succeeded");
+    // Its address and host ports go with its sandbox; its container stays, for its logs.
+    assert_eq!(h.calls(), ["stop_pod_sandbox sandbox-1"]);
+    assert_eq!(h.cri.sandbox_count(), (1, 0));
+    h.sync().await;
+    assert!(h.calls().is_empty());
+    // The kubelet starts again in this boot: the stopped sandbox is no lost one.
+    let h = h.restarted_kubelet();
+    let (running, remove) = spawn(h.worker);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(h.cri.take_calls().is_empty(), "the pod is not run again");
+    let phase = h.registry.lock().unwrap().values().next().and_then(|r| r.pod.status.clone());
+    assert_eq!(phase.and_then(|s| s.phase).as_deref(), Some("Succeeded"));
+    remove.cancel();
+    running.await.unwrap();
+    assert_eq!(h.cri.sandbox_count(), (0, 0));
+    let ended = h.dir.path().join("run/cairn/pods-ended");
+    assert_eq!(std::fs::read_dir(ended).unwrap().count(), 0, "its record goes with it");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sandbox_that_would_not_stop_is_stopped_at_a_later_relist_not_replaced() {
+    let mut h = running_once().await;
+    h.cri.fail_next("stop_pod_sandbox", tonic::Status::internal("the network plugin timed out"));
+    h.cri.exit("app", 1);
+    h.sync().await;
+    assert_eq!(h.phase(), "Failed");
+    assert_eq!(h.cri.sandbox_count(), (1, 1), "the stop failed");
+    // Meanwhile containerd restarted: the sandbox stopped is no lost one to make anew.
+    h.cri.stop_all_sandboxes();
+    h.calls();
+    h.sync().await;
+    assert_eq!(h.calls(), ["stop_pod_sandbox sandbox-1"], "tried again, nothing made anew");
+    assert_eq!(h.cri.sandbox_count(), (1, 0));
+    h.sync().await;
+    assert!(h.calls().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_adopted_pod_with_init_containers_ends_and_is_recorded() {
+    let mut h = harness(pod(&format!(
+        "metadata: {{name: once}}\nspec:\n  restartPolicy: Never\n  initContainers: [{{name: fetch, image: {IMAGE}}}]\n  containers: [{{name: app, image: {IMAGE}}}]\n"
+    )));
+    h.sync().await;
+    h.cri.exit("fetch", 0);
+    h.sync().await;
+    h.sync().await;
+    assert!(h.cri.running("app"));
+    // A new kubelet adopts the running pod, then its container ends.
+    let mut h = h.restarted_kubelet();
+    h.sync().await;
+    h.calls();
+    h.cri.exit("app", 0);
+    h.sync().await;
+    assert_eq!(h.phase(), "Succeeded");
+    assert_eq!(h.calls(), ["stop_pod_sandbox sandbox-1"]);
+    assert_eq!(h.worker.ended_before().as_deref(), Some("Succeeded"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_evicted_pod_of_a_deployment_is_replaced_at_once_then_backing_off() {
     let mut web = pod(&format!(
@@ -589,10 +676,7 @@ async fn an_evicted_pod_of_a_deployment_is_replaced_at_once_then_backing_off() {
     let h = harness(web);
     // Every run of it writes past its limit.
     h.cri.set_writable_layer("app", 11 << 20);
-    let remove = CancellationToken::new();
-    let (detach, shutdown) = (CancellationToken::new(), CancellationToken::new());
-    let leave = Leave { remove: remove.clone(), detach, shutdown };
-    let running = tokio::spawn(h.worker.run(leave, Arc::default()));
+    let (running, remove) = spawn(h.worker);
     let sandboxes = |calls: &[String]| calls.iter().filter(|c| *c == "run_pod_sandbox web").count();
     // Evicted at its first measure, as it starts, and run anew at once.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -636,7 +720,7 @@ async fn a_restarting_sidecar_holds_back_no_init_container_and_ends_with_a_faile
     // An init container failing for good fails the pod, and its sidecar is stopped.
     h.cri.exit("second", 1);
     h.sync().await;
-    assert_eq!(h.calls(), ["stop_container proxy 30s"]);
+    assert_eq!(h.calls(), ["stop_container proxy 30s", "stop_pod_sandbox sandbox-1"]);
     h.sync().await;
     assert_eq!(h.phase(), "Failed");
     assert!(!h.cri.running("proxy") && h.cri.runs("app").is_empty());
