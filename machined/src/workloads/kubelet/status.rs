@@ -32,7 +32,8 @@ pub struct ContainerView {
     pub restarts: i32,
     /// Ended, and its restart policy does not restart it.
     pub done: bool,
-    /// An init container that runs beside the containers (see [`cairn_api::config::pod::is_sidecar`]).
+    /// An init container that runs beside the containers
+    /// (see [`cairn_api::config::pod::is_sidecar`]).
     pub sidecar: bool,
 }
 
@@ -157,7 +158,8 @@ pub fn evicted(status: &mut PodStatus, message: &str) {
     }
 }
 
-/// The status of a Job's pod that finished before (on an earlier boot) in `phase`.
+/// The status of a pod that ended before in `phase`: a Job's on an earlier boot, any pod's
+/// under a kubelet that stopped since.
 pub fn finished(phase: &str) -> PodStatus {
     PodStatus {
         phase: Some(phase.into()),

@@ -2,9 +2,9 @@
 //! pod writes to the node's disk outside its claims (its containers' writable layers, their
 //! logs, its emptyDir volumes on disk) is measured every [`CHECK_EVERY`], and the pod is
 //! evicted (its containers killed at once, its phase Failed with reason `Evicted`, not run
-//! again unless its controller replaces it) once an emptyDir passes its `sizeLimit`, the pod the sum of its containers'
-//! `ephemeral-storage` limits, or a container its own limit; upstream's checks, in its order,
-//! with its messages.
+//! again unless its controller replaces it) once an emptyDir passes its `sizeLimit`, the pod
+//! its total of the containers' `ephemeral-storage` limits (see [`super::pod_totals`]), or a
+//! container its own limit; upstream's checks, in its order, with its messages.
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +52,7 @@ impl StorageLimits {
         };
         let containers: Vec<(String, Option<u64>)> =
             spec::all_containers(pod).map(|c| (c.name.clone(), limit(c))).collect();
-        // `limit` has no error to give: it skips what does not parse, as validation does not.
+        // `limit` skips a quantity that does not parse (validation refused it): no error here.
         let pod_limit = pod_total(pod, Unstated::Nothing, |c| Ok(limit(c))).unwrap_or_default();
         let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
         let empty_dirs: Vec<(String, Option<u64>)> = volumes
